@@ -1,0 +1,215 @@
+"""pytest wiring of quant_guard: options, markers, test generation, fixtures, summary.
+
+pytest imports every installed plugin on every run (``pytest --version`` too), so this module
+imports nothing heavy: torch, diffsynth, lpips and PIL are imported inside the gate, when a
+visual test actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quant_guard.cases import CaseResult, VisualCase, expand_cases
+from quant_guard.config import ConfigError, QuantGuardConfig, load_config
+from quant_guard.session import QuantGuardSession, RunSettings
+from quant_guard.thresholds import ThresholdOverrides
+
+SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
+RESULT_KEY = pytest.StashKey[CaseResult]()
+
+MARKERS = {
+    "gpu": "gpu: needs a CUDA device; `pytest -m gpu` without one fails at session start instead of skipping",
+    "qg_thresholds": "qg_thresholds(lpips=None, ssim=None, psnr=None): override quant_guard's image thresholds "
+                     "for this test (max LPIPS, min SSIM, min PSNR in dB)",
+}
+_THRESHOLD_KEYWORDS = ("lpips", "ssim", "psnr")
+
+
+# ---- options ---------------------------------------------------------------------------------
+
+def _bounded_float(low: float, high: float, what: str) -> Any:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be between {low} and {high}, got {value}")
+        return value
+
+    return convert
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("quant_guard", "quant_guard: visual regression gate for quantized diffusion checkpoints")
+    group.addoption("--update-golden", action="store_true", default=False,
+                    help="render the bf16 goldens of the selected visual tests and write them (and the "
+                         "candidate's expected metrics) instead of checking against them")
+    group.addoption("--qg-config", metavar="PATH", default=None,
+                    help="TOML file with the quant_guard configuration (default: [tool.quant_guard] in "
+                         "pyproject.toml; ini: qg_config)")
+    group.addoption("--qg-golden-dir", metavar="DIR", default=None,
+                    help="golden directory (overrides golden_dir of the configuration)")
+    group.addoption("--qg-report-dir", metavar="DIR", default=None,
+                    help="where failure images and reports go (overrides report_dir; default qg-report)")
+    group.addoption("--qg-lpips", metavar="MAX", type=_bounded_float(0.0, 2.0, "--qg-lpips"), default=None,
+                    help="maximum LPIPS for every visual test (overrides all configured thresholds)")
+    group.addoption("--qg-ssim", metavar="MIN", type=_bounded_float(-1.0, 1.0, "--qg-ssim"), default=None,
+                    help="minimum SSIM for every visual test")
+    group.addoption("--qg-psnr", metavar="MIN_DB", type=_bounded_float(0.0, 200.0, "--qg-psnr"), default=None,
+                    help="minimum PSNR in dB for every visual test")
+    group.addoption("--qg-device", choices=("auto", "cpu", "cuda"), default=None,
+                    help="device for every checkpoint (default: each checkpoint's setting, 'auto')")
+    group.addoption("--qg-no-expected", action="store_true", default=False,
+                    help="ignore the expected metrics recorded at the last --update-golden")
+    parser.addini("qg_config", "path of the quant_guard TOML configuration, relative to the ini file",
+                  type="string", default="")
+
+
+# ---- configuration -------------------------------------------------------------------------
+
+def _find_config_file(config: pytest.Config) -> Path | None:
+    cli = config.getoption("qg_config")
+    if cli:
+        return Path(cli).resolve()
+    ini = config.getini("qg_config")
+    if ini:
+        base = config.inipath.parent if config.inipath else config.rootpath
+        return (base / ini).resolve()
+    pyproject = config.rootpath / "pyproject.toml"
+    if pyproject.is_file() and "[tool.quant_guard" in pyproject.read_text(encoding="utf-8", errors="replace"):
+        return pyproject
+    return None
+
+
+def _settings(config: pytest.Config) -> RunSettings:
+    def path(option: str) -> Path | None:
+        value = config.getoption(option)
+        return Path(value).resolve() if value else None
+
+    return RunSettings(
+        update_golden=config.getoption("update_golden"),
+        golden_dir=path("qg_golden_dir"),
+        report_dir=path("qg_report_dir"),
+        thresholds=ThresholdOverrides(lpips=config.getoption("qg_lpips"), ssim=config.getoption("qg_ssim"),
+                                      psnr=config.getoption("qg_psnr")),
+        device=config.getoption("qg_device"),
+        use_expected=not config.getoption("qg_no_expected"),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in MARKERS.values():
+        config.addinivalue_line("markers", line)
+    file = _find_config_file(config)
+    qg_config: QuantGuardConfig | None = None
+    if file is not None:
+        try:
+            qg_config = load_config(file)
+        except ConfigError as exc:
+            raise pytest.UsageError(f"quant_guard: {exc}") from None
+    config.stash[SESSION_KEY] = QuantGuardSession(qg_config, _settings(config)) if qg_config else None
+
+
+# ---- collection ----------------------------------------------------------------------------
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "qg_case" not in metafunc.fixturenames:
+        return
+    session = metafunc.config.stash[SESSION_KEY]
+    if session is None:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid} uses qg_case, but no quant_guard configuration was found: add a "
+            "[tool.quant_guard] table to pyproject.toml or pass --qg-config PATH")
+    cases = expand_cases(session.config)
+    if not cases:
+        raise pytest.UsageError(f"quant_guard: {session.config.source} declares no cases for its checkpoints")
+    params = [pytest.param(vc, id=vc.id, marks=[getattr(pytest.mark, m) for m in vc.checkpoint.marks])
+              for vc in cases]
+    metafunc.parametrize("qg_case", params)
+
+
+def _marker_thresholds(item: pytest.Item) -> ThresholdOverrides:
+    marker = item.get_closest_marker("qg_thresholds")
+    if marker is None:
+        return ThresholdOverrides()
+    unknown = set(marker.kwargs) - set(_THRESHOLD_KEYWORDS)
+    if marker.args or unknown:
+        raise pytest.UsageError(f"{item.nodeid}: qg_thresholds takes only keywords {', '.join(_THRESHOLD_KEYWORDS)}; "
+                                f"got args {marker.args!r}, unknown {sorted(unknown)}")
+    for name, value in marker.kwargs.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise pytest.UsageError(f"{item.nodeid}: qg_thresholds({name}=...) must be a number, got {value!r}")
+    return ThresholdOverrides(**{k: float(v) for k, v in marker.kwargs.items()})
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k deselection
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        _marker_thresholds(item)  # validate early: a typo is a usage error, not a late failure
+    if any(item.get_closest_marker("gpu") for item in items):
+        import torch  # only when GPU tests are selected
+
+        if not torch.cuda.is_available():
+            gpu = [item.nodeid for item in items if item.get_closest_marker("gpu")]
+            raise pytest.UsageError(
+                f"quant_guard: {len(gpu)} selected test(s) are marked gpu (e.g. {gpu[0]}) but torch sees no CUDA "
+                "device. Run them on a GPU machine, or deselect them with -m 'not gpu'.")
+
+
+# ---- fixtures --------------------------------------------------------------------------------
+
+class Gate:
+    """What a visual test calls: ``qg_gate.check(qg_case)``."""
+
+    def __init__(self, session: QuantGuardSession, item: pytest.Item) -> None:
+        self._session, self._item = session, item
+
+    def check(self, case: VisualCase) -> CaseResult:
+        __tracebackhide__ = True
+        from quant_guard.gate import run_case
+
+        result = run_case(self._session, case, _marker_thresholds(self._item))
+        self._session.record(result)
+        self._item.stash[RESULT_KEY] = result
+        if not result.passed:
+            pytest.fail(f"{case.id}: {result.reason}", pytrace=False)
+        return result
+
+
+@pytest.fixture(scope="session")
+def qg_session(request: pytest.FixtureRequest) -> Generator[QuantGuardSession, None, None]:
+    """The quant_guard session: configuration, lazily built pipelines, golden store."""
+    session = request.config.stash[SESSION_KEY]
+    if session is None:
+        raise pytest.UsageError("no quant_guard configuration: add [tool.quant_guard] to pyproject.toml "
+                                "or pass --qg-config PATH")
+    yield session
+    session.release_pipelines()
+
+
+@pytest.fixture
+def qg_gate(qg_session: QuantGuardSession, request: pytest.FixtureRequest) -> Gate:
+    """Checks a visual case against its golden (or updates the golden with --update-golden)."""
+    return Gate(qg_session, request.node)
+
+
+# ---- reporting -------------------------------------------------------------------------------
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None or not session.results:
+        return
+    failed = [r for r in session.results if not r.passed]
+    if failed:
+        terminalreporter.section("quant_guard failures")
+        for r in failed:
+            first = r.reason.splitlines()[0] if r.reason else ""
+            terminalreporter.write_line(f"{r.case.id}: {r.verdict.value}: {first}")
+    if session.settings.update_golden:
+        terminalreporter.write_line(session.update_summary())

@@ -1,0 +1,97 @@
+"""Visual cases: one (checkpoint, case, seed) triple per parametrised test, and the results a
+check produces. Plain frozen dataclasses and enums; nothing heavy is imported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from quant_guard.config import CaseSpec, CheckpointSpec, QuantGuardConfig
+from quant_guard.golden import GoldenKey
+
+if TYPE_CHECKING:
+    from quant_guard.metrics import ImageMetrics
+    from quant_guard.render import MemoryStats
+    from quant_guard.thresholds import MetricCheck
+
+
+@dataclass(frozen=True)
+class VisualCase:
+    checkpoint: CheckpointSpec
+    case: CaseSpec
+    seed: int
+
+    @property
+    def id(self) -> str:
+        """The test id, e.g. ``tiny-cyberpunk-rain-s0``."""
+        return f"{self.checkpoint.id}-{self.case.id}-s{self.seed}"
+
+    @property
+    def key(self) -> GoldenKey:
+        return GoldenKey(self.checkpoint.id, self.case.id, self.seed)
+
+    # Render settings: the case's own, else the checkpoint's defaults.
+    @property
+    def steps(self) -> int:
+        return self.case.steps or self.checkpoint.render.steps
+
+    @property
+    def width(self) -> int:
+        return self.case.width or self.checkpoint.render.width
+
+    @property
+    def height(self) -> int:
+        return self.case.height or self.checkpoint.render.height
+
+    @property
+    def guidance(self) -> float:
+        return self.checkpoint.render.guidance if self.case.guidance is None else self.case.guidance
+
+
+def expand_cases(config: QuantGuardConfig) -> list[VisualCase]:
+    """Every (checkpoint, case, seed) of the configuration, in declaration order."""
+    out = []
+    for checkpoint in config.checkpoints:
+        for case in config.cases:
+            if checkpoint.id in case.checkpoints:
+                out.extend(VisualCase(checkpoint, case, seed) for seed in case.seeds)
+    return out
+
+
+class Verdict(str, Enum):
+    PASSED = "passed"
+    UPDATED = "updated"  # --update-golden wrote (or confirmed) the golden
+    IMAGE_FAILED = "image-failed"  # a metric is outside its threshold or expected value
+    DEGENERATE = "degenerate"  # NaN / constant / black candidate
+    BUDGET_FAILED = "budget-failed"  # a memory or step-time limit was exceeded
+    NO_GOLDEN = "no-golden"
+    STALE_GOLDEN = "stale-golden"
+    BAD_GOLDEN = "bad-golden"
+    ERROR = "error"  # the checkpoint or pipeline could not be used
+
+
+@dataclass(frozen=True)
+class RenderSummary:
+    """What was measured of one render (the image itself stays out of results)."""
+
+    step_times_s: tuple[float, ...]
+    total_s: float
+    memory: MemoryStats
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: VisualCase
+    verdict: Verdict
+    reason: str
+    metrics: ImageMetrics | None = None
+    checks: tuple[MetricCheck, ...] = ()
+    candidate_render: RenderSummary | None = None
+    reference_render: RenderSummary | None = None
+    images: dict[str, Path] = field(default_factory=dict)  # "golden", "candidate", "diff"
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict in (Verdict.PASSED, Verdict.UPDATED)

@@ -1,0 +1,165 @@
+"""Checkpoints as concrete local files: the embedded tiny one is built into the cache, a
+``model_id`` component is fetched by DiffSynth, a path is checked. Also the file hashes that
+goldens record, computed once per file and reused while its size and mtime are unchanged
+(a real DiT is 12-24 GB)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from quant_guard.config import COMPONENTS, CheckpointSpec, ComponentSource
+from quant_guard.paths import cache_dir
+
+PICKLE_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".pkl", ".pickle")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that is missing, unreadable or not what the architecture expects."""
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """Local paths of every component (a list when a component spans several files)."""
+
+    id: str
+    files: dict[str, Path | list[Path]]  # component name -> file(s) or folder
+    candidate_dit: Path | None
+    t5_sequence_length: int
+
+    def weight_files(self) -> list[Path]:
+        out: list[Path] = []
+        for name in COMPONENTS:
+            value = self.files[name]
+            if not name.startswith("tokenizer"):
+                out.extend(value if isinstance(value, list) else [value])
+        return out
+
+
+def resolve_checkpoint(spec: CheckpointSpec) -> ResolvedCheckpoint:
+    if spec.embedded == "tiny":
+        from quant_guard.tiny.build import ensure_tiny_checkpoint
+        from quant_guard.tiny.dataset import T5_SEQUENCE_LENGTH
+
+        tiny = ensure_tiny_checkpoint()
+        files: dict[str, Path | list[Path]] = {
+            "dit": tiny.dit, "text_encoder_clip": tiny.text_encoder_clip, "text_encoder_t5": tiny.text_encoder_t5,
+            "vae": tiny.vae, "tokenizer_clip": tiny.tokenizer_clip, "tokenizer_t5": tiny.tokenizer_t5,
+        }
+        t5_len = T5_SEQUENCE_LENGTH
+    else:
+        files = {name: _local(spec.components[name], f"{spec.id}.{name}") for name in COMPONENTS}
+        t5_len = spec.t5_sequence_length
+    candidate_dit = None
+    if spec.candidate_dit is not None:
+        local = _local(spec.candidate_dit, f"{spec.id}.candidate.dit")
+        if isinstance(local, list):
+            raise CheckpointError(f"checkpoint {spec.id!r}: candidate.dit must be one file, got {local}")
+        candidate_dit = local
+    for name, value in files.items():
+        for path in value if isinstance(value, list) else [value]:
+            _check_file(path, f"checkpoint {spec.id!r} component {name}", folder=name.startswith("tokenizer"))
+    if candidate_dit is not None:
+        _check_file(candidate_dit, f"checkpoint {spec.id!r} candidate DiT", folder=False)
+    return ResolvedCheckpoint(spec.id, files, candidate_dit, t5_len)
+
+
+def _local(source: ComponentSource, what: str) -> Path | list[Path]:
+    if source.path is not None:
+        return source.path
+    from diffsynth.core import ModelConfig
+
+    config = ModelConfig(model_id=source.model_id, origin_file_pattern=source.origin_file_pattern)
+    try:
+        config.download_if_necessary()
+    except Exception as exc:  # DiffSynth raises whatever its hub client raises
+        raise CheckpointError(f"{what}: could not fetch {source.describe()}: {exc}") from exc
+    paths = config.path if isinstance(config.path, list) else [config.path]
+    if not paths:
+        raise CheckpointError(f"{what}: no file matches {source.describe()} (DIFFSYNTH_SKIP_DOWNLOAD set?)")
+    return [Path(p) for p in paths] if len(paths) > 1 else Path(paths[0])
+
+
+def _check_file(path: Path, what: str, *, folder: bool) -> None:
+    if folder:
+        if not path.is_dir():
+            raise CheckpointError(f"{what}: tokenizer folder {path} does not exist")
+        return
+    if not path.exists():
+        raise CheckpointError(f"{what}: file {path} does not exist")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(f"{what}: {path} is a pickle checkpoint; quant_guard loads only .safetensors "
+                              "(pickles can run code when loaded). Convert it to safetensors first.")
+    if path.suffix.lower() != ".safetensors":
+        raise CheckpointError(f"{what}: {path} is not a .safetensors file")
+
+
+# ---- file hashes ---------------------------------------------------------------------------
+
+def _hash_cache_file() -> Path:
+    return cache_dir() / "file-hashes.json"
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, cached by (absolute path, size, mtime_ns)."""
+    path = path.resolve()
+    stat = path.stat()
+    key = str(path)
+    cache = _read_hash_cache()
+    entry = cache.get(key)
+    if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+        return str(entry["sha256"])
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(16 * 2**20), b""):
+            digest.update(chunk)
+    value = digest.hexdigest()
+    cache = _read_hash_cache()  # re-read: another process may have added entries meanwhile
+    cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": value}
+    _write_hash_cache(cache)
+    return value
+
+
+def folder_sha256(path: Path) -> str:
+    """Hash of a tokenizer folder: names and contents of its files."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + file_sha256(file).encode())
+    return digest.hexdigest()
+
+
+def checkpoint_hashes(resolved: ResolvedCheckpoint) -> dict[str, str]:
+    """Component name -> sha256, the identity a golden records."""
+    out: dict[str, str] = {}
+    for name in COMPONENTS:
+        value = resolved.files[name]
+        if name.startswith("tokenizer"):
+            out[name] = folder_sha256(value)  # type: ignore[arg-type]
+        elif isinstance(value, list):
+            out[name] = hashlib.sha256("".join(file_sha256(p) for p in value).encode()).hexdigest()
+        else:
+            out[name] = file_sha256(value)
+    if resolved.candidate_dit is not None:
+        out["candidate_dit"] = file_sha256(resolved.candidate_dit)
+    return out
+
+
+def _read_hash_cache() -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(_hash_cache_file().read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}  # a missing or damaged cache only costs a re-hash
+
+
+def _write_hash_cache(cache: dict[str, dict[str, object]]) -> None:
+    target = _hash_cache_file()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".hashes-", dir=target.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(cache, f, indent=1, sort_keys=True)
+    os.replace(tmp, target)

@@ -1,0 +1,375 @@
+"""The ``[tool.quant_guard]`` configuration: checkpoints under test, cases, thresholds, limits.
+
+Read from ``pyproject.toml`` or from a TOML file given with ``--qg-config`` (same schema, either
+at top level or under ``[tool.quant_guard]``). Parsing is strict: an unknown key, a wrong type,
+a bad unit or a duplicate id is a ``ConfigError`` that names the file and the key. Relative
+paths are resolved against the directory of the file that declares them.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quant_guard.thresholds import ThresholdOverrides, Thresholds
+from quant_guard.units import UnitError, parse_bytes, parse_seconds
+
+# Ids become file and folder names of goldens, so they are restricted to a safe alphabet.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+COMPONENTS = ("dit", "text_encoder_clip", "text_encoder_t5", "vae", "tokenizer_clip", "tokenizer_t5")
+CANDIDATE_SCHEMES = ("float8_e4m3fn",)
+DEVICES = ("auto", "cpu", "cuda")
+MARKS = ("gpu",)
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message starts with "file: key:"."""
+
+
+@dataclass(frozen=True)
+class ComponentSource:
+    """One model file or folder: a local path, or a DiffSynth ``model_id`` + ``origin_file_pattern``
+    that DiffSynth downloads where there is network."""
+
+    path: Path | None = None
+    model_id: str | None = None
+    origin_file_pattern: str | None = None
+
+    def describe(self) -> str:
+        return str(self.path) if self.path else f"{self.model_id}:{self.origin_file_pattern}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard budgets of a candidate render (None = no limit)."""
+
+    peak_vram_bytes: int | None = None
+    step_time_s: float | None = None
+
+
+@dataclass(frozen=True)
+class RenderDefaults:
+    """A checkpoint's render settings for cases that do not set their own."""
+
+    steps: int = 20
+    width: int = 1024
+    height: int = 1024
+    guidance: float = 3.5
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    id: str
+    embedded: str | None  # "tiny", or None for a checkpoint given by its components
+    components: dict[str, ComponentSource]  # empty for an embedded checkpoint
+    candidate_scheme: str = "float8_e4m3fn"
+    candidate_dit: ComponentSource | None = None  # a pre-quantized DiT file replacing the bf16 one
+    device: str = "auto"
+    cpu_offload: bool = False  # keep the float8 DiT in host memory, onload per layer
+    t5_sequence_length: int = 512
+    marks: tuple[str, ...] = ()
+    thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
+    limits: Limits = field(default_factory=Limits)
+    render: RenderDefaults = field(default_factory=RenderDefaults)
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    id: str
+    prompt: str
+    seeds: tuple[int, ...]
+    steps: int | None  # None: the checkpoint's default
+    width: int | None
+    height: int | None
+    guidance: float | None
+    checkpoints: tuple[str, ...]
+    thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
+
+
+@dataclass(frozen=True)
+class ExpectedSettings:
+    """The "expected" mode: fail when a metric is worse than the value recorded at the last
+    ``--update-golden`` by more than ``lpips <= expected * lpips_factor + lpips_margin``,
+    ``ssim >= expected - ssim_margin``, ``psnr >= expected - psnr_margin_db``."""
+
+    enabled: bool = True
+    lpips_factor: float = 1.1
+    lpips_margin: float = 0.005
+    ssim_margin: float = 0.005
+    psnr_margin_db: float = 1.0
+
+
+@dataclass(frozen=True)
+class QuantGuardConfig:
+    source: Path  # the file the configuration was read from
+    golden_dir: Path
+    report_dir: Path
+    thresholds: Thresholds
+    expected: ExpectedSettings
+    checkpoints: tuple[CheckpointSpec, ...]
+    cases: tuple[CaseSpec, ...]
+
+    def checkpoint(self, checkpoint_id: str) -> CheckpointSpec:
+        for c in self.checkpoints:
+            if c.id == checkpoint_id:
+                return c
+        raise KeyError(checkpoint_id)
+
+
+class _Table:
+    """A TOML table being validated: typed getters that name the key on error, and a check
+    that every key was understood."""
+
+    def __init__(self, data: Any, where: str, file: Path) -> None:
+        self.file, self.where = file, where
+        if not isinstance(data, dict):
+            self.fail("", f"must be a table, got {type(data).__name__}")
+        self.data: dict[str, Any] = data
+        self.seen: set[str] = set()
+
+    def fail(self, key: str, message: str) -> None:
+        path = f"{self.where}.{key}" if key else self.where
+        raise ConfigError(f"{self.file}: {path}: {message}")
+
+    def get(self, key: str, types: type | tuple[type, ...], default: Any = None, *, required: bool = False) -> Any:
+        self.seen.add(key)
+        if key not in self.data:
+            if required:
+                self.fail(key, "is required")
+            return default
+        value = self.data[key]
+        # bool is an int subclass in Python; a boolean where a number is expected is a mistake
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+            names = " or ".join(t.__name__ for t in _as_tuple(types))
+            self.fail(key, f"must be {names}, got {type(value).__name__} {value!r}")
+        return value
+
+    def number(self, key: str, default: float | None = None, *, low: float | None = None,
+               high: float | None = None) -> float | None:
+        value = self.get(key, (int, float), default)
+        if value is None:
+            return None
+        if (low is not None and value < low) or (high is not None and value > high):
+            self.fail(key, f"must be between {low} and {high}, got {value}")
+        return float(value)
+
+    def integer(self, key: str, default: int | None = None, *, low: int = 0, required: bool = False) -> int:
+        value = self.get(key, int, default, required=required)
+        if value is not None and value < low:
+            self.fail(key, f"must be >= {low}, got {value}")
+        return value  # type: ignore[no-any-return]
+
+    def identifier(self, key: str) -> str:
+        value: str = self.get(key, str, required=True)
+        if not _ID.match(value):
+            self.fail(key, f"{value!r} is not a valid id: use letters, digits, '.', '_' or '-' "
+                           "(it becomes a file name), at most 64 characters")
+        return value
+
+    def sub(self, key: str) -> _Table | None:
+        value = self.get(key, dict)
+        return None if value is None else _Table(value, f"{self.where}.{key}", self.file)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            self.fail(unknown[0], f"unknown key (known keys here: {', '.join(sorted(self.seen))})")
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def load_config(file: Path, *, from_pyproject: bool | None = None) -> QuantGuardConfig:
+    """Read and validate a configuration file. A ``pyproject.toml`` (or any file with a
+    ``[tool.quant_guard]`` table) is read from that table; any other file from its top level."""
+    file = file.resolve()
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: configuration file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    if "tool" in data and isinstance(data["tool"], dict) and "quant_guard" in data["tool"]:
+        return parse_config(data["tool"]["quant_guard"], file=file, where="tool.quant_guard")
+    if from_pyproject or file.name == "pyproject.toml":
+        raise ConfigError(f"{file}: has no [tool.quant_guard] table")
+    return parse_config(data, file=file, where="quant_guard")
+
+
+def parse_config(data: Any, *, file: Path, where: str = "tool.quant_guard") -> QuantGuardConfig:
+    root = _Table(data, where, file)
+    base = file.parent
+    golden_dir = base / root.get("golden_dir", str, "golden")
+    report_dir = base / root.get("report_dir", str, "qg-report")
+    thresholds = Thresholds.DEFAULT
+    if (t := root.sub("thresholds")) is not None:
+        thresholds = _threshold_overrides(t).apply(thresholds)
+    expected = _expected(root.sub("expected"))
+    checkpoints = tuple(_checkpoint(_Table(c, f"{where}.checkpoints[{i}]", file), base)
+                        for i, c in enumerate(root.get("checkpoints", list, [])))
+    cases = tuple(_case(_Table(c, f"{where}.cases[{i}]", file), checkpoints)
+                  for i, c in enumerate(root.get("cases", list, [])))
+    root.finish()
+    _unique(root, "checkpoints", [c.id for c in checkpoints])
+    _unique(root, "cases", [c.id for c in cases])
+    return QuantGuardConfig(source=file, golden_dir=golden_dir, report_dir=report_dir,
+                            thresholds=thresholds, expected=expected, checkpoints=checkpoints, cases=cases)
+
+
+def _unique(table: _Table, key: str, ids: list[str]) -> None:
+    seen: set[str] = set()
+    for i in ids:
+        # case-insensitive: goldens on a case-insensitive file system would collide
+        if i.lower() in seen:
+            table.fail(key, f"duplicate id {i!r}")
+        seen.add(i.lower())
+
+
+def _threshold_overrides(t: _Table) -> ThresholdOverrides:
+    result = ThresholdOverrides(
+        lpips=t.number("lpips", low=0.0, high=2.0),
+        ssim=t.number("ssim", low=-1.0, high=1.0),
+        psnr=t.number("psnr", low=0.0, high=200.0),
+    )
+    t.finish()
+    return result
+
+
+def _expected(t: _Table | None) -> ExpectedSettings:
+    if t is None:
+        return ExpectedSettings()
+    d = ExpectedSettings()
+    result = ExpectedSettings(
+        enabled=t.get("enabled", bool, d.enabled),
+        lpips_factor=t.number("lpips_factor", d.lpips_factor, low=1.0, high=100.0),  # type: ignore[arg-type]
+        lpips_margin=t.number("lpips_margin", d.lpips_margin, low=0.0, high=2.0),  # type: ignore[arg-type]
+        ssim_margin=t.number("ssim_margin", d.ssim_margin, low=0.0, high=2.0),  # type: ignore[arg-type]
+        psnr_margin_db=t.number("psnr_margin_db", d.psnr_margin_db, low=0.0, high=200.0),  # type: ignore[arg-type]
+    )
+    t.finish()
+    return result
+
+
+def _source(value: Any, t: _Table, key: str, base: Path) -> ComponentSource:
+    if isinstance(value, str):
+        return ComponentSource(path=(base / value).resolve())
+    if isinstance(value, dict):
+        s = _Table(value, f"{t.where}.{key}", t.file)
+        model_id = s.get("model_id", str, required=True)
+        pattern = s.get("origin_file_pattern", str, required=True)
+        s.finish()
+        return ComponentSource(model_id=model_id, origin_file_pattern=pattern)
+    t.fail(key, "must be a path string or a table {model_id = ..., origin_file_pattern = ...}")
+    raise AssertionError  # unreachable: fail() raises
+
+
+def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
+    checkpoint_id = t.identifier("id")
+    embedded = t.get("embedded", str)
+    if embedded is not None and embedded != "tiny":
+        t.fail("embedded", f"unknown embedded checkpoint {embedded!r}; the only one is 'tiny'")
+    components: dict[str, ComponentSource] = {}
+    if (c := t.sub("components")) is not None:
+        for key in COMPONENTS:
+            if key in c.data:
+                components[key] = _source(c.get(key, (str, dict)), c, key, base)
+        c.finish()
+    if embedded and components:
+        t.fail("components", "an embedded checkpoint takes no components")
+    if not embedded:
+        missing = [k for k in COMPONENTS if k not in components]
+        if missing:
+            t.fail("components", f"missing {', '.join(missing)} (or set embedded = \"tiny\")")
+    candidate_scheme, candidate_dit = "float8_e4m3fn", None
+    if (cand := t.sub("candidate")) is not None:
+        candidate_scheme = cand.get("scheme", str, candidate_scheme)
+        if candidate_scheme not in CANDIDATE_SCHEMES:
+            cand.fail("scheme", f"unknown scheme {candidate_scheme!r}; known: {', '.join(CANDIDATE_SCHEMES)}")
+        if "dit" in cand.data:
+            candidate_dit = _source(cand.get("dit", (str, dict)), cand, "dit", base)
+        cand.finish()
+    device = t.get("device", str, "auto")
+    if device not in DEVICES:
+        t.fail("device", f"must be one of {', '.join(DEVICES)}, got {device!r}")
+    marks = tuple(t.get("marks", list, []))
+    for m in marks:
+        if m not in MARKS:
+            t.fail("marks", f"unknown mark {m!r}; known: {', '.join(MARKS)}")
+    thresholds = ThresholdOverrides()
+    if (th := t.sub("thresholds")) is not None:
+        thresholds = _threshold_overrides(th)
+    limits = Limits()
+    if (lim := t.sub("limits")) is not None:
+        limits = _limits(lim)
+    render = RenderDefaults()
+    if (r := t.sub("render")) is not None:
+        size = _size(r, "1024x1024")
+        render = RenderDefaults(steps=r.integer("steps", 20, low=1), width=size[0], height=size[1],
+                                guidance=r.number("guidance", 3.5, low=0.0, high=100.0))  # type: ignore[arg-type]
+        r.finish()
+    spec = CheckpointSpec(
+        id=checkpoint_id, embedded=embedded, components=components,
+        candidate_scheme=candidate_scheme, candidate_dit=candidate_dit, device=device,
+        cpu_offload=t.get("cpu_offload", bool, False),
+        t5_sequence_length=t.integer("t5_sequence_length", 512, low=1),
+        marks=marks, thresholds=thresholds, limits=limits, render=render,
+    )
+    t.finish()
+    return spec
+
+
+def _limits(t: _Table) -> Limits:
+    def unit(key: str, parse: Any) -> Any:
+        text = t.get(key, str)
+        if text is None:
+            return None
+        try:
+            return parse(text)
+        except UnitError as exc:
+            t.fail(key, str(exc))
+
+    result = Limits(peak_vram_bytes=unit("peak_vram", parse_bytes), step_time_s=unit("step_time", parse_seconds))
+    t.finish()
+    return result
+
+
+def _case(t: _Table, checkpoints: tuple[CheckpointSpec, ...]) -> CaseSpec:
+    case_id = t.identifier("id")
+    prompt = t.get("prompt", str, required=True)
+    seeds_value = t.get("seeds", list, [0])
+    if not seeds_value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds_value):
+        t.fail("seeds", f"must be a non-empty list of integers >= 0, got {seeds_value!r}")
+    if len(set(seeds_value)) != len(seeds_value):
+        t.fail("seeds", f"has duplicates: {seeds_value!r}")
+    width, height = _size(t, None) if "size" in t.data else (None, None)
+    known = [c.id for c in checkpoints]
+    names = tuple(t.get("checkpoints", list, known))
+    for n in names:
+        if n not in known:
+            t.fail("checkpoints", f"unknown checkpoint {n!r}; declared: {', '.join(known) or 'none'}")
+    thresholds = ThresholdOverrides()
+    if (th := t.sub("thresholds")) is not None:
+        thresholds = _threshold_overrides(th)
+    spec = CaseSpec(
+        id=case_id, prompt=prompt, seeds=tuple(seeds_value),
+        steps=t.integer("steps", None, low=1) if "steps" in t.data else None,
+        width=width, height=height, guidance=t.number("guidance", None, low=0.0, high=100.0),
+        checkpoints=names, thresholds=thresholds,
+    )
+    t.finish()
+    return spec
+
+
+def _size(t: _Table, default: str | None) -> tuple[int, int]:
+    text = t.get("size", str, default)
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        t.fail("size", f"must look like '1024x1024' (width x height), got {text!r}")
+    width, height = int(match.group(1)), int(match.group(2))  # type: ignore[union-attr]
+    if width % 16 or height % 16 or width < 32 or height < 32:
+        t.fail("size", f"width and height must be multiples of 16 and at least 32 (Flux patches), got {text!r}")
+    return width, height

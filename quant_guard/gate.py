@@ -1,0 +1,187 @@
+"""The visual gate for one case: render the float8 candidate, compare it with the bf16 golden,
+judge the metrics; or, with ``--update-golden``, render and store the golden.
+
+Returns a ``CaseResult``; the plugin turns a failed one into a test failure whose message has
+one line per metric against its limit, then the image paths.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from quant_guard import __version__
+from quant_guard.cases import CaseResult, RenderSummary, Verdict, VisualCase
+from quant_guard.checkpoints import CheckpointError
+from quant_guard.golden import GoldenCorrupt, GoldenMissing, encode_png, stale_fields
+from quant_guard.thresholds import ThresholdOverrides, check_expected, check_thresholds, resolve_thresholds
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from quant_guard.render import Render, RenderRequest
+    from quant_guard.session import QuantGuardSession
+
+# A candidate whose pixel values span fewer levels than this is "constant" (e.g. all black).
+MIN_DYNAMIC_RANGE = 4
+
+
+def request_for(session: QuantGuardSession, vc: VisualCase) -> RenderRequest:
+    from quant_guard.render import RenderRequest
+
+    return RenderRequest(prompt=vc.case.prompt, seed=vc.seed, steps=vc.steps, width=vc.width, height=vc.height,
+                         guidance=vc.guidance, t5_sequence_length=session.resolved(vc.checkpoint).t5_sequence_length)
+
+
+def golden_parameters(session: QuantGuardSession, vc: VisualCase) -> dict[str, Any]:
+    """The parameters a golden is made with; any difference later makes it stale."""
+    r = request_for(session, vc)
+    return {
+        "prompt": r.prompt, "seed": r.seed, "steps": r.steps, "width": r.width, "height": r.height,
+        "guidance": r.guidance, "t5_sequence_length": r.t5_sequence_length,
+        "scheduler": "FlowMatchScheduler:FLUX.1",
+        "checkpoint_hashes": session.reference_hashes(vc.checkpoint),
+    }
+
+
+def environment(device: str) -> dict[str, Any]:
+    import diffsynth.version as dv
+    import torch
+
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else (platform.processor() or platform.machine())
+    return {"device": device, "device_name": name, "torch": torch.__version__,
+            "diffsynth": getattr(dv, "__version__", "unknown"), "quant_guard": __version__,
+            "python": platform.python_version(), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def run_case(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverrides) -> CaseResult:
+    try:
+        if session.settings.update_golden:
+            return _update(session, vc, marker)
+        return _check(session, vc, marker)
+    except CheckpointError as exc:
+        return CaseResult(vc, Verdict.ERROR, str(exc))
+
+
+def _limits(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverrides):  # type: ignore[no-untyped-def]
+    return resolve_thresholds(session.config.thresholds, vc.checkpoint.thresholds, vc.case.thresholds,
+                              marker, session.settings.thresholds)
+
+
+def _update_command(vc: VisualCase) -> str:
+    return f'pytest --update-golden -k "{vc.id}"'
+
+
+def _check(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverrides) -> CaseResult:
+    from quant_guard.pipelines import Precision
+    from quant_guard.render import render
+
+    store = session.store
+    try:
+        golden = store.load(vc.key, width=vc.width, height=vc.height)
+        expected = store.load_expected(vc.key) if session.settings.use_expected and session.config.expected.enabled else None
+    except GoldenMissing as exc:
+        return CaseResult(vc, Verdict.NO_GOLDEN, f"{exc}. Create it with: {_update_command(vc)}")
+    except GoldenCorrupt as exc:
+        return CaseResult(vc, Verdict.BAD_GOLDEN, f"{exc}. Re-create it with: {_update_command(vc)}")
+    stale = stale_fields(golden.metadata, golden_parameters(session, vc))
+    if stale:
+        return CaseResult(vc, Verdict.STALE_GOLDEN,
+                          f"golden {display_path(golden.png)} is stale, made with other parameters:\n  " + "\n  ".join(stale)
+                          + f"\nRe-baseline with: {_update_command(vc)}")
+    candidate = render(session.pipeline(vc.checkpoint, Precision.FLOAT8_E4M3FN), request_for(session, vc))
+    return _judge(session, vc, marker, golden.image, candidate, expected=expected, golden_png=golden.png)
+
+
+def _update(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverrides) -> CaseResult:
+    from quant_guard.metrics import compare_images
+    from quant_guard.pipelines import Precision
+    from quant_guard.render import render
+
+    request = request_for(session, vc)
+    reference = render(session.pipeline(vc.checkpoint, Precision.BF16), request)
+    problem = _degenerate(reference)
+    if problem:
+        return CaseResult(vc, Verdict.DEGENERATE, f"the bf16 reference render is {problem}; no golden written")
+    candidate = render(session.pipeline(vc.checkpoint, Precision.FLOAT8_E4M3FN), request)
+    metadata = {**golden_parameters(session, vc), "environment": environment(session.device(vc.checkpoint)),
+                "candidate_scheme": vc.checkpoint.candidate_scheme}
+    expected = None if _degenerate(candidate) else compare_images(reference.image, candidate.image)
+    outcome = session.store.write(vc.key, reference.image, metadata, expected)
+    session.outcomes[outcome] += 1
+    result = _judge(session, vc, marker, reference.image, candidate, expected=None,
+                    golden_png=session.store.png_path(vc.key), reference=reference)
+    if result.passed:
+        return CaseResult(vc, Verdict.UPDATED, f"golden {outcome.value}", metrics=result.metrics,
+                          checks=result.checks, candidate_render=result.candidate_render,
+                          reference_render=result.reference_render)
+    return result
+
+
+def _degenerate(r: Render) -> str | None:
+    if r.nonfinite_fraction > 0:
+        return f"not finite ({r.nonfinite_fraction:.1%} of the VAE output is NaN/Inf)"
+    span = int(r.image.max()) - int(r.image.min())
+    if span < MIN_DYNAMIC_RANGE:
+        return f"constant (all pixels within {span} levels of {int(r.image.min())})"
+    return None
+
+
+def _summary(r: Render) -> RenderSummary:
+    return RenderSummary(step_times_s=r.step_times_s, total_s=r.total_s, memory=r.memory)
+
+
+def _judge(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverrides, golden: np.ndarray,
+           candidate: Render, *, expected: Any, golden_png: Path, reference: Render | None = None) -> CaseResult:
+    from quant_guard.metrics import compare_images
+
+    ref_summary = _summary(reference) if reference is not None else None
+    problem = _degenerate(candidate)
+    if problem:
+        images = _write_failure_images(session, vc, golden, candidate.image, golden_png)
+        return CaseResult(vc, Verdict.DEGENERATE, f"degenerate candidate output: {problem}\n" + _paths(images),
+                          candidate_render=_summary(candidate), reference_render=ref_summary, images=images)
+    metrics = compare_images(golden, candidate.image)
+    checks = check_thresholds(metrics, _limits(session, vc, marker))
+    if expected is not None:
+        checks += check_expected(metrics, expected, session.config.expected)
+    if all(c.passed for c in checks):
+        return CaseResult(vc, Verdict.PASSED, "", metrics=metrics, checks=tuple(checks),
+                          candidate_render=_summary(candidate), reference_render=ref_summary)
+    images = _write_failure_images(session, vc, golden, candidate.image, golden_png)
+    lines = [f"{vc.checkpoint.candidate_scheme} candidate differs from the bf16 golden:"]
+    lines += ["  " + c.describe() for c in checks]
+    return CaseResult(vc, Verdict.IMAGE_FAILED, "\n".join(lines) + "\n" + _paths(images), metrics=metrics,
+                      checks=tuple(checks), candidate_render=_summary(candidate), reference_render=ref_summary,
+                      images=images)
+
+
+def _paths(images: dict[str, Path]) -> str:
+    return "\n".join(f"  {name + ':':<10} {display_path(path)}" for name, path in images.items())
+
+
+def display_path(path: Path) -> str:
+    """Relative to the working directory when inside it: shorter messages a person can click."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _write_failure_images(session: QuantGuardSession, vc: VisualCase, golden: np.ndarray,
+                          candidate: np.ndarray, golden_png: Path) -> dict[str, Path]:
+    """Candidate and amplified difference beside a copy-free reference to the golden."""
+    import numpy as np
+
+    from quant_guard.golden import atomic_write
+
+    folder = session.report_dir / vc.checkpoint.id / vc.key.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    diff = np.abs(golden.astype(np.int16) - candidate.astype(np.int16)).max(axis=2)
+    diff_rgb = np.repeat(np.clip(diff * 4, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    atomic_write(folder / "candidate.png", encode_png(candidate))
+    atomic_write(folder / "diff.png", encode_png(diff_rgb))
+    return {"golden": golden_png, "candidate": folder / "candidate.png", "diff": folder / "diff.png"}
+

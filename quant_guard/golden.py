@@ -1,0 +1,226 @@
+"""The golden store: ``<golden_dir>/<checkpoint-id>/<case-id>-s<seed>.png`` (the bf16 reference
+image), a ``.json`` sidecar saying how it was made, and a ``.expected.yml`` with the candidate's
+metrics at the time (written in pytest-regressions' ``data_regression`` YAML format).
+
+Every write goes to a temporary file in the same folder and is renamed into place, so an
+interrupted update leaves either the old or the new file, never half of one. The sidecar records
+the PNG's sha256, so a PNG and sidecar from different updates are detected, not trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from quant_guard.metrics import ImageMetrics
+
+SIDECAR_VERSION = 1
+# Recorded render parameters: a difference in any of these makes a golden stale.
+RENDER_KEYS = ("prompt", "seed", "steps", "width", "height", "guidance", "t5_sequence_length",
+               "scheduler", "checkpoint_hashes")
+
+
+class GoldenError(Exception):
+    """A golden that cannot be used; the message names the file and what to do."""
+
+
+class GoldenMissing(GoldenError):
+    pass
+
+
+class GoldenStale(GoldenError):
+    pass
+
+
+class GoldenCorrupt(GoldenError):
+    pass
+
+
+class WriteOutcome(str, Enum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class GoldenKey:
+    checkpoint_id: str
+    case_id: str
+    seed: int
+
+    @property
+    def stem(self) -> str:
+        return f"{self.case_id}-s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Golden:
+    image: np.ndarray
+    metadata: dict[str, Any]
+    png: Path
+
+
+class GoldenStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def png_path(self, key: GoldenKey) -> Path:
+        path = self.root / key.checkpoint_id / f"{key.stem}.png"
+        # ids are validated by the config; this guards against anything slipping through
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise GoldenError(f"golden path {path} would leave the golden directory {self.root}")
+        return path
+
+    def sidecar_path(self, key: GoldenKey) -> Path:
+        return self.png_path(key).with_suffix(".json")
+
+    def expected_path(self, key: GoldenKey) -> Path:
+        return self.png_path(key).with_suffix(".expected.yml")
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def load(self, key: GoldenKey, *, width: int, height: int) -> Golden:
+        png, sidecar = self.png_path(key), self.sidecar_path(key)
+        if not png.exists():
+            raise GoldenMissing(f"no golden image {png}")
+        metadata = _read_sidecar(sidecar)
+        data = png.read_bytes()
+        recorded = metadata.get("image_sha256")
+        if recorded != hashlib.sha256(data).hexdigest():
+            raise GoldenCorrupt(f"golden {png} does not match its sidecar {sidecar.name} (sha256 differs): "
+                                "the PNG was changed or an update was interrupted")
+        image = _decode_png(data, png)
+        if image.shape != (height, width, 3):
+            raise GoldenCorrupt(f"golden {png} is {image.shape[1]}x{image.shape[0]}, the case renders {width}x{height}")
+        return Golden(image=image, metadata=metadata, png=png)
+
+    def load_expected(self, key: GoldenKey) -> ImageMetrics | None:
+        """The candidate metrics recorded at the last update, or None if none were recorded."""
+        import yaml
+
+        from quant_guard.metrics import ImageMetrics
+
+        path = self.expected_path(key)
+        if not path.exists():
+            return None
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            return ImageMetrics(lpips=float(data["lpips"]), ssim=float(data["ssim"]), psnr=float(data["psnr"]))
+        except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+            raise GoldenCorrupt(f"expected-metrics file {path} is not valid ({exc}); "
+                                "re-create it with pytest --update-golden") from None
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    def write(self, key: GoldenKey, image: np.ndarray, metadata: dict[str, Any],
+              expected: ImageMetrics | None) -> WriteOutcome:
+        """Write the golden, its sidecar and expected metrics. UNCHANGED (nothing rewritten, the
+        original date kept) when the pixels and render parameters are what is stored already."""
+        png, sidecar = self.png_path(key), self.sidecar_path(key)
+        data = encode_png(image)
+        metadata = {**metadata, "sidecar_version": SIDECAR_VERSION,
+                    "image_sha256": hashlib.sha256(data).hexdigest()}
+        outcome = WriteOutcome.CREATED
+        if png.exists():
+            outcome = WriteOutcome.UPDATED
+            try:
+                old = _read_sidecar(sidecar)
+                if (png.read_bytes() == data and old.get("image_sha256") == metadata["image_sha256"]
+                        and stale_fields(old, metadata) == []):
+                    outcome = WriteOutcome.UNCHANGED
+            except GoldenError:
+                pass  # a damaged old golden is simply replaced
+        png.parent.mkdir(parents=True, exist_ok=True)
+        if outcome is not WriteOutcome.UNCHANGED:
+            atomic_write(png, data)
+            atomic_write(sidecar, (json.dumps(metadata, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode())
+        if expected is not None:
+            atomic_write(self.expected_path(key), _expected_yaml(expected))
+        return outcome
+
+
+def stale_fields(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Render parameters that differ between a golden's sidecar and the current case, as
+    "name: recorded -> current" lines."""
+    out = []
+    for name in RENDER_KEYS:
+        old, new = recorded.get(name), current.get(name)
+        if old != new:
+            if isinstance(old, dict) and isinstance(new, dict):
+                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                out.append(f"{name}: {', '.join(changed)} changed")
+            else:
+                out.append(f"{name}: {old!r} -> {new!r}")
+    return out
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    # no timestamps or other chunks: the same pixels always give the same bytes
+    Image.fromarray(image, mode="RGB").save(buffer, format="PNG", optimize=False, compress_level=9)
+    return buffer.getvalue()
+
+
+def _decode_png(data: bytes, path: Path) -> np.ndarray:
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.format != "PNG":
+                raise GoldenCorrupt(f"golden {path} is a {img.format} file, not a PNG")
+            if img.mode != "RGB":
+                raise GoldenCorrupt(f"golden {path} has mode {img.mode}, expected RGB")
+            return np.asarray(img, dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise GoldenCorrupt(f"golden {path} cannot be decoded ({exc}); it is truncated or corrupt") from None
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise GoldenCorrupt(f"golden sidecar {path} is missing: the golden is not trusted without it")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise GoldenCorrupt(f"golden sidecar {path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("sidecar_version") != SIDECAR_VERSION:
+        raise GoldenCorrupt(f"golden sidecar {path} is not a quant_guard sidecar (version {SIDECAR_VERSION})")
+    return data
+
+
+def _expected_yaml(metrics: ImageMetrics) -> bytes:
+    import yaml
+    from pytest_regressions.data_regression import RegressionYamlDumper
+
+    data = {"lpips": round(metrics.lpips, 6), "ssim": round(metrics.ssim, 6),
+            "psnr": round(metrics.psnr, 4) if metrics.psnr != float("inf") else float("inf")}
+    text: bytes = yaml.dump_all([data], Dumper=RegressionYamlDumper, default_flow_style=False,
+                                allow_unicode=True, indent=2, encoding="utf-8")
+    return text
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,147 @@
+"""Render one fixed-seed image through a DiffSynth pipeline and measure it: per-step times and
+peak memory of that render alone.
+
+Per-step time: ``FluxImagePipeline.__call__`` wraps its denoising loop in ``progress_bar_cmd``;
+a generator that timestamps around each ``yield`` sees every step (hooks on ``pipe.dit`` never
+fire: the forward is ``model_fn_flux_image``). On CUDA the device is synchronised first.
+
+Peak memory: on CUDA ``reset_peak_memory_stats`` right before the render and
+``max_memory_allocated`` after (a peak taken without the reset includes the load). On CPU the
+honest equivalent is the growth of the process's peak RSS over the render (Linux: writing "5"
+to /proc/self/clear_refs resets VmHWM).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from diffsynth.pipelines.flux_image import FluxImagePipeline
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    prompt: str
+    seed: int
+    steps: int
+    width: int
+    height: int
+    guidance: float
+    t5_sequence_length: int
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """Memory of one render. ``kind`` is "cuda" (device memory) or "cpu-rss" (host RSS growth)."""
+
+    kind: str
+    peak_bytes: int | None  # peak during the render (CUDA: allocated; CPU: RSS growth over the start)
+    reserved_bytes: int | None = None  # CUDA allocator's reserved peak
+    at_start_bytes: int | None = None  # allocated (CUDA) / resident (CPU) when the render began
+
+
+@dataclass(frozen=True)
+class Render:
+    image: np.ndarray  # uint8, H x W x 3
+    step_times_s: tuple[float, ...]
+    total_s: float
+    memory: MemoryStats
+    nonfinite_fraction: float  # share of NaN/Inf values in the VAE output, before the uint8 cast
+
+
+class _StepTimer:
+    """Stands in for tqdm as ``progress_bar_cmd``: records the wall time of each step."""
+
+    def __init__(self, synchronize: Any) -> None:
+        self.synchronize = synchronize
+        self.times: list[float] = []
+
+    def __call__(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        for item in iterable:
+            self.synchronize()
+            start = time.perf_counter()
+            yield item  # the pipeline runs one denoising step before asking for the next item
+            self.synchronize()
+            self.times.append(time.perf_counter() - start)
+
+
+def render(pipe: FluxImagePipeline, request: RenderRequest) -> Render:
+    import numpy as np
+    import torch
+
+    cuda = str(pipe.device).startswith("cuda")
+    synchronize = torch.cuda.synchronize if cuda else (lambda: None)
+    timer = _StepTimer(synchronize)
+    nonfinite: list[float] = []
+    to_image = pipe.vae_output_to_image
+
+    def checked_to_image(vae_output: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        # NaN/Inf become arbitrary bytes in the uint8 cast; count them before it happens
+        nonfinite.append(1.0 - torch.isfinite(vae_output).float().mean().item())
+        return to_image(vae_output, *args, **kwargs)
+
+    start_mem = _start_memory(cuda)
+    started = time.perf_counter()
+    pipe.vae_output_to_image = checked_to_image  # instance attribute shadows the method for this call
+    try:
+        image = pipe(
+            prompt=request.prompt, seed=request.seed, num_inference_steps=request.steps,
+            width=request.width, height=request.height, embedded_guidance=request.guidance,
+            t5_sequence_length=request.t5_sequence_length, rand_device="cpu", progress_bar_cmd=timer,
+        )
+        synchronize()
+    finally:
+        del pipe.vae_output_to_image
+    total = time.perf_counter() - started
+    memory = _end_memory(cuda, start_mem)
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    return Render(image=array, step_times_s=tuple(timer.times), total_s=total, memory=memory,
+                  nonfinite_fraction=max(nonfinite, default=0.0))
+
+
+def _start_memory(cuda: bool) -> int | None:
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return int(torch.cuda.memory_allocated())
+    _reset_peak_rss()
+    return _rss_field("VmRSS")
+
+
+def _end_memory(cuda: bool, at_start: int | None) -> MemoryStats:
+    if cuda:
+        import torch
+
+        return MemoryStats("cuda", int(torch.cuda.max_memory_allocated()),
+                           reserved_bytes=int(torch.cuda.max_memory_reserved()), at_start_bytes=at_start)
+    peak = _rss_field("VmHWM")
+    growth = None if peak is None or at_start is None else max(0, peak - at_start)
+    return MemoryStats("cpu-rss", growth, at_start_bytes=at_start)
+
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        pass  # not Linux, or not permitted: the peak then includes earlier work
+
+
+def _rss_field(name: str) -> int | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

@@ -1,0 +1,12 @@
+"""The visual regression gate: one test per (checkpoint, case, seed) of [tool.quant_guard].
+
+`pytest tests/visual` checks the float8 candidate of each case against its bf16 golden;
+`pytest tests/visual --update-golden` re-baselines.
+"""
+
+from quant_guard.cases import VisualCase
+from quant_guard.plugin import Gate
+
+
+def test_visual(qg_case: VisualCase, qg_gate: Gate) -> None:
+    qg_gate.check(qg_case)

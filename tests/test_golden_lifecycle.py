@@ -1,0 +1,88 @@
+"""The golden lifecycle driven through pytest itself: missing -> fail, --update-golden -> pass,
+match -> pass, changed -> fail, re-update -> pass; stale goldens; the update counts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quant_guard.golden import GoldenKey, GoldenStore
+
+KEY = GoldenKey("tiny", "red-circle", 0)
+
+
+def test_missing_golden_fails_with_the_command_that_creates_it(pytester: pytest.Pytester,
+                                                               qg_project: Callable[..., Path]) -> None:
+    qg_project()
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*tiny-red-circle-s0: no golden image *red-circle-s0.png*",
+                                 '*Create it with: pytest --update-golden -k "tiny-red-circle-s0"*'])
+
+
+def test_update_then_check_passes_and_counts(pytester: pytest.Pytester, qg_project: Callable[..., Path]) -> None:
+    root = qg_project(seeds="[0, 1]")
+    first = pytester.runpytest("--update-golden")
+    first.assert_outcomes(passed=2)
+    first.stdout.fnmatch_lines(["quant_guard: goldens 2 created, 0 updated, 0 unchanged"])
+    for seed in (0, 1):
+        stem = root / "golden" / "tiny" / f"red-circle-s{seed}"
+        meta = json.loads(stem.with_suffix(".json").read_text())
+        assert meta["seed"] == seed and meta["steps"] == 4 and meta["width"] == 64
+        assert meta["environment"]["torch"] and meta["environment"]["diffsynth"]
+        assert set(meta["checkpoint_hashes"]) >= {"dit", "vae", "text_encoder_clip", "text_encoder_t5"}
+        assert stem.with_suffix(".expected.yml").exists()
+    pytester.runpytest().assert_outcomes(passed=2)
+    again = pytester.runpytest("--update-golden")
+    again.assert_outcomes(passed=2)
+    again.stdout.fnmatch_lines(["quant_guard: goldens 0 created, 0 updated, 2 unchanged"])
+
+
+def test_changed_golden_fails_with_metric_lines_then_update_repairs(pytester: pytest.Pytester,
+                                                                    qg_project: Callable[..., Path]) -> None:
+    root = qg_project()
+    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+    store = GoldenStore(root / "golden")
+    golden = store.load(KEY, width=64, height=64)
+    # a consistent golden (sidecar matches) whose pixels differ: what a changed reference looks like
+    shifted = np.roll(golden.image, 8, axis=1)
+    store.write(KEY, shifted, {k: v for k, v in golden.metadata.items() if k != "image_sha256"}, None)
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*float8_e4m3fn candidate differs from the bf16 golden:*",
+        "*LPIPS * > max 0.0500 (threshold) FAIL*",
+        "*SSIM * < min 0.9500 (threshold) FAIL*",
+        "*PSNR * dB < min 30.00 dB (threshold) FAIL*",
+        "*golden:*golden/tiny/red-circle-s0.png*",
+        "*candidate:*qg-report/tiny/red-circle-s0/candidate.png*",
+    ])
+    repaired = pytester.runpytest("--update-golden")
+    repaired.assert_outcomes(passed=1)
+    repaired.stdout.fnmatch_lines(["quant_guard: goldens 0 created, 1 updated, 0 unchanged"])
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_stale_golden_names_the_changed_parameter(pytester: pytest.Pytester, qg_project: Callable[..., Path]) -> None:
+    qg_project(steps=4)
+    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+    qg_project(steps=6)
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*golden/tiny/red-circle-s0.png is stale, made with other parameters:*",
+                                 "*steps: 4 -> 6*", '*Re-baseline with: pytest --update-golden -k "tiny-red-circle-s0"*'])
+
+
+def test_golden_without_valid_sidecar_is_not_trusted(pytester: pytest.Pytester,
+                                                     qg_project: Callable[..., Path]) -> None:
+    root = qg_project()
+    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+    sidecar = root / "golden" / "tiny" / "red-circle-s0.json"
+    sidecar.write_text("{not json")
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*golden sidecar *red-circle-s0.json is not valid JSON*"])

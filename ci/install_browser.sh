@@ -1,27 +1,31 @@
 #!/usr/bin/env bash
 # Install headless Chromium for the report's browser test (tests/test_report_browser.py).
-# Idempotent: does nothing when a chromium binary is already on PATH (or QG_CHROMIUM points to one).
-# Debian/Ubuntu (apt); run as root or with sudo available.
+# Idempotent: installs only what is missing; does nothing when a browser (chromium on PATH, or
+# $QG_CHROMIUM) and the fonts are already there. Debian/Ubuntu (apt); root or sudo.
 set -euo pipefail
 
-if [[ -n "${QG_CHROMIUM:-}" && -x "${QG_CHROMIUM}" ]]; then
-    echo "install_browser: using QG_CHROMIUM=${QG_CHROMIUM}"
-    exit 0
+packages=()
+browser="${QG_CHROMIUM:-}"
+if [[ -z "$browser" ]]; then
+    for name in chromium chromium-browser google-chrome google-chrome-stable; do
+        if command -v "$name" >/dev/null 2>&1; then browser="$(command -v "$name")"; break; fi
+    done
 fi
-for name in chromium chromium-browser google-chrome google-chrome-stable; do
-    if command -v "$name" >/dev/null 2>&1; then
-        echo "install_browser: $(command -v "$name") is already installed ($("$name" --version 2>/dev/null || echo 'version unknown'))"
-        exit 0
-    fi
+[[ -n "$browser" && -x "$browser" ]] || packages+=(chromium)
+# fonts-dejavu-core: a default font; fonts-wqy-microhei: CJK glyphs (prompts may be Chinese)
+for font in fonts-dejavu-core fonts-wqy-microhei; do
+    dpkg-query -W -f='${Status}' "$font" 2>/dev/null | grep -q "install ok installed" || packages+=("$font")
 done
 
-SUDO=""
-if [[ "$(id -u)" != "0" ]]; then
-    command -v sudo >/dev/null 2>&1 || { echo "install_browser: need root or sudo for apt-get" >&2; exit 1; }
-    SUDO="sudo"
+if [[ ${#packages[@]} -gt 0 ]]; then
+    SUDO=""
+    if [[ "$(id -u)" != "0" ]]; then
+        command -v sudo >/dev/null 2>&1 || { echo "install_browser: need root or sudo for apt-get" >&2; exit 1; }
+        SUDO="sudo"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends "${packages[@]}"
+    [[ -n "$browser" ]] || browser="$(command -v chromium)"
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-# fonts-dejavu-core: a default font, so text in screenshots renders
-$SUDO apt-get install -y -q --no-install-recommends chromium chromium-driver fonts-dejavu-core
-chromium --version
+echo "install_browser: $browser ($("$browser" --version 2>/dev/null || echo 'version unknown'))"

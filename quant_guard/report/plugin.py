@@ -1,1 +1,163 @@
-"""pytest hooks of the quant_guard report (registered through its own pytest11 entry point)."""
+"""pytest hooks of the quant_guard report (registered through its own pytest11 entry point).
+
+Every run with visual tests writes ``<report_dir>/results.json``; ``index.html`` is written
+when something failed (``--qg-report=failed``, the default), always (``all``) or never
+(``none``). Under pytest-xdist each worker builds its records and sends them to the controller
+in ``workeroutput``; the controller merges them and writes once. With ``--html`` (pytest-html)
+a failing visual test carries its difference image and metric table as extras.
+
+Imports stay cheap: jinja2, PIL, numpy and torch are imported when a report is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quant_guard.plugin import RESULT_KEY, SESSION_KEY
+from quant_guard.session import QuantGuardSession
+
+POLICIES = ("failed", "all", "none")
+WORKER_KEY = "quant_guard_report_records"
+
+
+def _policy(text: str) -> str:
+    if text not in POLICIES:
+        raise argparse.ArgumentTypeError(f"--qg-report must be one of {', '.join(POLICIES)}, got {text!r}")
+    return text
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("quant_guard")
+    group.addoption("--qg-report", metavar="WHEN", type=_policy, default=None,
+                    help="when to write the HTML report index.html into the report directory: 'failed' "
+                         "(default: when a visual test failed), 'all' (every run) or 'none'. results.json "
+                         "is written on every run (ini: qg_report)")
+    parser.addini("qg_report", "when quant_guard writes index.html: failed, all or none", type="string",
+                  default="failed")
+
+
+class ReportPlugin:
+    """Collects one record per visual test; the controller writes results.json and index.html."""
+
+    def __init__(self, config: pytest.Config, session: QuantGuardSession, policy: str) -> None:
+        self.config, self.session, self.policy = config, session, policy
+        self.records: list[dict[str, Any]] = []
+        self.written: dict[str, Path] = {}  # "results", "html"
+        self.error: str | None = None
+        self._environments: dict[str, dict[str, Any]] = {}
+
+    # ---- per test (where the test runs) -------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+        report = yield
+        result = item.stash.get(RESULT_KEY, None)
+        if report.when == "call" and result is not None:
+            record = self._record(item, report, result)
+            self.records.append(record)
+            if report.failed and self._html_plugin_active():
+                from quant_guard.report.extras import failure_extras
+
+                report.extras = [*getattr(report, "extras", []), *failure_extras(record, self.session.report_dir)]
+        return report
+
+    def _record(self, item: pytest.Item, report: pytest.TestReport, result: Any) -> dict[str, Any]:
+        from quant_guard.report.records import build_record, environment
+
+        spec = result.case.checkpoint
+        if spec.id not in self._environments:
+            self._environments[spec.id] = environment(self.session, spec)
+        worker = getattr(self.config, "workerinput", {}).get("workerid")
+        return build_record(result, self.session, nodeid=item.nodeid, outcome=report.outcome,
+                            duration_s=report.duration, worker=worker, environment=self._environments[spec.id])
+
+    def _html_plugin_active(self) -> bool:
+        return self.config.pluginmanager.hasplugin("html") and bool(self.config.getoption("htmlpath", None))
+
+    # ---- end of the run ---------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if hasattr(self.config, "workerinput"):  # an xdist worker: the controller writes
+            self.config.workeroutput[WORKER_KEY] = self.records  # type: ignore[attr-defined]
+            return
+        if self.records:
+            self.write()
+
+    def add_worker_records(self, records: list[dict[str, Any]]) -> None:
+        self.records.extend(records)
+
+    def write(self) -> None:
+        from quant_guard.cases import expand_cases
+        from quant_guard.report.html import INDEX_NAME, write_report
+        from quant_guard.report.records import is_failure, results_document, sort_records, write_results
+
+        report_dir = self.session.report_dir
+        records = sort_records(self.records, [vc.id for vc in expand_cases(self.session.config)])
+        document = results_document(records, config_source=self.session.config.source, report_dir=report_dir)
+        try:
+            self.written["results"] = write_results(report_dir, document)
+            wanted = self.policy == "all" or (self.policy == "failed" and any(is_failure(r) for r in records))
+            if wanted:
+                self.written["html"] = write_report(report_dir)
+            else:  # an index.html left from an earlier run would describe another run
+                (report_dir / INDEX_NAME).unlink(missing_ok=True)
+        except Exception as exc:  # the report must not turn a finished run into a crash
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        if not self.records and self.error is None:
+            return
+        from quant_guard.report.records import is_failure
+
+        terminalreporter.section("quant_guard report")
+        if not self.session.results:  # xdist controller: quant_guard's own failure lines had no results
+            for r in self.records:
+                if is_failure(r):
+                    first = str(r.get("reason") or "").splitlines()[:1]
+                    terminalreporter.write_line(f"{r.get('id')}: {r.get('verdict')}: {first[0] if first else ''}")
+        if self.error:
+            terminalreporter.write_line(f"quant_guard: could not write the report: {self.error}", red=True, bold=True)
+        for kind in ("html", "results"):
+            if kind in self.written:
+                terminalreporter.write_line(f"quant_guard {'report' if kind == 'html' else 'results'}: "
+                                            f"{_display(self.written[kind])}")
+
+
+class XdistHooks:
+    """Registered only when pytest-xdist is present: its hook names are unknown otherwise."""
+
+    def __init__(self, plugin: ReportPlugin) -> None:
+        self.plugin = plugin
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        records = getattr(node, "workeroutput", {}).get(WORKER_KEY)
+        if records:
+            self.plugin.add_worker_records(records)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@pytest.hookimpl(trylast=True)  # after quant_guard.plugin has put the session into the stash
+def pytest_configure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return
+    policy = config.getoption("qg_report") or config.getini("qg_report") or "failed"
+    if policy not in POLICIES:
+        raise pytest.UsageError(f"quant_guard: ini option qg_report must be one of {', '.join(POLICIES)}, "
+                                f"got {policy!r}")
+    plugin = ReportPlugin(config, session, policy)
+    config.pluginmanager.register(plugin, "quant_guard_report_plugin")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistHooks(plugin), "quant_guard_report_xdist")

@@ -1,0 +1,198 @@
+"""results.json: one JSON record per visual test, built where the test ran (the only process or
+an xdist worker), merged and written once by the controller.
+
+A record is the test's identity (checkpoint, case, seed, prompt, scheme, render settings,
+limits), then every field of its ``CaseResult`` serialized generically (so fields added to
+``CaseResult`` later appear without changes here), then the environment it ran in and the
+golden's sidecar. Paths are relative to the report directory where possible; the golden PNG
+is copied beside the candidate so the report folder is self-contained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import math
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from quant_guard.cases import CaseResult
+    from quant_guard.config import CheckpointSpec
+    from quant_guard.session import QuantGuardSession
+
+RESULTS_NAME = "results.json"
+RESULTS_VERSION = 1
+GOLDEN_COPY = "golden.png"
+_SIMPLE = (str, int, float, bool, type(None))
+
+
+# ---- generic serialization -------------------------------------------------------------------
+
+def to_jsonable(value: Any, *, base: Path | None = None) -> Any:
+    """Plain JSON data of ``value``: dataclasses become objects (their fields, plus properties
+    with simple values such as ``passed``), enums their value, paths strings relative to
+    ``base`` when inside it, non-finite floats the strings "inf", "-inf", "nan"."""
+    if isinstance(value, enum.Enum):
+        return to_jsonable(value.value, base=base)
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
+    if isinstance(value, Path):
+        return relative_path(value, base)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: to_jsonable(getattr(value, f.name), base=base) for f in dataclasses.fields(value)}
+        for name in dir(type(value)):
+            if isinstance(getattr(type(value), name), property) and not name.startswith("_") and name not in out:
+                try:
+                    derived = getattr(value, name)
+                except Exception:  # a property that cannot be computed is left out
+                    continue
+                if isinstance(derived, _SIMPLE):
+                    out[name] = to_jsonable(derived, base=base)
+        return out
+    if isinstance(value, Mapping):
+        return {str(to_jsonable(k, base=base)): to_jsonable(v, base=base) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(v, base=base) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return to_jsonable(value.item(), base=base)
+    return str(value)
+
+
+def as_float(value: Any) -> float | None:
+    """Inverse of the float encoding of ``to_jsonable``; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if value in ("inf", "-inf", "nan"):
+        return float(value)
+    return None
+
+
+def relative_path(path: Path, base: Path | None) -> str:
+    if base is not None:
+        try:
+            return path.resolve().relative_to(base.resolve()).as_posix()
+        except ValueError:
+            pass
+    return path.resolve().as_posix()
+
+
+# ---- one record ------------------------------------------------------------------------------
+
+def build_record(result: CaseResult, session: QuantGuardSession, *, nodeid: str, outcome: str,
+                 duration_s: float, worker: str | None, environment: dict[str, Any]) -> dict[str, Any]:
+    """The results.json record of one visual test (JSON types only: it crosses to the xdist controller)."""
+    vc, base = result.case, session.report_dir
+    record: dict[str, Any] = {
+        "nodeid": nodeid, "outcome": outcome, "duration_s": round(duration_s, 4), "worker": worker,
+        "id": vc.id, "checkpoint": vc.checkpoint.id, "case": vc.case.id, "seed": vc.seed,
+        "prompt": vc.case.prompt, "scheme": vc.checkpoint.candidate_scheme,
+        "render": {"steps": vc.steps, "width": vc.width, "height": vc.height, "guidance": vc.guidance},
+        "limits": to_jsonable(vc.checkpoint.limits),
+    }
+    for f in dataclasses.fields(result):
+        if f.name != "case":
+            record[f.name] = to_jsonable(getattr(result, f.name), base=base)
+    record["passed"] = result.passed
+    golden = result.images.get("golden") or session.store.png_path(vc.key)
+    record["golden_source"] = relative_path(golden, None)
+    record["golden"] = _read_sidecar(golden.with_suffix(".json"))
+    copied = _copy_golden(golden, result.images.get("candidate"))
+    if copied is not None:
+        record.setdefault("images", {})["golden"] = relative_path(copied, base)
+    record["environment"] = environment
+    return record
+
+
+def _copy_golden(golden: Path, candidate: Path | None) -> Path | None:
+    """The golden PNG beside the candidate (the report folder then opens anywhere)."""
+    if candidate is None or not golden.is_file() or not candidate.parent.is_dir():
+        return None
+    target = candidate.parent / GOLDEN_COPY
+    shutil.copyfile(golden, target)
+    return target
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def environment(session: QuantGuardSession, spec: CheckpointSpec) -> dict[str, Any]:
+    """Where a checkpoint's cases ran: device, library versions and the checkpoint's file hashes.
+    Never raises: a report must not break the run it describes."""
+    env: dict[str, Any] = {}
+    try:
+        from quant_guard.gate import environment as gate_environment
+
+        env = gate_environment(session.device(spec))
+        env.pop("created", None)
+    except Exception as exc:  # torch/diffsynth missing or broken: say so instead
+        env["error"] = f"{type(exc).__name__}: {exc}"
+    try:
+        from quant_guard.checkpoints import file_sha256
+
+        hashes = dict(session.reference_hashes(spec))
+        candidate = session.resolved(spec).candidate_dit
+        if candidate is not None:
+            hashes["candidate_dit"] = file_sha256(candidate)
+        env["checkpoint_hashes"] = hashes
+    except Exception as exc:  # an unresolvable checkpoint already failed its tests
+        env["checkpoint_hashes_error"] = f"{type(exc).__name__}: {exc}"
+    return env
+
+
+# ---- the whole file --------------------------------------------------------------------------
+
+def is_failure(record: Mapping[str, Any]) -> bool:
+    return record.get("outcome") == "failed" or not record.get("passed", False)
+
+
+def sort_records(records: Iterable[dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
+    """Declaration order of the configuration (``order`` = test ids), unknown ids last."""
+    rank = {test_id: i for i, test_id in enumerate(order)}
+    return sorted(records, key=lambda r: (rank.get(r.get("id", ""), len(rank)), str(r.get("id", ""))))
+
+
+def results_document(records: list[dict[str, Any]], *, config_source: Path, report_dir: Path) -> dict[str, Any]:
+    verdicts = Counter(str(r.get("verdict")) for r in records)
+    failed = sum(1 for r in records if is_failure(r))
+    return {
+        "quant_guard_results": RESULTS_VERSION,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": config_source.as_posix(),
+        "report_dir": report_dir.resolve().as_posix(),
+        "summary": {"total": len(records), "passed": len(records) - failed, "failed": failed,
+                    "verdicts": dict(sorted(verdicts.items()))},
+        "results": records,
+    }
+
+
+def write_results(report_dir: Path, document: dict[str, Any]) -> Path:
+    """Write results.json atomically (temp file + rename)."""
+    from quant_guard.golden import atomic_write
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path = report_dir / RESULTS_NAME
+    text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    atomic_write(path, text.encode("utf-8"))
+    return path
+
+
+def read_results(report_dir: Path) -> dict[str, Any]:
+    data = json.loads((report_dir / RESULTS_NAME).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or data.get("quant_guard_results") != RESULTS_VERSION:
+        raise ValueError(f"{report_dir / RESULTS_NAME} is not a quant_guard results file (version {RESULTS_VERSION})")
+    return data

@@ -1,0 +1,315 @@
+"""The view-model of the HTML report: what the templates show, computed from results.json
+records (plain dicts). Numbers are formatted here; the templates only lay them out."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quant_guard.report.records import as_float, is_failure
+from quant_guard.units import format_bytes, format_seconds
+
+METRICS = ("LPIPS", "SSIM", "PSNR")
+_FIELD = {"LPIPS": "lpips", "SSIM": "ssim", "PSNR": "psnr"}
+_ENV_KEYS = ("device", "device_name", "torch", "diffsynth", "quant_guard", "python")
+
+
+def fmt_metric(metric: str, value: Any) -> str:
+    v = as_float(value)
+    if v is None:
+        return "–"
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "∞ dB" if metric == "PSNR" else "∞"
+    return f"{v:.2f} dB" if metric == "PSNR" else f"{v:.4f}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    ok: bool | None = None  # None: no limit to judge against
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Row:
+    cells: tuple[Cell, ...]
+    anchor: str = ""
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class Region:
+    index: int
+    left: float  # percentages of the image, for the boxes drawn over the maps
+    top: float
+    width_pct: float
+    height_pct: float
+    label: str
+    golden: str
+    candidate: str
+    display: int  # on-screen side of a crop, px
+
+
+@dataclass(frozen=True)
+class CaseView:
+    anchor: str
+    id: str
+    checkpoint: str
+    case: str
+    seed: int
+    prompt: str
+    scheme: str
+    verdict: str
+    failed: bool
+    reason: str
+    nodeid: str
+    images: dict[str, str]  # golden, candidate, diff, heatmap, score_map (URLs relative to index.html)
+    display_width: int
+    display_height: int
+    pixelated: bool  # shown larger than rendered: keep pixels sharp
+    metrics: tuple[Row, ...]
+    budget: tuple[Row, ...]  # step time and peak memory against the checkpoint's limits
+    extra_checks: dict[str, tuple[Row, ...]]  # other "*_checks" fields of the record
+    regions: tuple[Region, ...]
+    score_kind: str
+    golden_made: tuple[tuple[str, str], ...]
+    environment: tuple[tuple[str, str], ...]
+    notes: tuple[str, ...]  # e.g. golden made with another torch version
+    artifact_error: str = ""
+
+
+@dataclass(frozen=True)
+class CheckpointTable:
+    id: str
+    scheme: str
+    rows: tuple[Row, ...]  # one per case and seed
+    spread: tuple[Row, ...]  # one per case: its seeds together
+
+
+@dataclass(frozen=True)
+class ReportView:
+    created: str
+    config: str
+    total: int
+    passed: int
+    failed: int
+    verdicts: tuple[tuple[str, int], ...]
+    failing: tuple[CaseView, ...]
+    tables: tuple[CheckpointTable, ...]
+    cases: tuple[CaseView, ...]  # failing first
+    seed_headers: tuple[str, ...] = ("Case", "Seed", "LPIPS", "SSIM", "PSNR", "Verdict")
+    spread_headers: tuple[str, ...] = ("Case", "Seeds", "Failing seeds", "LPIPS mean (worst)", "SSIM worst",
+                                       "PSNR worst", "Worst seed")
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_view(document: Mapping[str, Any], artifacts: Mapping[str, dict[str, Any]] | None = None) -> ReportView:
+    """``artifacts``: per test id, what ``regions.case_artifacts`` wrote (or {"error": ...})."""
+    records = list(document.get("results", []))
+    artifacts = artifacts or {}
+    cases = [case_view(r, artifacts.get(r.get("id", ""), {})) for r in records]
+    ordered = tuple(sorted(cases, key=lambda c: not c.failed))  # stable: config order within each group
+    summary = document.get("summary", {})
+    return ReportView(
+        created=str(document.get("created", "")), config=str(document.get("config", "")),
+        total=len(records), passed=sum(not c.failed for c in cases), failed=sum(c.failed for c in cases),
+        verdicts=tuple(sorted(summary.get("verdicts", {}).items())),
+        failing=tuple(c for c in ordered if c.failed), tables=_tables(records), cases=ordered,
+    )
+
+
+# ---- summary tables --------------------------------------------------------------------------
+
+def _metric_cells(record: Mapping[str, Any]) -> list[Cell]:
+    metrics = record.get("metrics") or {}
+    checks = record.get("checks") or []
+    cells = []
+    for m in METRICS:
+        mine = [c for c in checks if c.get("metric") == m]
+        ok = all(c.get("passed") for c in mine) if mine else None
+        title = "; ".join(f"{c.get('source')}: {_bound(c)}" for c in mine)
+        cells.append(Cell(fmt_metric(m, metrics.get(_FIELD[m])), ok, title))
+    return cells
+
+
+def _bound(check: Mapping[str, Any]) -> str:
+    word = "min" if check.get("higher_is_better") else "max"
+    return f"{word} {fmt_metric(str(check.get('metric')), check.get('limit'))}"
+
+
+def _tables(records: Sequence[Mapping[str, Any]]) -> tuple[CheckpointTable, ...]:
+    by_checkpoint: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        by_checkpoint.setdefault(str(r.get("checkpoint")), []).append(r)
+    tables = []
+    for checkpoint, rows in by_checkpoint.items():
+        seed_rows = tuple(Row((Cell(str(r.get("case"))), Cell(str(r.get("seed"))), *_metric_cells(r),
+                               Cell(str(r.get("verdict")), not is_failure(r))),
+                              anchor=_anchor(r), failed=is_failure(r)) for r in rows)
+        by_case: dict[str, list[Mapping[str, Any]]] = {}
+        for r in rows:
+            by_case.setdefault(str(r.get("case")), []).append(r)
+        spread = tuple(_spread_row(case, group) for case, group in by_case.items())
+        tables.append(CheckpointTable(checkpoint, str(rows[0].get("scheme", "")), seed_rows, spread))
+    return tuple(tables)
+
+
+def _values(group: Sequence[Mapping[str, Any]], field_name: str) -> list[tuple[float, Mapping[str, Any]]]:
+    out = []
+    for r in group:
+        v = as_float((r.get("metrics") or {}).get(field_name))
+        if v is not None and not math.isnan(v):
+            out.append((v, r))
+    return out
+
+
+def _spread_row(case: str, group: Sequence[Mapping[str, Any]]) -> Row:
+    failing = sum(is_failure(r) for r in group)
+    lpips, ssim, psnr = _values(group, "lpips"), _values(group, "ssim"), _values(group, "psnr")
+    worst = max(lpips, key=lambda t: t[0])[1] if lpips else None
+    mean = (f"{fmt_metric('LPIPS', statistics.fmean(v for v, _ in lpips))} "
+            f"({fmt_metric('LPIPS', max(v for v, _ in lpips))})") if lpips else "–"
+    return Row((
+        Cell(case), Cell(str(len(group))), Cell(f"{failing} of {len(group)}", failing == 0), Cell(mean),
+        Cell(fmt_metric("SSIM", min(v for v, _ in ssim)) if ssim else "–"),
+        Cell(fmt_metric("PSNR", min(v for v, _ in psnr)) if psnr else "–"),
+        Cell(f"s{worst.get('seed')}" if worst else "–"),
+    ), anchor=_anchor(worst) if worst else "", failed=failing > 0)
+
+
+def _anchor(record: Mapping[str, Any]) -> str:
+    return f"case-{record.get('id', '')}"
+
+
+# ---- one case --------------------------------------------------------------------------------
+
+def case_view(record: Mapping[str, Any], artifacts: Mapping[str, Any]) -> CaseView:
+    render = record.get("render") or {}
+    width, height = int(render.get("width") or 256), int(render.get("height") or 256)
+    scale = max(1, 384 // max(width, 1))  # small renders are shown enlarged (pixelated)
+    display_w = min(width * scale, 512)
+    images = {k: _url(v) for k, v in (record.get("images") or {}).items()}
+    for key in ("heatmap", "score_map"):
+        if key in artifacts:
+            images[key] = _url(str(Path(record["images"]["candidate"]).parent / artifacts[key]))
+    return CaseView(
+        anchor=_anchor(record), id=str(record.get("id")), checkpoint=str(record.get("checkpoint")),
+        case=str(record.get("case")), seed=int(record.get("seed", 0)), prompt=str(record.get("prompt", "")),
+        scheme=str(record.get("scheme", "")), verdict=str(record.get("verdict")), failed=is_failure(record),
+        reason=str(record.get("reason") or ""), nodeid=str(record.get("nodeid", "")), images=images,
+        display_width=display_w, display_height=round(display_w * height / max(width, 1)),
+        pixelated=width <= 256,
+        metrics=tuple(_check_row(c) for c in record.get("checks") or []),
+        budget=_budget_rows(record), extra_checks=_extra_checks(record),
+        regions=_regions(record, artifacts), score_kind=str(artifacts.get("score_kind", "")),
+        golden_made=_golden_made(record.get("golden")),
+        environment=tuple((k, str(v)) for k, v in (record.get("environment") or {}).items()
+                          if k in _ENV_KEYS),
+        notes=_notes(record), artifact_error=str(artifacts.get("error", "")),
+    )
+
+
+def _url(path: str) -> str:
+    """A report-relative path as-is; an absolute one as a file URI."""
+    from urllib.parse import quote
+
+    p = Path(path)
+    return p.as_uri() if p.is_absolute() else quote(path)
+
+
+def _check_row(check: Mapping[str, Any]) -> Row:
+    metric = str(check.get("metric"))
+    op = "≥" if check.get("higher_is_better") else "≤"
+    return Row((Cell(metric), Cell(fmt_metric(metric, check.get("value"))),
+                Cell(f"{op} {fmt_metric(metric, check.get('limit'))}"), Cell(str(check.get("source"))),
+                Cell("ok" if check.get("passed") else "FAIL", bool(check.get("passed")))),
+               failed=not check.get("passed"))
+
+
+def _budget_rows(record: Mapping[str, Any]) -> tuple[Row, ...]:
+    limits = record.get("limits") or {}
+    rows = []
+    for label, key in (("candidate (float8)", "candidate_render"), ("reference (bf16)", "reference_render")):
+        summary = record.get(key)
+        if not summary:
+            continue
+        steps = [t for t in (as_float(s) for s in summary.get("step_times_s") or []) if t is not None]
+        limit = as_float(limits.get("step_time_s")) if key == "candidate_render" else None
+        if steps:
+            worst = max(steps)
+            ok = None if limit is None else worst <= limit
+            rows.append(Row((Cell(f"step time, {label}"),
+                             Cell(f"{format_seconds(statistics.median(steps))} median · {format_seconds(worst)} max "
+                                  f"· {len(steps)} steps · {format_seconds(as_float(summary.get('total_s')) or 0)} total"),
+                             Cell(f"≤ {format_seconds(limit)} per step" if limit is not None else "no limit"),
+                             Cell("–" if ok is None else ("ok" if ok else "FAIL"), ok)), failed=ok is False))
+        memory = summary.get("memory") or {}
+        peak = as_float(memory.get("peak_bytes"))
+        mem_limit = as_float(limits.get("peak_vram_bytes")) if memory.get("kind") == "cuda" and key == "candidate_render" else None
+        ok = None if mem_limit is None or peak is None else peak <= mem_limit
+        what = "peak VRAM" if memory.get("kind") == "cuda" else "peak RSS growth"
+        rows.append(Row((Cell(f"{what}, {label}"), Cell(format_bytes(peak) if peak is not None else "not measured"),
+                         Cell(f"≤ {format_bytes(mem_limit)}" if mem_limit is not None else "no limit"),
+                         Cell("–" if ok is None else ("ok" if ok else "FAIL"), ok)), failed=ok is False))
+    return tuple(rows)
+
+
+def _extra_checks(record: Mapping[str, Any]) -> dict[str, tuple[Row, ...]]:
+    """Other ``*_checks`` lists (e.g. budget checks) shown generically: one row per check."""
+    out = {}
+    for key, value in record.items():
+        if key.endswith("_checks") and key != "checks" and isinstance(value, list) and value:
+            rows = []
+            for check in value:
+                items = check.items() if isinstance(check, dict) else [("value", check)]
+                passed = check.get("passed") if isinstance(check, dict) else None
+                rows.append(Row(tuple(Cell(f"{k}: {v}") for k, v in items if k != "passed")
+                                + (Cell("–" if passed is None else ("ok" if passed else "FAIL"),
+                                        None if passed is None else bool(passed)),), failed=passed is False))
+            out[key.replace("_", " ")] = tuple(rows)
+    return out
+
+
+def _regions(record: Mapping[str, Any], artifacts: Mapping[str, Any]) -> tuple[Region, ...]:
+    width, height = artifacts.get("width"), artifacts.get("height")
+    if not width or not height:
+        return ()
+    folder = Path(record["images"]["candidate"]).parent
+    out = []
+    for r in artifacts.get("regions", []):
+        out.append(Region(
+            index=r["index"], left=100 * r["x"] / width, top=100 * r["y"] / height,
+            width_pct=100 * r["size"] / width, height_pct=100 * r["size"] / height,
+            label=f"region {r['index']}: x {r['x']}, y {r['y']}, {r['size']}×{r['size']} px, "
+                  f"mean {artifacts.get('score_kind', '')} {r['score']:.4f}, {r['zoom']}× zoom",
+            golden=_url(str(folder / r["golden"])), candidate=_url(str(folder / r["candidate"])),
+            display=max(r["size"] * r["zoom"], 192)))
+    return tuple(out)
+
+
+def _golden_made(sidecar: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(sidecar, dict):
+        return (("sidecar", "not found"),)
+    env = sidecar.get("environment") or {}
+    rows = [("created", str(env.get("created", "?")))]
+    rows += [(k, str(env[k])) for k in _ENV_KEYS if k in env]
+    rows += [(k, str(sidecar[k])) for k in ("steps", "width", "height", "guidance", "scheduler", "candidate_scheme")
+             if k in sidecar]
+    rows += [(f"sha256 {k}", str(v)[:16] + "…") for k, v in (sidecar.get("checkpoint_hashes") or {}).items()]
+    return tuple(rows)
+
+
+def _notes(record: Mapping[str, Any]) -> tuple[str, ...]:
+    golden_env = ((record.get("golden") or {}).get("environment")) or {}
+    env = record.get("environment") or {}
+    notes = []
+    for key in ("device", "torch", "diffsynth"):
+        if key in golden_env and key in env and golden_env[key] != env[key]:
+            notes.append(f"golden made with {key} {golden_env[key]}, this run used {env[key]}")
+    return tuple(notes)

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 from quant_guard.config import CaseSpec, CheckpointSpec, QuantGuardConfig
 from quant_guard.golden import GoldenKey
+from quant_guard.thresholds import ThresholdOverrides
 
 if TYPE_CHECKING:
+    from quant_guard.budgets import BudgetCheck
     from quant_guard.metrics import ImageMetrics
     from quant_guard.render import MemoryStats
     from quant_guard.thresholds import MetricCheck
@@ -60,6 +62,17 @@ def expand_cases(config: QuantGuardConfig) -> list[VisualCase]:
     return out
 
 
+@dataclass(frozen=True)
+class TestOverrides:
+    """What a test's markers (or the command line) set on top of the configuration."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
+    peak_memory_bytes: int | None = None
+    step_time_s: float | None = None
+
+
 class Verdict(str, Enum):
     PASSED = "passed"
     UPDATED = "updated"  # --update-golden wrote (or confirmed) the golden
@@ -79,6 +92,7 @@ class RenderSummary:
     step_times_s: tuple[float, ...]
     total_s: float
     memory: MemoryStats
+    dit_weight_bytes: int  # bytes of the DiT's weights as stored while the denoising loop ran
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,7 @@ class CaseResult:
     reason: str
     metrics: ImageMetrics | None = None
     checks: tuple[MetricCheck, ...] = ()
+    budget_checks: tuple[BudgetCheck, ...] = ()
     candidate_render: RenderSummary | None = None
     reference_render: RenderSummary | None = None
     images: dict[str, Path] = field(default_factory=dict)  # "golden", "candidate", "diff"

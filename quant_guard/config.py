@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quant_guard.budgets import Budget, StepStatistic
 from quant_guard.thresholds import ThresholdOverrides, Thresholds
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 
@@ -43,14 +44,6 @@ class ComponentSource:
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Hard budgets of a candidate render (None = no limit)."""
-
-    peak_vram_bytes: int | None = None
-    step_time_s: float | None = None
-
-
-@dataclass(frozen=True)
 class RenderDefaults:
     """A checkpoint's render settings for cases that do not set their own."""
 
@@ -72,7 +65,7 @@ class CheckpointSpec:
     t5_sequence_length: int = 512
     marks: tuple[str, ...] = ()
     thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
-    limits: Limits = field(default_factory=Limits)
+    limits: Budget = field(default_factory=Budget)
     render: RenderDefaults = field(default_factory=RenderDefaults)
 
 
@@ -302,7 +295,7 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
     thresholds = ThresholdOverrides()
     if (th := t.sub("thresholds")) is not None:
         thresholds = _threshold_overrides(th)
-    limits = Limits()
+    limits = Budget()
     if (lim := t.sub("limits")) is not None:
         limits = _limits(lim)
     render = RenderDefaults()
@@ -322,7 +315,7 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
     return spec
 
 
-def _limits(t: _Table) -> Limits:
+def _limits(t: _Table) -> Budget:
     def unit(key: str, parse: Any) -> Any:
         text = t.get(key, str)
         if text is None:
@@ -332,7 +325,11 @@ def _limits(t: _Table) -> Limits:
         except UnitError as exc:
             t.fail(key, str(exc))
 
-    result = Limits(peak_vram_bytes=unit("peak_vram", parse_bytes), step_time_s=unit("step_time", parse_seconds))
+    statistic = t.get("step_statistic", str, StepStatistic.MEDIAN.value)
+    if statistic not in {s.value for s in StepStatistic}:
+        t.fail("step_statistic", f"must be one of {', '.join(s.value for s in StepStatistic)}, got {statistic!r}")
+    result = Budget(peak_memory_bytes=unit("peak_vram", parse_bytes), step_time_s=unit("step_time", parse_seconds),
+                    statistic=StepStatistic(statistic), warmup_steps=t.integer("warmup_steps", 1, low=0))
     t.finish()
     return result
 

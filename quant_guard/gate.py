@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant_guard import __version__
-from quant_guard.cases import CaseResult, RenderSummary, Verdict, VisualCase
+from quant_guard.budgets import Budget, check_budget
+from quant_guard.cases import CaseResult, RenderSummary, TestOverrides, Verdict, VisualCase
 from quant_guard.checkpoints import CheckpointError
 from quant_guard.golden import GoldenCorrupt, GoldenMissing, encode_png, stale_fields
-from quant_guard.thresholds import ThresholdOverrides, check_expected, check_thresholds, resolve_thresholds
+from quant_guard.thresholds import Thresholds, check_expected, check_thresholds, resolve_thresholds
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,7 +57,7 @@ def environment(device: str) -> dict[str, Any]:
             "python": platform.python_version(), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def run_case(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverrides) -> CaseResult:
+def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
     try:
         if session.settings.update_golden:
             return _update(session, vc, marker)
@@ -65,16 +66,23 @@ def run_case(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverri
         return CaseResult(vc, Verdict.ERROR, str(exc))
 
 
-def _limits(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverrides):  # type: ignore[no-untyped-def]
+def _thresholds(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> Thresholds:
     return resolve_thresholds(session.config.thresholds, vc.checkpoint.thresholds, vc.case.thresholds,
-                              marker, session.settings.thresholds)
+                              marker.thresholds, session.settings.thresholds)
+
+
+def _budget(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> Budget:
+    s = session.settings
+    return (vc.checkpoint.limits
+            .override(peak_memory_bytes=marker.peak_memory_bytes, step_time_s=marker.step_time_s)
+            .override(peak_memory_bytes=s.max_peak_memory_bytes, step_time_s=s.max_step_time_s))
 
 
 def _update_command(vc: VisualCase) -> str:
     return f'pytest --update-golden -k "{vc.id}"'
 
 
-def _check(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverrides) -> CaseResult:
+def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
     from quant_guard.pipelines import Precision
     from quant_guard.render import render
 
@@ -95,7 +103,7 @@ def _check(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverride
     return _judge(session, vc, marker, golden.image, candidate, expected=expected, golden_png=golden.png)
 
 
-def _update(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverrides) -> CaseResult:
+def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
     from quant_guard.metrics import compare_images
     from quant_guard.pipelines import Precision
     from quant_guard.render import render
@@ -115,8 +123,9 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverrid
                     golden_png=session.store.png_path(vc.key), reference=reference)
     if result.passed:
         return CaseResult(vc, Verdict.UPDATED, f"golden {outcome.value}", metrics=result.metrics,
-                          checks=result.checks, candidate_render=result.candidate_render,
-                          reference_render=result.reference_render)
+                          checks=result.checks, budget_checks=result.budget_checks,
+                          candidate_render=result.candidate_render, reference_render=result.reference_render,
+                          images=result.images)
     return result
 
 
@@ -130,31 +139,46 @@ def _degenerate(r: Render) -> str | None:
 
 
 def _summary(r: Render) -> RenderSummary:
-    return RenderSummary(step_times_s=r.step_times_s, total_s=r.total_s, memory=r.memory)
+    return RenderSummary(step_times_s=r.step_times_s, total_s=r.total_s, memory=r.memory,
+                         dit_weight_bytes=r.dit_weight_bytes)
 
 
-def _judge(session: QuantGuardSession, vc: VisualCase, marker: ThresholdOverrides, golden: np.ndarray,
+def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, golden: np.ndarray,
            candidate: Render, *, expected: Any, golden_png: Path, reference: Render | None = None) -> CaseResult:
+    """Verdict on a candidate render: degenerate output first, then image metrics, then budgets.
+    An image failure and a budget failure are reported in separate blocks of the message."""
     from quant_guard.metrics import compare_images
 
-    ref_summary = _summary(reference) if reference is not None else None
-    images = _write_images(session, vc, golden, candidate.image, golden_png)
+    summary = _summary(candidate)
+    common: dict[str, Any] = {"candidate_render": summary,
+                              "reference_render": _summary(reference) if reference is not None else None,
+                              "images": _write_images(session, vc, golden, candidate.image, golden_png),
+                              "budget_checks": tuple(check_budget(summary, _budget(session, vc, marker)))}
     problem = _degenerate(candidate)
     if problem:
-        return CaseResult(vc, Verdict.DEGENERATE, f"degenerate candidate output: {problem}\n" + _paths(images),
-                          candidate_render=_summary(candidate), reference_render=ref_summary, images=images)
+        return CaseResult(vc, Verdict.DEGENERATE, f"degenerate candidate output: {problem}\n"
+                          + _paths(common["images"]), **common)
     metrics = compare_images(golden, candidate.image)
-    checks = check_thresholds(metrics, _limits(session, vc, marker))
+    checks = check_thresholds(metrics, _thresholds(session, vc, marker))
     if expected is not None:
         checks += check_expected(metrics, expected, session.config.expected)
-    if all(c.passed for c in checks):
-        return CaseResult(vc, Verdict.PASSED, "", metrics=metrics, checks=tuple(checks),
-                          candidate_render=_summary(candidate), reference_render=ref_summary, images=images)
-    lines = [f"{vc.checkpoint.candidate_scheme} candidate differs from the bf16 golden:"]
-    lines += ["  " + c.describe() for c in checks]
-    return CaseResult(vc, Verdict.IMAGE_FAILED, "\n".join(lines) + "\n" + _paths(images), metrics=metrics,
-                      checks=tuple(checks), candidate_render=_summary(candidate), reference_render=ref_summary,
-                      images=images)
+    image_ok = all(c.passed for c in checks)
+    budget_ok = all(c.passed for c in common["budget_checks"])
+    if image_ok and budget_ok:
+        return CaseResult(vc, Verdict.PASSED, "", metrics=metrics, checks=tuple(checks), **common)
+    blocks = []
+    if not image_ok:
+        blocks.append(f"{vc.checkpoint.candidate_scheme} candidate differs from the bf16 golden:\n"
+                      + "\n".join("  " + c.describe() for c in checks))
+    if not budget_ok:
+        blocks.append("budget exceeded:\n" + budget_section(common["budget_checks"]))
+    verdict = Verdict.IMAGE_FAILED if not image_ok else Verdict.BUDGET_FAILED
+    return CaseResult(vc, verdict, "\n".join(blocks) + "\n" + _paths(common["images"]), metrics=metrics,
+                      checks=tuple(checks), **common)
+
+
+def budget_section(checks: tuple[Any, ...]) -> str:
+    return "\n".join("  " + c.describe() for c in checks)
 
 
 def _paths(images: dict[str, Path]) -> str:

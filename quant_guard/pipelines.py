@@ -9,6 +9,8 @@ A pre-quantized DiT file (float8 tensors) replaces the DiT under the same scheme
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from enum import Enum
 from pathlib import Path
@@ -84,14 +86,18 @@ def build_pipeline(checkpoint: ResolvedCheckpoint, precision: Precision, device:
         ModelConfig(path=_as_str(files["text_encoder_t5"])),
         ModelConfig(path=_as_str(files["vae"])),
     ]
+    log = io.StringIO()  # DiffSynth prints a banner and a line per model; keep it for errors only
     try:
-        pipe = FluxImagePipeline.from_pretrained(
-            torch_dtype=torch.bfloat16, device=device, model_configs=configs,
-            tokenizer_1_config=ModelConfig(path=str(files["tokenizer_clip"])),
-            tokenizer_2_config=ModelConfig(path=str(files["tokenizer_t5"])),
-        )
+        with contextlib.redirect_stdout(log):
+            pipe = FluxImagePipeline.from_pretrained(
+                torch_dtype=torch.bfloat16, device=device, model_configs=configs,
+                tokenizer_1_config=ModelConfig(path=str(files["tokenizer_clip"])),
+                tokenizer_2_config=ModelConfig(path=str(files["tokenizer_t5"])),
+            )
     except Exception as exc:
-        raise CheckpointError(_explain_load_error(exc, checkpoint, dit)) from exc
+        loaded = [line for line in log.getvalue().splitlines() if line.startswith(("Loading models", "Loaded model"))]
+        tail = ("\nDiffSynth's log before the error:\n  " + "\n  ".join(loaded[-6:])) if loaded else ""
+        raise CheckpointError(_explain_load_error(exc, checkpoint, dit) + tail) from exc
     missing = [name for name in ("dit", "text_encoder_1", "text_encoder_2", "vae_decoder") if getattr(pipe, name) is None]
     if missing:
         raise CheckpointError(f"checkpoint {checkpoint.id!r}: DiffSynth loaded no {', '.join(missing)} from the "

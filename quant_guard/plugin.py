@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from quant_guard.cases import CaseResult, VisualCase, expand_cases
+from quant_guard.cases import CaseResult, TestOverrides, VisualCase, expand_cases
 from quant_guard.config import ConfigError, QuantGuardConfig, load_config
 from quant_guard.session import QuantGuardSession, RunSettings
 from quant_guard.thresholds import ThresholdOverrides
+from quant_guard.units import UnitError, parse_bytes, parse_seconds
 
 SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
 RESULT_KEY = pytest.StashKey[CaseResult]()
@@ -26,6 +27,10 @@ MARKERS = {
     "gpu": "gpu: needs a CUDA device; `pytest -m gpu` without one fails at session start instead of skipping",
     "qg_thresholds": "qg_thresholds(lpips=None, ssim=None, psnr=None): override quant_guard's image thresholds "
                      "for this test (max LPIPS, min SSIM, min PSNR in dB)",
+    "vram_budget": 'vram_budget("10 GiB"): peak memory limit of this test\'s candidate render (CUDA: device '
+                   "memory; CPU: peak RSS growth)",
+    "step_time_budget": 'step_time_budget("9.5 s"): per-step time limit of this test\'s candidate render '
+                        "(median after warm-up unless configured otherwise)",
 }
 _THRESHOLD_KEYWORDS = ("lpips", "ssim", "psnr")
 
@@ -41,6 +46,16 @@ def _bounded_float(low: float, high: float, what: str) -> Any:
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{what} must be between {low} and {high}, got {value}")
         return value
+
+    return convert
+
+
+def _unit_option(parse: Any) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except UnitError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return convert
 
@@ -67,6 +82,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="device for every checkpoint (default: each checkpoint's setting, 'auto')")
     group.addoption("--qg-no-expected", action="store_true", default=False,
                     help="ignore the expected metrics recorded at the last --update-golden")
+    group.addoption("--qg-max-vram", metavar="SIZE", type=_unit_option(parse_bytes), default=None,
+                    help='peak memory limit of every candidate render, e.g. "10 GiB" (GiB = 2**30, GB = 10**9)')
+    group.addoption("--qg-max-step-time", metavar="TIME", type=_unit_option(parse_seconds), default=None,
+                    help='per-step time limit of every candidate render, e.g. "9.5 s", "250 ms"')
     parser.addini("qg_config", "path of the quant_guard TOML configuration, relative to the ini file",
                   type="string", default="")
 
@@ -100,6 +119,8 @@ def _settings(config: pytest.Config) -> RunSettings:
                                       psnr=config.getoption("qg_psnr")),
         device=config.getoption("qg_device"),
         use_expected=not config.getoption("qg_no_expected"),
+        max_peak_memory_bytes=config.getoption("qg_max_vram"),
+        max_step_time_s=config.getoption("qg_max_step_time"),
     )
 
 
@@ -134,6 +155,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("qg_case", params)
 
 
+def _marker_overrides(item: pytest.Item) -> TestOverrides:
+    return TestOverrides(thresholds=_marker_thresholds(item),
+                         peak_memory_bytes=_marker_unit(item, "vram_budget", parse_bytes),
+                         step_time_s=_marker_unit(item, "step_time_budget", parse_seconds))
+
+
+def _marker_unit(item: pytest.Item, name: str, parse: Any) -> Any:
+    marker = item.get_closest_marker(name)
+    if marker is None:
+        return None
+    if len(marker.args) != 1 or marker.kwargs:
+        raise pytest.UsageError(f'{item.nodeid}: {name} takes one string argument, e.g. {name}("{_EXAMPLES[name]}")')
+    try:
+        return parse(marker.args[0])
+    except UnitError as exc:
+        raise pytest.UsageError(f"{item.nodeid}: {name}: {exc}") from None
+
+
+_EXAMPLES = {"vram_budget": "10 GiB", "step_time_budget": "9.5 s"}
+
+
 def _marker_thresholds(item: pytest.Item) -> ThresholdOverrides:
     marker = item.get_closest_marker("qg_thresholds")
     if marker is None:
@@ -151,7 +193,7 @@ def _marker_thresholds(item: pytest.Item) -> ThresholdOverrides:
 @pytest.hookimpl(trylast=True)  # after -m / -k deselection
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        _marker_thresholds(item)  # validate early: a typo is a usage error, not a late failure
+        _marker_overrides(item)  # validate early: a typo is a usage error, not a late failure
     if any(item.get_closest_marker("gpu") for item in items):
         import torch  # only when GPU tests are selected
 
@@ -172,11 +214,14 @@ class Gate:
 
     def check(self, case: VisualCase) -> CaseResult:
         __tracebackhide__ = True
-        from quant_guard.gate import run_case
+        from quant_guard.gate import budget_section, run_case
 
-        result = run_case(self._session, case, _marker_thresholds(self._item))
+        result = run_case(self._session, case, _marker_overrides(self._item))
         self._session.record(result)
         self._item.stash[RESULT_KEY] = result
+        if result.budget_checks:
+            # its own report section, so a budget violation reads apart from an image failure
+            self._item.add_report_section("call", "quant_guard budget", budget_section(result.budget_checks))
         if not result.passed:
             pytest.fail(f"{case.id}: {result.reason}", pytrace=False)
         return result

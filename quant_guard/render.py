@@ -52,16 +52,23 @@ class Render:
     total_s: float
     memory: MemoryStats
     nonfinite_fraction: float  # share of NaN/Inf values in the VAE output, before the uint8 cast
+    dit_weight_bytes: int  # the DiT's weights as stored while the denoising loop ran
 
 
 class _StepTimer:
-    """Stands in for tqdm as ``progress_bar_cmd``: records the wall time of each step."""
+    """Stands in for tqdm as ``progress_bar_cmd``: records the wall time of each step, and the
+    DiT's resident weight bytes once the denoising loop has started (after any onload)."""
 
-    def __init__(self, synchronize: Any) -> None:
+    def __init__(self, synchronize: Any, pipe: FluxImagePipeline) -> None:
         self.synchronize = synchronize
+        self.pipe = pipe
         self.times: list[float] = []
+        self.dit_bytes = 0
 
     def __call__(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        from quant_guard.pipelines import dit_weight_bytes
+
+        self.dit_bytes = dit_weight_bytes(self.pipe)
         for item in iterable:
             self.synchronize()
             start = time.perf_counter()
@@ -76,7 +83,7 @@ def render(pipe: FluxImagePipeline, request: RenderRequest) -> Render:
 
     cuda = str(pipe.device).startswith("cuda")
     synchronize = torch.cuda.synchronize if cuda else (lambda: None)
-    timer = _StepTimer(synchronize)
+    timer = _StepTimer(synchronize, pipe)
     nonfinite: list[float] = []
     to_image = pipe.vae_output_to_image
 
@@ -101,7 +108,7 @@ def render(pipe: FluxImagePipeline, request: RenderRequest) -> Render:
     memory = _end_memory(cuda, start_mem)
     array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     return Render(image=array, step_times_s=tuple(timer.times), total_s=total, memory=memory,
-                  nonfinite_fraction=max(nonfinite, default=0.0))
+                  nonfinite_fraction=max(nonfinite, default=0.0), dit_weight_bytes=timer.dit_bytes)
 
 
 def _start_memory(cuda: bool) -> int | None:

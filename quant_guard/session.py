@@ -34,6 +34,8 @@ class RunSettings:
     report_dir: Path | None = None
     thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
     device: str | None = None  # overrides every checkpoint's device
+    max_peak_memory_bytes: int | None = None
+    max_step_time_s: float | None = None
     use_expected: bool = True
 
 

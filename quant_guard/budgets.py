@@ -1,0 +1,104 @@
+"""Hard limits on a candidate render: peak memory and per-step time.
+
+Limits come from the checkpoint's ``[limits]`` table, the ``vram_budget`` / ``step_time_budget``
+markers and ``--qg-max-vram`` / ``--qg-max-step-time`` (most specific last). Memory is device
+memory on CUDA and, on a CPU, the growth of the process's peak RSS over the render (the honest
+host equivalent). Step time drops the warm-up step(s) and applies the limit to a statistic of
+the rest, the median by default.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from quant_guard.units import format_bytes, format_seconds
+
+if TYPE_CHECKING:
+    from quant_guard.cases import RenderSummary
+
+
+class StepStatistic(str, Enum):
+    MEDIAN = "median"
+    MEAN = "mean"
+    MAX = "max"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The limits that apply to one test (None = unlimited)."""
+
+    peak_memory_bytes: int | None = None
+    step_time_s: float | None = None
+    statistic: StepStatistic = StepStatistic.MEDIAN
+    warmup_steps: int = 1
+
+    def override(self, *, peak_memory_bytes: int | None = None, step_time_s: float | None = None) -> Budget:
+        return replace(
+            self,
+            peak_memory_bytes=self.peak_memory_bytes if peak_memory_bytes is None else peak_memory_bytes,
+            step_time_s=self.step_time_s if step_time_s is None else step_time_s,
+        )
+
+    @property
+    def empty(self) -> bool:
+        return self.peak_memory_bytes is None and self.step_time_s is None
+
+
+@dataclass(frozen=True)
+class StepStats:
+    median_s: float
+    mean_s: float
+    max_s: float
+    measured_steps: int  # after dropping the warm-up
+    warmup_steps: int
+
+    def value(self, statistic: StepStatistic) -> float:
+        return {StepStatistic.MEDIAN: self.median_s, StepStatistic.MEAN: self.mean_s,
+                StepStatistic.MAX: self.max_s}[statistic]
+
+
+def step_stats(step_times_s: tuple[float, ...], warmup_steps: int) -> StepStats | None:
+    """Statistics over the steps after the warm-up (all steps if the run is too short to drop any)."""
+    if not step_times_s:
+        return None
+    warmup = warmup_steps if len(step_times_s) > warmup_steps else 0
+    measured = step_times_s[warmup:]
+    return StepStats(median_s=statistics.median(measured), mean_s=statistics.fmean(measured),
+                     max_s=max(measured), measured_steps=len(measured), warmup_steps=warmup)
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    name: str  # "peak VRAM", "peak RSS growth", "step time (median)"
+    value: float
+    limit: float
+    unit: str  # "bytes" or "s"
+
+    @property
+    def passed(self) -> bool:
+        return self.value <= self.limit
+
+    def describe(self) -> str:
+        fmt = format_bytes if self.unit == "bytes" else format_seconds
+        op = "<=" if self.passed else ">"
+        return f"{self.name} {fmt(self.value)} {op} max {fmt(self.limit)} {'ok' if self.passed else 'FAIL'}"
+
+
+def check_budget(render: RenderSummary, budget: Budget) -> list[BudgetCheck]:
+    checks: list[BudgetCheck] = []
+    if budget.peak_memory_bytes is not None:
+        peak = render.memory.peak_bytes
+        name = "peak VRAM" if render.memory.kind == "cuda" else "peak RSS growth"
+        if peak is None:
+            raise RuntimeError(f"a memory budget is set but {name} could not be measured on this platform")
+        checks.append(BudgetCheck(name, float(peak), float(budget.peak_memory_bytes), "bytes"))
+    if budget.step_time_s is not None:
+        stats = step_stats(render.step_times_s, budget.warmup_steps)
+        if stats is None:
+            raise RuntimeError("a step-time budget is set but the render reported no steps")
+        checks.append(BudgetCheck(f"step time ({budget.statistic.value})", stats.value(budget.statistic),
+                                  budget.step_time_s, "s"))
+    return checks

@@ -1,0 +1,130 @@
+"""Hard limits: unit parsing into budgets, their precedence, the failure section, and that the
+float8 candidate really stores the DiT in half the bytes. Limits are deliberately tight or
+loose so the outcome never depends on this machine's speed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from quant_guard.budgets import Budget, StepStatistic, check_budget, step_stats
+from quant_guard.cases import RenderSummary
+from quant_guard.render import MemoryStats
+
+
+def _summary(times: tuple[float, ...], peak: int | None = 1000, kind: str = "cuda") -> RenderSummary:
+    return RenderSummary(step_times_s=times, total_s=sum(times), memory=MemoryStats(kind, peak), dit_weight_bytes=0)
+
+
+def test_step_stats_drop_warmup_and_pick_the_statistic() -> None:
+    stats = step_stats((9.0, 1.0, 2.0, 3.0, 10.0), warmup_steps=1)
+    assert stats is not None
+    assert (stats.median_s, stats.max_s, stats.mean_s, stats.measured_steps) == (2.5, 10.0, 4.0, 4)
+    assert step_stats((5.0,), warmup_steps=1).median_s == 5.0  # type: ignore[union-attr]  # too short to drop
+
+
+def test_check_budget_against_limits() -> None:
+    summary = _summary((9.0, 1.0, 2.0, 3.0))
+    checks = check_budget(summary, Budget(peak_memory_bytes=999, step_time_s=2.0))
+    assert [(c.name, c.passed) for c in checks] == [("peak VRAM", False), ("step time (median)", True)]
+    assert checks[0].describe() == "peak VRAM 1000 B > max 999 B FAIL"
+    by_max = check_budget(summary, Budget(step_time_s=2.0, statistic=StepStatistic.MAX))
+    assert by_max[0].name == "step time (max)" and not by_max[0].passed
+    assert check_budget(_summary((1.0,), kind="cpu-rss"), Budget(peak_memory_bytes=10**6))[0].name == "peak RSS growth"
+    assert check_budget(summary, Budget()) == []
+
+
+def test_override_precedence() -> None:
+    config = Budget(peak_memory_bytes=10, step_time_s=1.0)
+    marker = config.override(step_time_s=2.0)
+    cli = marker.override(peak_memory_bytes=5)
+    assert (cli.peak_memory_bytes, cli.step_time_s) == (5, 2.0)
+
+
+def test_tight_step_time_fails_with_its_own_section(pytester: pytest.Pytester,
+                                                    qg_project: Callable[..., Path]) -> None:
+    qg_project()
+    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+    tight = pytester.runpytest("--qg-max-step-time", "1 us")
+    tight.assert_outcomes(failed=1)
+    tight.stdout.fnmatch_lines(["*tiny-red-circle-s0: budget exceeded:*", "*step time (median) * > max 1.0 us FAIL*",
+                                "*Captured quant_guard budget call*"])
+    assert "candidate differs" not in tight.stdout.str()  # the image itself is fine
+    pytester.runpytest("--qg-max-step-time", "10 min", "--qg-max-vram", "1 TiB").assert_outcomes(passed=1)
+
+
+def test_budget_markers_and_config_limits(pytester: pytest.Pytester, qg_project: Callable[..., Path]) -> None:
+    qg_project(checkpoint_extra='limits = { step_time = "1 ns", peak_vram = "1 TiB" }')
+    pytester.runpytest("--update-golden").assert_outcomes(failed=1)  # config limit applies to updates too
+    pytester.makepyfile(test_visual="""
+        import pytest
+
+        @pytest.mark.step_time_budget("10 min")
+        def test_visual(qg_case, qg_gate):
+            qg_gate.check(qg_case)
+        """)
+    pytester.runpytest().assert_outcomes(passed=1)  # the marker overrides the config
+    result = pytester.runpytest("--qg-max-step-time", "1 ns")  # the command line overrides the marker
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*step time (median) * > max 1 ns FAIL*"])
+
+
+def test_bad_budget_marker_is_a_usage_error(pytester: pytest.Pytester, qg_project: Callable[..., Path]) -> None:
+    qg_project()
+    pytester.makepyfile(test_visual="""
+        import pytest
+
+        @pytest.mark.vram_budget("10 G")
+        def test_visual(qg_case, qg_gate):
+            qg_gate.check(qg_case)
+        """)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*vram_budget: unknown unit 'G' in memory size '10 G'*"])
+
+
+def test_bad_unit_on_the_command_line(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--qg-max-vram", "10GB!")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--qg-max-vram*cannot parse memory size '10GB!'*"])
+
+
+def test_float8_candidate_stores_the_dit_in_half_the_bytes(tmp_path: Path) -> None:
+    """Measured while each render's denoising loop runs. A silent upcast to bf16 (a known
+    DiffSynth pitfall) would make the two equal."""
+    from quant_guard.cases import TestOverrides, VisualCase
+    from quant_guard.config import CaseSpec, CheckpointSpec, RenderDefaults, parse_config
+    from quant_guard.gate import run_case
+    from quant_guard.session import QuantGuardSession, RunSettings
+
+    config = parse_config({}, file=tmp_path / "qg.toml")
+    session = QuantGuardSession(config, RunSettings(update_golden=True, golden_dir=tmp_path / "golden",
+                                                    report_dir=tmp_path / "report"))
+    checkpoint = CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu",
+                                render=RenderDefaults(steps=2, width=64, height=64))
+    case = CaseSpec(id="c", prompt="a red circle", seeds=(0,), steps=None, width=None, height=None,
+                    guidance=None, checkpoints=("tiny",))
+    result = run_case(session, VisualCase(checkpoint, case, 0), TestOverrides())
+    assert result.reference_render is not None and result.candidate_render is not None, result.reason
+    bf16 = result.reference_render.dit_weight_bytes
+    float8 = result.candidate_render.dit_weight_bytes
+    assert bf16 > 1_000_000
+    assert float8 <= 0.5 * bf16 * 1.01, (float8, bf16)
+
+
+def test_missing_vram_map_entry_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without DiffSynth's VRAM-management entry for the DiT class, its float8 weights are
+    silently upcast to bf16: the pipeline builder refuses that instead."""
+    from diffsynth.configs import VRAM_MANAGEMENT_MODULE_MAPS
+
+    from quant_guard.checkpoints import CheckpointError, resolve_checkpoint
+    from quant_guard.config import CheckpointSpec
+    from quant_guard.pipelines import Precision, build_pipeline
+
+    ckpt = resolve_checkpoint(CheckpointSpec(id="tiny", embedded="tiny", components={}))
+    build_pipeline(ckpt, Precision.FLOAT8_E4M3FN, "cpu")  # registers the tiny classes with DiffSynth
+    monkeypatch.delitem(VRAM_MANAGEMENT_MODULE_MAPS, "quant_guard.tiny.architecture.TinyFluxDiT")
+    with pytest.raises(CheckpointError, match="not torch.float8_e4m3fn: DiffSynth did not apply float8 storage"):
+        build_pipeline(ckpt, Precision.FLOAT8_E4M3FN, "cpu")

@@ -150,10 +150,14 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
     from quant_guard.metrics import compare_images
 
     summary = _summary(candidate)
+    budget = _budget(session, vc, marker)
+    device = session.device(vc.checkpoint)
+    if budget.step_time_s is not None and session.placement.shares(device):
+        return CaseResult(vc, Verdict.ERROR, session.placement.refusal(device), candidate_render=summary)
     common: dict[str, Any] = {"candidate_render": summary,
                               "reference_render": _summary(reference) if reference is not None else None,
                               "images": _write_images(session, vc, golden, candidate.image, golden_png),
-                              "budget_checks": tuple(check_budget(summary, _budget(session, vc, marker)))}
+                              "budget_checks": tuple(check_budget(summary, budget))}
     problem = _degenerate(candidate)
     if problem:
         return CaseResult(vc, Verdict.DEGENERATE, f"degenerate candidate output: {problem}\n"

@@ -19,6 +19,7 @@ from quant_guard.config import ConfigError, QuantGuardConfig, load_config
 from quant_guard.session import QuantGuardSession, RunSettings
 from quant_guard.thresholds import ThresholdOverrides
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
+from quant_guard.xdist_support import ControllerHooks, pin_gpu, placement
 
 SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
 RESULT_KEY = pytest.StashKey[CaseResult]()
@@ -134,7 +135,11 @@ def pytest_configure(config: pytest.Config) -> None:
             qg_config = load_config(file)
         except ConfigError as exc:
             raise pytest.UsageError(f"quant_guard: {exc}") from None
-    config.stash[SESSION_KEY] = QuantGuardSession(qg_config, _settings(config)) if qg_config else None
+    where = placement(config)
+    pin_gpu(where)
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(ControllerHooks(), "quant_guard_xdist_controller")
+    config.stash[SESSION_KEY] = QuantGuardSession(qg_config, _settings(config), where) if qg_config else None
 
 
 # ---- collection ----------------------------------------------------------------------------

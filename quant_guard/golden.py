@@ -93,15 +93,14 @@ class GoldenStore:
         png, sidecar = self.png_path(key), self.sidecar_path(key)
         if not png.exists():
             raise GoldenMissing(f"no golden image {png}")
-        metadata = _read_sidecar(sidecar)
         data = png.read_bytes()
-        recorded = metadata.get("image_sha256")
-        if recorded != hashlib.sha256(data).hexdigest():
-            raise GoldenCorrupt(f"golden {png} does not match its sidecar {sidecar.name} (sha256 differs): "
-                                "the PNG was changed or an update was interrupted")
-        image = _decode_png(data, png)
+        image = _decode_png(data, png)  # first: a truncated file is named as such
         if image.shape != (height, width, 3):
             raise GoldenCorrupt(f"golden {png} is {image.shape[1]}x{image.shape[0]}, the case renders {width}x{height}")
+        metadata = _read_sidecar(sidecar)
+        if metadata.get("image_sha256") != hashlib.sha256(data).hexdigest():
+            raise GoldenCorrupt(f"golden {png} does not match its sidecar {sidecar.name} (sha256 differs): "
+                                "the PNG was changed or an update was interrupted")
         return Golden(image=image, metadata=metadata, png=png)
 
     def load_expected(self, key: GoldenKey) -> ImageMetrics | None:

@@ -119,7 +119,7 @@ def _start_memory(cuda: bool) -> int | None:
         torch.cuda.reset_peak_memory_stats()
         return int(torch.cuda.memory_allocated())
     _reset_peak_rss()
-    return _rss_field("VmRSS")
+    return rss_field("VmRSS")
 
 
 def _end_memory(cuda: bool, at_start: int | None) -> MemoryStats:
@@ -128,7 +128,7 @@ def _end_memory(cuda: bool, at_start: int | None) -> MemoryStats:
 
         return MemoryStats("cuda", int(torch.cuda.max_memory_allocated()),
                            reserved_bytes=int(torch.cuda.max_memory_reserved()), at_start_bytes=at_start)
-    peak = _rss_field("VmHWM")
+    peak = rss_field("VmHWM")
     growth = None if peak is None or at_start is None else max(0, peak - at_start)
     return MemoryStats("cpu-rss", growth, at_start_bytes=at_start)
 
@@ -144,7 +144,7 @@ def _reset_peak_rss() -> None:
         pass  # not Linux, or not permitted: the peak then includes earlier work
 
 
-def _rss_field(name: str) -> int | None:
+def rss_field(name: str) -> int | None:
     try:
         for line in _STATUS.read_text().splitlines():
             if line.startswith(name + ":"):

@@ -61,6 +61,16 @@ def _unit_option(parse: Any) -> Any:
     return convert
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--qg-shard must look like 2/4 (shard 2 of 4), got {text!r}") from None
+    if not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(f"--qg-shard {text!r}: the shard number must be between 1 and {count}")
+    return index, count
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("quant_guard", "quant_guard: visual regression gate for quantized diffusion checkpoints")
     group.addoption("--update-golden", action="store_true", default=False,
@@ -87,6 +97,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help='peak memory limit of every candidate render, e.g. "10 GiB" (GiB = 2**30, GB = 10**9)')
     group.addoption("--qg-max-step-time", metavar="TIME", type=_unit_option(parse_seconds), default=None,
                     help='per-step time limit of every candidate render, e.g. "9.5 s", "250 ms"')
+    group.addoption("--qg-shard", metavar="I/N", type=_shard, default=None,
+                    help="run only shard I of N of the selected tests (round-robin over sorted test ids), "
+                         "to spread a suite over N runners")
     parser.addini("qg_config", "path of the quant_guard TOML configuration, relative to the ini file",
                   type="string", default="")
 
@@ -197,6 +210,13 @@ def _marker_thresholds(item: pytest.Item) -> ThresholdOverrides:
 
 @pytest.hookimpl(trylast=True)  # after -m / -k deselection
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = config.getoption("qg_shard")
+    if shard is not None:
+        index, count = shard
+        order = {nodeid: i for i, nodeid in enumerate(sorted(item.nodeid for item in items))}
+        keep = [item for item in items if order[item.nodeid] % count == index - 1]
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
     for item in items:
         _marker_overrides(item)  # validate early: a typo is a usage error, not a late failure
     if any(item.get_closest_marker("gpu") for item in items):

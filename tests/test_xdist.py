@@ -38,3 +38,14 @@ def test_two_workers_on_the_cpu_refuse_step_time_limits_but_check_images(
     refused = pytester.runpytest_subprocess("-n", "2", "--qg-max-step-time", "10 min")
     refused.assert_outcomes(failed=2)
     refused.stdout.fnmatch_lines(["*step-time limit refused: 2 xdist workers share the CPU*"])
+
+
+def test_shards_partition_the_suite(pytester: pytest.Pytester, qg_project: Callable[..., Path]) -> None:
+    qg_project(seeds="[0, 1, 2, 3, 4]")
+    seen: list[str] = []
+    for index in (1, 2, 3):
+        result = pytester.runpytest("--collect-only", "-q", "--qg-shard", f"{index}/3")
+        seen += [line for line in result.outlines if "::test_visual[" in line]
+    assert sorted(seen) == sorted(f"test_visual.py::test_visual[tiny-red-circle-s{s}]" for s in range(5))
+    bad = pytester.runpytest("--qg-shard", "4/3")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR

@@ -1,0 +1,111 @@
+"""What quant_guard costs on top of the work it cannot avoid.
+
+Prints two tables:
+1. the wall time of the visual suite (``pytest tests/visual`` in a subprocess) against the sum of
+   the raw work for the same cases: importing DiffSynth, loading the float8 pipeline and
+   rendering each case with plain DiffSynth calls;
+2. the cost of the metrics per image pair at 512x512 and 1024x1024.
+
+Run: ``.venv/bin/python benchmarks/harness_overhead.py`` (CPU; add ``--device cuda`` on a GPU).
+Numbers depend on the machine: compare rows of one run, not runs of different machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def suite_wall_time() -> float:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/visual", "-q", "-p", "no:cacheprovider"],
+                          cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:], proc.stderr[-3000:])
+        raise SystemExit("the visual suite failed; fix it before benchmarking")
+    return elapsed
+
+
+def raw_work(device: str) -> dict[str, float]:
+    """The unavoidable work, timed in this (fresh) process."""
+    t0 = time.perf_counter()
+    from quant_guard.cases import expand_cases
+    from quant_guard.checkpoints import resolve_checkpoint
+    from quant_guard.config import load_config
+    from quant_guard.pipelines import Precision, build_pipeline
+    from quant_guard.render import RenderRequest, render
+
+    import diffsynth.pipelines.flux_image  # noqa: F401
+    t_import = time.perf_counter() - t0
+
+    config = load_config(ROOT / "pyproject.toml")
+    cases = [vc for vc in expand_cases(config) if "gpu" not in vc.checkpoint.marks]
+    t0 = time.perf_counter()
+    pipe = build_pipeline(resolve_checkpoint(cases[0].checkpoint), Precision.FLOAT8_E4M3FN, device)
+    t_load = time.perf_counter() - t0
+    t_render = 0.0
+    from quant_guard.tiny.dataset import T5_SEQUENCE_LENGTH
+
+    for vc in cases:
+        request = RenderRequest(vc.case.prompt, vc.seed, vc.steps, vc.width, vc.height, vc.guidance, T5_SEQUENCE_LENGTH)
+        t0 = time.perf_counter()
+        render(pipe, request)
+        t_render += time.perf_counter() - t0
+    return {"import torch+diffsynth": t_import, "load float8 pipeline": t_load,
+            f"render {len(cases)} cases": t_render, "cases": float(len(cases))}
+
+
+def metric_costs() -> list[tuple[int, float, float, float]]:
+    import numpy as np
+
+    from quant_guard.metrics import compare_images, lpips_distance, psnr, ssim
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for size in (512, 1024):
+        a = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        b = np.clip(a.astype(int) + rng.integers(-8, 9, a.shape), 0, 255).astype(np.uint8)
+        compare_images(a, b)  # warm-up: model build, allocations
+        timings = []
+        for fn in (lpips_distance, ssim, psnr, compare_images):
+            runs = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                fn(a, b)
+                runs.append(time.perf_counter() - t0)
+            timings.append(statistics.median(runs))
+        rows.append((size, timings[0], timings[1], timings[3]))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    suite = suite_wall_time()
+    raw = raw_work(args.device)
+    raw_total = sum(v for k, v in raw.items() if k != "cases")
+    print("\n1. visual suite vs raw DiffSynth work (same cases, float8 candidate)")
+    print(f"   {'pytest tests/visual (wall, incl. interpreter + pytest start)':<62} {suite:8.2f} s")
+    for name, value in raw.items():
+        if name != "cases":
+            print(f"   {'raw: ' + name:<62} {value:8.2f} s")
+    print(f"   {'raw total':<62} {raw_total:8.2f} s")
+    print(f"   {'harness overhead (suite - raw)':<62} {suite - raw_total:8.2f} s"
+          f"  ({(suite - raw_total) / raw['cases']:.2f} s per case)")
+    print("\n2. metrics per image pair (median of 3, after one warm-up)")
+    print(f"   {'size':>6} {'LPIPS':>9} {'SSIM':>9} {'all three':>10}")
+    for size, lp, ss, total in metric_costs():
+        print(f"   {size:>6} {lp:8.3f}s {ss:8.3f}s {total:9.3f}s")
+
+
+if __name__ == "__main__":
+    main()

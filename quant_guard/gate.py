@@ -42,7 +42,7 @@ def golden_parameters(session: QuantGuardSession, vc: VisualCase) -> dict[str, A
     return {
         "prompt": r.prompt, "seed": r.seed, "steps": r.steps, "width": r.width, "height": r.height,
         "guidance": r.guidance, "t5_sequence_length": r.t5_sequence_length,
-        "scheduler": "FlowMatchScheduler:FLUX.1",
+        "scheduler": "FlowMatchScheduler:FLUX.1",  # what FluxImagePipeline always uses
         "checkpoint_hashes": session.reference_hashes(vc.checkpoint),
     }
 
@@ -51,10 +51,20 @@ def environment(device: str) -> dict[str, Any]:
     import diffsynth.version as dv
     import torch
 
-    name = torch.cuda.get_device_name() if device.startswith("cuda") else (platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else _cpu_name()
     return {"device": device, "device_name": name, "torch": torch.__version__,
             "diffsynth": getattr(dv, "__version__", "unknown"), "quant_guard": __version__,
             "python": platform.python_version(), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:

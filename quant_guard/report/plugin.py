@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from quant_guard.plugin import RESULT_KEY, SESSION_KEY
-from quant_guard.session import QuantGuardSession
+
+if TYPE_CHECKING:
+    from quant_guard.session import QuantGuardSession
 
 POLICIES = ("failed", "all", "none")
 WORKER_KEY = "quant_guard_report_records"
@@ -58,12 +60,15 @@ class ReportPlugin:
         report = yield
         result = item.stash.get(RESULT_KEY, None)
         if report.when == "call" and result is not None:
-            record = self._record(item, report, result)
-            self.records.append(record)
-            if report.failed and self._html_plugin_active():
-                from quant_guard.report.extras import failure_extras
+            try:
+                record = self._record(item, report, result)
+                self.records.append(record)
+                if report.failed and self._html_plugin_active():
+                    from quant_guard.report.extras import failure_extras
 
-                report.extras = [*getattr(report, "extras", []), *failure_extras(record, self.session.report_dir)]
+                    report.extras = [*getattr(report, "extras", []), *failure_extras(record, self.session.report_dir)]
+            except Exception as exc:  # reporting must not change the outcome of the test
+                self.error = f"{item.nodeid}: {type(exc).__name__}: {exc}"
         return report
 
     def _record(self, item: pytest.Item, report: pytest.TestReport, result: Any) -> dict[str, Any]:
@@ -110,17 +115,17 @@ class ReportPlugin:
         except Exception as exc:  # the report must not turn a finished run into a crash
             self.error = f"{type(exc).__name__}: {exc}"
 
+    @pytest.hookimpl(trylast=True)  # after quant_guard's own failure lines: the report path comes last
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
         if not self.records and self.error is None:
             return
-        from quant_guard.report.records import is_failure
+        from quant_guard.report.records import headline, is_failure
 
         terminalreporter.section("quant_guard report")
         if not self.session.results:  # xdist controller: quant_guard's own failure lines had no results
             for r in self.records:
                 if is_failure(r):
-                    first = str(r.get("reason") or "").splitlines()[:1]
-                    terminalreporter.write_line(f"{r.get('id')}: {r.get('verdict')}: {first[0] if first else ''}")
+                    terminalreporter.write_line(f"{r.get('id')}: {r.get('verdict')}: {headline(r)}")
         if self.error:
             terminalreporter.write_line(f"quant_guard: could not write the report: {self.error}", red=True, bold=True)
         for kind in ("html", "results"):
@@ -150,13 +155,13 @@ def _display(path: Path) -> str:
 
 @pytest.hookimpl(trylast=True)  # after quant_guard.plugin has put the session into the stash
 def pytest_configure(config: pytest.Config) -> None:
-    session = config.stash.get(SESSION_KEY, None)
-    if session is None:
-        return
     policy = config.getoption("qg_report") or config.getini("qg_report") or "failed"
     if policy not in POLICIES:
         raise pytest.UsageError(f"quant_guard: ini option qg_report must be one of {', '.join(POLICIES)}, "
                                 f"got {policy!r}")
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return
     plugin = ReportPlugin(config, session, policy)
     config.pluginmanager.register(plugin, "quant_guard_report_plugin")
     if config.pluginmanager.hasplugin("xdist"):

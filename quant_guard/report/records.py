@@ -40,8 +40,12 @@ def to_jsonable(value: Any, *, base: Path | None = None) -> Any:
     ``base`` when inside it, non-finite floats the strings "inf", "-inf", "nan"."""
     if isinstance(value, enum.Enum):
         return to_jsonable(value.value, base=base)
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+    if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, str):
+        return str(value)  # plain str: subclasses (torch's TorchVersion) do not cross to xdist
+    if isinstance(value, int):
+        return int(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
     if isinstance(value, Path):
@@ -110,7 +114,7 @@ def build_record(result: CaseResult, session: QuantGuardSession, *, nodeid: str,
     if copied is not None:
         record.setdefault("images", {})["golden"] = relative_path(copied, base)
     record["environment"] = environment
-    return record
+    return to_jsonable(record)  # JSON types only, whatever the sidecar or environment held
 
 
 def _copy_golden(golden: Path, candidate: Path | None) -> Path | None:
@@ -158,6 +162,33 @@ def environment(session: QuantGuardSession, spec: CheckpointSpec) -> dict[str, A
 
 def is_failure(record: Mapping[str, Any]) -> bool:
     return record.get("outcome") == "failed" or not record.get("passed", False)
+
+
+def headline(record: Mapping[str, Any]) -> str:
+    """One line on why a test failed: its failed checks, else the first line of the reason."""
+    failed = [c for c in [*(record.get("checks") or []), *(record.get("budget_checks") or [])]
+              if isinstance(c, dict) and c.get("passed") is False]
+    if failed:
+        return "; ".join(_describe_check(c) for c in failed)
+    lines = str(record.get("reason") or "").splitlines()
+    return lines[0] if lines else ("test failed after the visual check" if is_failure(record) else "")
+
+
+def _describe_check(check: Mapping[str, Any]) -> str:
+    name = check.get("metric") or check.get("name")
+    value, limit = as_float(check.get("value")), as_float(check.get("limit"))
+    if value is None or limit is None:
+        return f"{name} failed"
+    if check.get("unit") == "bytes":
+        from quant_guard.units import format_bytes as fmt
+    elif check.get("unit") == "s":
+        from quant_guard.units import format_seconds as fmt
+    else:
+        def fmt(v: float) -> str:
+            return f"{v:.2f} dB" if name == "PSNR" else f"{v:.4f}"
+    op, bound = ("<", "min") if check.get("higher_is_better") else (">", "max")
+    source = f" ({check['source']})" if check.get("source") and check.get("source") != "threshold" else ""
+    return f"{name} {fmt(value)} {op} {bound} {fmt(limit)}{source}"
 
 
 def sort_records(records: Iterable[dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quant_guard.report.records import as_float, is_failure
+from quant_guard.report.records import as_float, headline, is_failure
 from quant_guard.units import format_bytes, format_seconds
 
 METRICS = ("LPIPS", "SSIM", "PSNR")
@@ -67,6 +67,7 @@ class CaseView:
     scheme: str
     verdict: str
     failed: bool
+    headline: str  # why it failed, in one line
     reason: str
     nodeid: str
     images: dict[str, str]  # golden, candidate, diff, heatmap, score_map (URLs relative to index.html)
@@ -202,7 +203,7 @@ def case_view(record: Mapping[str, Any], artifacts: Mapping[str, Any]) -> CaseVi
         anchor=_anchor(record), id=str(record.get("id")), checkpoint=str(record.get("checkpoint")),
         case=str(record.get("case")), seed=int(record.get("seed", 0)), prompt=str(record.get("prompt", "")),
         scheme=str(record.get("scheme", "")), verdict=str(record.get("verdict")), failed=is_failure(record),
-        reason=str(record.get("reason") or ""), nodeid=str(record.get("nodeid", "")), images=images,
+        headline=headline(record), reason=str(record.get("reason") or ""), nodeid=str(record.get("nodeid", "")), images=images,
         display_width=display_w, display_height=round(display_w * height / max(width, 1)),
         pixelated=width <= 256,
         metrics=tuple(_check_row(c) for c in record.get("checks") or []),
@@ -233,38 +234,80 @@ def _check_row(check: Mapping[str, Any]) -> Row:
 
 
 def _budget_rows(record: Mapping[str, Any]) -> tuple[Row, ...]:
+    """Measured step times and memory, each against its budget check when the record has one,
+    else against the checkpoint's configured limit (median step time, CUDA peak)."""
+    checks = [c for c in record.get("budget_checks") or [] if isinstance(c, dict)]
+    used: list[Mapping[str, Any]] = []
     limits = record.get("limits") or {}
     rows = []
-    for label, key in (("candidate (float8)", "candidate_render"), ("reference (bf16)", "reference_render")):
+    for label, key in (("candidate", "candidate_render"), ("reference (bf16)", "reference_render")):
         summary = record.get(key)
         if not summary:
             continue
+        candidate = key == "candidate_render"
         steps = [t for t in (as_float(s) for s in summary.get("step_times_s") or []) if t is not None]
-        limit = as_float(limits.get("step_time_s")) if key == "candidate_render" else None
         if steps:
-            worst = max(steps)
-            ok = None if limit is None else worst <= limit
-            rows.append(Row((Cell(f"step time, {label}"),
-                             Cell(f"{format_seconds(statistics.median(steps))} median · {format_seconds(worst)} max "
-                                  f"· {len(steps)} steps · {format_seconds(as_float(summary.get('total_s')) or 0)} total"),
-                             Cell(f"≤ {format_seconds(limit)} per step" if limit is not None else "no limit"),
-                             Cell("–" if ok is None else ("ok" if ok else "FAIL"), ok)), failed=ok is False))
+            median = statistics.median(steps)
+            text = (f"{format_seconds(median)} median · {format_seconds(max(steps))} max · {len(steps)} steps "
+                    f"· {format_seconds(as_float(summary.get('total_s')) or 0)} total")
+            check = _take(checks, used, lambda name: name.startswith("step time")) if candidate else None
+            limit = as_float(limits.get("step_time_s")) if candidate else None
+            rows.append(_measured(f"step time, {label}", text, check, limit, median, format_seconds, "median"))
         memory = summary.get("memory") or {}
         peak = as_float(memory.get("peak_bytes"))
-        mem_limit = as_float(limits.get("peak_vram_bytes")) if memory.get("kind") == "cuda" and key == "candidate_render" else None
-        ok = None if mem_limit is None or peak is None else peak <= mem_limit
         what = "peak VRAM" if memory.get("kind") == "cuda" else "peak RSS growth"
-        rows.append(Row((Cell(f"{what}, {label}"), Cell(format_bytes(peak) if peak is not None else "not measured"),
-                         Cell(f"≤ {format_bytes(mem_limit)}" if mem_limit is not None else "no limit"),
-                         Cell("–" if ok is None else ("ok" if ok else "FAIL"), ok)), failed=ok is False))
+        check = _take(checks, used, lambda name: name == what) if candidate else None
+        # "peak_memory_bytes" holds for any kind of memory; the older "peak_vram_bytes" for CUDA only
+        limit = as_float(limits.get("peak_memory_bytes")) if "peak_memory_bytes" in limits else (
+            as_float(limits.get("peak_vram_bytes")) if memory.get("kind") == "cuda" else None)
+        limit = limit if candidate else None
+        rows.append(_measured(f"{what}, {label}", format_bytes(peak) if peak is not None else "not measured",
+                              check, limit, peak, format_bytes, ""))
+        weights = as_float(summary.get("dit_weight_bytes"))
+        if weights is not None:
+            rows.append(Row((Cell(f"DiT weights as stored, {label}"), Cell(format_bytes(weights)), Cell(""), Cell(""))))
+    for check in checks:  # budget checks that match no measured row
+        if check not in used:
+            rows.append(_measured(str(check.get("name")), _unit_text(check, "value"), check, None, None, str, ""))
     return tuple(rows)
 
 
+def _take(checks: list[dict[str, Any]], used: list[Mapping[str, Any]], match: Any) -> dict[str, Any] | None:
+    for check in checks:
+        if check not in used and match(str(check.get("name", ""))):
+            used.append(check)
+            return check
+    return None
+
+
+def _measured(what: str, text: str, check: Mapping[str, Any] | None, limit: float | None, value: float | None,
+              fmt: Any, statistic: str) -> Row:
+    if check is not None:
+        ok: bool | None = bool(check.get("passed"))
+        limit_text = f"{check.get('name')} ≤ {_unit_text(check, 'limit')}"
+    elif limit is not None and value is not None:
+        ok = value <= limit
+        limit_text = f"≤ {fmt(limit)}" + (f" ({statistic})" if statistic else "")
+    else:
+        ok, limit_text = None, "no limit"
+    return Row((Cell(what), Cell(text), Cell(limit_text), Cell("–" if ok is None else ("ok" if ok else "FAIL"), ok)),
+               failed=ok is False)
+
+
+def _unit_text(check: Mapping[str, Any], key: str) -> str:
+    value = as_float(check.get(key))
+    if value is None:
+        return str(check.get(key))
+    unit = check.get("unit")
+    return format_bytes(value) if unit == "bytes" else (format_seconds(value) if unit == "s" else f"{value:g}")
+
+
 def _extra_checks(record: Mapping[str, Any]) -> dict[str, tuple[Row, ...]]:
-    """Other ``*_checks`` lists (e.g. budget checks) shown generically: one row per check."""
+    """Other ``*_checks`` lists shown generically, one row per check (budget checks are part
+    of the measured table)."""
     out = {}
     for key, value in record.items():
-        if key.endswith("_checks") and key != "checks" and isinstance(value, list) and value:
+        if key.endswith("_checks") and key not in ("checks", "budget_checks") and isinstance(value, list) and value:
             rows = []
             for check in value:
                 items = check.items() if isinstance(check, dict) else [("value", check)]
@@ -289,7 +332,7 @@ def _regions(record: Mapping[str, Any], artifacts: Mapping[str, Any]) -> tuple[R
             label=f"region {r['index']}: x {r['x']}, y {r['y']}, {r['size']}×{r['size']} px, "
                   f"mean {artifacts.get('score_kind', '')} {r['score']:.4f}, {r['zoom']}× zoom",
             golden=_url(str(folder / r["golden"])), candidate=_url(str(folder / r["candidate"])),
-            display=max(r["size"] * r["zoom"], 192)))
+            display=max(r["size"] * r["zoom"], 160)))
     return tuple(out)
 
 

@@ -164,4 +164,4 @@ def test_cases_without_images_or_metrics_still_render() -> None:
                "images": {}, "checks": [], "metrics": None, "golden": None}
     html = render_index({"results": [minimal]})
     assert 'id="case-tiny-x-s0"' in html and "no golden image golden/tiny/x-s0.png" in html
-    assert "data-qg-compare" not in html
+    assert '<figure class="compare"' not in html

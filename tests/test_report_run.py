@@ -1,0 +1,142 @@
+"""The report from real runs on the tiny checkpoint (fresh pytest processes, see
+``quant_guard.report.demo``): results.json on every run, index.html by policy, xdist workers
+merged by the controller, pytest-html extras on failing tests, the terminal summary."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quant_guard.report.demo import HOSTILE_PROMPT, run_pytest, shared_demo_report
+
+FAILING = ["tiny-damaged-red-circle-blue-s0", "tiny-damaged-red-circle-blue-s1", "tiny-damaged-hostile-prompt-s0"]
+PASSING = ["tiny-red-circle-blue-s0", "tiny-red-circle-blue-s1"]
+
+
+@dataclass(frozen=True)
+class Demo:
+    root: Path
+    status: int
+    output: str
+
+    @property
+    def report(self) -> Path:
+        return self.root / "qg-report"
+
+    def results(self) -> dict[str, Any]:
+        return json.loads((self.report / "results.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    return Demo(*shared_demo_report(tmp_path_factory.getbasetemp(), "--html=report.html"))
+
+
+def _copy(demo: Demo, dest: Path) -> Path:
+    """The demo project with its goldens, without any report."""
+    shutil.copytree(demo.root, dest, ignore=shutil.ignore_patterns("qg-report", "report.html", "assets",
+                                                                   "check-run.json"))
+    return dest
+
+
+def test_results_json_describes_every_visual_test(demo: Demo) -> None:
+    assert demo.status == 1, demo.output
+    data = demo.results()
+    assert data["summary"] == {"total": 5, "passed": 2, "failed": 3, "verdicts": {"image-failed": 3, "passed": 2}}
+    records = {r["id"]: r for r in data["results"]}
+    assert list(records) == PASSING + FAILING[:2] + FAILING[2:]  # declaration order
+    for test_id, r in records.items():
+        assert r["verdict"] == ("passed" if test_id in PASSING else "image-failed")
+        assert r["scheme"] == "float8_e4m3fn" and r["worker"] is None and r["render"]["steps"] == 8
+        assert {c["metric"] for c in r["checks"]} == {"LPIPS", "SSIM", "PSNR"}
+        assert len(r["candidate_render"]["step_times_s"]) == 8 and r["candidate_render"]["memory"]["kind"] == "cpu-rss"
+        assert set(r["images"]) == {"golden", "candidate", "diff"}
+        for path in r["images"].values():
+            assert not Path(path).is_absolute() and (demo.report / path).is_file()
+        assert r["golden"]["environment"]["device"] == "cpu" and r["golden"]["image_sha256"]
+        env = r["environment"]
+        assert env["device"] == "cpu" and env["torch"] and env["diffsynth"]
+        assert env["checkpoint_hashes"]["dit"] == r["golden"]["checkpoint_hashes"]["dit"]
+        assert ("candidate_dit" in env["checkpoint_hashes"]) == r["checkpoint"].endswith("damaged")
+    assert records[FAILING[2]]["prompt"] == HOSTILE_PROMPT
+
+
+def test_failed_run_writes_the_html_report_and_prints_its_path(demo: Demo) -> None:
+    page = (demo.report / "index.html").read_text(encoding="utf-8")
+    assert html.escape(HOSTILE_PROMPT, quote=False) in page and HOSTILE_PROMPT not in page
+    positions = [page.index(f'id="case-{test_id}"') for test_id in FAILING + PASSING]
+    assert positions == sorted(positions)  # failing cases first
+    lines = demo.output.splitlines()
+    report_line = next(i for i, line in enumerate(lines) if line == "quant_guard report: qg-report/index.html")
+    failure_lines = [i for i, line in enumerate(lines) if line.startswith(tuple(f"{t}: image-failed" for t in FAILING))]
+    assert len(failure_lines) == 3 and max(failure_lines) < report_line
+    assert "quant_guard results: qg-report/results.json" in lines
+
+
+def test_pytest_html_gets_the_difference_image_and_metrics_of_failing_tests(demo: Demo) -> None:
+    page = (demo.root / "report.html").read_text(encoding="utf-8")
+    blob = json.loads(html.unescape(re.search(r'data-jsonblob="([^"]*)"', page).group(1)))  # type: ignore[union-attr]
+    extras = {nodeid: [e for report in reports for e in report.get("extras", [])]
+              for nodeid, reports in blob["tests"].items()}
+    for nodeid, items in extras.items():
+        if any(t in nodeid for t in PASSING):
+            assert items == []
+        else:
+            names = [e["name"] for e in items if e["format_type"] == "image"]
+            assert names == ["difference x4 (quant_guard)", "candidate (quant_guard)"]
+            (table,) = [e["content"] for e in items if e["format_type"] == "html"]
+            assert "SSIM" in table and "FAIL" in table and "<script" not in table
+            assert all((demo.root / e["content"]).is_file() for e in items if e["format_type"] == "image")
+
+
+def test_xdist_workers_send_their_records_to_the_controller(demo: Demo, tmp_path: Path) -> None:
+    pytest.importorskip("xdist")
+    root = _copy(demo, tmp_path / "project")
+    run = run_pytest(root, "-n", "2", "-k", "red-circle-blue-s0")
+    assert run.returncode == 1, run.stdout + run.stderr
+    data = json.loads((root / "qg-report" / "results.json").read_text(encoding="utf-8"))
+    assert [r["id"] for r in data["results"]] == ["tiny-red-circle-blue-s0", "tiny-damaged-red-circle-blue-s0"]
+    assert {r["worker"] for r in data["results"]} == {"gw0", "gw1"}
+    assert (root / "qg-report" / "index.html").is_file()
+    assert run.stdout.count("quant_guard report: qg-report/index.html") == 1
+    # the controller has no results of its own: the failure line comes from the merged records
+    assert "tiny-damaged-red-circle-blue-s0: image-failed: SSIM" in run.stdout
+
+
+def test_html_policy_failed_all_none(demo: Demo, tmp_path: Path) -> None:
+    root = _copy(demo, tmp_path / "project")
+    (root / "qg-report").mkdir()
+    (root / "qg-report" / "index.html").write_text("a stale report of an earlier run")
+    passing = run_pytest(root, "-k", "tiny-red-circle-blue-s0")
+    assert passing.returncode == 0, passing.stdout
+    assert not (root / "qg-report" / "index.html").exists()  # nothing failed: no report, and no stale one
+    assert [r["id"] for r in json.loads((root / "qg-report" / "results.json").read_text())["results"]] == PASSING[:1]
+    assert "quant_guard results: qg-report/results.json" in passing.stdout
+
+    with (root / "pyproject.toml").open("a", encoding="utf-8") as f:
+        f.write('\n[tool.pytest.ini_options]\nqg_report = "all"\n')
+    run_pytest(root, "-k", "tiny-red-circle-blue-s0")
+    assert (root / "qg-report" / "index.html").is_file()
+
+    failing = run_pytest(root, "--qg-report=none", "-k", "tiny-damaged-red-circle-blue-s0")
+    assert failing.returncode == 1
+    assert not (root / "qg-report" / "index.html").exists()
+    assert json.loads((root / "qg-report" / "results.json").read_text())["summary"]["failed"] == 1
+
+
+def test_report_option_is_documented_and_validated(pytester: pytest.Pytester) -> None:
+    pytester.runpytest("--help").stdout.fnmatch_lines(["*--qg-report=WHEN*", "*qg_report (string)*"])
+    bad = pytester.runpytest("--qg-report=sometimes")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--qg-report must be one of failed, all, none*"])
+    pytester.makeini("[pytest]\nqg_report = sometimes\n")
+    bad_ini = pytester.runpytest()
+    assert bad_ini.ret == pytest.ExitCode.USAGE_ERROR
+    bad_ini.stderr.fnmatch_lines(["*ini option qg_report must be one of failed, all, none*"])

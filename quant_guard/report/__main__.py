@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
                              "the golden/candidate comparison responds")
     parser.add_argument("--screenshot", type=Path, metavar="PNG", help="save a full-page screenshot")
     parser.add_argument("--width", type=int, default=1280, help="viewport width of the screenshot (px)")
+    parser.add_argument("--first-case", action="store_true",
+                        help="end the screenshot after the first case (the summary and the worst case)")
     args = parser.parse_args(argv)
 
     from quant_guard.report.html import INDEX_NAME, write_report
@@ -38,10 +40,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"check: {len(result.images)} images, {len(result.widgets)} comparisons, {len(problems)} problems")
             status = 1 if problems else 0
         if args.screenshot:
-            page.evaluate("window.scrollTo(0, 0)")
+            page = browser.open(index, width=args.width)  # fresh: the check has moved the sliders
             page.screenshot(args.screenshot, width=args.width)
+            bottom = page.evaluate("(() => { const a = document.querySelector('article.case'); "
+                                   "return a ? a.getBoundingClientRect().bottom + window.scrollY + 12 : 0; })()")
+            _shrink(args.screenshot, int(bottom) if args.first_case else 0)
             print(f"screenshot: {args.screenshot}")
     return status
+
+
+def _shrink(path: Path, height: int) -> None:
+    """Crop to ``height`` (0: keep) and store with a 256-colour palette: a page of flat colours
+    stays sharp and a few hundred KB."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        image = img.convert("RGB")
+    if height:
+        image = image.crop((0, 0, image.width, min(height, image.height)))
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
 if __name__ == "__main__":

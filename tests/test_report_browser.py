@@ -33,7 +33,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root, status, output = shared_demo_report(tmp_path_factory.getbasetemp(), "--html=report.html")
+    root, status, output = shared_demo_report(tmp_path_factory.getbasetemp())
     assert status == 1, output
     return root / "qg-report"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from quant_guard.report.demo import HOSTILE_PROMPT, run_pytest, shared_demo_report
+from quant_guard.report.demo import HOSTILE_PROMPT, shared_demo_report
 
 FAILING = ["tiny-damaged-red-circle-blue-s0", "tiny-damaged-red-circle-blue-s1", "tiny-damaged-hostile-prompt-s0"]
 PASSING = ["tiny-red-circle-blue-s0", "tiny-red-circle-blue-s1"]
@@ -36,7 +37,7 @@ class Demo:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    return Demo(*shared_demo_report(tmp_path_factory.getbasetemp(), "--html=report.html"))
+    return Demo(*shared_demo_report(tmp_path_factory.getbasetemp()))
 
 
 def _copy(demo: Demo, dest: Path) -> Path:
@@ -54,7 +55,7 @@ def test_results_json_describes_every_visual_test(demo: Demo) -> None:
     assert list(records) == PASSING + FAILING[:2] + FAILING[2:]  # declaration order
     for test_id, r in records.items():
         assert r["verdict"] == ("passed" if test_id in PASSING else "image-failed")
-        assert r["scheme"] == "float8_e4m3fn" and r["worker"] is None and r["render"]["steps"] == 8
+        assert r["scheme"] == "float8_e4m3fn" and r["render"]["steps"] == 8
         assert {c["metric"] for c in r["checks"]} == {"LPIPS", "SSIM", "PSNR"}
         assert len(r["candidate_render"]["step_times_s"]) == 8 and r["candidate_render"]["memory"]["kind"] == "cpu-rss"
         assert set(r["images"]) == {"golden", "candidate", "diff"}
@@ -96,37 +97,35 @@ def test_pytest_html_gets_the_difference_image_and_metrics_of_failing_tests(demo
             assert all((demo.root / e["content"]).is_file() for e in items if e["format_type"] == "image")
 
 
-def test_xdist_workers_send_their_records_to_the_controller(demo: Demo, tmp_path: Path) -> None:
-    pytest.importorskip("xdist")
-    root = _copy(demo, tmp_path / "project")
-    run = run_pytest(root, "-n", "2", "-k", "red-circle-blue-s0")
-    assert run.returncode == 1, run.stdout + run.stderr
-    data = json.loads((root / "qg-report" / "results.json").read_text(encoding="utf-8"))
-    assert [r["id"] for r in data["results"]] == ["tiny-red-circle-blue-s0", "tiny-damaged-red-circle-blue-s0"]
-    assert {r["worker"] for r in data["results"]} == {"gw0", "gw1"}
-    assert (root / "qg-report" / "index.html").is_file()
-    assert run.stdout.count("quant_guard report: qg-report/index.html") == 1
-    # the controller has no results of its own: the failure line comes from the merged records
-    assert "tiny-damaged-red-circle-blue-s0: image-failed: SSIM" in run.stdout
+def test_xdist_workers_send_their_records_to_the_controller(demo: Demo) -> None:
+    pytest.importorskip("xdist")  # the demo's check ran on 2 workers
+    records = demo.results()["results"]
+    assert len(records) == 5 and {r["worker"] for r in records} == {"gw0", "gw1"}
+    assert demo.output.count("quant_guard report: qg-report/index.html") == 1
+    # the controller has no results of its own: its failure lines come from the merged records
+    assert "tiny-damaged-red-circle-blue-s0: image-failed: SSIM" in demo.output
 
 
-def test_html_policy_failed_all_none(demo: Demo, tmp_path: Path) -> None:
-    root = _copy(demo, tmp_path / "project")
+def test_html_policy_failed_all_none(demo: Demo, pytester: pytest.Pytester, _heavy_modules: None) -> None:
+    # in-process runs (torch stays imported: see conftest's _heavy_modules), in a copy of the demo
+    root = _copy(demo, pytester.path / "project")
+    pytester.chdir()
+    os.chdir(root)
     (root / "qg-report").mkdir()
     (root / "qg-report" / "index.html").write_text("a stale report of an earlier run")
-    passing = run_pytest(root, "-k", "tiny-red-circle-blue-s0")
-    assert passing.returncode == 0, passing.stdout
+    passing = pytester.runpytest("-p", "no:cacheprovider", "-k", "tiny-red-circle-blue-s0")
+    passing.assert_outcomes(passed=1)
     assert not (root / "qg-report" / "index.html").exists()  # nothing failed: no report, and no stale one
     assert [r["id"] for r in json.loads((root / "qg-report" / "results.json").read_text())["results"]] == PASSING[:1]
-    assert "quant_guard results: qg-report/results.json" in passing.stdout
+    passing.stdout.fnmatch_lines(["quant_guard results: qg-report/results.json"])
 
     with (root / "pyproject.toml").open("a", encoding="utf-8") as f:
         f.write('\n[tool.pytest.ini_options]\nqg_report = "all"\n')
-    run_pytest(root, "-k", "tiny-red-circle-blue-s0")
+    pytester.runpytest("-p", "no:cacheprovider", "-k", "tiny-red-circle-blue-s0").assert_outcomes(passed=1)
     assert (root / "qg-report" / "index.html").is_file()
 
-    failing = run_pytest(root, "--qg-report=none", "-k", "tiny-damaged-red-circle-blue-s0")
-    assert failing.returncode == 1
+    failing = pytester.runpytest("-p", "no:cacheprovider", "--qg-report=none", "-k", "tiny-damaged-red-circle-blue-s0")
+    failing.assert_outcomes(failed=1)
     assert not (root / "qg-report" / "index.html").exists()
     assert json.loads((root / "qg-report" / "results.json").read_text())["summary"]["failed"] == 1
 

@@ -90,13 +90,17 @@ def make_demo_report(root: Path, *args: str, hostile_case: bool = False) -> subp
     return run_pytest(root, *args)
 
 
-def shared_demo_report(base: Path, *args: str) -> tuple[Path, int, str]:
+def shared_demo_report(base: Path) -> tuple[Path, int, str]:
     """The demo with a hostile prompt, made and checked once per ``base`` folder (a test
-    session's temporary root): (project root, exit status, stdout) of the checked run."""
+    session's temporary root): (project root, exit status, output) of the checked run. The
+    check runs with ``--html`` (pytest-html) and, when pytest-xdist is installed, on 2 workers."""
+    import importlib.util
+
     root = base / "qg-report-demo"
     marker = root / "check-run.json"
     if not marker.is_file():
-        run = make_demo_report(root, *args, hostile_case=True)
+        xdist = ["-n", "2"] if importlib.util.find_spec("xdist") else []
+        run = make_demo_report(root, "--html=report.html", *xdist, hostile_case=True)
         marker.write_text(json.dumps({"returncode": run.returncode, "stdout": run.stdout, "stderr": run.stderr}),
                           encoding="utf-8")
     data = json.loads(marker.read_text(encoding="utf-8"))

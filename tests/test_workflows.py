@@ -1,0 +1,419 @@
+"""The GitHub Actions workflows and their scripts under ci/.
+
+- every workflow passes actionlint (installed by the `test` extra; missing in CI is a failure);
+- the pull-request workflow runs exactly the README's two set-up commands, and every command a
+  workflow runs is documented in the README;
+- the nightly and re-baseline workflows are wired as the README says (self-hosted GPU runner,
+  schedule/dispatch inputs, caches that match the download folders, shards, artifacts);
+- ci/nightly.sh runs a shard of the tiny suite on the CPU and writes JUnit XML, the report and
+  the step summary; ci/rebaseline.sh proposes new goldens on a branch and never pushes to main;
+- ci/step_summary.py turns a results.json of a real run into a Markdown table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / ".github" / "workflows"
+README = ROOT / "README.md"
+ACTIONLINT_CONFIG = "self-hosted-runner:\n  labels: [gpu]\n"  # the GPU runners' custom label
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+def load_workflow(name: str) -> dict[str, Any]:
+    data = yaml.safe_load((WORKFLOWS / name).read_text(encoding="utf-8"))
+    if True in data:  # YAML 1.1 reads the key `on` as a boolean
+        data["on"] = data.pop(True)
+    return data
+
+
+def steps(workflow: dict[str, Any], job: str) -> list[dict[str, Any]]:
+    return list(workflow["jobs"][job]["steps"])
+
+
+def run_commands(workflow: dict[str, Any]) -> list[str]:
+    return [step["run"].strip() for job in workflow["jobs"].values() for step in job["steps"] if "run" in step]
+
+
+def uses(workflow: dict[str, Any], job: str, action: str) -> list[dict[str, Any]]:
+    return [s for s in steps(workflow, job) if str(s.get("uses", "")).startswith(action + "@")]
+
+
+def readme_section(title: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(title)}[^\n]*\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert match, f"README.md has no section '## {title}'"
+    return match.group(1)
+
+
+def code_lines(markdown: str) -> list[str]:
+    """Lines of the fenced code blocks, comments stripped."""
+    lines = []
+    for block in re.findall(r"^```[a-z]*\n(.*?)^```", markdown, re.M | re.S):
+        for line in block.splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if line and not line.startswith("#"):
+                lines.append(line)
+    return lines
+
+
+def actionlint() -> str:
+    found = shutil.which("actionlint") or shutil.which("actionlint", path=str(Path(sys.executable).parent))
+    if found is None:
+        message = "actionlint is not installed (pip install -e '.[test]')"
+        if os.environ.get("CI"):
+            pytest.fail(message + ": the workflows must be linted in CI")
+        pytest.skip(message)
+    return found
+
+
+def lint(paths: list[Path], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "actionlint.yaml"
+    config.write_text(ACTIONLINT_CONFIG)
+    return subprocess.run([actionlint(), "-no-color", "-oneline", "-config-file", str(config), *map(str, paths)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def load_step_summary() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("qg_step_summary", ROOT / "ci" / "step_summary.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    """Environment of a ci/*.sh run outside GitHub Actions."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "QG_", "PYTEST_"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", VENV=str(Path(sys.executable).parent.parent))
+    env.update(extra)
+    return env
+
+
+# ---- actionlint ----------------------------------------------------------------------------------
+
+def test_every_workflow_passes_actionlint(tmp_path: Path) -> None:
+    files = sorted(WORKFLOWS.glob("*.yml")) + sorted(WORKFLOWS.glob("*.yaml"))
+    assert {f.name for f in files} >= {"ci.yml", "nightly-gpu.yml", "rebaseline.yml"}
+    result = lint(files, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_reports_a_broken_workflow(tmp_path: Path) -> None:
+    """The lint above is not vacuous: the same call fails on a workflow with mistakes."""
+    broken = tmp_path / ".github" / "workflows" / "broken.yml"
+    broken.parent.mkdir(parents=True)
+    broken.write_text(textwrap.dedent("""
+        on: workflow_dispatch
+        jobs:
+          gate:
+            runs-on: [self-hosted, gpu]
+            steps:
+              - run: echo "${{ inputs.no_such_input }}"
+              - uses: actions/checkout@v5
+                with: {no_such_option: 1}
+        """))
+    result = lint([broken], tmp_path)
+    assert result.returncode != 0
+    assert "no_such_input" in result.stdout and "no_such_option" in result.stdout
+
+
+def test_ci_scripts_pass_shellcheck() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed")
+    scripts = [ROOT / "ci" / name for name in ("common.sh", "nightly.sh", "rebaseline.sh")]
+    result = subprocess.run([shellcheck, "-x", *map(str, scripts)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+# ---- what the workflows run ----------------------------------------------------------------------
+
+def test_pull_request_workflow_runs_exactly_the_readme_commands() -> None:
+    readme = code_lines(readme_section("Set up and run"))
+    assert readme == ["bash ci/install.sh && .venv/bin/pytest tests/visual", "bash ci/install.sh && .venv/bin/pytest"]
+    workflow = load_workflow("ci.yml")
+    assert "pull_request" in workflow["on"]
+    assert run_commands(workflow) == readme
+    job = workflow["jobs"]["tests"]
+    assert "self-hosted" not in str(job["runs-on"])  # a CPU runner: the tiny suite needs no GPU
+    assert uses(workflow, "tests", "actions/setup-python")[0]["with"]["python-version"] == "3.11"
+
+
+def test_every_workflow_command_is_documented_in_the_readme() -> None:
+    text = README.read_text(encoding="utf-8")
+    documented = code_lines(text) + re.findall(r"`([^`\n]+)`", text)  # code blocks and inline code
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for command in run_commands(load_workflow(path.name)):
+            assert command in documented, f"{path.name} runs {command!r}, which README.md does not show"
+
+
+def test_nightly_workflow_is_wired_as_documented() -> None:
+    workflow = load_workflow("nightly-gpu.yml")
+    triggers = workflow["on"]
+    assert triggers["schedule"][0]["cron"]
+    assert {"checkpoint", "pytest-args"} <= set(triggers["workflow_dispatch"]["inputs"])
+    gate = workflow["jobs"]["gate"]
+    assert gate["runs-on"] == ["self-hosted", "gpu"]
+    shards = gate["strategy"]["matrix"]["shard"]
+    assert gate["strategy"]["fail-fast"] is False
+    assert len(shards) >= 2 and shards == list(range(1, len(shards) + 1))
+
+    run = next(s for s in steps(workflow, "gate") if s.get("run") == "bash ci/nightly.sh run")
+    assert run["env"]["QG_SHARDS"] == str(len(shards)) and run["env"]["QG_SHARD"] == "${{ matrix.shard }}"
+    assert run["env"]["QG_CHECKPOINT"] == "${{ inputs.checkpoint }}"
+    assert run["env"]["QG_PYTEST_ARGS"] == "${{ inputs.pytest-args }}"
+    assert "bash ci/install.sh" in run_commands(workflow)
+
+    # the caches hold what the downloads write: DiffSynth's models folder and quant_guard's cache
+    cached = {s["with"]["path"] for s in uses(workflow, "gate", "actions/cache")}
+    assert cached == {"models", ".qg-cache"}
+    assert workflow["env"]["DIFFSYNTH_MODEL_BASE_PATH"].endswith("format('{0}/models', github.workspace) }}")
+    assert workflow["env"]["QUANT_GUARD_CACHE"] == "${{ github.workspace }}/.qg-cache"
+
+    upload = uses(workflow, "gate", "actions/upload-artifact")[0]
+    assert upload["if"] == "always()" and upload["with"]["path"].rstrip("/") == run["env"]["QG_OUT"]
+    summary = workflow["jobs"]["summary"]
+    assert summary["needs"] == "gate" and summary["if"] == "always()"
+    download = uses(workflow, "summary", "actions/download-artifact")[0]["with"]
+    assert download["pattern"].rstrip("*") in upload["with"]["name"]
+    assert f"bash ci/nightly.sh summary {download['path']}" in run_commands(workflow)
+
+
+def test_nightly_script_runs_pytest_m_gpu_with_junit_and_the_report() -> None:
+    script = (ROOT / "ci" / "nightly.sh").read_text()
+    for needed in ('-m "${QG_MARKERS:-gpu}"', "--junitxml=", "--qg-report-dir=", "--qg-report=all",
+                   '--qg-shard "$shard/$shards"', "ci/step_summary.py"):
+        assert needed in script
+
+
+def test_rebaseline_workflow_is_manual_and_never_pushes_to_main() -> None:
+    workflow = load_workflow("rebaseline.yml")
+    assert set(workflow["on"]) == {"workflow_dispatch"}
+    assert workflow["permissions"] == {"contents": "read"}  # write access only in the job that needs it
+    job = workflow["jobs"]["rebaseline"]
+    assert job["runs-on"] == ["self-hosted", "gpu"]
+    assert run_commands(workflow) == ["bash ci/install.sh", "bash ci/rebaseline.sh"]
+    upload = uses(workflow, "rebaseline", "actions/upload-artifact")[0]
+    assert upload["if"] == "always()"
+    script = (ROOT / "ci" / "rebaseline.sh").read_text()
+    assert "--update-golden" in script
+    pushes = [line.strip() for line in script.splitlines() if re.search(r"\bgit push\b", line)]
+    assert pushes == ['git push origin "HEAD:refs/heads/$branch"  # the new branch only, never $base']
+    assert 'branch="rebaseline/' in script
+
+
+# ---- the scripts, run for real on the tiny checkpoint ------------------------------------------
+
+def test_nightly_script_runs_a_shard_on_the_cpu(tmp_path: Path) -> None:
+    out, summary = tmp_path / "out", tmp_path / "summary.md"
+    env = script_env(QG_MARKERS="not gpu", QG_CHECKPOINT="tiny", QG_SHARD="1", QG_SHARDS="2", QG_OUT=str(out),
+                     QG_PYTEST_ARGS="tests/visual -p no:cacheprovider -k red-circle-blue", QG_WORKERS="1",
+                     GITHUB_STEP_SUMMARY=str(summary))
+    proc = subprocess.run(["bash", "ci/nightly.sh", "run"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "-k ([tiny-) and (red-circle-blue)" in proc.stdout and "--qg-shard 1/2" in proc.stdout
+    results = json.loads((out / "report" / "results.json").read_text())
+    ids = [r["id"] for r in results["results"]]
+    assert ids == ["tiny-red-circle-blue-s0", "tiny-red-circle-blue-s2"]  # shard 1 of the sorted 3
+    assert (out / "report" / "index.html").is_file()  # --qg-report=all
+    junit = (out / "junit.xml").read_text()
+    assert 'tests="2"' in junit and 'failures="0"' in junit
+    text = summary.read_text()
+    assert "## quant_guard nightly (shard 1/2)" in text
+    assert all(f"| `{test_id}` | ✅ passed |" in text for test_id in ids)
+
+    # a shard that the selection leaves empty passes; the summary job then sees no results there
+    empty = subprocess.run(["bash", "ci/nightly.sh", "run"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                           env={**env, "QG_SHARD": "2", "QG_OUT": str(tmp_path / "empty"),
+                                "QG_PYTEST_ARGS": "tests/visual -p no:cacheprovider -k red-circle-blue-s0"})
+    assert empty.returncode == 0, empty.stdout[-4000:]
+    assert "shard 2/2: the selection left no tests" in empty.stdout
+
+    # the summary job: merged over the shards' artifact folders, failing when nothing ran at all
+    shards = tmp_path / "shards"
+    shutil.copytree(out, shards / "qg-nightly-shard-1")
+    shutil.copytree(tmp_path / "empty", shards / "qg-nightly-shard-2")
+    merged = subprocess.run(["bash", "ci/nightly.sh", "summary", str(shards)], cwd=ROOT, capture_output=True,
+                            text=True, env=script_env())
+    assert merged.returncode == 0 and "2 visual tests: 2 passed, 0 failed" in merged.stdout
+    assert "qg-nightly-shard-2/report`: no visual test ran there" in merged.stdout
+    nothing = subprocess.run(["bash", "ci/nightly.sh", "summary", str(shards / "qg-nightly-shard-2")], cwd=ROOT,
+                             capture_output=True, text=True, env=script_env())
+    assert nothing.returncode == 1 and "No visual test results." in nothing.stdout
+
+
+def test_nightly_script_stops_on_an_unknown_checkpoint(tmp_path: Path) -> None:
+    proc = subprocess.run(["bash", "ci/nightly.sh", "run"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=script_env(QG_CHECKPOINT="no-such-checkpoint", QG_OUT=str(tmp_path)))
+    assert proc.returncode == 2
+    assert "no checkpoint 'no-such-checkpoint'" in proc.stdout and re.search(r"known: .*\btiny\b", proc.stdout)
+
+
+@pytest.fixture
+def project_repo(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A git clone of a small project (this repository's configuration, visual test, goldens and
+    ci/ scripts) with a bare 'origin'; yields (clone, origin)."""
+    origin, work = tmp_path / "origin.git", tmp_path / "work"
+    for name in ("pyproject.toml", "README.md", "tests/visual/test_visual.py", "ci/common.sh", "ci/rebaseline.sh",
+                 "ci/step_summary.py"):
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, work / name)
+    shutil.copytree(ROOT / "golden", work / "golden")
+    for suffix in (".png", ".json", ".expected.yml"):  # one golden missing: the update creates it
+        (work / "golden" / "tiny" / f"red-circle-blue-s0{suffix}").unlink()
+
+    def git(*args: str, cwd: Path = work) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+    git("init", "-q", "-b", "main")
+    (work / ".gitignore").write_text("qg-out/\n__pycache__/\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "project")
+    git("remote", "add", "origin", str(origin))
+    git("push", "-q", "origin", "main")
+    yield work, origin
+
+
+def test_rebaseline_script_proposes_goldens_on_a_branch(project_repo: tuple[Path, Path], tmp_path: Path) -> None:
+    work, origin = project_repo
+    main_before = subprocess.run(["git", "rev-parse", "main"], cwd=origin, capture_output=True, text=True).stdout
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gh_log = tmp_path / "gh.log"
+    (bin_dir / "gh").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{gh_log}"\n')  # records `gh pr create`
+    (bin_dir / "gh").chmod(0o755)
+    env = script_env(QG_MARKERS="not gpu", QG_CHECKPOINT="tiny", QG_OPEN_PR="true", GITHUB_RUN_ID="42",
+                     QG_PYTEST_ARGS="tests/visual -p no:cacheprovider -k red-circle-blue-s0", QG_WORKERS="1",
+                     PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", GIT_CONFIG_NOSYSTEM="1")
+    proc = subprocess.run(["bash", "ci/rebaseline.sh"], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+    created = [f"golden/tiny/red-circle-blue-s0{s}" for s in (".expected.yml", ".json", ".png")]
+    assert sorted(p.relative_to(work / "qg-out" / "golden").as_posix()
+                  for p in (work / "qg-out" / "golden").rglob("*") if p.is_file()) == created
+    note = (work / "qg-out" / "rebaseline.md").read_text()
+    assert "quant_guard: goldens 1 created, 0 updated, 0 unchanged" in note and "`golden/tiny/red-circle-blue-s0.png`" in note
+
+    # main on the remote is untouched; the goldens are on the new branch; the PR targets main
+    git = ["git", "-C", str(origin)]
+    assert subprocess.run([*git, "rev-parse", "main"], capture_output=True, text=True).stdout == main_before
+    branch = "rebaseline/tiny-42"
+    files = subprocess.run([*git, "diff", "--name-only", "main", branch], capture_output=True, text=True).stdout
+    assert files.split() == created
+    assert gh_log.read_text().split("\n")[:6] == ["pr", "create", "--base", "main", "--head", branch]
+
+
+def test_rebaseline_script_proposes_nothing_when_goldens_are_unchanged(project_repo: tuple[Path, Path],
+                                                                       tmp_path: Path) -> None:
+    work, origin = project_repo
+    env = script_env(QG_MARKERS="not gpu", QG_CHECKPOINT="tiny", QG_OPEN_PR="true", QG_WORKERS="1",
+                     QG_PYTEST_ARGS="tests/visual -p no:cacheprovider -k red-circle-blue-s1",
+                     PATH=f"{tmp_path / 'no-gh'}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(["bash", "ci/rebaseline.sh"], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "goldens unchanged: nothing to propose" in proc.stdout
+    branches = subprocess.run(["git", "-C", str(origin), "for-each-ref", "--format=%(refname:short)", "refs/heads"],
+                              capture_output=True, text=True).stdout
+    assert branches.split() == ["main"]
+
+
+# ---- ci/step_summary.py on a real run ----------------------------------------------------------
+
+STRICT_CASE = '''
+[[tool.quant_guard.cases]]
+id = "strict"
+prompt = "a yellow triangle on a black background"
+seeds = [0]
+checkpoints = ["tiny"]
+thresholds = { psnr = 150.0 }
+'''
+
+
+@pytest.fixture(scope="module")
+def step_summary() -> ModuleType:
+    return load_step_summary()
+
+
+@pytest.fixture
+def real_results(pytester: pytest.Pytester, qg_project: Callable[..., Path]) -> Path:
+    """The report folder of a real tiny run: one passing case with limits, one failing (PSNR)."""
+    qg_project(checkpoint_extra='limits = { peak_vram = "4 GiB", step_time = "10 s" }', extra_case=STRICT_CASE)
+    update = pytester.runpytest("--update-golden")  # writes both goldens; the strict candidate fails already
+    update.stdout.fnmatch_lines(["quant_guard: goldens 2 created, 0 updated, 0 unchanged"])
+    pytester.runpytest("--qg-report-dir", "report").assert_outcomes(passed=1, failed=1)
+    return pytester.path / "report"
+
+
+def test_step_summary_of_a_real_run(real_results: Path, step_summary: ModuleType, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    proc = subprocess.run([sys.executable, "-I", "-S", str(ROOT / "ci" / "step_summary.py"), str(real_results)],
+                          capture_output=True, text=True)  # -S: standard library only
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "❌ **2 visual tests: 1 passed, 1 failed** (1 image-failed, 1 passed)" in text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert table[0] == "| case | verdict | LPIPS | SSIM | PSNR | peak memory | step time | duration |"
+    widths = {len(re.split(r"(?<!\\)\|", line)) for line in table}
+    assert widths == {10}  # 8 cells in every row
+
+    passing = next(line for line in table if "`tiny-red-circle-s0`" in line)
+    assert "✅ passed" in passing and "❌" not in passing
+    assert re.search(r"\| 0\.\d{4} \| 0\.\d{4} \| \d+\.\d\d dB \|", passing)
+    assert re.search(r"\| [\d.]+ \w?i?B / 4\.00 GiB \(RSS growth\) \|", passing)  # measured / limit
+    assert re.search(r"\| [\d.]+ m?s / 10\.00 s \(median\) \|", passing)
+
+    failing = next(line for line in table if "`tiny-strict-s0`" in line)
+    assert "❌ image-failed" in failing and re.search(r"❌ \*\*\d+\.\d\d dB\*\* < min 150\.00 dB", failing)
+    assert "### Failures" in text
+    assert re.search(r"<code>tiny-strict-s0</code>: PSNR \d+\.\d\d dB &lt; min 150\.00 dB \(threshold\)</summary>", text)
+
+    # the same numbers as results.json
+    record = next(r for r in json.loads((real_results / "results.json").read_text())["results"]
+                  if r["id"] == "tiny-red-circle-s0")
+    assert f"{record['metrics']['lpips']:.4f}" in passing and f"{record['metrics']['psnr']:.2f} dB" in passing
+
+    # shards: several report folders merge into one table
+    document = json.loads((real_results / "results.json").read_text())
+    for index, record in enumerate(document["results"]):  # one record per "shard"
+        shard = tmp_path / f"shard-{index}"
+        shard.mkdir()
+        (shard / "results.json").write_text(json.dumps({**document, "results": [record]}))
+    capsys.readouterr()
+    assert step_summary.main([str(tmp_path / "shard-1"), str(tmp_path / "shard-0"), "--title", "all"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("## all\n") and "2 visual tests: 1 passed, 1 failed" in text
+    assert text.index("`tiny-red-circle-s0`") < text.index("`tiny-strict-s0`")  # merged shards sort by id
+
+    assert step_summary.main([str(tmp_path / "missing"), "--require-results"]) == 1
+    assert "no results.json in" in capsys.readouterr().out
+    assert step_summary.main([str(tmp_path / "missing")]) == 0
+
+
+def test_step_summary_formats(step_summary: ModuleType) -> None:
+    assert step_summary.fmt_bytes(10 * 2**30) == "10.00 GiB" and step_summary.fmt_bytes(512) == "512 B"
+    assert step_summary.fmt_seconds(9.5) == "9.50 s" and step_summary.fmt_seconds(0.0123) == "12.3 ms"
+    assert step_summary.number("inf") == float("inf") and step_summary.number(True) is None
+    assert step_summary.step_statistic([5.0, 1.0, 2.0, 3.0], "median", 1) == 2.0  # warm-up step dropped
+    assert step_summary.step_statistic([5.0], "max", 1) == 5.0  # too short to drop one
+    assert step_summary.cell("a|b\nc") == "a\\|b c"

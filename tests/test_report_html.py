@@ -108,7 +108,8 @@ def test_view_puts_failures_first_and_summarizes_seeds() -> None:
     view = build_view(results_document(records, config_source=Path("p.toml"), report_dir=Path("r")))
     assert (view.total, view.passed, view.failed) == (3, 2, 1)
     assert [c.id for c in view.cases] == ["tiny-circle-s1", "tiny-circle-s0", "tiny-square-s0"]
-    assert view.failing[0].headline == "LPIPS 0.0800 > max 0.0500; SSIM 0.9000 < min 0.9500; PSNR 25.00 dB < min 30.00 dB"
+    assert view.failing[0].headline == ("LPIPS 0.0800 > max 0.0500; SSIM 0.9000 < min 0.9500; "
+                                        "PSNR 25.00 dB < min 30.00 dB")
     (table,) = view.tables
     circle, square = table.spread
     assert [c.text for c in circle.cells] == ["circle", "2", "1 of 2", "0.0450 (0.0800)", "0.9000", "25.00 dB", "s1"]

@@ -89,7 +89,7 @@ def _session(tmp_path: Path) -> QuantGuardSession:
     return QuantGuardSession(config, RunSettings())
 
 
-def _result(session: QuantGuardSession, *, passed: bool = False) -> CaseResult:
+def _result(session: QuantGuardSession) -> CaseResult:
     config = session.config
     vc = VisualCase(config.checkpoints[0], config.cases[0], 3)
     folder = session.report_dir / "tiny" / "circle-s3"
@@ -100,9 +100,11 @@ def _result(session: QuantGuardSession, *, passed: bool = False) -> CaseResult:
     golden.parent.mkdir(parents=True)
     golden.write_bytes(b"golden png")
     golden.with_suffix(".json").write_text(json.dumps({"environment": {"torch": "2.0", "device": "cpu"}}))
-    checks = (MetricCheck("LPIPS", 0.2, 0.05, False, "threshold"), MetricCheck("PSNR", math.inf, 30.0, True, "threshold"))
+    checks = (MetricCheck("LPIPS", 0.2, 0.05, False, "threshold"),
+              MetricCheck("PSNR", math.inf, 30.0, True, "threshold"))
     render = _filled(RenderSummary, step_times_s=(0.5, 0.25), total_s=0.8, memory=MemoryStats("cpu-rss", 1024))
-    return CaseResult(vc, Verdict.PASSED if passed else Verdict.IMAGE_FAILED, "differs\nmore", metrics=ImageMetrics(0.2, 0.9, math.inf),
+    return CaseResult(vc, Verdict.IMAGE_FAILED, "differs\nmore",
+                      metrics=ImageMetrics(0.2, 0.9, math.inf),
                       checks=checks, candidate_render=render,
                       images={"golden": golden, "candidate": folder / "candidate.png", "diff": folder / "diff.png"})
 
@@ -144,10 +146,13 @@ def test_fields_added_to_case_result_later_are_carried(tmp_path: Path) -> None:
 
 
 def test_headline_names_failed_checks_or_the_first_reason_line() -> None:
+    def check(metric: str, value: float, limit: float, higher: bool, source: str, passed: bool) -> dict[str, object]:
+        return {"metric": metric, "value": value, "limit": limit, "higher_is_better": higher, "source": source,
+                "passed": passed}
+
     record = {"outcome": "failed", "passed": False, "reason": "first\nsecond", "checks": [
-        {"metric": "SSIM", "value": 0.9, "limit": 0.95, "higher_is_better": True, "source": "threshold", "passed": False},
-        {"metric": "PSNR", "value": 25.0, "limit": 30.0, "higher_is_better": True, "source": "expected", "passed": False},
-        {"metric": "LPIPS", "value": 0.01, "limit": 0.05, "higher_is_better": False, "source": "threshold", "passed": True}],
+        check("SSIM", 0.9, 0.95, True, "threshold", False), check("PSNR", 25.0, 30.0, True, "expected", False),
+        check("LPIPS", 0.01, 0.05, False, "threshold", True)],
         "budget_checks": [{"name": "peak VRAM", "value": 2**31, "limit": 2**30, "unit": "bytes", "passed": False}]}
     assert headline(record) == ("SSIM 0.9000 < min 0.9500; PSNR 25.00 dB < min 30.00 dB (expected); "
                                 "peak VRAM 2.00 GiB > max 1.00 GiB")

@@ -79,6 +79,7 @@ def test_failed_run_writes_the_html_report_and_prints_its_path(demo: Demo) -> No
     failure_lines = [i for i, line in enumerate(lines) if line.startswith(tuple(f"{t}: image-failed" for t in FAILING))]
     assert len(failure_lines) == 3 and max(failure_lines) < report_line
     assert "quant_guard results: qg-report/results.json" in lines
+    assert "report incomplete" not in demo.output
 
 
 def test_pytest_html_gets_the_difference_image_and_metrics_of_failing_tests(demo: Demo) -> None:
@@ -139,3 +140,20 @@ def test_report_option_is_documented_and_validated(pytester: pytest.Pytester) ->
     bad_ini = pytester.runpytest()
     assert bad_ini.ret == pytest.ExitCode.USAGE_ERROR
     bad_ini.stderr.fnmatch_lines(["*ini option qg_report must be one of failed, all, none*"])
+
+
+def test_a_report_that_cannot_be_written_is_reported_not_raised(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from quant_guard.report.plugin import ReportPlugin
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config = SimpleNamespace(source=tmp_path / "pyproject.toml", checkpoints=(), cases=())
+    session = SimpleNamespace(report_dir=blocker / "qg-report", config=config, results=[])
+    plugin = ReportPlugin(None, session, "all")  # type: ignore[arg-type]
+    plugin.add_worker_output({"records": [{"id": "x", "outcome": "failed", "passed": False}], "errors": ["gw1: boom"]})
+    plugin.write()
+    assert len(plugin.errors) == 2 and plugin.errors[0] == "gw1: boom"
+    assert plugin.errors[1].startswith(("FileExistsError", "NotADirectoryError")), plugin.errors
+    assert plugin.written == {}

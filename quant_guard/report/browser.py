@@ -233,8 +233,11 @@ _WIDGET_JS = """((n) => {
   fig.scrollIntoView({block: 'center'});
   const box = e => { const r = e.getBoundingClientRect(); return {x: r.left, y: r.top, w: r.width, h: r.height}; };
   const stack = box(fig.querySelector('.stack'));
-  const onTop = f => { const e = document.elementFromPoint(stack.x + stack.w * f, stack.y + stack.h / 2);
-                       return e && e.classList.contains('gold') ? 'golden' : (e && e.classList.contains('cand') ? 'candidate' : 'other'); };
+  const onTop = f => {
+    const e = document.elementFromPoint(stack.x + stack.w * f, stack.y + stack.h / 2);
+    if (!e) return 'nothing';
+    return e.classList.contains('gold') ? 'golden' : (e.classList.contains('cand') ? 'candidate' : 'other');
+  };
   return {range: box(fig.querySelector('input[type=range]')), flip: box(fig.querySelector('[data-qg-flip]')),
           value: Number(fig.querySelector('input[type=range]').value), showing: fig.getAttribute('data-showing'),
           at: {left: onTop(0.05), middle: onTop(0.5), right: onTop(0.95)}};

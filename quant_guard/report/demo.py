@@ -19,6 +19,8 @@ from pathlib import Path
 
 HOSTILE_PROMPT = "<script>window.__qg_pwned = 1</script> a yellow triangle on a black background"
 DAMAGED_DIT = "dit-damaged.safetensors"
+# A basename of its own: in-process pytester runs clash with an already imported "test_visual"
+TEST_FILE = "test_qg_report_demo.py"
 VISUAL_TEST = "def test_visual(qg_case, qg_gate):\n    qg_gate.check(qg_case)\n"
 
 
@@ -66,7 +68,7 @@ def write_demo(root: Path, *, hostile_case: bool = False, levels: int = 5) -> Pa
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "pyproject.toml").write_text(demo_toml(hostile_case=hostile_case, levels=levels), encoding="utf-8")
-    (root / "test_visual.py").write_text(VISUAL_TEST, encoding="utf-8")
+    (root / TEST_FILE).write_text(VISUAL_TEST, encoding="utf-8")
     damaged = degrade(load_file(str(ensure_tiny_checkpoint().dit)), Degradation.ROUND, strength=levels)
     save_file({k: v.contiguous() for k, v in damaged.items()}, str(root / DAMAGED_DIT))
     return root

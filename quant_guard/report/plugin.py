@@ -50,7 +50,7 @@ class ReportPlugin:
         self.config, self.session, self.policy = config, session, policy
         self.records: list[dict[str, Any]] = []
         self.written: dict[str, Path] = {}  # "results", "html"
-        self.error: str | None = None
+        self.errors: list[str] = []  # what went wrong while reporting (never fails the run)
         self._environments: dict[str, dict[str, Any]] = {}
 
     # ---- per test (where the test runs) -------------------------------------------------------
@@ -68,7 +68,7 @@ class ReportPlugin:
 
                     report.extras = [*getattr(report, "extras", []), *failure_extras(record, self.session.report_dir)]
             except Exception as exc:  # reporting must not change the outcome of the test
-                self.error = f"{item.nodeid}: {type(exc).__name__}: {exc}"
+                self.errors.append(f"{item.nodeid}: {type(exc).__name__}: {exc}")
         return report
 
     def _record(self, item: pytest.Item, report: pytest.TestReport, result: Any) -> dict[str, Any]:
@@ -89,13 +89,15 @@ class ReportPlugin:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):  # an xdist worker: the controller writes
-            self.config.workeroutput[WORKER_KEY] = self.records  # type: ignore[attr-defined]
+            self.config.workeroutput[WORKER_KEY] = {"records": self.records,  # type: ignore[attr-defined]
+                                                    "errors": self.errors}
             return
         if self.records:
             self.write()
 
-    def add_worker_records(self, records: list[dict[str, Any]]) -> None:
-        self.records.extend(records)
+    def add_worker_output(self, output: dict[str, Any]) -> None:
+        self.records.extend(output.get("records", []))
+        self.errors.extend(output.get("errors", []))
 
     def write(self) -> None:
         from quant_guard.cases import expand_cases
@@ -113,11 +115,11 @@ class ReportPlugin:
             else:  # an index.html left from an earlier run would describe another run
                 (report_dir / INDEX_NAME).unlink(missing_ok=True)
         except Exception as exc:  # the report must not turn a finished run into a crash
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.errors.append(f"{type(exc).__name__}: {exc}")
 
     @pytest.hookimpl(trylast=True)  # after quant_guard's own failure lines: the report path comes last
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-        if not self.records and self.error is None:
+        if not self.records and not self.errors:
             return
         from quant_guard.report.records import headline, is_failure
 
@@ -126,8 +128,8 @@ class ReportPlugin:
             for r in self.records:
                 if is_failure(r):
                     terminalreporter.write_line(f"{r.get('id')}: {r.get('verdict')}: {headline(r)}")
-        if self.error:
-            terminalreporter.write_line(f"quant_guard: could not write the report: {self.error}", red=True, bold=True)
+        for error in self.errors:
+            terminalreporter.write_line(f"quant_guard: report incomplete: {error}", red=True, bold=True)
         for kind in ("html", "results"):
             if kind in self.written:
                 terminalreporter.write_line(f"quant_guard {'report' if kind == 'html' else 'results'}: "
@@ -141,9 +143,9 @@ class XdistHooks:
         self.plugin = plugin
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        records = getattr(node, "workeroutput", {}).get(WORKER_KEY)
-        if records:
-            self.plugin.add_worker_records(records)
+        output = getattr(node, "workeroutput", {}).get(WORKER_KEY)
+        if output:
+            self.plugin.add_worker_output(output)
 
 
 def _display(path: Path) -> str:

@@ -105,7 +105,7 @@ class ReportView:
     tables: tuple[CheckpointTable, ...]
     cases: tuple[CaseView, ...]  # failing first
     seed_headers: tuple[str, ...] = ("Case", "Seed", "LPIPS", "SSIM", "PSNR", "Verdict")
-    spread_headers: tuple[str, ...] = ("Case", "Seeds", "Failing seeds", "LPIPS mean (worst)", "SSIM worst",
+    spread_headers: tuple[str, ...] = ("Case", "Seeds", "Seeds over a limit", "LPIPS mean (worst)", "SSIM worst",
                                        "PSNR worst", "Worst seed")
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -203,7 +203,8 @@ def case_view(record: Mapping[str, Any], artifacts: Mapping[str, Any]) -> CaseVi
         anchor=_anchor(record), id=str(record.get("id")), checkpoint=str(record.get("checkpoint")),
         case=str(record.get("case")), seed=int(record.get("seed", 0)), prompt=str(record.get("prompt", "")),
         scheme=str(record.get("scheme", "")), verdict=str(record.get("verdict")), failed=is_failure(record),
-        headline=headline(record), reason=str(record.get("reason") or ""), nodeid=str(record.get("nodeid", "")), images=images,
+        headline=headline(record), reason=str(record.get("reason") or ""), nodeid=str(record.get("nodeid", "")),
+        images=images,
         display_width=display_w, display_height=round(display_w * height / max(width, 1)),
         pixelated=width <= 256,
         metrics=tuple(_check_row(c) for c in record.get("checks") or []),

@@ -160,7 +160,6 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_tiny_suite(wheel: tup
 
     # --no-index: the wheel's requirements must all be met by what is installed already
     run(sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index", "-q", str(built))
-    run(sys.executable, "-m", "pip", "--python", str(python), "check")
     where = run(str(python), "-c", "import quant_guard; print(quant_guard.__file__)").stdout.strip()
     assert Path(where).is_relative_to(tmp_path / "venv"), where
     templates = Path(where).parent / "report" / "templates"

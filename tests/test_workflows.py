@@ -417,3 +417,13 @@ def test_step_summary_formats(step_summary: ModuleType) -> None:
     assert step_summary.step_statistic([5.0, 1.0, 2.0, 3.0], "median", 1) == 2.0  # warm-up step dropped
     assert step_summary.step_statistic([5.0], "max", 1) == 5.0  # too short to drop one
     assert step_summary.cell("a|b\nc") == "a\\|b c"
+
+
+def test_step_summary_of_a_test_that_could_not_render(step_summary: ModuleType) -> None:
+    """A record without metrics or render (a checkpoint that failed to load) still gets its row."""
+    record = {"id": "big-case-s0", "verdict": "error", "outcome": "failed", "passed": False, "metrics": None,
+              "checks": [], "budget_checks": [], "candidate_render": None, "duration_s": 1.5,
+              "reason": "checkpoint 'big' component dit: file models/dit.safetensors does not exist\nmore"}
+    text = step_summary.markdown([record], [], "t")
+    assert "| `big-case-s0` | ❌ error | – | – | – | – | – | 1.50 s |" in text
+    assert "<code>big-case-s0</code>: checkpoint 'big' component dit: file models/dit.safetensors does not exist" in text

@@ -279,7 +279,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if failed:
         terminalreporter.section("quant_guard failures")
         for r in failed:
-            first = r.reason.splitlines()[0] if r.reason else ""
-            terminalreporter.write_line(f"{r.case.id}: {r.verdict.value}: {first}")
+            failing = [c.describe() for c in (*r.checks, *r.budget_checks) if not c.passed]
+            why = "; ".join(failing) or (r.reason.splitlines()[0] if r.reason else "")
+            terminalreporter.write_line(f"{r.case.id}: {r.verdict.value}: {why}")
     if session.settings.update_golden:
         terminalreporter.write_line(session.update_summary())

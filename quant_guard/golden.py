@@ -4,16 +4,21 @@ metrics at the time (written in pytest-regressions' ``data_regression`` YAML for
 
 Every write goes to a temporary file in the same folder and is renamed into place, so an
 interrupted update leaves either the old or the new file, never half of one. The sidecar records
-the PNG's sha256, so a PNG and sidecar from different updates are detected, not trusted.
+the PNG's sha256, so a PNG and sidecar from different updates are detected, not trusted; the
+old expected metrics are removed before a changed golden is written (an interrupted update
+leaves none rather than ones measured against the other image).
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
 import os
+import struct
 import tempfile
+import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -25,6 +30,7 @@ if TYPE_CHECKING:
     from quant_guard.metrics import ImageMetrics
 
 SIDECAR_VERSION = 1
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Recorded render parameters: a difference in any of these makes a golden stale.
 RENDER_KEYS = ("prompt", "seed", "steps", "width", "height", "guidance", "t5_sequence_length",
                "scheduler", "checkpoint_hashes")
@@ -93,8 +99,11 @@ class GoldenStore:
         png, sidecar = self.png_path(key), self.sidecar_path(key)
         if not png.exists():
             raise GoldenMissing(f"no golden image {png}")
-        data = png.read_bytes()
-        image = _decode_png(data, png)  # first: a truncated file is named as such
+        try:
+            data = png.read_bytes()
+        except OSError as exc:  # a folder in its place, no permission, ...
+            raise GoldenCorrupt(f"golden {png} cannot be read ({exc})") from None
+        image = _decode_png(data, png, size=(width, height))  # first: a truncated file is named as such
         if image.shape != (height, width, 3):
             raise GoldenCorrupt(f"golden {png} is {image.shape[1]}x{image.shape[0]}, the case renders {width}x{height}")
         metadata = _read_sidecar(sidecar)
@@ -141,10 +150,15 @@ class GoldenStore:
                 pass  # a damaged old golden is simply replaced
         png.parent.mkdir(parents=True, exist_ok=True)
         if outcome is not WriteOutcome.UNCHANGED:
+            # The old expected metrics were measured against the old image: drop them first, so
+            # an interrupted update never leaves them next to the new golden.
+            self.expected_path(key).unlink(missing_ok=True)
             atomic_write(png, data)
             atomic_write(sidecar, (json.dumps(metadata, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode())
         if expected is not None:
             atomic_write(self.expected_path(key), _expected_yaml(expected))
+        for path in (png, sidecar, self.expected_path(key)):
+            remove_stale_temporaries(path)
         return outcome
 
 
@@ -172,19 +186,25 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _decode_png(data: bytes, path: Path) -> np.ndarray:
+def _decode_png(data: bytes, path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode a golden PNG; ``size`` (width, height) is checked from the header first, so a
+    wrong-size file (a decompression bomb included) is refused before any pixel is decoded."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
+    if size is not None and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        declared = struct.unpack(">II", data[16:24])
+        if declared != size:
+            raise GoldenCorrupt(f"golden {path} is {declared[0]}x{declared[1]}, the case renders {size[0]}x{size[1]}")
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img.load()
             if img.format != "PNG":
                 raise GoldenCorrupt(f"golden {path} is a {img.format} file, not a PNG")
             if img.mode != "RGB":
                 raise GoldenCorrupt(f"golden {path} has mode {img.mode}, expected RGB")
+            img.load()
             return np.asarray(img, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise GoldenCorrupt(f"golden {path} cannot be decoded ({exc}); it is truncated or corrupt") from None
 
 
@@ -192,8 +212,14 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise GoldenCorrupt(f"golden sidecar {path} is missing: the golden is not trusted without it")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise GoldenCorrupt(f"golden sidecar {path} cannot be read ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise GoldenCorrupt(f"golden sidecar {path} is not valid JSON ({exc})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
         raise GoldenCorrupt(f"golden sidecar {path} is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("sidecar_version") != SIDECAR_VERSION:
         raise GoldenCorrupt(f"golden sidecar {path} is not a quant_guard sidecar (version {SIDECAR_VERSION})")
@@ -209,6 +235,22 @@ def _expected_yaml(metrics: ImageMetrics) -> bytes:
     text: bytes = yaml.dump_all([data], Dumper=RegressionYamlDumper, default_flow_style=False,
                                 allow_unicode=True, indent=2, encoding="utf-8")
     return text
+
+
+# A temporary file of atomic_write this old was left by a killed process (a live write takes
+# seconds); removing it never races with a write in progress.
+STALE_TEMPORARY_S = 15 * 60
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete what killed writes of ``path`` left behind (never read: they are not goldens)."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TEMPORARY_S:
+                tmp.unlink()
+        except OSError:
+            pass  # gone already, or not ours to delete
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -96,6 +96,44 @@ def _check_file(path: Path, what: str, *, folder: bool) -> None:
                               "(pickles can run code when loaded). Convert it to safetensors first.")
     if path.suffix.lower() != ".safetensors":
         raise CheckpointError(f"{what}: {path} is not a .safetensors file")
+    if not path.is_file():
+        raise CheckpointError(f"{what}: {path} is not a file")
+    _check_safetensors_layout(path, what)
+
+
+# safetensors' own limit on the JSON header
+_MAX_HEADER_BYTES = 100_000_000
+
+
+def _check_safetensors_layout(path: Path, what: str) -> None:
+    """Read only the header of a safetensors file (8-byte little-endian length, JSON table of
+    tensors with their byte ranges) and check that the file holds every byte it declares, so a
+    truncated download or a file that is not safetensors at all is named before loading."""
+    size = path.stat().st_size
+    expected = ("expected a safetensors file: an 8-byte header length, a JSON header, then the tensor data")
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(f"{what}: {path} is truncated: {size} bytes, too short for a safetensors header")
+        header_len = int.from_bytes(prefix, "little")
+        if header_len > _MAX_HEADER_BYTES:
+            raise CheckpointError(f"{what}: {path} is not a safetensors file (header length {header_len}); {expected}")
+        if 8 + header_len > size:
+            raise CheckpointError(f"{what}: {path} is truncated: its header needs {header_len} bytes, the file has "
+                                  f"{size - 8} after the length; download or copy it again")
+        raw = f.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        ends = [int(entry["data_offsets"][1]) for name, entry in header.items() if name != "__metadata__"]
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"{what}: {path} is not a safetensors file (bad header: {exc}); {expected}") from None
+    data = size - 8 - header_len
+    needed = max(ends, default=0)
+    if needed > data:
+        raise CheckpointError(f"{what}: {path} is truncated: its header declares {needed} bytes of tensor data, the "
+                              f"file holds {data}; download or copy it again")
 
 
 # ---- file hashes ---------------------------------------------------------------------------

@@ -8,6 +8,8 @@ paths are resolved against the directory of the file that declares them.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -19,11 +21,13 @@ from quant_guard.thresholds import ThresholdOverrides, Thresholds
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 
 # Ids become file and folder names of goldens, so they are restricted to a safe alphabet.
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 COMPONENTS = ("dit", "text_encoder_clip", "text_encoder_t5", "vae", "tokenizer_clip", "tokenizer_t5")
 CANDIDATE_SCHEMES = ("float8_e4m3fn",)
 DEVICES = ("auto", "cpu", "cuda")
 MARKS = ("gpu",)
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
 
 
 class ConfigError(ValueError):
@@ -124,7 +128,7 @@ class _Table:
         self.seen: set[str] = set()
 
     def fail(self, key: str, message: str) -> None:
-        path = f"{self.where}.{key}" if key else self.where
+        path = _join(self.where, key) if key != "" else self.where
         raise ConfigError(f"{self.file}: {path}: {message}")
 
     def get(self, key: str, types: type | tuple[type, ...], default: Any = None, *, required: bool = False) -> Any:
@@ -145,6 +149,8 @@ class _Table:
         value = self.get(key, (int, float), default)
         if value is None:
             return None
+        if not math.isfinite(value):  # NaN passes every range check and then every comparison
+            self.fail(key, f"must be a finite number, got {value}")
         if (low is not None and value < low) or (high is not None and value > high):
             self.fail(key, f"must be between {low} and {high}, got {value}")
         return float(value)
@@ -164,12 +170,19 @@ class _Table:
 
     def sub(self, key: str) -> _Table | None:
         value = self.get(key, dict)
-        return None if value is None else _Table(value, f"{self.where}.{key}", self.file)
+        return None if value is None else _Table(value, _join(self.where, key), self.file)
 
     def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
+        unknown = sorted(set(self.data) - self.seen, key=str)
         if unknown:
             self.fail(unknown[0], f"unknown key (known keys here: {', '.join(sorted(self.seen))})")
+
+
+def _join(where: str, key: Any) -> str:
+    """``where.key``, the key quoted as TOML writes it when it is not a bare key (so a key such
+    as " " or "a.b" reads unambiguously in a message)."""
+    text = str(key)
+    return f"{where}.{text}" if _BARE_KEY.match(text) else f"{where}.{json.dumps(text, ensure_ascii=False)}"
 
 
 def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -196,8 +209,8 @@ def load_config(file: Path, *, from_pyproject: bool | None = None) -> QuantGuard
 def parse_config(data: Any, *, file: Path, where: str = "tool.quant_guard") -> QuantGuardConfig:
     root = _Table(data, where, file)
     base = file.parent
-    golden_dir = base / root.get("golden_dir", str, "golden")
-    report_dir = base / root.get("report_dir", str, "qg-report")
+    golden_dir = _path(root, "golden_dir", root.get("golden_dir", str, "golden"), base, resolve=False)
+    report_dir = _path(root, "report_dir", root.get("report_dir", str, "qg-report"), base, resolve=False)
     thresholds = Thresholds.DEFAULT
     if (t := root.sub("thresholds")) is not None:
         thresholds = _threshold_overrides(t).apply(thresholds)
@@ -247,11 +260,22 @@ def _expected(t: _Table | None) -> ExpectedSettings:
     return result
 
 
+def _path(t: _Table, key: str, value: str, base: Path, *, resolve: bool = True) -> Path:
+    """``value`` relative to ``base``; a path the OS cannot use is an error naming the key."""
+    try:
+        if "\0" in value:
+            raise ValueError("it contains a NUL character")
+        return (base / value).resolve() if resolve else base / value
+    except (ValueError, OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        t.fail(key, f"not a usable path: {value!r} ({exc})")
+        raise AssertionError from None  # unreachable: fail() raises
+
+
 def _source(value: Any, t: _Table, key: str, base: Path) -> ComponentSource:
     if isinstance(value, str):
-        return ComponentSource(path=(base / value).resolve())
+        return ComponentSource(path=_path(t, key, value, base))
     if isinstance(value, dict):
-        s = _Table(value, f"{t.where}.{key}", t.file)
+        s = _Table(value, _join(t.where, key), t.file)
         model_id = s.get("model_id", str, required=True)
         pattern = s.get("origin_file_pattern", str, required=True)
         s.finish()
@@ -338,8 +362,9 @@ def _case(t: _Table, checkpoints: tuple[CheckpointSpec, ...]) -> CaseSpec:
     case_id = t.identifier("id")
     prompt = t.get("prompt", str, required=True)
     seeds_value = t.get("seeds", list, [0])
-    if not seeds_value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds_value):
-        t.fail("seeds", f"must be a non-empty list of integers >= 0, got {seeds_value!r}")
+    if not seeds_value or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
+                                  for s in seeds_value):
+        t.fail("seeds", f"must be a non-empty list of integers from 0 to 2**64-1, got {seeds_value!r}")
     if len(set(seeds_value)) != len(seeds_value):
         t.fail("seeds", f"has duplicates: {seeds_value!r}")
     width, height = _size(t, None) if "size" in t.data else (None, None)

@@ -43,13 +43,21 @@ def _example(what: str) -> str:
 def parse_bytes(text: str) -> int:
     """``"10 GiB"`` -> 10737418240. Decimal (kB, MB, GB) and binary (KiB, MiB, GiB) prefixes."""
     value, unit = _split(text, _BYTE_UNITS, "memory size")
-    return int(round(value * _BYTE_UNITS[unit]))
+    total = value * _BYTE_UNITS[unit]
+    if not math.isfinite(total):
+        raise UnitError(f"memory size {text!r} must be a positive, finite amount")
+    if total < 1:
+        raise UnitError(f"memory size {text!r} is less than one byte; e.g. {_example('memory size')!r}")
+    return int(round(total))
 
 
 def parse_seconds(text: str) -> float:
     """``"9.5 s"`` -> 9.5; also ns, us, ms, min."""
     value, unit = _split(text, _TIME_UNITS, "duration")
-    return value * _TIME_UNITS[unit]
+    total = value * _TIME_UNITS[unit]
+    if not math.isfinite(total) or total <= 0:
+        raise UnitError(f"duration {text!r} must be a positive, finite amount")
+    return total
 
 
 def format_bytes(n: float) -> str:

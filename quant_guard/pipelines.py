@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,9 +40,6 @@ def pick_device(requested: str) -> str:
 def _prepare_diffsynth() -> None:
     import torch
 
-    # Never let a forgotten component trigger a hub download (which would also write into the
-    # working directory): every path quant_guard passes is local.
-    os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
     # DiffSynth calls torch.<device>.empty_cache() when VRAM management is on; torch.cpu has none.
     if not hasattr(torch.cpu, "empty_cache"):
         torch.cpu.empty_cache = lambda: None  # type: ignore[attr-defined]
@@ -80,19 +76,22 @@ def build_pipeline(checkpoint: ResolvedCheckpoint, precision: Precision, device:
     dit: Path | list[Path] = files["dit"]
     if precision is not Precision.BF16 and checkpoint.candidate_dit is not None:
         dit = checkpoint.candidate_dit
+    # Every path here is local (resolve_checkpoint fetched model_id components already):
+    # skip_download makes a forgotten one fail instead of reaching for a hub.
+    local = {"skip_download": True}
     configs = [
-        ModelConfig(path=_as_str(dit), **dit_dtype_settings(precision, device, cpu_offload=cpu_offload)),
-        ModelConfig(path=_as_str(files["text_encoder_clip"])),
-        ModelConfig(path=_as_str(files["text_encoder_t5"])),
-        ModelConfig(path=_as_str(files["vae"])),
+        ModelConfig(path=_as_str(dit), **local, **dit_dtype_settings(precision, device, cpu_offload=cpu_offload)),
+        ModelConfig(path=_as_str(files["text_encoder_clip"]), **local),
+        ModelConfig(path=_as_str(files["text_encoder_t5"]), **local),
+        ModelConfig(path=_as_str(files["vae"]), **local),
     ]
     log = io.StringIO()  # DiffSynth prints a banner and a line per model; keep it for errors only
     try:
         with contextlib.redirect_stdout(log):
             pipe = FluxImagePipeline.from_pretrained(
                 torch_dtype=torch.bfloat16, device=device, model_configs=configs,
-                tokenizer_1_config=ModelConfig(path=str(files["tokenizer_clip"])),
-                tokenizer_2_config=ModelConfig(path=str(files["tokenizer_t5"])),
+                tokenizer_1_config=ModelConfig(path=str(files["tokenizer_clip"]), **local),
+                tokenizer_2_config=ModelConfig(path=str(files["tokenizer_t5"]), **local),
             )
     except Exception as exc:
         loaded = [line for line in log.getvalue().splitlines() if line.startswith(("Loading models", "Loaded model"))]

@@ -19,7 +19,8 @@ from quant_guard.config import ConfigError, QuantGuardConfig, load_config
 from quant_guard.session import QuantGuardSession, RunSettings
 from quant_guard.thresholds import ThresholdOverrides
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
-from quant_guard.xdist_support import ControllerHooks, pin_gpu, placement
+from quant_guard.golden import WriteOutcome
+from quant_guard.xdist_support import OUTCOMES_KEY, ControllerHooks, pin_gpu, placement
 
 SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
 RESULT_KEY = pytest.StashKey[CaseResult]()
@@ -150,9 +151,20 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"quant_guard: {exc}") from None
     where = placement(config)
     pin_gpu(where)
-    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
-        config.pluginmanager.register(ControllerHooks(), "quant_guard_xdist_controller")
-    config.stash[SESSION_KEY] = QuantGuardSession(qg_config, _settings(config), where) if qg_config else None
+    session = QuantGuardSession(qg_config, _settings(config), where) if qg_config else None
+    config.stash[SESSION_KEY] = session
+    if session is not None and config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        def add_worker_outcomes(outcomes: dict[str, int]) -> None:
+            session.outcomes.update({WriteOutcome(k): v for k, v in outcomes.items()})
+
+        config.pluginmanager.register(ControllerHooks(add_worker_outcomes), "quant_guard_xdist_controller")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    qg = session.config.stash.get(SESSION_KEY, None)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if qg is not None and workeroutput is not None:  # an xdist worker: report its golden writes
+        workeroutput[OUTCOMES_KEY] = {k.value: v for k, v in qg.outcomes.items()}
 
 
 # ---- collection ----------------------------------------------------------------------------
@@ -273,8 +285,10 @@ def qg_gate(qg_session: QuantGuardSession, request: pytest.FixtureRequest) -> Ga
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
-    if session is None or not session.results:
+    if session is None:
         return
+    if session.settings.update_golden and (session.results or session.outcomes):
+        terminalreporter.write_line(session.update_summary())
     failed = [r for r in session.results if not r.passed]
     if failed:
         terminalreporter.section("quant_guard failures")
@@ -282,5 +296,3 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             failing = [c.describe() for c in (*r.checks, *r.budget_checks) if not c.passed]
             why = "; ".join(failing) or (r.reason.splitlines()[0] if r.reason else "")
             terminalreporter.write_line(f"{r.case.id}: {r.verdict.value}: {why}")
-    if session.settings.update_golden:
-        terminalreporter.write_line(session.update_summary())

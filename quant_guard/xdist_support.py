@@ -10,12 +10,14 @@ step-time limit is refused: it would measure contention, not the checkpoint.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 GPU_COUNT_KEY = "qg_gpu_count"
+OUTCOMES_KEY = "qg_golden_outcomes"  # a worker's golden write counts, summed on the controller
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,22 @@ def pin_gpu(where: Placement) -> None:
 
 
 class ControllerHooks:
-    """Registered on the xdist controller only (see plugin.pytest_configure)."""
+    """Registered on the xdist controller only (see plugin.pytest_configure): hands each worker
+    the GPU count, and passes each finished worker's golden write counts to ``on_outcomes``."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_outcomes: Callable[[dict[str, int]], None]) -> None:
         self._gpu_count: int | None = None
+        self._on_outcomes = on_outcomes
 
     def pytest_configure_node(self, node: Any) -> None:
         if self._gpu_count is None:
             self._gpu_count = _count_gpus()
         node.workerinput[GPU_COUNT_KEY] = self._gpu_count
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        outcomes = getattr(node, "workeroutput", {}).get(OUTCOMES_KEY)
+        if outcomes:
+            self._on_outcomes(outcomes)
 
 
 def _count_gpus() -> int:

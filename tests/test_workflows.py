@@ -272,7 +272,7 @@ def project_repo(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     """A git clone of a small project (this repository's configuration, visual test, goldens and
     ci/ scripts) with a bare 'origin'; yields (clone, origin)."""
     origin, work = tmp_path / "origin.git", tmp_path / "work"
-    for name in ("pyproject.toml", "README.md", "tests/visual/test_visual.py", "ci/common.sh", "ci/rebaseline.sh",
+    for name in ("pyproject.toml", "README.md", "tests/visual/test_visual_gate.py", "ci/common.sh", "ci/rebaseline.sh",
                  "ci/step_summary.py"):
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, work / name)

@@ -187,6 +187,7 @@ def test_two_xdist_workers_update_goldens_without_loss(pytester: pytest.Pytester
     root = qg_project(seeds="[0, 1, 2, 3]")
     result = pytester.runpytest_subprocess("-n", "2", "--update-golden")
     result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["quant_guard: goldens 4 created, 0 updated, 0 unchanged"])  # summed over workers
     folder = root / "golden" / "tiny"
     assert _stray_files(folder, range(4)) == []
     store = GoldenStore(root / "golden")

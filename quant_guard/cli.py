@@ -38,13 +38,17 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_degrade(args: argparse.Namespace) -> int:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
     from quant_guard.degrade import degrade
 
     if args.input.suffix != ".safetensors":
         raise CheckpointError(f"{args.input}: only .safetensors files are read (no pickles)")
-    state = load_file(str(args.input))
+    try:
+        state = load_file(str(args.input))
+    except SafetensorError as exc:
+        raise CheckpointError(f"{args.input}: cannot read safetensors file ({exc})") from None
     damaged = degrade(state, args.kind, seed=args.seed, block=args.block, strength=args.strength)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     save_file(damaged, str(args.output))

@@ -70,11 +70,14 @@ def _cpu_name() -> str:
 def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
     import torch
 
+    from quant_guard.lpips_weights import LpipsWeightsError
+
     try:
+        session.require_lpips_weights()  # before any render: a GPU run must not waste one per case
         if session.settings.update_golden:
             return _update(session, vc, marker)
         return _check(session, vc, marker)
-    except CheckpointError as exc:
+    except (CheckpointError, LpipsWeightsError) as exc:
         return CaseResult(vc, Verdict.ERROR, str(exc))
     except (torch.OutOfMemoryError, MemoryError) as exc:
         # release everything so the following tests start from a clean device

@@ -97,10 +97,13 @@ def build_pipeline(checkpoint: ResolvedCheckpoint, precision: Precision, device:
         loaded = [line for line in log.getvalue().splitlines() if line.startswith(("Loading models", "Loaded model"))]
         tail = ("\nDiffSynth's log before the error:\n  " + "\n  ".join(loaded[-6:])) if loaded else ""
         raise CheckpointError(_explain_load_error(exc, checkpoint, dit) + tail) from exc
-    missing = [name for name in ("dit", "text_encoder_1", "text_encoder_2", "vae_decoder") if getattr(pipe, name) is None]
+    given = {"dit": dit, "text_encoder_1": files["text_encoder_clip"], "text_encoder_2": files["text_encoder_t5"],
+             "vae_decoder": files["vae"]}
+    missing = [name for name in given if getattr(pipe, name) is None]
     if missing:
-        raise CheckpointError(f"checkpoint {checkpoint.id!r}: DiffSynth loaded no {', '.join(missing)} from the "
-                              "given files; check that each component path points at the right model")
+        which = "; ".join(f"no {name} from {_as_str(given[name])}" for name in missing)
+        raise CheckpointError(f"checkpoint {checkpoint.id!r}: DiffSynth loaded {which}: that file was recognised as "
+                              "another model or not at all; check that each component path points at the right model")
     if precision is Precision.FLOAT8_E4M3FN:
         assert_dit_stored_in(pipe, torch.float8_e4m3fn, checkpoint.id)
     return pipe

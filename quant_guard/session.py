@@ -52,6 +52,7 @@ class QuantGuardSession:
         self._resolved: dict[str, ResolvedCheckpoint | CheckpointError] = {}
         self._hashes: dict[str, dict[str, str]] = {}
         self._pipelines: dict[tuple[str, Precision], FluxImagePipeline] = {}
+        self._lpips_checked = False
 
     # ---- checkpoints ----------------------------------------------------------------------
 
@@ -75,6 +76,15 @@ class QuantGuardSession:
             hashes.pop("candidate_dit", None)
             self._hashes[spec.id] = hashes
         return self._hashes[spec.id]
+
+    def require_lpips_weights(self) -> None:
+        """Raise ``LpipsWeightsError`` (listing the ways to provide them) when no LPIPS weights
+        can be found; looked up once per session."""
+        if not self._lpips_checked:
+            from quant_guard.lpips_weights import find_weights
+
+            find_weights()
+            self._lpips_checked = True
 
     def device(self, spec: CheckpointSpec) -> str:
         from quant_guard.pipelines import pick_device

@@ -155,8 +155,6 @@ def test_file_diffsynth_does_not_recognise_is_named(tiny_files: dict[str, Path],
     assert "match no registered architecture: is it the right file for this component, complete" in message
 
 
-@pytest.mark.xfail(strict=True, reason="pipelines.build_pipeline names no file when DiffSynth loads a file as "
-                                       "another model (fix requested in pipelines.py; drop this mark with it)")
 def test_other_model_in_the_dit_slot_is_named(tiny_files: dict[str, Path], _heavy_modules: None) -> None:
     """Row "a model DiffSynth does not recognise" as the DiT: the VAE file given as the DiT is
     recognised as a VAE, so no DiT is loaded; the error must name the file given for the DiT."""

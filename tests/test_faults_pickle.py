@@ -62,9 +62,7 @@ def test_pickle_checkpoint_is_refused_unopened(tiny_files: dict[str, Path], tmp_
 
 @pytest.mark.parametrize("command", [
     "resolve", "quantize",
-    pytest.param("degrade", marks=pytest.mark.xfail(
-        strict=True, reason="cli._cmd_degrade lets safetensors' SafetensorError escape as a traceback "
-                            "(fix requested in cli.py: catch it like quantize_file does; drop this mark with it)")),
+    "degrade",
 ])
 def test_pickle_named_safetensors_is_not_unpickled(tiny_files: dict[str, Path], tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str], command: str) -> None:

@@ -166,3 +166,23 @@ def test_cases_without_images_or_metrics_still_render() -> None:
     html = render_index({"results": [minimal]})
     assert 'id="case-tiny-x-s0"' in html and "no golden image golden/tiny/x-s0.png" in html
     assert '<figure class="compare"' not in html
+
+
+def test_performance_table_puts_float8_and_bf16_side_by_side() -> None:
+    """The source article's table: memory and time of each pipeline that rendered in the run."""
+    reference = {"step_times_s": [0.4, 0.3, 0.3], "total_s": 1.5, "dit_weight_bytes": 2 * 2**20,
+                 "memory": {"kind": "cuda", "peak_bytes": 9 * 2**30, "at_start_bytes": 8 * 2**30}}
+    candidate = {"step_times_s": [0.6, 0.5, 0.5], "total_s": 2.0, "dit_weight_bytes": 2**20,
+                 "memory": {"kind": "cuda", "peak_bytes": 5 * 2**30, "at_start_bytes": 4 * 2**30}}
+    records = [record("a", seed, 0.01, 0.99, 40.0, candidate_render=candidate, reference_render=reference)
+               for seed in (0, 1)]
+    table = build_view({"results": records}).tables[0]
+    cells = [[c.text for c in row.cells] for row in table.performance]
+    assert cells == [
+        ["float8_e4m3fn candidate", "2", "1.00 MiB", "4.00 GiB", "5.00 GiB (VRAM)", "500.0 ms", "2.00 s"],
+        ["bf16 reference", "2", "2.00 MiB", "8.00 GiB", "9.00 GiB (VRAM)", "300.0 ms", "1.50 s"],
+    ]
+    checking_only = build_view({"results": [record("a", 0, 0.01, 0.99, 40.0)]}).tables[0]
+    assert [row.cells[0].text for row in checking_only.performance] == ["float8_e4m3fn candidate"]
+    html = render_index({"results": records})
+    assert "<h4>Performance</h4>" in html and "bf16 reference" in html

@@ -91,6 +91,7 @@ class CheckpointTable:
     scheme: str
     rows: tuple[Row, ...]  # one per case and seed
     spread: tuple[Row, ...]  # one per case: its seeds together
+    performance: tuple[Row, ...] = ()  # float8 candidate and bf16 reference side by side
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ class ReportView:
     seed_headers: tuple[str, ...] = ("Case", "Seed", "LPIPS", "SSIM", "PSNR", "Verdict")
     spread_headers: tuple[str, ...] = ("Case", "Seeds", "Seeds over a limit", "LPIPS mean (worst)", "SSIM worst",
                                        "PSNR worst", "Worst seed")
+    performance_headers: tuple[str, ...] = ("Pipeline", "Renders", "DiT weights", "Memory at render start",
+                                            "Peak memory (worst)", "Step time (median)", "Seconds per image")
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -157,7 +160,8 @@ def _tables(records: Sequence[Mapping[str, Any]]) -> tuple[CheckpointTable, ...]
         for r in rows:
             by_case.setdefault(str(r.get("case")), []).append(r)
         spread = tuple(_spread_row(case, group) for case, group in by_case.items())
-        tables.append(CheckpointTable(checkpoint, str(rows[0].get("scheme", "")), seed_rows, spread))
+        tables.append(CheckpointTable(checkpoint, str(rows[0].get("scheme", "")), seed_rows, spread,
+                                      _performance_rows(rows)))
     return tuple(tables)
 
 
@@ -232,6 +236,33 @@ def _check_row(check: Mapping[str, Any]) -> Row:
                 Cell(f"{op} {fmt_metric(metric, check.get('limit'))}"), Cell(str(check.get("source"))),
                 Cell("ok" if check.get("passed") else "FAIL", bool(check.get("passed")))),
                failed=not check.get("passed"))
+
+
+def _performance_rows(records: Sequence[Mapping[str, Any]]) -> tuple[Row, ...]:
+    """The source article's performance table for one checkpoint: each pipeline that rendered
+    in this run (the bf16 reference only renders with --update-golden), over all its renders."""
+    rows = []
+    scheme = str(records[0].get("scheme", "candidate")) if records else "candidate"
+    for label, key in ((f"{scheme} candidate", "candidate_render"), ("bf16 reference", "reference_render")):
+        summaries = [r[key] for r in records if isinstance(r.get(key), dict)]
+        if not summaries:
+            continue
+        steps = [t for s in summaries for t in (as_float(x) for x in s.get("step_times_s") or []) if t is not None]
+        totals = [t for t in (as_float(s.get("total_s")) for s in summaries) if t is not None]
+        memories = [s.get("memory") or {} for s in summaries]
+        peaks = [p for p in (as_float(m.get("peak_bytes")) for m in memories) if p is not None]
+        starts = [p for p in (as_float(m.get("at_start_bytes")) for m in memories) if p is not None]
+        weights = [w for w in (as_float(s.get("dit_weight_bytes")) for s in summaries) if w is not None]
+        kind = "VRAM" if memories and memories[0].get("kind") == "cuda" else "RSS growth"
+        rows.append(Row((
+            Cell(label), Cell(str(len(summaries))),
+            Cell(format_bytes(max(weights)) if weights else "–"),
+            Cell(format_bytes(max(starts)) if starts else "–"),
+            Cell(f"{format_bytes(max(peaks))} ({kind})" if peaks else "–"),
+            Cell(format_seconds(statistics.median(steps)) if steps else "–"),
+            Cell(format_seconds(statistics.fmean(totals)) if totals else "–"),
+        )))
+    return tuple(rows)
 
 
 def _budget_rows(record: Mapping[str, Any]) -> tuple[Row, ...]:

@@ -25,9 +25,11 @@ class Thresholds:
     DEFAULT: ClassVar[Thresholds]
 
 
-# Chosen from benchmarks/tiny_quality.py on the embedded checkpoint (see README, "Thresholds"):
-# between the worst honest float8 render and the mildest deliberate degradation.
-Thresholds.DEFAULT = Thresholds(lpips_max=0.05, ssim_min=0.95, psnr_min=30.0)
+# A coarse absolute gate, chosen from benchmarks/tiny_quality.py on the embedded checkpoint (README,
+# "Thresholds"): midway on a log scale between the worst honest float8 image (LPIPS 0.049, SSIM
+# 0.925, PSNR 26.3 dB) and the mildest image of the gross faults (LPIPS 0.285, SSIM 0.70, PSNR
+# 19.2 dB). Milder damage is caught per case by the expected mode, not by these.
+Thresholds.DEFAULT = Thresholds(lpips_max=0.1, ssim_min=0.85, psnr_min=22.0)
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,14 @@ def test_position_is_where_the_caption_says() -> None:
         assert abs(xs.mean() - cx) <= ds.JITTER + 1 and abs(ys.mean() - cy) <= ds.JITTER + 1
 
 
+def test_without_jitter_one_image_per_caption() -> None:
+    a_img, a_cap = ds.make_dataset(seed=0, per_scene=2, jitter=0)
+    b_img, b_cap = ds.make_dataset(seed=5, per_scene=1, jitter=0)
+    by_caption = dict(zip(b_cap, b_img))
+    for img, cap in zip(a_img, a_cap):
+        assert np.array_equal(img, by_caption[cap])
+
+
 def test_read_colours_on_the_whole_dataset() -> None:
     images, captions = ds.make_dataset(seed=1, per_scene=1)
     assert all(all(ds.caption_matches(i, c)) for i, c in zip(images, captions))

@@ -4,8 +4,11 @@ reads an image back.
 64x64 RGB scenes: one flat-coloured shape (circle, square, triangle, cross) of one of five
 colours on one of four plain backgrounds, at one of five positions, with a caption such as
 "a red circle on a blue background at the top left". Every word is in
-``quant_guard.tiny.tokenizers.CAPTION_WORDS``. Rendering is deterministic for a seed: each
-image jitters the shape's position and size a little, so the seed of a render matters.
+``quant_guard.tiny.tokenizers.CAPTION_WORDS``. Rendering is deterministic for a seed. With
+``jitter`` > 0 each image shifts and resizes the shape a little (the VAE trains on those);
+with ``jitter=0`` every caption has exactly one image (the DiT trains on those: a model that
+maps each caption to one image turns small weight errors into small image errors, while a
+model that learned the jitter turns them into sub-pixel shifts of every edge).
 
 ``read_colours`` reads shape and background colour back from any image (a training image or
 a render of the trained model), which is how the prompt-fidelity benchmark scores renders.
@@ -50,7 +53,7 @@ POSITIONS: dict[str, tuple[int, int]] = {
     "in the center": (32, 32),
 }
 RADIUS = 11  # half the shape's extent in pixels (before jitter)
-JITTER = 2  # max shift of the centre and change of the radius, in pixels
+JITTER = 2  # default max shift of the centre and change of the radius, in pixels
 _SUPERSAMPLE = 4  # draw at 4x and downsample: anti-aliased edges
 
 
@@ -98,15 +101,15 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def render(scene: Scene, rng: random.Random) -> np.ndarray:
-    """The scene as a uint8 (64, 64, 3) array; ``rng`` draws the jitter."""
+def render(scene: Scene, rng: random.Random, jitter: int = JITTER) -> np.ndarray:
+    """The scene as a uint8 (64, 64, 3) array; ``rng`` draws the jitter (up to ``jitter`` px)."""
     from PIL import Image, ImageDraw
 
     s = _SUPERSAMPLE
     cx, cy = POSITIONS[scene.position]
-    cx += rng.randint(-JITTER, JITTER)
-    cy += rng.randint(-JITTER, JITTER)
-    r = RADIUS + rng.randint(-JITTER, JITTER)
+    cx += rng.randint(-jitter, jitter)
+    cy += rng.randint(-jitter, jitter)
+    r = RADIUS + rng.randint(-jitter, jitter)
     img = Image.new("RGB", (IMAGE_SIZE * s, IMAGE_SIZE * s), BACKGROUNDS[scene.background])
     draw = ImageDraw.Draw(img)
     fill = COLOURS[scene.colour]
@@ -118,13 +121,13 @@ def render(scene: Scene, rng: random.Random) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def make_dataset(seed: int = 0, per_scene: int = 12) -> tuple[np.ndarray, list[str]]:
-    """``per_scene`` jittered renders of every scene: (N, 64, 64, 3) uint8 images and their
-    captions, in a seed-determined order."""
+def make_dataset(seed: int = 0, per_scene: int = 12, jitter: int = JITTER) -> tuple[np.ndarray, list[str]]:
+    """``per_scene`` renders of every scene, jittered by up to ``jitter`` px: (N, 64, 64, 3)
+    uint8 images and their captions, in a seed-determined order."""
     rng = random.Random(seed)
     scenes = [sc for sc in all_scenes() for _ in range(per_scene)]
     rng.shuffle(scenes)
-    images = np.stack([render(sc, rng) for sc in scenes])
+    images = np.stack([render(sc, rng, jitter) for sc in scenes])
     return images, [sc.caption for sc in scenes]
 
 

@@ -104,7 +104,7 @@ def test_xdist_workers_send_their_records_to_the_controller(demo: Demo) -> None:
     assert len(records) == 5 and {r["worker"] for r in records} == {"gw0", "gw1"}
     assert demo.output.count("quant_guard report: qg-report/index.html") == 1
     # the controller has no results of its own: its failure lines come from the merged records
-    assert "tiny-damaged-red-circle-blue-s0: image-failed: SSIM" in demo.output
+    assert "tiny-damaged-red-circle-blue-s0: image-failed: LPIPS " in demo.output
 
 
 def test_html_policy_failed_all_none(demo: Demo, pytester: pytest.Pytester, _heavy_modules: None) -> None:

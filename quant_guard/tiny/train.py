@@ -202,9 +202,16 @@ def save_weights(out: Path, models: dict[str, torch.nn.Module], encoder: torch.n
     """The four files with the names and keys of ``build.write_tiny_checkpoint``'s seeded path."""
     from safetensors.torch import save_file
 
-    out.mkdir(parents=True, exist_ok=True)
     for name, model in models.items():
+        out.mkdir(parents=True, exist_ok=True)
         save_file(_bf16(model.state_dict()), str(out / f"{name}.safetensors"))
+    _save_vae(out, encoder, decoder)
+
+
+def _save_vae(out: Path, encoder: torch.nn.Module, decoder: torch.nn.Module) -> None:
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
     vae = {**_bf16(encoder.state_dict(), "encoder."), **_bf16(decoder.state_dict(), "decoder.")}
     save_file(vae, str(out / "vae.safetensors"))
 
@@ -254,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     vae_s = time.perf_counter() - t0
     for prm in list(encoder.parameters()) + list(decoder.parameters()):  # as shipped: bf16 values
         prm.data = prm.data.to(torch.bfloat16).float()
+    if not args.vae_from:  # saved now too, so a stopped run can go on with --vae-from OUT
+        _save_vae(args.out, encoder, decoder)
     psnr = _vae_psnr(encoder, decoder, held_out)
     latents = encode_all(encoder, images)
     log(f"vae done in {vae_s:.0f}s: held-out reconstruction PSNR {psnr:.1f} dB; "

@@ -164,7 +164,7 @@ def suggest_thresholds(results: dict[str, list[ImageMetrics]]) -> None:
     lp = math.sqrt(worst_h["lpips"] * mild["lpips"][0])
     ss = 1 - math.sqrt((1 - worst_h["ssim"]) * (1 - mild["ssim"][0]))
     ps = (worst_h["psnr"] + mild["psnr"][0]) / 2
-    print("\nSuggested default thresholds (per image, vs the bf16 golden of the same seed):")
+    print("\nSuggested thresholds for the tiny checkpoint (per image, vs the bf16 golden of the same seed):")
     print(f"  max LPIPS {lp:.3g}   (worst honest {worst_h['lpips']:.4f}, mildest damage "
           f"{mild['lpips'][0]:.4f} [{mild['lpips'][1]}]; separation x{mild['lpips'][0] / worst_h['lpips']:.1f})")
     print(f"  min SSIM  {ss:.4g}  (worst honest {worst_h['ssim']:.4f}, mildest damage "
@@ -180,6 +180,24 @@ def suggest_thresholds(results: dict[str, list[ImageMetrics]]) -> None:
                               ("PSNR", "psnr", mild["psnr"][0] >= worst_h["psnr"])):
         if bad:
             print(f"  WARNING: {name} does not separate honest float8 from damage ({metric}).")
+
+
+def check_shipped(results: dict[str, list[ImageMetrics]]) -> bool:
+    """Hold every image to the thresholds the tiny checkpoint ships with: honest candidates must
+    pass all three metrics, every damaged one must fail at least one."""
+    from quant_guard.thresholds import EMBEDDED_THRESHOLDS, Thresholds, check_thresholds
+
+    limits = EMBEDDED_THRESHOLDS["tiny"].apply(Thresholds.DEFAULT)
+    print(f"\nShipped tiny thresholds (max LPIPS {limits.lpips_max}, min SSIM {limits.ssim_min}, "
+          f"min PSNR {limits.psnr_min} dB), images on the right side of them:")
+    all_ok = True
+    for name, ms in results.items():
+        honest = name.startswith("honest")
+        right = sum(all(c.passed for c in check_thresholds(m, limits)) == honest for m in ms)
+        all_ok &= right == len(ms)
+        print(f"  {name:<26} {'pass' if honest else 'fail'} {right}/{len(ms)}")
+    print(f"  separation: {'met' if all_ok else 'NOT MET'}")
+    return all_ok
 
 
 def write_grid(files: TinyCheckpointFiles, out: Path, steps: int, n_prompts: int = 6,
@@ -231,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             print_table(results)
             print_vs_honest(results)
             suggest_thresholds(results)
+            check_shipped(results)
         if args.grid:
             write_grid(files, args.grid, args.steps)
         print(f"\ntotal {time.perf_counter() - t0:.0f}s")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from quant_guard.budgets import Budget, StepStatistic
-from quant_guard.thresholds import ThresholdOverrides, Thresholds
+from quant_guard.thresholds import EMBEDDED_THRESHOLDS, ThresholdOverrides, Thresholds
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 
 # Ids become file and folder names of goldens, so they are restricted to a safe alphabet.
@@ -316,9 +316,10 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
     for m in marks:
         if m not in MARKS:
             t.fail("marks", f"unknown mark {m!r}; known: {', '.join(MARKS)}")
-    thresholds = ThresholdOverrides()
+    # an embedded checkpoint brings the thresholds measured for it; the table's own win
+    thresholds = EMBEDDED_THRESHOLDS.get(embedded or "", ThresholdOverrides())
     if (th := t.sub("thresholds")) is not None:
-        thresholds = _threshold_overrides(th)
+        thresholds = _threshold_overrides(th).over(thresholds)
     limits = Budget()
     if (lim := t.sub("limits")) is not None:
         limits = _limits(lim)

@@ -45,7 +45,7 @@ def project_toml(*, steps: int = 4, seeds: str = "[0]", extra_checkpoint: str = 
 
         [[tool.quant_guard.cases]]
         id = "red-circle"
-        prompt = "a red circle on a blue background"
+        prompt = "a red circle on a blue background at the top left"
         seeds = {seeds}
         checkpoints = ["tiny"]
         {extra_case}

@@ -39,8 +39,9 @@ def test_prequantized_dit_file_matches_on_load_float8(pytester: pytest.Pytester,
     assert np.array_equal(_candidate_png(root), on_load)
 
 
-# the gross faults the default thresholds catch on every seed (benchmarks/tiny_quality.py)
-@pytest.mark.parametrize("kind", [Degradation.ROUND, Degradation.ZERO_ATTN_OUT, Degradation.DROP_TEXT])
+# every kind of damage, at its default strength, falls outside the tiny checkpoint's thresholds
+# (benchmarks/tiny_quality.py; the mildest are noise and scale)
+@pytest.mark.parametrize("kind", list(Degradation))
 def test_degraded_candidate_fails_with_metric_message(pytester: pytest.Pytester, qg_project: Callable[..., Path],
                                                       tmp_path: Path, kind: Degradation) -> None:
     qg_project()

@@ -108,7 +108,7 @@ def test_broken_checkpoint_fails_alone_through_pytest(pytester: pytest.Pytester,
 
         [[tool.quant_guard.cases]]
         id = "red-circle"
-        prompt = "a red circle on a blue background"
+        prompt = "a red circle on a blue background at the top left"
         """) % (T5_SEQUENCE_LENGTH, components.replace("\n", "\n        ")))
     pytester.makepyfile(test_visual=VISUAL_TEST)
     result = pytester.runpytest("--update-golden", "-v")
@@ -176,7 +176,7 @@ def _update_one(tmp_path: Path, spec: CheckpointSpec) -> CaseResult:
     config = parse_config({}, file=tmp_path / "qg.toml")
     session = QuantGuardSession(config, RunSettings(update_golden=True, golden_dir=tmp_path / "golden",
                                                     report_dir=tmp_path / "report"))
-    case = CaseSpec(id="red-circle", prompt="a red circle on a blue background", seeds=(0,), steps=None,
+    case = CaseSpec(id="red-circle", prompt="a red circle on a blue background at the top left", seeds=(0,), steps=None,
                     width=None, height=None, guidance=None, checkpoints=(spec.id,))
     try:
         return run_case(session, VisualCase(spec, case, 0), TestOverrides())

@@ -55,9 +55,9 @@ def test_changed_golden_fails_with_metric_lines_then_update_repairs(pytester: py
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "*float8_e4m3fn candidate differs from the bf16 golden:*",
-        "*LPIPS * > max 0.1000 (threshold) FAIL*",
-        "*SSIM * < min 0.8500 (threshold) FAIL*",
-        "*PSNR * dB < min 22.00 dB (threshold) FAIL*",
+        "*LPIPS * > max 0.0080 (threshold) FAIL*",
+        "*SSIM * < min 0.9750 (threshold) FAIL*",
+        "*PSNR * dB < min 34.00 dB (threshold) FAIL*",
         "*golden:*golden/tiny/red-circle-s0.png*",
         "*candidate:*qg-report/tiny/red-circle-s0/candidate.png*",
     ])

@@ -108,7 +108,7 @@ render = { steps = 4, size = "64x64" }
 
 [[tool.quant_guard.cases]]
 id = "red-circle"
-prompt = "a red circle on a blue background"
+prompt = "a red circle on a blue background at the top left"
 seeds = [0, 1]
 """
 

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from quant_guard.config import parse_config
+from quant_guard.thresholds import EMBEDDED_THRESHOLDS, Thresholds, resolve_thresholds
+
 # The honest float8 candidate of the tiny checkpoint is far above PSNR 30 dB and far below
 # 200 dB, so these two limits decide pass/fail deterministically on any machine.
 IMPOSSIBLE_PSNR = 150.0
@@ -38,6 +41,32 @@ def test_config_thresholds_apply(pytester: pytest.Pytester, baselined: Callable[
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([_psnr_fail_line(IMPOSSIBLE_PSNR)])
+
+
+def _tiny_thresholds(tmp_path: Path, checkpoint: dict[str, object], root: dict[str, object] | None = None) -> Thresholds:
+    config = parse_config({**(root or {}), "checkpoints": [{"id": "tiny", "device": "cpu", **checkpoint}]},
+                          file=tmp_path / "qg.toml")
+    return resolve_thresholds(config.thresholds, config.checkpoints[0].thresholds)
+
+
+def test_embedded_tiny_brings_its_measured_thresholds(tmp_path: Path) -> None:
+    measured = EMBEDDED_THRESHOLDS["tiny"].apply(Thresholds.DEFAULT)
+    # stricter than the package defaults on every metric (benchmarks/tiny_quality.py)
+    assert measured.lpips_max < Thresholds.DEFAULT.lpips_max
+    assert measured.ssim_min > Thresholds.DEFAULT.ssim_min and measured.psnr_min > Thresholds.DEFAULT.psnr_min
+    assert _tiny_thresholds(tmp_path, {"embedded": "tiny"}) == measured
+    # the global table is less specific than the checkpoint: it does not loosen the tiny's limits
+    assert _tiny_thresholds(tmp_path, {"embedded": "tiny"}, {"thresholds": {"lpips": 0.3}}) == measured
+    # the checkpoint's own table wins, metric by metric
+    own = _tiny_thresholds(tmp_path, {"embedded": "tiny", "thresholds": {"psnr": 20.0}})
+    assert own == Thresholds(lpips_max=measured.lpips_max, ssim_min=measured.ssim_min, psnr_min=20.0)
+
+
+def test_checkpoint_given_by_files_gets_the_package_defaults(tmp_path: Path) -> None:
+    files = {name: str(tmp_path / f"{name}.safetensors")
+             for name in ("dit", "text_encoder_clip", "text_encoder_t5", "vae")}
+    files |= {name: str(tmp_path / name) for name in ("tokenizer_clip", "tokenizer_t5")}
+    assert _tiny_thresholds(tmp_path, {"components": files}) == Thresholds.DEFAULT
 
 
 def test_case_overrides_checkpoint(pytester: pytest.Pytester, baselined: Callable[..., Path]) -> None:

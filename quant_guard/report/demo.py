@@ -54,7 +54,7 @@ def demo_toml(*, hostile_case: bool, seeds: str = "[0, 1]", levels: int = 5) -> 
 
         [[tool.quant_guard.cases]]
         id = "red-circle-blue"
-        prompt = "a red circle on a blue background"
+        prompt = "a red circle on a blue background at the top left"
         seeds = {seeds}
         """) + hostile
 

@@ -9,11 +9,15 @@ DiffSynth Flux pipeline on CPU.
    the bf16 render of the same seed: LPIPS / SSIM / PSNR per kind (mean, min, max). A DiT
    file rounded to float8_e5m2 (what ``quant-guard quantize --dtype float8_e5m2`` writes) is
    a second honest candidate.
-3. A suggested default threshold set: for each metric, midway on a log scale between the
-   worst honest float8 image and the mildest damaged image.
+3. Suggested thresholds for the tiny checkpoint: for each metric, midway on a log scale
+   between the worst honest float8 image and the mildest damaged image; then every image held
+   to the thresholds the checkpoint ships with (``EMBEDDED_THRESHOLDS``): honest must pass,
+   each damaged image must fail ("separation: met").
 
-Usage: python benchmarks/tiny_quality.py [--pairs 120] [--seeds 12] [--steps 8]
+Usage: python benchmarks/tiny_quality.py [--pairs 120] [--seeds 12] [--pairs-seed 1] [--steps 8]
                                          [--checkpoint DIR] [--grid docs/tiny_grid.png]
+The numbers in quant_guard/tiny/weights/README.md come from ``--seeds 24`` (and
+``--seeds 48 --pairs-seed 2`` for pairs the thresholds were not chosen on).
 """
 
 from __future__ import annotations
@@ -244,19 +248,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tiny checkpoint: {files.root}; {args.steps} steps, 64x64, t5_sequence_length "
               f"{ds.T5_SEQUENCE_LENGTH}, guidance {ds.EMBEDDED_GUIDANCE}")
         pairs = ds.benchmark_pairs(args.pairs)
-        ok = fidelity(load_pipeline(files, fp8=False), pairs, args.steps, "prompt fidelity (bf16)")
-        print(f"fidelity target >= 90%: {'met' if ok >= 0.9 else 'NOT MET'}")
+        met = fidelity(load_pipeline(files, fp8=False), pairs, args.steps, "prompt fidelity (bf16)") >= 0.9
+        print(f"fidelity target >= 90%: {'met' if met else 'NOT MET'}")
         if not args.skip_sensitivity:
             sens_pairs = ds.benchmark_pairs(args.seeds, seed=args.pairs_seed)
             results = sensitivity(files, sens_pairs, args.steps, list(Degradation))
             print_table(results)
             print_vs_honest(results)
             suggest_thresholds(results)
-            check_shipped(results)
+            met = check_shipped(results) and met
         if args.grid:
             write_grid(files, args.grid, args.steps)
         print(f"\ntotal {time.perf_counter() - t0:.0f}s")
-    return 0
+    return 0 if met else 1  # 1: a target is not met
 
 
 if __name__ == "__main__":

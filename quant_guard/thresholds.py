@@ -8,7 +8,7 @@ were recorded when the golden was last updated (see ``expected.py``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -43,9 +43,7 @@ class ThresholdOverrides:
 
     def over(self, base: ThresholdOverrides) -> ThresholdOverrides:
         """These overrides on top of ``base`` (ours win where set)."""
-        return ThresholdOverrides(lpips=base.lpips if self.lpips is None else self.lpips,
-                                  ssim=base.ssim if self.ssim is None else self.ssim,
-                                  psnr=base.psnr if self.psnr is None else self.psnr)
+        return replace(base, **{k: v for k, v in vars(self).items() if v is not None})
 
     def apply(self, base: Thresholds) -> Thresholds:
         return Thresholds(

@@ -43,7 +43,7 @@ def test_config_thresholds_apply(pytester: pytest.Pytester, baselined: Callable[
     result.stdout.fnmatch_lines([_psnr_fail_line(IMPOSSIBLE_PSNR)])
 
 
-def _tiny_thresholds(tmp_path: Path, checkpoint: dict[str, object], root: dict[str, object] | None = None) -> Thresholds:
+def _checkpoint_thresholds(tmp_path: Path, checkpoint: dict[str, object], root: dict[str, object] | None = None) -> Thresholds:
     config = parse_config({**(root or {}), "checkpoints": [{"id": "tiny", "device": "cpu", **checkpoint}]},
                           file=tmp_path / "qg.toml")
     return resolve_thresholds(config.thresholds, config.checkpoints[0].thresholds)
@@ -54,11 +54,11 @@ def test_embedded_tiny_brings_its_measured_thresholds(tmp_path: Path) -> None:
     # stricter than the package defaults on every metric (benchmarks/tiny_quality.py)
     assert measured.lpips_max < Thresholds.DEFAULT.lpips_max
     assert measured.ssim_min > Thresholds.DEFAULT.ssim_min and measured.psnr_min > Thresholds.DEFAULT.psnr_min
-    assert _tiny_thresholds(tmp_path, {"embedded": "tiny"}) == measured
+    assert _checkpoint_thresholds(tmp_path, {"embedded": "tiny"}) == measured
     # the global table is less specific than the checkpoint: it does not loosen the tiny's limits
-    assert _tiny_thresholds(tmp_path, {"embedded": "tiny"}, {"thresholds": {"lpips": 0.3}}) == measured
+    assert _checkpoint_thresholds(tmp_path, {"embedded": "tiny"}, {"thresholds": {"lpips": 0.3}}) == measured
     # the checkpoint's own table wins, metric by metric
-    own = _tiny_thresholds(tmp_path, {"embedded": "tiny", "thresholds": {"psnr": 20.0}})
+    own = _checkpoint_thresholds(tmp_path, {"embedded": "tiny", "thresholds": {"psnr": 20.0}})
     assert own == Thresholds(lpips_max=measured.lpips_max, ssim_min=measured.ssim_min, psnr_min=20.0)
 
 
@@ -66,7 +66,7 @@ def test_checkpoint_given_by_files_gets_the_package_defaults(tmp_path: Path) -> 
     files = {name: str(tmp_path / f"{name}.safetensors")
              for name in ("dit", "text_encoder_clip", "text_encoder_t5", "vae")}
     files |= {name: str(tmp_path / name) for name in ("tokenizer_clip", "tokenizer_t5")}
-    assert _tiny_thresholds(tmp_path, {"components": files}) == Thresholds.DEFAULT
+    assert _checkpoint_thresholds(tmp_path, {"components": files}) == Thresholds.DEFAULT
 
 
 def test_case_overrides_checkpoint(pytester: pytest.Pytester, baselined: Callable[..., Path]) -> None:

@@ -27,6 +27,17 @@ def test_visual(qg_case, qg_gate):
 '''
 
 
+# A case no candidate can pass (PSNR >= 150 dB): a deterministic failure beside passing cases.
+STRICT_CASE = '''
+[[tool.quant_guard.cases]]
+id = "strict"
+prompt = "a yellow triangle on a black background"
+seeds = [0]
+checkpoints = ["tiny"]
+thresholds = { psnr = 150.0 }
+'''
+
+
 def project_toml(*, steps: int = 4, seeds: str = "[0]", extra_checkpoint: str = "", extra_case: str = "",
                  checkpoint_extra: str = "") -> str:
     """A [tool.quant_guard] configuration with one tiny checkpoint and one case."""

@@ -16,11 +16,12 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import textwrap
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from conftest import project_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "diffsynth", "lpips", "PIL", "skimage", "numpy", "jinja2")
@@ -95,23 +96,6 @@ def test_the_wheel_carries_every_package_file(wheel: tuple[Path, list[str]]) -> 
     assert points["console_scripts"]["quant-guard"] == "quant_guard.cli:main"
 
 
-PROJECT_TOML = """
-[tool.quant_guard]
-golden_dir = "golden"
-report_dir = "qg-report"
-
-[[tool.quant_guard.checkpoints]]
-id = "tiny"
-embedded = "tiny"
-device = "cpu"
-render = { steps = 4, size = "64x64" }
-
-[[tool.quant_guard.cases]]
-id = "red-circle"
-prompt = "a red circle on a blue background at the top left"
-seeds = [0, 1]
-"""
-
 PROJECT_TESTS = '''
 import sys
 from pathlib import Path
@@ -169,7 +153,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_tiny_suite(wheel: tup
 
     project = tmp_path / "project"
     project.mkdir()
-    (project / "pyproject.toml").write_text(textwrap.dedent(PROJECT_TOML))
+    (project / "pyproject.toml").write_text(project_toml(seeds="[0, 1]"))
     (project / "test_visual.py").write_text(PROJECT_TESTS)
     pytest_cmd = (str(python), "-m", "pytest", "-p", "no:cacheprovider", "-q")
     update = run(*pytest_cmd, "--update-golden", cwd=project)

@@ -26,6 +26,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from conftest import STRICT_CASE
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -340,14 +342,6 @@ def test_rebaseline_script_proposes_nothing_when_goldens_are_unchanged(project_r
 
 # ---- ci/step_summary.py on a real run ----------------------------------------------------------
 
-STRICT_CASE = '''
-[[tool.quant_guard.cases]]
-id = "strict"
-prompt = "a yellow triangle on a black background"
-seeds = [0]
-checkpoints = ["tiny"]
-thresholds = { psnr = 150.0 }
-'''
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,8 @@ from typing import Any
 
 import pytest
 
-STRICT_CASE = '''
-[[tool.quant_guard.cases]]
-id = "strict"
-prompt = "a yellow triangle on a black background"
-seeds = [0]
-checkpoints = ["tiny"]
-thresholds = { psnr = 150.0 }
-'''
+from conftest import STRICT_CASE
+
 PER_RECORD = ("outcome", "verdict", "passed", "metrics", "checks", "budget_checks", "checkpoint", "case", "seed",
               "render", "golden")
 

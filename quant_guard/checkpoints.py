@@ -43,17 +43,14 @@ class ResolvedCheckpoint:
 def resolve_checkpoint(spec: CheckpointSpec) -> ResolvedCheckpoint:
     if spec.embedded == "tiny":
         from quant_guard.tiny.build import ensure_tiny_checkpoint
-        from quant_guard.tiny.dataset import T5_SEQUENCE_LENGTH
 
         tiny = ensure_tiny_checkpoint()
         files: dict[str, Path | list[Path]] = {
             "dit": tiny.dit, "text_encoder_clip": tiny.text_encoder_clip, "text_encoder_t5": tiny.text_encoder_t5,
             "vae": tiny.vae, "tokenizer_clip": tiny.tokenizer_clip, "tokenizer_t5": tiny.tokenizer_t5,
         }
-        t5_len = T5_SEQUENCE_LENGTH
     else:
         files = {name: _local(spec.components[name], f"{spec.id}.{name}") for name in COMPONENTS}
-        t5_len = spec.t5_sequence_length
     candidate_dit = None
     if spec.candidate_dit is not None:
         local = _local(spec.candidate_dit, f"{spec.id}.candidate.dit")
@@ -65,7 +62,7 @@ def resolve_checkpoint(spec: CheckpointSpec) -> ResolvedCheckpoint:
             _check_file(path, f"checkpoint {spec.id!r} component {name}", folder=name.startswith("tokenizer"))
     if candidate_dit is not None:
         _check_file(candidate_dit, f"checkpoint {spec.id!r} candidate DiT", folder=False)
-    return ResolvedCheckpoint(spec.id, files, candidate_dit, t5_len)
+    return ResolvedCheckpoint(spec.id, files, candidate_dit, spec.t5_sequence_length)
 
 
 def _local(source: ComponentSource, what: str) -> Path | list[Path]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from quant_guard.budgets import Budget, StepStatistic
+from quant_guard.tiny import settings as tiny_settings
 from quant_guard.thresholds import EMBEDDED_THRESHOLDS, ThresholdOverrides, Thresholds
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 
@@ -55,6 +56,13 @@ class RenderDefaults:
     width: int = 1024
     height: int = 1024
     guidance: float = 3.5
+
+
+EMBEDDED_RENDER: dict[str, RenderDefaults] = {
+    "tiny": RenderDefaults(steps=tiny_settings.RECOMMENDED_STEPS, width=tiny_settings.IMAGE_SIZE,
+                           height=tiny_settings.IMAGE_SIZE, guidance=tiny_settings.EMBEDDED_GUIDANCE),
+}
+EMBEDDED_T5_SEQUENCE_LENGTH: dict[str, int] = {"tiny": tiny_settings.T5_SEQUENCE_LENGTH}
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,18 @@ def _join(where: str, key: Any) -> str:
 
 def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
     return types if isinstance(types, tuple) else (types,)
+
+
+def declares_quant_guard(pyproject: Path) -> bool:
+    """Whether a pyproject.toml has a ``[tool.quant_guard]`` table (a comment that mentions one
+    does not count). A file that is not valid TOML counts when it mentions the table, so that
+    ``load_config`` reports the syntax error with the file's name."""
+    text = pyproject.read_text(encoding="utf-8", errors="replace")
+    try:
+        tool = tomllib.loads(text).get("tool")
+    except tomllib.TOMLDecodeError:
+        return "[tool.quant_guard" in text
+    return isinstance(tool, dict) and "quant_guard" in tool
 
 
 def load_config(file: Path, *, from_pyproject: bool | None = None) -> QuantGuardConfig:
@@ -323,17 +343,23 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
     limits = Budget()
     if (lim := t.sub("limits")) is not None:
         limits = _limits(lim)
-    render = RenderDefaults()
+    # an embedded checkpoint also brings the render settings its thresholds were measured at
+    render = EMBEDDED_RENDER.get(embedded or "", RenderDefaults())
     if (r := t.sub("render")) is not None:
-        size = _size(r, "1024x1024")
-        render = RenderDefaults(steps=r.integer("steps", 20, low=1), width=size[0], height=size[1],
-                                guidance=r.number("guidance", 3.5, low=0.0, high=100.0))  # type: ignore[arg-type]
+        size = _size(r, f"{render.width}x{render.height}")
+        render = RenderDefaults(steps=r.integer("steps", render.steps, low=1), width=size[0], height=size[1],
+                                guidance=r.number("guidance", render.guidance, low=0.0, high=100.0))  # type: ignore[arg-type]
         r.finish()
+    if embedded and "t5_sequence_length" in t.data:
+        t.fail("t5_sequence_length", f"the embedded {embedded!r} checkpoint always uses the length it was trained "
+               f"with ({EMBEDDED_T5_SEQUENCE_LENGTH[embedded]}); remove the key")
+    t5_sequence_length = (EMBEDDED_T5_SEQUENCE_LENGTH[embedded] if embedded
+                          else t.integer("t5_sequence_length", 512, low=1))
     spec = CheckpointSpec(
         id=checkpoint_id, embedded=embedded, components=components,
         candidate_scheme=candidate_scheme, candidate_dit=candidate_dit, device=device,
         cpu_offload=t.get("cpu_offload", bool, False),
-        t5_sequence_length=t.integer("t5_sequence_length", 512, low=1),
+        t5_sequence_length=t5_sequence_length,
         marks=marks, thresholds=thresholds, limits=limits, render=render,
     )
     t.finish()

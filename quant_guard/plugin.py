@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from quant_guard.cases import CaseResult, TestOverrides, VisualCase, expand_cases
-from quant_guard.config import ConfigError, QuantGuardConfig, load_config
+from quant_guard.config import ConfigError, QuantGuardConfig, declares_quant_guard, load_config
 from quant_guard.session import QuantGuardSession, RunSettings
 from quant_guard.thresholds import ThresholdOverrides
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
@@ -116,7 +116,7 @@ def _find_config_file(config: pytest.Config) -> Path | None:
         base = config.inipath.parent if config.inipath else config.rootpath
         return (base / ini).resolve()
     pyproject = config.rootpath / "pyproject.toml"
-    if pyproject.is_file() and "[tool.quant_guard" in pyproject.read_text(encoding="utf-8", errors="replace"):
+    if pyproject.is_file() and declares_quant_guard(pyproject):
         return pyproject
     return None
 

@@ -21,12 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IMAGE_SIZE = 64
-# The pipeline must be called with the T5 length the model was trained with (the T5 encoder
-# sees the padding: another length gives other embeddings). 16 holds every caption (<= 12 tokens).
-T5_SEQUENCE_LENGTH = 16
-RECOMMENDED_STEPS = 8
-EMBEDDED_GUIDANCE = 3.5  # the guidance value the DiT is trained with
+# the model's settings live in settings.py (importable without numpy); re-exported here
+from quant_guard.tiny.settings import EMBEDDED_GUIDANCE, IMAGE_SIZE, RECOMMENDED_STEPS, T5_SEQUENCE_LENGTH  # noqa: F401
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 # Saturated, well-separated colours: the shape colour is one of COLOURS, the background one of BACKGROUNDS.

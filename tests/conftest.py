@@ -1,19 +1,18 @@
 """Fixtures for the plugin's own tests: a throw-away pytest project (``pytester``) that uses
-quant_guard on the embedded tiny checkpoint."""
+quant_guard on the embedded tiny checkpoint, goldens made once per module, the tiny checkpoint as
+component files, and a guard that no test touches the repository's golden/."""
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import Callable
+import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import REAL_CACHE, REPO_GOLDEN, VISUAL_TEST, project_toml, tree_digest
 
-from quant_guard.paths import CACHE_ENV, cache_dir
-
-# pytester points HOME at a temporary folder; the inner runs must still find the tiny checkpoint
-# and the LPIPS weights in the real cache instead of rebuilding (or missing) them.
-REAL_CACHE = cache_dir()
+from quant_guard.config import COMPONENTS
+from quant_guard.paths import CACHE_ENV
 
 
 @pytest.fixture(autouse=True)
@@ -21,46 +20,13 @@ def _shared_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CACHE_ENV, str(REAL_CACHE))
 
 
-VISUAL_TEST = '''
-def test_visual(qg_case, qg_gate):
-    qg_gate.check(qg_case)
-'''
-
-
-# A case no candidate can pass (PSNR >= 150 dB): a deterministic failure beside passing cases.
-STRICT_CASE = '''
-[[tool.quant_guard.cases]]
-id = "strict"
-prompt = "a yellow triangle on a black background"
-seeds = [0]
-checkpoints = ["tiny"]
-thresholds = { psnr = 150.0 }
-'''
-
-
-def project_toml(*, steps: int = 4, seeds: str = "[0]", extra_checkpoint: str = "", extra_case: str = "",
-                 checkpoint_extra: str = "") -> str:
-    """A [tool.quant_guard] configuration with one tiny checkpoint and one case."""
-    return textwrap.dedent(f"""
-        [tool.quant_guard]
-        golden_dir = "golden"
-        report_dir = "qg-report"
-
-        [[tool.quant_guard.checkpoints]]
-        id = "tiny"
-        embedded = "tiny"
-        device = "cpu"
-        render = {{ steps = {steps}, size = "64x64" }}
-        {checkpoint_extra}
-        {extra_checkpoint}
-
-        [[tool.quant_guard.cases]]
-        id = "red-circle"
-        prompt = "a red circle on a blue background at the top left"
-        seeds = {seeds}
-        checkpoints = ["tiny"]
-        {extra_case}
-        """)
+@pytest.fixture(scope="session", autouse=True)
+def repository_goldens_untouched() -> Iterator[None]:
+    """After the whole session the repository's golden/ is byte-identical to before: no test
+    (fault tests included) writes, renames or deletes anything there."""
+    before = tree_digest(REPO_GOLDEN)
+    yield
+    assert tree_digest(REPO_GOLDEN) == before, "a test changed the repository's golden/ directory"
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +57,51 @@ def qg_project(pytester: pytest.Pytester, _heavy_modules: None) -> Callable[...,
         return pytester.path
 
     return make
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory, _heavy_modules: None) -> Callable[..., Path]:
+    """``baseline(seeds="[0, 1]", steps=4)`` -> a golden directory for ``project_toml`` with
+    those keywords, made by the gate's own update path (what ``--update-golden`` writes).
+    Cached per configuration; copy it, never modify it."""
+    from quant_guard.cases import TestOverrides, expand_cases
+    from quant_guard.config import parse_config
+    from quant_guard.gate import run_case
+    from quant_guard.session import QuantGuardSession, RunSettings
+
+    made: dict[str, Path] = {}
+
+    def make(**kwargs: str | int) -> Path:
+        text = project_toml(**kwargs)  # type: ignore[arg-type]
+        if text not in made:
+            root = tmp_path_factory.mktemp("baseline")
+            config = parse_config(tomllib.loads(text)["tool"]["quant_guard"], file=root / "pyproject.toml")
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv(CACHE_ENV, str(REAL_CACHE))
+                session = QuantGuardSession(config, RunSettings(update_golden=True))
+                try:
+                    for vc in expand_cases(config):
+                        result = run_case(session, vc, TestOverrides())
+                        assert result.passed, result.reason
+                finally:
+                    session.release_pipelines()
+            made[text] = config.golden_dir
+        return made[text]
+
+    return make
+
+
+@pytest.fixture
+def tiny_files(tmp_path: Path) -> dict[str, Path]:
+    """The embedded tiny checkpoint as a checkpoint given by components: links to the cached
+    files in a folder of this test, where a test may replace one with a damaged file."""
+    from quant_guard.tiny.build import ensure_tiny_checkpoint
+
+    tiny = ensure_tiny_checkpoint()
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    files = {}
+    for name in COMPONENTS:
+        files[name] = folder / (name if name.startswith("tokenizer") else f"{name}.safetensors")
+        files[name].symlink_to(getattr(tiny, name))
+    return files

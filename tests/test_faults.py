@@ -1,8 +1,8 @@
-"""Issue 6, "bad input and faults": damaged goldens and sidecars, degenerate candidates, out of
+"""Bad input and faults: damaged goldens and sidecars, degenerate candidates, out of
 memory, missing LPIPS weights and ``-m gpu`` without CUDA. Each test injects one fault and
 asserts a clear error that names the file and what to do, and that the other tests still run.
 
-Other rows: test_faults_update.py (--update-golden killed, xdist workers updating),
+Other faults: test_faults_update.py (--update-golden killed, xdist workers updating),
 test_faults_checkpoints.py (checkpoint files), test_faults_pickle.py (pickle checkpoints),
 test_config_properties.py (configuration and unit strings). Goldens for the pytester projects
 are rendered once per module in this process (``baseline``) and copied in, so most tests need
@@ -20,13 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fault_support
-from fault_support import gradient, install_goldens
+from helpers import gradient, install_goldens
 from quant_guard.golden import GoldenCorrupt, GoldenKey, GoldenStore
-
-# fixtures shared with the other fault modules
-baseline = fault_support.baseline
-repository_goldens_untouched = fault_support.repository_goldens_untouched
 
 
 def png_bytes(image: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
@@ -164,7 +159,7 @@ def _degenerate_vae_output(request, monkeypatch):
 def test_degenerate_candidates_fail_even_on_perfect_metrics(pytester: pytest.Pytester,
                                                            qg_project: Callable[..., Path],
                                                            baseline: Callable[..., Path]) -> None:
-    """Row "candidate renders NaN, Inf, all black or constant": each fails as degenerate output.
+    """Candidate renders NaN, Inf, all black or constant: each fails as degenerate output.
     Seed 2's golden is made all black too, so its black candidate has perfect metrics (PSNR inf,
     SSIM 1, LPIPS 0): it must still fail, never pass on lucky metrics. Seed 4 is untouched."""
     root = qg_project(seeds="[0, 1, 2, 3, 4]")
@@ -198,7 +193,7 @@ def test_degenerate_candidates_fail_even_on_perfect_metrics(pytester: pytest.Pyt
     (np.pad(np.full((1, 1, 3), 4, np.uint8), ((0, 7), (0, 7), (0, 0))), 0.0, None),  # a span of 4 levels is enough
 ])
 def test_what_degenerate_sees(image: np.ndarray, nonfinite: float, problem: str | None) -> None:
-    """Row "candidate renders NaN, Inf, all black or constant", the rule itself: any NaN/Inf in
+    """Candidate renders NaN, Inf, all black or constant, the rule itself: any NaN/Inf in
     the VAE output (counted before the uint8 cast hides it), or all pixels within 3 levels."""
     from quant_guard.gate import _degenerate
     from quant_guard.render import MemoryStats, Render
@@ -249,7 +244,7 @@ def pytest_sessionfinish(session):
 def test_out_of_memory_fails_one_test_and_the_session_goes_on(pytester: pytest.Pytester,
                                                               qg_project: Callable[..., Path],
                                                               baseline: Callable[..., Path]) -> None:
-    """Row "out of GPU memory during a render": the first candidate render raises
+    """Out of GPU memory during a render: the first candidate render raises
     torch.OutOfMemoryError; that test fails with the memory figures, the pipelines are
     released (the second test builds its candidate again) and the second test passes."""
     root = qg_project(seeds="[0, 1]")
@@ -278,7 +273,7 @@ def test_lpips_weights_fault_lists_the_ways_to_provide_them(pytester: pytest.Pyt
                                                            baseline: Callable[..., Path],
                                                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                            fault: str) -> None:
-    """Row "LPIPS weights missing or with a wrong hash", through pytest (the lookup itself is
+    """LPIPS weights missing or with a wrong hash, through pytest (the lookup itself is
     tested in test_lpips_weights.py): the visual test fails naming the file and listing every
     way to provide the weights."""
     import quant_guard.lpips_weights as lw
@@ -315,7 +310,7 @@ def test_lpips_weights_fault_lists_the_ways_to_provide_them(pytester: pytest.Pyt
 def test_gpu_selection_without_cuda_stops_at_session_start(pytester: pytest.Pytester,
                                                            qg_project: Callable[..., Path],
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """Row "-m gpu with no CUDA device" (also in test_thresholds_and_options.py, which can only
+    """-m gpu with no CUDA device (also in test_thresholds_and_options.py, which can only
     run on a machine without a GPU): CUDA made unavailable here, so it runs anywhere. The run
     stops before any test with a usage error that says what to do; nothing is skipped."""
     import torch

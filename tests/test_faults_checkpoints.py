@@ -1,7 +1,7 @@
-"""Issue 6, "bad input and faults", checkpoint files: missing, truncated or not safetensors,
+"""Bad input and faults, checkpoint files: missing, truncated or not safetensors,
 wrong shapes for the architecture, a model DiffSynth does not recognise, and candidate DiT
 files whose renders are degenerate. Every error names the file and what was expected.
-Pickle checkpoints are in test_faults_pickle.py, the other rows in test_faults.py.
+Pickle checkpoints are in test_faults_pickle.py, the other faults in test_faults.py.
 """
 
 from __future__ import annotations
@@ -15,23 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import VISUAL_TEST
-import fault_support
-from fault_support import replace_file, spec_for
+from helpers import VISUAL_TEST
+from helpers import replace_file, spec_for
 from quant_guard.cases import CaseResult, Verdict
 from quant_guard.checkpoints import CheckpointError, ResolvedCheckpoint, resolve_checkpoint
 from quant_guard.config import COMPONENTS, CheckpointSpec
-
-# fixtures shared with the other fault modules
-repository_goldens_untouched = fault_support.repository_goldens_untouched
-tiny_files = fault_support.tiny_files
 
 
 # ---- missing file ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("component", ["dit", "text_encoder_clip", "vae", "tokenizer_t5"])
 def test_missing_component_is_named(tiny_files: dict[str, Path], component: str) -> None:
-    """Row "checkpoint file missing": the error names the checkpoint, component and path."""
+    """Checkpoint file missing: the error names the checkpoint, component and path."""
     tiny_files[component].unlink()
     kind = "tokenizer folder" if component.startswith("tokenizer") else "file"
     with pytest.raises(CheckpointError, match=f"checkpoint 'broken' component {component}: {kind} .* does not exist"
@@ -62,7 +57,7 @@ SAFETENSORS_FAULTS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
 @pytest.mark.parametrize("slot", ["dit", "vae", "candidate"])
 def test_damaged_safetensors_is_named_before_loading(tiny_files: dict[str, Path], tmp_path: Path,
                                                      fault: str, slot: str) -> None:
-    """Row "truncated safetensors": a cut-off or foreign file is named with what its header
+    """Truncated safetensors: a cut-off or foreign file is named with what its header
     declares versus what the file holds, before DiffSynth (or anything else) reads it."""
     from fnmatch import fnmatch
 
@@ -82,7 +77,7 @@ def test_damaged_safetensors_is_named_before_loading(tiny_files: dict[str, Path]
 
 def test_broken_checkpoint_fails_alone_through_pytest(pytester: pytest.Pytester, _heavy_modules: None,
                                                       tiny_files: dict[str, Path]) -> None:
-    """Row "checkpoint file ... truncated", through pytest --update-golden: the broken
+    """Checkpoint file ... truncated, through pytest --update-golden: the broken
     checkpoint's test fails naming the file and writes no golden; the other checkpoint's case
     runs and passes."""
     from quant_guard.tiny.dataset import T5_SEQUENCE_LENGTH
@@ -156,7 +151,7 @@ def test_file_diffsynth_does_not_recognise_is_named(tiny_files: dict[str, Path],
 
 
 def test_other_model_in_the_dit_slot_is_named(tiny_files: dict[str, Path], _heavy_modules: None) -> None:
-    """Row "a model DiffSynth does not recognise" as the DiT: the VAE file given as the DiT is
+    """A model DiffSynth does not recognise as the DiT: the VAE file given as the DiT is
     recognised as a VAE, so no DiT is loaded; the error must name the file given for the DiT."""
     tiny_files["dit"] = tiny_files["vae"]
     message = _load_error(resolve_checkpoint(spec_for(tiny_files)))
@@ -196,7 +191,7 @@ def _damaged_dit(tiny_files: dict[str, Path], tmp_path: Path, change: Callable[[
 
 def test_nan_candidate_dit_fails_as_degenerate(tiny_files: dict[str, Path], tmp_path: Path,
                                                _heavy_modules: None) -> None:
-    """Row "candidate renders NaN": a candidate DiT file with NaN weights renders NaN (100% of
+    """Candidate renders NaN: a candidate DiT file with NaN weights renders NaN (100% of
     the VAE output) and fails as degenerate, with no expected metrics recorded for it."""
     from quant_guard.golden import GoldenKey, GoldenStore
 
@@ -209,7 +204,7 @@ def test_nan_candidate_dit_fails_as_degenerate(tiny_files: dict[str, Path], tmp_
 
 
 def test_nan_reference_writes_no_golden(tiny_files: dict[str, Path], tmp_path: Path, _heavy_modules: None) -> None:
-    """Row "candidate renders NaN", on the reference side: a bf16 DiT rendering NaN is refused
+    """Candidate renders NaN, on the reference side: a bf16 DiT rendering NaN is refused
     as a golden, and nothing is written."""
 
     tiny_files["dit"] = _damaged_dit(tiny_files, tmp_path,
@@ -224,7 +219,7 @@ def test_nan_reference_writes_no_golden(tiny_files: dict[str, Path], tmp_path: P
 @pytest.mark.parametrize("fill", [0.0, float("inf")], ids=["zeroed", "inf"])
 def test_flat_final_projection_never_passes(tiny_files: dict[str, Path], tmp_path: Path, _heavy_modules: None,
                                            fill: float) -> None:
-    """Row "candidate renders ... constant", a DiT whose final_proj_out is zeroed (or Inf): the
+    """Candidate renders ... constant, a DiT whose final_proj_out is zeroed (or Inf): the
     DiT then predicts no (or a saturated) velocity, so the image is the initial noise decoded
     by the VAE. That is not constant, so ``_degenerate`` does not flag it; it fails the
     metric thresholds instead. (float8_e4m3fn has no Inf: the on-load cast saturates Inf
@@ -242,7 +237,7 @@ def test_flat_final_projection_never_passes(tiny_files: dict[str, Path], tmp_pat
 
 def test_hash_cache_is_not_needed_for_errors(tiny_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
                                              tmp_path: Path) -> None:
-    """Row "checkpoint file missing": a damaged file-hash cache costs a re-hash, never an error."""
+    """Checkpoint file missing: a damaged file-hash cache costs a re-hash, never an error."""
     from quant_guard.checkpoints import _hash_cache_file, checkpoint_hashes
     from quant_guard.paths import CACHE_ENV
 

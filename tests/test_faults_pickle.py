@@ -1,4 +1,4 @@
-"""Issue 6, "bad input and faults": pickle checkpoints (``.ckpt``, ``.pth``, ``.bin``, ``.pt``)
+"""Bad input and faults: pickle checkpoints (``.ckpt``, ``.pth``, ``.bin``, ``.pt``)
 are refused by name and never unpickled, neither by the plugin nor by its CLI; a pickle named
 ``.safetensors`` is refused by its header; and no code in the package can unpickle freely
 (LPIPS weight conversion uses an allow-list, tested in test_lpips_weights.py).
@@ -12,15 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import fault_support
-from fault_support import replace_file, spec_for
+from helpers import replace_file, spec_for
 from quant_guard.checkpoints import CheckpointError, resolve_checkpoint
 
 PACKAGE = Path(__file__).resolve().parents[1] / "quant_guard"
-
-# fixtures shared with the other fault modules
-repository_goldens_untouched = fault_support.repository_goldens_untouched
-tiny_files = fault_support.tiny_files
 
 
 class _WritesMarker:
@@ -43,7 +38,7 @@ def evil_pickle(marker: Path) -> bytes:
 @pytest.mark.parametrize("slot", ["dit", "text_encoder_t5", "candidate"])
 def test_pickle_checkpoint_is_refused_unopened(tiny_files: dict[str, Path], tmp_path: Path,
                                                suffix: str, slot: str) -> None:
-    """Row "a pickle checkpoint": refused by name, and the pickle is never loaded (unpickling
+    """A pickle checkpoint: refused by name, and the pickle is never loaded (unpickling
     this one would create a file)."""
     marker = tmp_path / "unpickled"
     if slot == "candidate":
@@ -66,7 +61,7 @@ def test_pickle_checkpoint_is_refused_unopened(tiny_files: dict[str, Path], tmp_
 ])
 def test_pickle_named_safetensors_is_not_unpickled(tiny_files: dict[str, Path], tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str], command: str) -> None:
-    """Row "a pickle checkpoint", disguised as .safetensors: refused with the file named (by its
+    """A pickle checkpoint, disguised as .safetensors: refused with the file named (by its
     header, before any loader sees it), and never unpickled by quant_guard or its CLI."""
     from quant_guard.cli import main as cli_main
 
@@ -87,7 +82,7 @@ def test_pickle_named_safetensors_is_not_unpickled(tiny_files: dict[str, Path], 
 
 @pytest.mark.parametrize("command", ["quantize", "degrade"])
 def test_cli_refuses_pickle_files(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
-    """Row "a pickle checkpoint": the CLI's file commands read only .safetensors."""
+    """A pickle checkpoint: the CLI's file commands read only .safetensors."""
     from quant_guard.cli import main as cli_main
 
     marker = tmp_path / "unpickled"
@@ -123,7 +118,7 @@ def _unsafe_loads(tree: ast.AST) -> list[str]:
 
 
 def test_nothing_in_quant_guard_unpickles_untrusted_data() -> None:
-    """Row "a pickle checkpoint": no code path in the package unpickles freely. The only
+    """A pickle checkpoint: no code path in the package unpickles freely. The only
     unpickler is lpips_weights' allow-list (numpy arrays only; tested in test_lpips_weights.py)."""
     problems = {}
     for file in sorted(PACKAGE.rglob("*.py")):

@@ -1,6 +1,6 @@
-"""Issue 6, "bad input and faults": ``--update-golden`` killed mid-run, and two xdist workers
+"""Bad input and faults: ``--update-golden`` killed mid-run, and two xdist workers
 updating goldens at once. No golden is ever half written, lost or trusted when its files come
-from different updates, and a rerun completes. See test_faults.py for the other rows.
+from different updates, and a rerun completes. See test_faults.py for the other faults.
 """
 
 from __future__ import annotations
@@ -15,14 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fault_support
-from fault_support import gradient, install_goldens
+from helpers import gradient, install_goldens
 from quant_guard.golden import STALE_TEMPORARY_S, GoldenCorrupt, GoldenKey, GoldenStore, atomic_write
 from quant_guard.metrics import ImageMetrics
-
-# fixtures shared with the other fault modules
-baseline = fault_support.baseline
-repository_goldens_untouched = fault_support.repository_goldens_untouched
 
 
 # ---- --update-golden killed mid-run ----------------------------------------------------------
@@ -32,7 +27,7 @@ def _metrics(value: float) -> ImageMetrics:
 
 
 def test_interrupted_atomic_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Row "--update-golden killed mid-run", inside one write: interrupted between the temporary
+    """--update-golden killed mid-run, inside one write: interrupted between the temporary
     file and the rename (Ctrl-C here), the old file is intact and no temporary file is left."""
     import quant_guard.golden as golden
 
@@ -53,7 +48,7 @@ def test_interrupted_atomic_write_keeps_the_old_file(tmp_path: Path, monkeypatch
 @pytest.mark.parametrize("crash_before", ["sidecar", "expected"])
 def test_crash_between_golden_files_is_not_trusted_and_a_rerun_repairs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool, crash_before: str) -> None:
-    """Row "--update-golden killed mid-run", between files: a failure injected after the PNG
+    """--update-golden killed mid-run, between files: a failure injected after the PNG
     (before its sidecar) leaves a golden that is not trusted; after the sidecar (before the
     expected metrics) a trusted golden with no expected metrics, never the previous golden's.
     Writing again (the rerun) gives a consistent golden."""
@@ -88,7 +83,7 @@ def test_crash_between_golden_files_is_not_trusted_and_a_rerun_repairs(
 
 
 def test_only_stale_temporary_files_are_removed(tmp_path: Path) -> None:
-    """Row "--update-golden killed mid-run", the leftovers: writing a golden removes temporary
+    """--update-golden killed mid-run, the leftovers: writing a golden removes temporary
     files that killed writes of its own files left (old ones only: a fresh one may belong to a
     write in progress), and nothing else."""
     store = GoldenStore(tmp_path / "golden")
@@ -133,7 +128,7 @@ def _stray_files(folder: Path, seeds: range) -> list[str]:
 def test_update_golden_killed_mid_run_then_rerun(pytester: pytest.Pytester, qg_project: Callable[..., Path],
                                                  baseline: Callable[..., Path],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """Row "--update-golden killed mid-run": a real pytest process re-baselining three stale
+    """--update-golden killed mid-run: a real pytest process re-baselining three stale
     goldens is SIGKILLed between the second golden's PNG and its sidecar. No file is half
     written, the half-updated golden is not trusted, the leftover temporary file is never read
     (and a rerun removes it once it is stale), and a rerun of --update-golden completes."""
@@ -181,7 +176,7 @@ def test_update_golden_killed_mid_run_then_rerun(pytester: pytest.Pytester, qg_p
 
 def test_two_xdist_workers_update_goldens_without_loss(pytester: pytest.Pytester, qg_project: Callable[..., Path],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Row "two xdist workers updating goldens": four goldens created by two workers at once are
+    """Two xdist workers updating goldens: four goldens created by two workers at once are
     all there, complete and consistent, with no temporary file left, and they pass a check."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two workers on two cores
     root = qg_project(seeds="[0, 1, 2, 3]")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import project_toml
+from helpers import project_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "diffsynth", "lpips", "PIL", "skimage", "numpy", "jinja2")

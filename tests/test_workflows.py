@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from conftest import STRICT_CASE
+from helpers import STRICT_CASE
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import STRICT_CASE
+from helpers import STRICT_CASE
 
 PER_RECORD = ("outcome", "verdict", "passed", "metrics", "checks", "budget_checks", "checkpoint", "case", "seed",
               "render", "golden")

@@ -1,0 +1,101 @@
+"""Constants and plain functions shared by the plugin's own tests (fixtures live in
+``conftest.py``): the throw-away project's configuration and visual test, stand-in goldens, and
+the tiny checkpoint given as component files."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from quant_guard.config import CheckpointSpec, ComponentSource, RenderDefaults
+from quant_guard.golden import GoldenStore
+from quant_guard.paths import cache_dir
+from quant_guard.tiny.settings import T5_SEQUENCE_LENGTH
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# pytester points HOME at a temporary folder; the inner runs must still find the tiny checkpoint
+# and the LPIPS weights in the real cache instead of rebuilding (or missing) them.
+REAL_CACHE = cache_dir()
+REPO_GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+VISUAL_TEST = '''
+def test_visual(qg_case, qg_gate):
+    qg_gate.check(qg_case)
+'''
+
+# A case no candidate can pass (PSNR >= 150 dB): a deterministic failure beside passing cases.
+STRICT_CASE = '''
+[[tool.quant_guard.cases]]
+id = "strict"
+prompt = "a yellow triangle on a black background"
+seeds = [0]
+checkpoints = ["tiny"]
+thresholds = { psnr = 150.0 }
+'''
+
+def project_toml(*, steps: int = 4, seeds: str = "[0]", extra_checkpoint: str = "", extra_case: str = "",
+                 checkpoint_extra: str = "") -> str:
+    """A [tool.quant_guard] configuration with one tiny checkpoint and one case."""
+    return textwrap.dedent(f"""
+        [tool.quant_guard]
+        golden_dir = "golden"
+        report_dir = "qg-report"
+
+        [[tool.quant_guard.checkpoints]]
+        id = "tiny"
+        embedded = "tiny"
+        device = "cpu"
+        render = {{ steps = {steps}, size = "64x64" }}
+        {checkpoint_extra}
+        {extra_checkpoint}
+
+        [[tool.quant_guard.cases]]
+        id = "red-circle"
+        prompt = "a red circle on a blue background at the top left"
+        seeds = {seeds}
+        checkpoints = ["tiny"]
+        {extra_case}
+        """)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` by relative path (names, contents, nothing else)."""
+    if not root.exists():
+        return {}
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def gradient(width: int = 64, height: int = 64) -> np.ndarray:
+    """A uint8 RGB image with every pixel level used: a stand-in golden."""
+    import numpy as np
+
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 4 % 256, y * 4 % 256, (x + y) * 2 % 256], axis=2).astype(np.uint8)
+
+
+def install_goldens(baseline_dir: Path, project: Path) -> GoldenStore:
+    """Copy baseline goldens into a pytester project; the store of the copy."""
+    shutil.copytree(baseline_dir, project / "golden", dirs_exist_ok=True)
+    return GoldenStore(project / "golden")
+
+
+def spec_for(files: dict[str, Path], *, candidate: Path | None = None, checkpoint_id: str = "broken") -> CheckpointSpec:
+    """A checkpoint named ``broken`` given by these component files (and candidate DiT)."""
+    return CheckpointSpec(id=checkpoint_id, embedded=None,
+                          components={k: ComponentSource(path=v) for k, v in files.items()},
+                          candidate_dit=ComponentSource(path=candidate) if candidate else None, device="cpu",
+                          t5_sequence_length=T5_SEQUENCE_LENGTH, render=RenderDefaults(steps=4, width=64, height=64))
+
+
+def replace_file(files: dict[str, Path], name: str, data: bytes, suffix: str = ".safetensors") -> Path:
+    """Put ``data`` where component ``name`` was (a new file, the cached original untouched)."""
+    files[name].unlink()
+    files[name] = files[name].with_suffix(suffix)
+    files[name].write_bytes(data)
+    return files[name]

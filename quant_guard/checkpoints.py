@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from quant_guard.atomic import atomic_write
 from quant_guard.config import COMPONENTS, CheckpointSpec, ComponentSource
 from quant_guard.paths import cache_dir
 
@@ -194,7 +193,4 @@ def _read_hash_cache() -> dict[str, dict[str, object]]:
 def _write_hash_cache(cache: dict[str, dict[str, object]]) -> None:
     target = _hash_cache_file()
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".hashes-", dir=target.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(cache, f, indent=1, sort_keys=True)
-    os.replace(tmp, target)
+    atomic_write(target, json.dumps(cache, indent=1, sort_keys=True).encode("utf-8"))

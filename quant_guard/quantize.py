@@ -4,10 +4,9 @@ time so the file itself is half the size and can be shipped and tested as the ca
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from quant_guard.atomic import atomic_path
 from quant_guard.checkpoints import CheckpointError, file_sha256
 
 DTYPES = ("float8_e4m3fn", "float8_e5m2")
@@ -39,13 +38,7 @@ def quantize_file(source: Path, dest: Path, *, dtype: str = "float8_e4m3fn") -> 
         raise CheckpointError(f"{source}: cannot read safetensors file ({exc}); is it truncated?") from None
     metadata.update({"quant_guard.dtype": dtype, "quant_guard.source_sha256": file_sha256(source)})
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(dest) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return {"tensors": len(tensors), "cast": cast, "bytes_in": source.stat().st_size, "bytes_out": dest.stat().st_size}
 

@@ -29,7 +29,7 @@ def _metrics(value: float) -> ImageMetrics:
 def test_interrupted_atomic_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--update-golden killed mid-run, inside one write: interrupted between the temporary
     file and the rename (Ctrl-C here), the old file is intact and no temporary file is left."""
-    import quant_guard.golden as golden
+    import quant_guard.atomic as atomic
 
     target = tmp_path / "x.png"
     target.write_bytes(b"old")
@@ -37,7 +37,7 @@ def test_interrupted_atomic_write_keeps_the_old_file(tmp_path: Path, monkeypatch
     def interrupted(src: str, dst: str) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(golden.os, "replace", interrupted)
+    monkeypatch.setattr(atomic.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         atomic_write(target, b"new" * 1000)
     assert target.read_bytes() == b"old"

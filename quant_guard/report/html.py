@@ -64,7 +64,7 @@ def make_artifacts(report_dir: Path, records: list[dict[str, Any]]) -> dict[str,
 
 def write_report(report_dir: Path) -> Path:
     """Render ``index.html`` from the ``results.json`` in ``report_dir`` (written atomically)."""
-    from quant_guard.golden import atomic_write
+    from quant_guard.atomic import atomic_write
 
     document = read_results(report_dir)
     artifacts = make_artifacts(report_dir, document.get("results", []))

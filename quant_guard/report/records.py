@@ -213,7 +213,7 @@ def results_document(records: list[dict[str, Any]], *, config_source: Path, repo
 
 def write_results(report_dir: Path, document: dict[str, Any]) -> Path:
     """Write results.json atomically (temp file + rename)."""
-    from quant_guard.golden import atomic_write
+    from quant_guard.atomic import atomic_write
 
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / RESULTS_NAME

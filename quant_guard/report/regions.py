@@ -103,7 +103,8 @@ def _load_rgb(path: Path) -> np.ndarray:
 
 
 def _save(path: Path, image: np.ndarray) -> None:
-    from quant_guard.golden import atomic_write, encode_png
+    from quant_guard.atomic import atomic_write
+    from quant_guard.golden import encode_png
 
     atomic_write(path, encode_png(image))
 

@@ -1,0 +1,46 @@
+"""Atomic file writes: a temporary file in the destination's folder, flushed to disk, then
+renamed over the destination. A reader sees the old file or the new one, never half of one; a
+killed writer leaves at most a hidden ``.<name>.*.tmp`` file beside it (the golden store sweeps
+old ones)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+FILE_MODE = 0o644  # mkstemp creates 0600; a golden or a cache file is for everyone to read
+
+
+@contextmanager
+def atomic_path(dest: Path) -> Iterator[Path]:
+    """A temporary path next to ``dest`` for a writer that wants a file name (e.g.
+    ``safetensors.torch.save_file``); renamed over ``dest`` when the block succeeds, removed
+    when it raises."""
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_file(dest: Path) -> Iterator[BinaryIO]:
+    """A binary file object whose content replaces ``dest`` when the block succeeds."""
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+        yield f
+
+
+def atomic_write(dest: Path, data: bytes) -> None:
+    with atomic_file(dest) as f:
+        f.write(data)

@@ -18,7 +18,7 @@ from typing import Any
 
 from quant_guard.budgets import Budget, StepStatistic
 from quant_guard.tiny import settings as tiny_settings
-from quant_guard.thresholds import EMBEDDED_THRESHOLDS, ThresholdOverrides, Thresholds
+from quant_guard.thresholds import EMBEDDED_THRESHOLDS, ExpectedSettings, ThresholdOverrides, Thresholds
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 
 # Ids become file and folder names of goldens, so they are restricted to a safe alphabet.
@@ -92,19 +92,6 @@ class CaseSpec:
     guidance: float | None
     checkpoints: tuple[str, ...]
     thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
-
-
-@dataclass(frozen=True)
-class ExpectedSettings:
-    """The "expected" mode: fail when a metric is worse than the value recorded at the last
-    ``--update-golden`` by more than ``lpips <= expected * lpips_factor + lpips_margin``,
-    ``ssim >= expected - ssim_margin``, ``psnr >= expected - psnr_margin_db``."""
-
-    enabled: bool = True
-    lpips_factor: float = 1.1
-    lpips_margin: float = 0.005
-    ssim_margin: float = 0.005
-    psnr_margin_db: float = 1.0
 
 
 @dataclass(frozen=True)

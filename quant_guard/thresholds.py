@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from quant_guard.config import ExpectedSettings
     from quant_guard.metrics import ImageMetrics
 
 
@@ -67,6 +66,19 @@ def resolve_thresholds(base: Thresholds, *levels: ThresholdOverrides) -> Thresho
     for level in levels:
         base = level.apply(base)
     return base
+
+
+@dataclass(frozen=True)
+class ExpectedSettings:
+    """The "expected" mode: fail when a metric is worse than the value recorded at the last
+    ``--update-golden`` by more than ``lpips <= expected * lpips_factor + lpips_margin``,
+    ``ssim >= expected - ssim_margin``, ``psnr >= expected - psnr_margin_db``."""
+
+    enabled: bool = True
+    lpips_factor: float = 1.1
+    lpips_margin: float = 0.005
+    ssim_margin: float = 0.005
+    psnr_margin_db: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -52,11 +52,9 @@ class ThresholdOverrides:
         )
 
 
-# The embedded tiny checkpoint's thresholds, measured with benchmarks/tiny_quality.py (24 dataset
-# captions x seeds, README "Thresholds"): honest float8 images are at worst LPIPS 0.0050 / SSIM
-# 0.9916 / PSNR 39.0 dB from their bf16 golden, the mildest damaged image (one layer x2) LPIPS
-# 0.0123 / SSIM 0.9292 / PSNR 28.7 dB. Each limit lies midway on a log scale between the two
-# (geometric mean for LPIPS and 1 - SSIM, mean of the dB values), rounded.
+# The embedded tiny checkpoint's thresholds: each limit lies midway on a log scale between the
+# worst honest float8 image and the mildest damaged one (quant_guard/tiny/settings.py, measured by
+# benchmarks/tiny_quality.py): geometric mean for LPIPS and 1 - SSIM, mean of the dB values, rounded.
 EMBEDDED_THRESHOLDS: dict[str, ThresholdOverrides] = {
     "tiny": ThresholdOverrides(lpips=0.008, ssim=0.975, psnr=34.0),
 }

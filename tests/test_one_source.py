@@ -1,0 +1,47 @@
+"""Each number behind the tiny checkpoint's thresholds has one source
+(``quant_guard/tiny/settings.py`` for the measurements, ``EMBEDDED_THRESHOLDS`` for the limits);
+every place that quotes them is checked against it here."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from quant_guard.thresholds import EMBEDDED_THRESHOLDS
+from quant_guard.tiny.settings import MILDEST_DAMAGE, WORST_HONEST_FLOAT8
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = EMBEDDED_THRESHOLDS["tiny"]
+
+
+def test_the_thresholds_lie_midway_between_honest_and_damaged() -> None:
+    (h_lpips, h_ssim, h_psnr), (d_lpips, d_ssim, d_psnr) = WORST_HONEST_FLOAT8, MILDEST_DAMAGE
+    assert TINY.lpips == pytest.approx(math.sqrt(h_lpips * d_lpips), abs=0.0005)
+    assert 1 - TINY.ssim == pytest.approx(math.sqrt((1 - h_ssim) * (1 - d_ssim)), abs=0.001)
+    assert TINY.psnr == pytest.approx((h_psnr + d_psnr) / 2, abs=0.5)
+    # and each separates: honest passes, damage fails
+    assert h_lpips <= TINY.lpips < d_lpips and h_ssim >= TINY.ssim > d_ssim and h_psnr >= TINY.psnr > d_psnr
+
+
+def _figures(values: tuple[float, float, float]) -> str:
+    lpips, ssim, psnr = values
+    return f"LPIPS {lpips:.4f} / SSIM {ssim:.4f} / PSNR {psnr:.1f} dB"
+
+
+def _limits() -> list[str]:
+    return [f"max LPIPS {TINY.lpips:g}", f"min SSIM {TINY.ssim:g}", f"min PSNR {TINY.psnr:g} dB"]
+
+
+@pytest.mark.parametrize("document", ["README.md", "quant_guard/tiny/weights/README.md"])
+def test_the_documents_quote_the_source(document: str) -> None:
+    text = " ".join((REPO / document).read_text(encoding="utf-8").replace("`", "").split())
+    for quote in [_figures(WORST_HONEST_FLOAT8), _figures(MILDEST_DAMAGE), *_limits()]:
+        assert quote in text, f"{document} does not say {quote!r}"
+
+
+def test_the_damage_strengths_comment_quotes_the_source() -> None:
+    text = (REPO / "quant_guard/degrade.py").read_text(encoding="utf-8")
+    assert f"LPIPS {MILDEST_DAMAGE[0]:.4f} / PSNR {MILDEST_DAMAGE[2]:.1f} dB" in text
+    assert f"worst {WORST_HONEST_FLOAT8[0]:.4f} / {WORST_HONEST_FLOAT8[2]:.1f} dB" in text

@@ -16,6 +16,7 @@ torch and lpips are imported inside functions only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import os
@@ -23,6 +24,7 @@ import pickle
 import sys
 import tarfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -228,11 +230,32 @@ def load_state_dict(source: WeightsSource | None = None) -> dict[str, torch.Tens
     return canonical_state_dict(_torch_load(source.path), source.path)
 
 
+_INIT_FUNCTIONS = ("uniform_", "normal_", "constant_", "zeros_", "ones_", "kaiming_uniform_", "kaiming_normal_",
+                   "xavier_uniform_", "xavier_normal_", "trunc_normal_")
+
+
+@contextlib.contextmanager
+def _skip_weight_init() -> Iterator[None]:
+    """Make torch.nn.init's functions no-ops while the model is built: its random AlexNet init
+    costs about 0.5 s, and every parameter is overwritten by the strict load that follows (the
+    only values the constructor keeps are the scaling layer's constant buffers)."""
+    import torch
+
+    saved = {name: getattr(torch.nn.init, name) for name in _INIT_FUNCTIONS}
+    try:
+        for name in _INIT_FUNCTIONS:
+            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(torch.nn.init, name, function)
+
+
 def build_lpips_model(state: dict[str, torch.Tensor], *, spatial: bool = False) -> torch.nn.Module:
     """An eval-mode ``lpips.LPIPS(net="alex")`` with ``state`` loaded strictly (every key and shape)."""
     import lpips
 
-    with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=`
+    with warnings.catch_warnings(), _skip_weight_init():  # lpips passes torchvision's deprecated `pretrained=`
         warnings.simplefilter("ignore", UserWarning)
         # pretrained=False: no torch.load of lpips' own file here, we load everything below.
         model = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, spatial=spatial, verbose=False)

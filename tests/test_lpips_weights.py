@@ -208,3 +208,18 @@ def test_main(isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
     assert "quant_guard cache" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         lw.main(["--check", "--dest", str(isolated / "x.pth")])
+
+
+def test_building_the_model_leaves_torch_init_as_it_was() -> None:
+    """The model is built with torch.nn.init switched off (its random init is overwritten
+    anyway); afterwards, and after a failed build, torch.nn.init works again."""
+    import torch
+
+    from quant_guard.lpips_weights import _INIT_FUNCTIONS, build_lpips_model, load_state_dict
+
+    before = {name: getattr(torch.nn.init, name) for name in _INIT_FUNCTIONS}
+    build_lpips_model(load_state_dict())
+    with pytest.raises(KeyError):
+        build_lpips_model({})
+    assert {name: getattr(torch.nn.init, name) for name in _INIT_FUNCTIONS} == before
+    assert torch.nn.init.ones_(torch.zeros(3)).tolist() == [1.0, 1.0, 1.0]

@@ -22,6 +22,8 @@ from quant_guard.thresholds import Thresholds, check_expected, check_thresholds,
 if TYPE_CHECKING:
     import numpy as np
 
+    from quant_guard.pipelines import Precision
+    from quant_guard.progress import StepCallback
     from quant_guard.render import Render, RenderRequest
     from quant_guard.session import QuantGuardSession
 
@@ -134,7 +136,8 @@ def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) ->
         return CaseResult(vc, Verdict.STALE_GOLDEN,
                           f"golden {display_path(golden.png)} is stale, made with other parameters:\n  " + "\n  ".join(stale)
                           + f"\nRe-baseline with: {_update_command(vc)}")
-    candidate = render(session.pipeline(vc.checkpoint, Precision.FLOAT8_E4M3FN), request_for(session, vc))
+    candidate = render(session.pipeline(vc.checkpoint, Precision.FLOAT8_E4M3FN), request_for(session, vc),
+                       on_step=_progress(session, vc, Precision.FLOAT8_E4M3FN))
     return _judge(session, vc, marker, golden.image, candidate, expected=expected, golden_png=golden.png)
 
 
@@ -144,11 +147,13 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
     from quant_guard.render import render
 
     request = request_for(session, vc)
-    reference = render(session.pipeline(vc.checkpoint, Precision.BF16), request)
+    reference = render(session.pipeline(vc.checkpoint, Precision.BF16), request,
+                       on_step=_progress(session, vc, Precision.BF16))
     problem = _degenerate(reference)
     if problem:
         return CaseResult(vc, Verdict.DEGENERATE, f"the bf16 reference render is {problem}; no golden written")
-    candidate = render(session.pipeline(vc.checkpoint, Precision.FLOAT8_E4M3FN), request)
+    candidate = render(session.pipeline(vc.checkpoint, Precision.FLOAT8_E4M3FN), request,
+                       on_step=_progress(session, vc, Precision.FLOAT8_E4M3FN))
     metadata = {**golden_parameters(session, vc), "environment": environment(session.device(vc.checkpoint)),
                 "candidate_scheme": vc.checkpoint.candidate_scheme}
     expected = None if _degenerate(candidate) else compare_images(reference.image, candidate.image)
@@ -162,6 +167,10 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
                           candidate_render=result.candidate_render, reference_render=result.reference_render,
                           images=result.images)
     return result
+
+
+def _progress(session: QuantGuardSession, vc: VisualCase, precision: Precision) -> StepCallback | None:
+    return session.progress.for_render(f"{vc.id} ({precision.value})") if session.progress else None
 
 
 def _degenerate(r: Render) -> str | None:

@@ -20,6 +20,7 @@ from quant_guard.session import QuantGuardSession, RunSettings
 from quant_guard.thresholds import ThresholdOverrides
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 from quant_guard.golden import WriteOutcome
+from quant_guard.progress import ProgressPrinter
 from quant_guard.xdist_support import OUTCOMES_KEY, ControllerHooks, pin_gpu, placement
 
 SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
@@ -98,6 +99,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help='peak memory limit of every candidate render, e.g. "10 GiB" (GiB = 2**30, GB = 10**9)')
     group.addoption("--qg-max-step-time", metavar="TIME", type=_unit_option(parse_seconds), default=None,
                     help='per-step time limit of every candidate render, e.g. "9.5 s", "250 ms"')
+    group.addoption("--qg-progress-interval", metavar="SECONDS", type=_bounded_float(0, 86400, "--qg-progress-interval"),
+                    default=10.0,
+                    help="during a render, print step k/n, seconds per step and ETA at most every SECONDS "
+                         "(default 10; 0 = every step). Shown on a TTY or with -v, never under -q or on "
+                         "xdist workers")
     group.addoption("--qg-shard", metavar="I/N", type=_shard, default=None,
                     help="run only shard I of N of the selected tests (round-robin over sorted test ids), "
                          "to spread a suite over N runners")
@@ -158,6 +164,34 @@ def pytest_configure(config: pytest.Config) -> None:
             session.outcomes.update({WriteOutcome(k): v for k, v in outcomes.items()})
 
         config.pluginmanager.register(ControllerHooks(add_worker_outcomes), "quant_guard_xdist_controller")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    qg = session.config.stash.get(SESSION_KEY, None)
+    if qg is not None:
+        qg.progress = _progress_printer(session.config)
+
+
+def _progress_printer(config: pytest.Config) -> ProgressPrinter | None:
+    """Where render progress goes: the terminal when it is a TTY or with -v; nowhere under -q
+    or on an xdist worker (its output is not a terminal). Written past the output capture, so a
+    test's captured output and the JUnit XML never contain it."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    verbosity = config.get_verbosity()
+    if terminal is None or hasattr(config, "workerinput") or verbosity < 0:
+        return None
+    if not terminal.isatty() and verbosity < 1:
+        return None
+
+    def write(line: str) -> None:
+        if capture is None:
+            terminal.write_line(line)
+            return
+        with capture.global_and_fixture_disabled():
+            terminal.write_line(line)
+
+    return ProgressPrinter(write, interval_s=config.getoption("qg_progress_interval"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

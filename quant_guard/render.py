@@ -14,7 +14,7 @@ to /proc/self/clear_refs resets VmHWM).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
     from diffsynth.pipelines.flux_image import FluxImagePipeline
+
+    from quant_guard.progress import StepCallback
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,10 @@ class _StepTimer:
     """Stands in for tqdm as ``progress_bar_cmd``: records the wall time of each step, and the
     DiT's resident weight bytes once the denoising loop has started (after any onload)."""
 
-    def __init__(self, synchronize: Any, pipe: FluxImagePipeline) -> None:
+    def __init__(self, synchronize: Any, pipe: FluxImagePipeline, on_step: StepCallback | None = None) -> None:
         self.synchronize = synchronize
         self.pipe = pipe
+        self.on_step = on_step
         self.times: list[float] = []
         self.dit_bytes = 0
 
@@ -69,21 +72,28 @@ class _StepTimer:
         from quant_guard.pipelines import dit_weight_bytes
 
         self.dit_bytes = dit_weight_bytes(self.pipe)
+        total = len(iterable) if isinstance(iterable, Sized) else None
+        first_start: float | None = None
         for item in iterable:
             self.synchronize()
             start = time.perf_counter()
+            first_start = start if first_start is None else first_start
             yield item  # the pipeline runs one denoising step before asking for the next item
             self.synchronize()
-            self.times.append(time.perf_counter() - start)
+            end = time.perf_counter()
+            self.times.append(end - start)
+            if self.on_step is not None:  # between the timed windows: never part of a step time
+                self.on_step(len(self.times), total, end - first_start)
 
 
-def render(pipe: FluxImagePipeline, request: RenderRequest) -> Render:
+def render(pipe: FluxImagePipeline, request: RenderRequest, *, on_step: StepCallback | None = None) -> Render:
+    """``on_step`` is called after each denoising step, outside the timed part of the step."""
     import numpy as np
     import torch
 
     cuda = str(pipe.device).startswith("cuda")
     synchronize = torch.cuda.synchronize if cuda else (lambda: None)
-    timer = _StepTimer(synchronize, pipe)
+    timer = _StepTimer(synchronize, pipe, on_step)
     nonfinite: list[float] = []
     to_image = pipe.vae_output_to_image
 

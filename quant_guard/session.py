@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from quant_guard.cases import CaseResult
     from quant_guard.pipelines import Precision
+    from quant_guard.progress import ProgressPrinter
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class QuantGuardSession:
         self._hashes: dict[str, dict[str, str]] = {}
         self._pipelines: dict[tuple[str, Precision], FluxImagePipeline] = {}
         self._lpips_checked = False
+        self.progress: ProgressPrinter | None = None  # live render progress; set by the plugin
 
     # ---- checkpoints ----------------------------------------------------------------------
 

@@ -131,6 +131,19 @@ def test_help_lists_the_options(pytester: pytest.Pytester) -> None:
     ])
 
 
+def test_the_readme_names_every_option(pytester: pytest.Pytester) -> None:
+    """Every option in the "quant_guard" --help group is in the README's Options section."""
+    import re
+
+    help_text = pytester.runpytest("--help").stdout.str()
+    group = help_text.split("quant_guard: visual regression gate", 1)[1].split("\n\n", 1)[0]
+    options = set(re.findall(r"^\s+(--[a-z-]+)", group, flags=re.M))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Options", 1)[1].split("\n## ", 1)[0]
+    assert {"--update-golden", "--qg-progress-interval", "--qg-shard"} <= options
+    assert sorted(o for o in options if f"`{o}`" not in section) == []
+
+
 def test_markers_are_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.gpu: needs a CUDA device*",

@@ -2,7 +2,8 @@
 
 Precedence, most specific last: defaults < [tool.quant_guard.thresholds] < checkpoint < case <
 ``qg_thresholds`` marker < command line. The "expected" check compares with the metrics that
-were recorded when the golden was last updated (see ``expected.py``).
+were recorded when the golden was last updated (``GoldenStore.load_expected`` in ``golden.py``;
+its tolerances are ``ExpectedSettings`` below).
 """
 
 from __future__ import annotations

@@ -89,6 +89,9 @@ def test_the_wheel_carries_every_package_file(wheel: tuple[Path, list[str]]) -> 
     assert sorted(set(package_files) - names) == []
     assert any(n.startswith("quant_guard/report/templates/") and n.endswith(".j2") for n in names)
     assert not any("__pycache__" in n or n.startswith(("tests/", "golden/")) for n in names)
+    # test-only code (the report's browser driver) stays in tests/, out of what users install
+    assert not any(n.endswith(("/browser.py", "/report_browser.py")) for n in names)
+    assert not any("playwright" in n for n in names)
     points = configparser.ConfigParser()
     points.read_string(entry_points)
     assert dict(points["pytest11"]) == {"quant_guard": "quant_guard.plugin",

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Install headless Chromium for the report's browser test (tests/test_report_browser.py).
+# Install headless Chromium for the report's browser test (tests/test_report_browser.py), which
+# drives it with Playwright (the test extra) through executable_path: Playwright's own browser
+# download (`playwright install`) is never used. The test finds the browser the way this script
+# does: $QG_CHROMIUM, else the first of the names below on PATH (tests/report_browser.py).
 # Idempotent: installs only what is missing; does nothing when a browser (chromium on PATH, or
 # $QG_CHROMIUM) and the fonts are already there. Debian/Ubuntu (apt); root or sudo.
 set -euo pipefail

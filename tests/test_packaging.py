@@ -86,9 +86,14 @@ def test_the_wheel_carries_every_package_file(wheel: tuple[Path, list[str]]) -> 
     with zipfile.ZipFile(built) as archive:
         names = set(archive.namelist())
         entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert sorted(set(package_files) - names) == []
     assert any(n.startswith("quant_guard/report/templates/") and n.endswith(".j2") for n in names)
     assert not any("__pycache__" in n or n.startswith(("tests/", "golden/")) for n in names)
+    # test-only code (the report's browser driver) stays in tests/, out of what users install
+    assert not any(n.endswith(("/browser.py", "/report_browser.py")) for n in names)
+    playwright = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: playwright")]
+    assert playwright and all('extra == "test"' in line for line in playwright)  # a test dependency only
     points = configparser.ConfigParser()
     points.read_string(entry_points)
     assert dict(points["pytest11"]) == {"quant_guard": "quant_guard.plugin",

@@ -1,33 +1,34 @@
-"""The HTML report in a real browser (headless Chromium over the DevTools pipe): every image
-loads, the console stays clean, nothing outside the report folder is requested, a hostile
-prompt stays text, and the golden/candidate slider and flip respond to real mouse clicks.
+"""The HTML report in a real browser (the system's headless Chromium, driven with Playwright):
+every image loads, the console stays clean, nothing outside the report folder is requested, a
+hostile prompt stays text, the golden/candidate slider and flip respond to the mouse and the
+keyboard, every zoomed crop loads, and the page fits a phone and a desktop screen.
 
-Needs Chromium (``ci/install_browser.sh``). Without one the tests skip locally, but fail in CI
-(``CI`` or ``QG_REQUIRE_BROWSER`` set): a report nobody has opened is not tested.
+Needs Playwright (the ``test`` extra) and Chromium (``ci/install_browser.sh``). Without them the
+tests skip locally, but fail in CI (``CI`` or ``QG_REQUIRE_BROWSER`` set).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from report_browser import BROWSER_ENV, ReportPage, chromium, require_browser
 
-from quant_guard.report.browser import Browser, check_report, find_browser
 from quant_guard.report.demo import HOSTILE_PROMPT, shared_demo_report
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
-@pytest.fixture(scope="module")
+CASES = 5  # the demo: tiny x red-circle-blue x 2 seeds, tiny-damaged x the same + the hostile prompt
+
+
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
-    binary = find_browser()
-    if binary is None:
-        message = "no Chromium found: run ci/install_browser.sh (or set QG_CHROMIUM)"
-        if os.environ.get("CI") or os.environ.get("QG_REQUIRE_BROWSER"):
-            pytest.fail(f"{message}; in CI the browser test must run, not skip", pytrace=False)
-        pytest.skip(message)
-    with Browser.launch(binary) as b:
+    require_browser()
+    with chromium() as b:
         yield b
 
 
@@ -35,39 +36,119 @@ def browser() -> Iterator[Browser]:
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root, status, output = shared_demo_report(tmp_path_factory.getbasetemp())
     assert status == 1, output
-    return root / "qg-report"
+    return root / "qg-report" / "index.html"
 
 
-def test_report_loads_cleanly_and_the_comparison_works(browser: Browser, report: Path) -> None:
-    page = browser.open(report / "index.html")
-    result = check_report(page)
-    assert result.broken_images == []
-    assert len(result.images) >= 5 * 6  # per case at least golden, candidate (twice), heatmap, map, a crop pair
-    assert result.problems == []
-    assert len(result.widgets) == 5
-    for states in result.widgets:
-        assert states["initial"]["showing"] == "split" and states["initial"]["value"] == 50
+@pytest.fixture
+def page(browser: Browser, report: Path) -> Iterator[ReportPage]:
+    opened = ReportPage.open(browser, report)
+    yield opened
+    opened.page.close()
+
+
+def test_every_image_loads_and_nothing_goes_wrong(page: ReportPage) -> None:
+    images = page.images()
+    assert len(images) >= CASES * 6  # per case at least golden, candidate (twice), heatmap, map, a crop pair
+    assert page.broken_images() == []
+    assert page.problems == []
+    assert page.foreign_requests() == []
+
+
+def test_every_zoomed_crop_is_loaded(page: ReportPage) -> None:
+    crops = page.images(".crop img")
+    regions = page.page.locator(".crop").count()
+    assert regions >= CASES and len(crops) == 2 * regions  # a golden and a candidate per region
+    assert page.broken_images(".crop img") == []
+
+
+def test_slider_and_flip_respond_to_the_mouse(page: ReportPage) -> None:
+    widgets = page.page.locator("[data-qg-compare]")
+    assert widgets.count() == CASES
+    for n in range(CASES):
+        initial = page.comparison(n)
+        assert initial["showing"] == "split" and initial["value"] == 50
+        assert (initial["at"]["left"], initial["at"]["right"]) == ("golden", "candidate")
+        r = initial["range"]
         # slider near the left end: only a sliver of golden; near the right end: nearly all golden
-        assert states["slider_left"]["value"] < 20 and states["slider_left"]["at"] == {
-            "left": "golden", "middle": "candidate", "right": "candidate"}
-        assert states["slider_right"]["value"] > 80 and states["slider_right"]["at"] == {
-            "left": "golden", "middle": "golden", "right": "candidate"}
-        assert states["flip_1"]["showing"] == "golden" and set(states["flip_1"]["at"].values()) == {"golden"}
-        assert states["flip_2"]["showing"] == "candidate" and set(states["flip_2"]["at"].values()) == {"candidate"}
+        page.page.mouse.click(r["x"] + r["w"] * 0.1, r["y"] + r["h"] / 2)
+        state = page.comparison(n)
+        assert state["value"] < 20 and state["at"] == {"left": "golden", "middle": "candidate", "right": "candidate"}
+        page.page.mouse.click(r["x"] + r["w"] * 0.9, r["y"] + r["h"] / 2)
+        state = page.comparison(n)
+        assert state["value"] > 80 and state["at"] == {"left": "golden", "middle": "golden", "right": "candidate"}
+        flip = widgets.nth(n).locator("[data-qg-flip]")
+        flip.click()
+        state = page.comparison(n)
+        assert state["showing"] == "golden" and set(state["at"].values()) == {"golden"}
+        flip.click()
+        state = page.comparison(n)
+        assert state["showing"] == "candidate" and set(state["at"].values()) == {"candidate"}
+    assert page.problems == []
 
 
-def test_hostile_prompt_is_shown_as_text_not_run(browser: Browser, report: Path) -> None:
-    page = browser.open(report / "index.html")
-    assert page.evaluate("typeof window.__qg_pwned") == "undefined"
-    prompts = page.evaluate("[...document.querySelectorAll('.prompt')].map(p => p.textContent)")
+def test_slider_works_from_the_keyboard(page: ReportPage) -> None:
+    keyboard = page.page.keyboard
+    # Tab from the top of the page reaches the first slider
+    for _ in range(200):
+        keyboard.press("Tab")
+        if page.page.evaluate("document.activeElement.matches('[data-qg-compare] input[type=range]')"):
+            break
+    else:
+        pytest.fail("Tab never reaches the first comparison slider")
+    assert page.page.evaluate("document.activeElement === document.querySelector('[data-qg-compare] input')")
+    for _ in range(10):
+        keyboard.press("ArrowLeft")
+    state = page.comparison(0)
+    assert state["value"] == 40 and state["output"] == "split at 40%"
+    assert state["at"] == {"left": "golden", "middle": "candidate", "right": "candidate"}
+    keyboard.press("End")
+    state = page.comparison(0)
+    assert state["showing"] == "golden" and set(state["at"].values()) == {"golden"}
+    keyboard.press("Home")
+    state = page.comparison(0)
+    assert state["showing"] == "candidate" and set(state["at"].values()) == {"candidate"}
+    for _ in range(60):
+        keyboard.press("ArrowRight")
+    state = page.comparison(0)
+    assert state["value"] == 60 and state["at"] == {"left": "golden", "middle": "golden", "right": "candidate"}
+
+
+@pytest.mark.parametrize("width", [390, 1440], ids=["phone", "desktop"])
+def test_the_page_fits_the_screen_without_scrolling_sideways(browser: Browser, report: Path, width: int) -> None:
+    opened = ReportPage.open(browser, report, width=width, height=844)
+    try:
+        layout = opened.overflow()
+        assert layout["scrollWidth"] <= layout["innerWidth"] == width, layout["wide"]
+    finally:
+        opened.page.close()
+
+
+def test_hostile_prompt_is_shown_as_text_not_run(page: ReportPage) -> None:
+    assert page.page.evaluate("typeof window.__qg_pwned") == "undefined"
+    prompts = page.page.locator(".prompt").all_text_contents()
     assert HOSTILE_PROMPT in prompts
-    assert page.evaluate("document.title").startswith("quant_guard: 3 of 5 failed")
+    assert page.page.title().startswith("quant_guard: 3 of 5 failed")
 
 
 def test_the_check_notices_a_missing_image(browser: Browser, report: Path, tmp_path: Path) -> None:
     broken = tmp_path / "qg-report"
-    shutil.copytree(report, broken)
+    shutil.copytree(report.parent, broken)
     (broken / "tiny-damaged" / "red-circle-blue-s0" / "crop1-candidate.png").unlink()
-    result = check_report(browser.open(broken / "index.html"), max_widgets=0)
-    assert result.broken_images == ["tiny-damaged/red-circle-blue-s0/crop1-candidate.png"]
-    assert any("ERR_FILE_NOT_FOUND" in p for p in result.problems)
+    opened = ReportPage.open(browser, broken / "index.html")
+    try:
+        assert opened.broken_images() == ["tiny-damaged/red-circle-blue-s0/crop1-candidate.png"]
+        assert opened.broken_images(".crop img") == ["tiny-damaged/red-circle-blue-s0/crop1-candidate.png"]
+        assert any("ERR_FILE_NOT_FOUND" in p for p in opened.problems), opened.problems
+    finally:
+        opened.page.close()
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_a_missing_browser_skips_locally_but_fails_in_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        ci: str) -> None:
+    monkeypatch.setenv(BROWSER_ENV, str(tmp_path / "no-such-chromium"))
+    monkeypatch.delenv("QG_REQUIRE_BROWSER", raising=False)
+    monkeypatch.setenv("CI", ci)
+    outcome = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(outcome, match="no Chromium found: run ci/install_browser.sh|Playwright is not installed"):
+        require_browser()

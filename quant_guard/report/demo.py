@@ -5,7 +5,7 @@ rounded to a few levels), so a run has passing and failing cases side by side.
 Used by the report's own tests and to make ``docs/report.png``:
 
     python -m quant_guard.report.demo /tmp/qg-demo          # golden update, then a checked run
-    python -m quant_guard.report /tmp/qg-demo/qg-report --check --first-case --screenshot docs/report.png
+    python tests/report_browser.py /tmp/qg-demo/qg-report --first-case --screenshot docs/report.png
 """
 
 from __future__ import annotations

@@ -71,6 +71,7 @@ def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) 
     import torch
 
     from quant_guard.lpips_weights import LpipsWeightsError
+    from quant_guard.pipelines import LoadOutOfMemory, is_out_of_memory
 
     try:
         session.require_lpips_weights()  # before any render: a GPU run must not waste one per case
@@ -79,13 +80,30 @@ def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) 
         return _check(session, vc, marker)
     except (CheckpointError, LpipsWeightsError) as exc:
         return CaseResult(vc, Verdict.ERROR, str(exc))
+    except LoadOutOfMemory as exc:
+        return _out_of_memory(session, vc, "loading", exc.error)
     except (torch.OutOfMemoryError, MemoryError) as exc:
-        # release everything so the following tests start from a clean device
-        figures = _memory_figures(session.device(vc.checkpoint))
-        session.release_pipelines()
-        return CaseResult(vc, Verdict.BUDGET_FAILED,
-                          f"out of memory while rendering ({type(exc).__name__}: {str(exc).splitlines()[0]})\n"
-                          f"  {figures}\n  pipelines released; the next test rebuilds them")
+        return _out_of_memory(session, vc, "rendering", exc)
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        return _out_of_memory(session, vc, "rendering", exc)
+
+
+def _out_of_memory(session: QuantGuardSession, vc: VisualCase, stage: str, exc: BaseException) -> CaseResult:
+    """An out-of-memory verdict with the figures; everything is released so that the following
+    tests start from a clean device."""
+    from quant_guard.pipelines import Precision
+
+    device = session.device(vc.checkpoint)
+    figures = _memory_figures(device)
+    plan = session.memory_plan(vc.checkpoint, Precision.FLOAT8_E4M3FN)
+    session.release_pipelines()
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    return CaseResult(vc, Verdict.OUT_OF_MEMORY,
+                      f"out of memory while {stage} ({type(exc).__name__}: {first_line})\n  {figures}\n"
+                      f"  memory plan: {plan.describe()}\n  pipelines released; the next test rebuilds them",
+                      memory_plan=plan)
 
 
 def _memory_figures(device: str) -> str:
@@ -95,8 +113,10 @@ def _memory_figures(device: str) -> str:
     from quant_guard.units import format_bytes
 
     if device.startswith("cuda"):
+        free, total = torch.cuda.mem_get_info(device)
         return (f"allocated {format_bytes(torch.cuda.memory_allocated())}, reserved "
-                f"{format_bytes(torch.cuda.memory_reserved())}, peak {format_bytes(torch.cuda.max_memory_allocated())}")
+                f"{format_bytes(torch.cuda.memory_reserved())}, peak {format_bytes(torch.cuda.max_memory_allocated())}, "
+                f"device free {format_bytes(free)} of {format_bytes(total)}")
     rss, peak = rss_field("VmRSS"), rss_field("VmHWM")
     return f"host RSS {format_bytes(rss or 0)}, peak RSS {format_bytes(peak or 0)}"
 
@@ -109,8 +129,10 @@ def _thresholds(session: QuantGuardSession, vc: VisualCase, marker: TestOverride
 def _budget(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> Budget:
     s = session.settings
     return (vc.checkpoint.limits
-            .override(peak_memory_bytes=marker.peak_memory_bytes, step_time_s=marker.step_time_s)
-            .override(peak_memory_bytes=s.max_peak_memory_bytes, step_time_s=s.max_step_time_s))
+            .override(peak_memory_bytes=marker.peak_memory_bytes, step_time_s=marker.step_time_s,
+                      resident_memory_bytes=marker.resident_memory_bytes)
+            .override(peak_memory_bytes=s.max_peak_memory_bytes, step_time_s=s.max_step_time_s,
+                      resident_memory_bytes=s.max_resident_memory_bytes))
 
 
 def _update_command(vc: VisualCase) -> str:
@@ -144,11 +166,14 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
     from quant_guard.render import render
 
     request = request_for(session, vc)
-    reference = render(session.pipeline(vc.checkpoint, Precision.BF16), request)
+    order = [Precision.BF16, Precision.FLOAT8_E4M3FN]
+    if session.loaded_precision(vc.checkpoint) is Precision.FLOAT8_E4M3FN:
+        order.reverse()  # the DiT already loaded renders first: one DiT swap per case, not two
+    renders = {precision: render(session.pipeline(vc.checkpoint, precision), request) for precision in order}
+    reference, candidate = renders[Precision.BF16], renders[Precision.FLOAT8_E4M3FN]
     problem = _degenerate(reference)
     if problem:
         return CaseResult(vc, Verdict.DEGENERATE, f"the bf16 reference render is {problem}; no golden written")
-    candidate = render(session.pipeline(vc.checkpoint, Precision.FLOAT8_E4M3FN), request)
     metadata = {**golden_parameters(session, vc), "environment": environment(session.device(vc.checkpoint)),
                 "candidate_scheme": vc.checkpoint.candidate_scheme}
     expected = None if _degenerate(candidate) else compare_images(reference.image, candidate.image)
@@ -160,7 +185,7 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
         return CaseResult(vc, Verdict.UPDATED, f"golden {outcome.value}", metrics=result.metrics,
                           checks=result.checks, budget_checks=result.budget_checks,
                           candidate_render=result.candidate_render, reference_render=result.reference_render,
-                          images=result.images)
+                          images=result.images, memory_plan=result.memory_plan)
     return result
 
 
@@ -183,6 +208,7 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
     """Verdict on a candidate render: degenerate output first, then image metrics, then budgets.
     An image failure and a budget failure are reported in separate blocks of the message."""
     from quant_guard.metrics import compare_images
+    from quant_guard.pipelines import Precision
 
     summary = _summary(candidate)
     budget = _budget(session, vc, marker)
@@ -190,6 +216,7 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
     if budget.step_time_s is not None and session.placement.shares(device):
         return CaseResult(vc, Verdict.ERROR, session.placement.refusal(device), candidate_render=summary)
     common: dict[str, Any] = {"candidate_render": summary,
+                              "memory_plan": session.memory_plan(vc.checkpoint, Precision.FLOAT8_E4M3FN),
                               "reference_render": _summary(reference) if reference is not None else None,
                               "images": _write_images(session, vc, golden, candidate.image, golden_png),
                               "budget_checks": tuple(check_budget(summary, budget))}

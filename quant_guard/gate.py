@@ -81,7 +81,7 @@ def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) 
     except (CheckpointError, LpipsWeightsError) as exc:
         return CaseResult(vc, Verdict.ERROR, str(exc))
     except LoadOutOfMemory as exc:
-        return _out_of_memory(session, vc, "loading", exc.error)
+        return _out_of_memory(session, vc, exc.what, exc.error)
     except (torch.OutOfMemoryError, MemoryError) as exc:
         return _out_of_memory(session, vc, "rendering", exc)
     except RuntimeError as exc:

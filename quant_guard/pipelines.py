@@ -50,8 +50,8 @@ class LoadOutOfMemory(Exception):
     """Loading a pipeline (or swapping its DiT) ran out of device or host memory."""
 
     def __init__(self, what: str, error: BaseException) -> None:
-        super().__init__(f"{what}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-        self.error = error
+        super().__init__(f"out of memory while {what}: {type(error).__name__}: {error}")
+        self.what, self.error = what, error
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

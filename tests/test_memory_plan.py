@@ -156,3 +156,42 @@ def test_the_built_pipeline_follows_the_plan(monkeypatch: pytest.MonkeyPatch) ->
     assert {p.dtype for p in pipe.dit.parameters()} == {torch.bfloat16}
     with pytest.raises(ValueError, match="memory plan for bf16 on cpu"):
         pipelines.build_pipeline(resolved, Precision.FLOAT8_E4M3FN, "cpu", plan=bf16)
+
+
+# ---- the report ------------------------------------------------------------------------------
+
+def test_the_plan_and_the_resident_figure_reach_results_json_and_the_html_view() -> None:
+    from quant_guard.budgets import BudgetCheck
+    from quant_guard.cases import CaseResult, RenderSummary, Verdict, VisualCase
+    from quant_guard.config import CaseSpec, CheckpointSpec
+    from quant_guard.render import MemoryStats
+    from quant_guard.report.html import render_index
+    from quant_guard.report.records import to_jsonable
+    from quant_guard.report.view import build_view
+
+    spec = CheckpointSpec(id="flux", embedded="tiny", components={}, device="cuda", cpu_offload=True,
+                          vram_limit_bytes=7 * GIB)
+    vc = VisualCase(spec, CaseSpec(id="c", prompt="p", seeds=(0,), steps=None, width=None, height=None,
+                                   guidance=None, checkpoints=("flux",)), 0)
+    plan = plan_memory(cpu_offload=True, vram_limit_bytes=7 * GIB, precision=Precision.FLOAT8_E4M3FN,
+                       device="cuda", device_total_bytes=None)
+    render = RenderSummary(step_times_s=(1.0, 1.0), total_s=2.0, dit_weight_bytes=11 * GIB,
+                           memory=MemoryStats("cuda", 9 * GIB, at_start_bytes=GIB // 2))
+    result = CaseResult(vc, Verdict.BUDGET_FAILED, "budget exceeded", candidate_render=render, memory_plan=plan,
+                        budget_checks=(BudgetCheck("peak VRAM", 9.0 * GIB, 10.0 * GIB, "bytes"),
+                                       BudgetCheck("resident VRAM", 0.5 * GIB, 0.25 * GIB, "bytes")))
+    data = to_jsonable(result)
+    assert data["memory_plan"]["mode"] == "cpu-offload" and data["memory_plan"]["vram_limit_gib"] == 7.0
+    assert data["memory_plan"]["components"]["text_encoder_t5"] == {
+        "home_device": "cpu", "home_dtype": "bfloat16", "compute_device": "cuda", "compute_dtype": "bfloat16",
+        "plain": False}
+
+    record = {**data, "id": "flux-c-s0", "checkpoint": "flux", "case": "c", "seed": 0, "prompt": "p",
+              "scheme": "float8_e4m3fn", "limits": to_jsonable(spec.limits), "passed": False, "outcome": "failed"}
+    rows = {row.cells[0].text: [c.text for c in row.cells[1:]] for row in build_view({"results": [record]}).cases[0].budget}
+    assert rows["resident VRAM at render start, candidate"] == ["512.00 MiB", "resident VRAM ≤ 256.00 MiB", "FAIL"]
+    assert rows["peak VRAM, candidate"] == ["9.00 GiB", "peak VRAM ≤ 10.00 GiB", "ok"]
+    assert rows["memory plan"][0].startswith("cpu-offload on cuda: dit in cpu (float8_e4m3fn), text_encoder_clip in cpu")
+    assert rows["memory plan"][1] == "vram_limit 7.00 GiB"
+    page = render_index({"results": [record]})
+    assert "resident VRAM at render start, candidate" in page and "cpu-offload on cuda: dit in cpu" in page

@@ -3,6 +3,7 @@ gets, how the configuration spells it, and that the pipeline is built with exact
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,22 @@ def test_the_plan_and_the_resident_figure_reach_results_json_and_the_html_view()
     assert rows["memory plan"][1] == "vram_limit 7.00 GiB"
     page = render_index({"results": [record]})
     assert "resident VRAM at render start, candidate" in page and "cpu-offload on cuda: dit in cpu" in page
+
+
+def test_resident_limit_from_config_marker_and_command_line(pytester: pytest.Pytester,
+                                                             qg_project: Callable[..., Path]) -> None:
+    qg_project(checkpoint_extra='limits = { resident_vram = "1 TiB" }')
+    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+    pytester.makepyfile(test_visual="""
+        import pytest
+
+        @pytest.mark.resident_vram_budget("1 KiB")
+        def test_visual(qg_case, qg_gate):
+            qg_gate.check(qg_case)
+        """)
+    result = pytester.runpytest()  # the marker overrides the config
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*budget exceeded:*", "*resident RSS * > max 1.00 KiB FAIL*"])
+    pytester.runpytest("--qg-max-resident-vram", "1 TiB").assert_outcomes(passed=1)  # the command line wins
+    assert "--qg-max-resident-vram=SIZE" in pytester.runpytest("--help").stdout.str()
+    pytester.runpytest("--markers").stdout.fnmatch_lines(['@pytest.mark.resident_vram_budget("8 GiB")*'])

@@ -68,6 +68,8 @@ def _cpu_name() -> str:
 
 
 def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
+    import traceback
+
     import torch
 
     from quant_guard.lpips_weights import LpipsWeightsError
@@ -81,6 +83,7 @@ def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) 
     except (CheckpointError, LpipsWeightsError) as exc:
         return CaseResult(vc, Verdict.ERROR, str(exc))
     except LoadOutOfMemory as exc:
+        traceback.clear_frames(exc.__traceback__)
         return _out_of_memory(session, vc, exc.what, exc.error)
     except (torch.OutOfMemoryError, MemoryError) as exc:
         return _out_of_memory(session, vc, "rendering", exc)
@@ -93,11 +96,17 @@ def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) 
 def _out_of_memory(session: QuantGuardSession, vc: VisualCase, stage: str, exc: BaseException) -> CaseResult:
     """An out-of-memory verdict with the figures; everything is released so that the following
     tests start from a clean device."""
+    import traceback
+
     from quant_guard.pipelines import Precision
 
     device = session.device(vc.checkpoint)
     figures = _memory_figures(device)
     plan = session.memory_plan(vc.checkpoint, Precision.FLOAT8_E4M3FN)
+    # the frames of the failed load or render still hold the pipeline and its tensors
+    for error in (exc, exc.__context__):
+        if error is not None:
+            traceback.clear_frames(error.__traceback__)
     session.release_pipelines()
     first_line = str(exc).splitlines()[0] if str(exc) else ""
     return CaseResult(vc, Verdict.OUT_OF_MEMORY,

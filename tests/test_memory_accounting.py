@@ -99,9 +99,17 @@ def test_resident_and_peak_limits(tmp_path: Path, gpu: FakeCudaDevice) -> None:
     assert "resident VRAM 21.00 GiB > max 20.00 GiB FAIL" in result.reason
 
 
-def test_out_of_memory_at_render_is_a_verdict_and_the_next_test_goes_on(tmp_path: Path,
-                                                                         gpu: FakeCudaDevice) -> None:
+def test_out_of_memory_at_render_is_a_verdict_and_the_next_test_goes_on(tmp_path: Path, gpu: FakeCudaDevice,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     gpu.total = ENCODER_BYTES + DIT_BYTES[torch.bfloat16] + GIB  # the bf16 reference loads, its render does not fit
+    left_after_release: list[int] = []
+    real_release = pipelines.release_memory
+
+    def recording_release() -> None:
+        real_release()
+        left_after_release.append(gpu.allocated)
+
+    monkeypatch.setattr(pipelines, "release_memory", recording_release)
     session = _session(tmp_path, update=True)
     first, second = (run_case(session, vc, TestOverrides()) for vc in _cases(RESIDENT))
     for result in (first, second):
@@ -110,7 +118,8 @@ def test_out_of_memory_at_render_is_a_verdict_and_the_next_test_goes_on(tmp_path
         assert lines[0].startswith("out of memory while rendering (OutOfMemoryError: CUDA out of memory.")
         assert lines[1] == "  allocated 32.00 GiB, reserved 32.00 GiB, peak 32.00 GiB, device free 1.00 GiB of 33.00 GiB"
         assert lines[2].startswith("  memory plan: resident on cuda: dit cuda/float8_e4m3fn")
-    assert gpu.allocated == 0  # released
+    # released while the verdict is made, not only once the failed render's frames are gone
+    assert left_after_release == [0, 0]
 
 
 def test_out_of_memory_while_swapping_the_dit_is_not_a_loading_failure(tmp_path: Path, gpu: FakeCudaDevice,

@@ -166,3 +166,37 @@ def test_out_of_memory_while_building_is_not_a_loading_failure(tmp_path: Path,
                                    "(OutOfMemoryError: CUDA out of memory. Tried to allocate 9.00 GiB)")
     assert "memory plan: cpu on cpu" in first.reason and "host RSS" in first.reason
     assert second.verdict is Verdict.UPDATED
+
+
+@pytest.mark.parametrize("spec, mode, dit_home, limit", [
+    (RESIDENT, "resident", "cuda", None), (OFFLOAD, "cpu-offload", "cpu", 7 * GIB),
+], ids=["resident", "cpu-offload"])
+def test_check_and_update_runs_load_every_dit_under_the_checkpoint_plan(
+        tmp_path: Path, gpu: FakeCudaDevice, monkeypatch: pytest.MonkeyPatch, spec: CheckpointSpec, mode: str,
+        dit_home: str, limit: int | None) -> None:
+    loads: list[tuple[str, str, str, str, int | None]] = []
+    build, swap = pipelines.build_pipeline, pipelines.swap_dit
+
+    def note(how: str, precision: Precision, plan: Any) -> None:
+        dit = plan.components["dit"]
+        homes = {plan.components[c].home_device for c in ("text_encoder_clip", "text_encoder_t5", "vae")}
+        assert homes == {dit_home} and plan.mode.value == mode
+        loads.append((how, precision.value, dit.home_device, dit.home_dtype, plan.vram_limit_bytes))
+
+    def noting_build(checkpoint: Any, precision: Precision, device: str, *, plan: Any) -> Any:
+        note("build", precision, plan)
+        return build(checkpoint, precision, device, plan=plan)
+
+    def noting_swap(pipe: Any, checkpoint: Any, precision: Precision, plan: Any) -> None:
+        note("swap", precision, plan)
+        swap(pipe, checkpoint, precision, plan)
+
+    monkeypatch.setattr(pipelines, "build_pipeline", noting_build)
+    monkeypatch.setattr(pipelines, "swap_dit", noting_swap)
+    for vc in _cases(spec):
+        assert run_case(_session(tmp_path, update=True), vc, TestOverrides()).passed
+    reference = ("build", "bf16", dit_home, "bfloat16", limit)
+    assert loads == [reference, ("swap", "float8_e4m3fn", dit_home, "float8_e4m3fn", limit)] * 2
+    loads.clear()
+    assert run_case(_session(tmp_path, update=False), _cases(spec)[0], TestOverrides()).passed
+    assert loads == [("build", "float8_e4m3fn", dit_home, "float8_e4m3fn", limit)]

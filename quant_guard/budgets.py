@@ -5,7 +5,8 @@ Limits come from the checkpoint's ``[limits]`` table, the ``vram_budget`` /
 ``--qg-max-resident-vram`` / ``--qg-max-step-time`` (most specific last). Peak memory is device
 memory allocated during the render on CUDA and, on a CPU, the growth of the process's peak RSS
 over the render (the honest host equivalent). Resident memory is what was allocated when the
-render began (CUDA) or the process's RSS then (CPU). Step time drops the warm-up step(s) and applies the limit to a statistic of
+render began (CUDA) or the process's RSS then (CPU). Step time drops the warm-up step(s) and
+applies the limit to a statistic of
 the rest, the median by default.
 """
 
@@ -44,7 +45,8 @@ class Budget:
             self,
             peak_memory_bytes=self.peak_memory_bytes if peak_memory_bytes is None else peak_memory_bytes,
             step_time_s=self.step_time_s if step_time_s is None else step_time_s,
-            resident_memory_bytes=self.resident_memory_bytes if resident_memory_bytes is None else resident_memory_bytes,
+            resident_memory_bytes=(self.resident_memory_bytes if resident_memory_bytes is None
+                                   else resident_memory_bytes),
         )
 
     @property

@@ -94,7 +94,8 @@ def build_pipeline(checkpoint: ResolvedCheckpoint, precision: Precision, device:
 
     plan = plan or default_plan(precision, device)
     if plan.device != device or plan.precision is not precision:
-        raise ValueError(f"memory plan for {plan.precision.value} on {plan.device}, asked {precision.value} on {device}")
+        raise ValueError(f"memory plan for {plan.precision.value} on {plan.device}, "
+                         f"asked {precision.value} on {device}")
     files = checkpoint.files
     dit = _dit_file(checkpoint, precision)
     configs = [_config(dit, plan, "dit"), _config(files["text_encoder_clip"], plan, "text_encoder_clip"),

@@ -153,7 +153,8 @@ def fake_build(device: FakeCudaDevice) -> Any:
         pipe = FakePipeline(device, encoders_home=plan.components["text_encoder_t5"].home_device,
                             vram_limit_gib=plan.vram_limit_gib)
         fields = torch_fields(plan.components["dit"].model_config_fields())
-        pipe.dit = pipe.download_and_load_models([ModelConfig(path="dit.safetensors", **fields)]).fetch_model("flux_dit")
+        pool = pipe.download_and_load_models([ModelConfig(path="dit.safetensors", **fields)])
+        pipe.dit = pool.fetch_model("flux_dit")
         return pipe
 
     return build

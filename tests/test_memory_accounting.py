@@ -57,7 +57,8 @@ def gpu(monkeypatch: pytest.MonkeyPatch) -> FakeCudaDevice:
 
 
 @pytest.mark.parametrize("spec, resident, peak", [
-    (RESIDENT, ENCODER_BYTES + DIT_BYTES[torch.float8_e4m3fn], ENCODER_BYTES + DIT_BYTES[torch.float8_e4m3fn] + ACTIVATION_BYTES),
+    (RESIDENT, ENCODER_BYTES + DIT_BYTES[torch.float8_e4m3fn],
+     ENCODER_BYTES + DIT_BYTES[torch.float8_e4m3fn] + ACTIVATION_BYTES),
     (OFFLOAD, 0, 7 * GIB + ACTIVATION_BYTES),  # layers kept on the device up to vram_limit, then activations
 ], ids=["resident", "cpu-offload"])
 def test_the_candidate_figures_do_not_depend_on_what_ran_before(tmp_path: Path, gpu: FakeCudaDevice,
@@ -116,7 +117,8 @@ def test_out_of_memory_at_render_is_a_verdict_and_the_next_test_goes_on(tmp_path
         assert result.verdict is Verdict.OUT_OF_MEMORY
         lines = result.reason.splitlines()
         assert lines[0].startswith("out of memory while rendering (OutOfMemoryError: CUDA out of memory.")
-        assert lines[1] == "  allocated 32.00 GiB, reserved 32.00 GiB, peak 32.00 GiB, device free 1.00 GiB of 33.00 GiB"
+        assert lines[1] == ("  allocated 32.00 GiB, reserved 32.00 GiB, peak 32.00 GiB, "
+                            "device free 1.00 GiB of 33.00 GiB")
         assert lines[2].startswith("  memory plan: resident on cuda: dit cuda/float8_e4m3fn")
     # released while the verdict is made, not only once the failed render's frames are gone
     assert left_after_release == [0, 0]

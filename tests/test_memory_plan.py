@@ -189,10 +189,12 @@ def test_the_plan_and_the_resident_figure_reach_results_json_and_the_html_view()
 
     record = {**data, "id": "flux-c-s0", "checkpoint": "flux", "case": "c", "seed": 0, "prompt": "p",
               "scheme": "float8_e4m3fn", "limits": to_jsonable(spec.limits), "passed": False, "outcome": "failed"}
-    rows = {row.cells[0].text: [c.text for c in row.cells[1:]] for row in build_view({"results": [record]}).cases[0].budget}
+    budget = build_view({"results": [record]}).cases[0].budget
+    rows = {row.cells[0].text: [c.text for c in row.cells[1:]] for row in budget}
     assert rows["resident VRAM at render start, candidate"] == ["512.00 MiB", "resident VRAM ≤ 256.00 MiB", "FAIL"]
     assert rows["peak VRAM, candidate"] == ["9.00 GiB", "peak VRAM ≤ 10.00 GiB", "ok"]
-    assert rows["memory plan"][0].startswith("cpu-offload on cuda: dit in cpu (float8_e4m3fn), text_encoder_clip in cpu")
+    assert rows["memory plan"][0].startswith("cpu-offload on cuda: dit in cpu (float8_e4m3fn), "
+                                             "text_encoder_clip in cpu")
     assert rows["memory plan"][1] == "vram_limit 7.00 GiB"
     page = render_index({"results": [record]})
     assert "resident VRAM at render start, candidate" in page and "cpu-offload on cuda: dit in cpu" in page

@@ -1,9 +1,12 @@
-"""Hard limits on a candidate render: peak memory and per-step time.
+"""Hard limits on a candidate render: peak memory, resident memory and per-step time.
 
-Limits come from the checkpoint's ``[limits]`` table, the ``vram_budget`` / ``step_time_budget``
-markers and ``--qg-max-vram`` / ``--qg-max-step-time`` (most specific last). Memory is device
-memory on CUDA and, on a CPU, the growth of the process's peak RSS over the render (the honest
-host equivalent). Step time drops the warm-up step(s) and applies the limit to a statistic of
+Limits come from the checkpoint's ``[limits]`` table, the ``vram_budget`` /
+``resident_vram_budget`` / ``step_time_budget`` markers and ``--qg-max-vram`` /
+``--qg-max-resident-vram`` / ``--qg-max-step-time`` (most specific last). Peak memory is device
+memory allocated during the render on CUDA and, on a CPU, the growth of the process's peak RSS
+over the render (the honest host equivalent). Resident memory is what was allocated when the
+render began (CUDA) or the process's RSS then (CPU). Step time drops the warm-up step(s) and
+applies the limit to a statistic of
 the rest, the median by default.
 """
 
@@ -32,19 +35,23 @@ class Budget:
 
     peak_memory_bytes: int | None = None
     step_time_s: float | None = None
+    resident_memory_bytes: int | None = None
     statistic: StepStatistic = StepStatistic.MEDIAN
     warmup_steps: int = 1
 
-    def override(self, *, peak_memory_bytes: int | None = None, step_time_s: float | None = None) -> Budget:
+    def override(self, *, peak_memory_bytes: int | None = None, step_time_s: float | None = None,
+                 resident_memory_bytes: int | None = None) -> Budget:
         return replace(
             self,
             peak_memory_bytes=self.peak_memory_bytes if peak_memory_bytes is None else peak_memory_bytes,
             step_time_s=self.step_time_s if step_time_s is None else step_time_s,
+            resident_memory_bytes=(self.resident_memory_bytes if resident_memory_bytes is None
+                                   else resident_memory_bytes),
         )
 
     @property
     def empty(self) -> bool:
-        return self.peak_memory_bytes is None and self.step_time_s is None
+        return self.peak_memory_bytes is None and self.step_time_s is None and self.resident_memory_bytes is None
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ def step_stats(step_times_s: tuple[float, ...], warmup_steps: int) -> StepStats 
 
 @dataclass(frozen=True)
 class BudgetCheck:
-    name: str  # "peak VRAM", "peak RSS growth", "step time (median)"
+    name: str  # "peak VRAM", "peak RSS growth", "resident VRAM", "resident RSS", "step time (median)"
     value: float
     limit: float
     unit: str  # "bytes" or "s"
@@ -95,6 +102,12 @@ def check_budget(render: RenderSummary, budget: Budget) -> list[BudgetCheck]:
         if peak is None:
             raise RuntimeError(f"a memory budget is set but {name} could not be measured on this platform")
         checks.append(BudgetCheck(name, float(peak), float(budget.peak_memory_bytes), "bytes"))
+    if budget.resident_memory_bytes is not None:
+        resident = render.memory.at_start_bytes
+        name = "resident VRAM" if render.memory.kind == "cuda" else "resident RSS"
+        if resident is None:
+            raise RuntimeError(f"a memory budget is set but {name} could not be measured on this platform")
+        checks.append(BudgetCheck(name, float(resident), float(budget.resident_memory_bytes), "bytes"))
     if budget.step_time_s is not None:
         stats = step_stats(render.step_times_s, budget.warmup_steps)
         if stats is None:

@@ -14,6 +14,7 @@ from quant_guard.thresholds import ThresholdOverrides
 
 if TYPE_CHECKING:
     from quant_guard.budgets import BudgetCheck
+    from quant_guard.memory_plan import MemoryPlan
     from quant_guard.metrics import ImageMetrics
     from quant_guard.render import MemoryStats
     from quant_guard.thresholds import MetricCheck
@@ -71,6 +72,7 @@ class TestOverrides:
     thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
     peak_memory_bytes: int | None = None
     step_time_s: float | None = None
+    resident_memory_bytes: int | None = None
 
 
 class Verdict(str, Enum):
@@ -79,6 +81,7 @@ class Verdict(str, Enum):
     IMAGE_FAILED = "image-failed"  # a metric is outside its threshold or expected value
     DEGENERATE = "degenerate"  # NaN / constant / black candidate
     BUDGET_FAILED = "budget-failed"  # a memory or step-time limit was exceeded
+    OUT_OF_MEMORY = "out-of-memory"  # loading or rendering ran out of device or host memory
     NO_GOLDEN = "no-golden"
     STALE_GOLDEN = "stale-golden"
     BAD_GOLDEN = "bad-golden"
@@ -106,6 +109,7 @@ class CaseResult:
     candidate_render: RenderSummary | None = None
     reference_render: RenderSummary | None = None
     images: dict[str, Path] = field(default_factory=dict)  # "golden", "candidate", "diff"
+    memory_plan: MemoryPlan | None = None  # the candidate's: where each component lived
 
     @property
     def passed(self) -> bool:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from quant_guard.budgets import Budget, StepStatistic
-from quant_guard.tiny import settings as tiny_settings
+from quant_guard.memory_plan import AUTO, parse_vram_limit
 from quant_guard.thresholds import EMBEDDED_THRESHOLDS, ExpectedSettings, ThresholdOverrides, Thresholds
+from quant_guard.tiny import settings as tiny_settings
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 
 # Ids become file and folder names of goldens, so they are restricted to a safe alphabet.
@@ -73,7 +74,8 @@ class CheckpointSpec:
     candidate_scheme: str = "float8_e4m3fn"
     candidate_dit: ComponentSource | None = None  # a pre-quantized DiT file replacing the bf16 one
     device: str = "auto"
-    cpu_offload: bool = False  # keep the float8 DiT in host memory, onload per layer
+    cpu_offload: bool = False  # every component in host memory between forwards (memory_plan.py)
+    vram_limit_bytes: int | None = None  # with cpu_offload: device memory up to which layers stay; None = "auto"
     t5_sequence_length: int = 512
     marks: tuple[str, ...] = ()
     thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
@@ -342,15 +344,27 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
                f"with ({EMBEDDED_T5_SEQUENCE_LENGTH[embedded]}); remove the key")
     t5_sequence_length = (EMBEDDED_T5_SEQUENCE_LENGTH[embedded] if embedded
                           else t.integer("t5_sequence_length", 512, low=1))
+    cpu_offload = t.get("cpu_offload", bool, False)
     spec = CheckpointSpec(
         id=checkpoint_id, embedded=embedded, components=components,
         candidate_scheme=candidate_scheme, candidate_dit=candidate_dit, device=device,
-        cpu_offload=t.get("cpu_offload", bool, False),
+        cpu_offload=cpu_offload, vram_limit_bytes=_vram_limit(t, cpu_offload),
         t5_sequence_length=t5_sequence_length,
         marks=marks, thresholds=thresholds, limits=limits, render=render,
     )
     t.finish()
     return spec
+
+
+def _vram_limit(t: _Table, cpu_offload: bool) -> int | None:
+    text = t.get("vram_limit", str, AUTO)
+    if text != AUTO and not cpu_offload:
+        t.fail("vram_limit", "applies only with cpu_offload = true (without it every component stays on the device)")
+    try:
+        return parse_vram_limit(text)
+    except UnitError as exc:
+        t.fail("vram_limit", str(exc))
+        raise AssertionError from None  # unreachable: fail() raises
 
 
 def _limits(t: _Table) -> Budget:
@@ -367,6 +381,7 @@ def _limits(t: _Table) -> Budget:
     if statistic not in {s.value for s in StepStatistic}:
         t.fail("step_statistic", f"must be one of {', '.join(s.value for s in StepStatistic)}, got {statistic!r}")
     result = Budget(peak_memory_bytes=unit("peak_vram", parse_bytes), step_time_s=unit("step_time", parse_seconds),
+                    resident_memory_bytes=unit("resident_vram", parse_bytes),
                     statistic=StepStatistic(statistic), warmup_steps=t.integer("warmup_steps", 1, low=0))
     t.finish()
     return result

@@ -70,9 +70,12 @@ def _cpu_name() -> str:
 
 
 def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
+    import traceback
+
     import torch
 
     from quant_guard.lpips_weights import LpipsWeightsError
+    from quant_guard.pipelines import LoadOutOfMemory, is_out_of_memory
 
     try:
         session.require_lpips_weights()  # before any render: a GPU run must not waste one per case
@@ -81,13 +84,37 @@ def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) 
         return _check(session, vc, marker)
     except (CheckpointError, LpipsWeightsError) as exc:
         return CaseResult(vc, Verdict.ERROR, str(exc))
+    except LoadOutOfMemory as exc:
+        traceback.clear_frames(exc.__traceback__)
+        return _out_of_memory(session, vc, exc.what, exc.error)
     except (torch.OutOfMemoryError, MemoryError) as exc:
-        # release everything so the following tests start from a clean device
-        figures = _memory_figures(session.device(vc.checkpoint))
-        session.release_pipelines()
-        return CaseResult(vc, Verdict.BUDGET_FAILED,
-                          f"out of memory while rendering ({type(exc).__name__}: {str(exc).splitlines()[0]})\n"
-                          f"  {figures}\n  pipelines released; the next test rebuilds them")
+        return _out_of_memory(session, vc, "rendering", exc)
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        return _out_of_memory(session, vc, "rendering", exc)
+
+
+def _out_of_memory(session: QuantGuardSession, vc: VisualCase, stage: str, exc: BaseException) -> CaseResult:
+    """An out-of-memory verdict with the figures; everything is released so that the following
+    tests start from a clean device."""
+    import traceback
+
+    from quant_guard.pipelines import Precision
+
+    device = session.device(vc.checkpoint)
+    figures = _memory_figures(device)
+    plan = session.memory_plan(vc.checkpoint, Precision.FLOAT8_E4M3FN)
+    # the frames of the failed load or render still hold the pipeline and its tensors
+    for error in (exc, exc.__context__):
+        if error is not None:
+            traceback.clear_frames(error.__traceback__)
+    session.release_pipelines()
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    return CaseResult(vc, Verdict.OUT_OF_MEMORY,
+                      f"out of memory while {stage} ({type(exc).__name__}: {first_line})\n  {figures}\n"
+                      f"  memory plan: {plan.describe()}\n  pipelines released; the next test rebuilds them",
+                      memory_plan=plan)
 
 
 def _memory_figures(device: str) -> str:
@@ -97,8 +124,10 @@ def _memory_figures(device: str) -> str:
     from quant_guard.units import format_bytes
 
     if device.startswith("cuda"):
+        free, total = torch.cuda.mem_get_info(device)
         return (f"allocated {format_bytes(torch.cuda.memory_allocated())}, reserved "
-                f"{format_bytes(torch.cuda.memory_reserved())}, peak {format_bytes(torch.cuda.max_memory_allocated())}")
+                f"{format_bytes(torch.cuda.memory_reserved())}, peak {format_bytes(torch.cuda.max_memory_allocated())}, "
+                f"device free {format_bytes(free)} of {format_bytes(total)}")
     rss, peak = rss_field("VmRSS"), rss_field("VmHWM")
     return f"host RSS {format_bytes(rss or 0)}, peak RSS {format_bytes(peak or 0)}"
 
@@ -111,8 +140,10 @@ def _thresholds(session: QuantGuardSession, vc: VisualCase, marker: TestOverride
 def _budget(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> Budget:
     s = session.settings
     return (vc.checkpoint.limits
-            .override(peak_memory_bytes=marker.peak_memory_bytes, step_time_s=marker.step_time_s)
-            .override(peak_memory_bytes=s.max_peak_memory_bytes, step_time_s=s.max_step_time_s))
+            .override(peak_memory_bytes=marker.peak_memory_bytes, step_time_s=marker.step_time_s,
+                      resident_memory_bytes=marker.resident_memory_bytes)
+            .override(peak_memory_bytes=s.max_peak_memory_bytes, step_time_s=s.max_step_time_s,
+                      resident_memory_bytes=s.max_resident_memory_bytes))
 
 
 def _update_command(vc: VisualCase) -> str:
@@ -147,13 +178,15 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
     from quant_guard.render import render
 
     request = request_for(session, vc)
-    reference = render(session.pipeline(vc.checkpoint, Precision.BF16), request,
-                       on_step=_progress(session, vc, Precision.BF16))
+    order = [Precision.BF16, Precision.FLOAT8_E4M3FN]
+    if session.loaded_precision(vc.checkpoint) is Precision.FLOAT8_E4M3FN:
+        order.reverse()  # the DiT already loaded renders first: one DiT swap per case, not two
+    renders = {precision: render(session.pipeline(vc.checkpoint, precision), request,
+                                 on_step=_progress(session, vc, precision)) for precision in order}
+    reference, candidate = renders[Precision.BF16], renders[Precision.FLOAT8_E4M3FN]
     problem = _degenerate(reference)
     if problem:
         return CaseResult(vc, Verdict.DEGENERATE, f"the bf16 reference render is {problem}; no golden written")
-    candidate = render(session.pipeline(vc.checkpoint, Precision.FLOAT8_E4M3FN), request,
-                       on_step=_progress(session, vc, Precision.FLOAT8_E4M3FN))
     metadata = {**golden_parameters(session, vc), "environment": environment(session.device(vc.checkpoint)),
                 "candidate_scheme": vc.checkpoint.candidate_scheme}
     expected = None if _degenerate(candidate) else compare_images(reference.image, candidate.image)
@@ -165,7 +198,7 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
         return CaseResult(vc, Verdict.UPDATED, f"golden {outcome.value}", metrics=result.metrics,
                           checks=result.checks, budget_checks=result.budget_checks,
                           candidate_render=result.candidate_render, reference_render=result.reference_render,
-                          images=result.images)
+                          images=result.images, memory_plan=result.memory_plan)
     return result
 
 
@@ -192,6 +225,7 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
     """Verdict on a candidate render: degenerate output first, then image metrics, then budgets.
     An image failure and a budget failure are reported in separate blocks of the message."""
     from quant_guard.metrics import compare_images
+    from quant_guard.pipelines import Precision
 
     summary = _summary(candidate)
     budget = _budget(session, vc, marker)
@@ -199,6 +233,7 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
     if budget.step_time_s is not None and session.placement.shares(device):
         return CaseResult(vc, Verdict.ERROR, session.placement.refusal(device), candidate_render=summary)
     common: dict[str, Any] = {"candidate_render": summary,
+                              "memory_plan": session.memory_plan(vc.checkpoint, Precision.FLOAT8_E4M3FN),
                               "reference_render": _summary(reference) if reference is not None else None,
                               "images": _write_images(session, vc, golden, candidate.image, golden_png),
                               "budget_checks": tuple(check_budget(summary, budget))}

@@ -1,29 +1,27 @@
-"""Build DiffSynth ``FluxImagePipeline`` objects for the bf16 reference and the float8 candidate.
+"""Build DiffSynth ``FluxImagePipeline`` objects for the bf16 reference and the float8 candidate,
+and swap the DiT of a built pipeline from one precision to the other.
 
 The candidate is the source article's scheme in DiffSynth 2.x terms: the DiT's weights are
 stored in float8_e4m3fn and cast to bf16 per layer for compute (``ModelConfig`` dtypes, see
-``diffsynth/core/vram/layers.py``); text encoders and VAE stay bf16. ``cpu_offload`` keeps the
-float8 DiT in host memory and onloads it per layer, like the article's ``enable_cpu_offload``.
-A pre-quantized DiT file (float8 tensors) replaces the DiT under the same scheme.
+``diffsynth/core/vram/layers.py``); text encoders and VAE stay bf16. Where each component lives
+(host or device) and the ``vram_limit`` come from the checkpoint's memory plan
+(``memory_plan.py``). A pre-quantized DiT file (float8 tensors) replaces the DiT under the same
+scheme. Running out of memory while loading raises ``LoadOutOfMemory``, never a
+``CheckpointError``: the files are fine, the device is too small for the plan.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant_guard.checkpoints import CheckpointError, ResolvedCheckpoint
+from quant_guard.memory_plan import MemoryPlan, Precision, plan_memory, torch_fields
 
 if TYPE_CHECKING:
     from diffsynth.pipelines.flux_image import FluxImagePipeline
-
-
-class Precision(str, Enum):
-    BF16 = "bf16"  # the reference that renders goldens
-    FLOAT8_E4M3FN = "float8_e4m3fn"  # DiT stored in float8, computed in bf16
 
 
 def pick_device(requested: str) -> str:
@@ -48,55 +46,71 @@ def _prepare_diffsynth() -> None:
     register_with_diffsynth()
 
 
-def dit_dtype_settings(precision: Precision, device: str, *, cpu_offload: bool) -> dict[str, Any]:
-    """The ``ModelConfig`` dtype/device fields for the DiT ({} = DiffSynth's plain bf16 load)."""
+class LoadOutOfMemory(Exception):
+    """Loading a pipeline (or swapping its DiT) ran out of device or host memory."""
+
+    def __init__(self, what: str, error: BaseException) -> None:
+        super().__init__(f"out of memory while {what}: {type(error).__name__}: {error}")
+        self.what, self.error = what, error
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
-    if precision is Precision.BF16:
-        return {}
-    store = torch.float8_e4m3fn
-    home = "cpu" if cpu_offload else device
-    return {
-        "offload_dtype": store, "offload_device": home,
-        "onload_dtype": store, "onload_device": home,
-        "preparing_dtype": store, "preparing_device": device,
-        "computation_dtype": torch.bfloat16, "computation_device": device,
-    }
+    # some CUDA allocations (cuBLAS handles, a failed cudaMalloc in an extension) raise a plain
+    # RuntimeError saying so instead of torch.OutOfMemoryError
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
+
+
+def default_plan(precision: Precision, device: str) -> MemoryPlan:
+    """Every component on ``device`` (no offload): what a direct caller without a checkpoint spec gets."""
+    return plan_memory(cpu_offload=False, vram_limit_bytes=None, precision=precision, device=device,
+                       device_total_bytes=None)
+
+
+def _dit_file(checkpoint: ResolvedCheckpoint, precision: Precision) -> Path | list[Path]:
+    if precision is not Precision.BF16 and checkpoint.candidate_dit is not None:
+        return checkpoint.candidate_dit
+    return checkpoint.files["dit"]
+
+
+def _config(path: Path | list[Path], plan: MemoryPlan, component: str) -> Any:
+    from diffsynth.core import ModelConfig
+
+    # Every path here is local (resolve_checkpoint fetched model_id components already):
+    # skip_download makes a forgotten one fail instead of reaching for a hub.
+    return ModelConfig(path=_as_str(path), skip_download=True,
+                       **torch_fields(plan.components[component].model_config_fields()))
 
 
 def build_pipeline(checkpoint: ResolvedCheckpoint, precision: Precision, device: str,
-                   *, cpu_offload: bool = False) -> FluxImagePipeline:
-    """Load every component from local files. Errors name the file that failed."""
+                   *, plan: MemoryPlan | None = None) -> FluxImagePipeline:
+    """Load every component from local files under ``plan`` (default: all on ``device``).
+    Errors name the file that failed."""
     _prepare_diffsynth()
     import torch
     from diffsynth.core import ModelConfig
     from diffsynth.pipelines.flux_image import FluxImagePipeline
 
+    plan = plan or default_plan(precision, device)
+    if plan.device != device or plan.precision is not precision:
+        raise ValueError(f"memory plan for {plan.precision.value} on {plan.device}, "
+                         f"asked {precision.value} on {device}")
     files = checkpoint.files
-    dit: Path | list[Path] = files["dit"]
-    if precision is not Precision.BF16 and checkpoint.candidate_dit is not None:
-        dit = checkpoint.candidate_dit
-    # Every path here is local (resolve_checkpoint fetched model_id components already):
-    # skip_download makes a forgotten one fail instead of reaching for a hub.
-    local = {"skip_download": True}
-    configs = [
-        ModelConfig(path=_as_str(dit), **local, **dit_dtype_settings(precision, device, cpu_offload=cpu_offload)),
-        ModelConfig(path=_as_str(files["text_encoder_clip"]), **local),
-        ModelConfig(path=_as_str(files["text_encoder_t5"]), **local),
-        ModelConfig(path=_as_str(files["vae"]), **local),
-    ]
+    dit = _dit_file(checkpoint, precision)
+    configs = [_config(dit, plan, "dit"), _config(files["text_encoder_clip"], plan, "text_encoder_clip"),
+               _config(files["text_encoder_t5"], plan, "text_encoder_t5"), _config(files["vae"], plan, "vae")]
     log = io.StringIO()  # DiffSynth prints a banner and a line per model; keep it for errors only
     try:
         with contextlib.redirect_stdout(log):
             pipe = FluxImagePipeline.from_pretrained(
-                torch_dtype=torch.bfloat16, device=device, model_configs=configs,
-                tokenizer_1_config=ModelConfig(path=str(files["tokenizer_clip"]), **local),
-                tokenizer_2_config=ModelConfig(path=str(files["tokenizer_t5"]), **local),
+                torch_dtype=torch.bfloat16, device=device, model_configs=configs, vram_limit=plan.vram_limit_gib,
+                tokenizer_1_config=ModelConfig(path=str(files["tokenizer_clip"]), skip_download=True),
+                tokenizer_2_config=ModelConfig(path=str(files["tokenizer_t5"]), skip_download=True),
             )
     except Exception as exc:
-        loaded = [line for line in log.getvalue().splitlines() if line.startswith(("Loading models", "Loaded model"))]
-        tail = ("\nDiffSynth's log before the error:\n  " + "\n  ".join(loaded[-6:])) if loaded else ""
-        raise CheckpointError(_explain_load_error(exc, checkpoint, dit) + tail) from exc
+        raise _load_error(exc, checkpoint, dit, log, f"loading the {precision.value} pipeline of {checkpoint.id!r}") \
+            from exc
     given = {"dit": dit, "text_encoder_1": files["text_encoder_clip"], "text_encoder_2": files["text_encoder_t5"],
              "vae_decoder": files["vae"]}
     missing = [name for name in given if getattr(pipe, name) is None]
@@ -107,6 +121,53 @@ def build_pipeline(checkpoint: ResolvedCheckpoint, precision: Precision, device:
     if precision is Precision.FLOAT8_E4M3FN:
         assert_dit_stored_in(pipe, torch.float8_e4m3fn, checkpoint.id)
     return pipe
+
+
+def swap_dit(pipe: FluxImagePipeline, checkpoint: ResolvedCheckpoint, precision: Precision,
+             plan: MemoryPlan) -> None:
+    """Replace the pipeline's DiT by the one of ``precision``, loaded under ``plan`` by DiffSynth's
+    own loader (``download_and_load_models``). The old DiT is dropped and its memory returned
+    before the new one is read, so the device never holds two DiTs."""
+    import torch
+
+    pipe.dit = None
+    release_memory()
+    dit = _dit_file(checkpoint, precision)
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log):
+            pool = pipe.download_and_load_models([_config(dit, plan, "dit")], plan.vram_limit_gib)
+            pipe.dit = pool.fetch_model("flux_dit")
+    except Exception as exc:
+        raise _load_error(exc, checkpoint, dit, log, f"loading the {precision.value} DiT of {checkpoint.id!r}") from exc
+    if pipe.dit is None:
+        raise CheckpointError(f"checkpoint {checkpoint.id!r}: DiffSynth loaded no dit from {_as_str(dit)}: that file "
+                              "was recognised as another model or not at all")
+    pipe.vram_management_enabled = pipe.check_vram_management_state()
+    if precision is Precision.FLOAT8_E4M3FN:
+        assert_dit_stored_in(pipe, torch.float8_e4m3fn, checkpoint.id)
+
+
+def release_memory() -> None:
+    """Collect dropped modules and hand cached device blocks back, so that what the allocator
+    reports afterwards is what is still referenced."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def _load_error(exc: Exception, checkpoint: ResolvedCheckpoint, dit: Path | list[Path], log: io.StringIO,
+                what: str) -> Exception:
+    if is_out_of_memory(exc):
+        return LoadOutOfMemory(what, exc)
+    loaded = [line for line in log.getvalue().splitlines() if line.startswith(("Loading models", "Loaded model"))]
+    tail = ("\nDiffSynth's log before the error:\n  " + "\n  ".join(loaded[-6:])) if loaded else ""
+    return CheckpointError(_explain_load_error(exc, checkpoint, dit) + tail)
 
 
 def assert_dit_stored_in(pipe: FluxImagePipeline, dtype: Any, checkpoint_id: str) -> None:

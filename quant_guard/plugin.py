@@ -32,6 +32,8 @@ MARKERS = {
                      "for this test (max LPIPS, min SSIM, min PSNR in dB)",
     "vram_budget": 'vram_budget("10 GiB"): peak memory limit of this test\'s candidate render (CUDA: device '
                    "memory; CPU: peak RSS growth)",
+    "resident_vram_budget": 'resident_vram_budget("8 GiB"): limit on the memory resident when this test\'s '
+                            "candidate render begins (CUDA: allocated device memory; CPU: process RSS)",
     "step_time_budget": 'step_time_budget("9.5 s"): per-step time limit of this test\'s candidate render '
                         "(median after warm-up unless configured otherwise)",
 }
@@ -97,6 +99,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="ignore the expected metrics recorded at the last --update-golden")
     group.addoption("--qg-max-vram", metavar="SIZE", type=_unit_option(parse_bytes), default=None,
                     help='peak memory limit of every candidate render, e.g. "10 GiB" (GiB = 2**30, GB = 10**9)')
+    group.addoption("--qg-max-resident-vram", metavar="SIZE", type=_unit_option(parse_bytes), default=None,
+                    help='limit on the memory resident when every candidate render begins, e.g. "8 GiB"')
     group.addoption("--qg-max-step-time", metavar="TIME", type=_unit_option(parse_seconds), default=None,
                     help='per-step time limit of every candidate render, e.g. "9.5 s", "250 ms"')
     group.addoption("--qg-progress-interval", metavar="SECONDS", type=_bounded_float(0, 86400, "--qg-progress-interval"),
@@ -141,6 +145,7 @@ def _settings(config: pytest.Config) -> RunSettings:
         device=config.getoption("qg_device"),
         use_expected=not config.getoption("qg_no_expected"),
         max_peak_memory_bytes=config.getoption("qg_max_vram"),
+        max_resident_memory_bytes=config.getoption("qg_max_resident_vram"),
         max_step_time_s=config.getoption("qg_max_step_time"),
     )
 
@@ -222,6 +227,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _marker_overrides(item: pytest.Item) -> TestOverrides:
     return TestOverrides(thresholds=_marker_thresholds(item),
                          peak_memory_bytes=_marker_unit(item, "vram_budget", parse_bytes),
+                         resident_memory_bytes=_marker_unit(item, "resident_vram_budget", parse_bytes),
                          step_time_s=_marker_unit(item, "step_time_budget", parse_seconds))
 
 
@@ -237,7 +243,7 @@ def _marker_unit(item: pytest.Item, name: str, parse: Any) -> Any:
         raise pytest.UsageError(f"{item.nodeid}: {name}: {exc}") from None
 
 
-_EXAMPLES = {"vram_budget": "10 GiB", "step_time_budget": "9.5 s"}
+_EXAMPLES = {"vram_budget": "10 GiB", "resident_vram_budget": "8 GiB", "step_time_budget": "9.5 s"}
 
 
 def _marker_thresholds(item: pytest.Item) -> ThresholdOverrides:

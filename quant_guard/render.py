@@ -5,10 +5,12 @@ Per-step time: ``FluxImagePipeline.__call__`` wraps its denoising loop in ``prog
 a generator that timestamps around each ``yield`` sees every step (hooks on ``pipe.dit`` never
 fire: the forward is ``model_fn_flux_image``). On CUDA the device is synchronised first.
 
-Peak memory: on CUDA ``reset_peak_memory_stats`` right before the render and
-``max_memory_allocated`` after (a peak taken without the reset includes the load). On CPU the
-honest equivalent is the growth of the process's peak RSS over the render (Linux: writing "5"
-to /proc/self/clear_refs resets VmHWM).
+Memory: on CUDA, right before the render, the cached blocks are handed back and the peak
+statistics reset (a peak taken without the reset includes the load); ``memory_allocated`` then
+is the memory resident when the render began, ``max_memory_allocated`` after it the peak during
+it. The session keeps one pipeline with one DiT (session.py), so both figures are this
+pipeline's own whatever ran before. On CPU the honest equivalent is the growth of the process's
+peak RSS over the render (Linux: writing "5" to /proc/self/clear_refs resets VmHWM).
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def _start_memory(cuda: bool) -> int | None:
         import torch
 
         torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # the reserved peak then starts from what is referenced
         torch.cuda.reset_peak_memory_stats()
         return int(torch.cuda.memory_allocated())
     _reset_peak_rss()

@@ -1,13 +1,16 @@
-"""Session-wide state: the run's settings, resolved checkpoints, the pipelines (each built at
-most once per session, lazily), the golden store, update counters and results.
+"""Session-wide state: the run's settings, resolved checkpoints, the pipeline, the golden store,
+update counters and results.
 
-On a GPU the bf16 reference and the float8 candidate are only kept resident together when
-both fit; otherwise building one releases the other first.
+One pipeline at a time, holding one DiT. The text encoders and the VAE do not depend on the
+precision (only the DiT is stored in float8), so a checkpoint's pipeline is built once and
+switching between the bf16 reference and the float8 candidate swaps only its DiT: the old DiT is
+dropped before the other is read. That is the cheapest build that keeps the promise "at most one
+DiT on the device": a second pipeline would hold T5 (about 9 GiB) twice, and keeping both DiTs
+would hold 12 + 24 GB. Moving to another checkpoint releases the whole pipeline first.
 """
 
 from __future__ import annotations
 
-import gc
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from quant_guard.checkpoints import CheckpointError, ResolvedCheckpoint, checkpoint_hashes, resolve_checkpoint
 from quant_guard.config import CheckpointSpec, QuantGuardConfig
 from quant_guard.golden import GoldenStore, WriteOutcome
+from quant_guard.memory_plan import MemoryPlan, Precision, plan_memory
 from quant_guard.thresholds import ThresholdOverrides
 from quant_guard.xdist_support import Placement
 
@@ -23,7 +27,6 @@ if TYPE_CHECKING:
     from diffsynth.pipelines.flux_image import FluxImagePipeline
 
     from quant_guard.cases import CaseResult
-    from quant_guard.pipelines import Precision
     from quant_guard.progress import ProgressPrinter
 
 
@@ -37,6 +40,7 @@ class RunSettings:
     thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
     device: str | None = None  # overrides every checkpoint's device
     max_peak_memory_bytes: int | None = None
+    max_resident_memory_bytes: int | None = None
     max_step_time_s: float | None = None
     use_expected: bool = True
 
@@ -52,7 +56,7 @@ class QuantGuardSession:
         self.results: list[CaseResult] = []
         self._resolved: dict[str, ResolvedCheckpoint | CheckpointError] = {}
         self._hashes: dict[str, dict[str, str]] = {}
-        self._pipelines: dict[tuple[str, Precision], FluxImagePipeline] = {}
+        self._pipeline: _Loaded | None = None
         self._lpips_checked = False
         self.progress: ProgressPrinter | None = None  # live render progress; set by the plugin
 
@@ -95,34 +99,48 @@ class QuantGuardSession:
 
     # ---- pipelines ------------------------------------------------------------------------
 
-    def pipeline(self, spec: CheckpointSpec, precision: Precision) -> FluxImagePipeline:
-        key = (spec.id, precision)
-        if key not in self._pipelines:
-            from quant_guard.pipelines import build_pipeline
-
-            resolved, device = self.resolved(spec), self.device(spec)
-            if device.startswith("cuda"):
-                self._make_room_on_gpu(_estimated_bytes(resolved, precision))
-            self._pipelines[key] = build_pipeline(resolved, precision, device, cpu_offload=spec.cpu_offload)
-        return self._pipelines[key]
-
-    def _make_room_on_gpu(self, needed: int) -> None:
-        import torch
-
-        free, _total = torch.cuda.mem_get_info()
-        if self._pipelines and needed * 1.2 > free:
-            self.release_pipelines()
-
-    def release_pipelines(self) -> None:
-        self._pipelines.clear()
-        gc.collect()
-        try:
+    def memory_plan(self, spec: CheckpointSpec, precision: Precision) -> MemoryPlan:
+        device = self.device(spec)
+        total = None
+        if device.startswith("cuda") and spec.cpu_offload and spec.vram_limit_bytes is None:
             import torch
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+            total = int(torch.cuda.mem_get_info(device)[1])
+        return plan_memory(cpu_offload=spec.cpu_offload, vram_limit_bytes=spec.vram_limit_bytes,
+                           precision=precision, device=device, device_total_bytes=total)
+
+    def loaded_precision(self, spec: CheckpointSpec) -> Precision | None:
+        """The precision of the DiT the pipeline holds now, if it is this checkpoint's."""
+        loaded = self._pipeline
+        return loaded.precision if loaded is not None and loaded.checkpoint_id == spec.id else None
+
+    def pipeline(self, spec: CheckpointSpec, precision: Precision) -> FluxImagePipeline:
+        """The checkpoint's pipeline with the DiT of ``precision`` (built or swapped as needed)."""
+        from quant_guard import pipelines
+
+        if self._pipeline is not None and self._pipeline.checkpoint_id != spec.id:
+            self.release_pipelines()
+        loaded = self._pipeline
+        if loaded is not None and loaded.precision is precision:
+            return loaded.pipe
+        resolved, plan = self.resolved(spec), self.memory_plan(spec, precision)
+        if loaded is None:
+            pipe = pipelines.build_pipeline(resolved, precision, plan.device, plan=plan)
+        else:
+            # a failed swap leaves a pipeline without a DiT: forget it, the next test rebuilds
+            self._pipeline, pipe = None, loaded.pipe
+            pipelines.swap_dit(pipe, resolved, precision, plan)
+        self._pipeline = _Loaded(spec.id, precision, pipe)
+        return pipe
+
+    def release_pipelines(self) -> None:
+        """Drop the pipeline; its weights leave the device before this returns."""
+        if self._pipeline is None:
+            return
+        self._pipeline = None
+        from quant_guard.pipelines import release_memory
+
+        release_memory()
 
     # ---- bookkeeping ----------------------------------------------------------------------
 
@@ -135,14 +153,8 @@ class QuantGuardSession:
                 f"{c[WriteOutcome.UNCHANGED]} unchanged")
 
 
-def _estimated_bytes(resolved: ResolvedCheckpoint, precision: Any) -> int:
-    """Rough device memory a pipeline needs: its weight files (the float8 DiT at half size)."""
-    from quant_guard.pipelines import Precision
-
-    total = 0
-    for path in resolved.weight_files():
-        size = path.stat().st_size
-        if precision is Precision.FLOAT8_E4M3FN and path == resolved.files["dit"]:
-            size //= 2
-        total += size
-    return total
+@dataclass(frozen=True)
+class _Loaded:
+    checkpoint_id: str
+    precision: Precision
+    pipe: FluxImagePipeline

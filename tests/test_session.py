@@ -1,11 +1,13 @@
-"""Session-scoped pipelines: built lazily, at most once per session, the bf16 reference only
-when a golden must be rendered."""
+"""The session's pipeline: built lazily, once per checkpoint; the bf16 DiT only when a golden
+must be rendered, and never beside the float8 one."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import weakref
 
 import pytest
 
@@ -24,14 +26,20 @@ CASES = [VisualCase(CHECKPOINT, CaseSpec(id=f"c{i}", prompt=p, seeds=(0, 1), ste
 
 @pytest.fixture
 def builds(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Pipelines built ("build <precision>") and DiTs swapped in ("swap <precision>")."""
     counter: Counter[str] = Counter()
-    real = pipelines.build_pipeline
+    real_build, real_swap = pipelines.build_pipeline, pipelines.swap_dit
 
-    def counting(checkpoint: Any, precision: pipelines.Precision, device: str, **kwargs: Any) -> Any:
-        counter[precision.value] += 1
-        return real(checkpoint, precision, device, **kwargs)
+    def counting_build(checkpoint: Any, precision: pipelines.Precision, device: str, **kwargs: Any) -> Any:
+        counter[f"build {precision.value}"] += 1
+        return real_build(checkpoint, precision, device, **kwargs)
 
-    monkeypatch.setattr(pipelines, "build_pipeline", counting)
+    def counting_swap(pipe: Any, checkpoint: Any, precision: pipelines.Precision, plan: Any) -> None:
+        counter[f"swap {precision.value}"] += 1
+        real_swap(pipe, checkpoint, precision, plan)
+
+    monkeypatch.setattr(pipelines, "build_pipeline", counting_build)
+    monkeypatch.setattr(pipelines, "swap_dit", counting_swap)
     return counter
 
 
@@ -41,15 +49,44 @@ def _session(tmp_path: Path, *, update: bool) -> QuantGuardSession:
                                                  report_dir=tmp_path / "report"))
 
 
-def test_each_pipeline_is_built_once_and_bf16_only_for_updates(tmp_path: Path, builds: Counter[str]) -> None:
+def test_one_pipeline_per_checkpoint_and_bf16_only_for_updates(tmp_path: Path, builds: Counter[str]) -> None:
     updating = _session(tmp_path, update=True)
     assert [run_case(updating, vc, TestOverrides()).verdict for vc in CASES] == [Verdict.UPDATED] * 4
-    assert builds == Counter({"bf16": 1, "float8_e4m3fn": 1})
+    # one build; then one DiT swap per case, the DiT already loaded rendering first
+    assert builds == Counter({"build bf16": 1, "swap float8_e4m3fn": 2, "swap bf16": 2})
 
     builds.clear()
     checking = _session(tmp_path, update=False)
     assert [run_case(checking, vc, TestOverrides()).verdict for vc in CASES] == [Verdict.PASSED] * 4
-    assert builds == Counter({"float8_e4m3fn": 1})  # checking never needs the bf16 reference
+    assert builds == Counter({"build float8_e4m3fn": 1})  # checking never needs the bf16 reference
+
+
+def test_an_update_run_never_holds_two_dits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every DiT DiffSynth loads, across two checkpoints and both precisions, is gone (its
+    memory returned) before the next one is loaded; moving to the next checkpoint drops the
+    previous pipeline."""
+    from diffsynth.pipelines.flux_image import FluxImagePipeline
+
+    loaded: list[weakref.ref[Any]] = []
+    real = FluxImagePipeline.download_and_load_models
+
+    def watched(self: Any, model_configs: Any, vram_limit: Any = None) -> Any:
+        alive = [ref() for ref in loaded if ref() is not None]
+        assert not alive, f"a DiT is loaded while another is still alive: {alive[0].__class__.__name__}"
+        pool = real(self, model_configs, vram_limit)
+        loaded.extend(weakref.ref(m) for m, name in zip(pool.model, pool.model_name) if name == "flux_dit")
+        return pool
+
+    monkeypatch.setattr(FluxImagePipeline, "download_and_load_models", watched)
+    other = CheckpointSpec(id="tiny-b", embedded="tiny", components={}, device="cpu",
+                           render=RenderDefaults(steps=2, width=64, height=64))
+    cases = CASES[:2] + [VisualCase(other, vc.case, vc.seed) for vc in CASES[:2]]
+    session = _session(tmp_path, update=True)
+    assert [run_case(session, vc, TestOverrides()).verdict for vc in cases] == [Verdict.UPDATED] * 4
+    assert len(loaded) == 6  # per checkpoint: a build, then one swap per case
+    assert sum(ref() is not None for ref in loaded) == 1
+    session.release_pipelines()
+    assert all(ref() is None for ref in loaded)
 
 
 def test_a_missing_golden_builds_nothing(tmp_path: Path, builds: Counter[str]) -> None:

@@ -295,13 +295,36 @@ def _budget_rows(record: Mapping[str, Any]) -> tuple[Row, ...]:
         limit = limit if candidate else None
         rows.append(_measured(f"{what}, {label}", format_bytes(peak) if peak is not None else "not measured",
                               check, limit, peak, format_bytes, ""))
+        resident = as_float(memory.get("at_start_bytes"))
+        what = "resident VRAM" if memory.get("kind") == "cuda" else "resident RSS"
+        check = _take(checks, used, lambda name: name == what) if candidate else None
+        limit = as_float(limits.get("resident_memory_bytes")) if candidate else None
+        if resident is not None and (check is not None or limit is not None or memory.get("kind") == "cuda"):
+            rows.append(_measured(f"{what} at render start, {label}", format_bytes(resident), check, limit,
+                                  resident, format_bytes, ""))
         weights = as_float(summary.get("dit_weight_bytes"))
         if weights is not None:
             rows.append(Row((Cell(f"DiT weights as stored, {label}"), Cell(format_bytes(weights)), Cell(""), Cell(""))))
+    plan = record.get("memory_plan")
+    if isinstance(plan, dict):
+        rows.append(Row((Cell("memory plan"), Cell(_plan_text(plan)), Cell(_vram_limit_text(plan)), Cell(""))))
     for check in checks:  # budget checks that match no measured row
         if check not in used:
             rows.append(_measured(str(check.get("name")), _unit_text(check, "value"), check, None, None, str, ""))
     return tuple(rows)
+
+
+def _plan_text(plan: Mapping[str, Any]) -> str:
+    """"cpu-offload on cuda: dit cpu/float8_e4m3fn, ..." from a serialized ``MemoryPlan``."""
+    components = plan.get("components") or {}
+    homes = ", ".join(f"{name} in {p.get('home_device')} ({p.get('home_dtype')})"
+                      for name, p in components.items() if isinstance(p, dict))
+    return f"{plan.get('mode')} on {plan.get('device')}: {homes}"
+
+
+def _vram_limit_text(plan: Mapping[str, Any]) -> str:
+    limit = as_float(plan.get("vram_limit_bytes"))
+    return "no vram_limit" if limit is None else f"vram_limit {format_bytes(limit)}"
 
 
 def _take(checks: list[dict[str, Any]], used: list[Mapping[str, Any]], match: Any) -> dict[str, Any] | None:

@@ -1,0 +1,133 @@
+"""Where each component of a checkpoint lives and computes: the memory plan.
+
+A pure function of the checkpoint's settings (``cpu_offload``, ``vram_limit``), the precision,
+the device and the device's total memory; it returns the ``ModelConfig`` dtype/device fields of
+each component and the ``vram_limit`` that DiffSynth's ``from_pretrained`` takes. It follows
+DiffSynth 2.x's own low-VRAM recipe (docs/en/Pipeline_Usage/VRAM_management.md and
+examples/flux/model_inference_low_vram/FLUX.1-dev.py of DiffSynth-Studio):
+
+- ``cpu``: no accelerator; everything in host memory, no ``vram_limit`` (DiffSynth crashes with
+  one on a CPU).
+- ``resident``: every component lives on the device (the article's plain load).
+- ``cpu-offload``: every component lives in host memory (offload = onload = "cpu") and
+  computes on the device (preparing = computation = the device). A layer is kept on the device
+  after its forward only while the device's used memory is under ``vram_limit``; past it, layers
+  are copied over for their forward and dropped. The onload device is "cpu" for every
+  component because FLUX's prompt encoder never calls ``load_models_to_device``: an encoder
+  whose onload device were the GPU would compute on weights still in host memory.
+
+Dtypes are named ("bfloat16", "float8_e4m3fn") so the plan needs no torch and goes into the
+report as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from quant_guard.units import UnitError, format_bytes, parse_bytes
+
+AUTO = "auto"
+# DiffSynth's recipe: the device's total memory minus 0.5 GiB
+AUTO_MARGIN_BYTES = 2**29
+MODEL_COMPONENTS = ("dit", "text_encoder_clip", "text_encoder_t5", "vae")
+COMPUTE_DTYPE = "bfloat16"
+
+
+class Precision(str, Enum):
+    BF16 = "bf16"  # the reference that renders goldens
+    FLOAT8_E4M3FN = "float8_e4m3fn"  # DiT stored in float8, computed in bf16
+
+
+class MemoryMode(str, Enum):
+    CPU = "cpu"
+    RESIDENT = "resident"
+    CPU_OFFLOAD = "cpu-offload"
+
+
+@dataclass(frozen=True)
+class ComponentPlacement:
+    """Where a component's weights live between forwards (home) and where it computes."""
+
+    home_device: str
+    home_dtype: str
+    compute_device: str
+    compute_dtype: str = COMPUTE_DTYPE
+
+    @property
+    def plain(self) -> bool:
+        """Stored as computed: DiffSynth's plain load, no VRAM management."""
+        return self.home_device == self.compute_device and self.home_dtype == self.compute_dtype
+
+    def model_config_fields(self) -> dict[str, str]:
+        """The ``ModelConfig`` fields, dtypes by name ({} = DiffSynth's plain load)."""
+        if self.plain:
+            return {}
+        return {
+            "offload_dtype": self.home_dtype, "offload_device": self.home_device,
+            "onload_dtype": self.home_dtype, "onload_device": self.home_device,
+            # "preparing" keeps a layer on the compute device (still in its home dtype) while
+            # vram_limit allows; with no vram_limit that is every layer after its first forward
+            "preparing_dtype": self.home_dtype, "preparing_device": self.compute_device,
+            "computation_dtype": self.compute_dtype, "computation_device": self.compute_device,
+        }
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    mode: MemoryMode
+    device: str
+    precision: Precision
+    components: dict[str, ComponentPlacement]
+    vram_limit_bytes: int | None  # None: no dynamic VRAM management
+
+    @property
+    def vram_limit_gib(self) -> float | None:
+        """What ``FluxImagePipeline.from_pretrained(vram_limit=...)`` takes."""
+        return None if self.vram_limit_bytes is None else self.vram_limit_bytes / 2**30
+
+    def describe(self) -> str:
+        homes = ", ".join(f"{name} {p.home_device}/{p.home_dtype}" for name, p in self.components.items())
+        limit = "" if self.vram_limit_bytes is None else f", vram_limit {format_bytes(self.vram_limit_bytes)}"
+        return f"{self.mode.value} on {self.device}{limit}: {homes}"
+
+
+def parse_vram_limit(text: str) -> int | None:
+    """``"auto"`` -> None (resolved per device by ``plan_memory``), ``"N GiB"`` -> bytes."""
+    if text == AUTO:
+        return None
+    try:
+        return parse_bytes(text)
+    except UnitError as exc:
+        raise UnitError(f'{exc}; or "auto" (the device\'s total memory minus 0.5 GiB)') from None
+
+
+def plan_memory(*, cpu_offload: bool, vram_limit_bytes: int | None, precision: Precision, device: str,
+                device_total_bytes: int | None) -> MemoryPlan:
+    """The plan of one pipeline. ``vram_limit_bytes`` None means "auto"; ``device_total_bytes``
+    is needed only for an automatic limit with cpu_offload on an accelerator."""
+    dit_dtype = "float8_e4m3fn" if precision is Precision.FLOAT8_E4M3FN else COMPUTE_DTYPE
+    if device == "cpu":
+        mode, home, limit = MemoryMode.CPU, "cpu", None
+    elif not cpu_offload:
+        mode, home, limit = MemoryMode.RESIDENT, device, None
+    else:
+        mode, home = MemoryMode.CPU_OFFLOAD, "cpu"
+        limit = vram_limit_bytes if vram_limit_bytes is not None else _auto_limit(device, device_total_bytes)
+    components = {name: ComponentPlacement(home, dit_dtype if name == "dit" else COMPUTE_DTYPE, device)
+                  for name in MODEL_COMPONENTS}
+    return MemoryPlan(mode, device, precision, components, limit)
+
+
+def _auto_limit(device: str, total: int | None) -> int:
+    if total is None:
+        raise ValueError(f"vram_limit 'auto' needs the total memory of {device}")
+    return max(0, total - AUTO_MARGIN_BYTES)
+
+
+def torch_fields(fields: dict[str, str]) -> dict[str, Any]:
+    """``model_config_fields`` with dtype names turned into torch dtypes."""
+    import torch
+
+    return {k: getattr(torch, v) if k.endswith("_dtype") else v for k, v in fields.items()}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from quant_guard.checkpoints import CheckpointError, ResolvedCheckpoint, checkpoint_hashes, resolve_checkpoint
 from quant_guard.config import CheckpointSpec, QuantGuardConfig

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from quant_guard.cases import CaseResult, TestOverrides, VisualCase, expand_cases
+from quant_guard.cases import CaseResult, TestAddress, TestOverrides, VisualCase, expand_cases
 from quant_guard.config import ConfigError, QuantGuardConfig, load_config
 from quant_guard.session import QuantGuardSession, RunSettings
 from quant_guard.thresholds import ThresholdOverrides
@@ -253,7 +253,7 @@ class Gate:
         __tracebackhide__ = True
         from quant_guard.gate import budget_section, run_case
 
-        result = run_case(self._session, case, _marker_overrides(self._item))
+        result = run_case(self._session, case, _marker_overrides(self._item), _address(self._item))
         self._session.record(result)
         self._item.stash[RESULT_KEY] = result
         if result.budget_checks:
@@ -262,6 +262,13 @@ class Gate:
         if not result.passed:
             pytest.fail(f"{case.id}: {result.reason}", pytrace=False)
         return result
+
+
+def _address(item: pytest.Item) -> TestAddress:
+    from quant_guard.gate import display_path
+
+    _file, _, name = item.nodeid.partition("::")
+    return TestAddress(display_path(item.path), name, gpu=item.get_closest_marker("gpu") is not None)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from quant_guard.session import QuantGuardSession, RunSettings
 from quant_guard.thresholds import ThresholdOverrides
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 from quant_guard.golden import WriteOutcome
-from quant_guard.xdist_support import OUTCOMES_KEY, ControllerHooks, pin_gpu, placement
+from quant_guard.xdist_support import OUTCOMES_KEY, ControllerHooks, check_pinned, pin_gpu, placement
 
 SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
 RESULT_KEY = pytest.StashKey[CaseResult]()
@@ -139,7 +139,11 @@ def _settings(config: pytest.Config) -> RunSettings:
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # the GPU pinning check before any other plugin's configure
 def pytest_configure(config: pytest.Config) -> None:
+    where = placement(config)
+    pin_gpu(where)
+    check_pinned(where, str(getattr(config, "workerinput", {}).get("workerid", "")))
     for line in MARKERS.values():
         config.addinivalue_line("markers", line)
     file = _find_config_file(config)
@@ -149,8 +153,6 @@ def pytest_configure(config: pytest.Config) -> None:
             qg_config = load_config(file)
         except ConfigError as exc:
             raise pytest.UsageError(f"quant_guard: {exc}") from None
-    where = placement(config)
-    pin_gpu(where)
     session = QuantGuardSession(qg_config, _settings(config), where) if qg_config else None
     config.stash[SESSION_KEY] = session
     if session is not None and config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):

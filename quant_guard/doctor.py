@@ -104,7 +104,8 @@ def machine_findings(devices: list[Gpu]) -> list[Finding]:
         source = find_weights()
         out.append(Finding(Status.OK, "LPIPS weights", f"{source.path} ({source.kind})"))
     except LpipsWeightsError as exc:
-        out.append(Finding(Status.FAIL, "LPIPS weights", str(exc).splitlines()[0] + " (quant-guard lpips-weights --help)"))
+        first = str(exc).splitlines()[0]
+        out.append(Finding(Status.FAIL, "LPIPS weights", f"{first} (quant-guard lpips-weights --help)"))
     return out
 
 
@@ -227,8 +228,9 @@ def limit_findings(spec: CheckpointSpec, files: CheckpointFiles | None, devices:
         rest = sum(files.weight_bytes(n) for n in ("text_encoder_clip", "text_encoder_t5", "vae"))
         candidate, reference = dit // 2 + rest, dit + rest  # float8 keeps one byte per bf16 weight
         if reference + ACTIVATION_HEADROOM > gpu.total_bytes:
-            out.append(Finding(Status.FAIL, "goldens", f"the bf16 reference's weights ({format_bytes(reference)}) do not "
-                                                       "fit this GPU without cpu_offload: --update-golden cannot run"))
+            out.append(Finding(Status.FAIL, "goldens", f"the bf16 reference's weights ({format_bytes(reference)}) "
+                                                       "do not fit this GPU without cpu_offload: --update-golden "
+                                                       "cannot run"))
         if candidate + ACTIVATION_HEADROOM > gpu.total_bytes:
             out.append(Finding(Status.FAIL, "weights", f"the float8 candidate's weights ({format_bytes(candidate)}) "
                                                        "do not fit this GPU; set cpu_offload = true"))
@@ -267,8 +269,8 @@ def _measured_findings(spec: CheckpointSpec, measured: Measured | None) -> list[
                            f"limit {format_bytes(limit)}, {format_bytes(candidate.peak_bytes)} {what}"))
     if spec.limits.step_time_s is not None and candidate.median_step_s is not None:
         out.append(Finding(Status.OK if candidate.median_step_s <= spec.limits.step_time_s else Status.FAIL,
-                           "step_time", f"limit {spec.limits.step_time_s:.2f} s, median {candidate.median_step_s:.2f} s "
-                           f"{what}"))
+                           "step_time", f"limit {spec.limits.step_time_s:.2f} s, median "
+                           f"{candidate.median_step_s:.2f} s {what}"))
     return out
 
 
@@ -344,7 +346,8 @@ def _full_size(request: FullSizeRequest, spec: CheckpointSpec | None, devices: l
     print_(f"full size: {request.architecture.name} under {plan}, writing {format_bytes(needed)} of random "
            "weights, then bf16 and float8 one after the other")
     results = run_full_size(request, spec)
-    name = devices[0].name if request.device.startswith("cuda") and devices else platform.processor() or platform.machine()
+    cuda = request.device.startswith("cuda") and devices
+    name = devices[0].name if cuda else platform.processor() or platform.machine()
     print_(format_measurements(request, results, name))
     return Measured(request, results)
 

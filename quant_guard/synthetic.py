@@ -107,9 +107,11 @@ def register(arch: Architecture) -> None:
     from quant_guard.tiny.architecture import keys_hash, register_with_diffsynth
 
     register_with_diffsynth()  # the tiny classes, and their VRAM-management entries
-    shapes = {name: {k: list(shape) for k, (shape, _) in tensors.items()} for name, tensors in state_shapes(arch).items()}
+    shapes = {name: {k: list(shape) for k, (shape, _) in tensors.items()}
+              for name, tensors in state_shapes(arch).items()}
     entries = [(keys_hash(shapes["dit"]), "flux_dit", arch.dit, {}),
-               (keys_hash(shapes["text_encoder_t5"]), "flux_text_encoder_t5", arch.t5, {"state_dict_converter": _T5_TIE})]
+               (keys_hash(shapes["text_encoder_t5"]), "flux_text_encoder_t5", arch.t5,
+                {"state_dict_converter": _T5_TIE})]
     entries.append((keys_hash(shapes["text_encoder_clip"]), "flux_text_encoder_clip", _CLIP,
                     {"extra_kwargs": dict(arch.clip_kwargs)} if arch.clip_kwargs else {}))
     vae = keys_hash(shapes["vae"])
@@ -139,7 +141,8 @@ def write_random_checkpoint(dest: Path, arch: Architecture, *, device: str, seed
         shards: list[Path] = []
         for i, group in enumerate(_shards(tensors, shard_bytes)):
             path = dest / f"{name}-{i + 1:05d}.safetensors"
-            save_file({k: _random(k, shape, dtype, device, generator) for k, (shape, dtype) in group.items()}, str(path))
+            weights = {k: _random(k, shape, dtype, device, generator) for k, (shape, dtype) in group.items()}
+            save_file(weights, str(path))
             shards.append(path)
         files[name] = shards if len(shards) > 1 else shards[0]
     files["tokenizer_clip"], files["tokenizer_t5"] = dest / "tokenizer_clip", dest / "tokenizer_t5"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import json
 import re
-import textwrap
 import weakref
 from pathlib import Path
 from typing import Any
@@ -96,7 +95,8 @@ def test_measured_candidate_against_the_limits() -> None:
         "peak_vram: limit 10.00 GiB, 9.00 GiB measured at flux.1-dev size, 1024x1024",
         "step_time: limit 9.50 s, median 8.00 s measured at flux.1-dev size, 1024x1024"]
     over = limit_findings(spec, FLUX_FILES, gpu, _measured(11.0, 12.0))
-    assert [t.split(",")[0] for t in texts(over, Status.FAIL)] == ["peak_vram: limit 10.00 GiB", "step_time: limit 9.50 s"]
+    assert [t.split(",")[0] for t in texts(over, Status.FAIL)] == ["peak_vram: limit 10.00 GiB",
+                                                                   "step_time: limit 9.50 s"]
     oom = limit_findings(spec, FLUX_FILES, gpu, _measured(11.0, 1.0, error="out of memory: CUDA out of memory"))
     assert texts(oom, Status.FAIL) == ["measured: out of memory: CUDA out of memory (measured at flux.1-dev size, "
                                        "1024x1024)"]
@@ -123,8 +123,9 @@ def test_missing_files_are_estimated_at_flux_size_against_free_disk(tmp_path: Pa
     monkeypatch.setattr(doctor, "_free_bytes", lambda folder: 10 * GIB)
     [short] = disk_findings(spec, files)
     assert short.status is Status.FAIL
-    assert re.match(r"missing dit, text_encoder_clip, text_encoder_t5, tokenizer_clip, tokenizer_t5: about 31\.\d\d GiB "
-                    r"to download at FLUX\.1-dev size; 10\.00 GiB free at .*models$", short.text), short.text
+    assert re.match(r"missing dit, text_encoder_clip, text_encoder_t5, tokenizer_clip, tokenizer_t5: "
+                    r"about 31\.\d\d GiB to download at FLUX\.1-dev size; 10\.00 GiB free at .*models$",
+                    short.text), short.text
     monkeypatch.setattr(doctor, "_free_bytes", lambda folder: 100 * GIB)
     assert disk_findings(spec, files)[0].status is Status.OK
 

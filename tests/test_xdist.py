@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 import types
 from collections.abc import Callable
 from pathlib import Path

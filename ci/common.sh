@@ -41,7 +41,8 @@ EOF
 
 # Download (or find in the cache) the weights of the selected real checkpoints before pytest
 # starts, so xdist workers never download the same files at once and a broken download shows
-# up as its own step. Exit 2: QG_CHECKPOINT names no checkpoint of the configuration.
+# up as its own step. The only step that may download (DIFFSYNTH_SKIP_DOWNLOAD as the runner
+# sets it; unset means download). Exit 2: QG_CHECKPOINT names no checkpoint of the configuration.
 qg_prefetch() {
     "$QG_PYTHON" - <<'EOF'
 import os, sys
@@ -68,6 +69,13 @@ for spec in config.checkpoints:
         failed += 1
 sys.exit(1 if failed else 0)
 EOF
+}
+
+# pytest after the prefetch: every file is local by then, so no pytest process (nor any xdist
+# worker) contacts the model hub again; a hub outage cannot fail the run, and a file the prefetch
+# could not get fails its tests with the reason instead of being downloaded half-way through.
+qg_pytest() {
+    DIFFSYNTH_SKIP_DOWNLOAD=True "$PYTEST" "$@"
 }
 
 # Number of pytest-xdist workers (0: run without xdist).

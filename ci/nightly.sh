@@ -32,7 +32,7 @@ run() {
     rm -f "$out/.pytest-args"
 
     echo "+ $PYTEST ${args[*]} ${extra[*]}"
-    "$PYTEST" "${args[@]}" "${extra[@]}" || rc=$?
+    qg_pytest "${args[@]}" "${extra[@]}" || rc=$?
 
     local title="quant_guard nightly"
     if (( shards > 1 )); then title+=" (shard $shard/$shards)"; fi

@@ -35,7 +35,7 @@ rm -f "$out/.pytest-args"
 
 echo "+ $PYTEST ${args[*]} ${extra[*]}"
 rc=0
-"$PYTEST" "${args[@]}" "${extra[@]}" 2>&1 | tee "$out/pytest.log" || rc=$?
+qg_pytest "${args[@]}" "${extra[@]}" 2>&1 | tee "$out/pytest.log" || rc=$?
 
 # New and modified goldens (update-golden never deletes), as paths relative to the repository.
 mapfile -t changed < <(git ls-files --modified --others --exclude-standard -- "$golden_dir" | sort -u)

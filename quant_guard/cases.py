@@ -3,6 +3,7 @@ check produces. Plain frozen dataclasses and enums; nothing heavy is imported.""
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -73,6 +74,23 @@ class TestOverrides:
     peak_memory_bytes: int | None = None
     step_time_s: float | None = None
     resident_memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class TestAddress:
+    """Where a visual test lives, so that a printed command selects exactly that test: a node id
+    (``-k tiny-x-s1`` would also match ``tiny-x-s10``) plus ``-m gpu`` for a gpu-marked test,
+    which a project's ``addopts`` usually deselect."""
+
+    __test__ = False
+
+    file: str  # the test file as typed from the working directory
+    name: str  # the rest of the node id, e.g. "test_visual[tiny-red-circle-s1]"
+    gpu: bool = False
+
+    def update_command(self) -> str:
+        marks = ["-m", "gpu"] if self.gpu else []
+        return shlex.join(["pytest", "--update-golden", *marks, f"{self.file}::{self.name}"])
 
 
 class Verdict(str, Enum):

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from quant_guard.atomic import atomic_write
 from quant_guard.config import COMPONENTS, CheckpointSpec, ComponentSource
@@ -58,7 +60,10 @@ def resolve_checkpoint(spec: CheckpointSpec) -> ResolvedCheckpoint:
         candidate_dit = local
     for name, value in files.items():
         for path in value if isinstance(value, list) else [value]:
-            _check_file(path, f"checkpoint {spec.id!r} component {name}", folder=name.startswith("tokenizer"))
+            what = f"checkpoint {spec.id!r} component {name}"
+            header = _check_file(path, what, folder=name.startswith("tokenizer"))
+            if name == "dit":
+                _refuse_float8_reference(header, path, what)
     if candidate_dit is not None:
         _check_file(candidate_dit, f"checkpoint {spec.id!r} candidate DiT", folder=False)
     return ResolvedCheckpoint(spec.id, files, candidate_dit, spec.t5_sequence_length)
@@ -77,14 +82,17 @@ def _local(source: ComponentSource, what: str) -> Path | list[Path]:
     paths = config.path if isinstance(config.path, list) else [config.path]
     if not paths:
         raise CheckpointError(f"{what}: no file matches {source.describe()} (DIFFSYNTH_SKIP_DOWNLOAD set?)")
-    return [Path(p) for p in paths] if len(paths) > 1 else Path(paths[0])
+    # DiffSynth globs the pattern; the file system decides that order. Sorted, the shards load
+    # and hash the same way everywhere.
+    return sorted(Path(p) for p in paths) if len(paths) > 1 else Path(paths[0])
 
 
-def _check_file(path: Path, what: str, *, folder: bool) -> None:
+def _check_file(path: Path, what: str, *, folder: bool) -> dict[str, Any]:
+    """Check a component file (or tokenizer folder); the safetensors header of a file ({} for a folder)."""
     if folder:
         if not path.is_dir():
             raise CheckpointError(f"{what}: tokenizer folder {path} does not exist")
-        return
+        return {}
     if not path.exists():
         raise CheckpointError(f"{what}: file {path} does not exist")
     if path.suffix.lower() in PICKLE_SUFFIXES:
@@ -94,14 +102,14 @@ def _check_file(path: Path, what: str, *, folder: bool) -> None:
         raise CheckpointError(f"{what}: {path} is not a .safetensors file")
     if not path.is_file():
         raise CheckpointError(f"{what}: {path} is not a file")
-    _check_safetensors_layout(path, what)
+    return _check_safetensors_layout(path, what)
 
 
 # safetensors' own limit on the JSON header
 _MAX_HEADER_BYTES = 100_000_000
 
 
-def _check_safetensors_layout(path: Path, what: str) -> None:
+def _check_safetensors_layout(path: Path, what: str) -> dict[str, Any]:
     """Read only the header of a safetensors file (8-byte little-endian length, JSON table of
     tensors with their byte ranges) and check that the file holds every byte it declares, so a
     truncated download or a file that is not safetensors at all is named before loading."""
@@ -130,6 +138,21 @@ def _check_safetensors_layout(path: Path, what: str) -> None:
     if needed > data:
         raise CheckpointError(f"{what}: {path} is truncated: its header declares {needed} bytes of tensor data, the "
                               f"file holds {data}; download or copy it again")
+    return header
+
+
+def _refuse_float8_reference(header: dict[str, Any], path: Path, what: str) -> None:
+    """The reference DiT renders the bf16 goldens; one stored in float8 would make them upcast
+    float8 images, and every float8 candidate would match them trivially."""
+    dtypes = Counter(str(entry.get("dtype")) for name, entry in header.items()
+                     if name != "__metadata__" and isinstance(entry, dict))
+    float8 = {dtype: n for dtype, n in dtypes.items() if dtype.startswith("F8")}
+    if float8:
+        found = ", ".join(f"{n} {dtype}" for dtype, n in sorted(float8.items()))
+        raise CheckpointError(
+            f"{what}: {path} is stored in float8 ({found} of {sum(dtypes.values())} tensors); the reference DiT "
+            "must be the bf16 (or fp16/fp32) original, which renders the goldens. Give this file as the candidate "
+            "instead: candidate = { dit = \"...\" }")
 
 
 # ---- file hashes ---------------------------------------------------------------------------
@@ -174,7 +197,7 @@ def checkpoint_hashes(resolved: ResolvedCheckpoint) -> dict[str, str]:
         if name.startswith("tokenizer"):
             out[name] = folder_sha256(value)  # type: ignore[arg-type]
         elif isinstance(value, list):
-            out[name] = hashlib.sha256("".join(file_sha256(p) for p in value).encode()).hexdigest()
+            out[name] = hashlib.sha256("".join(file_sha256(p) for p in sorted(value)).encode()).hexdigest()
         else:
             out[name] = file_sha256(value)
     if resolved.candidate_dit is not None:

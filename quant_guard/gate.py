@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from quant_guard import __version__
 from quant_guard.budgets import Budget, check_budget
-from quant_guard.cases import CaseResult, RenderSummary, TestOverrides, Verdict, VisualCase
+from quant_guard.cases import CaseResult, RenderSummary, TestAddress, TestOverrides, Verdict, VisualCase
 from quant_guard.checkpoints import CheckpointError
 from quant_guard.golden import GoldenCorrupt, GoldenMissing, encode_png, stale_fields
 from quant_guard.thresholds import Thresholds, check_expected, check_thresholds, resolve_thresholds
@@ -69,7 +69,8 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
+def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
+             address: TestAddress | None = None) -> CaseResult:
     import traceback
 
     import torch
@@ -81,7 +82,7 @@ def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) 
         session.require_lpips_weights()  # before any render: a GPU run must not waste one per case
         if session.settings.update_golden:
             return _update(session, vc, marker)
-        return _check(session, vc, marker)
+        return _check(session, vc, marker, address)
     except (CheckpointError, LpipsWeightsError) as exc:
         return CaseResult(vc, Verdict.ERROR, str(exc))
     except LoadOutOfMemory as exc:
@@ -146,11 +147,14 @@ def _budget(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
                       resident_memory_bytes=s.max_resident_memory_bytes))
 
 
-def _update_command(vc: VisualCase) -> str:
-    return f'pytest --update-golden -k "{vc.id}"'
+def _update_command(vc: VisualCase, address: TestAddress | None) -> str:
+    if address is None:  # the gate called outside a pytest item: only the case id is known
+        return f'pytest --update-golden -k "{vc.id}"'
+    return address.update_command()
 
 
-def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
+def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
+           address: TestAddress | None) -> CaseResult:
     from quant_guard.pipelines import Precision
     from quant_guard.render import render
 
@@ -159,14 +163,14 @@ def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) ->
         golden = store.load(vc.key, width=vc.width, height=vc.height)
         expected = store.load_expected(vc.key) if session.settings.use_expected and session.config.expected.enabled else None
     except GoldenMissing as exc:
-        return CaseResult(vc, Verdict.NO_GOLDEN, f"{exc}. Create it with: {_update_command(vc)}")
+        return CaseResult(vc, Verdict.NO_GOLDEN, f"{exc}. Create it with: {_update_command(vc, address)}")
     except GoldenCorrupt as exc:
-        return CaseResult(vc, Verdict.BAD_GOLDEN, f"{exc}. Re-create it with: {_update_command(vc)}")
+        return CaseResult(vc, Verdict.BAD_GOLDEN, f"{exc}. Re-create it with: {_update_command(vc, address)}")
     stale = stale_fields(golden.metadata, golden_parameters(session, vc))
     if stale:
         return CaseResult(vc, Verdict.STALE_GOLDEN,
                           f"golden {display_path(golden.png)} is stale, made with other parameters:\n  " + "\n  ".join(stale)
-                          + f"\nRe-baseline with: {_update_command(vc)}")
+                          + f"\nRe-baseline with: {_update_command(vc, address)}")
     candidate = render(session.pipeline(vc.checkpoint, Precision.FLOAT8_E4M3FN), request_for(session, vc),
                        on_step=_progress(session, vc, Precision.FLOAT8_E4M3FN))
     return _judge(session, vc, marker, golden.image, candidate, expected=expected, golden_png=golden.png)

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from quant_guard.cases import CaseResult, TestOverrides, VisualCase, expand_cases
+from quant_guard.cases import CaseResult, TestAddress, TestOverrides, VisualCase, expand_cases
 from quant_guard.config import ConfigError, QuantGuardConfig, declares_quant_guard, load_config
 from quant_guard.session import QuantGuardSession, RunSettings
 from quant_guard.thresholds import ThresholdOverrides
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 from quant_guard.golden import WriteOutcome
 from quant_guard.progress import ProgressPrinter
-from quant_guard.xdist_support import OUTCOMES_KEY, ControllerHooks, pin_gpu, placement
+from quant_guard.xdist_support import OUTCOMES_KEY, ControllerHooks, check_pinned, pin_gpu, placement
 
 SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
 RESULT_KEY = pytest.StashKey[CaseResult]()
@@ -150,7 +150,11 @@ def _settings(config: pytest.Config) -> RunSettings:
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # the GPU pinning check before any other plugin's configure
 def pytest_configure(config: pytest.Config) -> None:
+    where = placement(config)
+    pin_gpu(where)
+    check_pinned(where, str(getattr(config, "workerinput", {}).get("workerid", "")))
     for line in MARKERS.values():
         config.addinivalue_line("markers", line)
     file = _find_config_file(config)
@@ -160,8 +164,6 @@ def pytest_configure(config: pytest.Config) -> None:
             qg_config = load_config(file)
         except ConfigError as exc:
             raise pytest.UsageError(f"quant_guard: {exc}") from None
-    where = placement(config)
-    pin_gpu(where)
     session = QuantGuardSession(qg_config, _settings(config), where) if qg_config else None
     config.stash[SESSION_KEY] = session
     if session is not None and config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
@@ -293,7 +295,7 @@ class Gate:
         __tracebackhide__ = True
         from quant_guard.gate import budget_section, run_case
 
-        result = run_case(self._session, case, _marker_overrides(self._item))
+        result = run_case(self._session, case, _marker_overrides(self._item), _address(self._item))
         self._session.record(result)
         self._item.stash[RESULT_KEY] = result
         if result.budget_checks:
@@ -302,6 +304,13 @@ class Gate:
         if not result.passed:
             pytest.fail(f"{case.id}: {result.reason}", pytrace=False)
         return result
+
+
+def _address(item: pytest.Item) -> TestAddress:
+    from quant_guard.gate import display_path
+
+    _file, _, name = item.nodeid.partition("::")
+    return TestAddress(display_path(item.path), name, gpu=item.get_closest_marker("gpu") is not None)
 
 
 @pytest.fixture(scope="session")

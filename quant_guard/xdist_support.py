@@ -1,8 +1,11 @@
 """Running under pytest-xdist: one GPU per worker, and no timing limits on a shared device.
 
-The controller counts the GPUs once and hands the count to each worker; a worker with index i
-of n pins itself to the i-th visible GPU (``CUDA_VISIBLE_DEVICES``, set before torch touches
-CUDA) when there are at least n GPUs. Workers that would share a device (several workers on
+The controller counts the GPUs once, before any worker starts (``pytest_xdist_setupnodes``).
+With at least as many GPUs as workers, each local worker is started with its own
+``CUDA_VISIBLE_DEVICES`` in its process environment (execnet's ``env:`` spec), so nothing in
+the worker (a plugin, a conftest, a test module) can see another GPU; the worker's own
+``pytest_configure`` then checks that the pinning took and refuses to run when CUDA was
+initialised with more devices visible. Workers that would share a device (several workers on
 one GPU, or on the CPU) still check images and memory (each worker is its own process), but a
 step-time limit is refused: it would measure contention, not the checkpoint.
 """
@@ -10,14 +13,17 @@ step-time limit is refused: it would measure contention, not the checkpoint.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 GPU_COUNT_KEY = "qg_gpu_count"
+GPU_DEVICE_KEY = "qg_gpu_device"  # the CUDA_VISIBLE_DEVICES entry a worker owns
 OUTCOMES_KEY = "qg_golden_outcomes"  # a worker's golden write counts, summed on the controller
+VISIBLE = "CUDA_VISIBLE_DEVICES"
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,7 @@ class Placement:
     worker_index: int = 0
     worker_count: int = 1
     gpu_count: int = 0
+    gpu_device: str | None = None  # set by the controller when this worker owns a GPU
 
     @property
     def pinned_gpu(self) -> int | None:
@@ -46,35 +53,89 @@ class Placement:
                 "measure contention. Run without -n, or with at most one worker per GPU.")
 
 
+class PinningError(pytest.UsageError):
+    """A worker that should own one GPU sees several: CUDA was initialised before the pinning."""
+
+
 def placement(config: pytest.Config) -> Placement:
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     if workerinput is None:
         return Placement()
     index = int(str(workerinput["workerid"]).removeprefix("gw"))
-    return Placement(index, int(workerinput["workercount"]), int(workerinput.get(GPU_COUNT_KEY, 0)))
+    return Placement(index, int(workerinput["workercount"]), int(workerinput.get(GPU_COUNT_KEY, 0)),
+                     workerinput.get(GPU_DEVICE_KEY))
+
+
+def gpu_assignment(worker_count: int, gpu_count: int, visible: str | None) -> list[str] | None:
+    """The ``CUDA_VISIBLE_DEVICES`` entry of each worker, or None when the GPUs do not go round."""
+    if worker_count <= 1 or gpu_count < worker_count:
+        return None
+    devices = [d.strip() for d in visible.split(",")] if visible else [str(i) for i in range(gpu_count)]
+    return devices[:worker_count]
 
 
 def pin_gpu(where: Placement) -> None:
-    """Restrict this worker to its own GPU. Must run before torch initialises CUDA."""
-    if where.pinned_gpu is None:
+    """Restrict this worker to its own GPU (normally already done by the controller when it
+    started the worker; this covers workers it could not start with an environment)."""
+    device = where.gpu_device
+    if device is None:
+        if where.pinned_gpu is None:
+            return
+        assignment = gpu_assignment(where.worker_count, where.gpu_count, os.environ.get(VISIBLE))
+        device = assignment[where.pinned_gpu] if assignment else None
+    if device is not None:
+        os.environ[VISIBLE] = device
+
+
+def check_pinned(where: Placement, worker_id: str = "this worker") -> None:
+    """Refuse to run when this worker should own one GPU but torch initialised CUDA before the
+    pinning: it would then run on GPU 0 beside the other workers while step-time limits stay
+    allowed. Imports nothing: if torch is not imported yet, CUDA cannot be initialised."""
+    if where.gpu_device is None and where.pinned_gpu is None:
         return
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    devices = [d.strip() for d in visible.split(",")] if visible else [str(i) for i in range(where.gpu_count)]
-    os.environ["CUDA_VISIBLE_DEVICES"] = devices[where.pinned_gpu]
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return
+    seen = int(torch.cuda.device_count())
+    if seen != 1:
+        raise PinningError(
+            f"quant_guard: xdist worker {worker_id} should run on GPU {os.environ.get(VISIBLE)} alone, but CUDA was "
+            f"initialised before the pinning and this process sees {seen} GPUs (something imported before "
+            "pytest_configure touched CUDA, e.g. a conftest or a plugin). Do not initialise CUDA at import time, "
+            f"set {VISIBLE} per worker yourself, or run without -n.")
 
 
 class ControllerHooks:
-    """Registered on the xdist controller only (see plugin.pytest_configure): hands each worker
-    the GPU count, and passes each finished worker's golden write counts to ``on_outcomes``."""
+    """Registered on the xdist controller only (see plugin.pytest_configure): pins each local
+    worker to its GPU when it starts, hands each worker the GPU count and its device, and passes
+    each finished worker's golden write counts to ``on_outcomes``."""
 
-    def __init__(self, on_outcomes: Callable[[dict[str, int]], None]) -> None:
+    def __init__(self, on_outcomes: Callable[[dict[str, int]], None],
+                 count_gpus: Callable[[], int] | None = None) -> None:
+        self._count_gpus = count_gpus or _count_gpus
         self._gpu_count: int | None = None
+        self._devices: dict[str, str] = {}  # worker id -> CUDA_VISIBLE_DEVICES entry
         self._on_outcomes = on_outcomes
 
-    def pytest_configure_node(self, node: Any) -> None:
+    def _count(self) -> int:
         if self._gpu_count is None:
-            self._gpu_count = _count_gpus()
-        node.workerinput[GPU_COUNT_KEY] = self._gpu_count
+            self._gpu_count = self._count_gpus()
+        return self._gpu_count
+
+    def pytest_xdist_setupnodes(self, config: pytest.Config, specs: Sequence[Any]) -> None:
+        assignment = gpu_assignment(len(specs), self._count(), os.environ.get(VISIBLE))
+        if assignment is None:
+            return
+        for spec, device in zip(specs, assignment):
+            self._devices[str(spec.id)] = device
+            if spec.popen:  # a local process: its environment is set before it runs any Python of ours
+                spec.env[VISIBLE] = device
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[GPU_COUNT_KEY] = self._count()
+        device = self._devices.get(str(node.workerinput.get("workerid")))
+        if device is not None:
+            node.workerinput[GPU_DEVICE_KEY] = device
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         outcomes = getattr(node, "workeroutput", {}).get(OUTCOMES_KEY)

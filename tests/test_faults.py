@@ -125,7 +125,8 @@ def test_damaged_goldens_fail_alone_through_pytest(pytester: pytest.Pytester, qg
     result.stdout.fnmatch_lines([f"*test_visual[[]tiny-red-circle-s{len(faults)}[]] PASSED*"])
     result.stdout.fnmatch_lines([
         f"*tiny-red-circle-s{seed}: golden *golden/tiny/red-circle-s{seed}.{GOLDEN_FAULTS[fault][1]} "
-        f"{GOLDEN_FAULTS[fault][2]}*Re-create it with: pytest --update-golden -k \"tiny-red-circle-s{seed}\""
+        f"{GOLDEN_FAULTS[fault][2]}*Re-create it with: pytest --update-golden "
+        f"'test_visual.py::test_visual[[]tiny-red-circle-s{seed}[]]'"
         for seed, fault in enumerate(faults)])
 
 

@@ -21,7 +21,8 @@ def test_missing_golden_fails_with_the_command_that_creates_it(pytester: pytest.
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*tiny-red-circle-s0: no golden image *red-circle-s0.png*",
-                                 '*Create it with: pytest --update-golden -k "tiny-red-circle-s0"*'])
+                                 "*Create it with: pytest --update-golden "
+                                 "'test_visual.py::test_visual[[]tiny-red-circle-s0[]]'"])
 
 
 def test_update_then_check_passes_and_counts(pytester: pytest.Pytester, qg_project: Callable[..., Path]) -> None:
@@ -74,7 +75,9 @@ def test_stale_golden_names_the_changed_parameter(pytester: pytest.Pytester, qg_
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*golden/tiny/red-circle-s0.png is stale, made with other parameters:*",
-                                 "*steps: 4 -> 6*", '*Re-baseline with: pytest --update-golden -k "tiny-red-circle-s0"*'])
+                                 "*steps: 4 -> 6*",
+                                 "*Re-baseline with: pytest --update-golden "
+                                 "'test_visual.py::test_visual[[]tiny-red-circle-s0[]]'"])
 
 
 def test_golden_without_valid_sidecar_is_not_trusted(pytester: pytest.Pytester,

@@ -269,6 +269,32 @@ def test_nightly_script_stops_on_an_unknown_checkpoint(tmp_path: Path) -> None:
     assert "no checkpoint 'no-such-checkpoint'" in proc.stdout and re.search(r"known: .*\btiny\b", proc.stdout)
 
 
+@pytest.mark.parametrize("script", [["ci/nightly.sh", "run"], ["ci/rebaseline.sh"]])
+def test_only_the_prefetch_may_download(tmp_path: Path, script: list[str]) -> None:
+    """The workflows leave downloads to the prefetch (DiffSynth's default: download); every
+    pytest process after it runs with DIFFSYNTH_SKIP_DOWNLOAD=True, so no test and no xdist
+    worker contacts the model hub again."""
+    for name in ("nightly-gpu.yml", "rebaseline.yml"):
+        workflow = load_workflow(name)
+        assert "DIFFSYNTH_SKIP_DOWNLOAD" not in workflow["env"]
+        assert all("DIFFSYNTH_SKIP_DOWNLOAD" not in step.get("env", {}) for job in workflow["jobs"].values()
+                   for step in job["steps"])
+    log = tmp_path / "log"
+    recorders = {}
+    for name, then in (("python", f'exec "{sys.executable}" "$@"'), ("pytest", "exit 0")):
+        recorders[name] = tmp_path / name
+        recorders[name].write_text(f'#!/bin/sh\necho "{name} ${{DIFFSYNTH_SKIP_DOWNLOAD-unset}}" >> "{log}"\n{then}\n')
+        recorders[name].chmod(0o755)
+    env = script_env(QG_CHECKPOINT="tiny", QG_OUT=str(tmp_path / "out"), QG_WORKERS="1",
+                     QG_PYTHON=str(recorders["python"]), PYTEST=str(recorders["pytest"]))
+    env.pop("DIFFSYNTH_SKIP_DOWNLOAD", None)
+    proc = subprocess.run(["bash", *script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    calls = log.read_text().split("\n")
+    assert calls[0] == "python unset"  # the prefetch: downloads allowed
+    assert [line for line in calls if line.startswith("pytest")] == ["pytest True"]
+
+
 @pytest.fixture
 def project_repo(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     """A git clone of a small project (this repository's configuration, visual test, goldens and

@@ -1,0 +1,290 @@
+"""quant-guard doctor: the machine and checkpoint report, the plausibility of limits on a
+(fake) GPU, and the --full-size run, executed here at the tiny size through the same code
+(random weights written, bf16 and float8 pipelines built by build_pipeline, rendered by render,
+one at a time, under the checkpoint's memory plan)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import weakref
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quant_guard.cli import main as cli_main
+from quant_guard.config import COMPONENTS, CheckpointSpec, ComponentSource, RenderDefaults
+from quant_guard.budgets import Budget
+from quant_guard.doctor import (
+    CheckpointFiles,
+    Gpu,
+    Measured,
+    Status,
+    checkpoint_files,
+    disk_findings,
+    find_config,
+    limit_findings,
+)
+from quant_guard.full_size import FullSizeRequest, Measurement
+from quant_guard.synthetic import FLUX_DEV, TINY
+
+GIB = 2**30
+# FLUX.1-dev's released files in bf16: DiT, CLIP-L, T5-XXL encoder, VAE
+FLUX_FILES = CheckpointFiles({"dit": int(22.2 * GIB), "text_encoder_clip": int(0.23 * GIB),
+                              "text_encoder_t5": int(9.1 * GIB), "vae": int(0.16 * GIB),
+                              "tokenizer_clip": 2**20, "tokenizer_t5": 2**21}, ())
+
+
+def real_spec(*, cpu_offload: bool = False, peak: str | None = None, step_time: float | None = None,
+              components: dict[str, ComponentSource] | None = None) -> CheckpointSpec:
+    from quant_guard.units import parse_bytes
+
+    return CheckpointSpec(id="flux", embedded=None, components=components or {}, device="cuda", marks=("gpu",),
+                          cpu_offload=cpu_offload, render=RenderDefaults(steps=20, width=1024, height=1024),
+                          limits=Budget(peak_memory_bytes=parse_bytes(peak) if peak else None, step_time_s=step_time))
+
+
+def texts(findings: list[Any], status: Status | None = None) -> list[str]:
+    return [f"{f.topic}: {f.text}" for f in findings if status is None or f.status is status]
+
+
+# ---- plausibility of limits -----------------------------------------------------------------------
+
+def test_a_12_gb_gpu_cannot_hold_a_flux_checkpoint_without_offload() -> None:
+    gpu = [Gpu(0, "Fake RTX 3060", 12 * GIB)]
+    findings = limit_findings(real_spec(peak="10 GiB"), FLUX_FILES, gpu)
+    failed = texts(findings, Status.FAIL)
+    assert any(t.startswith("goldens: the bf16 reference's weights (31.69 GiB) do not fit") for t in failed)
+    assert any(t.startswith("weights: the float8 candidate's weights (20.59 GiB) do not fit this GPU; set "
+                            "cpu_offload = true") for t in failed)
+    offloaded = limit_findings(real_spec(peak="10 GiB", cpu_offload=True), FLUX_FILES, gpu)
+    assert texts(offloaded, Status.FAIL) == []
+    assert any("depends on what the memory plan onloads; measure with --full-size" in t for t in texts(offloaded))
+
+
+def test_limits_against_an_80_gb_gpu() -> None:
+    gpu = [Gpu(0, "Fake H100", 80 * GIB)]
+    too_low = limit_findings(real_spec(peak="10 GiB"), FLUX_FILES, gpu)
+    assert texts(too_low, Status.FAIL) == [
+        "peak_vram: 10.00 GiB is below the float8 candidate's weights (20.59 GiB) plus activations"]
+    fine = limit_findings(real_spec(peak="40 GiB"), FLUX_FILES, gpu)
+    assert texts(fine, Status.OK) == ["peak_vram: 40.00 GiB leaves room above the weights (20.59 GiB)"]
+    above = limit_findings(real_spec(peak="100 GiB"), FLUX_FILES, gpu)
+    assert texts(above, Status.WARN) == ["peak_vram: 100.00 GiB is above this GPU's memory: it can never fail here"]
+
+
+def test_a_gpu_checkpoint_on_a_machine_without_cuda_fails() -> None:
+    assert texts(limit_findings(real_spec(), FLUX_FILES, []), Status.FAIL) == [
+        "device: needs CUDA (device 'cuda' or marked gpu); torch sees none here"]
+
+
+def _measured(peak_gib: float, median_s: float, *, error: str = "", size: int = 1024) -> Measured:
+    request = FullSizeRequest(FLUX_DEV, "cuda", width=size, height=size)
+    return Measured(request, [Measurement("bf16", True, "cuda", 60.0, int(24 * GIB), int(26 * GIB), 1.0, 20),
+                              Measurement("float8_e4m3fn", True, "cuda", 40.0, int(peak_gib * GIB) // 2,
+                                          int(peak_gib * GIB), median_s, 20, error=error)])
+
+
+def test_measured_candidate_against_the_limits() -> None:
+    gpu = [Gpu(0, "Fake 16 GB", 16 * GIB)]
+    spec = real_spec(peak="10 GiB", step_time=9.5, cpu_offload=True)
+    ok = limit_findings(spec, FLUX_FILES, gpu, _measured(9.0, 8.0))
+    assert texts(ok, Status.OK) == [
+        "peak_vram: limit 10.00 GiB, 9.00 GiB measured at flux.1-dev size, 1024x1024",
+        "step_time: limit 9.50 s, median 8.00 s measured at flux.1-dev size, 1024x1024"]
+    over = limit_findings(spec, FLUX_FILES, gpu, _measured(11.0, 12.0))
+    assert [t.split(",")[0] for t in texts(over, Status.FAIL)] == ["peak_vram: limit 10.00 GiB",
+                                                                   "step_time: limit 9.50 s"]
+    oom = limit_findings(spec, FLUX_FILES, gpu, _measured(11.0, 1.0, error="out of memory: CUDA out of memory"))
+    assert texts(oom, Status.FAIL) == ["measured: out of memory: CUDA out of memory (measured at flux.1-dev size, "
+                                       "1024x1024)"]
+    other_size = limit_findings(spec, FLUX_FILES, gpu, _measured(11.0, 12.0, size=512))
+    assert texts(other_size, Status.FAIL) == [] and any("not compared" in t for t in texts(other_size))
+
+
+# ---- files and disk ---------------------------------------------------------------------------------
+
+def test_missing_files_are_estimated_at_flux_size_against_free_disk(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import quant_guard.doctor as doctor
+
+    monkeypatch.setenv("DIFFSYNTH_MODEL_BASE_PATH", str(tmp_path / "models"))
+    vae = tmp_path / "models" / "org" / "flux" / "ae.safetensors"
+    vae.parent.mkdir(parents=True)
+    vae.write_bytes(b"x" * 1000)
+    components = {name: ComponentSource(model_id="org/flux", origin_file_pattern=f"{name}.safetensors")
+                  for name in COMPONENTS}
+    components["vae"] = ComponentSource(model_id="org/flux", origin_file_pattern="ae.safetensors")
+    spec = real_spec(components=components)
+    files = checkpoint_files(spec)
+    assert files.present_bytes == {"vae": 1000} and "vae" not in files.missing and "dit" in files.missing
+    monkeypatch.setattr(doctor, "_free_bytes", lambda folder: 10 * GIB)
+    [short] = disk_findings(spec, files)
+    assert short.status is Status.FAIL
+    assert re.match(r"missing dit, text_encoder_clip, text_encoder_t5, tokenizer_clip, tokenizer_t5: "
+                    r"about 31\.\d\d GiB to download at FLUX\.1-dev size; 10\.00 GiB free at .*models$",
+                    short.text), short.text
+    monkeypatch.setattr(doctor, "_free_bytes", lambda folder: 100 * GIB)
+    assert disk_findings(spec, files)[0].status is Status.OK
+
+
+def test_find_config_like_the_plugin(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "sub").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[tool.quant_guard]\ngolden_dir = 'g'\n")
+    assert find_config(None, project / "sub") == project / "pyproject.toml"
+    (project / "pyproject.toml").write_text("[tool.pytest.ini_options]\nqg_config = 'qg.toml'\n")
+    assert find_config(None, project / "sub") == project / "qg.toml"
+    (project / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    assert find_config(None, project) is None
+    assert find_config(tmp_path / "other.toml", project) == tmp_path / "other.toml"
+
+
+# ---- the whole command ---------------------------------------------------------------------------------
+
+def test_doctor_reports_a_gpu_checkpoint_without_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("DIFFSYNTH_MODEL_BASE_PATH", str(tmp_path / "models"))
+    config = Path(__file__).resolve().parents[1] / "pyproject.toml"  # the repository's: tiny + majicflus (gpu)
+    assert cli_main(["doctor", "--qg-config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "[warn] CUDA           torch sees no CUDA device" in out
+    assert re.search(r"^checkpoint majicflus \[gpu\]\n(.*\n)*  \[FAIL\] device         needs CUDA", out, re.M)
+    assert "  [  ok] LPIPS weights" in out and out.rstrip().endswith("doctor: 1 problem(s)")
+
+
+TINY_PLAN_CONFIG = """
+[tool.quant_guard]
+golden_dir = "golden"
+
+[[tool.quant_guard.checkpoints]]
+id = "tiny-files"
+device = "cpu"
+cpu_offload = {offload}
+render = {{ steps = 3, size = "64x64" }}
+[tool.quant_guard.checkpoints.components]
+{components}
+
+[[tool.quant_guard.cases]]
+id = "c"
+prompt = "a red circle"
+seeds = [0]
+"""
+
+
+@pytest.mark.parametrize("offload", [True, False])
+def test_full_size_runs_the_gate_code_at_tiny_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str], offload: bool) -> None:
+    import quant_guard.pipelines as pipelines
+    from quant_guard.tiny.build import ensure_tiny_checkpoint
+
+    tiny = ensure_tiny_checkpoint()
+    components = "\n".join(f'{name} = "{getattr(tiny, name)}"' for name in COMPONENTS)
+    config = tmp_path / "qg.toml"
+    config.write_text(TINY_PLAN_CONFIG.format(offload=str(offload).lower(), components=components))
+
+    from quant_guard.memory_plan import Precision, plan_memory
+
+    built: list[tuple[str, Any, int]] = []  # (precision, memory plan, pipelines still alive at that moment)
+    alive: list[weakref.ref[Any]] = []
+    real_build = pipelines.build_pipeline
+
+    def spy(resolved: Any, precision: Any, device: str, *, plan: Any = None) -> Any:
+        gc.collect()
+        built.append((precision.value, plan, sum(ref() is not None for ref in alive)))
+        assert resolved.id == "synthetic-tiny" and device == "cpu"
+        pipe = real_build(resolved, precision, device, plan=plan)
+        alive.append(weakref.ref(pipe))
+        return pipe
+
+    monkeypatch.setattr(pipelines, "build_pipeline", spy)
+    work = tmp_path / "work"
+    work.mkdir()
+    code = cli_main(["doctor", "--qg-config", str(config), "--full-size", "--shapes", "tiny", "--device", "cpu",
+                     "--size", "64x64", "--steps", "3", "--work-dir", str(work)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    # under the checkpoint's plan, bf16 then float8, never two pipelines at once
+    plans = [plan_memory(cpu_offload=offload, vram_limit_bytes=None, precision=p, device="cpu",
+                         device_total_bytes=None) for p in (Precision.BF16, Precision.FLOAT8_E4M3FN)]
+    assert built == [("bf16", plans[0], 0), ("float8_e4m3fn", plans[1], 0)]
+    assert list(work.iterdir()) == []  # the random weights are gone
+    assert not (tmp_path / "golden").exists()
+    assert "full size: tiny under checkpoint tiny-files's memory plan" in out
+    rows = [line for line in out.splitlines() if line.startswith(("| bf16 ", "| float8_e4m3fn "))]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == str(offload).lower()
+        assert re.fullmatch(r"\d+\.\d GB", cells[2]) and re.fullmatch(r"\d+\.\d GB", cells[3])
+        assert re.fullmatch(r"\d+\.\d{3} s", cells[4]) and re.fullmatch(r"\d+\.\d s", cells[5])
+    assert "36.2 GB peak (diffusers FLUX.1-dev 1024², H100)" in rows[0]
+    assert ("9.8 GB at load, 186 s / 20 steps" in rows[1]) is offload
+    assert ("28.5 GB peak" in rows[1]) is not offload
+    assert out.rstrip().endswith("doctor: ready")
+
+
+# ---- FLUX.1-dev shapes without the weights ---------------------------------------------------------------
+
+def _sparse_safetensors(path: Path, tensors: dict[str, tuple[tuple[int, ...], Any]]) -> None:
+    """A safetensors file with this header and a hole where the data would be (no disk used)."""
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, (shape, _dtype) in tensors.items():
+        n = 1
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + 2 * n]}
+        offset += 2 * n
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with path.open("wb") as f:
+        f.write(len(raw).to_bytes(8, "little") + raw)
+        f.truncate(8 + len(raw) + offset)
+
+
+def test_flux_dev_shapes_are_flux_dev_and_diffsynth_recognises_their_files(tmp_path: Path) -> None:
+    from diffsynth.configs import MODEL_CONFIGS
+    from diffsynth.core.loader import hash_model_file
+
+    from quant_guard.synthetic import file_bytes, register, state_shapes
+
+    sizes = file_bytes(FLUX_DEV)
+    assert 11.8e9 < sizes["dit"] / 2 < 12.0e9  # FLUX.1-dev's DiT: 11.9 B parameters
+    assert 4.7e9 < sizes["text_encoder_t5"] / 2 < 4.8e9  # T5-XXL encoder, 4.76 B
+    assert 1.2e8 < sizes["text_encoder_clip"] / 2 < 1.3e8  # CLIP-L text model
+    register(FLUX_DEV)
+    register(FLUX_DEV)  # idempotent
+    expected = {"dit": {("flux_dit", FLUX_DEV.dit)},
+                "text_encoder_clip": {("flux_text_encoder_clip",
+                                       "diffsynth.models.flux_text_encoder_clip.FluxTextEncoderClip")},
+                "text_encoder_t5": {("flux_text_encoder_t5", FLUX_DEV.t5)},
+                "vae": {("flux_vae_encoder", FLUX_DEV.vae_encoder), ("flux_vae_decoder", FLUX_DEV.vae_decoder)}}
+    for name, tensors in state_shapes(FLUX_DEV).items():
+        path = tmp_path / f"{name}.safetensors"
+        _sparse_safetensors(path, tensors)
+        model_hash = hash_model_file(str(path))
+        matches = [(c["model_name"], c["model_class"]) for c in MODEL_CONFIGS if c["model_hash"] == model_hash]
+        assert len(matches) == len(set(matches)) and set(matches) == expected[name], name
+
+
+def test_tiny_shapes_are_the_embedded_checkpoint() -> None:
+    from quant_guard.synthetic import state_shapes
+    from quant_guard.tiny.architecture import clip_kwargs
+    from quant_guard.tiny.dataset import T5_SEQUENCE_LENGTH
+    from quant_guard.tiny.build import ensure_tiny_checkpoint
+    from safetensors import safe_open
+
+    assert dict(TINY.clip_kwargs) == clip_kwargs() and TINY.t5_sequence_length == T5_SEQUENCE_LENGTH
+    tiny = ensure_tiny_checkpoint()
+    for name, tensors in state_shapes(TINY).items():
+        with safe_open(str(getattr(tiny, name)), framework="pt") as f:
+            shipped = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        if name == "text_encoder_t5":  # the tiny file stores the tied embedding table twice
+            assert shipped.pop("encoder.embed_tokens.weight") == shipped["shared.weight"]
+        assert shipped == {k: s for k, (s, _) in tensors.items()}

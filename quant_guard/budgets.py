@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from quant_guard.units import format_bytes, format_seconds
 
 if TYPE_CHECKING:
-    from quant_guard.cases import RenderSummary
+    from quant_guard.render import RenderSummary
 
 
 class StepStatistic(str, Enum):

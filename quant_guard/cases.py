@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from quant_guard.budgets import BudgetCheck
     from quant_guard.memory_plan import MemoryPlan
     from quant_guard.metrics import ImageMetrics
-    from quant_guard.render import MemoryStats
+    from quant_guard.render import RenderSummary
     from quant_guard.thresholds import MetricCheck
 
 
@@ -104,16 +104,6 @@ class Verdict(str, Enum):
     STALE_GOLDEN = "stale-golden"
     BAD_GOLDEN = "bad-golden"
     ERROR = "error"  # the checkpoint or pipeline could not be used
-
-
-@dataclass(frozen=True)
-class RenderSummary:
-    """What was measured of one render (the image itself stays out of results)."""
-
-    step_times_s: tuple[float, ...]
-    total_s: float
-    memory: MemoryStats
-    dit_weight_bytes: int  # bytes of the DiT's weights as stored while the denoising loop ran
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from quant_guard import __version__
 from quant_guard.budgets import Budget, check_budget
-from quant_guard.cases import CaseResult, RenderSummary, TestAddress, TestOverrides, Verdict, VisualCase
+from quant_guard.cases import CaseResult, TestAddress, TestOverrides, Verdict, VisualCase
 from quant_guard.checkpoints import CheckpointError
 from quant_guard.golden import GoldenCorrupt, GoldenMissing, encode_png, stale_fields
 from quant_guard.thresholds import Thresholds, check_expected, check_thresholds, resolve_thresholds
@@ -219,11 +219,6 @@ def _degenerate(r: Render) -> str | None:
     return None
 
 
-def _summary(r: Render) -> RenderSummary:
-    return RenderSummary(step_times_s=r.step_times_s, total_s=r.total_s, memory=r.memory,
-                         dit_weight_bytes=r.dit_weight_bytes)
-
-
 def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, golden: np.ndarray,
            candidate: Render, *, expected: Any, golden_png: Path, reference: Render | None = None) -> CaseResult:
     """Verdict on a candidate render: degenerate output first, then image metrics, then budgets.
@@ -231,14 +226,14 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
     from quant_guard.metrics import compare_images
     from quant_guard.pipelines import Precision
 
-    summary = _summary(candidate)
+    summary = candidate.summary()
     budget = _budget(session, vc, marker)
     device = session.device(vc.checkpoint)
     if budget.step_time_s is not None and session.placement.shares(device):
         return CaseResult(vc, Verdict.ERROR, session.placement.refusal(device), candidate_render=summary)
     common: dict[str, Any] = {"candidate_render": summary,
                               "memory_plan": session.memory_plan(vc.checkpoint, Precision.FLOAT8_E4M3FN),
-                              "reference_render": _summary(reference) if reference is not None else None,
+                              "reference_render": reference.summary() if reference is not None else None,
                               "images": _write_images(session, vc, golden, candidate.image, golden_png),
                               "budget_checks": tuple(check_budget(summary, budget))}
     problem = _degenerate(candidate)

@@ -50,6 +50,16 @@ class MemoryStats:
 
 
 @dataclass(frozen=True)
+class RenderSummary:
+    """What was measured of one render (the image itself stays out of results)."""
+
+    step_times_s: tuple[float, ...]
+    total_s: float
+    memory: MemoryStats
+    dit_weight_bytes: int  # bytes of the DiT's weights as stored while the denoising loop ran
+
+
+@dataclass(frozen=True)
 class Render:
     image: np.ndarray  # uint8, H x W x 3
     step_times_s: tuple[float, ...]
@@ -57,6 +67,10 @@ class Render:
     memory: MemoryStats
     nonfinite_fraction: float  # share of NaN/Inf values in the VAE output, before the uint8 cast
     dit_weight_bytes: int  # the DiT's weights as stored while the denoising loop ran
+
+    def summary(self) -> RenderSummary:
+        return RenderSummary(step_times_s=self.step_times_s, total_s=self.total_s, memory=self.memory,
+                             dit_weight_bytes=self.dit_weight_bytes)
 
 
 class _StepTimer:

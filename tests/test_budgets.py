@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from quant_guard.budgets import Budget, StepStatistic, check_budget, step_stats
-from quant_guard.cases import RenderSummary
-from quant_guard.render import MemoryStats
+from quant_guard.render import MemoryStats, RenderSummary
 
 
 def _summary(times: tuple[float, ...], peak: int | None = 1000, kind: str = "cuda") -> RenderSummary:

@@ -163,7 +163,8 @@ def test_the_built_pipeline_follows_the_plan(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_the_plan_and_the_resident_figure_reach_results_json_and_the_html_view() -> None:
     from quant_guard.budgets import BudgetCheck
-    from quant_guard.cases import CaseResult, RenderSummary, Verdict, VisualCase
+    from quant_guard.cases import CaseResult, Verdict, VisualCase
+    from quant_guard.render import RenderSummary
     from quant_guard.config import CaseSpec, CheckpointSpec
     from quant_guard.render import MemoryStats
     from quant_guard.report.html import render_index

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from quant_guard.cases import CaseResult, RenderSummary, Verdict, VisualCase
+from quant_guard.cases import CaseResult, Verdict, VisualCase
 from quant_guard.config import load_config
 from quant_guard.metrics import ImageMetrics
-from quant_guard.render import MemoryStats
+from quant_guard.render import MemoryStats, RenderSummary
 from quant_guard.report.records import (
     as_float,
     build_record,

@@ -40,6 +40,7 @@ HUE_NAMES: tuple[tuple[float, str], ...] = (
     (240.0, "blue"), (310.0, "purple/magenta"), (345.0, "pink"),
 )  # (start of the sector, name); each sector ends where the next starts, "pink" wraps past 0
 BRIGHT_DARK_FACTOR = 2.0  # a shift "in the bright regions" is at least this many times the dark one
+MIN_LIGHTNESS_SPREAD = 10.0  # CIELAB L*: saturated pixels closer in lightness than this have no bright/dark
 SOFTER, SHARPER = 0.9, 1.1  # sharpness ratios below / above which the words say "softer" / "more detail"
 DETAIL_FLOOR = 0.25  # tiles whose golden detail is below this share of the mean tile's are not ranked
 _EPS = 1e-9
@@ -184,9 +185,11 @@ def colour_score(golden_lab: np.ndarray, candidate_lab: np.ndarray) -> ColourSco
     start = int(np.argmax(_sector_counts(np.degrees(h_g[moved]))))
     towards = names[(start + sign) % len(names)]
     lightness = g[:, 0]
-    bright = lightness >= np.median(lightness)
-    shift_bright = abs(_circular_mean_deg(diff[bright])) if bright.any() else 0.0
-    shift_dark = abs(_circular_mean_deg(diff[~bright])) if (~bright).any() else 0.0
+    bright = lightness > np.median(lightness)
+    if not bright.any() or bright.all() or np.median(lightness[bright]) - np.median(lightness[~bright]) < MIN_LIGHTNESS_SPREAD:
+        return ColourScore(hue_shift_deg=shift, towards=towards, where="across the image", **base)
+    shift_bright = abs(_circular_mean_deg(diff[bright]))
+    shift_dark = abs(_circular_mean_deg(diff[~bright]))
     if shift_bright >= BRIGHT_DARK_FACTOR * shift_dark:
         where = "in the bright regions"
     elif shift_dark >= BRIGHT_DARK_FACTOR * shift_bright:

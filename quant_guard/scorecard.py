@@ -110,7 +110,7 @@ class Scorecard:
         sharp = f"sharpness {s.ratio:.2f} ({s.words})"
         if s.worst is not None and s.worst.value < s.ratio - 0.05:
             sharp += f", worst region {_box(s.worst)} {s.worst.value:.2f}"
-        structure = f"structure: SSIM {st.ssim:.3f}, worst region {_box(st.worst)} {st.worst.value:.2f}"
+        structure = f"structure: SSIM {st.ssim:.3f}, worst region {_box(st.worst)} {st.worst.value:.3f}"
         if a.worst is None:
             artifacts = f"artifacts: no {a.kind} difference"
         else:

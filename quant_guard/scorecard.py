@@ -154,12 +154,6 @@ def hue_name(angle_deg: float) -> str:
     return name
 
 
-def neighbour_hue(angle_deg: float, sign: int) -> str:
-    """The sector next to the one ``angle_deg`` lies in, in the direction of ``sign`` (+ = counter-clockwise)."""
-    names = [n for _, n in HUE_NAMES]
-    return names[(names.index(hue_name(angle_deg)) + (1 if sign > 0 else -1)) % len(names)]
-
-
 def colour_score(golden_lab: np.ndarray, candidate_lab: np.ndarray) -> ColourScore:
     import numpy as np
     from skimage.color import deltaE_ciede2000
@@ -186,7 +180,10 @@ def colour_score(golden_lab: np.ndarray, candidate_lab: np.ndarray) -> ColourSco
     towards = names[(start + sign) % len(names)]
     lightness = g[:, 0]
     bright = lightness > np.median(lightness)
-    if not bright.any() or bright.all() or np.median(lightness[bright]) - np.median(lightness[~bright]) < MIN_LIGHTNESS_SPREAD:
+    spread = 0.0
+    if 0 < bright.sum() < bright.size:
+        spread = float(np.median(lightness[bright]) - np.median(lightness[~bright]))
+    if spread < MIN_LIGHTNESS_SPREAD:
         return ColourScore(hue_shift_deg=shift, towards=towards, where="across the image", **base)
     shift_bright = abs(_circular_mean_deg(diff[bright]))
     shift_dark = abs(_circular_mean_deg(diff[~bright]))

@@ -171,7 +171,8 @@ def test_describe_and_json_say_the_same() -> None:
     golden = textured()
     card = compute_scorecard(golden, blur(rotate_hue(golden, 10.0), 1.0))
     text = card.describe()
-    for part in ("colour: ΔE mean", "hue +10°", "sharpness", "(softer)", "structure: SSIM", "artifacts: worst LPIPS region"):
+    for part in ("colour: ΔE mean", "hue +10°", "sharpness", "(softer)", "structure: SSIM",
+                 "artifacts: worst LPIPS region"):
         assert part in text, (part, text)
     data = json.loads(json.dumps(card.to_json(), allow_nan=False))
     assert data["colour"]["hue_shift_deg"] == pytest.approx(card.colour.hue_shift_deg)

@@ -32,7 +32,8 @@ def _render(candidate: Path | None, precision: Precision) -> np.ndarray:
 
 def test_colour_shift_damage_moves_colour_beyond_honest_float8(tmp_path: Path) -> None:
     golden = _render(None, Precision.BF16)
-    honest = compute_scorecard(golden, _render(None, Precision.FLOAT8_E4M3FN), prompt=CAPTION, scorer=TinyColourScorer())
+    honest = compute_scorecard(golden, _render(None, Precision.FLOAT8_E4M3FN), prompt=CAPTION,
+                               scorer=TinyColourScorer())
     damaged_dit = tmp_path / "dit.safetensors"
     save_file(degrade(load_file(str(ensure_tiny_checkpoint().dit)), Degradation.COLOUR_SHIFT), str(damaged_dit))
     damaged = compute_scorecard(golden, _render(damaged_dit, Precision.FLOAT8_E4M3FN), prompt=CAPTION,

@@ -136,9 +136,13 @@ def propose_limits(results: dict[str, list[Pair]]) -> None:
         worst = max(p.card.colour.delta_e_p95 for p in honest)
         mild = min(p.card.colour.delta_e_p95 for p in colour)
         caught = sum(p.card.colour.delta_e_p95 > math.sqrt(worst * mild) for p in colour)
-        print(f"  colour_delta_e_p95 max {math.sqrt(worst * mild):.2f}  (worst honest {worst:.2f}, mildest "
+        limit = math.sqrt(worst * mild)
+        print(f"  colour_delta_e_p95 max {limit:.2f}  (worst honest {worst:.2f}, mildest "
               f"colour-shift {mild:.2f}; separation x{mild / worst:.1f}; colour-shift images above it {caught}/"
               f"{len(colour)})")
+        above = ", ".join(f"{name.removeprefix('float8 + ')} {sum(p.card.colour.delta_e_p95 > limit for p in pairs)}/"
+                          f"{len(pairs)}" for name, pairs in results.items())
+        print(f"    images above it per candidate: {above}")
     soft = results.get(f"float8 + {MATCHING['sharpness'].value}")
     if soft:
         worst = min(p.card.sharpness.ratio for p in honest)

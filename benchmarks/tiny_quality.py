@@ -37,7 +37,7 @@ import numpy as np
 
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 
-from quant_guard.degrade import Degradation, degrade  # noqa: E402
+from quant_guard.degrade import THRESHOLD_KINDS, Degradation, degrade  # noqa: E402
 from quant_guard.metrics import ImageMetrics, compare_images  # noqa: E402
 from quant_guard.tiny import dataset as ds  # noqa: E402
 from quant_guard.tiny.build import TinyCheckpointFiles, write_tiny_checkpoint  # noqa: E402
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fidelity target >= 90%: {'met' if met else 'NOT MET'}")
         if not args.skip_sensitivity:
             sens_pairs = ds.benchmark_pairs(args.seeds, seed=args.pairs_seed)
-            results = sensitivity(files, sens_pairs, args.steps, list(Degradation))
+            results = sensitivity(files, sens_pairs, args.steps, list(THRESHOLD_KINDS))
             print_table(results)
             print_vs_honest(results)
             suggest_thresholds(results)

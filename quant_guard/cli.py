@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     degrade.add_argument("--block", type=int, default=0, help="joint block for per-block kinds (default 0)")
     degrade.add_argument("--strength", type=float, default=None,
                          help="the kind's knob: round levels (default 3), noise fraction of the weight std "
-                              "(0.75), scale factor (2)")
+                              "(0.75), scale factor (2), colour-shift / soften offset (2)")
     degrade.add_argument("--seed", type=int, default=0)
     degrade.set_defaults(func=_cmd_degrade)
 

@@ -21,6 +21,16 @@ class Degradation(str, Enum):
     ZERO_ATTN_OUT = "zero-attn-out"  # attention output projection of one block zeroed
     SCALE = "scale"  # one linear layer scaled (a wrong per-tensor scale; default x2)
     DROP_TEXT = "drop-text"  # text conditioning removed (context + pooled embedders zeroed)
+    # Two kinds aimed at one scorecard dimension each (quant_guard.scorecard), on the final layer's
+    # adaptive norm (x = norm(x) * (1 + scale) + shift, both from ``final_norm_out.linear``):
+    COLOUR_SHIFT = "colour-shift"  # shift raised by a constant (default +2): every token's output drifts alike
+    SOFTEN = "soften"  # scale raised by a constant (default +2): the output's token-to-token detail distorted
+
+
+# The kinds the gate's LPIPS/SSIM/PSNR thresholds were set against (benchmarks/tiny_quality.py);
+# COLOUR_SHIFT and SOFTEN are measured by the scorecard benchmark (benchmarks/tiny_scorecard.py).
+THRESHOLD_KINDS = (Degradation.ROUND, Degradation.NOISE, Degradation.ZERO_ATTN_OUT, Degradation.SCALE,
+                   Degradation.DROP_TEXT)
 # No "e5m2" kind: float8_e5m2 is a legitimate storage format (``quant-guard quantize --dtype``),
 # not damage. It rounds large weights more coarsely than e4m3fn but keeps small ones that e4m3fn
 # flushes to subnormals; on the tiny checkpoint it lands a little farther from bf16 than e4m3fn
@@ -33,6 +43,10 @@ class Degradation(str, Enum):
 # is LPIPS 0.0123 / PSNR 28.7 dB against honest float8's worst 0.0050 / 39.0 dB.
 NOISE_FRACTION = 0.75
 SCALE_FACTOR = 2.0
+# Added to the final layer's norm shift / scale (benchmarks/tiny_scorecard.py, see the README).
+COLOUR_SHIFT_OFFSET = 2.0
+SOFTEN_OFFSET = 2.0
+_FINAL_NORM = "final_norm_out.linear.bias"  # [shift | scale], each as wide as the hidden state
 
 
 def _is_weight_matrix(name: str, tensor: torch.Tensor) -> bool:
@@ -44,7 +58,8 @@ def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: 
     """Return a damaged copy of ``state`` (a Flux DiT state dict in DiffSynth's naming).
 
     ``block`` picks the joint transformer block for the per-block kinds; ``strength`` is the
-    kind's knob (levels for ROUND, noise fraction for NOISE, factor for SCALE)."""
+    kind's knob (levels for ROUND, noise fraction for NOISE, factor for SCALE, offset for
+    COLOUR_SHIFT and SOFTEN)."""
     import torch
 
     kind = Degradation(kind)
@@ -78,4 +93,13 @@ def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: 
         for k, v in out.items():
             if k.startswith(("context_embedder.", "pooled_text_embedder.")):
                 out[k] = torch.zeros_like(v)
+    elif kind in (Degradation.COLOUR_SHIFT, Degradation.SOFTEN):
+        if _FINAL_NORM not in out:
+            raise ValueError(f"state dict has no {_FINAL_NORM!r} (the final layer's adaptive norm)")
+        bias = out[_FINAL_NORM].float().clone()
+        half = bias.shape[0] // 2
+        part = slice(0, half) if kind is Degradation.COLOUR_SHIFT else slice(half, None)
+        default = COLOUR_SHIFT_OFFSET if kind is Degradation.COLOUR_SHIFT else SOFTEN_OFFSET
+        bias[part] += strength if strength is not None else default
+        out[_FINAL_NORM] = bias.to(out[_FINAL_NORM].dtype)
     return out

@@ -56,22 +56,25 @@ def psnr(golden: np.ndarray, candidate: np.ndarray) -> float:
     return math.inf if mse == 0.0 else 10.0 * math.log10(255.0**2 / mse)
 
 
+# Wang et al.'s settings: Gaussian weights (sigma 1.5), population covariance, data range 255.
+_SSIM_SETTINGS = dict(channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+
+
 def ssim(golden: np.ndarray, candidate: np.ndarray) -> float:
     """SSIM with Gaussian weights (sigma 1.5), population covariance, data range 255."""
     from skimage.metrics import structural_similarity
 
     _check_pair(golden, candidate)
-    return float(
-        structural_similarity(
-            golden,
-            candidate,
-            channel_axis=-1,
-            data_range=255,
-            gaussian_weights=True,
-            sigma=1.5,
-            use_sample_covariance=False,
-        )
-    )
+    return float(structural_similarity(golden, candidate, **_SSIM_SETTINGS))
+
+
+def ssim_with_map(golden: np.ndarray, candidate: np.ndarray) -> tuple[float, np.ndarray]:
+    """``ssim`` (the same number) and its local map, float64 HxW (mean over the colour channels)."""
+    from skimage.metrics import structural_similarity
+
+    _check_pair(golden, candidate)
+    value, full = structural_similarity(golden, candidate, full=True, **_SSIM_SETTINGS)
+    return float(value), full.mean(axis=-1)
 
 
 @functools.cache

@@ -42,6 +42,20 @@ def test_quantize_and_degrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert torch.count_nonzero(d["blocks.0.attn.a_to_out.weight"]) == 0
 
 
+@pytest.mark.parametrize(("kind", "half"), [("colour-shift", 0), ("soften", 1)])
+def test_final_norm_kinds_change_only_their_half_of_the_final_norm(tmp_path: Path, kind: str, half: int) -> None:
+    assert main(["tiny", str(tmp_path / "t"), "--seeded"]) == 0
+    dit = tmp_path / "t" / "dit.safetensors"
+    assert main(["degrade", str(dit), str(tmp_path / "d.safetensors"), "--kind", kind, "--strength", "1.5"]) == 0
+    before, after = load_file(str(dit)), load_file(str(tmp_path / "d.safetensors"))
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == ["final_norm_out.linear.bias"]
+    width = before["final_norm_out.linear.bias"].shape[0] // 2  # [shift | scale]
+    delta = (after[changed[0]].float() - before[changed[0]].float()).view(2, width)
+    assert torch.allclose(delta[half], torch.full((width,), 1.5), atol=0.05)  # bf16 rounding of the sum
+    assert torch.count_nonzero(delta[1 - half]) == 0
+
+
 def test_pickle_and_missing_inputs_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pickle_file = tmp_path / "dit.pth"
     pickle_file.write_bytes(b"\x80\x04K\x01.")

@@ -1,0 +1,184 @@
+"""Which scorecard dimension each kind of damage moves, on the embedded ``tiny`` checkpoint.
+
+For (caption, seed) pairs of the tiny dataset: the bf16 render (the golden) against honest
+float8_e4m3fn and float8 with each kind of ``quant_guard.degrade`` damage applied to the DiT,
+rendered by the project's own ``quant_guard.pipelines.build_pipeline`` and
+``quant_guard.render.render``. Per kind it prints the scorecard's numbers (mean [min, max] over
+the pairs) and, per dimension, how far the kind moves it in units of honest float8's worst image
+(colour: ΔE p95; sharpness: |log ratio|; structure: 1 - SSIM; artifacts: worst LPIPS region), so
+that "the matching dimension moves most" can be read off. Then a proposal of scorecard limits for
+the tiny checkpoint: midway on a log scale between the worst honest image and the mildest image of
+the matching damage (as the LPIPS/SSIM/PSNR thresholds were chosen).
+
+Usage: python benchmarks/tiny_scorecard.py [--seeds 24] [--pairs-seed 1] [--steps 8] [--kinds colour-shift,soften]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
+
+from quant_guard.checkpoints import ResolvedCheckpoint  # noqa: E402
+from quant_guard.degrade import Degradation, degrade  # noqa: E402
+from quant_guard.metrics import lpips_distance  # noqa: E402
+from quant_guard.pipelines import Precision, build_pipeline  # noqa: E402
+from quant_guard.render import RenderRequest, render  # noqa: E402
+from quant_guard.scorecard import Scorecard, compute_scorecard  # noqa: E402
+from quant_guard.semantic import TinyColourScorer  # noqa: E402
+from quant_guard.tiny import dataset as ds  # noqa: E402
+from quant_guard.tiny.build import ensure_tiny_checkpoint  # noqa: E402
+
+HONEST = "honest float8_e4m3fn"
+MATCHING = {"colour": Degradation.COLOUR_SHIFT, "sharpness": Degradation.SOFTEN}
+
+
+@dataclass(frozen=True)
+class Pair:
+    card: Scorecard
+    lpips: float
+
+
+def tiny_checkpoint(candidate: Path | None = None) -> ResolvedCheckpoint:
+    t = ensure_tiny_checkpoint()
+    files = {"dit": t.dit, "text_encoder_clip": t.text_encoder_clip, "text_encoder_t5": t.text_encoder_t5,
+             "vae": t.vae, "tokenizer_clip": t.tokenizer_clip, "tokenizer_t5": t.tokenizer_t5}
+    return ResolvedCheckpoint("tiny", dict(files), candidate, ds.T5_SEQUENCE_LENGTH)
+
+
+def render_all(checkpoint: ResolvedCheckpoint, precision: Precision, pairs: list[tuple[str, int]],
+               steps: int) -> list[np.ndarray]:
+    pipe = build_pipeline(checkpoint, precision, "cpu")
+    return [render(pipe, RenderRequest(caption, seed, steps, ds.IMAGE_SIZE, ds.IMAGE_SIZE, ds.EMBEDDED_GUIDANCE,
+                                       ds.T5_SEQUENCE_LENGTH)).image for caption, seed in pairs]
+
+
+def measure(pairs: list[tuple[str, int]], steps: int, kinds: list[Degradation]) -> dict[str, list[Pair]]:
+    from safetensors.torch import load_file, save_file
+
+    golden = render_all(tiny_checkpoint(), Precision.BF16, pairs, steps)
+    scorer = TinyColourScorer()
+
+    def score(images: list[np.ndarray]) -> list[Pair]:
+        return [Pair(compute_scorecard(g, c, prompt=caption, scorer=scorer), lpips_distance(g, c))
+                for g, c, (caption, _) in zip(golden, images, pairs)]
+
+    results = {HONEST: score(render_all(tiny_checkpoint(), Precision.FLOAT8_E4M3FN, pairs, steps))}
+    state = load_file(str(ensure_tiny_checkpoint().dit))
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in kinds:
+            path = Path(tmp) / f"{kind.value}.safetensors"
+            save_file({k: v.contiguous() for k, v in degrade(state, kind).items()}, str(path))
+            results[f"float8 + {kind.value}"] = score(render_all(tiny_checkpoint(path), Precision.FLOAT8_E4M3FN,
+                                                                 pairs, steps))
+    return results
+
+
+# per dimension: the number per image, and how it departs from "no change" (0 = unchanged)
+DIMENSIONS = {
+    "colour": (lambda p: p.card.colour.delta_e_p95, lambda v: v),
+    "sharpness": (lambda p: p.card.sharpness.ratio, lambda v: abs(math.log(max(v, 1e-9)))),
+    "structure": (lambda p: p.card.structure.ssim, lambda v: 1.0 - v),
+    "artifacts": (lambda p: p.card.artifacts.worst.value if p.card.artifacts.worst else 0.0, lambda v: v),
+}
+
+
+def _cell(values: list[float], fmt: str) -> str:
+    return f"{fmt.format(np.mean(values))} [{fmt.format(min(values))}, {fmt.format(max(values))}]"
+
+
+def print_table(results: dict[str, list[Pair]]) -> None:
+    columns = (
+        ("ΔE mean", lambda p: p.card.colour.delta_e_mean, "{:.2f}"),
+        ("ΔE p95", lambda p: p.card.colour.delta_e_p95, "{:.2f}"),
+        ("hue °", lambda p: p.card.colour.hue_shift_deg or 0.0, "{:+.1f}"),
+        ("sharpness", lambda p: p.card.sharpness.ratio, "{:.3f}"),
+        ("SSIM", lambda p: p.card.structure.ssim, "{:.4f}"),
+        ("worst LPIPS region", DIMENSIONS["artifacts"][0], "{:.4f}"),
+        ("LPIPS", lambda p: p.lpips, "{:.4f}"),
+    )
+    print(f"\n{'candidate vs bf16':<26} " + " ".join(f"{name + ' mean [min, max]':>30}" for name, _, _ in columns)
+          + "  meaning kept")
+    for name, pairs in results.items():
+        cells = [_cell([get(p) for p in pairs], fmt) for _, get, fmt in columns]
+        kept = sum(bool(p.card.meaning and p.card.meaning.agrees) for p in pairs)
+        print(f"{name:<26} " + " ".join(f"{c:>30}" for c in cells) + f"  {kept}/{len(pairs)}")
+
+
+def print_departures(results: dict[str, list[Pair]]) -> None:
+    """Mean over pairs of each dimension's departure, in units of honest float8's worst image."""
+    honest = results[HONEST]
+    unit = {d: max(dep(get(p)) for p in honest) or 1e-9 for d, (get, dep) in DIMENSIONS.items()}
+    print("\nDeparture from bf16 in units of honest float8's worst image (mean over pairs; "
+          "colour ΔE p95, sharpness |log ratio|, structure 1-SSIM, artifacts worst LPIPS region):")
+    print(f"  {'candidate':<26} " + " ".join(f"{d:>10}" for d in DIMENSIONS) + "   moves most")
+    for name, pairs in results.items():
+        factors = {d: float(np.mean([dep(get(p)) for p in pairs])) / unit[d] for d, (get, dep) in DIMENSIONS.items()}
+        top = max(factors, key=factors.__getitem__)
+        print(f"  {name:<26} " + " ".join(f"{factors[d]:>10.1f}" for d in DIMENSIONS) + f"   {top}")
+
+
+def propose_limits(results: dict[str, list[Pair]]) -> None:
+    honest = results[HONEST]
+    print("\nProposed scorecard limits for the tiny checkpoint (midway on a log scale between the worst "
+          "honest image and the mildest image of the matching damage):")
+    colour = results.get(f"float8 + {MATCHING['colour'].value}")
+    if colour:
+        worst = max(p.card.colour.delta_e_p95 for p in honest)
+        mild = min(p.card.colour.delta_e_p95 for p in colour)
+        caught = sum(p.card.colour.delta_e_p95 > math.sqrt(worst * mild) for p in colour)
+        limit = math.sqrt(worst * mild)
+        print(f"  colour_delta_e_p95 max {limit:.2f}  (worst honest {worst:.2f}, mildest "
+              f"colour-shift {mild:.2f}; separation x{mild / worst:.1f}; colour-shift images above it {caught}/"
+              f"{len(colour)})")
+        above = ", ".join(f"{name.removeprefix('float8 + ')} {sum(p.card.colour.delta_e_p95 > limit for p in pairs)}/"
+                          f"{len(pairs)}" for name, pairs in results.items())
+        print(f"    images above it per candidate: {above}")
+    soft = results.get(f"float8 + {MATCHING['sharpness'].value}")
+    if soft:
+        worst = min(p.card.sharpness.ratio for p in honest)
+        mild = max(p.card.sharpness.ratio for p in soft)
+        median = float(np.median([p.card.sharpness.ratio for p in soft]))
+        if mild < worst:
+            limit = math.sqrt(worst * mild)
+            print(f"  sharpness_min {limit:.3f}  (worst honest {worst:.3f}, mildest soften {mild:.3f}; "
+                  f"separation x{worst / mild:.2f})")
+        else:
+            below = sum(p.card.sharpness.ratio < worst for p in soft)
+            print(f"  sharpness_min: none proposed: soften is not separated per image (worst honest {worst:.3f}, "
+                  f"mildest soften {mild:.3f}, median soften {median:.3f}; soften images below the worst honest "
+                  f"{below}/{len(soft)})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, default=24, help="(caption, seed) pairs")
+    p.add_argument("--pairs-seed", type=int, default=1)
+    p.add_argument("--steps", type=int, default=ds.RECOMMENDED_STEPS)
+    p.add_argument("--kinds", default=",".join(k.value for k in Degradation),
+                   help="comma-separated damage kinds (default: all)")
+    args = p.parse_args(argv)
+    kinds = [Degradation(k) for k in args.kinds.split(",") if k]
+    t0 = time.perf_counter()
+    pairs = ds.benchmark_pairs(args.seeds, seed=args.pairs_seed)
+    print(f"tiny checkpoint, {len(pairs)} (caption, seed) pairs, {args.steps} steps, 64x64; "
+          f"damage kinds: {', '.join(k.value for k in kinds)}")
+    results = measure(pairs, args.steps, kinds)
+    print_table(results)
+    print_departures(results)
+    propose_limits(results)
+    print(f"\ntotal {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from quant_guard.checkpoints import CheckpointError, ResolvedCheckpoint, checkpoint_hashes, resolve_checkpoint
 from quant_guard.config import CheckpointSpec, QuantGuardConfig
+from quant_guard.drift import ReferenceMode
 from quant_guard.golden import GoldenStore, WriteOutcome
 from quant_guard.thresholds import ThresholdOverrides
 from quant_guard.xdist_support import Placement
@@ -38,6 +39,8 @@ class RunSettings:
     max_peak_memory_bytes: int | None = None
     max_step_time_s: float | None = None
     use_expected: bool = True
+    reference: ReferenceMode | None = None  # overrides the configuration's reference mode
+    force: bool = False  # --update-golden rewrites goldens even within the drift tolerance
 
 
 class QuantGuardSession:
@@ -99,6 +102,10 @@ class QuantGuardSession:
             from quant_guard.pipelines import build_pipeline
 
             resolved, device = self.resolved(spec), self.device(spec)
+            if spec.deterministic:
+                from quant_guard.determinism import enable_full_determinism
+
+                enable_full_determinism()
             if device.startswith("cuda"):
                 self._make_room_on_gpu(_estimated_bytes(resolved, precision))
             self._pipelines[key] = build_pipeline(resolved, precision, device, cpu_offload=spec.cpu_offload)
@@ -127,10 +134,16 @@ class QuantGuardSession:
     def record(self, result: CaseResult) -> None:
         self.results.append(result)
 
+    @property
+    def reference_mode(self) -> ReferenceMode:
+        return self.settings.reference or self.config.reference
+
     def update_summary(self) -> str:
         c = self.outcomes
+        drifted = c[WriteOutcome.WITHIN_DRIFT]
         return (f"quant_guard: goldens {c[WriteOutcome.CREATED]} created, {c[WriteOutcome.UPDATED]} updated, "
-                f"{c[WriteOutcome.UNCHANGED]} unchanged")
+                f"{c[WriteOutcome.UNCHANGED] + drifted} unchanged"
+                + (f" ({drifted} within drift tolerance)" if drifted else ""))
 
 
 def _estimated_bytes(resolved: ResolvedCheckpoint, precision: Any) -> int:

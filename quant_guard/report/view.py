@@ -15,7 +15,8 @@ from quant_guard.units import format_bytes, format_seconds
 
 METRICS = ("LPIPS", "SSIM", "PSNR")
 _FIELD = {"LPIPS": "lpips", "SSIM": "ssim", "PSNR": "psnr"}
-_ENV_KEYS = ("device", "device_name", "torch", "diffsynth", "quant_guard", "python")
+_ENV_KEYS = ("device", "device_name", "compute_capability", "driver", "torch", "torch_cuda", "cudnn", "diffsynth",
+             "cpu_features", "determinism", "quant_guard", "python")
 
 
 def fmt_metric(metric: str, value: Any) -> str:

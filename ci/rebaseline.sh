@@ -15,6 +15,13 @@ cd "$(dirname "$0")/.."
 source ci/common.sh
 
 out="${QG_OUT:-qg-out}"
+if [[ "${QG_OPEN_PR:-false}" == "true" ]] && ! command -v gh >/dev/null 2>&1; then
+    # checked first: a whole GPU re-baseline must not end in a pushed branch without its pull request
+    echo "::error::QG_OPEN_PR=true opens the pull request with the GitHub CLI, but \`gh\` is not on PATH." \
+         "Install it (https://cli.github.com), or run without QG_OPEN_PR=true to get the new goldens as an" \
+         "artifact only. Nothing was rendered, committed or pushed." >&2
+    exit 2
+fi
 base="${QG_BASE:-${GITHUB_REF_NAME:-main}}"
 label="${QG_CHECKPOINT:-all}"
 mkdir -p "$out"

@@ -16,6 +16,8 @@ from quant_guard.thresholds import ThresholdOverrides
 if TYPE_CHECKING:
     from quant_guard.budgets import BudgetCheck
     from quant_guard.memory_plan import MemoryPlan
+    from quant_guard.drift import DriftCheck
+    from quant_guard.fingerprint import FieldDifference
     from quant_guard.metrics import ImageMetrics
     from quant_guard.render import RenderSummary
     from quant_guard.thresholds import MetricCheck
@@ -97,6 +99,7 @@ class Verdict(str, Enum):
     PASSED = "passed"
     UPDATED = "updated"  # --update-golden wrote (or confirmed) the golden
     IMAGE_FAILED = "image-failed"  # a metric is outside its threshold or expected value
+    ENV_DRIFT = "env-drift"  # the golden no longer reproduces here; the candidate passes against bf16 now
     DEGENERATE = "degenerate"  # NaN / constant / black candidate
     BUDGET_FAILED = "budget-failed"  # a memory or step-time limit was exceeded
     OUT_OF_MEMORY = "out-of-memory"  # loading or rendering ran out of device or host memory
@@ -116,8 +119,10 @@ class CaseResult:
     budget_checks: tuple[BudgetCheck, ...] = ()
     candidate_render: RenderSummary | None = None
     reference_render: RenderSummary | None = None
-    images: dict[str, Path] = field(default_factory=dict)  # "golden", "candidate", "diff"
+    images: dict[str, Path] = field(default_factory=dict)  # "golden", "candidate", "diff"[, "reference"]
     memory_plan: MemoryPlan | None = None  # the candidate's: where each component lived
+    drift: DriftCheck | None = None  # the three-way comparison, when the bf16 reference was rendered
+    fingerprint: tuple[FieldDifference, ...] = ()  # environment fields that differ from the golden's
 
     @property
     def passed(self) -> bool:

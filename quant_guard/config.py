@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from quant_guard.budgets import Budget, StepStatistic
+from quant_guard.drift import DriftTolerance, ReferenceMode
 from quant_guard.memory_plan import AUTO, parse_vram_limit
 from quant_guard.thresholds import EMBEDDED_THRESHOLDS, ExpectedSettings, ThresholdOverrides, Thresholds
 from quant_guard.tiny import settings as tiny_settings
@@ -81,6 +82,7 @@ class CheckpointSpec:
     thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
     limits: Budget = field(default_factory=Budget)
     render: RenderDefaults = field(default_factory=RenderDefaults)
+    deterministic: bool = False  # deterministic kernels (CUDA) before its pipelines are built
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class QuantGuardConfig:
     expected: ExpectedSettings
     checkpoints: tuple[CheckpointSpec, ...]
     cases: tuple[CaseSpec, ...]
+    drift_tolerance: DriftTolerance = field(default_factory=DriftTolerance)
+    reference: ReferenceMode = ReferenceMode.GOLDEN
 
     def checkpoint(self, checkpoint_id: str) -> CheckpointSpec:
         for c in self.checkpoints:
@@ -224,6 +228,10 @@ def parse_config(data: Any, *, file: Path, where: str = "tool.quant_guard") -> Q
     if (t := root.sub("thresholds")) is not None:
         thresholds = _threshold_overrides(t).apply(thresholds)
     expected = _expected(root.sub("expected"))
+    drift_tolerance = _drift_tolerance(root.sub("drift_tolerance"))
+    reference = root.get("reference", str, ReferenceMode.GOLDEN.value)
+    if reference not in {m.value for m in ReferenceMode}:
+        root.fail("reference", f"must be one of {', '.join(m.value for m in ReferenceMode)}, got {reference!r}")
     checkpoints = tuple(_checkpoint(_Table(c, f"{where}.checkpoints[{i}]", file), base)
                         for i, c in enumerate(root.get("checkpoints", list, [])))
     cases = tuple(_case(_Table(c, f"{where}.cases[{i}]", file), checkpoints)
@@ -232,7 +240,8 @@ def parse_config(data: Any, *, file: Path, where: str = "tool.quant_guard") -> Q
     _unique(root, "checkpoints", [c.id for c in checkpoints])
     _unique(root, "cases", [c.id for c in cases])
     return QuantGuardConfig(source=file, golden_dir=golden_dir, report_dir=report_dir,
-                            thresholds=thresholds, expected=expected, checkpoints=checkpoints, cases=cases)
+                            thresholds=thresholds, expected=expected, checkpoints=checkpoints, cases=cases,
+                            drift_tolerance=drift_tolerance, reference=ReferenceMode(reference))
 
 
 def _unique(table: _Table, key: str, ids: list[str]) -> None:
@@ -265,6 +274,16 @@ def _expected(t: _Table | None) -> ExpectedSettings:
         ssim_margin=t.number("ssim_margin", d.ssim_margin, low=0.0, high=2.0),  # type: ignore[arg-type]
         psnr_margin_db=t.number("psnr_margin_db", d.psnr_margin_db, low=0.0, high=200.0),  # type: ignore[arg-type]
     )
+    t.finish()
+    return result
+
+
+def _drift_tolerance(t: _Table | None) -> DriftTolerance:
+    if t is None:
+        return DriftTolerance()
+    d = DriftTolerance()
+    result = DriftTolerance(lpips=t.number("lpips", d.lpips, low=0.0, high=2.0),  # type: ignore[arg-type]
+                            psnr=t.number("psnr", d.psnr, low=0.0, high=200.0))  # type: ignore[arg-type]
     t.finish()
     return result
 
@@ -351,6 +370,7 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
         cpu_offload=cpu_offload, vram_limit_bytes=_vram_limit(t, cpu_offload),
         t5_sequence_length=t5_sequence_length,
         marks=marks, thresholds=thresholds, limits=limits, render=render,
+        deterministic=t.get("deterministic", bool, False),
     )
     t.finish()
     return spec

@@ -7,21 +7,23 @@ one line per metric against its limit, then the image paths.
 
 from __future__ import annotations
 
-import datetime as dt
-import platform
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quant_guard import __version__
 from quant_guard.budgets import Budget, check_budget
 from quant_guard.cases import CaseResult, TestAddress, TestOverrides, Verdict, VisualCase
 from quant_guard.checkpoints import CheckpointError
-from quant_guard.golden import GoldenCorrupt, GoldenMissing, encode_png, stale_fields
+from quant_guard.drift import Comparison, DriftCheck, DriftOutcome, ReferenceMode, decide, explain
+from quant_guard.fingerprint import FieldDifference, differences, environment
+from quant_guard.golden import GoldenCorrupt, GoldenMissing, WriteOutcome, encode_png, stale_fields
 from quant_guard.thresholds import Thresholds, check_expected, check_thresholds, resolve_thresholds
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from quant_guard.golden import Golden
+    from quant_guard.metrics import ImageMetrics
     from quant_guard.pipelines import Precision
     from quant_guard.progress import StepCallback
     from quant_guard.render import Render, RenderRequest
@@ -47,26 +49,6 @@ def golden_parameters(session: QuantGuardSession, vc: VisualCase) -> dict[str, A
         "scheduler": "FlowMatchScheduler:FLUX.1",  # what FluxImagePipeline always uses
         "checkpoint_hashes": session.reference_hashes(vc.checkpoint),
     }
-
-
-def environment(device: str) -> dict[str, Any]:
-    import diffsynth.version as dv
-    import torch
-
-    name = torch.cuda.get_device_name() if device.startswith("cuda") else _cpu_name()
-    return {"device": device, "device_name": name, "torch": torch.__version__,
-            "diffsynth": getattr(dv, "__version__", "unknown"), "quant_guard": __version__,
-            "python": platform.python_version(), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
@@ -173,7 +155,65 @@ def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
                           + f"\nRe-baseline with: {_update_command(vc, address)}")
     candidate = render(session.pipeline(vc.checkpoint, Precision.FLOAT8_E4M3FN), request_for(session, vc),
                        on_step=_progress(session, vc, Precision.FLOAT8_E4M3FN))
-    return _judge(session, vc, marker, golden.image, candidate, expected=expected, golden_png=golden.png)
+    # after the render: a deterministic checkpoint's settings are applied when its pipeline is built
+    fingerprint = differences(golden.metadata.get("environment"), environment(session.device(vc.checkpoint)))
+    live = session.reference_mode is ReferenceMode.LIVE
+    result = _judge(session, vc, marker, golden.image, candidate, expected=expected, golden_png=golden.png)
+    if live or result.verdict is Verdict.IMAGE_FAILED:
+        result = _drift_check(session, vc, marker, golden, candidate, result, expected=expected,
+                              fingerprint=fingerprint, address=address)
+    return replace(result, fingerprint=fingerprint)
+
+
+def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, golden: Golden,
+                 candidate: Render, first: CaseResult, *, expected: ImageMetrics | None,
+                 fingerprint: tuple[FieldDifference, ...], address: TestAddress | None) -> CaseResult:
+    """Render the bf16 reference now and compare three ways (``quant_guard.drift``); the verdict
+    then says whether the environment drifted or the quantization regressed."""
+    from quant_guard.metrics import compare_images
+    from quant_guard.pipelines import Precision
+    from quant_guard.render import render
+
+    reference = render(session.pipeline(vc.checkpoint, Precision.BF16), request_for(session, vc),
+                       on_step=_progress(session, vc, Precision.BF16))
+    if first.metrics is None:  # live mode on a candidate that never got metrics (degenerate, refused)
+        return replace(first, reference_render=reference.summary())
+    drift_metrics = compare_images(golden.image, reference.image)
+    quantization = compare_images(reference.image, candidate.image)
+    checks = check_thresholds(quantization, _thresholds(session, vc, marker))
+    if expected is not None:
+        checks += check_expected(quantization, expected, session.config.expected)
+    check = DriftCheck(
+        candidate_vs_golden=Comparison("candidate vs golden", first.metrics, first.checks),
+        reference_vs_golden=Comparison("bf16 now vs golden (drift)", drift_metrics,
+                                       session.config.drift_tolerance.checks(drift_metrics)),
+        candidate_vs_reference=Comparison("candidate vs bf16 now", quantization, tuple(checks)),
+        fingerprint=fingerprint)
+    outcome = decide(check, session.reference_mode)
+    images = {**first.images, "reference": _write_reference(session, vc, reference.image)}
+    section = explain(check, outcome, scheme=vc.checkpoint.candidate_scheme, rebaseline=_update_command(vc, address))
+    common: dict[str, Any] = {"drift": check, "images": images, "reference_render": reference.summary()}
+    if outcome is DriftOutcome.QUANTIZATION_FAILED:
+        head = first.reason.rsplit("\n" + _paths(first.images), 1)[0] if first.reason else ""
+        reason = "\n".join(p for p in (head, section, _paths(images)) if p)
+        return replace(first, verdict=Verdict.IMAGE_FAILED, reason=reason, **common)
+    judged = {"metrics": quantization, "checks": tuple(checks)}  # the comparison that decided
+    if outcome is DriftOutcome.ENV_DRIFT:
+        return replace(first, verdict=Verdict.ENV_DRIFT, reason=section + "\n" + _paths(images), **judged, **common)
+    if all(c.passed for c in first.budget_checks):
+        note = section if (not check.golden_reproduces or first.verdict is Verdict.IMAGE_FAILED) else ""
+        return replace(first, verdict=Verdict.PASSED, reason=note, **judged, **common)
+    reason = "budget exceeded:\n" + budget_section(first.budget_checks) + "\n" + section + "\n" + _paths(images)
+    return replace(first, verdict=Verdict.BUDGET_FAILED, reason=reason, **judged, **common)
+
+
+def _write_reference(session: QuantGuardSession, vc: VisualCase, image: np.ndarray) -> Path:
+    from quant_guard.atomic import atomic_write
+
+    folder = session.report_dir / vc.checkpoint.id / vc.key.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "reference.png", encode_png(image))
+    return folder / "reference.png"
 
 
 def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
@@ -193,8 +233,15 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
         return CaseResult(vc, Verdict.DEGENERATE, f"the bf16 reference render is {problem}; no golden written")
     metadata = {**golden_parameters(session, vc), "environment": environment(session.device(vc.checkpoint)),
                 "candidate_scheme": vc.checkpoint.candidate_scheme}
-    expected = None if _degenerate(candidate) else compare_images(reference.image, candidate.image)
-    outcome = session.store.write(vc.key, reference.image, metadata, expected)
+    kept = None if session.settings.force else _within_drift(session, vc, reference.image, metadata)
+    if kept is not None:
+        # the golden stays as it is, and so do the expected metrics measured against it
+        if not session.store.expected_path(vc.key).exists() and not _degenerate(candidate):
+            session.store.write_expected(vc.key, compare_images(kept.image, candidate.image))
+        outcome = WriteOutcome.WITHIN_DRIFT
+    else:
+        expected = None if _degenerate(candidate) else compare_images(reference.image, candidate.image)
+        outcome = session.store.write(vc.key, reference.image, metadata, expected, force=session.settings.force)
     session.outcomes[outcome] += 1
     result = _judge(session, vc, marker, reference.image, candidate, expected=None,
                     golden_png=session.store.png_path(vc.key), reference=reference)
@@ -208,6 +255,24 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
 
 def _progress(session: QuantGuardSession, vc: VisualCase, precision: Precision) -> StepCallback | None:
     return session.progress.for_render(f"{vc.id} ({precision.value})") if session.progress else None
+
+
+def _within_drift(session: QuantGuardSession, vc: VisualCase, image: np.ndarray,
+                  metadata: dict[str, Any]) -> Golden | None:
+    """The existing golden when a re-render differs from it only within the drift tolerance (same
+    parameters, pixels not identical but close): rewriting it would only churn."""
+    import numpy as np
+
+    from quant_guard.golden import GoldenError
+    from quant_guard.metrics import compare_images
+
+    try:
+        golden = session.store.load(vc.key, width=vc.width, height=vc.height)
+    except GoldenError:
+        return None
+    if stale_fields(golden.metadata, metadata) or np.array_equal(golden.image, image):
+        return None  # stale: a real change; identical: the store reports it unchanged itself
+    return golden if session.config.drift_tolerance.within(compare_images(golden.image, image)) else None
 
 
 def _degenerate(r: Render) -> str | None:

@@ -53,6 +53,7 @@ class WriteOutcome(str, Enum):
     CREATED = "created"
     UPDATED = "updated"
     UNCHANGED = "unchanged"
+    WITHIN_DRIFT = "within-drift"  # kept: the new render differs, but within the drift tolerance
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,9 @@ class GoldenStore:
                                 "the PNG was changed or an update was interrupted")
         return Golden(image=image, metadata=metadata, png=png)
 
+    def write_expected(self, key: GoldenKey, expected: ImageMetrics) -> None:
+        atomic_write(self.expected_path(key), _expected_yaml(expected))
+
     def load_expected(self, key: GoldenKey) -> ImageMetrics | None:
         """The candidate metrics recorded at the last update, or None if none were recorded."""
         import yaml
@@ -128,9 +132,10 @@ class GoldenStore:
     # ---- writing ----------------------------------------------------------------------------
 
     def write(self, key: GoldenKey, image: np.ndarray, metadata: dict[str, Any],
-              expected: ImageMetrics | None) -> WriteOutcome:
+              expected: ImageMetrics | None, *, force: bool = False) -> WriteOutcome:
         """Write the golden, its sidecar and expected metrics. UNCHANGED (nothing rewritten, the
-        original date kept) when the pixels and render parameters are what is stored already."""
+        original date kept) when the pixels and render parameters are what is stored already,
+        unless ``force``."""
         png, sidecar = self.png_path(key), self.sidecar_path(key)
         data = encode_png(image)
         metadata = {**metadata, "sidecar_version": SIDECAR_VERSION,
@@ -140,7 +145,7 @@ class GoldenStore:
             outcome = WriteOutcome.UPDATED
             try:
                 old = _read_sidecar(sidecar)
-                if (png.read_bytes() == data and old.get("image_sha256") == metadata["image_sha256"]
+                if (not force and png.read_bytes() == data and old.get("image_sha256") == metadata["image_sha256"]
                         and stale_fields(old, metadata) == []):
                     outcome = WriteOutcome.UNCHANGED
             except GoldenError:

@@ -16,6 +16,7 @@ import pytest
 
 from quant_guard.cases import CaseResult, TestAddress, TestOverrides, VisualCase, expand_cases
 from quant_guard.config import ConfigError, QuantGuardConfig, declares_quant_guard, load_config
+from quant_guard.drift import ReferenceMode
 from quant_guard.session import QuantGuardSession, RunSettings
 from quant_guard.thresholds import ThresholdOverrides
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
@@ -108,6 +109,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="during a render, print step k/n, seconds per step and ETA at most every SECONDS "
                          "(default 10; 0 = every step). Shown on a TTY or with -v, never under -q or on "
                          "xdist workers")
+    group.addoption("--qg-force", action="store_true", default=False,
+                    help="with --update-golden: rewrite every golden, also those whose re-render is within the "
+                         "drift tolerance of the stored one")
+    group.addoption("--qg-reference", choices=("golden", "live"), default=None,
+                    help="golden (default): judge the candidate against the stored golden, and render the bf16 "
+                         "reference only when that fails; live: render the bf16 reference for every case and "
+                         "judge against it (twice the renders, immune to drift). Config key: reference")
     group.addoption("--qg-shard", metavar="I/N", type=_shard, default=None,
                     help="run only shard I of N of the selected tests (round-robin over sorted test ids), "
                          "to spread a suite over N runners")
@@ -147,6 +155,8 @@ def _settings(config: pytest.Config) -> RunSettings:
         max_peak_memory_bytes=config.getoption("qg_max_vram"),
         max_resident_memory_bytes=config.getoption("qg_max_resident_vram"),
         max_step_time_s=config.getoption("qg_max_step_time"),
+        reference=ReferenceMode(config.getoption("qg_reference")) if config.getoption("qg_reference") else None,
+        force=config.getoption("qg_force"),
     )
 
 
@@ -338,6 +348,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     if session.settings.update_golden and (session.results or session.outcomes):
         terminalreporter.write_line(session.update_summary())
+    _environment_summary(terminalreporter, session)
     failed = [r for r in session.results if not r.passed]
     if failed:
         terminalreporter.section("quant_guard failures")
@@ -345,3 +356,20 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             failing = [c.describe() for c in (*r.checks, *r.budget_checks) if not c.passed]
             why = "; ".join(failing) or (r.reason.splitlines()[0] if r.reason else "")
             terminalreporter.write_line(f"{r.case.id}: {r.verdict.value}: {why}")
+
+
+def _environment_summary(terminalreporter: Any, session: QuantGuardSession) -> None:
+    """Which fingerprint fields differ from those recorded with the goldens, once per distinct
+    difference, with the tests it concerns."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for r in session.results:
+        if r.fingerprint:
+            groups.setdefault(tuple(d.describe() for d in r.fingerprint), []).append(r.case.id)
+    if not groups:
+        return
+    terminalreporter.section("quant_guard environment")
+    for lines, ids in groups.items():
+        shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        terminalreporter.write_line(f"this run's environment differs from the golden's ({len(ids)} test(s): {shown}):")
+        for line in lines:
+            terminalreporter.write_line(f"  {line}")

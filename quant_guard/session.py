@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from quant_guard.checkpoints import CheckpointError, ResolvedCheckpoint, checkpoint_hashes, resolve_checkpoint
 from quant_guard.config import CheckpointSpec, QuantGuardConfig
+from quant_guard.drift import ReferenceMode
 from quant_guard.golden import GoldenStore, WriteOutcome
 from quant_guard.memory_plan import MemoryPlan, Precision, plan_memory
 from quant_guard.thresholds import ThresholdOverrides
@@ -43,6 +44,8 @@ class RunSettings:
     max_resident_memory_bytes: int | None = None
     max_step_time_s: float | None = None
     use_expected: bool = True
+    reference: ReferenceMode | None = None  # overrides the configuration's reference mode
+    force: bool = False  # --update-golden rewrites goldens even within the drift tolerance
 
 
 class QuantGuardSession:
@@ -124,6 +127,10 @@ class QuantGuardSession:
         if loaded is not None and loaded.precision is precision:
             return loaded.pipe
         resolved, plan = self.resolved(spec), self.memory_plan(spec, precision)
+        if spec.deterministic:  # before any kernel of this checkpoint runs
+            from quant_guard.determinism import enable_full_determinism
+
+            enable_full_determinism()
         if loaded is None:
             pipe = pipelines.build_pipeline(resolved, precision, plan.device, plan=plan)
         else:
@@ -147,10 +154,16 @@ class QuantGuardSession:
     def record(self, result: CaseResult) -> None:
         self.results.append(result)
 
+    @property
+    def reference_mode(self) -> ReferenceMode:
+        return self.settings.reference or self.config.reference
+
     def update_summary(self) -> str:
         c = self.outcomes
+        drifted = c[WriteOutcome.WITHIN_DRIFT]
         return (f"quant_guard: goldens {c[WriteOutcome.CREATED]} created, {c[WriteOutcome.UPDATED]} updated, "
-                f"{c[WriteOutcome.UNCHANGED]} unchanged")
+                f"{c[WriteOutcome.UNCHANGED] + drifted} unchanged"
+                + (f" ({drifted} within drift tolerance)" if drifted else ""))
 
 
 @dataclass(frozen=True)

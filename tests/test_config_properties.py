@@ -34,9 +34,11 @@ def valid_config() -> dict[str, Any]:
         "thresholds": {"lpips": 0.05, "ssim": 0.95, "psnr": 30.0},
         "expected": {"enabled": True, "lpips_factor": 1.1, "lpips_margin": 0.005, "ssim_margin": 0.005,
                      "psnr_margin_db": 1.0},
+        "drift_tolerance": {"lpips": 0.001, "psnr": 50.0}, "reference": "golden",
         "checkpoints": [
             {"id": "tiny", "embedded": "tiny", "device": "cpu", "render": {"steps": 4, "size": "64x64"}},
             {"id": "real", "marks": ["gpu"], "device": "cuda", "cpu_offload": True, "t5_sequence_length": 512,
+             "deterministic": True,
              "render": {"steps": 20, "size": "1024x1024", "guidance": 3.5},
              "thresholds": {"psnr": 25.0},
              "candidate": {"scheme": "float8_e4m3fn", "dit": "fp8/dit.safetensors"},

@@ -128,6 +128,7 @@ def test_help_lists_the_options(pytester: pytest.Pytester) -> None:
         "quant_guard: visual regression gate for quantized diffusion checkpoints:",
         "*--update-golden*", "*--qg-config=PATH*", "*--qg-golden-dir=DIR*", "*--qg-report-dir=DIR*",
         "*--qg-lpips=MAX*", "*--qg-ssim=MIN*", "*--qg-psnr=MIN_DB*", "*--qg-device=*", "*--qg-no-expected*",
+        "*--qg-force*", "*--qg-reference=*",
     ])
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from drift_support import OTHER_MACHINE, copy_perturbed
 from helpers import STRICT_CASE
 import yaml
 
@@ -225,9 +226,11 @@ def test_rebaseline_workflow_is_manual_and_never_pushes_to_main() -> None:
 
 def test_nightly_script_runs_a_shard_on_the_cpu(tmp_path: Path) -> None:
     out, summary = tmp_path / "out", tmp_path / "summary.md"
+    # goldens made on "another machine": the gate must pass on pixels a few levels off its renders
+    golden = copy_perturbed(ROOT / "golden", tmp_path / "golden", environment=OTHER_MACHINE)
     env = script_env(QG_MARKERS="not gpu", QG_CHECKPOINT="tiny", QG_SHARD="1", QG_SHARDS="2", QG_OUT=str(out),
-                     QG_PYTEST_ARGS="tests/visual -p no:cacheprovider -k red-circle-blue", QG_WORKERS="1",
-                     GITHUB_STEP_SUMMARY=str(summary))
+                     QG_PYTEST_ARGS=f"tests/visual -p no:cacheprovider -k red-circle-blue --qg-golden-dir={golden}",
+                     QG_WORKERS="1", GITHUB_STEP_SUMMARY=str(summary))
     proc = subprocess.run(["bash", "ci/nightly.sh", "run"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -304,7 +307,8 @@ def project_repo(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
                  "ci/step_summary.py"):
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, work / name)
-    shutil.copytree(ROOT / "golden", work / "golden")
+    # goldens made on "another machine": pixels a few levels off this machine's renders
+    copy_perturbed(ROOT / "golden", work / "golden", environment=OTHER_MACHINE)
     for suffix in (".png", ".json", ".expected.yml"):  # one golden missing: the update creates it
         (work / "golden" / "tiny" / f"red-circle-blue-s0{suffix}").unlink()
 
@@ -351,16 +355,43 @@ def test_rebaseline_script_proposes_goldens_on_a_branch(project_repo: tuple[Path
     assert gh_log.read_text().split("\n")[:6] == ["pr", "create", "--base", "main", "--head", branch]
 
 
-def test_rebaseline_script_proposes_nothing_when_goldens_are_unchanged(project_repo: tuple[Path, Path],
-                                                                       tmp_path: Path) -> None:
+def test_rebaseline_script_proposes_nothing_when_goldens_are_within_drift_tolerance(
+        project_repo: tuple[Path, Path], tmp_path: Path) -> None:
+    """The goldens were made elsewhere (their pixels differ from this machine's renders by a few
+    levels): the update keeps them, so nothing is committed, pushed or proposed."""
     work, origin = project_repo
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gh_log = tmp_path / "gh.log"
+    (bin_dir / "gh").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{gh_log}"\n')
+    (bin_dir / "gh").chmod(0o755)
     env = script_env(QG_MARKERS="not gpu", QG_CHECKPOINT="tiny", QG_OPEN_PR="true", QG_WORKERS="1",
                      QG_PYTEST_ARGS="tests/visual -p no:cacheprovider -k red-circle-blue-s1",
-                     PATH=f"{tmp_path / 'no-gh'}{os.pathsep}{os.environ['PATH']}")
+                     PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     proc = subprocess.run(["bash", "ci/rebaseline.sh"], cwd=work, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "quant_guard: goldens 0 created, 0 updated, 1 unchanged (1 within drift tolerance)" in proc.stdout
     assert "goldens unchanged: nothing to propose" in proc.stdout
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=work, capture_output=True, text=True).stdout == ""
+    branches = subprocess.run(["git", "-C", str(origin), "for-each-ref", "--format=%(refname:short)", "refs/heads"],
+                              capture_output=True, text=True).stdout
+    assert branches.split() == ["main"] and not gh_log.exists()
+
+
+def test_rebaseline_script_without_gh_stops_before_rendering_or_pushing(project_repo: tuple[Path, Path]) -> None:
+    work, origin = project_repo
+    # PATH without any folder that holds a `gh`, whatever this machine has installed
+    path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep) if d and not (Path(d) / "gh").exists())
+    env = script_env(QG_MARKERS="not gpu", QG_CHECKPOINT="tiny", QG_OPEN_PR="true", QG_WORKERS="1",
+                     QG_PYTEST_ARGS="tests/visual -p no:cacheprovider -k red-circle-blue-s0", PATH=path)
+    proc = subprocess.run(["bash", "ci/rebaseline.sh"], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 2
+    assert "QG_OPEN_PR=true opens the pull request with the GitHub CLI, but `gh` is not on PATH" in proc.stderr
+    assert "Nothing was rendered, committed or pushed." in proc.stderr
+    assert not (work / "qg-out" / "pytest.log").exists()  # stopped before the update ran
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=work, capture_output=True, text=True).stdout == ""
     branches = subprocess.run(["git", "-C", str(origin), "for-each-ref", "--format=%(refname:short)", "refs/heads"],
                               capture_output=True, text=True).stdout
     assert branches.split() == ["main"]

@@ -139,7 +139,7 @@ def environment(session: QuantGuardSession, spec: CheckpointSpec) -> dict[str, A
     Never raises: a report must not break the run it describes."""
     env: dict[str, Any] = {}
     try:
-        from quant_guard.gate import environment as gate_environment
+        from quant_guard.fingerprint import environment as gate_environment
 
         env = gate_environment(session.device(spec))
         env.pop("created", None)

@@ -15,7 +15,8 @@ from quant_guard.units import format_bytes, format_seconds
 
 METRICS = ("LPIPS", "SSIM", "PSNR")
 _FIELD = {"LPIPS": "lpips", "SSIM": "ssim", "PSNR": "psnr"}
-_ENV_KEYS = ("device", "device_name", "torch", "diffsynth", "quant_guard", "python")
+_ENV_KEYS = ("device", "device_name", "compute_capability", "driver", "torch", "torch_cuda", "cudnn", "diffsynth",
+             "cpu_features", "determinism", "quant_guard", "python")
 
 
 def fmt_metric(metric: str, value: Any) -> str:
@@ -83,6 +84,8 @@ class CaseView:
     environment: tuple[tuple[str, str], ...]
     notes: tuple[str, ...]  # e.g. golden made with another torch version
     artifact_error: str = ""
+    drift: tuple[Row, ...] = ()  # candidate vs golden, bf16 now vs golden, candidate vs bf16 now
+    fingerprint: tuple[str, ...] = ()  # environment fields that differ from the golden's
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,35 @@ def case_view(record: Mapping[str, Any], artifacts: Mapping[str, Any]) -> CaseVi
         environment=tuple((k, str(v)) for k, v in (record.get("environment") or {}).items()
                           if k in _ENV_KEYS),
         notes=_notes(record), artifact_error=str(artifacts.get("error", "")),
+        drift=_drift_rows(record.get("drift")), fingerprint=_fingerprint(record.get("fingerprint")),
     )
+
+
+def _drift_rows(drift: Any) -> tuple[Row, ...]:
+    """The three comparisons of the drift check side by side, each with its verdict."""
+    if not isinstance(drift, dict):
+        return ()
+    rows = []
+    for key in ("candidate_vs_golden", "reference_vs_golden", "candidate_vs_reference"):
+        comparison = drift.get(key)
+        if not isinstance(comparison, dict):
+            continue
+        metrics = comparison.get("metrics") or {}
+        failed = [c for c in comparison.get("checks") or [] if isinstance(c, dict) and not c.get("passed")]
+        passed = bool(comparison.get("passed"))
+        verdict = "ok" if passed else "FAIL: " + "; ".join(f"{c.get('metric')} {_bound(c)} ({c.get('source')})"
+                                                          for c in failed)
+        rows.append(Row((Cell(str(comparison.get("name"))),
+                         *(Cell(fmt_metric(m, metrics.get(_FIELD[m]))) for m in METRICS),
+                         Cell(verdict, passed)), failed=not passed))
+    return tuple(rows)
+
+
+def _fingerprint(differences: Any) -> tuple[str, ...]:
+    if not isinstance(differences, list):
+        return ()
+    return tuple(f"{d.get('field')}: {d.get('recorded')} → {d.get('current')}" for d in differences
+                 if isinstance(d, dict))
 
 
 def _url(path: str) -> str:

@@ -145,7 +145,7 @@ def memory_cell(record: Mapping[str, Any]) -> str:
         return "–"
     limits = record.get("limits") if isinstance(record.get("limits"), Mapping) else {}
     limit = number(check.get("limit")) if check else number(limits.get("peak_memory_bytes"))
-    kind = {"cuda": "VRAM", "cpu-rss": "RSS growth"}.get(str(memory.get("kind")), str(memory.get("kind") or ""))
+    kind = {"cuda": "VRAM", "cpu-rss": "RSS"}.get(str(memory.get("kind")), str(memory.get("kind") or ""))
     text = _with_limit(fmt_bytes(peak), check, fmt_bytes(limit) if limit is not None else None)
     return f"{text} ({kind})" if kind else text
 

@@ -3,11 +3,11 @@
 Limits come from the checkpoint's ``[limits]`` table, the ``vram_budget`` /
 ``resident_vram_budget`` / ``step_time_budget`` markers and ``--qg-max-vram`` /
 ``--qg-max-resident-vram`` / ``--qg-max-step-time`` (most specific last). Peak memory is device
-memory allocated during the render on CUDA and, on a CPU, the growth of the process's peak RSS
-over the render (the honest host equivalent). Resident memory is what was allocated when the
-render began (CUDA) or the process's RSS then (CPU). Step time drops the warm-up step(s) and
-applies the limit to a statistic of
-the rest, the median by default.
+memory allocated during the render on CUDA and, on a CPU, the process's peak RSS during the
+render (what the host must provide: interpreter, torch, the pipeline and the render). Resident
+memory is what was allocated when the render began (CUDA) or the process's RSS then (CPU). A
+limit on a figure the platform cannot measure is an error, never a silent pass. Step time drops
+the warm-up step(s) and applies the limit to a statistic of the rest, the median by default.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def step_stats(step_times_s: tuple[float, ...], warmup_steps: int) -> StepStats 
 
 @dataclass(frozen=True)
 class BudgetCheck:
-    name: str  # "peak VRAM", "peak RSS growth", "resident VRAM", "resident RSS", "step time (median)"
+    name: str  # "peak VRAM", "peak RSS", "resident VRAM", "resident RSS", "step time (median)"
     value: float
     limit: float
     unit: str  # "bytes" or "s"
@@ -94,20 +94,21 @@ class BudgetCheck:
         return f"{self.name} {fmt(self.value)} {op} max {fmt(self.limit)} {'ok' if self.passed else 'FAIL'}"
 
 
+class BudgetNotMeasurable(Exception):
+    """A limit is set on a figure this platform cannot measure; the message says why."""
+
+
 def check_budget(render: RenderSummary, budget: Budget) -> list[BudgetCheck]:
     checks: list[BudgetCheck] = []
-    if budget.peak_memory_bytes is not None:
-        peak = render.memory.peak_bytes
-        name = "peak VRAM" if render.memory.kind == "cuda" else "peak RSS growth"
-        if peak is None:
-            raise RuntimeError(f"a memory budget is set but {name} could not be measured on this platform")
-        checks.append(BudgetCheck(name, float(peak), float(budget.peak_memory_bytes), "bytes"))
-    if budget.resident_memory_bytes is not None:
-        resident = render.memory.at_start_bytes
-        name = "resident VRAM" if render.memory.kind == "cuda" else "resident RSS"
-        if resident is None:
-            raise RuntimeError(f"a memory budget is set but {name} could not be measured on this platform")
-        checks.append(BudgetCheck(name, float(resident), float(budget.resident_memory_bytes), "bytes"))
+    memory = render.memory
+    for limit, value, name in ((budget.peak_memory_bytes, memory.peak_bytes, memory.peak_name),
+                               (budget.resident_memory_bytes, memory.at_start_bytes, memory.resident_name)):
+        if limit is None:
+            continue
+        if value is None:
+            raise BudgetNotMeasurable(f"a {name} limit of {format_bytes(limit)} is set, but {name} could not be "
+                                      f"measured: {memory.note or 'this platform does not report it'}")
+        checks.append(BudgetCheck(name, float(value), float(limit), "bytes"))
     if budget.step_time_s is not None:
         stats = step_stats(render.step_times_s, budget.warmup_steps)
         if stats is None:

@@ -215,7 +215,7 @@ def limit_findings(spec: CheckpointSpec, files: CheckpointFiles | None, devices:
     if needs_cuda and not devices:
         return [Finding(Status.FAIL, "device", "needs CUDA (device 'cuda' or marked gpu); torch sees none here")]
     if not devices or spec.device == "cpu":
-        return [Finding(Status.INFO, "device", "runs on the CPU: limits measure host RSS growth and CPU time")]
+        return [Finding(Status.INFO, "device", "runs on the CPU: limits measure the process's host RSS and CPU time")]
     gpu = devices[0]  # under xdist every worker sees its own GPU as device 0
     out = [Finding(Status.INFO, "device", f"{gpu.name} ({format_bytes(gpu.total_bytes)}), "
                                           f"cpu_offload={str(spec.cpu_offload).lower()}")]

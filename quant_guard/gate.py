@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quant_guard.budgets import Budget, check_budget
+from quant_guard.budgets import Budget, BudgetNotMeasurable, check_budget
 from quant_guard.cases import CaseResult, TestAddress, TestOverrides, Verdict, VisualCase
 from quant_guard.checkpoints import CheckpointError
 from quant_guard.drift import Comparison, DriftCheck, DriftOutcome, ReferenceMode, decide, explain
@@ -65,17 +65,32 @@ def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
         if session.settings.update_golden:
             return _update(session, vc, marker)
         return _check(session, vc, marker, address)
-    except (CheckpointError, LpipsWeightsError) as exc:
+    except (CheckpointError, LpipsWeightsError, BudgetNotMeasurable) as exc:
         return CaseResult(vc, Verdict.ERROR, str(exc))
     except LoadOutOfMemory as exc:
         traceback.clear_frames(exc.__traceback__)
         return _out_of_memory(session, vc, exc.what, exc.error)
     except (torch.OutOfMemoryError, MemoryError) as exc:
         return _out_of_memory(session, vc, "rendering", exc)
-    except RuntimeError as exc:
-        if not is_out_of_memory(exc):
-            raise
-        return _out_of_memory(session, vc, "rendering", exc)
+    except Exception as exc:  # noqa: BLE001 - every outcome must reach results.json and the report
+        if is_out_of_memory(exc):
+            return _out_of_memory(session, vc, "rendering", exc)
+        return CaseResult(vc, Verdict.ERROR, unexpected_error(exc))
+
+
+# How much of an unexpected error's traceback the verdict keeps (innermost frames).
+TRACEBACK_FRAMES = 12
+
+
+def unexpected_error(exc: BaseException) -> str:
+    """The message of an error verdict for an exception the gate has no special case for (a
+    DiffSynth upgrade that breaks the render, a bug): its type and message first, then the
+    innermost frames, so that results.json and the report carry what a traceback would."""
+    import traceback
+
+    frames = "".join(traceback.format_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]).rstrip()
+    head = f"unexpected error: {type(exc).__name__}: {exc}"
+    return f"{head}\n  traceback (innermost last):\n" + "\n".join("  " + line for line in frames.splitlines())
 
 
 def _out_of_memory(session: QuantGuardSession, vc: VisualCase, stage: str, exc: BaseException) -> CaseResult:

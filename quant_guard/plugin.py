@@ -32,7 +32,7 @@ MARKERS = {
     "qg_thresholds": "qg_thresholds(lpips=None, ssim=None, psnr=None): override quant_guard's image thresholds "
                      "for this test (max LPIPS, min SSIM, min PSNR in dB)",
     "vram_budget": 'vram_budget("10 GiB"): peak memory limit of this test\'s candidate render (CUDA: device '
-                   "memory; CPU: peak RSS growth)",
+                   "memory; CPU: the process's peak RSS)",
     "resident_vram_budget": 'resident_vram_budget("8 GiB"): limit on the memory resident when this test\'s '
                             "candidate render begins (CUDA: allocated device memory; CPU: process RSS)",
     "step_time_budget": 'step_time_budget("9.5 s"): per-step time limit of this test\'s candidate render '

@@ -9,8 +9,11 @@ Memory: on CUDA, right before the render, the cached blocks are handed back and 
 statistics reset (a peak taken without the reset includes the load); ``memory_allocated`` then
 is the memory resident when the render began, ``max_memory_allocated`` after it the peak during
 it. The session keeps one pipeline with one DiT (session.py), so both figures are this
-pipeline's own whatever ran before. On CPU the honest equivalent is the growth of the process's
-peak RSS over the render (Linux: writing "5" to /proc/self/clear_refs resets VmHWM).
+pipeline's own whatever ran before. On CPU the figures are what the host must provide: the
+process's RSS when the render began and its peak RSS during the render (Linux: writing "5" to
+/proc/self/clear_refs resets the VmHWM high-water mark right before the render). Where that reset
+is impossible the peak is not measured, and ``MemoryStats.note`` says why, rather than reporting
+a high-water mark that includes earlier work.
 """
 
 from __future__ import annotations
@@ -41,12 +44,22 @@ class RenderRequest:
 
 @dataclass(frozen=True)
 class MemoryStats:
-    """Memory of one render. ``kind`` is "cuda" (device memory) or "cpu-rss" (host RSS growth)."""
+    """Memory of one render. ``kind`` is "cuda" (device memory) or "cpu-rss" (the process's
+    resident host memory)."""
 
     kind: str
-    peak_bytes: int | None  # peak during the render (CUDA: allocated; CPU: RSS growth over the start)
+    peak_bytes: int | None  # peak during the render (CUDA: allocated; CPU: the process's RSS)
     reserved_bytes: int | None = None  # CUDA allocator's reserved peak
-    at_start_bytes: int | None = None  # allocated (CUDA) / resident (CPU) when the render began
+    at_start_bytes: int | None = None  # allocated (CUDA) / the process's RSS (CPU) when the render began
+    note: str | None = None  # why a figure is missing
+
+    @property
+    def peak_name(self) -> str:
+        return "peak VRAM" if self.kind == "cuda" else "peak RSS"
+
+    @property
+    def resident_name(self) -> str:
+        return "resident VRAM" if self.kind == "cuda" else "resident RSS"
 
 
 @dataclass(frozen=True)
@@ -118,7 +131,7 @@ def render(pipe: FluxImagePipeline, request: RenderRequest, *, on_step: StepCall
         nonfinite.append(1.0 - torch.isfinite(vae_output).float().mean().item())
         return to_image(vae_output, *args, **kwargs)
 
-    start_mem = _start_memory(cuda)
+    start_mem, reset = _start_memory(cuda)
     started = time.perf_counter()
     pipe.vae_output_to_image = checked_to_image  # instance attribute shadows the method for this call
     try:
@@ -131,44 +144,50 @@ def render(pipe: FluxImagePipeline, request: RenderRequest, *, on_step: StepCall
     finally:
         del pipe.vae_output_to_image
     total = time.perf_counter() - started
-    memory = _end_memory(cuda, start_mem)
+    memory = _end_memory(cuda, start_mem, reset)
     array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     return Render(image=array, step_times_s=tuple(timer.times), total_s=total, memory=memory,
                   nonfinite_fraction=max(nonfinite, default=0.0), dit_weight_bytes=timer.dit_bytes)
 
 
-def _start_memory(cuda: bool) -> int | None:
+def _start_memory(cuda: bool) -> tuple[int | None, bool]:
+    """Memory in use as the render begins, and whether the peak statistic was reset."""
     if cuda:
         import torch
 
         torch.cuda.synchronize()
         torch.cuda.empty_cache()  # the reserved peak then starts from what is referenced
         torch.cuda.reset_peak_memory_stats()
-        return int(torch.cuda.memory_allocated())
-    _reset_peak_rss()
-    return rss_field("VmRSS")
+        return int(torch.cuda.memory_allocated()), True
+    return rss_field("VmRSS"), _reset_peak_rss()
 
 
-def _end_memory(cuda: bool, at_start: int | None) -> MemoryStats:
+def _end_memory(cuda: bool, at_start: int | None, reset: bool) -> MemoryStats:
     if cuda:
         import torch
 
         return MemoryStats("cuda", int(torch.cuda.max_memory_allocated()),
                            reserved_bytes=int(torch.cuda.max_memory_reserved()), at_start_bytes=at_start)
+    if not reset:
+        return MemoryStats("cpu-rss", None, at_start_bytes=at_start,
+                           note=f"peak RSS not measured: {_CLEAR_REFS} cannot be written here (not Linux, or not "
+                                "permitted), so the process's high-water mark would include earlier work")
     peak = rss_field("VmHWM")
-    growth = None if peak is None or at_start is None else max(0, peak - at_start)
-    return MemoryStats("cpu-rss", growth, at_start_bytes=at_start)
+    note = None if peak is not None else f"peak RSS not measured: no VmHWM in {_STATUS}"
+    return MemoryStats("cpu-rss", peak, at_start_bytes=at_start, note=note)
 
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
 
 
-def _reset_peak_rss() -> None:
+def _reset_peak_rss() -> bool:
+    """Reset the process's RSS high-water mark (VmHWM); False where that is impossible."""
     try:
         _CLEAR_REFS.write_text("5")
     except OSError:
-        pass  # not Linux, or not permitted: the peak then includes earlier work
+        return False
+    return True
 
 
 def rss_field(name: str) -> int | None:

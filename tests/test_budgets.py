@@ -31,7 +31,7 @@ def test_check_budget_against_limits() -> None:
     assert checks[0].describe() == "peak VRAM 1000 B > max 999 B FAIL"
     by_max = check_budget(summary, Budget(step_time_s=2.0, statistic=StepStatistic.MAX))
     assert by_max[0].name == "step time (max)" and not by_max[0].passed
-    assert check_budget(_summary((1.0,), kind="cpu-rss"), Budget(peak_memory_bytes=10**6))[0].name == "peak RSS growth"
+    assert check_budget(_summary((1.0,), kind="cpu-rss"), Budget(peak_memory_bytes=10**6))[0].name == "peak RSS"
     assert check_budget(summary, Budget()) == []
 
 
@@ -88,6 +88,47 @@ def test_bad_unit_on_the_command_line(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--qg-max-vram", "10GB!")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--qg-max-vram*cannot parse memory size '10GB!'*"])
+
+
+def test_a_limit_on_a_figure_that_was_not_measured_is_an_error_not_a_pass() -> None:
+    from quant_guard.budgets import BudgetNotMeasurable
+
+    unmeasured = RenderSummary(step_times_s=(1.0,), total_s=1.0, dit_weight_bytes=0,
+                               memory=MemoryStats("cpu-rss", None, at_start_bytes=2**30,
+                                                  note="peak RSS not measured: /proc/self/clear_refs cannot be written"))
+    with pytest.raises(BudgetNotMeasurable, match=r"a peak RSS limit of 1.00 GiB is set, .*clear_refs cannot be"):
+        check_budget(unmeasured, Budget(peak_memory_bytes=2**30))
+    assert check_budget(unmeasured, Budget(resident_memory_bytes=2**31))[0].describe().startswith("resident RSS")
+
+
+def test_the_cpu_figure_is_the_process_peak_rss_of_the_render(pytester: pytest.Pytester,
+                                                              qg_project: Callable[..., Path]) -> None:
+    """On a CPU the peak is what the host must provide for the render (hundreds of MiB with torch
+    loaded), so a limit below that fails and one above passes; without the high-water-mark reset
+    the figure is reported as not measured and a limit on it is an error."""
+    import json
+
+    import quant_guard.render as render_module
+
+    qg_project()
+    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+    tight = pytester.runpytest("--qg-max-vram", "100 MiB")
+    tight.assert_outcomes(failed=1)
+    tight.stdout.fnmatch_lines(["*peak RSS * > max 100.00 MiB FAIL*"])
+    record = json.loads((pytester.path / "qg-report" / "results.json").read_text())["results"][0]
+    memory = record["candidate_render"]["memory"]
+    assert memory["kind"] == "cpu-rss" and memory["peak_bytes"] >= memory["at_start_bytes"] > 100 * 2**20
+    pytester.runpytest("--qg-max-vram", "64 GiB").assert_outcomes(passed=1)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(render_module, "_CLEAR_REFS", pytester.path / "no-such-dir" / "clear_refs")
+        unmeasured = pytester.runpytest("--qg-max-vram", "64 GiB")
+        unmeasured.assert_outcomes(failed=1)
+        unmeasured.stdout.fnmatch_lines(["*a peak RSS limit of 64.00 GiB is set, but peak RSS could not be measured:*"])
+        pytester.runpytest().assert_outcomes(passed=1)  # no limit: the report just says it was not measured
+    record = json.loads((pytester.path / "qg-report" / "results.json").read_text())["results"][0]
+    assert record["candidate_render"]["memory"]["peak_bytes"] is None
+    assert "cannot be written here" in record["candidate_render"]["memory"]["note"]
 
 
 def test_float8_candidate_stores_the_dit_in_half_the_bytes(tmp_path: Path) -> None:

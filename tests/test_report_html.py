@@ -39,7 +39,7 @@ def record(case: str, seed: int, lpips: float, ssim: float, psnr: Any, *, checkp
         "nodeid": f"test_visual.py::test_visual[{checkpoint}-{stem}]", "outcome": "passed" if passed else "failed",
         "id": f"{checkpoint}-{stem}", "checkpoint": checkpoint, "case": case, "seed": seed, "prompt": prompt,
         "scheme": "float8_e4m3fn", "render": {"steps": 4, "width": 64, "height": 64, "guidance": 3.5},
-        "limits": {"peak_vram_bytes": None, "step_time_s": None},
+        "limits": {"peak_memory_bytes": None, "step_time_s": None},
         "verdict": "passed" if passed else "image-failed", "reason": "" if passed else "candidate differs\n  SSIM ...",
         "metrics": {"lpips": lpips, "ssim": ssim, "psnr": psnr}, "checks": checks, "passed": passed,
         "candidate_render": {"step_times_s": [0.2, 0.1, 0.1], "total_s": 0.5,
@@ -118,16 +118,16 @@ def test_view_puts_failures_first_and_summarizes_seeds() -> None:
 
 
 def test_budget_rows_use_budget_checks_else_configured_limits() -> None:
-    limited = record("c", 0, 0.0, 1.0, 50.0, limits={"peak_vram_bytes": None, "step_time_s": 0.05})
+    limited = record("c", 0, 0.0, 1.0, 50.0, limits={"peak_memory_bytes": None, "step_time_s": 0.05})
     view = build_view({"results": [limited]})
     step = view.cases[0].budget[0]
     assert step.cells[2].text == "≤ 50.0 ms (median)" and step.cells[3].text == "FAIL" and step.failed
     checked = record("c", 0, 0.0, 1.0, 50.0, budget_checks=[
-        {"name": "peak RSS growth", "value": 3 * 2**20, "limit": 2**30, "unit": "bytes", "passed": True},
+        {"name": "peak RSS", "value": 3 * 2**20, "limit": 2**30, "unit": "bytes", "passed": True},
         {"name": "step time (median)", "value": 0.1, "limit": 0.5, "unit": "s", "passed": True}],
         other_checks=[{"name": "thing", "passed": False}])
     case = build_view({"results": [checked]}).cases[0]
-    assert [r.cells[2].text for r in case.budget] == ["step time (median) ≤ 500.0 ms", "peak RSS growth ≤ 1.00 GiB"]
+    assert [r.cells[2].text for r in case.budget] == ["step time (median) ≤ 500.0 ms", "peak RSS ≤ 1.00 GiB"]
     assert all(r.cells[3].ok for r in case.budget)
     assert list(case.extra_checks) == ["other checks"] and case.extra_checks["other checks"][0].failed
 

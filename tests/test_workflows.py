@@ -431,7 +431,7 @@ def test_step_summary_of_a_real_run(real_results: Path, step_summary: ModuleType
     passing = next(line for line in table if "`tiny-red-circle-s0`" in line)
     assert "✅ passed" in passing and "❌" not in passing
     assert re.search(r"\| 0\.\d{4} \| 0\.\d{4} \| \d+\.\d\d dB \|", passing)
-    assert re.search(r"\| [\d.]+ \w?i?B / 4\.00 GiB \(RSS growth\) \|", passing)  # measured / limit
+    assert re.search(r"\| [\d.]+ \w?i?B / 4\.00 GiB \(RSS\) \|", passing)  # measured / limit
     assert re.search(r"\| [\d.]+ m?s / 10\.00 s \(median\) \|", passing)
 
     failing = next(line for line in table if "`tiny-strict-s0`" in line)

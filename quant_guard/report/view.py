@@ -284,7 +284,7 @@ def _performance_rows(records: Sequence[Mapping[str, Any]]) -> tuple[Row, ...]:
         peaks = [p for p in (as_float(m.get("peak_bytes")) for m in memories) if p is not None]
         starts = [p for p in (as_float(m.get("at_start_bytes")) for m in memories) if p is not None]
         weights = [w for w in (as_float(s.get("dit_weight_bytes")) for s in summaries) if w is not None]
-        kind = "VRAM" if memories and memories[0].get("kind") == "cuda" else "RSS growth"
+        kind = "VRAM" if memories and memories[0].get("kind") == "cuda" else "RSS"
         rows.append(Row((
             Cell(label), Cell(str(len(summaries))),
             Cell(format_bytes(max(weights)) if weights else "–"),
@@ -318,13 +318,11 @@ def _budget_rows(record: Mapping[str, Any]) -> tuple[Row, ...]:
             rows.append(_measured(f"step time, {label}", text, check, limit, median, format_seconds, "median"))
         memory = summary.get("memory") or {}
         peak = as_float(memory.get("peak_bytes"))
-        what = "peak VRAM" if memory.get("kind") == "cuda" else "peak RSS growth"
+        what = "peak VRAM" if memory.get("kind") == "cuda" else "peak RSS"
         check = _take(checks, used, lambda name: name == what) if candidate else None
-        # "peak_memory_bytes" holds for any kind of memory; the older "peak_vram_bytes" for CUDA only
-        limit = as_float(limits.get("peak_memory_bytes")) if "peak_memory_bytes" in limits else (
-            as_float(limits.get("peak_vram_bytes")) if memory.get("kind") == "cuda" else None)
-        limit = limit if candidate else None
-        rows.append(_measured(f"{what}, {label}", format_bytes(peak) if peak is not None else "not measured",
+        limit = as_float(limits.get("peak_memory_bytes")) if candidate else None
+        shown = format_bytes(peak) if peak is not None else (memory.get("note") or "not measured")
+        rows.append(_measured(f"{what}, {label}", shown,
                               check, limit, peak, format_bytes, ""))
         resident = as_float(memory.get("at_start_bytes"))
         what = "resident VRAM" if memory.get("kind") == "cuda" else "resident RSS"

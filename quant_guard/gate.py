@@ -248,18 +248,28 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
         return CaseResult(vc, Verdict.DEGENERATE, f"the bf16 reference render is {problem}; no golden written")
     metadata = {**golden_parameters(session, vc), "environment": environment(session.device(vc.checkpoint)),
                 "candidate_scheme": vc.checkpoint.candidate_scheme}
+    # Judged before anything is written: the golden (the bf16 truth) is always refreshed, but a
+    # candidate that fails its thresholds never becomes the expected baseline. Its metrics are
+    # not recorded, expected metrics recorded earlier for an unchanged golden stay, and the
+    # summary line says how many were withheld (pytest-regressions' --force-regen also writes
+    # and fails; here the run fails and the failing numbers are not adopted).
+    result = _judge(session, vc, marker, reference.image, candidate, expected=None,
+                    golden_png=session.store.png_path(vc.key), reference=reference)
+    image_ok = result.metrics is not None and all(c.passed for c in result.checks)
     kept = None if session.settings.force else _within_drift(session, vc, reference.image, metadata)
     if kept is not None:
         # the golden stays as it is, and so do the expected metrics measured against it
-        if not session.store.expected_path(vc.key).exists() and not _degenerate(candidate):
+        if image_ok and not session.store.expected_path(vc.key).exists():
             session.store.write_expected(vc.key, compare_images(kept.image, candidate.image))
         outcome = WriteOutcome.WITHIN_DRIFT
     else:
-        expected = None if _degenerate(candidate) else compare_images(reference.image, candidate.image)
+        expected = result.metrics if image_ok else None
         outcome = session.store.write(vc.key, reference.image, metadata, expected, force=session.settings.force)
     session.outcomes[outcome] += 1
-    result = _judge(session, vc, marker, reference.image, candidate, expected=None,
-                    golden_png=session.store.png_path(vc.key), reference=reference)
+    if not image_ok:
+        session.expected_withheld += 1
+        return replace(result, reason=f"{result.reason}\ngolden {outcome.value}; this failing candidate's metrics "
+                                      "were not recorded as expected")
     if result.passed:
         return CaseResult(vc, Verdict.UPDATED, f"golden {outcome.value}", metrics=result.metrics,
                           checks=result.checks, budget_checks=result.budget_checks,

@@ -25,6 +25,7 @@ from quant_guard.progress import ProgressPrinter
 from quant_guard.xdist_support import OUTCOMES_KEY, ControllerHooks, check_pinned, pin_gpu, placement
 
 SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
+WITHHELD = "expected-withheld"  # beside the golden write counts a worker sends to the controller
 RESULT_KEY = pytest.StashKey[CaseResult]()
 
 MARKERS = {
@@ -178,7 +179,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = session
     if session is not None and config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         def add_worker_outcomes(outcomes: dict[str, int]) -> None:
-            session.outcomes.update({WriteOutcome(k): v for k, v in outcomes.items()})
+            session.expected_withheld += outcomes.get(WITHHELD, 0)
+            session.outcomes.update({WriteOutcome(k): v for k, v in outcomes.items() if k != WITHHELD})
 
         config.pluginmanager.register(ControllerHooks(add_worker_outcomes), "quant_guard_xdist_controller")
 
@@ -215,7 +217,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     qg = session.config.stash.get(SESSION_KEY, None)
     workeroutput = getattr(session.config, "workeroutput", None)
     if qg is not None and workeroutput is not None:  # an xdist worker: report its golden writes
-        workeroutput[OUTCOMES_KEY] = {k.value: v for k, v in qg.outcomes.items()}
+        workeroutput[OUTCOMES_KEY] = {**{k.value: v for k, v in qg.outcomes.items()}, WITHHELD: qg.expected_withheld}
 
 
 # ---- collection ----------------------------------------------------------------------------
@@ -346,7 +348,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     session = config.stash.get(SESSION_KEY, None)
     if session is None:
         return
-    if session.settings.update_golden and (session.results or session.outcomes):
+    if session.settings.update_golden and (session.results or session.outcomes or session.expected_withheld):
         terminalreporter.write_line(session.update_summary())
     _environment_summary(terminalreporter, session)
     failed = [r for r in session.results if not r.passed]

@@ -56,6 +56,7 @@ class QuantGuardSession:
         self.store = GoldenStore(settings.golden_dir or config.golden_dir)
         self.report_dir = settings.report_dir or config.report_dir
         self.outcomes: Counter[WriteOutcome] = Counter()
+        self.expected_withheld = 0  # --update-golden: failing candidates whose metrics were not recorded
         self.results: list[CaseResult] = []
         self._resolved: dict[str, ResolvedCheckpoint | CheckpointError] = {}
         self._hashes: dict[str, dict[str, str]] = {}
@@ -163,7 +164,9 @@ class QuantGuardSession:
         drifted = c[WriteOutcome.WITHIN_DRIFT]
         return (f"quant_guard: goldens {c[WriteOutcome.CREATED]} created, {c[WriteOutcome.UPDATED]} updated, "
                 f"{c[WriteOutcome.UNCHANGED] + drifted} unchanged"
-                + (f" ({drifted} within drift tolerance)" if drifted else ""))
+                + (f" ({drifted} within drift tolerance)" if drifted else "")
+                + (f"; expected metrics not recorded for {self.expected_withheld} failing candidate"
+                   f"{'s' if self.expected_withheld != 1 else ''}" if self.expected_withheld else ""))
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,7 @@ def test_drifted_golden_is_env_drift_a_damaged_candidate_still_image_failed(
         "*environment differs from the golden's:",
         f"*device_name: {OTHER_MACHINE['device_name']} -> *",
         "*what to do: the environment changed, not the quantization. Re-baseline on this machine with",
-        '*pytest --update-golden -k "tiny-red-circle-s0"',
+        "*pytest --update-golden 'test_visual.py::test_visual[[]tiny-red-circle-s0[]]'",
         "*reference: qg-report/tiny/red-circle-s0/reference.png",
         "*quant_guard environment*",
         "this run's environment differs from the golden's (1 test(s): tiny-red-circle-s0):",

@@ -60,7 +60,7 @@ def test_changed_golden_fails_as_drift_then_update_repairs(pytester: pytest.Pyte
         "*candidate vs golden * FAIL (LPIPS > 0.008 threshold; SSIM < 0.975 threshold; PSNR < 34 dB threshold)",
         "*bf16 now vs golden (drift) * FAIL (LPIPS > 0.001 drift tolerance; PSNR < 50 dB drift tolerance)",
         "*candidate vs bf16 now * ok",
-        '*pytest --update-golden -k "tiny-red-circle-s0"*',
+        "*pytest --update-golden 'test_visual.py::test_visual[[]tiny-red-circle-s0[]]'*",
         "*golden:*golden/tiny/red-circle-s0.png*",
         "*candidate:*qg-report/tiny/red-circle-s0/candidate.png*",
         "*reference:*qg-report/tiny/red-circle-s0/reference.png*",
@@ -93,3 +93,30 @@ def test_golden_without_valid_sidecar_is_not_trusted(pytester: pytest.Pytester,
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*golden sidecar *red-circle-s0.json is not valid JSON*"])
+
+
+def test_update_never_adopts_a_failing_candidate_as_expected(pytester: pytest.Pytester,
+                                                             qg_project: Callable[..., Path]) -> None:
+    """--update-golden refreshes the golden (the bf16 truth) whatever the candidate does, but a
+    candidate that fails its thresholds fails the run and its metrics are not recorded: no new
+    expected file, and one recorded by an earlier passing update stays as it was."""
+    from helpers import STRICT_CASE
+
+    root = qg_project(extra_case=STRICT_CASE)
+    strict = root / "golden" / "tiny" / "strict-s0"
+    first = pytester.runpytest("--update-golden")
+    first.assert_outcomes(passed=1, failed=1)
+    first.stdout.fnmatch_lines([
+        "*this failing candidate's metrics were not recorded as expected*",
+        "quant_guard: goldens 2 created, 0 updated, 0 unchanged; expected metrics not recorded for 1 failing candidate",
+    ])
+    assert strict.with_suffix(".png").exists() and not strict.with_suffix(".expected.yml").exists()
+    assert (root / "golden" / "tiny" / "red-circle-s0.expected.yml").exists()
+
+    # a loose run records the strict case's metrics; a failing re-update then leaves them alone
+    pytester.runpytest("--update-golden", "--qg-psnr", "0").assert_outcomes(passed=2)
+    recorded = strict.with_suffix(".expected.yml").read_bytes()
+    again = pytester.runpytest("--update-golden")
+    again.assert_outcomes(passed=1, failed=1)
+    again.stdout.fnmatch_lines(["*; expected metrics not recorded for 1 failing candidate"])
+    assert strict.with_suffix(".expected.yml").read_bytes() == recorded

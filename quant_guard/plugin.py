@@ -333,7 +333,7 @@ def qg_session(request: pytest.FixtureRequest) -> Generator[QuantGuardSession, N
         raise pytest.UsageError("no quant_guard configuration: add [tool.quant_guard] to pyproject.toml "
                                 "or pass --qg-config PATH")
     yield session
-    session.release_pipelines()
+    session.close()
 
 
 @pytest.fixture

@@ -23,8 +23,6 @@ The numbers in quant_guard/tiny/weights/README.md come from ``--seeds 24`` (and
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import math
 import os
 import sys
@@ -37,44 +35,28 @@ import numpy as np
 
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 
+from quant_guard.checkpoints import ResolvedCheckpoint  # noqa: E402
 from quant_guard.degrade import THRESHOLD_KINDS, Degradation, degrade  # noqa: E402
 from quant_guard.metrics import ImageMetrics, compare_images  # noqa: E402
+from quant_guard.pipelines import Precision, build_pipeline  # noqa: E402
+from quant_guard.render import RenderRequest  # noqa: E402
+from quant_guard.render import render as render_request  # noqa: E402
 from quant_guard.tiny import dataset as ds  # noqa: E402
 from quant_guard.tiny.build import TinyCheckpointFiles, write_tiny_checkpoint  # noqa: E402
 
 
 def load_pipeline(files: TinyCheckpointFiles, *, fp8: bool, dit: Path | None = None) -> Any:
-    """The real FluxImagePipeline on CPU; ``fp8``: DiT stored in float8_e4m3fn, computed in bf16."""
-    import torch
-    from diffsynth.core import ModelConfig
-    from diffsynth.pipelines.flux_image import FluxImagePipeline
-
-    from quant_guard.tiny.architecture import register_with_diffsynth
-
-    register_with_diffsynth()
-    if not hasattr(torch.cpu, "empty_cache"):  # diffsynth calls it when VRAM management is on
-        torch.cpu.empty_cache = lambda: None  # type: ignore[attr-defined]
-    f8 = torch.float8_e4m3fn
-    dit_kwargs: dict[str, Any] = dict(
-        offload_dtype=f8, offload_device="cpu", onload_dtype=f8, onload_device="cpu",
-        preparing_dtype=f8, preparing_device="cpu", computation_dtype=torch.bfloat16,
-        computation_device="cpu") if fp8 else {}
-    with contextlib.redirect_stdout(io.StringIO()):  # DiffSynth prints every model it looks for
-        return FluxImagePipeline.from_pretrained(
-            torch_dtype=torch.bfloat16, device="cpu",
-            model_configs=[ModelConfig(path=str(dit or files.dit), **dit_kwargs),
-                           ModelConfig(path=str(files.text_encoder_clip)),
-                           ModelConfig(path=str(files.text_encoder_t5)),
-                           ModelConfig(path=str(files.vae))],
-            tokenizer_1_config=ModelConfig(path=str(files.tokenizer_clip)),
-            tokenizer_2_config=ModelConfig(path=str(files.tokenizer_t5)))
+    """The pipeline users run (``quant_guard.pipelines.build_pipeline``) on CPU; ``fp8``: the
+    float8_e4m3fn candidate, with ``dit`` as its pre-quantized or damaged DiT file."""
+    checkpoint = ResolvedCheckpoint("tiny", dict(files.components()), dit, ds.T5_SEQUENCE_LENGTH)
+    return build_pipeline(checkpoint, Precision.FLOAT8_E4M3FN if fp8 else Precision.BF16, "cpu")
 
 
 def render(pipe: Any, caption: str, seed: int, steps: int) -> np.ndarray:
-    image = pipe(prompt=caption, seed=seed, height=ds.IMAGE_SIZE, width=ds.IMAGE_SIZE,
-                 num_inference_steps=steps, t5_sequence_length=ds.T5_SEQUENCE_LENGTH,
-                 embedded_guidance=ds.EMBEDDED_GUIDANCE, progress_bar_cmd=lambda x: x)
-    return np.asarray(image, dtype=np.uint8)
+    """One render through the gate's own ``quant_guard.render.render``."""
+    request = RenderRequest(caption, seed, steps, ds.IMAGE_SIZE, ds.IMAGE_SIZE, ds.EMBEDDED_GUIDANCE,
+                            ds.T5_SEQUENCE_LENGTH)
+    return render_request(pipe, request).image
 
 
 def fidelity(pipe: Any, pairs: list[tuple[str, int]], steps: int, label: str) -> float:

@@ -49,10 +49,7 @@ class Pair:
 
 
 def tiny_checkpoint(candidate: Path | None = None) -> ResolvedCheckpoint:
-    t = ensure_tiny_checkpoint()
-    files = {"dit": t.dit, "text_encoder_clip": t.text_encoder_clip, "text_encoder_t5": t.text_encoder_t5,
-             "vae": t.vae, "tokenizer_clip": t.tokenizer_clip, "tokenizer_t5": t.tokenizer_t5}
-    return ResolvedCheckpoint("tiny", dict(files), candidate, ds.T5_SEQUENCE_LENGTH)
+    return ResolvedCheckpoint("tiny", dict(ensure_tiny_checkpoint().components()), candidate, ds.T5_SEQUENCE_LENGTH)
 
 
 def render_all(checkpoint: ResolvedCheckpoint, precision: Precision, pairs: list[tuple[str, int]],

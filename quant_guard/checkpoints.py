@@ -45,11 +45,7 @@ def resolve_checkpoint(spec: CheckpointSpec) -> ResolvedCheckpoint:
     if spec.embedded == "tiny":
         from quant_guard.tiny.build import ensure_tiny_checkpoint
 
-        tiny = ensure_tiny_checkpoint()
-        files: dict[str, Path | list[Path]] = {
-            "dit": tiny.dit, "text_encoder_clip": tiny.text_encoder_clip, "text_encoder_t5": tiny.text_encoder_t5,
-            "vae": tiny.vae, "tokenizer_clip": tiny.tokenizer_clip, "tokenizer_t5": tiny.tokenizer_t5,
-        }
+        files: dict[str, Path | list[Path]] = dict(ensure_tiny_checkpoint().components())
     else:
         files = {name: _local(spec.components[name], f"{spec.id}.{name}") for name in COMPONENTS}
     candidate_dit = None

@@ -48,6 +48,11 @@ class TinyCheckpointFiles:
     def tokenizer_clip(self) -> Path:
         return self.root / "tokenizer_clip"
 
+    def components(self) -> dict[str, Path]:
+        """Every component by the name the configuration gives it (``config.COMPONENTS``)."""
+        return {"dit": self.dit, "text_encoder_clip": self.text_encoder_clip, "text_encoder_t5": self.text_encoder_t5,
+                "vae": self.vae, "tokenizer_clip": self.tokenizer_clip, "tokenizer_t5": self.tokenizer_t5}
+
     @property
     def tokenizer_t5(self) -> Path:
         return self.root / "tokenizer_t5"

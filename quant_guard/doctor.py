@@ -15,7 +15,6 @@ import glob
 import os
 import platform
 import shutil
-import subprocess
 import tempfile
 import tomllib
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from quant_guard.config import COMPONENTS, CheckpointSpec, ComponentSource, QuantGuardConfig
+from quant_guard.fingerprint import nvidia_driver
 from quant_guard.units import format_bytes
 
 if TYPE_CHECKING:
@@ -70,17 +70,6 @@ def gpus() -> list[Gpu]:
             for i in range(torch.cuda.device_count())]
 
 
-def driver_version() -> str:
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return "unknown (nvidia-smi not found)"
-    try:
-        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"unknown ({exc})"
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
-
 
 def machine_findings(devices: list[Gpu]) -> list[Finding]:
     import importlib.metadata
@@ -92,7 +81,7 @@ def machine_findings(devices: list[Gpu]) -> list[Finding]:
     out = [Finding(Status.INFO, "python", platform.python_version()),
            Finding(Status.INFO, "torch", f"{torch.__version__} (CUDA build {torch.version.cuda or 'none'})")]
     if devices:
-        out.append(Finding(Status.OK, "CUDA", f"{len(devices)} device(s) visible; driver {driver_version()}"))
+        out.append(Finding(Status.OK, "CUDA", f"{len(devices)} device(s) visible; driver {nvidia_driver() or 'unknown'}"))
         out += [Finding(Status.INFO, f"GPU {g.index}", f"{g.name}, {format_bytes(g.total_bytes)}") for g in devices]
     else:
         out.append(Finding(Status.WARN, "CUDA", "torch sees no CUDA device: only CPU checkpoints can run here"))

@@ -54,7 +54,7 @@ def environment(device: str) -> dict[str, Any]:
         "device": device.split(":")[0],
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cudnn": _cudnn_version(),
         "diffsynth": getattr(dv, "__version__", "unknown"),
         "determinism": determinism_state(),
         "quant_guard": __version__,
@@ -68,6 +68,17 @@ def environment(device: str) -> dict[str, Any]:
     else:
         env.update(device_name=cpu_name(), cpu_features=cpu_features())
     return env
+
+
+def _cudnn_version() -> int | None:
+    """cuDNN's version, None where torch has none or cannot initialise it (a fingerprint field
+    must never stop the gate)."""
+    import torch
+
+    try:
+        return torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    except (RuntimeError, ValueError):
+        return None
 
 
 def determinism_state() -> dict[str, Any]:

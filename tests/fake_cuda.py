@@ -73,6 +73,7 @@ class FakeCudaDevice:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 9))
 
 
 # Bytes of a Flux-size checkpoint: DiT by stored dtype, the encoders + VAE, one render's activations.

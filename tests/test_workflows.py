@@ -411,7 +411,8 @@ def real_results(pytester: pytest.Pytester, qg_project: Callable[..., Path]) -> 
     """The report folder of a real tiny run: one passing case with limits, one failing (PSNR)."""
     qg_project(checkpoint_extra='limits = { peak_vram = "4 GiB", step_time = "10 s" }', extra_case=STRICT_CASE)
     update = pytester.runpytest("--update-golden")  # writes both goldens; the strict candidate fails already
-    update.stdout.fnmatch_lines(["quant_guard: goldens 2 created, 0 updated, 0 unchanged"])
+    update.stdout.fnmatch_lines(["quant_guard: goldens 2 created, 0 updated, 0 unchanged; "
+                                 "expected metrics not recorded for 1 failing candidate"])
     pytester.runpytest("--qg-report-dir", "report").assert_outcomes(passed=1, failed=1)
     return pytester.path / "report"
 

@@ -76,14 +76,20 @@ def code_lines(markdown: str) -> list[str]:
     return lines
 
 
-def actionlint() -> str:
-    found = shutil.which("actionlint") or shutil.which("actionlint", path=str(Path(sys.executable).parent))
+def linter(name: str) -> str:
+    """A linter from the test extra (its wheel ships the binary): skipped on a developer's machine
+    that lacks it, a failure in CI, where everything must be linted."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
-        message = "actionlint is not installed (pip install -e '.[test]')"
+        message = f"{name} is not installed (pip install -e '.[test]')"
         if os.environ.get("CI"):
-            pytest.fail(message + ": the workflows must be linted in CI")
+            pytest.fail(message + ": CI must lint the workflows and scripts")
         pytest.skip(message)
     return found
+
+
+def actionlint() -> str:
+    return linter("actionlint")
 
 
 def lint(paths: list[Path], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -138,9 +144,7 @@ def test_actionlint_reports_a_broken_workflow(tmp_path: Path) -> None:
 
 
 def test_ci_scripts_pass_shellcheck() -> None:
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck is not installed")
+    shellcheck = linter("shellcheck")
     scripts = [ROOT / "ci" / name for name in ("common.sh", "nightly.sh", "rebaseline.sh")]
     result = subprocess.run([shellcheck, "-x", *map(str, scripts)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

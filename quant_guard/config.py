@@ -18,6 +18,7 @@ from typing import Any
 
 from quant_guard.budgets import Budget, StepStatistic
 from quant_guard.drift import DriftTolerance, ReferenceMode
+from quant_guard.history import METRICS, AlarmMode, HistoryAlarm
 from quant_guard.memory_plan import AUTO, parse_vram_limit
 from quant_guard.thresholds import EMBEDDED_THRESHOLDS, ExpectedSettings, ThresholdOverrides, Thresholds
 from quant_guard.tiny import settings as tiny_settings
@@ -109,6 +110,8 @@ class QuantGuardConfig:
     cases: tuple[CaseSpec, ...]
     drift_tolerance: DriftTolerance = field(default_factory=DriftTolerance)
     reference: ReferenceMode = ReferenceMode.GOLDEN
+    history_dir: Path | None = None  # where each run appends its metrics (history.py)
+    history_alarm: HistoryAlarm | None = None
 
     def checkpoint(self, checkpoint_id: str) -> CheckpointSpec:
         for c in self.checkpoints:
@@ -232,6 +235,9 @@ def parse_config(data: Any, *, file: Path, where: str = "tool.quant_guard") -> Q
     reference = root.get("reference", str, ReferenceMode.GOLDEN.value)
     if reference not in {m.value for m in ReferenceMode}:
         root.fail("reference", f"must be one of {', '.join(m.value for m in ReferenceMode)}, got {reference!r}")
+    history_text = root.get("history_dir", str)
+    history_dir = None if history_text is None else _path(root, "history_dir", history_text, base, resolve=False)
+    history_alarm = _history_alarm(root.sub("history_alarm"))
     checkpoints = tuple(_checkpoint(_Table(c, f"{where}.checkpoints[{i}]", file), base)
                         for i, c in enumerate(root.get("checkpoints", list, [])))
     cases = tuple(_case(_Table(c, f"{where}.cases[{i}]", file), checkpoints)
@@ -241,7 +247,8 @@ def parse_config(data: Any, *, file: Path, where: str = "tool.quant_guard") -> Q
     _unique(root, "cases", [c.id for c in cases])
     return QuantGuardConfig(source=file, golden_dir=golden_dir, report_dir=report_dir,
                             thresholds=thresholds, expected=expected, checkpoints=checkpoints, cases=cases,
-                            drift_tolerance=drift_tolerance, reference=ReferenceMode(reference))
+                            drift_tolerance=drift_tolerance, reference=ReferenceMode(reference),
+                            history_dir=history_dir, history_alarm=history_alarm)
 
 
 def _unique(table: _Table, key: str, ids: list[str]) -> None:
@@ -284,6 +291,30 @@ def _drift_tolerance(t: _Table | None) -> DriftTolerance:
     d = DriftTolerance()
     result = DriftTolerance(lpips=t.number("lpips", d.lpips, low=0.0, high=2.0),  # type: ignore[arg-type]
                             psnr=t.number("psnr", d.psnr, low=0.0, high=200.0))  # type: ignore[arg-type]
+    t.finish()
+    return result
+
+
+def _history_alarm(t: _Table | None) -> HistoryAlarm | None:
+    if t is None:
+        return None
+    d = HistoryAlarm()
+    metric = t.get("metric", str, d.metric)
+    if metric not in METRICS:
+        t.fail("metric", f"must be one of {', '.join(METRICS)}, got {metric!r}")
+    ratio = t.number("ratio", None, low=1.0, high=1000.0)
+    amount = t.number("amount", None, low=0.0, high=1e15)
+    if ratio is None and amount is None:
+        ratio = d.ratio
+    mode = t.get("mode", str, d.mode.value)
+    if mode not in {m.value for m in AlarmMode}:
+        t.fail("mode", f"must be one of {', '.join(m.value for m in AlarmMode)}, got {mode!r}")
+    window = t.integer("window", d.window, low=1)
+    min_runs = t.integer("min_runs", min(d.min_runs, window), low=1)
+    if min_runs > window:
+        t.fail("min_runs", f"must be at most window ({window}), got {min_runs}")
+    result = HistoryAlarm(metric=metric, ratio=ratio, amount=amount, window=window, min_runs=min_runs,
+                          mode=AlarmMode(mode))
     t.finish()
     return result
 

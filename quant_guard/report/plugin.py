@@ -39,6 +39,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="when to write the HTML report index.html into the report directory: 'failed' "
                          "(default: when a visual test failed), 'all' (every run) or 'none'. results.json "
                          "is written on every run (ini: qg_report)")
+    group.addoption("--qg-history", metavar="DIR", default=None,
+                    help="append one metrics record per visual test of this run to the history folder DIR "
+                         "(JSON Lines; overrides history_dir of the configuration; see quant-guard history)")
     parser.addini("qg_report", "when quant_guard writes index.html: failed, all or none", type="string",
                   default="failed")
 
@@ -49,7 +52,7 @@ class ReportPlugin:
     def __init__(self, config: pytest.Config, session: QuantGuardSession, policy: str) -> None:
         self.config, self.session, self.policy = config, session, policy
         self.records: list[dict[str, Any]] = []
-        self.written: dict[str, Path] = {}  # "results", "html"
+        self.written: dict[str, Path] = {}  # "results", "html", "history"
         self.errors: list[str] = []  # what went wrong while reporting (never fails the run)
         self._environments: dict[str, dict[str, Any]] = {}
 
@@ -116,6 +119,23 @@ class ReportPlugin:
                 (report_dir / INDEX_NAME).unlink(missing_ok=True)
         except Exception as exc:  # the report must not turn a finished run into a crash
             self.errors.append(f"{type(exc).__name__}: {exc}")
+        self._append_history(records)
+
+    def _append_history(self, records: list[dict[str, Any]]) -> None:
+        """Append the run's records to the history folder. Only the controller (or the only
+        process) gets here, with every worker's records merged, so a run is one file per host and
+        process; workers appending their own files would work too, but would split a run."""
+        option = self.config.getoption("qg_history", None)
+        directory = Path(option).resolve() if option else self.session.config.history_dir
+        if directory is None:
+            return
+        from quant_guard.history import RunInfo, append, from_result
+
+        try:
+            run = RunInfo.current(cwd=self.config.rootpath)
+            self.written["history"] = append(directory, [from_result(r, run) for r in records], run)
+        except Exception as exc:  # a full disk must not turn a finished run into a crash
+            self.errors.append(f"history: {type(exc).__name__}: {exc}")
 
     @pytest.hookimpl(trylast=True)  # after quant_guard's own failure lines: the report path comes last
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -130,10 +150,9 @@ class ReportPlugin:
                     terminalreporter.write_line(f"{r.get('id')}: {r.get('verdict')}: {headline(r)}")
         for error in self.errors:
             terminalreporter.write_line(f"quant_guard: report incomplete: {error}", red=True, bold=True)
-        for kind in ("html", "results"):
+        for kind, label in (("html", "report"), ("results", "results"), ("history", "history")):
             if kind in self.written:
-                terminalreporter.write_line(f"quant_guard {'report' if kind == 'html' else 'results'}: "
-                                            f"{_display(self.written[kind])}")
+                terminalreporter.write_line(f"quant_guard {label}: {_display(self.written[kind])}")
 
 
 class XdistHooks:

@@ -1,0 +1,365 @@
+"""Metrics history across runs: one JSON Lines record per visual test and run, the drift alarm
+that compares a case with its own recent past, and the ``quant-guard history`` views.
+
+The store is a folder of ``<host>-<run id>-<pid>.jsonl`` files: every writing process owns its
+file and only appends to it, so concurrent xdist runs, CI shards and merged folders from other
+machines never contend for one file, and merging two stores is copying files. Reading globs
+every file, skips a truncated last line (a run killed mid-write) and ignores unknown fields.
+
+Stdlib only: the plugin imports this module on every run.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from quant_guard.fingerprint import FINGERPRINT_KEYS
+
+HISTORY_VERSION = 1
+SUFFIX = ".jsonl"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# name -> higher is better; the metrics a history record keeps and the alarm can watch
+METRICS: dict[str, bool] = {"lpips": False, "ssim": True, "psnr": True, "peak_memory_bytes": False,
+                            "resident_memory_bytes": False, "median_step_s": False}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What every record of one run shares."""
+
+    run_id: str
+    date: str  # ISO 8601, UTC
+    host: str
+    commit: str | None
+
+    @classmethod
+    def current(cls, *, cwd: Path | None = None) -> RunInfo:
+        """This run: the id from QG_RUN_ID, else GitHub's run id and attempt, else the start time."""
+        now = dt.datetime.now(dt.timezone.utc)
+        run_id = os.environ.get("QG_RUN_ID") or (
+            f"gh{os.environ['GITHUB_RUN_ID']}.{os.environ.get('GITHUB_RUN_ATTEMPT', '1')}"
+            if os.environ.get("GITHUB_RUN_ID") else now.strftime("%Y%m%dT%H%M%SZ"))
+        return cls(run_id=run_id, date=now.isoformat(timespec="seconds"), host=socket.gethostname(),
+                   commit=current_commit(cwd))
+
+
+def current_commit(cwd: Path | None = None) -> str | None:
+    """GITHUB_SHA, else ``git rev-parse HEAD`` of ``cwd`` when git answers within 5 s, else None."""
+    if os.environ.get("GITHUB_SHA"):
+        return os.environ["GITHUB_SHA"]
+    try:
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = proc.stdout.strip()
+    return sha if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
+
+
+def environment_hash(environment: Mapping[str, Any]) -> str:
+    """A stable short hash of the fingerprint fields that decide whether two runs are comparable
+    (device, GPU, driver, torch, cuDNN, DiffSynth, CPU features, determinism); versions of
+    Python and quant_guard and the date are left out."""
+    fields = {k: environment.get(k) for k in FINGERPRINT_KEYS}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    run_id: str
+    date: str
+    host: str
+    commit: str | None
+    test_id: str
+    checkpoint: str
+    scheme: str | None
+    case: str
+    seed: int
+    verdict: str
+    metrics: dict[str, float | None]  # the keys of METRICS; None where not measured
+    env_hash: str
+    environment: dict[str, Any] = field(default_factory=dict)  # the fingerprint fields themselves
+
+    def value(self, metric: str) -> float | None:
+        return self.metrics.get(metric)
+
+    def to_json(self) -> str:
+        return json.dumps({"qg_history": HISTORY_VERSION, **asdict(self)}, sort_keys=False,
+                          separators=(",", ":"), ensure_ascii=False, default=str)
+
+    @classmethod
+    def from_json(cls, data: Any) -> HistoryRecord:
+        """From a parsed line; unknown fields are ignored, a missing or mistyped one is a ValueError."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a record must be a JSON object, got {type(data).__name__}")
+        try:
+            metrics = data["metrics"]
+            if not isinstance(metrics, dict):
+                raise ValueError("metrics must be an object")
+            return cls(run_id=str(data["run_id"]), date=str(data["date"]), host=str(data["host"]),
+                       commit=data.get("commit"), test_id=str(data["test_id"]), checkpoint=str(data["checkpoint"]),
+                       scheme=data.get("scheme"), case=str(data["case"]), seed=int(data["seed"]),
+                       verdict=str(data["verdict"]),
+                       metrics={str(k): _number(v) for k, v in metrics.items()},
+                       env_hash=str(data["env_hash"]), environment=dict(data.get("environment") or {}))
+        except KeyError as exc:
+            raise ValueError(f"missing field {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)) or value in ("inf", "-inf", "nan"):
+        return float(value)
+    return None
+
+
+def from_result(record: Mapping[str, Any], run: RunInfo) -> HistoryRecord:
+    """The history record of one results.json record (see quant_guard.report.records)."""
+    metrics = record.get("metrics") or {}
+    render = record.get("candidate_render") or {}
+    memory = render.get("memory") or {}
+    steps = [float(s) for s in render.get("step_times_s") or [] if _number(s) is not None]
+    environment = record.get("environment") or {}
+    fingerprint = {k: environment[k] for k in FINGERPRINT_KEYS if k in environment}
+    return HistoryRecord(
+        run_id=run.run_id, date=run.date, host=run.host, commit=run.commit,
+        test_id=str(record.get("id")), checkpoint=str(record.get("checkpoint")), scheme=record.get("scheme"),
+        case=str(record.get("case")), seed=int(record.get("seed") or 0), verdict=str(record.get("verdict")),
+        metrics={"lpips": _number(metrics.get("lpips")), "ssim": _number(metrics.get("ssim")),
+                 "psnr": _number(metrics.get("psnr")), "peak_memory_bytes": _number(memory.get("peak_bytes")),
+                 "resident_memory_bytes": _number(memory.get("at_start_bytes")),
+                 "median_step_s": statistics.median(steps) if steps else None},
+        env_hash=environment_hash(fingerprint), environment=fingerprint)
+
+
+# ---- the store -------------------------------------------------------------------------------
+
+def run_file(directory: Path, run: RunInfo) -> Path:
+    """This process's file of the run (the pid keeps two processes of one run apart)."""
+    name = f"{_UNSAFE.sub('_', run.host)}-{_UNSAFE.sub('_', run.run_id)}-{os.getpid()}{SUFFIX}"
+    return directory / name
+
+
+def append(directory: Path, records: Iterable[HistoryRecord], run: RunInfo) -> Path:
+    """Append ``records`` to this process's file of the run; never rewrites anything. Each line
+    goes out in one O_APPEND write, so a crash leaves at most one truncated last line."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = run_file(directory, run)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        for r in records:
+            os.write(fd, (r.to_json() + "\n").encode("utf-8"))
+    finally:
+        os.close(fd)
+    return path
+
+
+@dataclass(frozen=True)
+class History:
+    records: tuple[HistoryRecord, ...]
+    skipped: tuple[str, ...] = ()  # "file:line: why" of each line that was not read
+
+    def runs(self) -> list[str]:
+        """Run ids, oldest first (by the run's date, then id)."""
+        first: dict[str, str] = {}
+        for r in self.records:
+            first[r.run_id] = min(first.get(r.run_id, r.date), r.date)
+        return sorted(first, key=lambda run_id: (first[run_id], run_id))
+
+    def of_run(self, run_id: str) -> list[HistoryRecord]:
+        return [r for r in self.records if r.run_id == run_id]
+
+    def course(self, test_id: str) -> list[HistoryRecord]:
+        order = {run_id: i for i, run_id in enumerate(self.runs())}
+        return sorted((r for r in self.records if r.test_id == test_id), key=lambda r: order[r.run_id])
+
+
+def read(directory: Path) -> History:
+    """Every record under ``directory``; a truncated last line or a malformed line is skipped and
+    listed in ``skipped``."""
+    records: list[HistoryRecord] = []
+    skipped: list[str] = []
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such history directory")
+    for path in sorted(directory.glob(f"*{SUFFIX}")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = text.split("\n")
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(HistoryRecord.from_json(json.loads(line)))
+            except ValueError as exc:
+                truncated = number == len(lines) and not text.endswith("\n")
+                skipped.append(f"{path.name}:{number}: {'truncated last line' if truncated else exc}")
+    return History(tuple(records), tuple(skipped))
+
+
+# ---- the drift alarm ---------------------------------------------------------------------------
+
+class AlarmMode(str, Enum):
+    FAIL = "fail"
+    WARN = "warn"
+
+
+class AlarmStatus(str, Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    TOO_FEW_RUNS = "too-few-runs"  # not enough earlier runs in this environment to judge
+
+
+@dataclass(frozen=True)
+class HistoryAlarm:
+    """``history_alarm = { metric = "lpips", ratio = 1.5, window = 5, min_runs = 3, mode = "fail" }``:
+    a case alarms when its metric is worse than the median of its last ``window`` runs in the
+    same environment by more than ``ratio`` (a factor) or ``amount`` (an absolute step)."""
+
+    metric: str = "lpips"
+    ratio: float | None = 1.5
+    amount: float | None = None
+    window: int = 5
+    min_runs: int = 3
+    mode: AlarmMode = AlarmMode.WARN
+
+
+@dataclass(frozen=True)
+class AlarmResult:
+    status: AlarmStatus
+    message: str
+    compared: tuple[str, ...] = ()  # the run ids whose median was the baseline
+    median: float | None = None
+
+
+def check_alarm(current: HistoryRecord, history: Iterable[HistoryRecord], alarm: HistoryAlarm) -> AlarmResult:
+    """Judge ``current`` against the median of its test's last ``alarm.window`` earlier runs that
+    share its environment hash. Runs in other environments are never used; the message says how
+    many were left out when that leaves too few."""
+    metric, higher_is_better = alarm.metric, METRICS[alarm.metric]
+    value = current.value(metric)
+    earlier = [r for r in history if r.test_id == current.test_id and r.run_id != current.run_id
+               and r.date <= current.date and r.value(metric) is not None]
+    earlier.sort(key=lambda r: (r.date, r.run_id))
+    same = [r for r in earlier if r.env_hash == current.env_hash][-alarm.window:]
+    other = len({r.run_id for r in earlier if r.env_hash != current.env_hash})
+    if value is None:
+        return AlarmResult(AlarmStatus.TOO_FEW_RUNS, f"{current.test_id}: no {metric} in this run")
+    if len(same) < alarm.min_runs:
+        note = (f"; {other} run(s) in another environment are not compared" if other else "")
+        return AlarmResult(AlarmStatus.TOO_FEW_RUNS,
+                           f"{current.test_id}: {metric} history has {len(same)} earlier run(s) in this "
+                           f"environment ({current.env_hash}), needs {alarm.min_runs}{note}",
+                           compared=tuple(r.run_id for r in same))
+    median = statistics.median(r.value(metric) for r in same)  # type: ignore[misc]
+    limit = _limit(median, alarm, higher_is_better)
+    worse = value < limit if higher_is_better else value > limit
+    runs = tuple(r.run_id for r in same)
+    bound = (f"x{alarm.ratio:g}" if alarm.ratio is not None else "") + \
+            (f"{' and ' if alarm.ratio is not None else ''}{'-' if higher_is_better else '+'}{alarm.amount:g}"
+             if alarm.amount is not None else "")
+    text = (f"{current.test_id}: {metric} {value:.6g} {'<' if higher_is_better else '>'} {limit:.6g} "
+            f"(median {median:.6g} of runs {', '.join(runs)} in environment {current.env_hash}, {bound})"
+            if worse else
+            f"{current.test_id}: {metric} {value:.6g} within {limit:.6g} (median {median:.6g} of runs "
+            f"{', '.join(runs)})")
+    status = (AlarmStatus.FAIL if alarm.mode is AlarmMode.FAIL else AlarmStatus.WARN) if worse else AlarmStatus.OK
+    return AlarmResult(status, text, compared=runs, median=median)
+
+
+def _limit(median: float, alarm: HistoryAlarm, higher_is_better: bool) -> float:
+    """The worst value still accepted; with both ratio and amount, the more lenient of the two."""
+    limits = []
+    if alarm.ratio is not None:
+        limits.append(median / alarm.ratio if higher_is_better else median * alarm.ratio)
+    if alarm.amount is not None:
+        limits.append(median - alarm.amount if higher_is_better else median + alarm.amount)
+    return min(limits) if higher_is_better else max(limits)
+
+
+# ---- views (quant-guard history) ---------------------------------------------------------------
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def list_runs(history: History) -> str:
+    rows = []
+    for run_id in history.runs():
+        records = history.of_run(run_id)
+        failed = sum(1 for r in records if r.verdict not in ("passed", "updated"))
+        rows.append([run_id, min(r.date for r in records), records[0].host, (records[0].commit or "-")[:12],
+                     ", ".join(sorted({r.env_hash for r in records})), str(len(records)), str(failed)])
+    return table(["run", "date", "host", "commit", "environment", "tests", "failed"], rows)
+
+
+def compare_runs(history: History, run_a: str, run_b: str) -> str:
+    known = set(history.runs())
+    for run_id in (run_a, run_b):
+        if run_id not in known:
+            raise ValueError(f"no run {run_id!r} in the history (known: {', '.join(history.runs()) or 'none'})")
+    a = {r.test_id: r for r in history.of_run(run_a)}
+    b = {r.test_id: r for r in history.of_run(run_b)}
+    rows = []
+    for test_id in sorted(set(a) | set(b)):
+        ra, rb = a.get(test_id), b.get(test_id)
+        for metric in METRICS:
+            va, vb = ra.value(metric) if ra else None, rb.value(metric) if rb else None
+            delta = "-" if va is None or vb is None else f"{vb - va:+.6g}"
+            rows.append([test_id, metric, _fmt(va), _fmt(vb), delta])
+    out = table(["test", "metric", run_a, run_b, "change"], rows)
+    envs_a = {r.env_hash for r in a.values()}
+    envs_b = {r.env_hash for r in b.values()}
+    if envs_a != envs_b:
+        out += (f"\nnote: the runs ran in different environments ({', '.join(sorted(envs_a))} vs "
+                f"{', '.join(sorted(envs_b))}): changes may come from the environment")
+    return out
+
+
+def course(history: History, test_id: str) -> str:
+    records = history.course(test_id)
+    if not records:
+        known = sorted({r.test_id for r in history.records})
+        raise ValueError(f"no test {test_id!r} in the history (known: {', '.join(known) or 'none'})")
+    rows = [[r.run_id, r.date, r.env_hash, r.verdict, *(_fmt(r.value(m)) for m in METRICS)] for r in records]
+    return table(["run", "date", "environment", "verdict", *METRICS], rows)
+
+
+CSV_COLUMNS = ("run_id", "date", "host", "commit", "test_id", "checkpoint", "scheme", "case", "seed",
+               "verdict", "env_hash", *METRICS)
+
+
+def to_csv(history: History) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    order = {run_id: i for i, run_id in enumerate(history.runs())}
+    for r in sorted(history.records, key=lambda r: (order[r.run_id], r.test_id)):
+        base = [getattr(r, c) for c in CSV_COLUMNS if c not in METRICS]
+        values = [r.value(m) for m in METRICS]
+        writer.writerow(["" if v is None else v for v in [*base, *values]])
+    return out.getvalue()

@@ -1,0 +1,288 @@
+"""The metrics history: the JSON Lines store (concurrent writers, truncated lines, unknown
+fields), the drift alarm against the same environment's recent runs, the ``quant-guard
+history`` views, and ``--qg-history`` / ``history_dir`` on real runs of the tiny suite."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from quant_guard import history as h
+from quant_guard.cli import main as cli_main
+from quant_guard.config import ConfigError, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_A = {"device": "cpu", "torch": "2.5.1", "cpu_features": ["avx2"]}
+ENV_B = {"device": "cpu", "torch": "2.6.0", "cpu_features": ["avx2"]}
+
+
+def record(run: int, lpips: float | None, *, env: dict | None = None, test_id: str = "tiny-red-circle-s0",
+           **metrics: float) -> h.HistoryRecord:
+    env = ENV_A if env is None else env
+    return h.HistoryRecord(
+        run_id=f"run{run:02d}", date=f"2026-11-{run:02d}T02:00:00+00:00", host="ci-1", commit=None,
+        test_id=test_id, checkpoint="tiny", scheme="float8_e4m3fn", case="red-circle", seed=0, verdict="passed",
+        metrics={"lpips": lpips, "ssim": 0.9, "psnr": 30.0, **metrics}, env_hash=h.environment_hash(env),
+        environment=env)
+
+
+def run_info(run: int = 1) -> h.RunInfo:
+    return h.RunInfo(run_id=f"run{run:02d}", date=f"2026-11-{run:02d}T02:00:00+00:00", host="ci-1", commit=None)
+
+
+# ---- the store -----------------------------------------------------------------------------------
+
+def test_append_then_read_round_trips_and_never_rewrites(tmp_path: Path) -> None:
+    first = h.append(tmp_path, [record(1, 0.02)], run_info(1))
+    before = first.read_bytes()
+    second = h.append(tmp_path, [record(1, 0.03, test_id="tiny-other-s0")], run_info(1))
+    assert second == first and first.read_bytes().startswith(before)  # appended, not rewritten
+    assert first.name == f"ci-1-run01-{os.getpid()}.jsonl"
+    store = h.read(tmp_path)
+    assert store.records == (record(1, 0.02), record(1, 0.03, test_id="tiny-other-s0"))
+    assert store.skipped == ()
+
+
+def test_two_processes_appending_at_once_lose_nothing(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        sys.path.insert(0, {str(ROOT)!r})
+        from quant_guard import history as h
+        run = h.RunInfo(run_id="shared", date="2026-11-01T02:00:00+00:00", host="ci-1", commit=None)
+        rec = h.HistoryRecord(run_id="shared", date=run.date, host="ci-1", commit=None, test_id="t-" + sys.argv[1],
+                              checkpoint="tiny", scheme=None, case="c", seed=0, verdict="passed",
+                              metrics={{"lpips": 0.01}}, env_hash="e", environment={{}})
+        for i in range(300):
+            h.append(Path(sys.argv[2]), [rec], run)
+        """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, name, str(tmp_path)]) for name in ("a", "b")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    store = h.read(tmp_path)
+    assert len(list(tmp_path.glob("*.jsonl"))) == 2  # one file per writing process
+    assert store.skipped == ()
+    assert sorted(r.test_id for r in store.records) == ["t-a"] * 300 + ["t-b"] * 300
+
+
+def test_truncated_last_line_is_skipped_and_counted(tmp_path: Path) -> None:
+    path = h.append(tmp_path, [record(1, 0.02), record(2, 0.03)], run_info(1))
+    text = path.read_text()
+    path.write_text(text[: len(text) - 20])  # a run killed in the middle of its last write
+    store = h.read(tmp_path)
+    assert store.records == (record(1, 0.02),)
+    assert store.skipped == (f"{path.name}:2: truncated last line",)
+
+
+def test_malformed_line_in_the_middle_is_skipped_with_its_place(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text(record(1, 0.02).to_json() + "\n{\"run_id\": 1}\n" + record(2, 0.03).to_json() + "\n")
+    store = h.read(tmp_path)
+    assert [r.run_id for r in store.records] == ["run01", "run02"]
+    assert len(store.skipped) == 1 and store.skipped[0].startswith("x.jsonl:2: missing field")
+
+
+def test_unknown_fields_are_ignored(tmp_path: Path) -> None:
+    data = json.loads(record(1, 0.02).to_json())
+    data.update(qg_history=99, from_the_future={"x": 1})
+    data["metrics"]["clip_score"] = 0.3
+    (tmp_path / "new.jsonl").write_text(json.dumps(data) + "\n")
+    (got,) = h.read(tmp_path).records
+    assert got.run_id == "run01" and got.value("lpips") == 0.02 and got.value("clip_score") == 0.3
+
+
+def test_missing_directory_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        h.read(tmp_path / "nowhere")
+
+
+def test_from_result_takes_metrics_memory_step_time_and_the_fingerprint() -> None:
+    result = {"id": "tiny-red-circle-s0", "checkpoint": "tiny", "case": "red-circle", "seed": 0,
+              "scheme": "float8_e4m3fn", "verdict": "passed",
+              "metrics": {"lpips": 0.02, "ssim": 0.95, "psnr": "inf"},
+              "candidate_render": {"step_times_s": [0.5, 0.1, 0.3],
+                                   "memory": {"kind": "cpu-rss", "peak_bytes": 1000, "at_start_bytes": 800}},
+              "environment": {**ENV_A, "python": "3.11.9", "checkpoint_hashes": {"dit": "abc"}}}
+    got = h.from_result(result, run_info(3))
+    assert got.metrics == {"lpips": 0.02, "ssim": 0.95, "psnr": float("inf"), "peak_memory_bytes": 1000.0,
+                           "resident_memory_bytes": 800.0, "median_step_s": 0.3}
+    assert got.environment == ENV_A and got.env_hash == h.environment_hash(ENV_A)
+    assert got.run_id == "run03" and got.test_id == "tiny-red-circle-s0"
+
+
+def test_environment_hash_ignores_fields_that_do_not_change_a_render() -> None:
+    assert h.environment_hash(ENV_A) == h.environment_hash({**ENV_A, "python": "3.12", "created": "now"})
+    assert h.environment_hash(ENV_A) != h.environment_hash(ENV_B)
+
+
+def test_run_info_prefers_the_explicit_run_id_and_github(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_RUN_ID", "77")
+    monkeypatch.setenv("GITHUB_RUN_ATTEMPT", "2")
+    monkeypatch.setenv("GITHUB_SHA", "a" * 40)
+    monkeypatch.delenv("QG_RUN_ID", raising=False)
+    info = h.RunInfo.current()
+    assert (info.run_id, info.commit) == ("gh77.2", "a" * 40)
+    monkeypatch.setenv("QG_RUN_ID", "nightly-42")
+    assert h.RunInfo.current().run_id == "nightly-42"
+
+
+# ---- the drift alarm -------------------------------------------------------------------------------
+
+def test_alarm_fails_on_a_slow_slope_and_names_the_runs() -> None:
+    past = [record(i, v) for i, v in enumerate([0.020, 0.021, 0.019, 0.022, 0.020, 0.021], start=1)]
+    alarm = h.HistoryAlarm(metric="lpips", ratio=1.5, window=5, min_runs=3, mode=h.AlarmMode.FAIL)
+    result = h.check_alarm(record(7, 0.035), past, alarm)
+    assert result.status is h.AlarmStatus.FAIL
+    assert result.compared == ("run02", "run03", "run04", "run05", "run06")  # the last five, not run01
+    assert result.median == pytest.approx(0.021)
+    assert "run02, run03, run04, run05, run06" in result.message and "lpips 0.035 > 0.0315" in result.message
+    assert h.check_alarm(record(7, 0.030), past, alarm).status is h.AlarmStatus.OK  # below 1.5 x median
+
+
+def test_alarm_warns_in_warn_mode_and_knows_higher_is_better() -> None:
+    past = [record(i, 0.02, psnr=30.0) for i in range(1, 4)]
+    alarm = h.HistoryAlarm(metric="psnr", ratio=None, amount=2.0, window=5, min_runs=3, mode=h.AlarmMode.WARN)
+    worse = h.check_alarm(record(4, 0.02, psnr=27.5), past, alarm)
+    assert worse.status is h.AlarmStatus.WARN and "psnr 27.5 < 28" in worse.message
+    assert h.check_alarm(record(4, 0.02, psnr=35.0), past, alarm).status is h.AlarmStatus.OK
+
+
+def test_alarm_never_compares_another_environment() -> None:
+    past = [record(i, 0.01, env=ENV_B) for i in range(1, 6)] + [record(6, 0.02)]
+    alarm = h.HistoryAlarm(metric="lpips", ratio=1.5, window=5, min_runs=2, mode=h.AlarmMode.FAIL)
+    result = h.check_alarm(record(7, 0.025), past, alarm)
+    # 0.025 would be 2.5 x the other environment's median: it is not compared with it
+    assert result.status is h.AlarmStatus.TOO_FEW_RUNS
+    assert "1 earlier run(s) in this environment" in result.message
+    assert "5 run(s) in another environment are not compared" in result.message
+    assert result.compared == ("run06",)
+    past.append(record(5, 0.021))  # a second run in this environment: now it is judged, against these two only
+    judged = h.check_alarm(record(7, 0.025), past, alarm)
+    assert judged.status is h.AlarmStatus.OK and judged.compared == ("run05", "run06")
+
+
+def test_alarm_ignores_the_current_run_and_later_runs() -> None:
+    past = [record(i, 0.02) for i in range(1, 4)] + [record(9, 1.0)]
+    alarm = h.HistoryAlarm(mode=h.AlarmMode.FAIL)
+    result = h.check_alarm(record(4, 0.025), [*past, record(4, 0.025)], alarm)
+    assert result.status is h.AlarmStatus.OK and result.compared == ("run01", "run02", "run03")
+
+
+# ---- configuration ---------------------------------------------------------------------------------
+
+def _config(tmp_path: Path, extra: str) -> object:
+    import tomllib
+
+    return parse_config(tomllib.loads(extra), file=tmp_path / "pyproject.toml", where="tool.quant_guard")
+
+
+def test_history_keys_parse_strictly(tmp_path: Path) -> None:
+    config = _config(tmp_path, 'history_dir = "hist"\n'
+                               'history_alarm = { metric = "psnr", amount = 1.5, window = 4, mode = "fail" }')
+    assert config.history_dir == tmp_path / "hist"
+    assert config.history_alarm == h.HistoryAlarm(metric="psnr", ratio=None, amount=1.5, window=4, min_runs=3,
+                                                  mode=h.AlarmMode.FAIL)
+    assert _config(tmp_path, "").history_dir is None
+    assert _config(tmp_path, "history_alarm = {}").history_alarm == h.HistoryAlarm()
+    for text, message in [("history_dir = 3", "history_dir: must be str"),
+                          ('history_alarm = { metric = "fid" }', "history_alarm.metric: must be one of lpips"),
+                          ('history_alarm = { mode = "loud" }', "history_alarm.mode: must be one of fail, warn"),
+                          ("history_alarm = { ratio = 0.5 }", "history_alarm.ratio: must be between 1.0"),
+                          ("history_alarm = { window = 2, min_runs = 3 }", "history_alarm.min_runs: must be at most"),
+                          ("history_alarm = { windows = 2 }", "history_alarm.windows: unknown key")]:
+        with pytest.raises(ConfigError, match=message):
+            _config(tmp_path, text)
+
+
+# ---- quant-guard history ---------------------------------------------------------------------------
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    for run, lpips in ((1, 0.02), (2, 0.025), (3, 0.04)):
+        env = ENV_B if run == 3 else ENV_A
+        h.append(tmp_path, [record(run, lpips, env=env), record(run, 0.1, env=env, test_id="tiny-other-s0")],
+                 run_info(run))
+    return tmp_path
+
+
+def test_cli_list_runs(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["history", str(store), "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["run", "date", "host", "commit", "environment", "tests", "failed"]
+    assert [line.split()[0] for line in lines[2:]] == ["run01", "run02", "run03"]
+    assert lines[4].split()[-2:] == ["2", "0"] and h.environment_hash(ENV_B) in lines[4]
+
+
+def test_cli_compare_two_runs(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["history", str(store), "compare", "run01", "run03"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("tiny-red-circle-s0") and " lpips " in line)
+    assert row.split()[2:] == ["0.02", "0.04", "+0.02"]
+    assert "different environments" in out
+    assert cli_main(["history", str(store), "compare", "run01", "run09"]) == 1
+    assert "no run 'run09'" in capsys.readouterr().err
+
+
+def test_cli_course_of_a_test(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["history", str(store), "course", "tiny-red-circle-s0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["run01", "run02", "run03"]
+    assert [line.split()[4] for line in lines[2:]] == ["0.02", "0.025", "0.04"]  # the lpips column
+    assert cli_main(["history", str(store), "course", "nope"]) == 1
+
+
+def test_cli_csv_export(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+
+    out = tmp_path / "out" / "history.csv"
+    out.parent.mkdir()
+    assert cli_main(["history", str(store), "csv", "-o", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["run_id"], r["test_id"], r["lpips"]) for r in rows][:2] == [
+        ("run01", "tiny-other-s0", "0.1"), ("run01", "tiny-red-circle-s0", "0.02")]
+    assert len(rows) == 6 and rows[0]["commit"] == "" and rows[0]["median_step_s"] == ""
+
+
+def test_cli_warns_about_skipped_lines(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with next(store.glob("*.jsonl")).open("a") as f:
+        f.write('{"run_id": "cut')
+    assert cli_main(["history", str(store), "list"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: skipped" in err and "truncated last line" in err
+
+
+# ---- real runs --------------------------------------------------------------------------------------
+
+def test_qg_history_option_and_config_key_append_each_run(pytester: pytest.Pytester,
+                                                        qg_project: Callable[..., Path],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_RUN_ID", raising=False)
+    monkeypatch.setenv("QG_RUN_ID", "first")
+    root = qg_project()
+    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+    assert not (root / "hist").exists()  # no history unless asked for
+    result = pytester.runpytest("--qg-history", "hist")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*quant_guard history: *hist*first*.jsonl"])
+    (first,) = h.read(root / "hist").records
+    assert (first.run_id, first.test_id, first.verdict, first.seed) == ("first", "tiny-red-circle-s0", "passed", 0)
+    assert first.value("lpips") is not None and first.value("median_step_s") is not None
+    assert first.value("peak_memory_bytes") and first.environment["device"] == "cpu"
+    # the config key; the option still wins over it
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('report_dir = "qg-report"',
+                                                       'report_dir = "qg-report"\nhistory_dir = "from-config"'))
+    monkeypatch.setenv("QG_RUN_ID", "second")
+    pytester.runpytest().assert_outcomes(passed=1)
+    monkeypatch.setenv("QG_RUN_ID", "third")
+    pytester.runpytest("--qg-history", "hist").assert_outcomes(passed=1)
+    assert [r.run_id for r in h.read(root / "from-config").records] == ["second"]
+    store = h.read(root / "hist")
+    assert store.runs() == ["first", "third"] and store.skipped == ()
+    assert {r.env_hash for r in store.records} == {first.env_hash}  # same machine, same environment

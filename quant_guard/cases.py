@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from quant_guard.memory_plan import MemoryPlan
     from quant_guard.drift import DriftCheck
     from quant_guard.fingerprint import FieldDifference
+    from quant_guard.history import AlarmResult
     from quant_guard.metrics import ImageMetrics
     from quant_guard.render import RenderSummary
     from quant_guard.thresholds import MetricCheck
@@ -107,6 +108,7 @@ class Verdict(str, Enum):
     STALE_GOLDEN = "stale-golden"
     BAD_GOLDEN = "bad-golden"
     ERROR = "error"  # the checkpoint or pipeline could not be used
+    HISTORY_DRIFT = "history-drift"  # within thresholds, but worse than its recent runs by more than the alarm allows
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ class CaseResult:
     memory_plan: MemoryPlan | None = None  # the candidate's: where each component lived
     drift: DriftCheck | None = None  # the three-way comparison, when the bf16 reference was rendered
     fingerprint: tuple[FieldDifference, ...] = ()  # environment fields that differ from the golden's
+    history: AlarmResult | None = None  # the history alarm's judgement, when one is configured
 
     @property
     def passed(self) -> bool:

@@ -27,6 +27,7 @@ from quant_guard.xdist_support import OUTCOMES_KEY, ControllerHooks, check_pinne
 SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
 WITHHELD = "expected-withheld"  # beside the golden write counts a worker sends to the controller
 RESULT_KEY = pytest.StashKey[CaseResult]()
+HISTORY_KEY = pytest.StashKey[tuple[Any, Any]]()  # (History, RunInfo), read once per process
 
 MARKERS = {
     "gpu": "gpu: needs a CUDA device; `pytest -m gpu` without one fails at session start instead of skipping",
@@ -308,6 +309,8 @@ class Gate:
         from quant_guard.gate import budget_section, run_case
 
         result = run_case(self._session, case, _marker_overrides(self._item), _address(self._item))
+        if self._session.config.history_alarm is not None and not self._session.settings.update_golden:
+            result = self._history_alarm(result)
         self._session.record(result)
         self._item.stash[RESULT_KEY] = result
         if result.budget_checks:
@@ -315,6 +318,26 @@ class Gate:
             self._item.add_report_section("call", "quant_guard budget", budget_section(result.budget_checks))
         if not result.passed:
             pytest.fail(f"{case.id}: {result.reason}", pytrace=False)
+        return result
+
+    def _history_alarm(self, result: CaseResult) -> CaseResult:
+        from quant_guard.fingerprint import environment
+        from quant_guard.history import History, RunInfo, read
+        from quant_guard.history_gate import HistoryDriftWarning, apply_alarm, history_dir
+
+        config = self._item.config
+        if HISTORY_KEY not in config.stash:
+            directory = history_dir(config.getoption("qg_history", None), self._session.config.history_dir)
+            store = read(directory) if directory is not None and directory.is_dir() else History(())
+            config.stash[HISTORY_KEY] = (store, RunInfo.current(cwd=config.rootpath))
+        store, run = config.stash[HISTORY_KEY]
+        alarm = self._session.config.history_alarm
+        assert alarm is not None
+        result = apply_alarm(result, store, alarm, environment(self._session.device(result.case.checkpoint)), run)
+        if result.history is not None:
+            self._item.add_report_section("call", "quant_guard history", result.history.message)
+            if result.history.status.value == "warn":
+                self._item.warn(HistoryDriftWarning(result.history.message))
         return result
 
 

@@ -286,3 +286,64 @@ def test_qg_history_option_and_config_key_append_each_run(pytester: pytest.Pytes
     store = h.read(root / "hist")
     assert store.runs() == ["first", "third"] and store.skipped == ()
     assert {r.env_hash for r in store.records} == {first.env_hash}  # same machine, same environment
+
+
+def _fake_history(directory: Path, real: h.HistoryRecord, lpips: float, *, environment: dict | None = None) -> None:
+    """Three earlier nights of ``real``'s test with ``lpips``, in ``real``'s environment unless given."""
+    import dataclasses
+
+    env = real.environment if environment is None else environment
+    nights = [dataclasses.replace(real, run_id=f"night{i}", date=f"2026-11-0{i}T02:00:00+00:00",
+                                  metrics={**real.metrics, "lpips": lpips}, environment=env,
+                                  env_hash=h.environment_hash(env)) for i in (1, 2, 3)]
+    directory.mkdir(exist_ok=True)
+    (directory / "ci-nightly.jsonl").write_text("".join(r.to_json() + "\n" for r in nights))
+
+
+def test_history_alarm_on_real_runs_fails_warns_and_keeps_environments_apart(
+        pytester: pytest.Pytester, qg_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_RUN_ID", raising=False)
+    root = qg_project()
+    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+    monkeypatch.setenv("QG_RUN_ID", "probe")
+    pytester.runpytest("--qg-history", "probe").assert_outcomes(passed=1)
+    (real,) = h.read(root / "probe").records
+    lpips = real.value("lpips")
+    assert lpips is not None and lpips > 0  # float8 differs from bf16 a little: the slope has room to show
+    _fake_history(root / "hist", real, lpips / 3)  # three nights ago it was three times closer
+
+    pyproject = root / "pyproject.toml"
+    plain = pyproject.read_text()
+
+    def configure(mode: str) -> None:
+        pyproject.write_text(plain.replace('report_dir = "qg-report"', 'report_dir = "qg-report"\nhistory_dir = "hist"\n'
+                                           f'history_alarm = {{ metric = "lpips", ratio = 1.5, window = 3, '
+                                           f'mode = "{mode}" }}'))
+
+    configure("fail")
+    monkeypatch.setenv("QG_RUN_ID", "tonight")
+    failed = pytester.runpytest()
+    failed.assert_outcomes(failed=1)  # within every threshold, but three times its recent median
+    failed.stdout.fnmatch_lines(["*tiny-red-circle-s0: drifted against its history: tiny-red-circle-s0: lpips * > * "
+                                 "(median * of runs night1, night2, night3 in environment *, x1.5)*"])
+    record = json.loads((root / "qg-report" / "results.json").read_text())["results"][0]
+    assert record["verdict"] == "history-drift" and record["history"]["compared"] == ["night1", "night2", "night3"]
+    assert "tonight" in h.read(root / "hist").runs()  # its numbers still join the history
+
+    configure("warn")
+    monkeypatch.setenv("QG_RUN_ID", "tomorrow")
+    warned = pytester.runpytest()
+    warned.assert_outcomes(passed=1, warnings=1)
+    warned.stdout.fnmatch_lines(["*HistoryDriftWarning: tiny-red-circle-s0: lpips * > * (median * of runs night2, "
+                                 "night3, tonight*"])
+
+    # the same numbers from another environment are never compared: too few runs, said so, passed
+    for path in (root / "hist").glob("*.jsonl"):
+        path.unlink()
+    _fake_history(root / "hist", real, lpips / 3, environment={**real.environment, "torch": "0.0-elsewhere"})
+    configure("fail")
+    monkeypatch.setenv("QG_RUN_ID", "other-env")
+    pytester.runpytest().assert_outcomes(passed=1)
+    record = json.loads((root / "qg-report" / "results.json").read_text())["results"][0]
+    assert record["verdict"] == "passed" and record["history"]["status"] == "too-few-runs"
+    assert "3 run(s) in another environment are not compared" in record["history"]["message"]

@@ -347,3 +347,18 @@ def test_history_alarm_on_real_runs_fails_warns_and_keeps_environments_apart(
     record = json.loads((root / "qg-report" / "results.json").read_text())["results"][0]
     assert record["verdict"] == "passed" and record["history"]["status"] == "too-few-runs"
     assert "3 run(s) in another environment are not compared" in record["history"]["message"]
+
+
+def test_xdist_run_is_appended_once_by_the_controller(pytester: pytest.Pytester, qg_project: Callable[..., Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("QG_RUN_ID", "parallel")
+    root = qg_project(seeds="[0, 1]")
+    pytester.runpytest("--update-golden").assert_outcomes(passed=2)
+    result = pytester.runpytest_subprocess("-n", "2", "--qg-history", "hist", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    files = list((root / "hist").glob("*.jsonl"))
+    assert len(files) == 1  # the controller's file: the merged run, not one file per worker
+    store = h.read(root / "hist")
+    assert sorted(r.test_id for r in store.records) == ["tiny-red-circle-s0", "tiny-red-circle-s1"]
+    assert store.runs() == ["parallel"] and store.skipped == ()

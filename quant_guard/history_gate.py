@@ -9,7 +9,8 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quant_guard.history import AlarmMode, AlarmResult, AlarmStatus, History, HistoryAlarm, RunInfo, check_alarm, from_result
+from quant_guard.history import (AlarmMode, AlarmResult, AlarmStatus, History, HistoryAlarm, HistoryRecord, RunInfo,
+                                 check_alarm, from_result)
 
 if TYPE_CHECKING:
     from quant_guard.cases import CaseResult
@@ -24,14 +25,15 @@ def history_dir(option: str | None, configured: Path | None) -> Path | None:
     return Path(option).resolve() if option else configured
 
 
-def current_record(result: CaseResult, environment: dict[str, Any], run: RunInfo) -> Any:
+def current_record(result: CaseResult, environment: dict[str, Any], run: RunInfo) -> HistoryRecord:
     """This run's history record of ``result`` (as the controller will append it)."""
     from quant_guard.report.records import to_jsonable
 
     vc = result.case
     return from_result({"id": vc.id, "checkpoint": vc.checkpoint.id, "case": vc.case.id, "seed": vc.seed,
                         "scheme": vc.checkpoint.candidate_scheme, "verdict": result.verdict.value,
-                        "metrics": to_jsonable(result.metrics), "candidate_render": to_jsonable(result.candidate_render),
+                        "metrics": to_jsonable(result.metrics),
+                        "candidate_render": to_jsonable(result.candidate_render),
                         "environment": to_jsonable(environment)}, run)
 
 

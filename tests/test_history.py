@@ -316,9 +316,8 @@ def test_history_alarm_on_real_runs_fails_warns_and_keeps_environments_apart(
     plain = pyproject.read_text()
 
     def configure(mode: str) -> None:
-        pyproject.write_text(plain.replace('report_dir = "qg-report"', 'report_dir = "qg-report"\nhistory_dir = "hist"\n'
-                                           f'history_alarm = {{ metric = "lpips", ratio = 1.5, window = 3, '
-                                           f'mode = "{mode}" }}'))
+        keys = f'history_dir = "hist"\nhistory_alarm = {{ metric = "lpips", ratio = 1.5, window = 3, mode = "{mode}" }}'
+        pyproject.write_text(plain.replace('report_dir = "qg-report"', 'report_dir = "qg-report"\n' + keys))
 
     configure("fail")
     monkeypatch.setenv("QG_RUN_ID", "tonight")

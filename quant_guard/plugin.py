@@ -322,7 +322,7 @@ class Gate:
 
     def _history_alarm(self, result: CaseResult) -> CaseResult:
         from quant_guard.fingerprint import environment
-        from quant_guard.history import History, RunInfo, read
+        from quant_guard.history import AlarmStatus, History, RunInfo, read
         from quant_guard.history_gate import HistoryDriftWarning, apply_alarm, history_dir
 
         config = self._item.config
@@ -336,7 +336,7 @@ class Gate:
         result = apply_alarm(result, store, alarm, environment(self._session.device(result.case.checkpoint)), run)
         if result.history is not None:
             self._item.add_report_section("call", "quant_guard history", result.history.message)
-            if result.history.status.value == "warn":
+            if result.history.status is AlarmStatus.WARN:
                 self._item.warn(HistoryDriftWarning(result.history.message))
         return result
 

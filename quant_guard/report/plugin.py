@@ -49,8 +49,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 class ReportPlugin:
     """Collects one record per visual test; the controller writes results.json and index.html."""
 
-    def __init__(self, config: pytest.Config, session: QuantGuardSession, policy: str) -> None:
+    def __init__(self, config: pytest.Config, session: QuantGuardSession, policy: str, *,
+                 history_dir: Path | None = None) -> None:
         self.config, self.session, self.policy = config, session, policy
+        self.history_dir = history_dir  # where the run's records are appended (None: nowhere)
         self.records: list[dict[str, Any]] = []
         self.written: dict[str, Path] = {}  # "results", "html", "history"
         self.errors: list[str] = []  # what went wrong while reporting (never fails the run)
@@ -125,15 +127,13 @@ class ReportPlugin:
         """Append the run's records to the history folder. Only the controller (or the only
         process) gets here, with every worker's records merged, so a run is one file per host and
         process; workers appending their own files would work too, but would split a run."""
-        option = self.config.getoption("qg_history", None)
-        directory = Path(option).resolve() if option else self.session.config.history_dir
-        if directory is None:
+        if self.history_dir is None:
             return
         from quant_guard.history import RunInfo, append, from_result
 
         try:
             run = RunInfo.current(cwd=self.config.rootpath)
-            self.written["history"] = append(directory, [from_result(r, run) for r in records], run)
+            self.written["history"] = append(self.history_dir, [from_result(r, run) for r in records], run)
         except Exception as exc:  # a full disk must not turn a finished run into a crash
             self.errors.append(f"history: {type(exc).__name__}: {exc}")
 
@@ -183,7 +183,10 @@ def pytest_configure(config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is None:
         return
-    plugin = ReportPlugin(config, session, policy)
+    from quant_guard.history_gate import history_dir
+
+    plugin = ReportPlugin(config, session, policy,
+                          history_dir=history_dir(config.getoption("qg_history"), session.config.history_dir))
     config.pluginmanager.register(plugin, "quant_guard_report_plugin")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(plugin), "quant_guard_report_xdist")

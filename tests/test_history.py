@@ -332,9 +332,10 @@ def test_history_alarm_on_real_runs_fails_warns_and_keeps_environments_apart(
     configure("warn")
     monkeypatch.setenv("QG_RUN_ID", "tomorrow")
     warned = pytester.runpytest()
-    warned.assert_outcomes(passed=1, warnings=1)
+    warned.assert_outcomes(passed=1)  # (pytest's own warnings about the plugin's import may come too)
     warned.stdout.fnmatch_lines(["*HistoryDriftWarning: tiny-red-circle-s0: lpips * > * (median * of runs night2, "
                                  "night3, tonight*"])
+    assert warned.stdout.str().count("HistoryDriftWarning") == 1
 
     # the same numbers from another environment are never compared: too few runs, said so, passed
     for path in (root / "hist").glob("*.jsonl"):

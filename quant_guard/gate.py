@@ -7,10 +7,12 @@ one line per metric against its limit, then the image paths.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from quant_guard.atomic import atomic_write
 from quant_guard.budgets import Budget, BudgetNotMeasurable, check_budget
 from quant_guard.cases import CaseResult, TestAddress, TestOverrides, Verdict, VisualCase
 from quant_guard.checkpoints import CheckpointError
@@ -53,8 +55,6 @@ def golden_parameters(session: QuantGuardSession, vc: VisualCase) -> dict[str, A
 
 def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
              address: TestAddress | None = None) -> CaseResult:
-    import traceback
-
     import torch
 
     from quant_guard.lpips_weights import LpipsWeightsError
@@ -86,8 +86,6 @@ def unexpected_error(exc: BaseException) -> str:
     """The message of an error verdict for an exception the gate has no special case for (a
     DiffSynth upgrade that breaks the render, a bug): its type and message first, then the
     innermost frames, so that results.json and the report carry what a traceback would."""
-    import traceback
-
     frames = "".join(traceback.format_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]).rstrip()
     head = f"unexpected error: {type(exc).__name__}: {exc}"
     return f"{head}\n  traceback (innermost last):\n" + "\n".join("  " + line for line in frames.splitlines())
@@ -96,8 +94,6 @@ def unexpected_error(exc: BaseException) -> str:
 def _out_of_memory(session: QuantGuardSession, vc: VisualCase, stage: str, exc: BaseException) -> CaseResult:
     """An out-of-memory verdict with the figures; everything is released so that the following
     tests start from a clean device."""
-    import traceback
-
     from quant_guard.pipelines import Precision
 
     device = session.device(vc.checkpoint)
@@ -223,12 +219,15 @@ def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrid
 
 
 def _write_reference(session: QuantGuardSession, vc: VisualCase, image: np.ndarray) -> Path:
-    from quant_guard.atomic import atomic_write
+    return _write_report_png(session, vc, "reference.png", image)
 
+
+def _write_report_png(session: QuantGuardSession, vc: VisualCase, name: str, image: np.ndarray) -> Path:
+    """``image`` as ``name`` in the case's folder of the report directory."""
     folder = session.report_dir / vc.checkpoint.id / vc.key.stem
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "reference.png", encode_png(image))
-    return folder / "reference.png"
+    atomic_write(folder / name, encode_png(image))
+    return folder / name
 
 
 def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
@@ -371,13 +370,8 @@ def _write_images(session: QuantGuardSession, vc: VisualCase, golden: np.ndarray
     directory, for every case: the report shows passing cases too."""
     import numpy as np
 
-    from quant_guard.atomic import atomic_write
-
-    folder = session.report_dir / vc.checkpoint.id / vc.key.stem
-    folder.mkdir(parents=True, exist_ok=True)
     diff = np.abs(golden.astype(np.int16) - candidate.astype(np.int16)).max(axis=2)
     diff_rgb = np.repeat(np.clip(diff * 4, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
-    atomic_write(folder / "candidate.png", encode_png(candidate))
-    atomic_write(folder / "diff.png", encode_png(diff_rgb))
-    return {"golden": golden_png, "candidate": folder / "candidate.png", "diff": folder / "diff.png"}
+    return {"golden": golden_png, "candidate": _write_report_png(session, vc, "candidate.png", candidate),
+            "diff": _write_report_png(session, vc, "diff.png", diff_rgb)}
 

@@ -49,7 +49,8 @@ def raw_work(device: str) -> dict[str, float]:
     from quant_guard.cases import expand_cases
     from quant_guard.checkpoints import resolve_checkpoint
     from quant_guard.config import load_config
-    from quant_guard.pipelines import Precision, build_pipeline
+    from quant_guard.schemes import FLOAT8_E4M3FN
+    from quant_guard.pipelines import build_pipeline
     from quant_guard.render import RenderRequest, render
 
     import diffsynth.pipelines.flux_image  # noqa: F401
@@ -58,7 +59,7 @@ def raw_work(device: str) -> dict[str, float]:
     config = load_config(ROOT / "pyproject.toml")
     cases = [vc for vc in expand_cases(config) if "gpu" not in vc.checkpoint.marks]
     t0 = time.perf_counter()
-    pipe = build_pipeline(resolve_checkpoint(cases[0].checkpoint), Precision.FLOAT8_E4M3FN, device)
+    pipe = build_pipeline(resolve_checkpoint(cases[0].checkpoint), FLOAT8_E4M3FN, device)
     t_load = time.perf_counter() - t0
     t_render = 0.0
     from quant_guard.tiny.dataset import T5_SEQUENCE_LENGTH

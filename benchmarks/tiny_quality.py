@@ -38,7 +38,8 @@ os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 from quant_guard.checkpoints import ResolvedCheckpoint  # noqa: E402
 from quant_guard.degrade import THRESHOLD_KINDS, Degradation, degrade  # noqa: E402
 from quant_guard.metrics import ImageMetrics, compare_images  # noqa: E402
-from quant_guard.pipelines import Precision, build_pipeline  # noqa: E402
+from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE
+from quant_guard.pipelines import build_pipeline  # noqa: E402
 from quant_guard.render import RenderRequest  # noqa: E402
 from quant_guard.render import render as render_request  # noqa: E402
 from quant_guard.tiny import dataset as ds  # noqa: E402
@@ -48,8 +49,9 @@ from quant_guard.tiny.build import TinyCheckpointFiles, write_tiny_checkpoint  #
 def load_pipeline(files: TinyCheckpointFiles, *, fp8: bool, dit: Path | None = None) -> Any:
     """The pipeline users run (``quant_guard.pipelines.build_pipeline``) on CPU; ``fp8``: the
     float8_e4m3fn candidate, with ``dit`` as its pre-quantized or damaged DiT file."""
-    checkpoint = ResolvedCheckpoint("tiny", dict(files.components()), dit, ds.T5_SEQUENCE_LENGTH)
-    return build_pipeline(checkpoint, Precision.FLOAT8_E4M3FN if fp8 else Precision.BF16, "cpu")
+    checkpoint = ResolvedCheckpoint("tiny", dict(files.components()), {FLOAT8_E4M3FN.id: dit} if dit else {},
+                                    ds.T5_SEQUENCE_LENGTH)
+    return build_pipeline(checkpoint, FLOAT8_E4M3FN if fp8 else REFERENCE, "cpu")
 
 
 def render(pipe: Any, caption: str, seed: int, steps: int) -> np.ndarray:

@@ -31,7 +31,8 @@ os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 from quant_guard.checkpoints import ResolvedCheckpoint  # noqa: E402
 from quant_guard.degrade import Degradation, degrade  # noqa: E402
 from quant_guard.metrics import lpips_distance  # noqa: E402
-from quant_guard.pipelines import Precision, build_pipeline  # noqa: E402
+from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Scheme
+from quant_guard.pipelines import build_pipeline  # noqa: E402
 from quant_guard.render import RenderRequest, render  # noqa: E402
 from quant_guard.scorecard import Scorecard, compute_scorecard  # noqa: E402
 from quant_guard.semantic import TinyColourScorer  # noqa: E402
@@ -49,12 +50,13 @@ class Pair:
 
 
 def tiny_checkpoint(candidate: Path | None = None) -> ResolvedCheckpoint:
-    return ResolvedCheckpoint("tiny", dict(ensure_tiny_checkpoint().components()), candidate, ds.T5_SEQUENCE_LENGTH)
+    return ResolvedCheckpoint("tiny", dict(ensure_tiny_checkpoint().components()),
+                              {FLOAT8_E4M3FN.id: candidate} if candidate else {}, ds.T5_SEQUENCE_LENGTH)
 
 
-def render_all(checkpoint: ResolvedCheckpoint, precision: Precision, pairs: list[tuple[str, int]],
+def render_all(checkpoint: ResolvedCheckpoint, scheme: Scheme, pairs: list[tuple[str, int]],
                steps: int) -> list[np.ndarray]:
-    pipe = build_pipeline(checkpoint, precision, "cpu")
+    pipe = build_pipeline(checkpoint, scheme, "cpu")
     return [render(pipe, RenderRequest(caption, seed, steps, ds.IMAGE_SIZE, ds.IMAGE_SIZE, ds.EMBEDDED_GUIDANCE,
                                        ds.T5_SEQUENCE_LENGTH)).image for caption, seed in pairs]
 
@@ -62,20 +64,20 @@ def render_all(checkpoint: ResolvedCheckpoint, precision: Precision, pairs: list
 def measure(pairs: list[tuple[str, int]], steps: int, kinds: list[Degradation]) -> dict[str, list[Pair]]:
     from safetensors.torch import load_file, save_file
 
-    golden = render_all(tiny_checkpoint(), Precision.BF16, pairs, steps)
+    golden = render_all(tiny_checkpoint(), REFERENCE, pairs, steps)
     scorer = TinyColourScorer()
 
     def score(images: list[np.ndarray]) -> list[Pair]:
         return [Pair(compute_scorecard(g, c, prompt=caption, scorer=scorer), lpips_distance(g, c))
                 for g, c, (caption, _) in zip(golden, images, pairs)]
 
-    results = {HONEST: score(render_all(tiny_checkpoint(), Precision.FLOAT8_E4M3FN, pairs, steps))}
+    results = {HONEST: score(render_all(tiny_checkpoint(), FLOAT8_E4M3FN, pairs, steps))}
     state = load_file(str(ensure_tiny_checkpoint().dit))
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
             path = Path(tmp) / f"{kind.value}.safetensors"
             save_file({k: v.contiguous() for k, v in degrade(state, kind).items()}, str(path))
-            results[f"float8 + {kind.value}"] = score(render_all(tiny_checkpoint(path), Precision.FLOAT8_E4M3FN,
+            results[f"float8 + {kind.value}"] = score(render_all(tiny_checkpoint(path), FLOAT8_E4M3FN,
                                                                  pairs, steps))
     return results
 

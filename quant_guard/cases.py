@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from quant_guard.config import CaseSpec, CheckpointSpec, QuantGuardConfig
 from quant_guard.golden import GoldenKey
-from quant_guard.thresholds import ThresholdOverrides
+from quant_guard.schemes import Scheme
+from quant_guard.thresholds import ThresholdOverrides, Thresholds, embedded_thresholds, resolve_thresholds
 
 if TYPE_CHECKING:
     from quant_guard.budgets import BudgetCheck
@@ -29,15 +30,40 @@ class VisualCase:
     checkpoint: CheckpointSpec
     case: CaseSpec
     seed: int
+    scheme: Scheme = None  # type: ignore[assignment]  # None: the checkpoint's first scheme
+
+    def __post_init__(self) -> None:
+        if self.scheme is None:
+            object.__setattr__(self, "scheme", self.checkpoint.schemes[0])
 
     @property
     def id(self) -> str:
-        """The test id, e.g. ``tiny-cyberpunk-rain-s0``."""
-        return f"{self.checkpoint.id}-{self.case.id}-s{self.seed}"
+        """The test id, e.g. ``tiny-cyberpunk-rain-s0``, or ``tiny-bitsandbytes_nf4-cyberpunk-rain-s0``
+        when the checkpoint lists its schemes."""
+        scheme = f"{self.scheme.id}-" if self.checkpoint.declared_schemes else ""
+        return f"{self.checkpoint.id}-{scheme}{self.case.id}-s{self.seed}"
 
     @property
     def key(self) -> GoldenKey:
+        """The golden: one per (checkpoint, case, seed), shared by every scheme."""
         return GoldenKey(self.checkpoint.id, self.case.id, self.seed)
+
+    @property
+    def expected_name(self) -> str | None:
+        """The scheme's part of the expected-metrics file name (None: the single default candidate)."""
+        return self.scheme.id if self.checkpoint.declared_schemes else None
+
+    @property
+    def report_folder(self) -> Path:
+        """Where the case's report images go, relative to the report directory."""
+        folder = Path(self.checkpoint.id)
+        return (folder / self.scheme.id if self.checkpoint.declared_schemes else folder) / self.key.stem
+
+    def configured_thresholds(self, package: Thresholds) -> Thresholds:
+        """The configuration's thresholds for this test, before markers and the command line:
+        package < the embedded checkpoint's measured ones for this scheme < checkpoint < scheme < case."""
+        return resolve_thresholds(package, embedded_thresholds(self.checkpoint.embedded, self.scheme.kind),
+                                  self.checkpoint.thresholds, self.scheme.thresholds, self.case.thresholds)
 
     # Render settings: the case's own, else the checkpoint's defaults.
     @property
@@ -58,12 +84,15 @@ class VisualCase:
 
 
 def expand_cases(config: QuantGuardConfig) -> list[VisualCase]:
-    """Every (checkpoint, case, seed) of the configuration, in declaration order."""
+    """Every (checkpoint, scheme, case, seed) of the configuration, in declaration order. Scheme
+    before case: the tests of one scheme run together, so the session swaps the DiT once per
+    scheme, not once per test."""
     out = []
     for checkpoint in config.checkpoints:
-        for case in config.cases:
-            if checkpoint.id in case.checkpoints:
-                out.extend(VisualCase(checkpoint, case, seed) for seed in case.seeds)
+        for scheme in checkpoint.schemes:
+            for case in config.cases:
+                if checkpoint.id in case.checkpoints:
+                    out.extend(VisualCase(checkpoint, case, seed, scheme) for seed in case.seeds)
     return out
 
 

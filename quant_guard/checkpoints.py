@@ -29,7 +29,7 @@ class ResolvedCheckpoint:
 
     id: str
     files: dict[str, Path | list[Path]]  # component name -> file(s) or folder
-    candidate_dit: Path | None
+    scheme_dits: dict[str, Path]  # scheme id -> its pre-quantized DiT file
     t5_sequence_length: int
 
     def weight_files(self) -> list[Path]:
@@ -48,21 +48,27 @@ def resolve_checkpoint(spec: CheckpointSpec) -> ResolvedCheckpoint:
         files: dict[str, Path | list[Path]] = dict(ensure_tiny_checkpoint().components())
     else:
         files = {name: _local(spec.components[name], f"{spec.id}.{name}") for name in COMPONENTS}
-    candidate_dit = None
-    if spec.candidate_dit is not None:
-        local = _local(spec.candidate_dit, f"{spec.id}.candidate.dit")
-        if isinstance(local, list):
-            raise CheckpointError(f"checkpoint {spec.id!r}: candidate.dit must be one file, got {local}")
-        candidate_dit = local
+    scheme_dits: dict[str, Path] = {}
+    for scheme in spec.schemes:
+        if scheme.dit is not None:
+            local = _local(scheme.dit, f"{spec.id}.{scheme.id}.dit")
+            if isinstance(local, list):
+                raise CheckpointError(f"checkpoint {spec.id!r}: the DiT of scheme {scheme.id!r} must be one file, "
+                                      f"got {local}")
+            scheme_dits[scheme.id] = local
     for name, value in files.items():
         for path in value if isinstance(value, list) else [value]:
             what = f"checkpoint {spec.id!r} component {name}"
             header = _check_file(path, what, folder=name.startswith("tokenizer"))
             if name == "dit":
                 _refuse_float8_reference(header, path, what)
-    if candidate_dit is not None:
-        _check_file(candidate_dit, f"checkpoint {spec.id!r} candidate DiT", folder=False)
-    return ResolvedCheckpoint(spec.id, files, candidate_dit, spec.t5_sequence_length)
+    for scheme in spec.schemes:
+        if scheme.id in scheme_dits:
+            what = f"checkpoint {spec.id!r} scheme {scheme.id!r} DiT"
+            header = _check_file(scheme_dits[scheme.id], what, folder=False)
+            if scheme.quantization is None:
+                _check_float8_file(header, scheme_dits[scheme.id], what, scheme.storage_dtype)
+    return ResolvedCheckpoint(spec.id, files, scheme_dits, spec.t5_sequence_length)
 
 
 def _local(source: ComponentSource, what: str) -> Path | list[Path]:
@@ -151,6 +157,24 @@ def _refuse_float8_reference(header: dict[str, Any], path: Path, what: str) -> N
             "instead: candidate = { dit = \"...\" }")
 
 
+# safetensors' names of the storage dtypes
+_SAFETENSORS_FLOAT8 = {"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+
+
+def _check_float8_file(header: dict[str, Any], path: Path, what: str, storage: str) -> None:
+    """A float8 DiT file must hold the scheme's float8 format: DiffSynth would silently re-cast an
+    e5m2 file to e4m3fn while the report said e4m3fn. (A bf16 file is cast on load, as the
+    reference DiT is.)"""
+    found = Counter(_SAFETENSORS_FLOAT8.get(str(entry.get("dtype")), str(entry.get("dtype")))
+                    for name, entry in header.items() if name != "__metadata__" and isinstance(entry, dict))
+    float8 = {dtype: n for dtype, n in found.items() if dtype in _SAFETENSORS_FLOAT8.values()}
+    if float8 and set(float8) != {storage}:
+        listed = ", ".join(f"{n} {dtype}" for dtype, n in sorted(found.items()))
+        hint = (f"declare its scheme with storage = \"{next(iter(float8))}\"" if len(float8) == 1
+                else "a float8 DiT file holds its linear weights in one float8 dtype")
+        raise CheckpointError(f"{what}: {path} is not a {storage} file (tensors: {listed}); {hint}")
+
+
 # ---- file hashes ---------------------------------------------------------------------------
 
 def _hash_cache_file() -> Path:
@@ -196,8 +220,6 @@ def checkpoint_hashes(resolved: ResolvedCheckpoint) -> dict[str, str]:
             out[name] = hashlib.sha256("".join(file_sha256(p) for p in sorted(value)).encode()).hexdigest()
         else:
             out[name] = file_sha256(value)
-    if resolved.candidate_dit is not None:
-        out["candidate_dit"] = file_sha256(resolved.candidate_dit)
     return out
 
 

@@ -20,7 +20,9 @@ from quant_guard.budgets import Budget, StepStatistic
 from quant_guard.drift import DriftTolerance, ReferenceMode
 from quant_guard.history import METRICS, AlarmMode, HistoryAlarm
 from quant_guard.memory_plan import AUTO, parse_vram_limit
-from quant_guard.thresholds import EMBEDDED_THRESHOLDS, ExpectedSettings, ThresholdOverrides, Thresholds
+from quant_guard.schemes import DEFAULT_SCHEMES, QUANTIZE_MODES, REFERENCE, STORAGE_DTYPES, Quantization, Scheme
+from quant_guard.sources import ComponentSource
+from quant_guard.thresholds import ExpectedSettings, ThresholdOverrides, Thresholds
 from quant_guard.tiny import settings as tiny_settings
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 
@@ -28,7 +30,6 @@ from quant_guard.units import UnitError, parse_bytes, parse_seconds
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 COMPONENTS = ("dit", "text_encoder_clip", "text_encoder_t5", "vae", "tokenizer_clip", "tokenizer_t5")
-CANDIDATE_SCHEMES = ("float8_e4m3fn",)
 DEVICES = ("auto", "cpu", "cuda")
 MARKS = ("gpu",)
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
@@ -36,19 +37,6 @@ MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit see
 
 class ConfigError(ValueError):
     """Invalid configuration; the message starts with "file: key:"."""
-
-
-@dataclass(frozen=True)
-class ComponentSource:
-    """One model file or folder: a local path, or a DiffSynth ``model_id`` + ``origin_file_pattern``
-    that DiffSynth downloads where there is network."""
-
-    path: Path | None = None
-    model_id: str | None = None
-    origin_file_pattern: str | None = None
-
-    def describe(self) -> str:
-        return str(self.path) if self.path else f"{self.model_id}:{self.origin_file_pattern}"
 
 
 @dataclass(frozen=True)
@@ -73,8 +61,10 @@ class CheckpointSpec:
     id: str
     embedded: str | None  # "tiny", or None for a checkpoint given by its components
     components: dict[str, ComponentSource]  # empty for an embedded checkpoint
-    candidate_scheme: str = "float8_e4m3fn"
-    candidate_dit: ComponentSource | None = None  # a pre-quantized DiT file replacing the bf16 one
+    # the candidates, each compared with the bf16 golden (schemes.py); declared_schemes: the
+    # configuration lists them, so test ids and expected-metrics files name the scheme
+    schemes: tuple[Scheme, ...] = DEFAULT_SCHEMES
+    declared_schemes: bool = False
     device: str = "auto"
     cpu_offload: bool = False  # every component in host memory between forwards (memory_plan.py)
     vram_limit_bytes: int | None = None  # with cpu_offload: device memory up to which layers stay; None = "auto"
@@ -360,14 +350,7 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
         missing = [k for k in COMPONENTS if k not in components]
         if missing:
             t.fail("components", f"missing {', '.join(missing)} (or set embedded = \"tiny\")")
-    candidate_scheme, candidate_dit = "float8_e4m3fn", None
-    if (cand := t.sub("candidate")) is not None:
-        candidate_scheme = cand.get("scheme", str, candidate_scheme)
-        if candidate_scheme not in CANDIDATE_SCHEMES:
-            cand.fail("scheme", f"unknown scheme {candidate_scheme!r}; known: {', '.join(CANDIDATE_SCHEMES)}")
-        if "dit" in cand.data:
-            candidate_dit = _source(cand.get("dit", (str, dict)), cand, "dit", base)
-        cand.finish()
+    schemes, declared = _schemes(t, base)
     device = t.get("device", str, "auto")
     if device not in DEVICES:
         t.fail("device", f"must be one of {', '.join(DEVICES)}, got {device!r}")
@@ -376,9 +359,10 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
         if m not in MARKS:
             t.fail("marks", f"unknown mark {m!r}; known: {', '.join(MARKS)}")
     # an embedded checkpoint brings the thresholds measured for it; the table's own win
-    thresholds = EMBEDDED_THRESHOLDS.get(embedded or "", ThresholdOverrides())
+    # an embedded checkpoint's measured thresholds apply below these (VisualCase.configured_thresholds)
+    thresholds = ThresholdOverrides()
     if (th := t.sub("thresholds")) is not None:
-        thresholds = _threshold_overrides(th).over(thresholds)
+        thresholds = _threshold_overrides(th)
     limits = Budget()
     if (lim := t.sub("limits")) is not None:
         limits = _limits(lim)
@@ -397,7 +381,7 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
     cpu_offload = t.get("cpu_offload", bool, False)
     spec = CheckpointSpec(
         id=checkpoint_id, embedded=embedded, components=components,
-        candidate_scheme=candidate_scheme, candidate_dit=candidate_dit, device=device,
+        schemes=schemes, declared_schemes=declared, device=device,
         cpu_offload=cpu_offload, vram_limit_bytes=_vram_limit(t, cpu_offload),
         t5_sequence_length=t5_sequence_length,
         marks=marks, thresholds=thresholds, limits=limits, render=render,
@@ -405,6 +389,88 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
     )
     t.finish()
     return spec
+
+
+def _schemes(t: _Table, base: Path) -> tuple[tuple[Scheme, ...], bool]:
+    """``schemes = [...]`` (names or tables), or the single-candidate shorthand ``candidate = {
+    scheme = ..., dit = ... }``; neither: the float8_e4m3fn candidate."""
+    if "schemes" in t.data and "candidate" in t.data:
+        t.fail("candidate", "give either candidate (one float8 candidate) or schemes (several), not both")
+    if (cand := t.sub("candidate")) is not None:
+        storage = cand.get("scheme", str, DEFAULT_SCHEMES[0].storage_dtype)
+        if storage not in STORAGE_DTYPES:
+            cand.fail("scheme", f"unknown storage scheme {storage!r}; known: {', '.join(STORAGE_DTYPES)} "
+                      "(quantization methods go in a schemes list)")
+        dit = _source(cand.get("dit", (str, dict)), cand, "dit", base) if "dit" in cand.data else None
+        cand.finish()
+        return (Scheme(storage, storage_dtype=storage, dit=dit),), False
+    entries = t.get("schemes", list)
+    if entries is None:
+        return DEFAULT_SCHEMES, False
+    if not entries:
+        t.fail("schemes", "is empty; leave it out for the single float8_e4m3fn candidate")
+    schemes = tuple(_scheme(entry, t, f"schemes[{i}]", base) for i, entry in enumerate(entries))
+    _unique(t, "schemes", [s.id for s in schemes])
+    return schemes, True
+
+
+def _scheme(entry: Any, parent: _Table, key: str, base: Path) -> Scheme:
+    if isinstance(entry, str):  # a bare name: a storage dtype or a diffsynth.core.quant method
+        entry = {"storage": entry} if entry in STORAGE_DTYPES else {"method": entry}
+    if not isinstance(entry, dict):
+        parent.fail(key, f"must be a scheme name or a table, got {type(entry).__name__} {entry!r}")
+    s = _Table(entry, _join(parent.where, key), parent.file)
+    storage, method = s.get("storage", str), s.get("method", str)
+    if (storage is None) == (method is None):
+        s.fail("", "needs exactly one of storage (a float8 dtype DiffSynth stores the DiT in) or method "
+               "(a diffsynth.core.quant method, e.g. bitsandbytes_nf4)")
+    if storage is not None and storage not in STORAGE_DTYPES:
+        s.fail("storage", f"must be one of {', '.join(STORAGE_DTYPES)}, got {storage!r}")
+    if method is not None and not _ID.match(method):
+        s.fail("method", f"{method!r} is not a method name")
+    scheme_id = s.get("id", str, storage or method)
+    if not _ID.match(scheme_id):
+        s.fail("id", f"{scheme_id!r} is not a valid id: use letters, digits, '.', '_' or '-'")
+    if scheme_id == REFERENCE.id:
+        s.fail("id", f"{scheme_id!r} names the bf16 reference; choose another id")
+    dit = _source(s.get("dit", (str, dict)), s, "dit", base) if "dit" in s.data else None
+    quantization = None
+    if method is not None:
+        quantization = _quantization(s, method, prequantized_file=dit is not None)
+    else:
+        for option in ("mode", "target_modules", "exclude_modules", "backend_config_kwargs", "load_prequantized"):
+            if option in s.data:
+                s.fail(option, "applies only to a quantization method (storage schemes store every linear layer)")
+    thresholds = ThresholdOverrides()
+    if (th := s.sub("thresholds")) is not None:
+        thresholds = _threshold_overrides(th)
+    s.finish()
+    return Scheme(scheme_id, storage_dtype=storage or REFERENCE.storage_dtype, quantization=quantization, dit=dit,
+                  thresholds=thresholds)
+
+
+def _quantization(s: _Table, method: str, *, prequantized_file: bool) -> Quantization:
+    mode = s.get("mode", str, QUANTIZE_MODES[0])
+    if mode not in QUANTIZE_MODES:
+        s.fail("mode", f"must be one of {', '.join(QUANTIZE_MODES)}, got {mode!r}")
+
+    def names(key: str) -> tuple[str, ...] | None:
+        value = s.get(key, list)
+        if value is not None and not all(isinstance(v, str) and v for v in value):
+            s.fail(key, f"must be a list of module names, got {value!r}")
+        return None if value is None else tuple(value)
+
+    kwargs = s.get("backend_config_kwargs", dict, {})
+    for name, value in kwargs.items():
+        if not isinstance(value, (str, int, float, bool)):
+            s.fail(f"backend_config_kwargs.{name}", f"must be a string, number or boolean, got {value!r}")
+    # a DiT file under a method can only be one saved by that method
+    prequantized = s.get("load_prequantized", bool, prequantized_file)
+    if prequantized != prequantized_file:
+        s.fail("load_prequantized", "is true exactly when the scheme names a pre-quantized dit file")
+    return Quantization(method=method, mode=mode, target_modules=names("target_modules"),
+                        exclude_modules=names("exclude_modules") or (),
+                        backend_config_kwargs=tuple(sorted(kwargs.items())), load_prequantized=prequantized)
 
 
 def _vram_limit(t: _Table, cpu_offload: bool) -> int | None:

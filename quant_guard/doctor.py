@@ -245,7 +245,8 @@ def _measured_findings(spec: CheckpointSpec, measured: Measured | None) -> list[
     if (r.width, r.height) != (spec.render.width, spec.render.height):
         return [Finding(Status.INFO, "measured", f"at {r.width}x{r.height}, not this checkpoint's "
                                                  f"{spec.render.width}x{spec.render.height}: not compared")]
-    candidate = next((m for m in measured.results if m.precision == spec.candidate_scheme), None)
+    # the doctor measures float8_e4m3fn storage: the checkpoint's scheme of that kind, if it has one
+    candidate = next((m for m in measured.results if m.precision in {s.kind for s in spec.schemes}), None)
     if candidate is None or candidate.memory_kind != "cuda":
         return []
     what = f"measured at {r.architecture.name} size, {r.width}x{r.height}"

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from diffsynth.pipelines.flux_image import FluxImagePipeline
 
     from quant_guard.config import CheckpointSpec
-    from quant_guard.pipelines import Precision
+    from quant_guard.schemes import Scheme
 
 PROMPT = "a red circle on a blue background at the top left"
 
@@ -74,9 +74,9 @@ class FullSizeRequest:
     work_dir: Path | None = None  # None: a temporary folder
 
 
-def build_under_plan(resolved: ResolvedCheckpoint, precision: Precision, device: str,
+def build_under_plan(resolved: ResolvedCheckpoint, scheme: Scheme, device: str,
                      spec: CheckpointSpec | None) -> FluxImagePipeline:
-    """The pipeline of ``precision`` under the checkpoint's memory plan (the one the gate uses,
+    """The pipeline of ``scheme`` under the checkpoint's memory plan (the one the gate uses,
     ``quant_guard.memory_plan.plan_memory``); without a checkpoint, every component resident."""
     from quant_guard.memory_plan import plan_memory
     from quant_guard.pipelines import build_pipeline
@@ -88,9 +88,9 @@ def build_under_plan(resolved: ResolvedCheckpoint, precision: Precision, device:
         import torch
 
         total = int(torch.cuda.mem_get_info(device)[1])
-    plan = plan_memory(cpu_offload=offload, vram_limit_bytes=limit, precision=precision, device=device,
+    plan = plan_memory(cpu_offload=offload, vram_limit_bytes=limit, scheme=scheme, device=device,
                        device_total_bytes=total)
-    return build_pipeline(resolved, precision, device, plan=plan)
+    return build_pipeline(resolved, scheme, device, plan=plan)
 
 
 def run_full_size(request: FullSizeRequest, spec: CheckpointSpec | None) -> list[Measurement]:
@@ -103,14 +103,14 @@ def run_full_size(request: FullSizeRequest, spec: CheckpointSpec | None) -> list
         resolved = write_random_checkpoint(folder / "weights", request.architecture, device=request.device,
                                            seed=request.seed)
         register(request.architecture)
-        from quant_guard.pipelines import Precision
+        from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE
 
-        return [_measure(resolved, precision, request, spec) for precision in (Precision.BF16, Precision.FLOAT8_E4M3FN)]
+        return [_measure(resolved, scheme, request, spec) for scheme in (REFERENCE, FLOAT8_E4M3FN)]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _measure(resolved: ResolvedCheckpoint, precision: Precision, request: FullSizeRequest,
+def _measure(resolved: ResolvedCheckpoint, scheme: Scheme, request: FullSizeRequest,
              spec: CheckpointSpec | None) -> Measurement:
     import torch
 
@@ -122,13 +122,13 @@ def _measure(resolved: ResolvedCheckpoint, precision: Precision, request: FullSi
     started = time.perf_counter()
     pipe = None
     try:
-        pipe = build_under_plan(resolved, precision, request.device, spec)
+        pipe = build_under_plan(resolved, scheme, request.device, spec)
         load_s = time.perf_counter() - started
         result = render(pipe, RenderRequest(PROMPT, request.seed, request.steps, request.width, request.height,
                                             3.5, resolved.t5_sequence_length))
     except (torch.OutOfMemoryError, MemoryError, LoadOutOfMemory) as exc:
         cause = exc.error if isinstance(exc, LoadOutOfMemory) else exc  # build_pipeline names what was loading
-        return Measurement(precision.value, offload, kind, time.perf_counter() - started,
+        return Measurement(scheme.id, offload, kind, time.perf_counter() - started,
                            error=f"out of memory: {str(cause).splitlines()[0]}")
     finally:
         del pipe
@@ -136,7 +136,7 @@ def _measure(resolved: ResolvedCheckpoint, precision: Precision, request: FullSi
         if kind == "cuda":
             torch.cuda.empty_cache()
     stats = step_stats(result.step_times_s, 1)
-    return Measurement(precision.value, offload, result.memory.kind, load_s, result.memory.at_start_bytes,
+    return Measurement(scheme.id, offload, result.memory.kind, load_s, result.memory.at_start_bytes,
                        result.memory.peak_bytes, stats.median_s if stats else None, len(result.step_times_s))
 
 

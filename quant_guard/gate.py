@@ -19,6 +19,7 @@ from quant_guard.checkpoints import CheckpointError
 from quant_guard.drift import Comparison, DriftCheck, DriftOutcome, ReferenceMode, decide, explain
 from quant_guard.fingerprint import FieldDifference, differences, environment
 from quant_guard.golden import GoldenCorrupt, GoldenMissing, WriteOutcome, encode_png, stale_fields
+from quant_guard.schemes import REFERENCE, Scheme
 from quant_guard.thresholds import Thresholds, check_expected, check_thresholds, resolve_thresholds
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
     from quant_guard.golden import Golden
     from quant_guard.metrics import ImageMetrics
-    from quant_guard.pipelines import Precision
     from quant_guard.progress import StepCallback
     from quant_guard.render import Render, RenderRequest
     from quant_guard.session import QuantGuardSession
@@ -94,11 +94,9 @@ def unexpected_error(exc: BaseException) -> str:
 def _out_of_memory(session: QuantGuardSession, vc: VisualCase, stage: str, exc: BaseException) -> CaseResult:
     """An out-of-memory verdict with the figures; everything is released so that the following
     tests start from a clean device."""
-    from quant_guard.pipelines import Precision
-
     device = session.device(vc.checkpoint)
     figures = _memory_figures(device)
-    plan = session.memory_plan(vc.checkpoint, Precision.FLOAT8_E4M3FN)
+    plan = session.memory_plan(vc.checkpoint, vc.scheme)
     # the frames of the failed load or render still hold the pipeline and its tensors
     for error in (exc, exc.__context__):
         if error is not None:
@@ -127,8 +125,8 @@ def _memory_figures(device: str) -> str:
 
 
 def _thresholds(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> Thresholds:
-    return resolve_thresholds(session.config.thresholds, vc.checkpoint.thresholds, vc.case.thresholds,
-                              marker.thresholds, session.settings.thresholds)
+    return resolve_thresholds(vc.configured_thresholds(session.config.thresholds), marker.thresholds,
+                              session.settings.thresholds)
 
 
 def _budget(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> Budget:
@@ -148,13 +146,13 @@ def _update_command(vc: VisualCase, address: TestAddress | None) -> str:
 
 def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
            address: TestAddress | None) -> CaseResult:
-    from quant_guard.pipelines import Precision
     from quant_guard.render import render
 
     store = session.store
     try:
         golden = store.load(vc.key, width=vc.width, height=vc.height)
-        expected = store.load_expected(vc.key) if session.settings.use_expected and session.config.expected.enabled else None
+        expected = (store.load_expected(vc.key, vc.expected_name)
+                    if session.settings.use_expected and session.config.expected.enabled else None)
     except GoldenMissing as exc:
         return CaseResult(vc, Verdict.NO_GOLDEN, f"{exc}. Create it with: {_update_command(vc, address)}")
     except GoldenCorrupt as exc:
@@ -164,8 +162,8 @@ def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
         return CaseResult(vc, Verdict.STALE_GOLDEN,
                           f"golden {display_path(golden.png)} is stale, made with other parameters:\n  " + "\n  ".join(stale)
                           + f"\nRe-baseline with: {_update_command(vc, address)}")
-    candidate = render(session.pipeline(vc.checkpoint, Precision.FLOAT8_E4M3FN), request_for(session, vc),
-                       on_step=_progress(session, vc, Precision.FLOAT8_E4M3FN))
+    candidate = render(session.pipeline(vc.checkpoint, vc.scheme), request_for(session, vc),
+                       on_step=_progress(session, vc, vc.scheme))
     # after the render: a deterministic checkpoint's settings are applied when its pipeline is built
     fingerprint = differences(golden.metadata.get("environment"), environment(session.device(vc.checkpoint)))
     live = session.reference_mode is ReferenceMode.LIVE
@@ -182,11 +180,10 @@ def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrid
     """Render the bf16 reference now and compare three ways (``quant_guard.drift``); the verdict
     then says whether the environment drifted or the quantization regressed."""
     from quant_guard.metrics import compare_images
-    from quant_guard.pipelines import Precision
     from quant_guard.render import render
 
-    reference = render(session.pipeline(vc.checkpoint, Precision.BF16), request_for(session, vc),
-                       on_step=_progress(session, vc, Precision.BF16))
+    reference = render(session.pipeline(vc.checkpoint, REFERENCE), request_for(session, vc),
+                       on_step=_progress(session, vc, REFERENCE))
     if first.metrics is None:  # live mode on a candidate that never got metrics (degenerate, refused)
         return replace(first, reference_render=reference.summary())
     drift_metrics = compare_images(golden.image, reference.image)
@@ -202,7 +199,7 @@ def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrid
         fingerprint=fingerprint)
     outcome = decide(check, session.reference_mode)
     images = {**first.images, "reference": _write_reference(session, vc, reference.image)}
-    section = explain(check, outcome, scheme=vc.checkpoint.candidate_scheme, rebaseline=_update_command(vc, address))
+    section = explain(check, outcome, scheme=vc.scheme.id, rebaseline=_update_command(vc, address))
     common: dict[str, Any] = {"drift": check, "images": images, "reference_render": reference.summary()}
     if outcome is DriftOutcome.QUANTIZATION_FAILED:
         head = first.reason.rsplit("\n" + _paths(first.images), 1)[0] if first.reason else ""
@@ -224,7 +221,7 @@ def _write_reference(session: QuantGuardSession, vc: VisualCase, image: np.ndarr
 
 def _write_report_png(session: QuantGuardSession, vc: VisualCase, name: str, image: np.ndarray) -> Path:
     """``image`` as ``name`` in the case's folder of the report directory."""
-    folder = session.report_dir / vc.checkpoint.id / vc.key.stem
+    folder = session.report_dir / vc.report_folder
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / name, encode_png(image))
     return folder / name
@@ -232,21 +229,22 @@ def _write_report_png(session: QuantGuardSession, vc: VisualCase, name: str, ima
 
 def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
     from quant_guard.metrics import compare_images
-    from quant_guard.pipelines import Precision
     from quant_guard.render import render
 
+    if vc.key in session.goldens_rendered:
+        return _update_expected(session, vc, marker)
     request = request_for(session, vc)
-    order = [Precision.BF16, Precision.FLOAT8_E4M3FN]
-    if session.loaded_precision(vc.checkpoint) is Precision.FLOAT8_E4M3FN:
+    order = [REFERENCE, vc.scheme]
+    if session.loaded_scheme(vc.checkpoint) == vc.scheme:
         order.reverse()  # the DiT already loaded renders first: one DiT swap per case, not two
-    renders = {precision: render(session.pipeline(vc.checkpoint, precision), request,
-                                 on_step=_progress(session, vc, precision)) for precision in order}
-    reference, candidate = renders[Precision.BF16], renders[Precision.FLOAT8_E4M3FN]
+    renders = {scheme.id: render(session.pipeline(vc.checkpoint, scheme), request,
+                                 on_step=_progress(session, vc, scheme)) for scheme in order}
+    reference, candidate = renders[REFERENCE.id], renders[vc.scheme.id]
     problem = _degenerate(reference)
     if problem:
         return CaseResult(vc, Verdict.DEGENERATE, f"the bf16 reference render is {problem}; no golden written")
-    metadata = {**golden_parameters(session, vc), "environment": environment(session.device(vc.checkpoint)),
-                "candidate_scheme": vc.checkpoint.candidate_scheme}
+    session.goldens_rendered.add(vc.key)
+    metadata = {**golden_parameters(session, vc), "environment": environment(session.device(vc.checkpoint))}
     # Judged before anything is written: the golden (the bf16 truth) is always refreshed, but a
     # candidate that fails its thresholds never becomes the expected baseline. Its metrics are
     # not recorded, expected metrics recorded earlier for an unchanged golden stay, and the
@@ -258,27 +256,50 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
     kept = None if session.settings.force else _within_drift(session, vc, reference.image, metadata)
     if kept is not None:
         # the golden stays as it is, and so do the expected metrics measured against it
-        if image_ok and not session.store.expected_path(vc.key).exists():
-            session.store.write_expected(vc.key, compare_images(kept.image, candidate.image))
+        if image_ok and not session.store.expected_path(vc.key, vc.expected_name).exists():
+            session.store.write_expected(vc.key, compare_images(kept.image, candidate.image), vc.expected_name)
         outcome = WriteOutcome.WITHIN_DRIFT
     else:
         expected = result.metrics if image_ok else None
-        outcome = session.store.write(vc.key, reference.image, metadata, expected, force=session.settings.force)
+        outcome = session.store.write(vc.key, reference.image, metadata, expected, scheme=vc.expected_name,
+                                      force=session.settings.force)
     session.outcomes[outcome] += 1
     if not image_ok:
         session.expected_withheld += 1
         return replace(result, reason=f"{result.reason}\ngolden {outcome.value}; this failing candidate's metrics "
                                       "were not recorded as expected")
-    if result.passed:
-        return CaseResult(vc, Verdict.UPDATED, f"golden {outcome.value}", metrics=result.metrics,
-                          checks=result.checks, budget_checks=result.budget_checks,
-                          candidate_render=result.candidate_render, reference_render=result.reference_render,
-                          images=result.images, memory_plan=result.memory_plan)
-    return result
+    return _updated(result, f"golden {outcome.value}")
 
 
-def _progress(session: QuantGuardSession, vc: VisualCase, precision: Precision) -> StepCallback | None:
-    return session.progress.for_render(f"{vc.id} ({precision.value})") if session.progress else None
+def _update_expected(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
+    """--update-golden for another scheme of a case whose golden this run has rendered already:
+    only the candidate renders, and its metrics against that golden become its expected ones."""
+    from quant_guard.render import render
+
+    golden = session.store.load(vc.key, width=vc.width, height=vc.height)
+    candidate = render(session.pipeline(vc.checkpoint, vc.scheme), request_for(session, vc),
+                       on_step=_progress(session, vc, vc.scheme))
+    result = _judge(session, vc, marker, golden.image, candidate, expected=None, golden_png=golden.png)
+    if result.metrics is None or not all(c.passed for c in result.checks):
+        session.expected_withheld += 1
+        return replace(result, reason=f"{result.reason}\nthis failing candidate's metrics were not recorded as "
+                                      "expected")
+    session.store.write_expected(vc.key, result.metrics, vc.expected_name)
+    return _updated(result, "golden rendered earlier in this run; expected metrics recorded")
+
+
+def _updated(result: CaseResult, reason: str) -> CaseResult:
+    """An update run's passing candidate is UPDATED; a budget failure stays a failure."""
+    if not result.passed:
+        return result
+    return CaseResult(result.case, Verdict.UPDATED, reason, metrics=result.metrics, checks=result.checks,
+                      budget_checks=result.budget_checks, candidate_render=result.candidate_render,
+                      reference_render=result.reference_render, images=result.images,
+                      memory_plan=result.memory_plan)
+
+
+def _progress(session: QuantGuardSession, vc: VisualCase, scheme: Scheme) -> StepCallback | None:
+    return session.progress.for_render(f"{vc.id} ({scheme.id})") if session.progress else None
 
 
 def _within_drift(session: QuantGuardSession, vc: VisualCase, image: np.ndarray,
@@ -313,7 +334,6 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
     """Verdict on a candidate render: degenerate output first, then image metrics, then budgets.
     An image failure and a budget failure are reported in separate blocks of the message."""
     from quant_guard.metrics import compare_images
-    from quant_guard.pipelines import Precision
 
     summary = candidate.summary()
     budget = _budget(session, vc, marker)
@@ -321,7 +341,7 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
     if budget.step_time_s is not None and session.placement.shares(device):
         return CaseResult(vc, Verdict.ERROR, session.placement.refusal(device), candidate_render=summary)
     common: dict[str, Any] = {"candidate_render": summary,
-                              "memory_plan": session.memory_plan(vc.checkpoint, Precision.FLOAT8_E4M3FN),
+                              "memory_plan": session.memory_plan(vc.checkpoint, vc.scheme),
                               "reference_render": reference.summary() if reference is not None else None,
                               "images": _write_images(session, vc, golden, candidate.image, golden_png),
                               "budget_checks": tuple(check_budget(summary, budget))}
@@ -339,7 +359,7 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
         return CaseResult(vc, Verdict.PASSED, "", metrics=metrics, checks=tuple(checks), **common)
     blocks = []
     if not image_ok:
-        blocks.append(f"{vc.checkpoint.candidate_scheme} candidate differs from the bf16 golden:\n"
+        blocks.append(f"{vc.scheme.id} candidate differs from the bf16 golden:\n"
                       + "\n".join("  " + c.describe() for c in checks))
     if not budget_ok:
         blocks.append("budget exceeded:\n" + budget_section(common["budget_checks"]))

@@ -88,8 +88,16 @@ class GoldenStore:
     def sidecar_path(self, key: GoldenKey) -> Path:
         return self.png_path(key).with_suffix(".json")
 
-    def expected_path(self, key: GoldenKey) -> Path:
-        return self.png_path(key).with_suffix(".expected.yml")
+    def expected_path(self, key: GoldenKey, scheme: str | None = None) -> Path:
+        """The candidate metrics recorded against this golden: ``<case>-s<seed>.expected.yml`` for
+        the single default candidate, ``<case>-s<seed>.<scheme>.expected.yml`` per listed scheme."""
+        return self.png_path(key).with_suffix(f".{scheme}.expected.yml" if scheme else ".expected.yml")
+
+    def expected_paths(self, key: GoldenKey) -> list[Path]:
+        """Every scheme's expected-metrics file of this golden."""
+        png = self.png_path(key)
+        stem = glob.escape(png.stem)
+        return sorted({*png.parent.glob(f"{stem}.expected.yml"), *png.parent.glob(f"{stem}.*.expected.yml")})
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -110,16 +118,16 @@ class GoldenStore:
                                 "the PNG was changed or an update was interrupted")
         return Golden(image=image, metadata=metadata, png=png)
 
-    def write_expected(self, key: GoldenKey, expected: ImageMetrics) -> None:
-        atomic_write(self.expected_path(key), _expected_yaml(expected))
+    def write_expected(self, key: GoldenKey, expected: ImageMetrics, scheme: str | None = None) -> None:
+        atomic_write(self.expected_path(key, scheme), _expected_yaml(expected))
 
-    def load_expected(self, key: GoldenKey) -> ImageMetrics | None:
+    def load_expected(self, key: GoldenKey, scheme: str | None = None) -> ImageMetrics | None:
         """The candidate metrics recorded at the last update, or None if none were recorded."""
         import yaml
 
         from quant_guard.metrics import ImageMetrics
 
-        path = self.expected_path(key)
+        path = self.expected_path(key, scheme)
         if not path.exists():
             return None
         try:
@@ -132,8 +140,8 @@ class GoldenStore:
     # ---- writing ----------------------------------------------------------------------------
 
     def write(self, key: GoldenKey, image: np.ndarray, metadata: dict[str, Any],
-              expected: ImageMetrics | None, *, force: bool = False) -> WriteOutcome:
-        """Write the golden, its sidecar and expected metrics. UNCHANGED (nothing rewritten, the
+              expected: ImageMetrics | None, *, scheme: str | None = None, force: bool = False) -> WriteOutcome:
+        """Write the golden, its sidecar and the ``scheme``'s expected metrics. UNCHANGED (nothing rewritten, the
         original date kept) when the pixels and render parameters are what is stored already,
         unless ``force``."""
         png, sidecar = self.png_path(key), self.sidecar_path(key)
@@ -152,14 +160,15 @@ class GoldenStore:
                 pass  # a damaged old golden is simply replaced
         png.parent.mkdir(parents=True, exist_ok=True)
         if outcome is not WriteOutcome.UNCHANGED:
-            # The old expected metrics were measured against the old image: drop them first, so
-            # an interrupted update never leaves them next to the new golden.
-            self.expected_path(key).unlink(missing_ok=True)
+            # The old expected metrics (of every scheme) were measured against the old image: drop
+            # them first, so an interrupted update never leaves them next to the new golden.
+            for path in self.expected_paths(key):
+                path.unlink(missing_ok=True)
             atomic_write(png, data)
             atomic_write(sidecar, (json.dumps(metadata, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode())
         if expected is not None:
-            atomic_write(self.expected_path(key), _expected_yaml(expected))
-        for path in (png, sidecar, self.expected_path(key)):
+            atomic_write(self.expected_path(key, scheme), _expected_yaml(expected))
+        for path in (png, sidecar, self.expected_path(key, scheme)):
             remove_stale_temporaries(path)
         return outcome
 

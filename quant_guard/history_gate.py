@@ -31,7 +31,7 @@ def current_record(result: CaseResult, environment: dict[str, Any], run: RunInfo
 
     vc = result.case
     return from_result({"id": vc.id, "checkpoint": vc.checkpoint.id, "case": vc.case.id, "seed": vc.seed,
-                        "scheme": vc.checkpoint.candidate_scheme, "verdict": result.verdict.value,
+                        "scheme": vc.scheme.id, "verdict": result.verdict.value,
                         "metrics": to_jsonable(result.metrics),
                         "candidate_render": to_jsonable(result.candidate_render),
                         "environment": to_jsonable(environment)}, run)

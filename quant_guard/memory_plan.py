@@ -26,18 +26,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from quant_guard.schemes import COMPUTE_DTYPE, Scheme
 from quant_guard.units import UnitError, format_bytes, parse_bytes
 
 AUTO = "auto"
 # DiffSynth's recipe: the device's total memory minus 0.5 GiB
 AUTO_MARGIN_BYTES = 2**29
 MODEL_COMPONENTS = ("dit", "text_encoder_clip", "text_encoder_t5", "vae")
-COMPUTE_DTYPE = "bfloat16"
-
-
-class Precision(str, Enum):
-    BF16 = "bf16"  # the reference that renders goldens
-    FLOAT8_E4M3FN = "float8_e4m3fn"  # DiT stored in float8, computed in bf16
 
 
 class MemoryMode(str, Enum):
@@ -78,7 +73,7 @@ class ComponentPlacement:
 class MemoryPlan:
     mode: MemoryMode
     device: str
-    precision: Precision
+    scheme: Scheme  # the DiT's: the bf16 reference or a candidate
     components: dict[str, ComponentPlacement]
     vram_limit_bytes: int | None  # None: no dynamic VRAM management
 
@@ -88,7 +83,11 @@ class MemoryPlan:
         return None if self.vram_limit_bytes is None else self.vram_limit_bytes / 2**30
 
     def describe(self) -> str:
-        homes = ", ".join(f"{name} {p.home_device}/{p.home_dtype}" for name, p in self.components.items())
+        def home(name: str, p: ComponentPlacement) -> str:
+            quantization = self.scheme.quantization if name == "dit" else None
+            return f"{p.home_device}/{quantization.method if quantization else p.home_dtype}"
+
+        homes = ", ".join(f"{name} {home(name, p)}" for name, p in self.components.items())
         limit = "" if self.vram_limit_bytes is None else f", vram_limit {format_bytes(self.vram_limit_bytes)}"
         return f"{self.mode.value} on {self.device}{limit}: {homes}"
 
@@ -103,11 +102,13 @@ def parse_vram_limit(text: str) -> int | None:
         raise UnitError(f'{exc}; or "auto" (the device\'s total memory minus 0.5 GiB)') from None
 
 
-def plan_memory(*, cpu_offload: bool, vram_limit_bytes: int | None, precision: Precision, device: str,
+def plan_memory(*, cpu_offload: bool, vram_limit_bytes: int | None, scheme: Scheme, device: str,
                 device_total_bytes: int | None) -> MemoryPlan:
     """The plan of one pipeline. ``vram_limit_bytes`` None means "auto"; ``device_total_bytes``
-    is needed only for an automatic limit with cpu_offload on an accelerator."""
-    dit_dtype = "float8_e4m3fn" if precision is Precision.FLOAT8_E4M3FN else COMPUTE_DTYPE
+    is needed only for an automatic limit with cpu_offload on an accelerator. A quantization
+    method keeps its own layer formats; DiffSynth's dtype fields then describe the layers it
+    leaves alone (bf16)."""
+    dit_dtype = scheme.storage_dtype
     if device == "cpu":
         mode, home, limit = MemoryMode.CPU, "cpu", None
     elif not cpu_offload:
@@ -117,7 +118,7 @@ def plan_memory(*, cpu_offload: bool, vram_limit_bytes: int | None, precision: P
         limit = vram_limit_bytes if vram_limit_bytes is not None else _auto_limit(device, device_total_bytes)
     components = {name: ComponentPlacement(home, dit_dtype if name == "dit" else COMPUTE_DTYPE, device)
                   for name in MODEL_COMPONENTS}
-    return MemoryPlan(mode, device, precision, components, limit)
+    return MemoryPlan(mode, device, scheme, components, limit)
 
 
 def _auto_limit(device: str, total: int | None) -> int:

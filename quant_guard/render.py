@@ -98,9 +98,9 @@ class _StepTimer:
         self.dit_bytes = 0
 
     def __call__(self, iterable: Iterable[Any]) -> Iterator[Any]:
-        from quant_guard.pipelines import dit_weight_bytes
+        from quant_guard.scheme_check import stored_bytes
 
-        self.dit_bytes = dit_weight_bytes(self.pipe)
+        self.dit_bytes = stored_bytes(self.pipe.dit)
         total = len(iterable) if isinstance(iterable, Sized) else None
         first_start: float | None = None
         for item in iterable:

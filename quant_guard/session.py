@@ -2,9 +2,9 @@
 update counters and results.
 
 One pipeline at a time, holding one DiT. The text encoders and the VAE do not depend on the
-precision (only the DiT is stored in float8), so a checkpoint's pipeline is built once and
-switching between the bf16 reference and the float8 candidate swaps only its DiT: the old DiT is
-dropped before the other is read. That is the cheapest build that keeps the promise "at most one
+scheme (only the DiT is quantized), so a checkpoint's pipeline is built once and switching
+between the bf16 reference and a candidate scheme swaps only its DiT: the old DiT is dropped
+before the other is read. That is the cheapest build that keeps the promise "at most one
 DiT on the device": a second pipeline would hold T5 (about 9 GiB) twice, and keeping both DiTs
 would hold 12 + 24 GB. Moving to another checkpoint releases the whole pipeline first.
 """
@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 from quant_guard.checkpoints import CheckpointError, ResolvedCheckpoint, checkpoint_hashes, resolve_checkpoint
 from quant_guard.config import CheckpointSpec, QuantGuardConfig
 from quant_guard.drift import ReferenceMode
-from quant_guard.golden import GoldenStore, WriteOutcome
-from quant_guard.memory_plan import MemoryPlan, Precision, plan_memory
+from quant_guard.golden import GoldenKey, GoldenStore, WriteOutcome
+from quant_guard.memory_plan import MemoryPlan, plan_memory
+from quant_guard.schemes import Scheme
 from quant_guard.thresholds import ThresholdOverrides
 from quant_guard.xdist_support import Placement
 
@@ -57,6 +58,9 @@ class QuantGuardSession:
         self.report_dir = settings.report_dir or config.report_dir
         self.outcomes: Counter[WriteOutcome] = Counter()
         self.expected_withheld = 0  # --update-golden: failing candidates whose metrics were not recorded
+        # --update-golden: goldens rendered in this run; the other schemes of a case compare with
+        # them instead of rendering the bf16 reference again
+        self.goldens_rendered: set[GoldenKey] = set()
         self.results: list[CaseResult] = []
         self._resolved: dict[str, ResolvedCheckpoint | CheckpointError] = {}
         self._hashes: dict[str, dict[str, str]] = {}
@@ -82,9 +86,7 @@ class QuantGuardSession:
     def reference_hashes(self, spec: CheckpointSpec) -> dict[str, str]:
         """sha256 of the reference components (what a golden depends on)."""
         if spec.id not in self._hashes:
-            hashes = checkpoint_hashes(self.resolved(spec))
-            hashes.pop("candidate_dit", None)
-            self._hashes[spec.id] = hashes
+            self._hashes[spec.id] = checkpoint_hashes(self.resolved(spec))
         return self._hashes[spec.id]
 
     def require_lpips_weights(self) -> None:
@@ -103,7 +105,7 @@ class QuantGuardSession:
 
     # ---- pipelines ------------------------------------------------------------------------
 
-    def memory_plan(self, spec: CheckpointSpec, precision: Precision) -> MemoryPlan:
+    def memory_plan(self, spec: CheckpointSpec, scheme: Scheme) -> MemoryPlan:
         device = self.device(spec)
         total = None
         if device.startswith("cuda") and spec.cpu_offload and spec.vram_limit_bytes is None:
@@ -111,34 +113,34 @@ class QuantGuardSession:
 
             total = int(torch.cuda.mem_get_info(device)[1])
         return plan_memory(cpu_offload=spec.cpu_offload, vram_limit_bytes=spec.vram_limit_bytes,
-                           precision=precision, device=device, device_total_bytes=total)
+                           scheme=scheme, device=device, device_total_bytes=total)
 
-    def loaded_precision(self, spec: CheckpointSpec) -> Precision | None:
-        """The precision of the DiT the pipeline holds now, if it is this checkpoint's."""
+    def loaded_scheme(self, spec: CheckpointSpec) -> Scheme | None:
+        """The scheme of the DiT the pipeline holds now, if it is this checkpoint's."""
         loaded = self._pipeline
-        return loaded.precision if loaded is not None and loaded.checkpoint_id == spec.id else None
+        return loaded.scheme if loaded is not None and loaded.checkpoint_id == spec.id else None
 
-    def pipeline(self, spec: CheckpointSpec, precision: Precision) -> FluxImagePipeline:
-        """The checkpoint's pipeline with the DiT of ``precision`` (built or swapped as needed)."""
+    def pipeline(self, spec: CheckpointSpec, scheme: Scheme) -> FluxImagePipeline:
+        """The checkpoint's pipeline with the DiT of ``scheme`` (built or swapped as needed)."""
         from quant_guard import pipelines
 
         if self._pipeline is not None and self._pipeline.checkpoint_id != spec.id:
             self.release_pipelines()
         loaded = self._pipeline
-        if loaded is not None and loaded.precision is precision:
+        if loaded is not None and loaded.scheme == scheme:
             return loaded.pipe
-        resolved, plan = self.resolved(spec), self.memory_plan(spec, precision)
+        resolved, plan = self.resolved(spec), self.memory_plan(spec, scheme)
         if spec.deterministic:  # before any kernel of this checkpoint runs
             from quant_guard.determinism import enable_full_determinism
 
             enable_full_determinism()
         if loaded is None:
-            pipe = pipelines.build_pipeline(resolved, precision, plan.device, plan=plan)
+            pipe = pipelines.build_pipeline(resolved, scheme, plan.device, plan=plan)
         else:
             # a failed swap leaves a pipeline without a DiT: forget it, the next test rebuilds
             self._pipeline, pipe = None, loaded.pipe
-            pipelines.swap_dit(pipe, resolved, precision, plan)
-        self._pipeline = _Loaded(spec.id, precision, pipe)
+            pipelines.swap_dit(pipe, resolved, scheme, plan)
+        self._pipeline = _Loaded(spec.id, scheme, pipe)
         return pipe
 
     def release_pipelines(self) -> None:
@@ -185,5 +187,5 @@ class QuantGuardSession:
 @dataclass(frozen=True)
 class _Loaded:
     checkpoint_id: str
-    precision: Precision
+    scheme: Scheme
     pipe: FluxImagePipeline

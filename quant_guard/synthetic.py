@@ -147,7 +147,7 @@ def write_random_checkpoint(dest: Path, arch: Architecture, *, device: str, seed
         files[name] = shards if len(shards) > 1 else shards[0]
     files["tokenizer_clip"], files["tokenizer_t5"] = dest / "tokenizer_clip", dest / "tokenizer_t5"
     write_tokenizers(dest / "tokenizer_clip", dest / "tokenizer_t5")
-    return ResolvedCheckpoint(f"synthetic-{arch.name}", files, None, arch.t5_sequence_length)
+    return ResolvedCheckpoint(f"synthetic-{arch.name}", files, {}, arch.t5_sequence_length)
 
 
 def _shards(tensors: dict[str, tuple[tuple[int, ...], Any]],

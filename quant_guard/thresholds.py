@@ -1,7 +1,8 @@
 """Thresholds on the image metrics, how overrides combine, and the verdict of one comparison.
 
-Precedence, most specific last: defaults < [tool.quant_guard.thresholds] < checkpoint < case <
-``qg_thresholds`` marker < command line. The "expected" check compares with the metrics that
+Precedence, most specific last: defaults < [tool.quant_guard.thresholds] < an embedded
+checkpoint's measured thresholds for the scheme < checkpoint < scheme < case < ``qg_thresholds``
+marker < command line. The "expected" check compares with the metrics that
 were recorded when the golden was last updated (``GoldenStore.load_expected`` in ``golden.py``;
 its tolerances are ``ExpectedSettings`` below).
 """
@@ -53,12 +54,21 @@ class ThresholdOverrides:
         )
 
 
-# The embedded tiny checkpoint's thresholds: each limit lies midway on a log scale between the
-# worst honest float8 image and the mildest damaged one (quant_guard/tiny/settings.py, measured by
-# benchmarks/tiny_quality.py): geometric mean for LPIPS and 1 - SSIM, mean of the dB values, rounded.
-EMBEDDED_THRESHOLDS: dict[str, ThresholdOverrides] = {
-    "tiny": ThresholdOverrides(lpips=0.008, ssim=0.975, psnr=34.0),
+# The embedded tiny checkpoint's thresholds, per scheme kind (storage dtype or quantization
+# method): each limit lies midway on a log scale between the worst honest image of that scheme and
+# the mildest damaged one (quant_guard/tiny/settings.py, measured by benchmarks/tiny_quality.py):
+# geometric mean for LPIPS and 1 - SSIM, mean of the dB values, rounded. A scheme kind without a
+# measurement gets the package defaults: a 4-bit scheme is not held to a float8 limit.
+EMBEDDED_THRESHOLDS: dict[str, dict[str, ThresholdOverrides]] = {
+    "tiny": {
+        "float8_e4m3fn": ThresholdOverrides(lpips=0.008, ssim=0.975, psnr=34.0),
+    },
 }
+
+
+def embedded_thresholds(embedded: str | None, kind: str) -> ThresholdOverrides:
+    """What an embedded checkpoint brings for a scheme kind (nothing for other checkpoints)."""
+    return EMBEDDED_THRESHOLDS.get(embedded or "", {}).get(kind, ThresholdOverrides())
 
 
 def resolve_thresholds(base: Thresholds, *levels: ThresholdOverrides) -> Thresholds:

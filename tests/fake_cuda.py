@@ -150,7 +150,7 @@ def fake_build(device: FakeCudaDevice) -> Any:
 
     from quant_guard.memory_plan import torch_fields
 
-    def build(checkpoint: Any, precision: Any, device_name: str, *, plan: Any) -> FakePipeline:
+    def build(checkpoint: Any, scheme: Any, device_name: str, *, plan: Any) -> FakePipeline:
         pipe = FakePipeline(device, encoders_home=plan.components["text_encoder_t5"].home_device,
                             vram_limit_gib=plan.vram_limit_gib)
         fields = torch_fields(plan.components["dit"].model_config_fields())

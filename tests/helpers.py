@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import shutil
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from quant_guard.config import CheckpointSpec, ComponentSource, RenderDefaults
 from quant_guard.golden import GoldenStore
 from quant_guard.paths import cache_dir
+from quant_guard.schemes import DEFAULT_SCHEMES, FLOAT8_E4M3FN
 from quant_guard.tiny.settings import T5_SEQUENCE_LENGTH
 
 if TYPE_CHECKING:
@@ -89,7 +91,8 @@ def spec_for(files: dict[str, Path], *, candidate: Path | None = None, checkpoin
     """A checkpoint named ``broken`` given by these component files (and candidate DiT)."""
     return CheckpointSpec(id=checkpoint_id, embedded=None,
                           components={k: ComponentSource(path=v) for k, v in files.items()},
-                          candidate_dit=ComponentSource(path=candidate) if candidate else None, device="cpu",
+                          schemes=(replace(FLOAT8_E4M3FN, dit=ComponentSource(path=candidate)),) if candidate
+                          else DEFAULT_SCHEMES, device="cpu",
                           t5_sequence_length=T5_SEQUENCE_LENGTH, render=RenderDefaults(steps=4, width=64, height=64))
 
 

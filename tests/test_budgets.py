@@ -161,10 +161,11 @@ def test_missing_vram_map_entry_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
 
     from quant_guard.checkpoints import CheckpointError, resolve_checkpoint
     from quant_guard.config import CheckpointSpec
-    from quant_guard.pipelines import Precision, build_pipeline
+    from quant_guard.schemes import FLOAT8_E4M3FN
+    from quant_guard.pipelines import build_pipeline
 
     ckpt = resolve_checkpoint(CheckpointSpec(id="tiny", embedded="tiny", components={}))
-    build_pipeline(ckpt, Precision.FLOAT8_E4M3FN, "cpu")  # registers the tiny classes with DiffSynth
+    build_pipeline(ckpt, FLOAT8_E4M3FN, "cpu")  # registers the tiny classes with DiffSynth
     monkeypatch.delitem(VRAM_MANAGEMENT_MODULE_MAPS, "quant_guard.tiny.architecture.TinyFluxDiT")
     with pytest.raises(CheckpointError, match="not torch.float8_e4m3fn: DiffSynth did not apply float8 storage"):
-        build_pipeline(ckpt, Precision.FLOAT8_E4M3FN, "cpu")
+        build_pipeline(ckpt, FLOAT8_E4M3FN, "cpu")

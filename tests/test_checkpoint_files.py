@@ -60,7 +60,7 @@ def test_shards_come_back_sorted_whatever_the_file_system_order(
 def _reference_hash(tiny_files: dict[str, Path], folder: Path) -> str:
     files: dict[str, Path | list[Path]] = dict(tiny_files)
     files["text_encoder_t5"] = [folder / name for name in SHARDS]
-    return checkpoint_hashes(ResolvedCheckpoint("x", files, None, 8))["text_encoder_t5"]
+    return checkpoint_hashes(ResolvedCheckpoint("x", files, {}, 8))["text_encoder_t5"]
 
 
 def test_shard_hash_does_not_depend_on_the_list_order(tiny_files: dict[str, Path], sharded_t5: Path) -> None:
@@ -68,10 +68,10 @@ def test_shard_hash_does_not_depend_on_the_list_order(tiny_files: dict[str, Path
     hashes = set()
     for order in (shards, shards[::-1], shards[1:] + shards[:1]):
         files: dict[str, Path | list[Path]] = {**tiny_files, "text_encoder_t5": order}
-        hashes.add(checkpoint_hashes(ResolvedCheckpoint("x", files, None, 8))["text_encoder_t5"])
+        hashes.add(checkpoint_hashes(ResolvedCheckpoint("x", files, {}, 8))["text_encoder_t5"])
     assert len(hashes) == 1
     files = {**tiny_files, "text_encoder_t5": shards[:2]}  # a missing shard is another checkpoint
-    assert checkpoint_hashes(ResolvedCheckpoint("x", files, None, 8))["text_encoder_t5"] not in hashes
+    assert checkpoint_hashes(ResolvedCheckpoint("x", files, {}, 8))["text_encoder_t5"] not in hashes
 
 
 @pytest.mark.parametrize("dtype, header_name", [("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2")])
@@ -86,4 +86,4 @@ def test_float8_reference_dit_is_refused_with_file_and_dtype(tiny_files: dict[st
     assert message.startswith(f"checkpoint 'broken' component dit: {fp8} is stored in float8 (")
     assert f" {header_name} of " in message and "candidate = { dit" in message
     # the same file is fine as the candidate, beside the bf16 reference
-    assert resolve_checkpoint(spec_for(tiny_files, candidate=fp8)).candidate_dit == fp8
+    assert resolve_checkpoint(spec_for(tiny_files, candidate=fp8)).scheme_dits == {"float8_e4m3fn": fp8}

@@ -14,7 +14,8 @@ from quant_guard.tiny.build import TinyCheckpointFiles
 
 def test_tiny_writes_a_checkpoint_diffsynth_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from quant_guard.checkpoints import ResolvedCheckpoint
-    from quant_guard.pipelines import Precision, build_pipeline
+    from quant_guard.schemes import FLOAT8_E4M3FN
+    from quant_guard.pipelines import build_pipeline
 
     assert main(["tiny", str(tmp_path / "tiny")]) == 0
     files = TinyCheckpointFiles(tmp_path / "tiny")
@@ -23,8 +24,8 @@ def test_tiny_writes_a_checkpoint_diffsynth_loads(tmp_path: Path, capsys: pytest
     assert (files.tokenizer_clip / "tokenizer.json").is_file() and (files.tokenizer_t5 / "tokenizer.json").is_file()
     resolved = ResolvedCheckpoint("cli-tiny", {
         "dit": files.dit, "text_encoder_clip": files.text_encoder_clip, "text_encoder_t5": files.text_encoder_t5,
-        "vae": files.vae, "tokenizer_clip": files.tokenizer_clip, "tokenizer_t5": files.tokenizer_t5}, None, 16)
-    pipe = build_pipeline(resolved, Precision.FLOAT8_E4M3FN, "cpu")
+        "vae": files.vae, "tokenizer_clip": files.tokenizer_clip, "tokenizer_t5": files.tokenizer_t5}, {}, 16)
+    pipe = build_pipeline(resolved, FLOAT8_E4M3FN, "cpu")
     assert type(pipe.dit).__name__ == "TinyFluxDiT"
     assert main(["tiny", str(tmp_path / "tiny")]) == 2  # refuses to overwrite
     assert "exists and is not empty" in capsys.readouterr().err

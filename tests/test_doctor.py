@@ -188,17 +188,18 @@ def test_full_size_runs_the_gate_code_at_tiny_size(tmp_path: Path, monkeypatch: 
     config = tmp_path / "qg.toml"
     config.write_text(TINY_PLAN_CONFIG.format(offload=str(offload).lower(), components=components))
 
-    from quant_guard.memory_plan import Precision, plan_memory
+    from quant_guard.memory_plan import plan_memory
+    from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE
 
-    built: list[tuple[str, Any, int]] = []  # (precision, memory plan, pipelines still alive at that moment)
+    built: list[tuple[str, Any, int]] = []  # (scheme, memory plan, pipelines still alive at that moment)
     alive: list[weakref.ref[Any]] = []
     real_build = pipelines.build_pipeline
 
-    def spy(resolved: Any, precision: Any, device: str, *, plan: Any = None) -> Any:
+    def spy(resolved: Any, scheme: Any, device: str, *, plan: Any = None) -> Any:
         gc.collect()
-        built.append((precision.value, plan, sum(ref() is not None for ref in alive)))
+        built.append((scheme.id, plan, sum(ref() is not None for ref in alive)))
         assert resolved.id == "synthetic-tiny" and device == "cpu"
-        pipe = real_build(resolved, precision, device, plan=plan)
+        pipe = real_build(resolved, scheme, device, plan=plan)
         alive.append(weakref.ref(pipe))
         return pipe
 
@@ -210,8 +211,8 @@ def test_full_size_runs_the_gate_code_at_tiny_size(tmp_path: Path, monkeypatch: 
     out = capsys.readouterr().out
     assert code == 0, out
     # under the checkpoint's plan, bf16 then float8, never two pipelines at once
-    plans = [plan_memory(cpu_offload=offload, vram_limit_bytes=None, precision=p, device="cpu",
-                         device_total_bytes=None) for p in (Precision.BF16, Precision.FLOAT8_E4M3FN)]
+    plans = [plan_memory(cpu_offload=offload, vram_limit_bytes=None, scheme=p, device="cpu",
+                         device_total_bytes=None) for p in (REFERENCE, FLOAT8_E4M3FN)]
     assert built == [("bf16", plans[0], 0), ("float8_e4m3fn", plans[1], 0)]
     assert list(work.iterdir()) == []  # the random weights are gone
     assert not (tmp_path / "golden").exists()

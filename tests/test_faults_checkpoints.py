@@ -118,10 +118,11 @@ def test_broken_checkpoint_fails_alone_through_pytest(pytester: pytest.Pytester,
 # ---- wrong shapes, a model DiffSynth does not recognise --------------------------------------
 
 def _load_error(resolved: ResolvedCheckpoint) -> str:
-    from quant_guard.pipelines import Precision, build_pipeline
+    from quant_guard.schemes import REFERENCE
+    from quant_guard.pipelines import build_pipeline
 
     with pytest.raises(CheckpointError) as info:
-        build_pipeline(resolved, Precision.BF16, "cpu")
+        build_pipeline(resolved, REFERENCE, "cpu")
     return str(info.value)
 
 

@@ -16,7 +16,7 @@ from quant_guard import pipelines
 from quant_guard.cases import CaseResult, TestOverrides, Verdict, VisualCase
 from quant_guard.config import CaseSpec, CheckpointSpec, RenderDefaults, parse_config
 from quant_guard.gate import run_case
-from quant_guard.memory_plan import Precision
+from quant_guard.schemes import REFERENCE, Scheme
 from quant_guard.render import RenderRequest, render
 from quant_guard.session import QuantGuardSession, RunSettings
 
@@ -73,7 +73,7 @@ def test_the_candidate_figures_do_not_depend_on_what_ran_before(tmp_path: Path, 
     check_run = _figures([run_case(_session(tmp_path, update=False), vc, TestOverrides()) for vc in cases])
 
     after_other = _session(tmp_path, update=False)
-    other = after_other.pipeline(OTHER, Precision.BF16)  # another checkpoint's bf16 pipeline rendered first
+    other = after_other.pipeline(OTHER, REFERENCE)  # another checkpoint's bf16 pipeline rendered first
     render(other, RenderRequest("x", 0, 3, 64, 64, 3.5, 8))
     del other
     after_checkpoint = _figures([run_case(after_other, vc, TestOverrides()) for vc in cases])
@@ -179,19 +179,19 @@ def test_check_and_update_runs_load_every_dit_under_the_checkpoint_plan(
     loads: list[tuple[str, str, str, str, int | None]] = []
     build, swap = pipelines.build_pipeline, pipelines.swap_dit
 
-    def note(how: str, precision: Precision, plan: Any) -> None:
+    def note(how: str, scheme: Scheme, plan: Any) -> None:
         dit = plan.components["dit"]
         homes = {plan.components[c].home_device for c in ("text_encoder_clip", "text_encoder_t5", "vae")}
         assert homes == {dit_home} and plan.mode.value == mode
-        loads.append((how, precision.value, dit.home_device, dit.home_dtype, plan.vram_limit_bytes))
+        loads.append((how, scheme.id, dit.home_device, dit.home_dtype, plan.vram_limit_bytes))
 
-    def noting_build(checkpoint: Any, precision: Precision, device: str, *, plan: Any) -> Any:
-        note("build", precision, plan)
-        return build(checkpoint, precision, device, plan=plan)
+    def noting_build(checkpoint: Any, scheme: Scheme, device: str, *, plan: Any) -> Any:
+        note("build", scheme, plan)
+        return build(checkpoint, scheme, device, plan=plan)
 
-    def noting_swap(pipe: Any, checkpoint: Any, precision: Precision, plan: Any) -> None:
-        note("swap", precision, plan)
-        swap(pipe, checkpoint, precision, plan)
+    def noting_swap(pipe: Any, checkpoint: Any, scheme: Scheme, plan: Any) -> None:
+        note("swap", scheme, plan)
+        swap(pipe, checkpoint, scheme, plan)
 
     monkeypatch.setattr(pipelines, "build_pipeline", noting_build)
     monkeypatch.setattr(pipelines, "swap_dit", noting_swap)

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from quant_guard.config import ConfigError, parse_config
-from quant_guard.memory_plan import (AUTO_MARGIN_BYTES, MODEL_COMPONENTS, ComponentPlacement, MemoryMode,
-                                     Precision, plan_memory)
+from quant_guard.memory_plan import AUTO_MARGIN_BYTES, MODEL_COMPONENTS, ComponentPlacement, MemoryMode, plan_memory
+from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Scheme
 
 GIB = 2**30
 F8, BF16 = "float8_e4m3fn", "bfloat16"
 
 
-def _plan(precision: Precision, device: str, *, cpu_offload: bool, limit: int | None = None,
+def _plan(scheme: Scheme, device: str, *, cpu_offload: bool, limit: int | None = None,
           total: int | None = 24 * GIB) -> dict[str, dict[str, str]]:
-    plan = plan_memory(cpu_offload=cpu_offload, vram_limit_bytes=limit, precision=precision, device=device,
+    plan = plan_memory(cpu_offload=cpu_offload, vram_limit_bytes=limit, scheme=scheme, device=device,
                        device_total_bytes=total)
     return {name: plan.components[name].model_config_fields() for name in MODEL_COMPONENTS}
 
@@ -31,45 +31,45 @@ def _fields(home: str, home_dtype: str, compute: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("cpu_offload", [False, True])
 def test_on_a_cpu_everything_stays_in_host_memory_without_vram_limit(cpu_offload: bool) -> None:
-    for precision in Precision:
-        plan = plan_memory(cpu_offload=cpu_offload, vram_limit_bytes=8 * GIB, precision=precision, device="cpu",
+    for scheme in (REFERENCE, FLOAT8_E4M3FN):
+        plan = plan_memory(cpu_offload=cpu_offload, vram_limit_bytes=8 * GIB, scheme=scheme, device="cpu",
                            device_total_bytes=None)
         assert plan.mode is MemoryMode.CPU
         assert plan.vram_limit_bytes is None and plan.vram_limit_gib is None  # DiffSynth crashes with one on a CPU
-    assert _plan(Precision.BF16, "cpu", cpu_offload=cpu_offload) == dict.fromkeys(MODEL_COMPONENTS, {})
-    assert _plan(Precision.FLOAT8_E4M3FN, "cpu", cpu_offload=cpu_offload) == {
+    assert _plan(REFERENCE, "cpu", cpu_offload=cpu_offload) == dict.fromkeys(MODEL_COMPONENTS, {})
+    assert _plan(FLOAT8_E4M3FN, "cpu", cpu_offload=cpu_offload) == {
         "dit": _fields("cpu", F8, "cpu"), "text_encoder_clip": {}, "text_encoder_t5": {}, "vae": {}}
 
 
 def test_resident_on_cuda_every_component_lives_on_the_device() -> None:
-    assert _plan(Precision.BF16, "cuda", cpu_offload=False) == dict.fromkeys(MODEL_COMPONENTS, {})  # plain load
-    assert _plan(Precision.FLOAT8_E4M3FN, "cuda", cpu_offload=False) == {
+    assert _plan(REFERENCE, "cuda", cpu_offload=False) == dict.fromkeys(MODEL_COMPONENTS, {})  # plain load
+    assert _plan(FLOAT8_E4M3FN, "cuda", cpu_offload=False) == {
         "dit": _fields("cuda", F8, "cuda"), "text_encoder_clip": {}, "text_encoder_t5": {}, "vae": {}}
-    plan = plan_memory(cpu_offload=False, vram_limit_bytes=None, precision=Precision.FLOAT8_E4M3FN, device="cuda",
+    plan = plan_memory(cpu_offload=False, vram_limit_bytes=None, scheme=FLOAT8_E4M3FN, device="cuda",
                        device_total_bytes=None)
     assert plan.mode is MemoryMode.RESIDENT and plan.vram_limit_bytes is None
 
 
-@pytest.mark.parametrize("precision, dit_dtype", [(Precision.BF16, BF16), (Precision.FLOAT8_E4M3FN, F8)])
-def test_cpu_offload_on_cuda_keeps_every_component_in_host_memory(precision: Precision, dit_dtype: str) -> None:
+@pytest.mark.parametrize("scheme, dit_dtype", [(REFERENCE, BF16), (FLOAT8_E4M3FN, F8)])
+def test_cpu_offload_on_cuda_keeps_every_component_in_host_memory(scheme: Scheme, dit_dtype: str) -> None:
     """The reference and the candidate follow the same plan, only the DiT's stored dtype differs.
     Every onload device is "cpu": the prompt encoder is never onloaded by the pipeline."""
-    assert _plan(precision, "cuda", cpu_offload=True) == {
+    assert _plan(scheme, "cuda", cpu_offload=True) == {
         "dit": _fields("cpu", dit_dtype, "cuda"), "text_encoder_clip": _fields("cpu", BF16, "cuda"),
         "text_encoder_t5": _fields("cpu", BF16, "cuda"), "vae": _fields("cpu", BF16, "cuda")}
 
 
 def test_vram_limit_auto_is_the_total_minus_a_margin_and_an_explicit_one_wins() -> None:
-    auto = plan_memory(cpu_offload=True, vram_limit_bytes=None, precision=Precision.FLOAT8_E4M3FN, device="cuda",
+    auto = plan_memory(cpu_offload=True, vram_limit_bytes=None, scheme=FLOAT8_E4M3FN, device="cuda",
                        device_total_bytes=12 * GIB)
     assert auto.mode is MemoryMode.CPU_OFFLOAD
     assert auto.vram_limit_bytes == 12 * GIB - AUTO_MARGIN_BYTES and auto.vram_limit_gib == 11.5
-    fixed = plan_memory(cpu_offload=True, vram_limit_bytes=7 * GIB, precision=Precision.BF16, device="cuda",
+    fixed = plan_memory(cpu_offload=True, vram_limit_bytes=7 * GIB, scheme=REFERENCE, device="cuda",
                         device_total_bytes=80 * GIB)
     assert fixed.vram_limit_gib == 7.0
     assert "cpu-offload on cuda, vram_limit 7.00 GiB: dit cpu/bfloat16" in fixed.describe()
     with pytest.raises(ValueError, match="total memory of cuda"):
-        plan_memory(cpu_offload=True, vram_limit_bytes=None, precision=Precision.BF16, device="cuda",
+        plan_memory(cpu_offload=True, vram_limit_bytes=None, scheme=REFERENCE, device="cuda",
                     device_total_bytes=None)
 
 
@@ -114,7 +114,7 @@ def test_the_repository_checkpoint_plan_fits_its_own_limits() -> None:
     assert spec.cpu_offload and spec.vram_limit_bytes is not None and spec.limits.peak_memory_bytes is not None
     assert spec.vram_limit_bytes < spec.limits.peak_memory_bytes
     plan = plan_memory(cpu_offload=spec.cpu_offload, vram_limit_bytes=spec.vram_limit_bytes,
-                       precision=Precision.BF16, device="cuda", device_total_bytes=None)
+                       scheme=REFERENCE, device="cuda", device_total_bytes=None)
     assert {p.home_device for p in plan.components.values()} == {"cpu"}  # goldens fit the same card
 
 
@@ -122,7 +122,7 @@ def test_the_repository_checkpoint_plan_fits_its_own_limits() -> None:
 
 def test_the_built_pipeline_follows_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     """What ``from_pretrained`` receives is the plan, field for field (dtypes as torch dtypes),
-    and a DiT swap loads under the plan of its precision."""
+    and a DiT swap loads under the plan of its scheme."""
     import torch
     from diffsynth.pipelines.flux_image import FluxImagePipeline
 
@@ -141,22 +141,22 @@ def test_the_built_pipeline_follows_the_plan(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(FluxImagePipeline, "download_and_load_models", recording)
     resolved = resolve_checkpoint(CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu"))
-    plan = plan_memory(cpu_offload=True, vram_limit_bytes=None, precision=Precision.FLOAT8_E4M3FN, device="cpu",
+    plan = plan_memory(cpu_offload=True, vram_limit_bytes=None, scheme=FLOAT8_E4M3FN, device="cpu",
                        device_total_bytes=None)
-    pipe = pipelines.build_pipeline(resolved, Precision.FLOAT8_E4M3FN, "cpu", plan=plan)
+    pipe = pipelines.build_pipeline(resolved, FLOAT8_E4M3FN, "cpu", plan=plan)
     configs, vram_limit = seen[0]
     assert vram_limit is None
     assert configs[0]["offload_dtype"] == torch.float8_e4m3fn and configs[0]["computation_dtype"] == torch.bfloat16
     assert configs[0]["onload_device"] == "cpu" and configs[1]["offload_dtype"] is None  # CLIP: plain load
     assert {p.dtype for p in pipe.dit.parameters()} >= {torch.float8_e4m3fn}
 
-    bf16 = plan_memory(cpu_offload=True, vram_limit_bytes=None, precision=Precision.BF16, device="cpu",
+    bf16 = plan_memory(cpu_offload=True, vram_limit_bytes=None, scheme=REFERENCE, device="cpu",
                        device_total_bytes=None)
-    pipelines.swap_dit(pipe, resolved, Precision.BF16, bf16)
+    pipelines.swap_dit(pipe, resolved, REFERENCE, bf16)
     assert len(seen) == 2 and len(seen[1][0]) == 1 and seen[1][0][0]["offload_dtype"] is None
     assert {p.dtype for p in pipe.dit.parameters()} == {torch.bfloat16}
     with pytest.raises(ValueError, match="memory plan for bf16 on cpu"):
-        pipelines.build_pipeline(resolved, Precision.FLOAT8_E4M3FN, "cpu", plan=bf16)
+        pipelines.build_pipeline(resolved, FLOAT8_E4M3FN, "cpu", plan=bf16)
 
 
 # ---- the report ------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def test_the_plan_and_the_resident_figure_reach_results_json_and_the_html_view()
                           vram_limit_bytes=7 * GIB)
     vc = VisualCase(spec, CaseSpec(id="c", prompt="p", seeds=(0,), steps=None, width=None, height=None,
                                    guidance=None, checkpoints=("flux",)), 0)
-    plan = plan_memory(cpu_offload=True, vram_limit_bytes=7 * GIB, precision=Precision.FLOAT8_E4M3FN,
+    plan = plan_memory(cpu_offload=True, vram_limit_bytes=7 * GIB, scheme=FLOAT8_E4M3FN,
                        device="cuda", device_total_bytes=None)
     render = RenderSummary(step_times_s=(1.0, 1.0), total_s=2.0, dit_weight_bytes=11 * GIB,
                            memory=MemoryStats("cuda", 9 * GIB, at_start_bytes=GIB // 2))

@@ -57,14 +57,15 @@ def test_durations_read_as_a_wait() -> None:
 def test_the_callback_is_never_part_of_a_step_time(_heavy_modules: None) -> None:
     """A slow progress callback (0.3 s) lengthens the render, not the measured step times."""
     from quant_guard.config import parse_config
-    from quant_guard.pipelines import Precision, build_pipeline
+    from quant_guard.schemes import FLOAT8_E4M3FN
+    from quant_guard.pipelines import build_pipeline
     from quant_guard.checkpoints import resolve_checkpoint
     from quant_guard.render import RenderRequest, render
     from quant_guard.tiny.settings import T5_SEQUENCE_LENGTH
 
     spec = parse_config({"checkpoints": [{"id": "tiny", "embedded": "tiny", "device": "cpu"}], "cases": []},
                         file=Path("/x/pyproject.toml")).checkpoint("tiny")
-    pipe = build_pipeline(resolve_checkpoint(spec), Precision.FLOAT8_E4M3FN, "cpu")
+    pipe = build_pipeline(resolve_checkpoint(spec), FLOAT8_E4M3FN, "cpu")
     calls: list[tuple[int, int | None]] = []
 
     def slow(done: int, total: int | None, elapsed: float) -> None:

@@ -68,7 +68,7 @@ def test_results_json_describes_every_visual_test(demo: Demo) -> None:
         env = r["environment"]
         assert env["device"] == "cpu" and env["torch"] and env["diffsynth"]
         assert env["checkpoint_hashes"]["dit"] == r["golden"]["checkpoint_hashes"]["dit"]
-        assert ("candidate_dit" in env["checkpoint_hashes"]) == r["checkpoint"].endswith("damaged")
+        assert ("dit@float8_e4m3fn" in env["checkpoint_hashes"]) == r["checkpoint"].endswith("damaged")
     assert records[FAILING[2]]["prompt"] == HOSTILE_PROMPT
 
 

@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from quant_guard.checkpoints import ResolvedCheckpoint
 from quant_guard.degrade import Degradation, degrade
-from quant_guard.pipelines import Precision, build_pipeline
+from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Scheme
+from quant_guard.pipelines import build_pipeline
 from quant_guard.render import RenderRequest, render
 from quant_guard.scorecard import compute_scorecard
 from quant_guard.semantic import TinyColourScorer
@@ -20,23 +21,24 @@ from quant_guard.tiny.build import ensure_tiny_checkpoint
 CAPTION = "a red circle on a blue background at the top left"
 
 
-def _render(candidate: Path | None, precision: Precision) -> np.ndarray:
+def _render(candidate: Path | None, scheme: Scheme) -> np.ndarray:
     t = ensure_tiny_checkpoint()
     files = {"dit": t.dit, "text_encoder_clip": t.text_encoder_clip, "text_encoder_t5": t.text_encoder_t5,
              "vae": t.vae, "tokenizer_clip": t.tokenizer_clip, "tokenizer_t5": t.tokenizer_t5}
-    pipe = build_pipeline(ResolvedCheckpoint("tiny", dict(files), candidate, ds.T5_SEQUENCE_LENGTH), precision, "cpu")
+    pipe = build_pipeline(ResolvedCheckpoint("tiny", dict(files), {scheme.id: candidate} if candidate else {},
+                                             ds.T5_SEQUENCE_LENGTH), scheme, "cpu")
     request = RenderRequest(CAPTION, 0, ds.RECOMMENDED_STEPS, ds.IMAGE_SIZE, ds.IMAGE_SIZE, ds.EMBEDDED_GUIDANCE,
                             ds.T5_SEQUENCE_LENGTH)
     return render(pipe, request).image
 
 
 def test_colour_shift_damage_moves_colour_beyond_honest_float8(tmp_path: Path) -> None:
-    golden = _render(None, Precision.BF16)
-    honest = compute_scorecard(golden, _render(None, Precision.FLOAT8_E4M3FN), prompt=CAPTION,
+    golden = _render(None, REFERENCE)
+    honest = compute_scorecard(golden, _render(None, FLOAT8_E4M3FN), prompt=CAPTION,
                                scorer=TinyColourScorer())
     damaged_dit = tmp_path / "dit.safetensors"
     save_file(degrade(load_file(str(ensure_tiny_checkpoint().dit)), Degradation.COLOUR_SHIFT), str(damaged_dit))
-    damaged = compute_scorecard(golden, _render(damaged_dit, Precision.FLOAT8_E4M3FN), prompt=CAPTION,
+    damaged = compute_scorecard(golden, _render(damaged_dit, FLOAT8_E4M3FN), prompt=CAPTION,
                                 scorer=TinyColourScorer())
     # benchmarks/tiny_scorecard.py, 24 other pairs: honest ΔE p95 at most 1.57, colour-shift 2.63 to 8.36
     assert honest.colour.delta_e_p95 < 1.6

@@ -15,9 +15,13 @@ from quant_guard import pipelines
 from quant_guard.cases import TestOverrides, Verdict, VisualCase
 from quant_guard.config import CaseSpec, CheckpointSpec, RenderDefaults, parse_config
 from quant_guard.gate import run_case
+from quant_guard.schemes import Scheme
+from quant_guard.thresholds import ThresholdOverrides
 from quant_guard.session import QuantGuardSession, RunSettings
 
-CHECKPOINT = CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu",
+# 2-step renders, far from the tiny checkpoint's measured setting: thresholds that every render meets
+ANY_IMAGE = ThresholdOverrides(lpips=2.0, ssim=-1.0, psnr=0.0)
+CHECKPOINT = CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu", thresholds=ANY_IMAGE,
                             render=RenderDefaults(steps=2, width=64, height=64))
 CASES = [VisualCase(CHECKPOINT, CaseSpec(id=f"c{i}", prompt=p, seeds=(0, 1), steps=None, width=None, height=None,
                                          guidance=None, checkpoints=("tiny",)), seed)
@@ -26,17 +30,17 @@ CASES = [VisualCase(CHECKPOINT, CaseSpec(id=f"c{i}", prompt=p, seeds=(0, 1), ste
 
 @pytest.fixture
 def builds(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Pipelines built ("build <precision>") and DiTs swapped in ("swap <precision>")."""
+    """Pipelines built ("build <scheme>") and DiTs swapped in ("swap <scheme>")."""
     counter: Counter[str] = Counter()
     real_build, real_swap = pipelines.build_pipeline, pipelines.swap_dit
 
-    def counting_build(checkpoint: Any, precision: pipelines.Precision, device: str, **kwargs: Any) -> Any:
-        counter[f"build {precision.value}"] += 1
-        return real_build(checkpoint, precision, device, **kwargs)
+    def counting_build(checkpoint: Any, scheme: Scheme, device: str, **kwargs: Any) -> Any:
+        counter[f"build {scheme.id}"] += 1
+        return real_build(checkpoint, scheme, device, **kwargs)
 
-    def counting_swap(pipe: Any, checkpoint: Any, precision: pipelines.Precision, plan: Any) -> None:
-        counter[f"swap {precision.value}"] += 1
-        real_swap(pipe, checkpoint, precision, plan)
+    def counting_swap(pipe: Any, checkpoint: Any, scheme: Scheme, plan: Any) -> None:
+        counter[f"swap {scheme.id}"] += 1
+        real_swap(pipe, checkpoint, scheme, plan)
 
     monkeypatch.setattr(pipelines, "build_pipeline", counting_build)
     monkeypatch.setattr(pipelines, "swap_dit", counting_swap)
@@ -78,7 +82,7 @@ def test_an_update_run_never_holds_two_dits(tmp_path: Path, monkeypatch: pytest.
         return pool
 
     monkeypatch.setattr(FluxImagePipeline, "download_and_load_models", watched)
-    other = CheckpointSpec(id="tiny-b", embedded="tiny", components={}, device="cpu",
+    other = CheckpointSpec(id="tiny-b", embedded="tiny", components={}, device="cpu", thresholds=ANY_IMAGE,
                            render=RenderDefaults(steps=2, width=64, height=64))
     cases = CASES[:2] + [VisualCase(other, vc.case, vc.seed) for vc in CASES[:2]]
     session = _session(tmp_path, update=True)

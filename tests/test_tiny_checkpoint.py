@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 from quant_guard.checkpoints import resolve_checkpoint
 from quant_guard.config import CheckpointSpec, RenderDefaults
-from quant_guard.pipelines import Precision, build_pipeline
+from quant_guard.schemes import REFERENCE
+from quant_guard.pipelines import build_pipeline
 from quant_guard.render import RenderRequest, render
 from quant_guard.tiny import dataset as ds
 from quant_guard.tiny.build import SHIPPED_WEIGHTS
@@ -28,7 +29,7 @@ WEIGHT_FILES = ("dit", "text_encoder_clip", "text_encoder_t5", "vae")
 def bf16_pipe() -> Any:
     spec = CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu",
                           render=RenderDefaults(steps=ds.RECOMMENDED_STEPS, width=64, height=64))
-    return build_pipeline(resolve_checkpoint(spec), Precision.BF16, "cpu")
+    return build_pipeline(resolve_checkpoint(spec), REFERENCE, "cpu")
 
 
 def _draw(pipe: Any, caption: str, seed: int) -> np.ndarray:

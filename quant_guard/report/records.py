@@ -99,7 +99,8 @@ def build_record(result: CaseResult, session: QuantGuardSession, *, nodeid: str,
     record: dict[str, Any] = {
         "nodeid": nodeid, "outcome": outcome, "duration_s": round(duration_s, 4), "worker": worker,
         "id": vc.id, "checkpoint": vc.checkpoint.id, "case": vc.case.id, "seed": vc.seed,
-        "prompt": vc.case.prompt, "scheme": vc.checkpoint.candidate_scheme,
+        "prompt": vc.case.prompt, "scheme": vc.scheme.id,
+        "scheme_spec": vc.scheme.as_dict(), "scheme_description": vc.scheme.describe(),
         "render": {"steps": vc.steps, "width": vc.width, "height": vc.height, "guidance": vc.guidance},
         "limits": to_jsonable(vc.checkpoint.limits),
     }
@@ -149,9 +150,8 @@ def environment(session: QuantGuardSession, spec: CheckpointSpec) -> dict[str, A
         from quant_guard.checkpoints import file_sha256
 
         hashes = dict(session.reference_hashes(spec))
-        candidate = session.resolved(spec).candidate_dit
-        if candidate is not None:
-            hashes["candidate_dit"] = file_sha256(candidate)
+        for scheme_id, path in sorted(session.resolved(spec).scheme_dits.items()):
+            hashes[f"dit@{scheme_id}"] = file_sha256(path)  # a scheme's pre-quantized DiT
         env["checkpoint_hashes"] = hashes
     except Exception as exc:  # an unresolvable checkpoint already failed its tests
         env["checkpoint_hashes_error"] = f"{type(exc).__name__}: {exc}"

@@ -426,7 +426,7 @@ def _golden_made(sidecar: Any) -> tuple[tuple[str, str], ...]:
     env = sidecar.get("environment") or {}
     rows = [("created", str(env.get("created", "?")))]
     rows += [(k, str(env[k])) for k in _ENV_KEYS if k in env]
-    rows += [(k, str(sidecar[k])) for k in ("steps", "width", "height", "guidance", "scheduler", "candidate_scheme")
+    rows += [(k, str(sidecar[k])) for k in ("steps", "width", "height", "guidance", "scheduler")
              if k in sidecar]
     rows += [(f"sha256 {k}", str(v)[:16] + "…") for k, v in (sidecar.get("checkpoint_hashes") or {}).items()]
     return tuple(rows)

@@ -175,7 +175,7 @@ def check_shipped(results: dict[str, list[ImageMetrics]]) -> bool:
     pass all three metrics, every damaged one must fail at least one."""
     from quant_guard.thresholds import EMBEDDED_THRESHOLDS, Thresholds, check_thresholds
 
-    limits = EMBEDDED_THRESHOLDS["tiny"].apply(Thresholds.DEFAULT)
+    limits = EMBEDDED_THRESHOLDS["tiny"]["float8_e4m3fn"].apply(Thresholds.DEFAULT)
     print(f"\nShipped tiny thresholds (max LPIPS {limits.lpips_max}, min SSIM {limits.ssim_min}, "
           f"min PSNR {limits.psnr_min} dB), images on the right side of them:")
     all_ok = True

@@ -61,7 +61,7 @@ def test_missing_candidate_file_is_a_clear_error(pytester: pytest.Pytester, qg_p
     qg_project(checkpoint_extra=_candidate_table(tmp_path / "nope.safetensors"))
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*checkpoint 'tiny' candidate DiT: file *nope.safetensors does not exist*"])
+    result.stdout.fnmatch_lines(["*checkpoint 'tiny' scheme 'float8_e4m3fn' DiT: file *nope.safetensors does not exist*"])
 
 
 def test_pickle_candidate_is_refused(pytester: pytest.Pytester, qg_project: Callable[..., Path],

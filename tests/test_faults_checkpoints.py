@@ -66,7 +66,7 @@ def test_damaged_safetensors_is_named_before_loading(tiny_files: dict[str, Path]
     if slot == "candidate":
         bad = tmp_path / "candidate-dit.safetensors"
         bad.write_bytes(make(data))
-        spec, what = spec_for(tiny_files, candidate=bad), "checkpoint 'broken' candidate DiT"
+        spec, what = spec_for(tiny_files, candidate=bad), "checkpoint 'broken' scheme 'float8_e4m3fn' DiT"
     else:
         bad = replace_file(tiny_files, slot, make(data))
         spec, what = spec_for(tiny_files), f"checkpoint 'broken' component {slot}"

@@ -13,7 +13,7 @@ from quant_guard.thresholds import EMBEDDED_THRESHOLDS
 from quant_guard.tiny.settings import MILDEST_DAMAGE, WORST_HONEST_FLOAT8
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = EMBEDDED_THRESHOLDS["tiny"]
+TINY = EMBEDDED_THRESHOLDS["tiny"]["float8_e4m3fn"]
 
 
 def test_the_thresholds_lie_midway_between_honest_and_damaged() -> None:

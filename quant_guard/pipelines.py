@@ -37,7 +37,7 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def _prepare_diffsynth() -> None:
+def prepare_diffsynth() -> None:
     import torch
 
     # DiffSynth calls torch.<device>.empty_cache() when VRAM management is on; torch.cpu has none.
@@ -81,17 +81,45 @@ def _config(path: Path | list[Path], plan: MemoryPlan, component: str) -> Any:
     # Every path here is local (resolve_checkpoint fetched model_id components already):
     # skip_download makes a forgotten one fail instead of reaching for a hub.
     quantize = None
-    if component == "dit" and plan.scheme.quantization is not None:
-        quantize = plan.scheme.quantization.build()
+    quantization = plan.scheme.quantization if component == "dit" else None
+    if quantization is not None and not quantization.load_prequantized:
+        quantize = quantization.build()
     return ModelConfig(path=_as_str(path), skip_download=True, quantize=quantize,
                        **torch_fields(plan.components[component].model_config_fields()))
+
+
+def _dit_config(checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: MemoryPlan) -> Any:
+    dit = dit_file(checkpoint, scheme)
+    if scheme.quantization is not None and scheme.quantization.load_prequantized:
+        register_prequantized(dit, checkpoint.files["dit"], scheme)
+    return _config(dit, plan, "dit")
+
+
+def register_prequantized(path: Path | list[Path], reference_dit: Path | list[Path], scheme: Scheme) -> None:
+    """DiffSynth recognises a model file by a hash of its tensor names and shapes, and knows a
+    pre-quantized file by a registry entry carrying its ``quant_config`` (what
+    ``diffsynth.utils.quant.serialization.save_quantized_model`` returns the hash for). Register
+    the scheme's file as the reference DiT's architecture with the scheme's quantization."""
+    from diffsynth.configs import MODEL_CONFIGS
+    from diffsynth.core.loader import hash_model_file
+
+    assert scheme.quantization is not None
+    file_hash = hash_model_file(_as_str(path))
+    if any(c["model_hash"] == file_hash for c in MODEL_CONFIGS):
+        return
+    reference_hash = hash_model_file(_as_str(reference_dit))
+    base = next((c for c in MODEL_CONFIGS if c["model_hash"] == reference_hash), None)
+    if base is None:
+        raise CheckpointError(f"DiffSynth does not recognise the reference DiT {_as_str(reference_dit)}, so the "
+                              f"pre-quantized DiT {_as_str(path)} of scheme {scheme.id!r} cannot be mapped to it")
+    MODEL_CONFIGS.append({**base, "model_hash": file_hash, "quant_config": scheme.quantization.as_dict()})
 
 
 def build_pipeline(checkpoint: ResolvedCheckpoint, scheme: Scheme, device: str,
                    *, plan: MemoryPlan | None = None) -> FluxImagePipeline:
     """Load every component from local files under ``plan`` (default: all on ``device``), the DiT
     in ``scheme``. Errors name the file that failed."""
-    _prepare_diffsynth()
+    prepare_diffsynth()
     import torch
     from diffsynth.core import ModelConfig
     from diffsynth.pipelines.flux_image import FluxImagePipeline
@@ -101,11 +129,12 @@ def build_pipeline(checkpoint: ResolvedCheckpoint, scheme: Scheme, device: str,
         raise ValueError(f"memory plan for {plan.scheme.id} on {plan.device}, asked {scheme.id} on {device}")
     files = checkpoint.files
     dit = dit_file(checkpoint, scheme)
-    configs = [_config(dit, plan, "dit"), _config(files["text_encoder_clip"], plan, "text_encoder_clip"),
-               _config(files["text_encoder_t5"], plan, "text_encoder_t5"), _config(files["vae"], plan, "vae")]
     log = io.StringIO()  # DiffSynth prints a banner and a line per model; keep it for errors only
     try:
         with contextlib.redirect_stdout(log):
+            configs = [_dit_config(checkpoint, scheme, plan),
+                       _config(files["text_encoder_clip"], plan, "text_encoder_clip"),
+                       _config(files["text_encoder_t5"], plan, "text_encoder_t5"), _config(files["vae"], plan, "vae")]
             pipe = FluxImagePipeline.from_pretrained(
                 torch_dtype=torch.bfloat16, device=device, model_configs=configs, vram_limit=plan.vram_limit_gib,
                 tokenizer_1_config=ModelConfig(path=str(files["tokenizer_clip"]), skip_download=True),
@@ -136,7 +165,7 @@ def swap_dit(pipe: FluxImagePipeline, checkpoint: ResolvedCheckpoint, scheme: Sc
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log):
-            pool = pipe.download_and_load_models([_config(dit, plan, "dit")], plan.vram_limit_gib)
+            pool = pipe.download_and_load_models([_dit_config(checkpoint, scheme, plan)], plan.vram_limit_gib)
             pipe.dit = pool.fetch_model("flux_dit")
     except Exception as exc:
         raise _load_error(exc, checkpoint, dit, log, f"loading the {scheme.id} DiT of {checkpoint.id!r}") from exc

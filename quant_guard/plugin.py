@@ -286,6 +286,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items[:] = keep
     for item in items:
         _marker_overrides(item)  # validate early: a typo is a usage error, not a late failure
+    _probe_schemes(config, items)
     if any(item.get_closest_marker("gpu") for item in items):
         import torch  # only when GPU tests are selected
 
@@ -294,6 +295,35 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             raise pytest.UsageError(
                 f"quant_guard: {len(gpu)} selected test(s) are marked gpu (e.g. {gpu[0]}) but torch sees no CUDA "
                 "device. Run them on a GPU machine, or deselect them with -m 'not gpu'.")
+
+
+def _probe_schemes(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A selected quantization scheme that cannot run here (backend missing, kernel needing
+    another device) stops the run at collection, naming why (scheme_probe.py)."""
+    session = config.stash.get(SESSION_KEY, None)
+    selected = {}
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        vc = callspec.params.get("qg_case") if callspec is not None else None
+        if isinstance(vc, VisualCase) and vc.scheme.quantization is not None:
+            selected.setdefault((vc.checkpoint.id, vc.scheme.id), vc)
+    if not selected or session is None:
+        return
+    from quant_guard.checkpoints import CheckpointError
+    from quant_guard.scheme_probe import probe
+
+    problems = []
+    for vc in selected.values():
+        try:
+            device = session.device(vc.checkpoint)
+        except CheckpointError:
+            continue  # no such device here: every test of the checkpoint fails saying so
+        why = probe(vc.scheme, device)
+        if why:
+            problems.append(f"checkpoint {vc.checkpoint.id!r}, scheme {vc.scheme.id!r}: {why}")
+    if problems:
+        raise pytest.UsageError("quant_guard: selected schemes cannot run here:\n  " + "\n  ".join(problems)
+                                + "\nInstall what they need, run them on a device that can, or deselect them (-k).")
 
 
 # ---- fixtures --------------------------------------------------------------------------------

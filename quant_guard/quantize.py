@@ -42,3 +42,26 @@ def quantize_file(source: Path, dest: Path, *, dtype: str = "float8_e4m3fn") -> 
         save_file(tensors, str(tmp), metadata=metadata)
     return {"tensors": len(tensors), "cast": cast, "bytes_in": source.stat().st_size, "bytes_out": dest.stat().st_size}
 
+
+
+def quantize_file_with_method(source: Path, dest: Path, *, method: str, device: str = "cpu") -> dict[str, int]:
+    """Quantize ``source`` (a bf16 DiT DiffSynth recognises) with a ``diffsynth.core.quant`` method
+    and write DiffSynth's pre-quantized file (``save_quantized_model``): the file a scheme
+    ``{ method = ..., dit = "..." }`` loads with ``load_prequantized``."""
+    import contextlib
+    import io
+
+    from diffsynth.core import ModelConfig
+    from diffsynth.utils.quant.serialization import save_quantized_model
+
+    from quant_guard.pipelines import prepare_diffsynth
+    from quant_guard.schemes import Quantization
+
+    if source.suffix != ".safetensors":
+        raise CheckpointError(f"{source}: only .safetensors files are read (no pickles)")
+    prepare_diffsynth()  # the embedded tiny DiT must be known to DiffSynth's registry
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp, contextlib.redirect_stdout(io.StringIO()):
+        config = ModelConfig(path=str(source), skip_download=True, quantize=Quantization(method).build())
+        save_quantized_model(config, str(tmp), device=device)
+    return {"bytes_in": source.stat().st_size, "bytes_out": dest.stat().st_size}

@@ -16,11 +16,11 @@ FILE_MODE = 0o644  # mkstemp creates 0600; a golden or a cache file is for every
 
 
 @contextmanager
-def atomic_path(dest: Path) -> Iterator[Path]:
+def atomic_path(dest: Path, *, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path next to ``dest`` for a writer that wants a file name (e.g.
     ``safetensors.torch.save_file``); renamed over ``dest`` when the block succeeds, removed
-    when it raises."""
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    when it raises. ``suffix`` for a writer that reads its file back by type (".tmp.safetensors")."""
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -417,9 +417,11 @@ def _schemes(t: _Table, base: Path) -> tuple[tuple[Scheme, ...], bool]:
 def _scheme(entry: Any, parent: _Table, key: str, base: Path) -> Scheme:
     if isinstance(entry, str):  # a bare name: a storage dtype or a diffsynth.core.quant method
         entry = {"storage": entry} if entry in STORAGE_DTYPES else {"method": entry}
+    where = f"{parent.where}.{key}"  # key is "schemes[i]", the way TOML users read an array item
     if not isinstance(entry, dict):
-        parent.fail(key, f"must be a scheme name or a table, got {type(entry).__name__} {entry!r}")
-    s = _Table(entry, _join(parent.where, key), parent.file)
+        raise ConfigError(f"{parent.file}: {where}: must be a scheme name or a table, got "
+                          f"{type(entry).__name__} {entry!r}")
+    s = _Table(entry, where, parent.file)
     storage, method = s.get("storage", str), s.get("method", str)
     if (storage is None) == (method is None):
         s.fail("", "needs exactly one of storage (a float8 dtype DiffSynth stores the DiT in) or method "
@@ -463,7 +465,8 @@ def _quantization(s: _Table, method: str, *, prequantized_file: bool) -> Quantiz
     kwargs = s.get("backend_config_kwargs", dict, {})
     for name, value in kwargs.items():
         if not isinstance(value, (str, int, float, bool)):
-            s.fail(f"backend_config_kwargs.{name}", f"must be a string, number or boolean, got {value!r}")
+            raise ConfigError(f"{s.file}: {_join(_join(s.where, 'backend_config_kwargs'), name)}: must be a string, "
+                              f"number or boolean, got {value!r}")
     # a DiT file under a method can only be one saved by that method
     prequantized = s.get("load_prequantized", bool, prequantized_file)
     if prequantized != prequantized_file:

@@ -61,7 +61,8 @@ def quantize_file_with_method(source: Path, dest: Path, *, method: str, device: 
         raise CheckpointError(f"{source}: only .safetensors files are read (no pickles)")
     prepare_diffsynth()  # the embedded tiny DiT must be known to DiffSynth's registry
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dest) as tmp, contextlib.redirect_stdout(io.StringIO()):
+    # DiffSynth hashes the written file back, choosing its reader by the suffix
+    with atomic_path(dest, suffix=".tmp.safetensors") as tmp, contextlib.redirect_stdout(io.StringIO()):
         config = ModelConfig(path=str(source), skip_download=True, quantize=Quantization(method).build())
         save_quantized_model(config, str(tmp), device=device)
     return {"bytes_in": source.stat().st_size, "bytes_out": dest.stat().st_size}

@@ -32,6 +32,8 @@ from helpers import STRICT_CASE
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# the repository's tiny checkpoint lists its schemes; the script tests run its float8_e4m3fn tests
+FLOAT8 = "tiny-float8_e4m3fn"
 WORKFLOWS = ROOT / ".github" / "workflows"
 README = ROOT / "README.md"
 ACTIONLINT_CONFIG = "self-hosted-runner:\n  labels: [gpu]\n"  # the GPU runners' custom label
@@ -233,15 +235,15 @@ def test_nightly_script_runs_a_shard_on_the_cpu(tmp_path: Path) -> None:
     # goldens made on "another machine": the gate must pass on pixels a few levels off its renders
     golden = copy_perturbed(ROOT / "golden", tmp_path / "golden", environment=OTHER_MACHINE)
     env = script_env(QG_MARKERS="not gpu", QG_CHECKPOINT="tiny", QG_SHARD="1", QG_SHARDS="2", QG_OUT=str(out),
-                     QG_PYTEST_ARGS=f"tests/visual -p no:cacheprovider -k red-circle-blue --qg-golden-dir={golden}",
+                     QG_PYTEST_ARGS=f"tests/visual -p no:cacheprovider -k {FLOAT8}-red-circle-blue --qg-golden-dir={golden}",
                      QG_WORKERS="1", GITHUB_STEP_SUMMARY=str(summary))
     proc = subprocess.run(["bash", "ci/nightly.sh", "run"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "-k ([tiny-) and (red-circle-blue)" in proc.stdout and "--qg-shard 1/2" in proc.stdout
+    assert f"-k ([tiny-) and ({FLOAT8}-red-circle-blue)" in proc.stdout and "--qg-shard 1/2" in proc.stdout
     results = json.loads((out / "report" / "results.json").read_text())
     ids = [r["id"] for r in results["results"]]
-    assert ids == ["tiny-red-circle-blue-s0", "tiny-red-circle-blue-s2"]  # shard 1 of the sorted 3
+    assert ids == [f"{FLOAT8}-red-circle-blue-s0", f"{FLOAT8}-red-circle-blue-s2"]  # shard 1 of the sorted 3
     assert (out / "report" / "index.html").is_file()  # --qg-report=all
     junit = (out / "junit.xml").read_text()
     assert 'tests="2"' in junit and 'failures="0"' in junit
@@ -252,7 +254,7 @@ def test_nightly_script_runs_a_shard_on_the_cpu(tmp_path: Path) -> None:
     # a shard that the selection leaves empty passes; the summary job then sees no results there
     empty = subprocess.run(["bash", "ci/nightly.sh", "run"], cwd=ROOT, capture_output=True, text=True, timeout=600,
                            env={**env, "QG_SHARD": "2", "QG_OUT": str(tmp_path / "empty"),
-                                "QG_PYTEST_ARGS": "tests/visual -p no:cacheprovider -k red-circle-blue-s0"})
+                                "QG_PYTEST_ARGS": f"tests/visual -p no:cacheprovider -k {FLOAT8}-red-circle-blue-s0"})
     assert empty.returncode == 0, empty.stdout[-4000:]
     assert "shard 2/2: the selection left no tests" in empty.stdout
 
@@ -313,8 +315,8 @@ def project_repo(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         shutil.copy2(ROOT / name, work / name)
     # goldens made on "another machine": pixels a few levels off this machine's renders
     copy_perturbed(ROOT / "golden", work / "golden", environment=OTHER_MACHINE)
-    for suffix in (".png", ".json", ".expected.yml"):  # one golden missing: the update creates it
-        (work / "golden" / "tiny" / f"red-circle-blue-s0{suffix}").unlink()
+    for path in (work / "golden" / "tiny").glob("red-circle-blue-s0.*"):  # one golden missing: the update creates it
+        path.unlink()
 
     def git(*args: str, cwd: Path = work) -> str:
         return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
@@ -338,13 +340,13 @@ def test_rebaseline_script_proposes_goldens_on_a_branch(project_repo: tuple[Path
     (bin_dir / "gh").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{gh_log}"\n')  # records `gh pr create`
     (bin_dir / "gh").chmod(0o755)
     env = script_env(QG_MARKERS="not gpu", QG_CHECKPOINT="tiny", QG_OPEN_PR="true", GITHUB_RUN_ID="42",
-                     QG_PYTEST_ARGS="tests/visual -p no:cacheprovider -k red-circle-blue-s0", QG_WORKERS="1",
+                     QG_PYTEST_ARGS=f"tests/visual -p no:cacheprovider -k {FLOAT8}-red-circle-blue-s0", QG_WORKERS="1",
                      PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", GIT_CONFIG_NOSYSTEM="1")
     proc = subprocess.run(["bash", "ci/rebaseline.sh"], cwd=work, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
-    created = [f"golden/tiny/red-circle-blue-s0{s}" for s in (".expected.yml", ".json", ".png")]
+    created = [f"golden/tiny/red-circle-blue-s0{s}" for s in (".float8_e4m3fn.expected.yml", ".json", ".png")]
     assert sorted(p.relative_to(work / "qg-out" / "golden").as_posix()
                   for p in (work / "qg-out" / "golden").rglob("*") if p.is_file()) == created
     note = (work / "qg-out" / "rebaseline.md").read_text()
@@ -370,7 +372,7 @@ def test_rebaseline_script_proposes_nothing_when_goldens_are_within_drift_tolera
     (bin_dir / "gh").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{gh_log}"\n')
     (bin_dir / "gh").chmod(0o755)
     env = script_env(QG_MARKERS="not gpu", QG_CHECKPOINT="tiny", QG_OPEN_PR="true", QG_WORKERS="1",
-                     QG_PYTEST_ARGS="tests/visual -p no:cacheprovider -k red-circle-blue-s1",
+                     QG_PYTEST_ARGS=f"tests/visual -p no:cacheprovider -k {FLOAT8}-red-circle-blue-s1",
                      PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     proc = subprocess.run(["bash", "ci/rebaseline.sh"], cwd=work, env=env, capture_output=True, text=True,
                           timeout=600)
@@ -388,7 +390,7 @@ def test_rebaseline_script_without_gh_stops_before_rendering_or_pushing(project_
     # PATH without any folder that holds a `gh`, whatever this machine has installed
     path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep) if d and not (Path(d) / "gh").exists())
     env = script_env(QG_MARKERS="not gpu", QG_CHECKPOINT="tiny", QG_OPEN_PR="true", QG_WORKERS="1",
-                     QG_PYTEST_ARGS="tests/visual -p no:cacheprovider -k red-circle-blue-s0", PATH=path)
+                     QG_PYTEST_ARGS=f"tests/visual -p no:cacheprovider -k {FLOAT8}-red-circle-blue-s0", PATH=path)
     proc = subprocess.run(["bash", "ci/rebaseline.sh"], cwd=work, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 2

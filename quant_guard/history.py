@@ -229,17 +229,27 @@ def read(directory: Path) -> History:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such history directory")
     for path in sorted(directory.glob(f"*{SUFFIX}")):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        lines = text.split("\n")
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(HistoryRecord.from_json(json.loads(line)))
-            except ValueError as exc:
-                truncated = number == len(lines) and not text.endswith("\n")
-                skipped.append(f"{path.name}:{number}: {'truncated last line' if truncated else exc}")
+        got, problems = read_file(path)
+        records += got
+        skipped += problems
     return History(tuple(records), tuple(skipped))
+
+
+def read_file(path: Path) -> tuple[list[HistoryRecord], list[str]]:
+    """The records of one history file, and "file:line: why" of each line that was not read."""
+    records: list[HistoryRecord] = []
+    skipped: list[str] = []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(HistoryRecord.from_json(json.loads(line)))
+        except ValueError as exc:
+            truncated = number == len(lines) and not text.endswith("\n")
+            skipped.append(f"{path.name}:{number}: {'truncated last line' if truncated else exc}")
+    return records, skipped
 
 
 # ---- the drift alarm ---------------------------------------------------------------------------

@@ -187,7 +187,7 @@ def test_history_keys_parse_strictly(tmp_path: Path) -> None:
                                'history_alarm = { metric = "psnr", amount = 1.5, window = 4, mode = "fail" }')
     assert config.history_dir == tmp_path / "hist"
     assert config.history_alarm == h.HistoryAlarm(metric="psnr", ratio=None, amount=1.5, window=4, min_runs=3,
-                                                  mode=h.AlarmMode.FAIL)
+                                                  step_runs=2, mode=h.AlarmMode.FAIL)  # 4 + 1 - 3: what fits
     assert _config(tmp_path, "").history_dir is None
     assert _config(tmp_path, "history_alarm = {}").history_alarm == h.HistoryAlarm()
     for text, message in [("history_dir = 3", "history_dir: must be str"),
@@ -195,6 +195,11 @@ def test_history_keys_parse_strictly(tmp_path: Path) -> None:
                           ('history_alarm = { mode = "loud" }', "history_alarm.mode: must be one of fail, warn"),
                           ("history_alarm = { ratio = 0.5 }", "history_alarm.ratio: must be between 1.0"),
                           ("history_alarm = { window = 2, min_runs = 3 }", "history_alarm.min_runs: must be at most"),
+                          ("history_alarm = { window = 5, min_runs = 3, step_runs = 4 }",
+                           r"history_alarm.step_runs: must be at most window \+ 1 - min_runs \(3\)"),
+                          ('history_report = { baseline = "" }', "history_report.baseline: must be oldest or previous"),
+                          ('history_report = { metric = "fid" }', "history_report.metric: must be one of lpips"),
+                          ("history_report = { runs = 1 }", "history_report.runs: must be"),
                           ("history_alarm = { windows = 2 }", "history_alarm.windows: unknown key")]:
         with pytest.raises(ConfigError, match=message):
             _config(tmp_path, text)

@@ -4,6 +4,7 @@ history`` views, and ``--qg-history`` / ``history_dir`` on real runs of the tiny
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -172,6 +173,104 @@ def test_alarm_ignores_the_current_run_and_later_runs() -> None:
     alarm = h.HistoryAlarm(mode=h.AlarmMode.FAIL)
     result = h.check_alarm(record(4, 0.025), [*past, record(4, 0.025)], alarm)
     assert result.status is h.AlarmStatus.OK and result.compared == ("run01", "run02", "run03")
+
+
+def test_step_rule_keeps_reporting_a_shift_the_median_rule_has_absorbed() -> None:
+    """Three nights at 0.02, then four at 0.04: by the fourth the median of the last three is 0.04
+    and the median rule is quiet; the step rule still finds the step and names both sides."""
+    values = [0.020, 0.021, 0.019, 0.040, 0.041, 0.039]
+    past = [record(i, v) for i, v in enumerate(values, start=1)]
+    alarm = h.HistoryAlarm(metric="lpips", ratio=1.5, window=6, min_runs=3, step_runs=3, mode=h.AlarmMode.FAIL)
+    median_only = h.check_alarm(record(7, 0.040), past, dataclasses.replace(alarm, step_runs=0))
+    assert median_only.status is h.AlarmStatus.OK  # 0.040 is within 1.5 x the median 0.0305
+    result = h.check_alarm(record(7, 0.040), past, alarm)
+    assert result.status is h.AlarmStatus.FAIL and result.step is not None
+    assert result.step.before == ("run01", "run02", "run03")
+    assert result.step.after == ("run04", "run05", "run06", "run07")
+    assert result.step.median_before == pytest.approx(0.020) and result.step.median_after == pytest.approx(0.040)
+    assert ("step change in lpips between runs run03 and run04: median 0.04 of runs run04, run05, run06, run07 "
+            "> 0.03 (median 0.02 of runs run01, run02, run03, x1.5)") in result.message
+
+
+def test_one_noisy_run_is_no_step() -> None:
+    """One bad night trips the median rule (tonight) but is never a step, tonight or later."""
+    alarm = h.HistoryAlarm(metric="lpips", ratio=1.5, window=5, min_runs=3, step_runs=3, mode=h.AlarmMode.FAIL)
+    calm = [record(i, v) for i, v in enumerate([0.020, 0.021, 0.019, 0.020, 0.021], start=1)]
+    tonight = h.check_alarm(record(6, 0.060), calm, alarm)
+    assert tonight.status is h.AlarmStatus.FAIL and tonight.step is None
+    assert "step change" not in tonight.message
+    after = h.check_alarm(record(7, 0.021), [*calm[1:], record(6, 0.060)], alarm)
+    assert after.status is h.AlarmStatus.OK and after.step is None
+
+
+def test_every_alarm_message_says_when_other_environments_were_left_out() -> None:
+    past = [record(i, 0.02) for i in (1, 2, 3)] + [record(4, 0.5, env=ENV_B)]
+    alarm = h.HistoryAlarm(window=5, min_runs=3, mode=h.AlarmMode.FAIL)
+    ok = h.check_alarm(record(5, 0.021), past, alarm)
+    assert ok.status is h.AlarmStatus.OK and ok.excluded == 1
+    assert ok.message.endswith("; 1 run(s) in another environment are not compared")
+    failed = h.check_alarm(record(5, 0.05), past, alarm)
+    assert failed.status is h.AlarmStatus.FAIL and "1 run(s) in another environment are not compared" in failed.message
+    assert failed.compared == ("run01", "run02", "run03")
+
+
+# ---- trends ------------------------------------------------------------------------------------------
+
+def _trend_history() -> h.History:
+    """Five runs of two tests; the environment changes before run04; the first test slopes up."""
+    records = []
+    for i in range(1, 6):
+        env = ENV_B if i >= 4 else ENV_A
+        for test_id, lpips in (("tiny-red-circle-s0", 0.010 + 0.002 * i), ("tiny-other-s0", 0.020)):
+            r = record(i, lpips, env=env, test_id=test_id, peak_memory_bytes=1e9, median_step_s=0.5)
+            records.append(dataclasses.replace(r, limits={"lpips": 0.05, "psnr": 25.0}))
+    return h.History(tuple(records))
+
+
+def test_trends_of_each_test_mark_the_environment_change_and_the_threshold() -> None:
+    from quant_guard.report.trends import build_trends
+
+    trends = build_trends(_trend_history(), h.TrendSettings(runs=4))
+    assert trends.runs == ("run02", "run03", "run04", "run05")  # the window: the last four runs
+    trend = trends.tests["tiny-red-circle-s0"]
+    assert trend.runs == trends.runs
+    assert trend.env_changes == ("before run run04: torch 2.5.1 → 2.6.0",)
+    lpips = trend.sparks[0]
+    assert (lpips.label, lpips.first, lpips.last, lpips.threshold) == ("LPIPS", "0.0140", "0.0200", "0.0500")
+    assert 'class="threshold"' in lpips.svg and lpips.svg.count('class="env-change"') == 1
+    assert [s.label for s in trend.sparks] == ["LPIPS", "PSNR", "peak memory", "step time"]
+    assert trend.sparks[2].threshold == ""  # no memory limit recorded: no line
+
+
+def test_moved_table_compares_with_the_chosen_baseline() -> None:
+    from quant_guard.report.trends import build_trends
+
+    store = _trend_history()
+    (oldest,) = build_trends(store, h.TrendSettings(runs=5)).moved
+    assert (oldest.checkpoint, oldest.baseline, oldest.latest) == ("tiny", "run01", "run05")
+    first = [c.text for c in oldest.rows[0].cells]
+    assert first[:4] == ["tiny-red-circle-s0", "0.0120", "0.0200", "+66.7%"]  # moved most: first
+    assert oldest.rows[0].cells[3].ok is False and first[5].startswith("changed: torch 2.5.1 → 2.6.0")
+    assert [c.text for c in oldest.rows[1].cells][3] == "+0.0%"
+    (previous,) = build_trends(store, h.TrendSettings(baseline="previous")).moved
+    assert previous.baseline == "run04" and [c.text for c in previous.rows[0].cells][5] == "same"
+    (named,) = build_trends(store, h.TrendSettings(runs=2, baseline="run02")).moved
+    assert named.baseline == "run02"  # an explicit run older than the window still counts
+    with pytest.raises(ValueError, match="history baseline 'run99' is neither oldest nor previous"):
+        build_trends(store, h.TrendSettings(baseline="run99"))
+
+
+def test_trends_cli_writes_a_page_with_every_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for run_id in _trend_history().runs():
+        h.append(tmp_path / "hist", _trend_history().of_run(run_id), run_info(int(run_id[3:])))
+    assert cli_main(["history", str(tmp_path / "hist"), "report", str(tmp_path / "out"), "--baseline",
+                     "previous"]) == 0
+    assert "wrote the trends of 2 tests over 5 runs" in capsys.readouterr().out
+    page = (tmp_path / "out" / "trends.html").read_text()
+    assert page.count('<svg xmlns="http://www.w3.org/2000/svg" class="sparkline"') == 8  # 2 tests x 4 metrics
+    assert "moved most since run04 (previous)" in page and 'id="case-tiny-other-s0"' in page
+    assert cli_main(["history", str(tmp_path / "hist"), "report", str(tmp_path / "out"), "--baseline", "x"]) == 1
+    assert "history baseline 'x'" in capsys.readouterr().err
 
 
 # ---- configuration ---------------------------------------------------------------------------------

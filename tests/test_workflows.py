@@ -228,7 +228,8 @@ def test_nightly_workflow_keeps_the_history_in_the_cache_under_dated_keys() -> N
     assert save["with"] == {"path": directory, "key": f"${{{{ steps.{summary['id']}.outputs.history-key }}}}"}
     assert "always()" in save["if"]
     assert names.index(save["name"]) > names.index(summary["name"]) > names.index("actions/download-artifact@v7")
-    (trends,) = [u for u in uses(workflow, "summary", "actions/upload-artifact") if u["with"]["name"] == "qg-nightly-trends"]
+    (trends,) = [u for u in uses(workflow, "summary", "actions/upload-artifact")
+                 if u["with"]["name"] == "qg-nightly-trends"]
     assert {line.rstrip("/") for line in trends["with"]["path"].split()} == {summary["env"]["QG_TRENDS_OUT"], directory}
     assert workflow["permissions"] == {"contents": "read"}  # the cache needs no write access to the repository
     sparse = uses(workflow, "summary", "actions/checkout")[0]["with"]["sparse-checkout"].split()

@@ -275,6 +275,19 @@ def test_trends_cli_writes_a_page_with_every_test(tmp_path: Path, capsys: pytest
     assert cli_main(["history", str(tmp_path / "hist"), "report", str(tmp_path / "out"), "--baseline", "x"]) == 1
     assert "history baseline 'x'" in capsys.readouterr().err
 
+    # python -m quant_guard.report DIR --history HIST: a run's index.html re-rendered with its trends
+    from quant_guard.report.__main__ import main as report_main
+    from quant_guard.report.records import RESULTS_NAME, RESULTS_VERSION
+
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / RESULTS_NAME).write_text(json.dumps({"quant_guard_results": RESULTS_VERSION, "results": [
+        {"id": "tiny-red-circle-s0", "checkpoint": "tiny", "case": "red-circle", "seed": 0, "verdict": "passed",
+         "passed": True, "outcome": "passed"}]}))
+    assert report_main([str(report), "--history", str(tmp_path / "hist")]) == 0
+    index = (report / "index.html").read_text()
+    assert index.count('class="sparkline"') == 4 and '<section id="trends">' in index
+
 
 # ---- configuration ---------------------------------------------------------------------------------
 

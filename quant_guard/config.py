@@ -18,7 +18,7 @@ from typing import Any
 
 from quant_guard.budgets import Budget, StepStatistic
 from quant_guard.drift import DriftTolerance, ReferenceMode
-from quant_guard.history import METRICS, AlarmMode, HistoryAlarm
+from quant_guard.history import BASELINES, METRICS, AlarmMode, HistoryAlarm, TrendSettings
 from quant_guard.memory_plan import AUTO, parse_vram_limit
 from quant_guard.schemes import DEFAULT_SCHEMES, QUANTIZE_MODES, REFERENCE, STORAGE_DTYPES, Quantization, Scheme
 from quant_guard.sources import ComponentSource
@@ -102,6 +102,7 @@ class QuantGuardConfig:
     reference: ReferenceMode = ReferenceMode.GOLDEN
     history_dir: Path | None = None  # where each run appends its metrics (history.py)
     history_alarm: HistoryAlarm | None = None
+    history_report: TrendSettings = field(default_factory=TrendSettings)  # the report's trends
 
     def checkpoint(self, checkpoint_id: str) -> CheckpointSpec:
         for c in self.checkpoints:
@@ -228,6 +229,7 @@ def parse_config(data: Any, *, file: Path, where: str = "tool.quant_guard") -> Q
     history_text = root.get("history_dir", str)
     history_dir = None if history_text is None else _path(root, "history_dir", history_text, base, resolve=False)
     history_alarm = _history_alarm(root.sub("history_alarm"))
+    history_report = _history_report(root.sub("history_report"))
     checkpoints = tuple(_checkpoint(_Table(c, f"{where}.checkpoints[{i}]", file), base)
                         for i, c in enumerate(root.get("checkpoints", list, [])))
     cases = tuple(_case(_Table(c, f"{where}.cases[{i}]", file), checkpoints)
@@ -238,7 +240,7 @@ def parse_config(data: Any, *, file: Path, where: str = "tool.quant_guard") -> Q
     return QuantGuardConfig(source=file, golden_dir=golden_dir, report_dir=report_dir,
                             thresholds=thresholds, expected=expected, checkpoints=checkpoints, cases=cases,
                             drift_tolerance=drift_tolerance, reference=ReferenceMode(reference),
-                            history_dir=history_dir, history_alarm=history_alarm)
+                            history_dir=history_dir, history_alarm=history_alarm, history_report=history_report)
 
 
 def _unique(table: _Table, key: str, ids: list[str]) -> None:
@@ -303,8 +305,27 @@ def _history_alarm(t: _Table | None) -> HistoryAlarm | None:
     min_runs = t.integer("min_runs", min(d.min_runs, window), low=1)
     if min_runs > window:
         t.fail("min_runs", f"must be at most window ({window}), got {min_runs}")
+    step_runs = t.integer("step_runs", min(d.step_runs, window + 1 - min_runs), low=0)
+    if step_runs > window + 1 - min_runs:  # the window plus this run must hold both sides of a step
+        t.fail("step_runs", f"must be at most window + 1 - min_runs ({window + 1 - min_runs}), got {step_runs}")
     result = HistoryAlarm(metric=metric, ratio=ratio, amount=amount, window=window, min_runs=min_runs,
-                          mode=AlarmMode(mode))
+                          step_runs=step_runs, mode=AlarmMode(mode))
+    t.finish()
+    return result
+
+
+def _history_report(t: _Table | None) -> TrendSettings:
+    d = TrendSettings()
+    if t is None:
+        return d
+    metric = t.get("metric", str, d.metric)
+    if metric not in METRICS:
+        t.fail("metric", f"must be one of {', '.join(METRICS)}, got {metric!r}")
+    baseline = t.get("baseline", str, d.baseline)
+    if not baseline:
+        t.fail("baseline", f"must be {' or '.join(BASELINES)} or a run id, got an empty string")
+    result = TrendSettings(runs=t.integer("runs", d.runs, low=2), baseline=baseline, metric=metric,
+                           top=t.integer("top", d.top, low=1))
     t.finish()
     return result
 

@@ -93,6 +93,9 @@ class HistoryRecord:
     metrics: dict[str, float | None]  # the keys of METRICS; None where not measured
     env_hash: str
     environment: dict[str, Any] = field(default_factory=dict)  # the fingerprint fields themselves
+    # the limits the run applied, by METRICS key (a threshold's max or min; None or absent: none),
+    # so a trend can draw the threshold of its time without the configuration
+    limits: dict[str, float | None] = field(default_factory=dict)
 
     def value(self, metric: str) -> float | None:
         return self.metrics.get(metric)
@@ -115,7 +118,8 @@ class HistoryRecord:
                        scheme=data.get("scheme"), case=str(data["case"]), seed=int(data["seed"]),
                        verdict=str(data["verdict"]),
                        metrics={str(k): _number(v) for k, v in metrics.items()},
-                       env_hash=str(data["env_hash"]), environment=dict(data.get("environment") or {}))
+                       env_hash=str(data["env_hash"]), environment=dict(data.get("environment") or {}),
+                       limits={str(k): _number(v) for k, v in (data.get("limits") or {}).items()})
         except KeyError as exc:
             raise ValueError(f"missing field {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
@@ -146,7 +150,33 @@ def from_result(record: Mapping[str, Any], run: RunInfo) -> HistoryRecord:
                  "psnr": _number(metrics.get("psnr")), "peak_memory_bytes": _number(memory.get("peak_bytes")),
                  "resident_memory_bytes": _number(memory.get("at_start_bytes")),
                  "median_step_s": statistics.median(steps) if steps else None},
-        env_hash=environment_hash(fingerprint), environment=fingerprint)
+        env_hash=environment_hash(fingerprint), environment=fingerprint, limits=_limits_of(record))
+
+
+_CHECK_METRICS = {"LPIPS": "lpips", "SSIM": "ssim", "PSNR": "psnr"}
+
+
+def _limits_of(record: Mapping[str, Any]) -> dict[str, float | None]:
+    """The thresholds (not the expected-mode bounds) and budgets that judged a results.json record:
+    the checks' own limits, else the checkpoint's configured budget."""
+    out: dict[str, float | None] = {}
+    for check in record.get("checks") or []:
+        key = _CHECK_METRICS.get(str(check.get("metric"))) if isinstance(check, Mapping) else None
+        if key and check.get("source") == "threshold":
+            out[key] = _number(check.get("limit"))
+    for check in record.get("budget_checks") or []:
+        if not isinstance(check, Mapping):
+            continue
+        name = str(check.get("name", ""))
+        if name.startswith("peak"):
+            out["peak_memory_bytes"] = _number(check.get("limit"))
+        elif name.startswith("step time"):
+            out["median_step_s"] = _number(check.get("limit"))
+    limits = record.get("limits") or {}
+    for key, budget in (("peak_memory_bytes", "peak_memory_bytes"), ("median_step_s", "step_time_s")):
+        if out.get(key) is None and _number(limits.get(budget)) is not None:
+            out[key] = _number(limits.get(budget))
+    return {k: v for k, v in out.items() if v is not None}
 
 
 # ---- the store -------------------------------------------------------------------------------
@@ -199,17 +229,27 @@ def read(directory: Path) -> History:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such history directory")
     for path in sorted(directory.glob(f"*{SUFFIX}")):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        lines = text.split("\n")
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(HistoryRecord.from_json(json.loads(line)))
-            except ValueError as exc:
-                truncated = number == len(lines) and not text.endswith("\n")
-                skipped.append(f"{path.name}:{number}: {'truncated last line' if truncated else exc}")
+        got, problems = read_file(path)
+        records += got
+        skipped += problems
     return History(tuple(records), tuple(skipped))
+
+
+def read_file(path: Path) -> tuple[list[HistoryRecord], list[str]]:
+    """The records of one history file, and "file:line: why" of each line that was not read."""
+    records: list[HistoryRecord] = []
+    skipped: list[str] = []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(HistoryRecord.from_json(json.loads(line)))
+        except ValueError as exc:
+            truncated = number == len(lines) and not text.endswith("\n")
+            skipped.append(f"{path.name}:{number}: {'truncated last line' if truncated else exc}")
+    return records, skipped
 
 
 # ---- the drift alarm ---------------------------------------------------------------------------
@@ -228,16 +268,41 @@ class AlarmStatus(str, Enum):
 
 @dataclass(frozen=True)
 class HistoryAlarm:
-    """``history_alarm = { metric = "lpips", ratio = 1.5, window = 5, min_runs = 3, mode = "fail" }``:
-    a case alarms when its metric is worse than the median of its last ``window`` runs in the
-    same environment by more than ``ratio`` (a factor) or ``amount`` (an absolute step)."""
+    """``history_alarm = { metric = "lpips", ratio = 1.5, window = 5, min_runs = 3, step_runs = 3,
+    mode = "fail" }``. Two rules, both on runs in the same environment only:
+
+    - **median**: this run is worse than the median of the test's last ``window`` runs by more
+      than ``ratio`` (a factor) or ``amount`` (an absolute step);
+    - **step change** (``step_runs`` > 0): the same runs plus this one are split in two, the later
+      part (this run and at least ``step_runs - 1`` before it) against the earlier part (at least
+      ``min_runs``); a step is a split where the later part's median is worse than the earlier
+      part's by more than the same bound. See ``find_step``."""
 
     metric: str = "lpips"
     ratio: float | None = 1.5
     amount: float | None = None
     window: int = 5
     min_runs: int = 3
+    step_runs: int = 3  # 0: no step detection
     mode: AlarmMode = AlarmMode.WARN
+
+    def bound(self, higher_is_better: bool) -> str:
+        """The bound as the messages print it: ``x1.5``, ``+0.01``, ``x1.5 and +0.01``."""
+        parts = [f"x{self.ratio:g}"] if self.ratio is not None else []
+        if self.amount is not None:
+            parts.append(f"{'-' if higher_is_better else '+'}{self.amount:g}")
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class StepChange:
+    """A detected step: the runs before it, the runs after it (ending with this run), their medians."""
+
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    median_before: float
+    median_after: float
+    limit: float
 
 
 @dataclass(frozen=True)
@@ -246,12 +311,14 @@ class AlarmResult:
     message: str
     compared: tuple[str, ...] = ()  # the run ids whose median was the baseline
     median: float | None = None
+    step: StepChange | None = None  # the step change found, when the step rule fired
+    excluded: int = 0  # earlier runs of this test in other environments, never compared
 
 
 def check_alarm(current: HistoryRecord, history: Iterable[HistoryRecord], alarm: HistoryAlarm) -> AlarmResult:
-    """Judge ``current`` against the median of its test's last ``alarm.window`` earlier runs that
-    share its environment hash. Runs in other environments are never used; the message says how
-    many were left out when that leaves too few."""
+    """Judge ``current`` against its test's last ``alarm.window`` earlier runs that share its
+    environment hash (the median rule, then the step rule). Runs in other environments are never
+    used, and the message says how many were left out."""
     metric, higher_is_better = alarm.metric, METRICS[alarm.metric]
     value = current.value(metric)
     earlier = [r for r in history if r.test_id == current.test_id and r.run_id != current.run_id
@@ -259,28 +326,61 @@ def check_alarm(current: HistoryRecord, history: Iterable[HistoryRecord], alarm:
     earlier.sort(key=lambda r: (r.date, r.run_id))
     same = [r for r in earlier if r.env_hash == current.env_hash][-alarm.window:]
     other = len({r.run_id for r in earlier if r.env_hash != current.env_hash})
+    note = f"; {other} run(s) in another environment are not compared" if other else ""
     if value is None:
-        return AlarmResult(AlarmStatus.TOO_FEW_RUNS, f"{current.test_id}: no {metric} in this run")
+        return AlarmResult(AlarmStatus.TOO_FEW_RUNS, f"{current.test_id}: no {metric} in this run", excluded=other)
+    runs = tuple(r.run_id for r in same)
     if len(same) < alarm.min_runs:
-        note = (f"; {other} run(s) in another environment are not compared" if other else "")
         return AlarmResult(AlarmStatus.TOO_FEW_RUNS,
                            f"{current.test_id}: {metric} history has {len(same)} earlier run(s) in this "
                            f"environment ({current.env_hash}), needs {alarm.min_runs}{note}",
-                           compared=tuple(r.run_id for r in same))
+                           compared=runs, excluded=other)
     median = statistics.median(r.value(metric) for r in same)  # type: ignore[misc]
     limit = _limit(median, alarm, higher_is_better)
-    worse = value < limit if higher_is_better else value > limit
-    runs = tuple(r.run_id for r in same)
-    bound = (f"x{alarm.ratio:g}" if alarm.ratio is not None else "") + \
-            (f"{' and ' if alarm.ratio is not None else ''}{'-' if higher_is_better else '+'}{alarm.amount:g}"
-             if alarm.amount is not None else "")
-    text = (f"{current.test_id}: {metric} {value:.6g} {'<' if higher_is_better else '>'} {limit:.6g} "
-            f"(median {median:.6g} of runs {', '.join(runs)} in environment {current.env_hash}, {bound})"
-            if worse else
-            f"{current.test_id}: {metric} {value:.6g} within {limit:.6g} (median {median:.6g} of runs "
-            f"{', '.join(runs)})")
-    status = (AlarmStatus.FAIL if alarm.mode is AlarmMode.FAIL else AlarmStatus.WARN) if worse else AlarmStatus.OK
-    return AlarmResult(status, text, compared=runs, median=median)
+    worse = _worse(value, limit, higher_is_better)
+    op = "<" if higher_is_better else ">"
+    lines = [f"{current.test_id}: {metric} {value:.6g} {op} {limit:.6g} (median {median:.6g} of runs "
+             f"{', '.join(runs)} in environment {current.env_hash}, {alarm.bound(higher_is_better)})"
+             if worse else
+             f"{current.test_id}: {metric} {value:.6g} within {limit:.6g} (median {median:.6g} of runs "
+             f"{', '.join(runs)})"]
+    step = find_step([(r.run_id, r.value(metric)) for r in same] + [(current.run_id, value)],  # type: ignore[misc]
+                     alarm) if alarm.step_runs else None
+    if step is not None:
+        line = (f"{current.test_id}: step change in {metric} between runs {step.before[-1]} and {step.after[0]}: "
+                f"median {step.median_after:.6g} of runs {', '.join(step.after)} {op} {step.limit:.6g} "
+                f"(median {step.median_before:.6g} of runs {', '.join(step.before)}, "
+                f"{alarm.bound(higher_is_better)})")
+        lines = [line, *lines] if not worse else [*lines, line]
+    fired = worse or step is not None
+    status = (AlarmStatus.FAIL if alarm.mode is AlarmMode.FAIL else AlarmStatus.WARN) if fired else AlarmStatus.OK
+    return AlarmResult(status, "\n".join(lines) + note, compared=runs, median=median, step=step, excluded=other)
+
+
+def find_step(series: Sequence[tuple[str, float]], alarm: HistoryAlarm) -> StepChange | None:
+    """The step change in ``series`` (run id, value; oldest first, the current run last), or None.
+
+    Every split with at least ``alarm.min_runs`` runs before it and ``alarm.step_runs`` runs from
+    it to the end is tried; a split is a step when the median after it is worse than the median
+    before it by more than the alarm's bound; the split that exceeds the bound most is reported.
+    Medians on both sides make one noisy run neither a step nor hide one (with ``step_runs`` >= 3),
+    and a sustained shift keeps being reported after the median rule's window has absorbed it."""
+    higher_is_better = METRICS[alarm.metric]
+    best: tuple[float, StepChange] | None = None
+    for split in range(alarm.min_runs, len(series) - alarm.step_runs + 1):
+        before, after = series[:split], series[split:]
+        median_before = statistics.median(v for _, v in before)
+        median_after = statistics.median(v for _, v in after)
+        limit = _limit(median_before, alarm, higher_is_better)
+        excess = limit - median_after if higher_is_better else median_after - limit
+        if excess > 0 and (best is None or excess > best[0]):
+            best = (excess, StepChange(tuple(r for r, _ in before), tuple(r for r, _ in after), median_before,
+                                       median_after, limit))
+    return best[1] if best else None
+
+
+def _worse(value: float, limit: float, higher_is_better: bool) -> bool:
+    return value < limit if higher_is_better else value > limit
 
 
 def _limit(median: float, alarm: HistoryAlarm, higher_is_better: bool) -> float:
@@ -291,6 +391,24 @@ def _limit(median: float, alarm: HistoryAlarm, higher_is_better: bool) -> float:
     if alarm.amount is not None:
         limits.append(median - alarm.amount if higher_is_better else median + alarm.amount)
     return min(limits) if higher_is_better else max(limits)
+
+
+# ---- trends in the report -----------------------------------------------------------------------
+
+BASELINES = ("oldest", "previous")  # or a run id
+
+
+@dataclass(frozen=True)
+class TrendSettings:
+    """``history_report = { runs = 20, baseline = "oldest", metric = "lpips", top = 10 }``: the
+    sparklines cover the last ``runs`` runs of the history; the "moved most" table compares each
+    checkpoint's latest run with ``baseline`` ("oldest": the oldest run in that window, which shows
+    a slow slope in full; "previous": the run before the latest; or a run id) by ``metric``."""
+
+    runs: int = 20
+    baseline: str = "oldest"
+    metric: str = "lpips"
+    top: int = 10
 
 
 # ---- views (quant-guard history) ---------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""The drift alarm applied to a finished visual check: the case's metric against the median of
-its last runs in the same environment (quant_guard.history). Runs where the test ran, before
-the run's own records are appended (the controller appends at the end), so a run is never
-compared with itself."""
+"""The drift alarm applied to a finished visual check: the case's metric against its own recent
+runs in the same environment (quant_guard.history). The history folder is read once per process,
+before the run's own records are appended (the controller appends at the end), so a run is never
+compared with itself. The session owns one ``HistoryJudge``; the plugin only reports its verdict."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant_guard.history import (AlarmMode, AlarmResult, AlarmStatus, History, HistoryAlarm, HistoryRecord, RunInfo,
-                                 check_alarm, from_result)
+                                 check_alarm, from_result, read)
 
 if TYPE_CHECKING:
     from quant_guard.cases import CaseResult
@@ -18,11 +18,6 @@ if TYPE_CHECKING:
 
 class HistoryDriftWarning(UserWarning):
     """A case's metric moved beyond the history alarm in ``mode = "warn"``."""
-
-
-def history_dir(option: str | None, configured: Path | None) -> Path | None:
-    """The history folder: ``--qg-history`` (relative to the working directory) over ``history_dir``."""
-    return Path(option).resolve() if option else configured
 
 
 def current_record(result: CaseResult, environment: dict[str, Any], run: RunInfo) -> HistoryRecord:
@@ -51,3 +46,22 @@ def apply_alarm(result: CaseResult, history: History, alarm: HistoryAlarm, envir
         return dataclasses.replace(result, verdict=Verdict.HISTORY_DRIFT, history=judged,
                                    reason=f"drifted against its history: {judged.message}")
     return dataclasses.replace(result, history=judged)
+
+
+class HistoryJudge:
+    """The alarm of one process: its configuration, the history folder (read on first use; a
+    missing folder is an empty history) and this run's identity."""
+
+    def __init__(self, alarm: HistoryAlarm, directory: Path | None, run: RunInfo) -> None:
+        self.alarm, self.directory, self.run = alarm, directory, run
+        self._store: History | None = None
+
+    @property
+    def store(self) -> History:
+        if self._store is None:
+            directory = self.directory
+            self._store = read(directory) if directory is not None and directory.is_dir() else History(())
+        return self._store
+
+    def judge(self, result: CaseResult, environment: dict[str, Any]) -> CaseResult:
+        return apply_alarm(result, self.store, self.alarm, environment, self.run)

@@ -38,13 +38,16 @@ def pick_device(requested: str) -> str:
 
 
 def prepare_diffsynth() -> None:
-    import torch
+    from quant_guard.long_lived import frozen_after
+
+    with frozen_after():  # what torch and DiffSynth create on import lives as long as the process
+        import torch
+
+        from quant_guard.tiny.architecture import register_with_diffsynth
 
     # DiffSynth calls torch.<device>.empty_cache() when VRAM management is on; torch.cpu has none.
     if not hasattr(torch.cpu, "empty_cache"):
         torch.cpu.empty_cache = lambda: None  # type: ignore[attr-defined]
-    from quant_guard.tiny.architecture import register_with_diffsynth
-
     register_with_diffsynth()
 
 

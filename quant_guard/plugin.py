@@ -27,7 +27,6 @@ from quant_guard.xdist_support import OUTCOMES_KEY, ControllerHooks, check_pinne
 SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
 WITHHELD = "expected-withheld"  # beside the golden write counts a worker sends to the controller
 RESULT_KEY = pytest.StashKey[CaseResult]()
-HISTORY_KEY = pytest.StashKey[tuple[Any, Any]]()  # (History, RunInfo), read once per process
 
 MARKERS = {
     "gpu": "gpu: needs a CUDA device; `pytest -m gpu` without one fails at session start instead of skipping",
@@ -143,7 +142,7 @@ def _find_config_file(config: pytest.Config) -> Path | None:
 
 def _settings(config: pytest.Config) -> RunSettings:
     def path(option: str) -> Path | None:
-        value = config.getoption(option)
+        value = config.getoption(option, None)
         return Path(value).resolve() if value else None
 
     return RunSettings(
@@ -159,6 +158,7 @@ def _settings(config: pytest.Config) -> RunSettings:
         max_step_time_s=config.getoption("qg_max_step_time"),
         reference=ReferenceMode(config.getoption("qg_reference")) if config.getoption("qg_reference") else None,
         force=config.getoption("qg_force"),
+        history_dir=path("qg_history"),  # the option belongs to the report plugin
     )
 
 
@@ -338,36 +338,22 @@ class Gate:
         __tracebackhide__ = True
         from quant_guard.gate import budget_section, run_case
 
-        result = run_case(self._session, case, _marker_overrides(self._item), _address(self._item))
-        if self._session.config.history_alarm is not None and not self._session.settings.update_golden:
-            result = self._history_alarm(result)
+        result = self._session.judge_history(
+            run_case(self._session, case, _marker_overrides(self._item), _address(self._item)))
         self._session.record(result)
         self._item.stash[RESULT_KEY] = result
         if result.budget_checks:
             # its own report section, so a budget violation reads apart from an image failure
             self._item.add_report_section("call", "quant_guard budget", budget_section(result.budget_checks))
-        if not result.passed:
-            pytest.fail(f"{case.id}: {result.reason}", pytrace=False)
-        return result
-
-    def _history_alarm(self, result: CaseResult) -> CaseResult:
-        from quant_guard.fingerprint import environment
-        from quant_guard.history import AlarmStatus, History, RunInfo, read
-        from quant_guard.history_gate import HistoryDriftWarning, apply_alarm, history_dir
-
-        config = self._item.config
-        if HISTORY_KEY not in config.stash:
-            directory = history_dir(config.getoption("qg_history", None), self._session.config.history_dir)
-            store = read(directory) if directory is not None and directory.is_dir() else History(())
-            config.stash[HISTORY_KEY] = (store, RunInfo.current(cwd=config.rootpath))
-        store, run = config.stash[HISTORY_KEY]
-        alarm = self._session.config.history_alarm
-        assert alarm is not None
-        result = apply_alarm(result, store, alarm, environment(self._session.device(result.case.checkpoint)), run)
         if result.history is not None:
+            from quant_guard.history import AlarmStatus
+            from quant_guard.history_gate import HistoryDriftWarning
+
             self._item.add_report_section("call", "quant_guard history", result.history.message)
             if result.history.status is AlarmStatus.WARN:
                 self._item.warn(HistoryDriftWarning(result.history.message))
+        if not result.passed:
+            pytest.fail(f"{case.id}: {result.reason}", pytrace=False)
         return result
 
 

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from diffsynth.pipelines.flux_image import FluxImagePipeline
 
     from quant_guard.cases import CaseResult
+    from quant_guard.history import RunInfo
+    from quant_guard.history_gate import HistoryJudge
     from quant_guard.progress import ProgressPrinter
 
 
@@ -47,6 +49,7 @@ class RunSettings:
     use_expected: bool = True
     reference: ReferenceMode | None = None  # overrides the configuration's reference mode
     force: bool = False  # --update-golden rewrites goldens even within the drift tolerance
+    history_dir: Path | None = None  # --qg-history: overrides the configuration's history_dir
 
 
 class QuantGuardSession:
@@ -67,6 +70,9 @@ class QuantGuardSession:
         self._pipeline: _Loaded | None = None
         self._lpips_checked = False
         self.progress: ProgressPrinter | None = None  # live render progress; set by the plugin
+        self.history_dir = settings.history_dir or config.history_dir  # where the run's metrics are appended
+        self._run: RunInfo | None = None
+        self._history_judge: HistoryJudge | None = None
 
     # ---- checkpoints ----------------------------------------------------------------------
 
@@ -169,6 +175,28 @@ class QuantGuardSession:
 
     def record(self, result: CaseResult) -> None:
         self.results.append(result)
+
+    @property
+    def run(self) -> RunInfo:
+        """This run's identity in the metrics history (one per process, fixed at first use)."""
+        if self._run is None:
+            from quant_guard.history import RunInfo
+
+            self._run = RunInfo.current(cwd=self.config.source.parent)
+        return self._run
+
+    def judge_history(self, result: CaseResult) -> CaseResult:
+        """``result`` judged by the history alarm (quant_guard.history_gate), when one is configured
+        and this is no --update-golden run; else ``result`` itself."""
+        if self.config.history_alarm is None or self.settings.update_golden:
+            return result
+        if self._history_judge is None:
+            from quant_guard.history_gate import HistoryJudge
+
+            self._history_judge = HistoryJudge(self.config.history_alarm, self.history_dir, self.run)
+        from quant_guard.fingerprint import environment
+
+        return self._history_judge.judge(result, environment(self.device(result.case.checkpoint)))
 
     @property
     def reference_mode(self) -> ReferenceMode:

@@ -102,3 +102,15 @@ def replace_file(files: dict[str, Path], name: str, data: bytes, suffix: str = "
     files[name] = files[name].with_suffix(suffix)
     files[name].write_bytes(data)
     return files[name]
+
+
+def degraded_dit(path: Path, kind: str, strength: float, *, seed: int = 0) -> Path:
+    """Write the tiny checkpoint's DiT damaged by ``quant_guard.degrade`` (kind, strength) to
+    ``path``: a candidate DiT file for ``candidate = { dit = ... }``."""
+    from safetensors.torch import load_file, save_file
+
+    from quant_guard.degrade import degrade
+    from quant_guard.tiny.build import ensure_tiny_checkpoint
+
+    save_file(degrade(load_file(str(ensure_tiny_checkpoint().dit)), kind, strength=strength, seed=seed), str(path))
+    return path

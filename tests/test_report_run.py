@@ -153,7 +153,7 @@ def test_a_report_that_cannot_be_written_is_reported_not_raised(tmp_path: Path) 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     config = SimpleNamespace(source=tmp_path / "pyproject.toml", checkpoints=(), cases=())
-    session = SimpleNamespace(report_dir=blocker / "qg-report", config=config, results=[])
+    session = SimpleNamespace(report_dir=blocker / "qg-report", config=config, results=[], history_dir=None)
     plugin = ReportPlugin(None, session, "all")  # type: ignore[arg-type]
     plugin.add_worker_output({"records": [{"id": "x", "outcome": "failed", "passed": False}], "errors": ["gw1: boom"]})
     plugin.write()

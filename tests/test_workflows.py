@@ -7,7 +7,9 @@
   schedule/dispatch inputs, caches that match the download folders, shards, artifacts);
 - ci/nightly.sh runs a shard of the tiny suite on the CPU and writes JUnit XML, the report and
   the step summary; ci/rebaseline.sh proposes new goldens on a branch and never pushes to main;
-- ci/step_summary.py turns a results.json of a real run into a Markdown table.
+- ci/step_summary.py turns a results.json of a real run into a Markdown table;
+- the nightly keeps its metrics history in the actions cache: ci/history.py snapshots, collects,
+  merges and prunes it, and the summary job writes the trend page and "Moved since last night".
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import pytest
 from drift_support import OTHER_MACHINE, copy_perturbed
 from helpers import STRICT_CASE
 import yaml
+
+from quant_guard import history as h
 
 ROOT = Path(__file__).resolve().parents[1]
 # the repository's tiny checkpoint lists its schemes; the script tests run its float8_e4m3fn tests
@@ -147,7 +151,8 @@ def test_actionlint_reports_a_broken_workflow(tmp_path: Path) -> None:
 
 def test_ci_scripts_pass_shellcheck() -> None:
     shellcheck = linter("shellcheck")
-    scripts = [ROOT / "ci" / name for name in ("common.sh", "nightly.sh", "rebaseline.sh")]
+    scripts = sorted((ROOT / "ci").glob("*.sh"))
+    assert {p.name for p in scripts} >= {"common.sh", "nightly.sh", "rebaseline.sh"}
     result = subprocess.run([shellcheck, "-x", *map(str, scripts)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
@@ -212,6 +217,27 @@ def test_nightly_script_runs_pytest_m_gpu_with_junit_and_the_report() -> None:
         assert needed in script
 
 
+def test_nightly_workflow_keeps_the_history_in_the_cache_under_dated_keys() -> None:
+    workflow = load_workflow("nightly-gpu.yml")
+    directory = workflow["env"]["QG_HISTORY_DIR"]
+    for job in ("gate", "summary"):  # both restore the newest history by its prefix, neither saves it implicitly
+        (restore,) = uses(workflow, job, "actions/cache/restore")
+        assert restore["with"]["path"] == directory and restore["with"]["restore-keys"] == "qg-history-"
+        assert not [s for s in uses(workflow, job, "actions/cache") if s["with"]["path"] == directory]
+    names = [s.get("name") or s.get("uses") for s in steps(workflow, "summary")]
+    summary = next(s for s in steps(workflow, "summary") if s.get("run") == "bash ci/nightly.sh summary shards")
+    (save,) = uses(workflow, "summary", "actions/cache/save")
+    assert save["with"] == {"path": directory, "key": f"${{{{ steps.{summary['id']}.outputs.history-key }}}}"}
+    assert "always()" in save["if"]
+    assert names.index(save["name"]) > names.index(summary["name"]) > names.index("actions/download-artifact@v7")
+    (trends,) = [u for u in uses(workflow, "summary", "actions/upload-artifact")
+                 if u["with"]["name"] == "qg-nightly-trends"]
+    assert {line.rstrip("/") for line in trends["with"]["path"].split()} == {summary["env"]["QG_TRENDS_OUT"], directory}
+    assert workflow["permissions"] == {"contents": "read"}  # the cache needs no write access to the repository
+    sparse = uses(workflow, "summary", "actions/checkout")[0]["with"]["sparse-checkout"].split()
+    assert sparse == ["ci", "quant_guard"]  # ci/history.py and the trend page import quant_guard from the checkout
+
+
 def test_rebaseline_workflow_is_manual_and_never_pushes_to_main() -> None:
     workflow = load_workflow("rebaseline.yml")
     assert set(workflow["on"]) == {"workflow_dispatch"}
@@ -234,9 +260,12 @@ def test_nightly_script_runs_a_shard_on_the_cpu(tmp_path: Path) -> None:
     out, summary = tmp_path / "out", tmp_path / "summary.md"
     # goldens made on "another machine": the gate must pass on pixels a few levels off its renders
     golden = copy_perturbed(ROOT / "golden", tmp_path / "golden", environment=OTHER_MACHINE)
+    history = tmp_path / "qg-history"  # as restored from the cache: last night's file
+    h.append(history, [history_record("lastnight", f"{FLOAT8}-red-circle-blue-s0", 0.5)], run_of("lastnight"))
     env = script_env(QG_MARKERS="not gpu", QG_CHECKPOINT="tiny", QG_SHARD="1", QG_SHARDS="2", QG_OUT=str(out),
                      QG_PYTEST_ARGS=f"tests/visual -p no:cacheprovider -k {FLOAT8}-red-circle-blue --qg-golden-dir={golden}",
-                     QG_WORKERS="1", GITHUB_STEP_SUMMARY=str(summary))
+                     QG_WORKERS="1", GITHUB_STEP_SUMMARY=str(summary), QG_HISTORY_DIR=str(history),
+                     QG_RUN_ID="tonight")
     proc = subprocess.run(["bash", "ci/nightly.sh", "run"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -250,6 +279,12 @@ def test_nightly_script_runs_a_shard_on_the_cpu(tmp_path: Path) -> None:
     text = summary.read_text()
     assert "## quant_guard nightly (shard 1/2)" in text
     assert all(f"| `{test_id}` | ✅ passed |" in text for test_id in ids)
+    # the history: judged against and appended to; this shard's own file copied for the summary job
+    (added,) = (out / "history").glob("*.jsonl")
+    assert sorted(r.test_id for r in h.read_file(added)[0]) == ids and len(list(history.glob("*.jsonl"))) == 2
+    assert "### Moved since last night" in text and "**tiny**: lastnight → tonight" in text
+    assert re.search(rf"\| {FLOAT8}-red-circle-blue-s0 \| 0\.5000 \| 0\.\d{{4}} \| -\d+\.\d% \|", text)
+    assert (out / "report" / "index.html").read_text().count('class="sparkline"') == 8  # 2 tests x 4 metrics
 
     # a shard that the selection leaves empty passes; the summary job then sees no results there
     empty = subprocess.run(["bash", "ci/nightly.sh", "run"], cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -269,6 +304,94 @@ def test_nightly_script_runs_a_shard_on_the_cpu(tmp_path: Path) -> None:
     nothing = subprocess.run(["bash", "ci/nightly.sh", "summary", str(shards / "qg-nightly-shard-2")], cwd=ROOT,
                              capture_output=True, text=True, env=script_env())
     assert nothing.returncode == 1 and "No visual test results." in nothing.stdout
+
+
+def history_record(run_id: str, test_id: str, lpips: float, day: int = 2) -> h.HistoryRecord:
+    return h.HistoryRecord(run_id=run_id, date=f"2026-11-{day:02d}T02:00:00+00:00", host="runner", commit=None,
+                           test_id=test_id, checkpoint="tiny", scheme="float8_e4m3fn", case=test_id[5:-3], seed=0,
+                           verdict="passed", metrics={"lpips": lpips, "psnr": 30.0}, env_hash="e1",
+                           environment={"device": "cuda"})
+
+
+def run_of(run_id: str, day: int = 2) -> h.RunInfo:
+    return h.RunInfo(run_id=run_id, date=f"2026-11-{day:02d}T02:00:00+00:00", host="runner", commit=None)
+
+
+def history_script(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    # -I -S: the standard library and this checkout only, as on the summary job's bare runner
+    return subprocess.run([sys.executable, "-I", "-S", str(ROOT / "ci" / "history.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_history_script_collects_a_runs_files_and_merges_shards_without_losing_a_line(tmp_path: Path) -> None:
+    cache = tmp_path / "qg-history"
+    last_night = h.append(cache, [history_record("n1", "tiny-a-s0", 0.01, day=1)], run_of("n1", 1))
+    before = tmp_path / "before"
+    before.write_text(history_script("snapshot", cache).stdout)
+    assert before.read_text() == f"{last_night.name}\n"
+    tonight = cache / "runner-n2-1.jsonl"  # what the shard's pytest appends
+    tonight.write_text(history_record("n2", "tiny-a-s0", 0.02).to_json() + "\n")
+    collected = history_script("collect", cache, before, tmp_path / "out" / "history")
+    assert collected.returncode == 0 and "1 new file(s)" in collected.stdout
+    assert [p.name for p in (tmp_path / "out" / "history").iterdir()] == [tonight.name]
+
+    # the summary job: the restored cache plus two shards' folders
+    tonight.unlink()  # the summary job's cache is last night's
+    dest = tmp_path / "merged"
+    shutil.copytree(cache, dest)
+    shard1, shard2 = tmp_path / "shards" / "1" / "history", tmp_path / "shards" / "2" / "history"
+    shutil.copytree(tmp_path / "out" / "history", shard1)
+    shard2.mkdir(parents=True)
+    (shard2 / "runner-n2-2.jsonl").write_text(history_record("n2", "tiny-b-s0", 0.03).to_json() + "\n")
+    (shard2 / last_night.name).write_bytes(last_night.read_bytes())  # the same file again: skipped
+    (shard2 / "runner-n2-1.jsonl").write_text(history_record("n2", "tiny-c-s0", 0.04).to_json() + "\n")  # a clash
+    merged = history_script("merge", dest, shard1, shard2)
+    assert merged.returncode == 0, merged.stderr
+    assert "3 file(s) merged" in merged.stdout and "1 already there" in merged.stdout
+    assert sorted(p.name for p in dest.iterdir()) == [last_night.name, "runner-n2-1.1.jsonl", "runner-n2-1.jsonl",
+                                                      "runner-n2-2.jsonl"]
+    store = h.read(dest)
+    assert sorted((r.run_id, r.test_id) for r in store.records) == [
+        ("n1", "tiny-a-s0"), ("n2", "tiny-a-s0"), ("n2", "tiny-b-s0"), ("n2", "tiny-c-s0")]
+    # a longer version of a file (its process appended more) replaces the shorter one
+    longer = shard1 / "runner-n2-1.jsonl"
+    longer.write_text(longer.read_text() + history_record("n2", "tiny-d-s0", 0.05).to_json() + "\n")
+    assert history_script("merge", dest, shard1).returncode == 0
+    assert len(h.read(dest).records) == 5
+
+    pruned = history_script("prune", dest, "--keep-runs", "1")
+    assert pruned.returncode == 0 and "1 file(s) of runs older than the newest 1 removed" in pruned.stdout
+    assert h.read(dest).runs() == ["n2"]
+    missing = history_script("merge", dest, tmp_path / "nowhere")
+    assert missing.returncode == 2 and "nowhere: no such history folder" in missing.stderr
+
+
+def test_nightly_summary_merges_the_shards_history_and_writes_the_trends(tmp_path: Path) -> None:
+    """The summary job's step on two shards' artifacts, with last night's history restored."""
+    cache, shards, out = tmp_path / "qg-history", tmp_path / "shards", tmp_path / "github-output"
+    h.append(cache, [history_record("n1", f"tiny-{c}-s0", 0.010, day=1) for c in ("a", "b")], run_of("n1", 1))
+    for shard, (case, lpips) in enumerate((("a", 0.030), ("b", 0.011)), start=1):
+        folder = shards / f"qg-nightly-shard-{shard}"
+        record = {"id": f"tiny-{case}-s0", "verdict": "passed", "passed": True, "outcome": "passed",
+                  "metrics": {"lpips": lpips}}
+        (folder / "report").mkdir(parents=True)
+        (folder / "report" / "results.json").write_text(json.dumps({"results": [record]}))
+        h.append(folder / "history", [history_record("n2", f"tiny-{case}-s0", lpips)], run_of("n2"))
+    proc = subprocess.run(["bash", "ci/nightly.sh", "summary", str(shards)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=script_env(QG_HISTORY_DIR=str(cache), QG_PYTHON=sys.executable,
+                                                      QG_TRENDS_OUT=str(tmp_path / "trends"), GITHUB_OUTPUT=str(out),
+                                                      GITHUB_RUN_ID="77", GITHUB_RUN_ATTEMPT="2"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert h.read(cache).runs() == ["n1", "n2"] and len(h.read(cache).records) == 4
+    assert "2 file(s) merged" in proc.stdout
+    moved = proc.stdout[proc.stdout.index("### Moved since last night"):]
+    assert "**tiny**: n1 → n2" in moved
+    rows = [line for line in moved.splitlines() if line.startswith("| tiny-")]
+    assert rows[0].startswith("| tiny-a-s0 | 0.0100 | 0.0300 | ⚠️ +200.0% |")  # moved most: first, marked worse
+    assert rows[1].startswith("| tiny-b-s0 | 0.0100 | 0.0110 | ⚠️ +10.0% |")
+    page = (tmp_path / "trends" / "trends.html").read_text()
+    assert page.count('class="sparkline"') == 8 and "moved most since n1 (oldest)" in page
+    assert re.fullmatch(r"history-key=qg-history-\d{8}-77-2\n", out.read_text())
 
 
 def test_nightly_script_stops_on_an_unknown_checkpoint(tmp_path: Path) -> None:

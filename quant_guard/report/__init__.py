@@ -4,6 +4,7 @@
 - ``html`` + ``view`` + ``templates/``: index.html, rendered from results.json.
 - ``regions``: the worst regions of the spatial LPIPS map, heatmaps and zoomed crops.
 - ``extras``: pytest-html extras of failing tests.
+- ``trends`` + ``sparkline``: the metrics history's trends (inline SVG), in index.html and trends.html.
 - ``plugin``: the pytest hooks (own pytest11 entry point).
 
 ``python -m quant_guard.report DIR`` re-renders DIR/index.html. The project's tests open it in

@@ -18,7 +18,10 @@ from quant_guard.report.view import build_view, case_view
 if TYPE_CHECKING:
     import jinja2
 
+    from quant_guard.report.trends import TrendsView
+
 INDEX_NAME = "index.html"
+TRENDS_NAME = "trends.html"
 TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -35,8 +38,16 @@ def templates() -> jinja2.Environment:
     )
 
 
-def render_index(document: Mapping[str, Any], artifacts: Mapping[str, dict[str, Any]] | None = None) -> str:
-    return templates().get_template("index.html.j2").render(view=build_view(document, artifacts))
+def render_index(document: Mapping[str, Any], artifacts: Mapping[str, dict[str, Any]] | None = None,
+                 trends: TrendsView | None = None) -> str:
+    """index.html; with ``trends`` (the metrics history), each case shows its sparklines and the
+    page the tests that moved most."""
+    return templates().get_template("index.html.j2").render(view=build_view(document, artifacts), trends=trends)
+
+
+def render_trends(trends: TrendsView, source: str) -> str:
+    """The trend page of a whole history (``quant-guard history DIR report``)."""
+    return templates().get_template("trends_page.html.j2").render(trends=trends, source=source)
 
 
 def render_extras_table(record: Mapping[str, Any], report_link: str | None = None) -> str:
@@ -62,12 +73,12 @@ def make_artifacts(report_dir: Path, records: list[dict[str, Any]]) -> dict[str,
     return out
 
 
-def write_report(report_dir: Path) -> Path:
+def write_report(report_dir: Path, trends: TrendsView | None = None) -> Path:
     """Render ``index.html`` from the ``results.json`` in ``report_dir`` (written atomically)."""
     from quant_guard.atomic import atomic_write
 
     document = read_results(report_dir)
     artifacts = make_artifacts(report_dir, document.get("results", []))
     path = report_dir / INDEX_NAME
-    atomic_write(path, render_index(document, artifacts).encode("utf-8"))
+    atomic_write(path, render_index(document, artifacts, trends).encode("utf-8"))
     return path

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from quant_guard.history import TrendSettings
 from quant_guard.plugin import RESULT_KEY, SESSION_KEY
 
 if TYPE_CHECKING:
+    from quant_guard.report.trends import TrendsView
     from quant_guard.session import QuantGuardSession
 
 POLICIES = ("failed", "all", "none")
@@ -41,7 +43,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "is written on every run (ini: qg_report)")
     group.addoption("--qg-history", metavar="DIR", default=None,
                     help="append one metrics record per visual test of this run to the history folder DIR "
-                         "(JSON Lines; overrides history_dir of the configuration; see quant-guard history)")
+                         "(JSON Lines; overrides history_dir of the configuration; see quant-guard history). "
+                         "index.html then shows each case's trend over the last runs")
+    group.addoption("--qg-history-baseline", metavar="RUN", default=None,
+                    help="the run the report's 'moved most' tables compare with: oldest (default: the oldest "
+                         "run in the trend window), previous (the run before this one) or a run id "
+                         "(overrides history_report.baseline)")
     parser.addini("qg_report", "when quant_guard writes index.html: failed, all or none", type="string",
                   default="failed")
 
@@ -50,9 +57,10 @@ class ReportPlugin:
     """Collects one record per visual test; the controller writes results.json and index.html."""
 
     def __init__(self, config: pytest.Config, session: QuantGuardSession, policy: str, *,
-                 history_dir: Path | None = None) -> None:
+                 trend_settings: TrendSettings | None = None) -> None:
         self.config, self.session, self.policy = config, session, policy
-        self.history_dir = history_dir  # where the run's records are appended (None: nowhere)
+        self.history_dir = session.history_dir  # where the run's records are appended (None: nowhere)
+        self.trend_settings = trend_settings or TrendSettings()
         self.records: list[dict[str, Any]] = []
         self.written: dict[str, Path] = {}  # "results", "html", "history"
         self.errors: list[str] = []  # what went wrong while reporting (never fails the run)
@@ -114,14 +122,19 @@ class ReportPlugin:
         document = results_document(records, config_source=self.session.config.source, report_dir=report_dir)
         try:
             self.written["results"] = write_results(report_dir, document)
-            wanted = self.policy == "all" or (self.policy == "failed" and any(is_failure(r) for r in records))
-            if wanted:
-                self.written["html"] = write_report(report_dir)
-            else:  # an index.html left from an earlier run would describe another run
-                (report_dir / INDEX_NAME).unlink(missing_ok=True)
         except Exception as exc:  # the report must not turn a finished run into a crash
             self.errors.append(f"{type(exc).__name__}: {exc}")
-        self._append_history(records)
+        self._append_history(records)  # before index.html: the trends end with this run
+        if "results" not in self.written:
+            return
+        try:
+            wanted = self.policy == "all" or (self.policy == "failed" and any(is_failure(r) for r in records))
+            if wanted:
+                self.written["html"] = write_report(report_dir, self._trends(records))
+            else:  # an index.html left from an earlier run would describe another run
+                (report_dir / INDEX_NAME).unlink(missing_ok=True)
+        except Exception as exc:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def _append_history(self, records: list[dict[str, Any]]) -> None:
         """Append the run's records to the history folder. Only the controller (or the only
@@ -129,13 +142,26 @@ class ReportPlugin:
         process; workers appending their own files would work too, but would split a run."""
         if self.history_dir is None:
             return
-        from quant_guard.history import RunInfo, append, from_result
+        from quant_guard.history import append, from_result
 
         try:
-            run = RunInfo.current(cwd=self.config.rootpath)
+            run = self.session.run
             self.written["history"] = append(self.history_dir, [from_result(r, run) for r in records], run)
         except Exception as exc:  # a full disk must not turn a finished run into a crash
             self.errors.append(f"history: {type(exc).__name__}: {exc}")
+
+    def _trends(self, records: list[dict[str, Any]]) -> TrendsView | None:
+        """The trends of this run's tests in the history folder (None without one)."""
+        if self.history_dir is None or not self.history_dir.is_dir():
+            return None
+        from quant_guard.history import read
+        from quant_guard.report.trends import build_trends
+
+        try:
+            return build_trends(read(self.history_dir), self.trend_settings, [str(r.get("id")) for r in records])
+        except Exception as exc:  # e.g. a baseline run id that is not in the history
+            self.errors.append(f"trends: {type(exc).__name__}: {exc}")
+            return None
 
     @pytest.hookimpl(trylast=True)  # after quant_guard's own failure lines: the report path comes last
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -183,10 +209,12 @@ def pytest_configure(config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is None:
         return
-    from quant_guard.history_gate import history_dir
+    import dataclasses
 
-    plugin = ReportPlugin(config, session, policy,
-                          history_dir=history_dir(config.getoption("qg_history"), session.config.history_dir))
+    trend_settings = session.config.history_report
+    if config.getoption("qg_history_baseline"):
+        trend_settings = dataclasses.replace(trend_settings, baseline=config.getoption("qg_history_baseline"))
+    plugin = ReportPlugin(config, session, policy, trend_settings=trend_settings)
     config.pluginmanager.register(plugin, "quant_guard_report_plugin")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(plugin), "quant_guard_report_xdist")

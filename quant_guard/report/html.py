@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant_guard.report.records import read_results
+from quant_guard.report.schemes_view import scheme_comparisons
 from quant_guard.report.view import build_view, case_view
 
 if TYPE_CHECKING:
@@ -36,7 +37,10 @@ def templates() -> jinja2.Environment:
 
 
 def render_index(document: Mapping[str, Any], artifacts: Mapping[str, dict[str, Any]] | None = None) -> str:
-    return templates().get_template("index.html.j2").render(view=build_view(document, artifacts))
+    return templates().get_template("index.html.j2").render(
+        view=build_view(document, artifacts),
+        schemes=scheme_comparisons(document.get("results", [])),  # per checkpoint with 2+ schemes
+    )
 
 
 def render_extras_table(record: Mapping[str, Any], report_link: str | None = None) -> str:

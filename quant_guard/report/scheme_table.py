@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 RANKS = ("front", "dominated", "failing", "unmeasured")
+_TRADE_OFF = {"front": "Pareto front", "failing": "failed tests", "unmeasured": "not measured"}
 MEMORY_KINDS = {"cuda": "VRAM", "cpu-rss": "RSS"}
 
 
@@ -56,6 +57,11 @@ class SchemeSummary:
     @property
     def all_passed(self) -> bool:
         return self.tests > 0 and self.passed == self.tests
+
+    @property
+    def trade_off(self) -> str:
+        """Where the scheme stands, in words: "Pareto front", "beaten by <scheme>", ..."""
+        return f"beaten by {self.beaten_by}" if self.rank == "dominated" else _TRADE_OFF.get(self.rank, self.rank)
 
     @property
     def comparable(self) -> bool:

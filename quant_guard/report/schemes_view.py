@@ -19,7 +19,9 @@ CAPTION = ("Best trade-off first: the schemes that passed every test and that no
            "both stored DiT bytes and worst LPIPS (the Pareto front), smallest first; then passing schemes "
            "that one beats; then schemes with a failed test; then schemes without measurements. Worst over "
            "the tests that measured; step time after each render's warm-up steps.")
-_TRADE_OFF = {"front": "Pareto front", "failing": "failed tests", "unmeasured": "not measured"}
+# the same columns, short enough for a terminal
+TERMINAL_HEADERS = ("scheme", "passed", "LPIPS mean", "LPIPS worst", "SSIM worst", "PSNR worst", "DiT stored", "peak",
+                    "at start", "step", "trade-off")
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,8 @@ def cells(s: SchemeSummary) -> list[str]:
         s.scheme, f"{s.passed}/{s.tests}", fmt_metric("LPIPS", s.lpips_mean), fmt_metric("LPIPS", s.lpips_worst),
         fmt_metric("SSIM", s.ssim_worst), fmt_metric("PSNR", s.psnr_worst), _maybe(format_bytes, s.dit_bytes),
         _maybe(format_bytes, s.peak_bytes) + (kind if s.peak_bytes is not None else ""),
-        _maybe(format_bytes, s.resident_bytes), _maybe(format_seconds, s.step_median_s), trade_off(s),
+        _maybe(format_bytes, s.resident_bytes), _maybe(format_seconds, s.step_median_s), s.trade_off,
     ]
-
-
-def trade_off(s: SchemeSummary) -> str:
-    return f"beaten by {s.beaten_by}" if s.rank == "dominated" else _TRADE_OFF.get(s.rank, s.rank)
 
 
 def terminal_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -66,7 +64,7 @@ def terminal_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
     for checkpoint, summaries in comparisons(records).items():
         lines.append(f"checkpoint {checkpoint}: {len(summaries)} schemes, best trade-off first "
                      "(Pareto front of the passing schemes on stored DiT bytes and worst LPIPS, smallest first)")
-        lines += ["  " + line for line in text_table(HEADERS, [cells(s) for s in summaries])]
+        lines += ["  " + line for line in text_table(TERMINAL_HEADERS, [cells(s) for s in summaries])]
     return lines
 
 

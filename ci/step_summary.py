@@ -243,7 +243,7 @@ def scheme_sections(records: list[dict[str, Any]]) -> list[str]:
     for checkpoint, summaries in comparisons.items():
         out += [f"### Schemes of `{checkpoint}`, best trade-off first", "",
                 "Pareto front of the passing schemes on stored DiT bytes and worst LPIPS, smallest first; "
-                "then the passing schemes it beats, schemes with a failed test, unmeasured schemes.", "",
+                "then passing schemes that one of them beats, schemes with a failed test, unmeasured schemes.", "",
                 "| " + " | ".join(SCHEME_HEADER) + " |", "|" + "---|" * len(SCHEME_HEADER)]
         for s in summaries:
             kind = f" ({s.memory_kind})" if s.memory_kind and s.peak_bytes is not None else ""

@@ -160,6 +160,8 @@ def test_plot_labels_are_escaped_and_do_not_overlap() -> None:
     labels = {t.text: float(t.get("y", "nan")) for t in ET.fromstring(svg).iter(f"{SVG}text")
               if t.get("class") == "label"}
     assert hostile in labels and abs(labels[hostile] - labels["twin"]) >= 13  # same point: labels stacked
+    html = render_index({"results": records})
+    assert "<script>alert" not in html and html.count("<script>") == 1  # only the report's own script
 
 
 def test_nice_ticks_hold_the_largest_value_in_round_steps() -> None:
@@ -229,8 +231,8 @@ def test_a_real_run_prints_the_scheme_table(qg_project: Callable[..., Path], pyt
     result.stdout.fnmatch_lines(["*quant_guard schemes*",
                                  "checkpoint tiny: 2 schemes, best trade-off first*",
                                  "  scheme * passed * LPIPS mean * LPIPS worst *",
-                                 "  float8_e* 1/1 * 0.0* dB * MiB * (RSS) * ms *Pareto front",
-                                 "  float8_e* 1/1 * 0.0* dB * MiB * (RSS) * ms *beaten by float8_e*"])
+                                 "  float8_e* 1/1 * 0.0* dB * MiB * (RSS) * MiB *s *Pareto front",
+                                 "  float8_e* 1/1 * 0.0* dB * MiB * (RSS) * MiB *s *beaten by float8_e*"])
     records = json.loads((pytester.path / "qg-report" / "results.json").read_text(encoding="utf-8"))["results"]
     stored = {format_bytes(r["candidate_render"]["dit_weight_bytes"]) for r in records}
     assert len(stored) == 1 and f"  {stored.pop()}  " in result.stdout.str()  # float8 either way: same bytes

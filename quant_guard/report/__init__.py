@@ -4,6 +4,8 @@
 - ``html`` + ``view`` + ``templates/``: index.html, rendered from results.json.
 - ``regions``: the worst regions of the spatial LPIPS map, heatmaps and zoomed crops.
 - ``extras``: pytest-html extras of failing tests.
+- ``scheme_table`` (ranking, standard library only) + ``scheme_plot`` (inline SVG) +
+  ``schemes_view``: the scheme comparison per checkpoint (report, terminal, CI step summary).
 - ``plugin``: the pytest hooks (own pytest11 entry point).
 
 ``python -m quant_guard.report DIR`` re-renders DIR/index.html. The project's tests open it in

@@ -6,12 +6,14 @@
 Reads ``<report dir>/results.json`` (written by every run with visual tests; several dirs, e.g.
 one per shard, are merged) and prints one table row per visual test: verdict, LPIPS / SSIM /
 PSNR, peak memory and the step-time statistic against their limits, and the test's duration;
-then the reason of each failure. With ``--history DIR`` (a metrics history that holds this run)
-a "Moved since last night" table per checkpoint follows: this run's tests whose LPIPS moved most
-since the run before. Standard library only (plus quant_guard.history and .report.trends from
-this checkout, which need nothing else): it runs where the project is not installed (the
-workflow's summary job). Exit status 0, or 1 with ``--require-results`` when no result was found
-at all (e.g. a checkpoint id that selected nothing on every shard).
+then, per checkpoint that ran two or more schemes, the scheme comparison (ranked by
+``quant_guard/report/scheme_table.py``, loaded by path); then the reason of each failure. With
+``--history DIR`` (a metrics history that holds this run) a "Moved since last night" table per
+checkpoint follows: this run's tests whose LPIPS moved most since the run before. Standard library
+only (plus quant_guard.history and .report.trends from this checkout, which need nothing else): it
+runs where the project is not installed (the workflow's summary job). Exit status 0, or 1 with
+``--require-results`` when no result was found at all (e.g. a checkpoint id that selected nothing
+on every shard).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import importlib.util
 import statistics
 import sys
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 RESULTS_NAME = "results.json"
@@ -216,6 +220,47 @@ def row(record: Mapping[str, Any]) -> list[str]:
             memory_cell(record), step_cell(record), fmt_seconds(duration)]
 
 
+# the scheme comparison's ranking, one source with the HTML report (standard library only)
+SCHEME_TABLE = Path(__file__).resolve().parents[1] / "quant_guard" / "report" / "scheme_table.py"
+SCHEME_HEADER = ("scheme", "tests passed", "LPIPS mean", "LPIPS worst", "SSIM worst", "PSNR worst", "stored DiT",
+                 "peak memory", "memory at start", "step time (median)", "trade-off")
+
+
+def scheme_table() -> ModuleType:
+    """``quant_guard/report/scheme_table.py`` loaded by path: the project is not installed here."""
+    spec = importlib.util.spec_from_file_location("qg_scheme_table", SCHEME_TABLE)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {SCHEME_TABLE}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def scheme_sections(records: list[dict[str, Any]]) -> list[str]:
+    """A ranked table per checkpoint that ran two or more schemes (none otherwise)."""
+    try:
+        comparisons = scheme_table().comparisons(records)
+    except (OSError, ImportError) as exc:  # a checkout without quant_guard/report
+        return [f"> scheme comparison unavailable: {exc}", ""]
+    out = []
+    for checkpoint, summaries in comparisons.items():
+        out += [f"### Schemes of `{checkpoint}`, best trade-off first", "",
+                "Pareto front of the passing schemes on stored DiT bytes and worst LPIPS, smallest first; "
+                "then passing schemes that one of them beats, schemes with a failed test, unmeasured schemes.", "",
+                "| " + " | ".join(SCHEME_HEADER) + " |", "|" + "---|" * len(SCHEME_HEADER)]
+        for s in summaries:
+            kind = f" ({s.memory_kind})" if s.memory_kind and s.peak_bytes is not None else ""
+            row_cells = [f"`{s.scheme}`", ("✅ " if s.all_passed else "❌ ") + f"{s.passed}/{s.tests}",
+                         fmt_metric("LPIPS", s.lpips_mean), fmt_metric("LPIPS", s.lpips_worst),
+                         fmt_metric("SSIM", s.ssim_worst), fmt_metric("PSNR", s.psnr_worst), fmt_bytes(s.dit_bytes),
+                         fmt_bytes(s.peak_bytes) + kind, fmt_bytes(s.resident_bytes), fmt_seconds(s.step_median_s),
+                         s.trade_off]
+            out.append("| " + " | ".join(cell(c) for c in row_cells) + " |")
+        out.append("")
+    return out
+
+
 def markdown(records: list[dict[str, Any]], notes: list[str], title: str) -> str:
     out = [f"## {title}", ""]
     failed = sum(1 for r in records if is_failure(r))
@@ -233,6 +278,7 @@ def markdown(records: list[dict[str, Any]], notes: list[str], title: str) -> str
     out += [f"> {note}" for note in notes]
     if notes:
         out.append("")
+    out += scheme_sections(records)
     failures = [r for r in records if is_failure(r)]
     if failures:
         out += ["### Failures", ""]

@@ -152,3 +152,34 @@ def test_a_missing_browser_skips_locally_but_fails_in_ci(monkeypatch: pytest.Mon
     outcome = pytest.fail.Exception if ci else pytest.skip.Exception
     with pytest.raises(outcome, match="no Chromium found: run ci/install_browser.sh|Playwright is not installed"):
         require_browser()
+
+
+# ---- the scheme comparison (report/schemes_view.py) --------------------------------------------
+
+def test_the_scheme_plot_is_drawn_with_every_point_inside_it(browser: Browser, tmp_path: Path) -> None:
+    from scheme_support import scheme_matrix
+
+    from quant_guard.report.html import render_index
+
+    index = tmp_path / "index.html"
+    index.write_text(render_index({"results": scheme_matrix()}), encoding="utf-8")
+    opened = ReportPage.open(browser, index, width=390, height=844)  # a phone: the plot shrinks to fit
+    try:
+        plot = opened.page.locator("svg.scheme-plot")
+        plot.scroll_into_view_if_needed()
+        assert plot.is_visible()
+        box = plot.bounding_box()
+        assert box is not None and box["width"] > 200 and box["height"] > 100 and box["x"] + box["width"] <= 390
+        markers = {name: opened.page.locator(f'svg.scheme-plot g[data-scheme="{name}"] .marker').bounding_box()
+                   for name in ("nf4", "float8_e4m3fn")}
+        for marker in markers.values():
+            assert marker is not None and marker["width"] > 3
+            assert box["x"] <= marker["x"] and marker["x"] + marker["width"] <= box["x"] + box["width"]
+            assert box["y"] <= marker["y"] and marker["y"] + marker["height"] <= box["y"] + box["height"]
+        nf4, float8 = markers["nf4"], markers["float8_e4m3fn"]
+        assert nf4 is not None and float8 is not None
+        assert nf4["x"] < float8["x"] and nf4["y"] > float8["y"]  # half the bytes, lower worst LPIPS
+        assert opened.page.locator(".schemes-table tbody tr").count() == 3
+        assert opened.problems == [] and opened.foreign_requests() == []
+    finally:
+        opened.page.close()

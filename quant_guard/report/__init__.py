@@ -5,6 +5,8 @@
 - ``regions``: the worst regions of the spatial LPIPS map, heatmaps and zoomed crops.
 - ``extras``: pytest-html extras of failing tests.
 - ``trends`` + ``sparkline``: the metrics history's trends (inline SVG), in index.html and trends.html.
+- ``scheme_table`` (ranking, standard library only) + ``scheme_plot`` (inline SVG) +
+  ``schemes_view``: the scheme comparison per checkpoint (report, terminal, CI step summary).
 - ``plugin``: the pytest hooks (own pytest11 entry point).
 
 ``python -m quant_guard.report DIR`` re-renders DIR/index.html. The project's tests open it in

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant_guard.report.records import read_results
+from quant_guard.report.schemes_view import scheme_comparisons
 from quant_guard.report.view import build_view, case_view
 
 if TYPE_CHECKING:
@@ -41,8 +42,11 @@ def templates() -> jinja2.Environment:
 def render_index(document: Mapping[str, Any], artifacts: Mapping[str, dict[str, Any]] | None = None,
                  trends: TrendsView | None = None) -> str:
     """index.html; with ``trends`` (the metrics history), each case shows its sparklines and the
-    page the tests that moved most."""
-    return templates().get_template("index.html.j2").render(view=build_view(document, artifacts), trends=trends)
+    page the tests that moved most; a checkpoint with several schemes gets their comparison."""
+    return templates().get_template("index.html.j2").render(
+        view=build_view(document, artifacts), trends=trends,
+        schemes=scheme_comparisons(document.get("results", [])),  # per checkpoint with 2+ schemes
+    )
 
 
 def render_trends(trends: TrendsView, source: str) -> str:

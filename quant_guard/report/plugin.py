@@ -169,6 +169,7 @@ class ReportPlugin:
             return
         from quant_guard.report.records import headline, is_failure
 
+        self._scheme_summary(terminalreporter)
         terminalreporter.section("quant_guard report")
         if not self.session.results:  # xdist controller: quant_guard's own failure lines had no results
             for r in self.records:
@@ -179,6 +180,23 @@ class ReportPlugin:
         for kind, label in (("html", "report"), ("results", "results"), ("history", "history")):
             if kind in self.written:
                 terminalreporter.write_line(f"quant_guard {label}: {_display(self.written[kind])}")
+
+
+    def _scheme_summary(self, terminalreporter: Any) -> None:
+        """The scheme comparison of each checkpoint that ran two or more schemes (report/schemes_view.py)."""
+        try:
+            from quant_guard.cases import expand_cases
+            from quant_guard.report.records import sort_records
+            from quant_guard.report.schemes_view import terminal_lines
+
+            lines = terminal_lines(sort_records(self.records, [vc.id for vc in expand_cases(self.session.config)]))
+        except Exception as exc:  # a summary must not turn a finished run into a crash
+            self.errors.append(f"scheme summary: {type(exc).__name__}: {exc}")
+            return
+        if lines:
+            terminalreporter.section("quant_guard schemes")
+            for line in lines:
+                terminalreporter.write_line(line)
 
 
 class XdistHooks:

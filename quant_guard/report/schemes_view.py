@@ -1,0 +1,84 @@
+"""The scheme comparison as the HTML report and the terminal show it: per checkpoint with more
+than one scheme in the run, a table ranked by ``scheme_table`` and the trade-off plot of
+``scheme_plot``. Formatting only; the numbers and the order come from ``scheme_table``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from quant_guard.report.scheme_plot import plotted, scheme_plot_svg
+from quant_guard.report.scheme_table import SchemeSummary, comparisons
+from quant_guard.report.view import Cell, Row, fmt_metric
+from quant_guard.units import format_bytes, format_seconds
+
+HEADERS = ("Scheme", "Tests passed", "LPIPS mean", "LPIPS worst", "SSIM worst", "PSNR worst", "Stored DiT",
+           "Peak memory", "Memory at render start", "Step time (median)", "Trade-off")
+CAPTION = ("Best trade-off first: the schemes that passed every test and that no other passing scheme beats on "
+           "both stored DiT bytes and worst LPIPS (the Pareto front), smallest first; then passing schemes "
+           "that one beats; then schemes with a failed test; then schemes without measurements. Worst over "
+           "the tests that measured; step time after each render's warm-up steps.")
+# the same columns, short enough for a terminal
+TERMINAL_HEADERS = ("scheme", "passed", "LPIPS mean", "LPIPS worst", "SSIM worst", "PSNR worst", "DiT stored", "peak",
+                    "at start", "step", "trade-off")
+
+
+@dataclass(frozen=True)
+class SchemeComparison:
+    checkpoint: str
+    rows: tuple[Row, ...]
+    svg: str  # markup built by ElementTree (escaped there): the template inserts it as is
+    not_plotted: tuple[str, ...]  # schemes without stored bytes or a finite worst LPIPS
+    headers: tuple[str, ...] = HEADERS
+    caption: str = CAPTION
+
+
+def scheme_comparisons(records: Iterable[Mapping[str, Any]]) -> dict[str, SchemeComparison]:
+    """Per checkpoint with two or more schemes in ``records``: its table rows and plot."""
+    out = {}
+    for checkpoint, summaries in comparisons(records).items():
+        shown = {s.scheme for s in plotted(summaries)}
+        out[checkpoint] = SchemeComparison(
+            checkpoint=checkpoint, rows=tuple(_row(s) for s in summaries),
+            svg=scheme_plot_svg(summaries, title=f"checkpoint {checkpoint}: stored DiT weights against worst "
+                                                 "LPIPS, one point per scheme"),
+            not_plotted=tuple(s.scheme for s in summaries if s.scheme not in shown))
+    return out
+
+
+def cells(s: SchemeSummary) -> list[str]:
+    """The table's cells of one scheme, as text (HTML and terminal alike)."""
+    kind = f" ({s.memory_kind})" if s.memory_kind else ""
+    return [
+        s.scheme, f"{s.passed}/{s.tests}", fmt_metric("LPIPS", s.lpips_mean), fmt_metric("LPIPS", s.lpips_worst),
+        fmt_metric("SSIM", s.ssim_worst), fmt_metric("PSNR", s.psnr_worst), _maybe(format_bytes, s.dit_bytes),
+        _maybe(format_bytes, s.peak_bytes) + (kind if s.peak_bytes is not None else ""),
+        _maybe(format_bytes, s.resident_bytes), _maybe(format_seconds, s.step_median_s), s.trade_off,
+    ]
+
+
+def terminal_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The comparison as plain-text tables, one per checkpoint with two or more schemes."""
+    lines = []
+    for checkpoint, summaries in comparisons(records).items():
+        lines.append(f"checkpoint {checkpoint}: {len(summaries)} schemes, best trade-off first "
+                     "(Pareto front of the passing schemes on stored DiT bytes and worst LPIPS, smallest first)")
+        lines += ["  " + line for line in text_table(TERMINAL_HEADERS, [cells(s) for s in summaries])]
+    return lines
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Columns padded to their widest cell, two spaces apart."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [headers, *rows]]
+
+
+def _row(s: SchemeSummary) -> Row:
+    texts = cells(s)
+    row_cells = [Cell(texts[0], title=s.description), Cell(texts[1], s.all_passed), *(Cell(t) for t in texts[2:])]
+    return Row(tuple(row_cells), anchor=f"case-{s.worst_id}" if s.worst_id else "", failed=not s.all_passed)
+
+
+def _maybe(fmt: Any, value: float | None) -> str:
+    return "–" if value is None else fmt(value)

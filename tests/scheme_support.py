@@ -1,0 +1,36 @@
+"""results.json records of a scheme matrix, hand-made: what the scheme comparison's tests
+(test_report_schemes.py, test_report_browser.py) feed the report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MiB = 2**20
+
+
+def scheme_record(scheme: str, seed: int, lpips: Any, *, dit: float | None = MiB, checkpoint: str = "tiny",
+                  passed: bool = True, ssim: Any = 0.99, psnr: Any = 40.0, steps: list[float] | None = None,
+                  peak: float = 3 * MiB, start: float = 2 * MiB, **extra: Any) -> dict[str, Any]:
+    """A results.json record of one (checkpoint, scheme, case, seed) test that rendered."""
+    return {
+        "id": f"{checkpoint}-{scheme}-circle-s{seed}", "checkpoint": checkpoint, "case": "circle", "seed": seed,
+        "scheme": scheme, "scheme_description": f"{scheme} storage", "outcome": "passed" if passed else "failed",
+        "passed": passed, "verdict": "passed" if passed else "image-failed", "images": {}, "checks": [],
+        "metrics": {"lpips": lpips, "ssim": ssim, "psnr": psnr}, "limits": {"warmup_steps": 1},
+        "candidate_render": {"step_times_s": steps or [0.5, 0.1, 0.1], "total_s": 1.0, "dit_weight_bytes": dit,
+                             "memory": {"kind": "cpu-rss", "peak_bytes": peak, "at_start_bytes": start}},
+        **extra,
+    }
+
+
+def errored(scheme: str, seed: int, checkpoint: str = "tiny") -> dict[str, Any]:
+    """A test that never rendered (the scheme's backend refused): no metrics, no render."""
+    return {"id": f"{checkpoint}-{scheme}-circle-s{seed}", "checkpoint": checkpoint, "case": "circle",
+            "seed": seed, "scheme": scheme, "outcome": "failed", "passed": False, "verdict": "error",
+            "metrics": None, "candidate_render": None, "checks": [], "images": {}, "reason": "no backend"}
+
+
+def scheme_matrix() -> list[dict[str, Any]]:
+    """float8 (2 seeds), nf4 (2 seeds, half the bytes, better), int4 (errored): nf4 ranks first."""
+    return [scheme_record("float8_e4m3fn", seed, 0.004 + seed / 1000, dit=MiB) for seed in (0, 1)] + [
+        scheme_record("nf4", seed, 0.003, dit=0.5 * MiB) for seed in (0, 1)] + [errored("int4", 0)]

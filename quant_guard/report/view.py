@@ -94,7 +94,8 @@ class CheckpointTable:
     scheme: str
     rows: tuple[Row, ...]  # one per case and seed
     spread: tuple[Row, ...]  # one per case: its seeds together
-    performance: tuple[Row, ...] = ()  # float8 candidate and bf16 reference side by side
+    performance: tuple[Row, ...] = ()  # the scheme's candidate and the bf16 reference side by side
+    first_of_checkpoint: bool = True  # the checkpoint's first scheme: its scheme comparison goes here
 
 
 @dataclass(frozen=True)
@@ -151,11 +152,13 @@ def _bound(check: Mapping[str, Any]) -> str:
 
 
 def _tables(records: Sequence[Mapping[str, Any]]) -> tuple[CheckpointTable, ...]:
-    by_checkpoint: dict[str, list[Mapping[str, Any]]] = {}
+    """One table per (checkpoint, scheme): each scheme's seeds and stability on their own."""
+    by_scheme: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in records:
-        by_checkpoint.setdefault(str(r.get("checkpoint")), []).append(r)
+        by_scheme.setdefault((str(r.get("checkpoint")), str(r.get("scheme", ""))), []).append(r)
     tables = []
-    for checkpoint, rows in by_checkpoint.items():
+    seen: set[str] = set()
+    for (checkpoint, scheme), rows in by_scheme.items():
         seed_rows = tuple(Row((Cell(str(r.get("case"))), Cell(str(r.get("seed"))), *_metric_cells(r),
                                Cell(str(r.get("verdict")), not is_failure(r))),
                               anchor=_anchor(r), failed=is_failure(r)) for r in rows)
@@ -163,8 +166,9 @@ def _tables(records: Sequence[Mapping[str, Any]]) -> tuple[CheckpointTable, ...]
         for r in rows:
             by_case.setdefault(str(r.get("case")), []).append(r)
         spread = tuple(_spread_row(case, group) for case, group in by_case.items())
-        tables.append(CheckpointTable(checkpoint, str(rows[0].get("scheme", "")), seed_rows, spread,
-                                      _performance_rows(rows)))
+        tables.append(CheckpointTable(checkpoint, scheme, seed_rows, spread, _performance_rows(rows),
+                                      first_of_checkpoint=checkpoint not in seen))
+        seen.add(checkpoint)
     return tuple(tables)
 
 

@@ -155,7 +155,7 @@ def scheme_sensitivity(files: TinyCheckpointFiles, pairs: list[tuple[str, int]],
 
 
 def print_table(results: dict[str, list[ImageMetrics]]) -> None:
-    print(f"\n{'candidate vs bf16':<28} {'LPIPS mean [min, max]':>26} {'SSIM mean [min, max]':>26} "
+    print(f"\n{'candidate vs bf16':<36} {'LPIPS mean [min, max]':>26} {'SSIM mean [min, max]':>26} "
           f"{'PSNR dB mean [min, max]':>26}")
     for name, ms in results.items():
         cells = []
@@ -163,7 +163,7 @@ def print_table(results: dict[str, list[ImageMetrics]]) -> None:
             v = np.array([getattr(m, attr) for m in ms], dtype=np.float64)
             v = np.where(np.isinf(v), 99.0, v)  # identical images: PSNR inf, shown as 99
             cells.append(f"{fmt.format(v.mean())} [{fmt.format(v.min())}, {fmt.format(v.max())}]")
-        print(f"{name:<28} {cells[0]:>26} {cells[1]:>26} {cells[2]:>26}")
+        print(f"{name:<36} {cells[0]:>26} {cells[1]:>26} {cells[2]:>26}")
 
 
 def print_vs_honest(results: dict[str, list[ImageMetrics]]) -> None:

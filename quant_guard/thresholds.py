@@ -62,6 +62,10 @@ class ThresholdOverrides:
 EMBEDDED_THRESHOLDS: dict[str, dict[str, ThresholdOverrides]] = {
     "tiny": {
         "float8_e4m3fn": ThresholdOverrides(lpips=0.008, ssim=0.975, psnr=34.0),
+        "torchao_int8_w8a16": ThresholdOverrides(lpips=0.003, ssim=0.981, psnr=39.0),
+        "torchao_fp8_w8a16": ThresholdOverrides(lpips=0.0066, ssim=0.979, psnr=36.5),
+        "torchao_int8_w8a8": ThresholdOverrides(lpips=0.005, ssim=0.981, psnr=38.5),
+        "bitsandbytes_nf4": ThresholdOverrides(lpips=0.023, ssim=0.96, psnr=31.0),
     },
 }
 

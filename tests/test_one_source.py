@@ -9,20 +9,42 @@ from pathlib import Path
 
 import pytest
 
-from quant_guard.thresholds import EMBEDDED_THRESHOLDS
-from quant_guard.tiny.settings import MILDEST_DAMAGE, WORST_HONEST_FLOAT8
+from quant_guard.thresholds import EMBEDDED_THRESHOLDS, ThresholdOverrides
+from quant_guard.tiny.settings import MILDEST_DAMAGE, SCHEME_MEASUREMENTS, WORST_HONEST_FLOAT8
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = EMBEDDED_THRESHOLDS["tiny"]["float8_e4m3fn"]
 
 
-def test_the_thresholds_lie_midway_between_honest_and_damaged() -> None:
-    (h_lpips, h_ssim, h_psnr), (d_lpips, d_ssim, d_psnr) = WORST_HONEST_FLOAT8, MILDEST_DAMAGE
-    assert TINY.lpips == pytest.approx(math.sqrt(h_lpips * d_lpips), abs=0.0005)
-    assert 1 - TINY.ssim == pytest.approx(math.sqrt((1 - h_ssim) * (1 - d_ssim)), abs=0.001)
-    assert TINY.psnr == pytest.approx((h_psnr + d_psnr) / 2, abs=0.5)
+# every scheme kind the tiny checkpoint ships thresholds for: (worst honest, mildest damage)
+MEASURED = {"float8_e4m3fn": (WORST_HONEST_FLOAT8, MILDEST_DAMAGE), **SCHEME_MEASUREMENTS}
+
+
+def test_every_scheme_with_thresholds_has_its_measurement() -> None:
+    assert set(EMBEDDED_THRESHOLDS["tiny"]) == set(MEASURED)
+
+
+@pytest.mark.parametrize("kind", sorted(MEASURED))
+def test_the_thresholds_lie_midway_between_honest_and_damaged(kind: str) -> None:
+    (h_lpips, h_ssim, h_psnr), (d_lpips, d_ssim, d_psnr) = MEASURED[kind]
+    limits = EMBEDDED_THRESHOLDS["tiny"][kind]
+    assert limits.lpips == pytest.approx(math.sqrt(h_lpips * d_lpips), abs=0.0005)
+    assert 1 - limits.ssim == pytest.approx(math.sqrt((1 - h_ssim) * (1 - d_ssim)), abs=0.001)
+    assert limits.psnr == pytest.approx((h_psnr + d_psnr) / 2, abs=0.5)
     # and each separates: honest passes, damage fails
-    assert h_lpips <= TINY.lpips < d_lpips and h_ssim >= TINY.ssim > d_ssim and h_psnr >= TINY.psnr > d_psnr
+    assert h_lpips <= limits.lpips < d_lpips and h_ssim >= limits.ssim > d_ssim and h_psnr >= limits.psnr > d_psnr
+
+
+def _scheme_row(kind: str, limits: ThresholdOverrides) -> str:
+    honest, damage = MEASURED[kind]
+    return (f"| {kind} | {_figures(honest)} | {_figures(damage)} | max LPIPS {limits.lpips:g}, "
+            f"min SSIM {limits.ssim:g}, min PSNR {limits.psnr:g} dB |")
+
+
+def test_the_readme_scheme_table_quotes_the_source() -> None:
+    text = (REPO / "README.md").read_text(encoding="utf-8").replace("`", "")
+    for kind, limits in EMBEDDED_THRESHOLDS["tiny"].items():
+        assert _scheme_row(kind, limits) in text, f"README's scheme table does not say {_scheme_row(kind, limits)!r}"
 
 
 def _figures(values: tuple[float, float, float]) -> str:

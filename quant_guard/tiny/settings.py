@@ -17,3 +17,15 @@ EMBEDDED_GUIDANCE = 3.5  # the guidance value the DiT is trained with
 # weights README and degrade.py quote these numbers; tests/test_one_source.py checks the quotes.
 WORST_HONEST_FLOAT8 = (0.0050, 0.9916, 39.0)  # the worst of float8_e4m3fn storage and an e5m2 file
 MILDEST_DAMAGE = (0.0123, 0.9292, 28.7)  # one linear layer x2 (quant-guard degrade --kind scale)
+
+# The same per quantization method of the tiny checkpoint's schemes (its pyproject.toml entry):
+# (worst honest image, mildest damaged image), each damage kind applied to the bf16 DiT before the
+# method quantizes it, over 8 dataset pairs (benchmarks/tiny_quality.py --seeds 8). The README's
+# scheme table quotes them; tests/test_one_source.py checks it and the thresholds.
+SCHEME_MEASUREMENTS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "torchao_int8_w8a16": ((0.0001, 0.9963, 52.9), (0.0984, 0.9021, 25.5)),
+    "torchao_fp8_w8a16": ((0.0004, 0.9955, 48.0), (0.1150, 0.8997, 25.5)),
+    "torchao_int8_w8a8": ((0.0003, 0.9961, 51.4), (0.0927, 0.9047, 25.7)),
+    "bitsandbytes_nf4": ((0.0041, 0.9852, 36.4), (0.1251, 0.8944, 25.3)),
+}
+

@@ -82,11 +82,12 @@ ENCODER_BYTES = 10 * GIB
 ACTIVATION_BYTES = 2 * GIB
 
 
-class AutoWrappedLinear(torch.nn.Module):
-    """Named like DiffSynth's wrapper, so ``assert_dit_stored_in`` sees the stored dtype."""
+class AutoWrappedLinear(torch.nn.Linear):
+    """A linear layer stored in ``dtype``, like DiffSynth's wrapper, so ``scheme_check`` sees the
+    stored dtype."""
 
     def __init__(self, dtype: torch.dtype) -> None:
-        super().__init__()
+        super().__init__(2, 2, bias=False)
         self.weight = torch.nn.Parameter(torch.zeros(2, 2, dtype=dtype), requires_grad=False)
 
 

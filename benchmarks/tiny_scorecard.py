@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections import Counter
 import os
 import sys
 import tempfile
@@ -30,22 +31,27 @@ os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 
 from quant_guard.checkpoints import ResolvedCheckpoint  # noqa: E402
 from quant_guard.degrade import Degradation, degrade  # noqa: E402
-from quant_guard.metrics import lpips_distance  # noqa: E402
+from quant_guard.metrics import lpips_distance, psnr  # noqa: E402
 from quant_guard.pipelines import Precision, build_pipeline  # noqa: E402
 from quant_guard.render import RenderRequest, render  # noqa: E402
 from quant_guard.scorecard import Scorecard, compute_scorecard  # noqa: E402
 from quant_guard.semantic import TinyColourScorer  # noqa: E402
 from quant_guard.tiny import dataset as ds  # noqa: E402
+from quant_guard.thresholds import EMBEDDED_THRESHOLDS, Thresholds  # noqa: E402
 from quant_guard.tiny.build import ensure_tiny_checkpoint  # noqa: E402
 
 HONEST = "honest float8_e4m3fn"
 MATCHING = {"colour": Degradation.COLOUR_SHIFT, "sharpness": Degradation.SOFTEN}
+# honest float8's sharpness ratios over 72 pairs lie inside this (used to scale sharpness where
+# the tiny checkpoint sets no sharpness limit)
+SHARPNESS_RANGE = (0.9, 1.1)
 
 
 @dataclass(frozen=True)
 class Pair:
     card: Scorecard
     lpips: float
+    psnr: float
 
 
 def tiny_checkpoint(candidate: Path | None = None) -> ResolvedCheckpoint:
@@ -59,24 +65,26 @@ def render_all(checkpoint: ResolvedCheckpoint, precision: Precision, pairs: list
                                        ds.T5_SEQUENCE_LENGTH)).image for caption, seed in pairs]
 
 
-def measure(pairs: list[tuple[str, int]], steps: int, kinds: list[Degradation]) -> dict[str, list[Pair]]:
+def measure(pairs: list[tuple[str, int]], steps: int, kinds: list[Degradation],
+            strengths: list[float | None]) -> dict[str, list[Pair]]:
     from safetensors.torch import load_file, save_file
 
     golden = render_all(tiny_checkpoint(), Precision.BF16, pairs, steps)
     scorer = TinyColourScorer()
 
     def score(images: list[np.ndarray]) -> list[Pair]:
-        return [Pair(compute_scorecard(g, c, prompt=caption, scorer=scorer), lpips_distance(g, c))
+        return [Pair(compute_scorecard(g, c, prompt=caption, scorer=scorer), lpips_distance(g, c), psnr(g, c))
                 for g, c, (caption, _) in zip(golden, images, pairs)]
 
     results = {HONEST: score(render_all(tiny_checkpoint(), Precision.FLOAT8_E4M3FN, pairs, steps))}
     state = load_file(str(ensure_tiny_checkpoint().dit))
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
-            path = Path(tmp) / f"{kind.value}.safetensors"
-            save_file({k: v.contiguous() for k, v in degrade(state, kind).items()}, str(path))
-            results[f"float8 + {kind.value}"] = score(render_all(tiny_checkpoint(path), Precision.FLOAT8_E4M3FN,
-                                                                 pairs, steps))
+            for strength in strengths:
+                path = Path(tmp) / f"{kind.value}.safetensors"
+                save_file({k: v.contiguous() for k, v in degrade(state, kind, strength=strength).items()}, str(path))
+                name = f"float8 + {kind.value}" + ("" if strength is None else f" {strength:g}")
+                results[name] = score(render_all(tiny_checkpoint(path), Precision.FLOAT8_E4M3FN, pairs, steps))
     return results
 
 
@@ -124,11 +132,41 @@ def print_departures(results: dict[str, list[Pair]]) -> None:
         print(f"  {name:<26} " + " ".join(f"{factors[d]:>10.1f}" for d in DIMENSIONS) + f"   {top}")
 
 
+def limit_ratios(p: Pair) -> dict[str, float]:
+    """Each dimension's departure from bf16 as a share of its limit on the tiny checkpoint (1 =
+    at the limit): structure is the worst of LPIPS, 1 - SSIM and PSNR's squared error against
+    theirs; colour ΔE p95 against the colour limit; sharpness |log ratio| against the sharpness
+    limits (or honest float8's range, SHARPNESS_RANGE, where the checkpoint sets none)."""
+    t = EMBEDDED_THRESHOLDS["tiny"].apply(Thresholds.DEFAULT)
+    low = t.sharpness_min if t.sharpness_min is not None else SHARPNESS_RANGE[0]
+    high = t.sharpness_max if t.sharpness_max is not None else SHARPNESS_RANGE[1]
+    r = p.card.sharpness.ratio
+    structure = max(p.lpips / t.lpips_max, (1 - p.card.structure.ssim) / (1 - t.ssim_min),
+                    10 ** ((t.psnr_min - p.psnr) / 10))
+    return {"structure": structure,
+            "colour": p.card.colour.delta_e_p95 / (t.colour_delta_e_p95 or 1.0),
+            "sharpness": math.log(r) / math.log(low) if r < 1 else math.log(r) / math.log(high)}
+
+
+def print_limit_ratios(results: dict[str, list[Pair]]) -> None:
+    """Per candidate: each dimension's departure as a share of its limit (mean over pairs), and
+    over how many images each dimension was the one that moved most."""
+    names = ("structure", "colour", "sharpness")
+    print("\nDeparture as a share of the tiny checkpoint's limit (1 = at the limit; mean over pairs) and the "
+          "dimension that moves most, per image:")
+    print(f"  {'candidate':<30} " + " ".join(f"{d:>10}" for d in names) + "   moves most (images)")
+    for name, pairs in results.items():
+        ratios = [limit_ratios(p) for p in pairs]
+        top = Counter(max(r, key=r.__getitem__) for r in ratios)
+        print(f"  {name:<30} " + " ".join(f"{np.mean([r[d] for r in ratios]):>10.2f}" for d in names)
+              + "   " + ", ".join(f"{d} {top[d]}" for d in names if top[d]))
+
+
 def propose_limits(results: dict[str, list[Pair]]) -> None:
     honest = results[HONEST]
     print("\nProposed scorecard limits for the tiny checkpoint (midway on a log scale between the worst "
           "honest image and the mildest image of the matching damage):")
-    colour = results.get(f"float8 + {MATCHING['colour'].value}")
+    colour = next((v for k, v in results.items() if k.startswith(f"float8 + {MATCHING['colour'].value}")), None)
     if colour:
         worst = max(p.card.colour.delta_e_p95 for p in honest)
         mild = min(p.card.colour.delta_e_p95 for p in colour)
@@ -140,7 +178,7 @@ def propose_limits(results: dict[str, list[Pair]]) -> None:
         above = ", ".join(f"{name.removeprefix('float8 + ')} {sum(p.card.colour.delta_e_p95 > limit for p in pairs)}/"
                           f"{len(pairs)}" for name, pairs in results.items())
         print(f"    images above it per candidate: {above}")
-    soft = results.get(f"float8 + {MATCHING['sharpness'].value}")
+    soft = next((v for k, v in results.items() if k.startswith(f"float8 + {MATCHING['sharpness'].value}")), None)
     if soft:
         worst = min(p.card.sharpness.ratio for p in honest)
         mild = max(p.card.sharpness.ratio for p in soft)
@@ -163,15 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=ds.RECOMMENDED_STEPS)
     p.add_argument("--kinds", default=",".join(k.value for k in Degradation),
                    help="comma-separated damage kinds (default: all)")
+    p.add_argument("--strengths", default="",
+                   help="comma-separated strengths, each kind rendered at each (default: the kind's own)")
     args = p.parse_args(argv)
     kinds = [Degradation(k) for k in args.kinds.split(",") if k]
     t0 = time.perf_counter()
     pairs = ds.benchmark_pairs(args.seeds, seed=args.pairs_seed)
     print(f"tiny checkpoint, {len(pairs)} (caption, seed) pairs, {args.steps} steps, 64x64; "
           f"damage kinds: {', '.join(k.value for k in kinds)}")
-    results = measure(pairs, args.steps, kinds)
+    strengths: list[float | None] = [float(x) for x in args.strengths.split(",") if x] or [None]
+    results = measure(pairs, args.steps, kinds, strengths)
     print_table(results)
     print_departures(results)
+    print_limit_ratios(results)
     propose_limits(results)
     print(f"\ntotal {time.perf_counter() - t0:.0f}s")
     return 0

@@ -7,6 +7,7 @@ one line per metric against its limit, then the image paths.
 
 from __future__ import annotations
 
+import functools
 import traceback
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,15 @@ from quant_guard.checkpoints import CheckpointError
 from quant_guard.drift import Comparison, DriftCheck, DriftOutcome, ReferenceMode, decide, explain
 from quant_guard.fingerprint import FieldDifference, differences, environment
 from quant_guard.golden import GoldenCorrupt, GoldenMissing, WriteOutcome, encode_png, stale_fields
-from quant_guard.thresholds import Thresholds, check_expected, check_thresholds, resolve_thresholds
+from quant_guard.semantic import ScorerUnavailable
+from quant_guard.thresholds import (
+    MEANING_KEY,
+    Thresholds,
+    check_expected,
+    check_thresholds,
+    limit_words,
+    resolve_thresholds,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,7 +38,10 @@ if TYPE_CHECKING:
     from quant_guard.pipelines import Precision
     from quant_guard.progress import StepCallback
     from quant_guard.render import Render, RenderRequest
+    from quant_guard.scorecard import Scorecard
+    from quant_guard.semantic import SemanticScorer
     from quant_guard.session import QuantGuardSession
+    from quant_guard.thresholds import MetricCheck
 
 # A candidate whose pixel values span fewer levels than this is "constant" (e.g. all black).
 MIN_DYNAMIC_RANGE = 4
@@ -67,6 +79,8 @@ def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
         return _check(session, vc, marker, address)
     except (CheckpointError, LpipsWeightsError, BudgetNotMeasurable) as exc:
         return CaseResult(vc, Verdict.ERROR, str(exc))
+    except ScorerUnavailable as exc:
+        return CaseResult(vc, Verdict.ERROR, f"the meaning check (thresholds key {MEANING_KEY!r}) cannot run: {exc}")
     except LoadOutOfMemory as exc:
         traceback.clear_frames(exc.__traceback__)
         return _out_of_memory(session, vc, exc.what, exc.error)
@@ -154,7 +168,9 @@ def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
     store = session.store
     try:
         golden = store.load(vc.key, width=vc.width, height=vc.height)
-        expected = store.load_expected(vc.key) if session.settings.use_expected and session.config.expected.enabled else None
+        use_expected = session.settings.use_expected and session.config.expected.enabled
+        expected = store.load_expected(vc.key) if use_expected else None
+        expected_scorecard = store.load_expected_scorecard(vc.key) if expected is not None else None
     except GoldenMissing as exc:
         return CaseResult(vc, Verdict.NO_GOLDEN, f"{exc}. Create it with: {_update_command(vc, address)}")
     except GoldenCorrupt as exc:
@@ -169,16 +185,18 @@ def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
     # after the render: a deterministic checkpoint's settings are applied when its pipeline is built
     fingerprint = differences(golden.metadata.get("environment"), environment(session.device(vc.checkpoint)))
     live = session.reference_mode is ReferenceMode.LIVE
-    result = _judge(session, vc, marker, golden.image, candidate, expected=expected, golden_png=golden.png)
+    result = _judge(session, vc, marker, golden.image, candidate, expected=expected,
+                    expected_scorecard=expected_scorecard, golden_png=golden.png)
     if live or result.verdict is Verdict.IMAGE_FAILED:
         result = _drift_check(session, vc, marker, golden, candidate, result, expected=expected,
-                              fingerprint=fingerprint, address=address)
+                              expected_scorecard=expected_scorecard, fingerprint=fingerprint, address=address)
     return replace(result, fingerprint=fingerprint)
 
 
 def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, golden: Golden,
                  candidate: Render, first: CaseResult, *, expected: ImageMetrics | None,
-                 fingerprint: tuple[FieldDifference, ...], address: TestAddress | None) -> CaseResult:
+                 expected_scorecard: dict[str, float] | None, fingerprint: tuple[FieldDifference, ...],
+                 address: TestAddress | None) -> CaseResult:
     """Render the bf16 reference now and compare three ways (``quant_guard.drift``); the verdict
     then says whether the environment drifted or the quantization regressed."""
     from quant_guard.metrics import compare_images
@@ -191,9 +209,9 @@ def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrid
         return replace(first, reference_render=reference.summary())
     drift_metrics = compare_images(golden.image, reference.image)
     quantization = compare_images(reference.image, candidate.image)
-    checks = check_thresholds(quantization, _thresholds(session, vc, marker))
-    if expected is not None:
-        checks += check_expected(quantization, expected, session.config.expected)
+    limits = _thresholds(session, vc, marker)
+    card = _scorecard(vc, reference.image, candidate.image, limits)
+    checks = _checks(session, quantization, card, limits, expected, expected_scorecard)
     check = DriftCheck(
         candidate_vs_golden=Comparison("candidate vs golden", first.metrics, first.checks),
         reference_vs_golden=Comparison("bf16 now vs golden (drift)", drift_metrics,
@@ -208,7 +226,7 @@ def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrid
         head = first.reason.rsplit("\n" + _paths(first.images), 1)[0] if first.reason else ""
         reason = "\n".join(p for p in (head, section, _paths(images)) if p)
         return replace(first, verdict=Verdict.IMAGE_FAILED, reason=reason, **common)
-    judged = {"metrics": quantization, "checks": tuple(checks)}  # the comparison that decided
+    judged = {"metrics": quantization, "checks": tuple(checks), "scorecard": card}  # the comparison that decided
     if outcome is DriftOutcome.ENV_DRIFT:
         return replace(first, verdict=Verdict.ENV_DRIFT, reason=section + "\n" + _paths(images), **judged, **common)
     if all(c.passed for c in first.budget_checks):
@@ -252,18 +270,21 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
     # not recorded, expected metrics recorded earlier for an unchanged golden stay, and the
     # summary line says how many were withheld (pytest-regressions' --force-regen also writes
     # and fails; here the run fails and the failing numbers are not adopted).
-    result = _judge(session, vc, marker, reference.image, candidate, expected=None,
+    result = _judge(session, vc, marker, reference.image, candidate, expected=None, expected_scorecard=None,
                     golden_png=session.store.png_path(vc.key), reference=reference)
     image_ok = result.metrics is not None and all(c.passed for c in result.checks)
     kept = None if session.settings.force else _within_drift(session, vc, reference.image, metadata)
     if kept is not None:
         # the golden stays as it is, and so do the expected metrics measured against it
         if image_ok and not session.store.expected_path(vc.key).exists():
-            session.store.write_expected(vc.key, compare_images(kept.image, candidate.image))
+            card = _scorecard(vc, kept.image, candidate.image, _thresholds(session, vc, marker))
+            session.store.write_expected(vc.key, compare_images(kept.image, candidate.image), card.values())
         outcome = WriteOutcome.WITHIN_DRIFT
     else:
         expected = result.metrics if image_ok else None
-        outcome = session.store.write(vc.key, reference.image, metadata, expected, force=session.settings.force)
+        recorded = result.scorecard.values() if image_ok and result.scorecard is not None else None
+        outcome = session.store.write(vc.key, reference.image, metadata, expected, force=session.settings.force,
+                                      expected_scorecard=recorded)
     session.outcomes[outcome] += 1
     if not image_ok:
         session.expected_withheld += 1
@@ -273,7 +294,7 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
         return CaseResult(vc, Verdict.UPDATED, f"golden {outcome.value}", metrics=result.metrics,
                           checks=result.checks, budget_checks=result.budget_checks,
                           candidate_render=result.candidate_render, reference_render=result.reference_render,
-                          images=result.images, memory_plan=result.memory_plan)
+                          images=result.images, memory_plan=result.memory_plan, scorecard=result.scorecard)
     return result
 
 
@@ -309,7 +330,8 @@ def _degenerate(r: Render) -> str | None:
 
 
 def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, golden: np.ndarray,
-           candidate: Render, *, expected: Any, golden_png: Path, reference: Render | None = None) -> CaseResult:
+           candidate: Render, *, expected: ImageMetrics | None, expected_scorecard: dict[str, float] | None,
+           golden_png: Path, reference: Render | None = None) -> CaseResult:
     """Verdict on a candidate render: degenerate output first, then image metrics, then budgets.
     An image failure and a budget failure are reported in separate blocks of the message."""
     from quant_guard.metrics import compare_images
@@ -330,9 +352,9 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
         return CaseResult(vc, Verdict.DEGENERATE, f"degenerate candidate output: {problem}\n"
                           + _paths(common["images"]), **common)
     metrics = compare_images(golden, candidate.image)
-    checks = check_thresholds(metrics, _thresholds(session, vc, marker))
-    if expected is not None:
-        checks += check_expected(metrics, expected, session.config.expected)
+    limits = _thresholds(session, vc, marker)
+    common["scorecard"] = card = _scorecard(vc, golden, candidate.image, limits)
+    checks = _checks(session, metrics, card, limits, expected, expected_scorecard)
     image_ok = all(c.passed for c in checks)
     budget_ok = all(c.passed for c in common["budget_checks"])
     if image_ok and budget_ok:
@@ -340,12 +362,40 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
     blocks = []
     if not image_ok:
         blocks.append(f"{vc.checkpoint.candidate_scheme} candidate differs from the bf16 golden:\n"
-                      + "\n".join("  " + c.describe() for c in checks))
+                      + "\n".join("  " + c.describe() for c in checks)
+                      + f"\n  in words: {card.describe(limit_words(checks))}")
     if not budget_ok:
         blocks.append("budget exceeded:\n" + budget_section(common["budget_checks"]))
     verdict = Verdict.IMAGE_FAILED if not image_ok else Verdict.BUDGET_FAILED
     return CaseResult(vc, verdict, "\n".join(blocks) + "\n" + _paths(common["images"]), metrics=metrics,
                       checks=tuple(checks), **common)
+
+
+def _checks(session: QuantGuardSession, metrics: ImageMetrics, card: Scorecard, limits: Thresholds,
+            expected: ImageMetrics | None, expected_scorecard: dict[str, float] | None) -> list[MetricCheck]:
+    """The limits of the thresholds, then the expected mode's (when metrics were recorded)."""
+    checks = check_thresholds(metrics, limits, card)
+    if expected is not None:
+        checks += check_expected(metrics, expected, session.config.expected, limits=limits, scorecard=card,
+                                 expected_scorecard=expected_scorecard)
+    return checks
+
+
+def _scorecard(vc: VisualCase, golden: np.ndarray, candidate: np.ndarray, limits: Thresholds) -> Scorecard:
+    """The scorecard of every compared candidate; with the meaning check when the thresholds name
+    a scorer (``ScorerUnavailable`` when it cannot run: never a silent pass)."""
+    from quant_guard.scorecard import compute_scorecard
+
+    scorer = _semantic_scorer(limits.scorer) if limits.scorer else None
+    return compute_scorecard(golden, candidate, prompt=vc.case.prompt, scorer=scorer)
+
+
+@functools.cache
+def _semantic_scorer(name: str) -> SemanticScorer:
+    """Built once per process (a CLIP model takes seconds to load); a failure is not cached."""
+    from quant_guard.semantic import get_scorer
+
+    return get_scorer(name)
 
 
 def budget_section(checks: tuple[Any, ...]) -> str:

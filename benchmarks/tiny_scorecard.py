@@ -11,6 +11,8 @@ the tiny checkpoint: midway on a log scale between the worst honest image and th
 the matching damage (as the LPIPS/SSIM/PSNR thresholds were chosen).
 
 Usage: python benchmarks/tiny_scorecard.py [--seeds 24] [--pairs-seed 1] [--steps 8] [--kinds colour-shift,soften]
+                                          [--strengths 1,2]
+       python benchmarks/tiny_scorecard.py --cost 1024   (what the scorecard adds to the gate at 1024x1024)
 """
 
 from __future__ import annotations
@@ -194,6 +196,44 @@ def propose_limits(results: dict[str, list[Pair]]) -> None:
                   f"{below}/{len(soft)})")
 
 
+def print_cost(size: int, repeats: int = 3) -> None:
+    """What the scorecard adds to the gate's comparison at ``size`` x ``size`` (fastest of
+    ``repeats``): the gate computes LPIPS/SSIM/PSNR with their maps (``compare_with_maps``) and
+    the scorecard reuses them."""
+    from scipy.ndimage import gaussian_filter
+
+    from quant_guard.metrics import compare_images, compare_with_maps
+
+    rng = np.random.default_rng(0)
+    golden = np.clip(gaussian_filter(rng.random((size, size, 3)), (2, 2, 0)) * 765 - 255, 0, 255).astype(np.uint8)
+    candidate = np.clip(golden.astype(np.int16) + rng.integers(-4, 5, golden.shape), 0, 255).astype(np.uint8)
+    compare_images(golden[:64, :64].copy(), candidate[:64, :64].copy())  # the LPIPS model is built once
+
+    def fastest(work: object) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            work()  # type: ignore[operator]
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    metrics, maps = compare_with_maps(golden, candidate)
+    before = fastest(lambda: compare_images(golden, candidate))
+    with_maps = fastest(lambda: compare_with_maps(golden, candidate))
+    card = fastest(lambda: compute_scorecard(golden, candidate, lpips_map=maps.lpips, ssim=(metrics.ssim, maps.ssim)))
+    alone = fastest(lambda: compute_scorecard(golden, candidate))
+    print(f"\nCost at {size}x{size} (fastest of {repeats}, {torch_threads()} torch threads): LPIPS/SSIM/PSNR "
+          f"{before:.2f} s; with their maps {with_maps:.2f} s; the scorecard on those maps {card:.2f} s "
+          f"(gate total {with_maps + card:.2f} s, +{with_maps + card - before:.2f} s); the scorecard computing its "
+          f"own maps {alone:.2f} s")
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=24, help="(caption, seed) pairs")
@@ -201,9 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=ds.RECOMMENDED_STEPS)
     p.add_argument("--kinds", default=",".join(k.value for k in Degradation),
                    help="comma-separated damage kinds (default: all)")
+    p.add_argument("--cost", type=int, metavar="SIZE", default=0,
+                   help="only time the scorecard at SIZE x SIZE (e.g. 1024) and exit")
     p.add_argument("--strengths", default="",
                    help="comma-separated strengths, each kind rendered at each (default: the kind's own)")
     args = p.parse_args(argv)
+    if args.cost:
+        print_cost(args.cost)
+        return 0
     kinds = [Degradation(k) for k in args.kinds.split(",") if k]
     t0 = time.perf_counter()
     pairs = ds.benchmark_pairs(args.seeds, seed=args.pairs_seed)

@@ -208,9 +208,8 @@ def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrid
     if first.metrics is None:  # live mode on a candidate that never got metrics (degenerate, refused)
         return replace(first, reference_render=reference.summary())
     drift_metrics = compare_images(golden.image, reference.image)
-    quantization = compare_images(reference.image, candidate.image)
     limits = _thresholds(session, vc, marker)
-    card = _scorecard(vc, reference.image, candidate.image, limits)
+    quantization, card = _compare(vc, reference.image, candidate.image, limits)
     checks = _checks(session, quantization, card, limits, expected, expected_scorecard)
     check = DriftCheck(
         candidate_vs_golden=Comparison("candidate vs golden", first.metrics, first.checks),
@@ -249,7 +248,6 @@ def _write_report_png(session: QuantGuardSession, vc: VisualCase, name: str, ima
 
 
 def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
-    from quant_guard.metrics import compare_images
     from quant_guard.pipelines import Precision
     from quant_guard.render import render
 
@@ -277,8 +275,8 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
     if kept is not None:
         # the golden stays as it is, and so do the expected metrics measured against it
         if image_ok and not session.store.expected_path(vc.key).exists():
-            card = _scorecard(vc, kept.image, candidate.image, _thresholds(session, vc, marker))
-            session.store.write_expected(vc.key, compare_images(kept.image, candidate.image), card.values())
+            metrics, card = _compare(vc, kept.image, candidate.image, _thresholds(session, vc, marker))
+            session.store.write_expected(vc.key, metrics, card.values())
         outcome = WriteOutcome.WITHIN_DRIFT
     else:
         expected = result.metrics if image_ok else None
@@ -334,7 +332,6 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
            golden_png: Path, reference: Render | None = None) -> CaseResult:
     """Verdict on a candidate render: degenerate output first, then image metrics, then budgets.
     An image failure and a budget failure are reported in separate blocks of the message."""
-    from quant_guard.metrics import compare_images
     from quant_guard.pipelines import Precision
 
     summary = candidate.summary()
@@ -351,9 +348,9 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
     if problem:
         return CaseResult(vc, Verdict.DEGENERATE, f"degenerate candidate output: {problem}\n"
                           + _paths(common["images"]), **common)
-    metrics = compare_images(golden, candidate.image)
     limits = _thresholds(session, vc, marker)
-    common["scorecard"] = card = _scorecard(vc, golden, candidate.image, limits)
+    metrics, card = _compare(vc, golden, candidate.image, limits)
+    common["scorecard"] = card
     checks = _checks(session, metrics, card, limits, expected, expected_scorecard)
     image_ok = all(c.passed for c in checks)
     budget_ok = all(c.passed for c in common["budget_checks"])
@@ -381,13 +378,19 @@ def _checks(session: QuantGuardSession, metrics: ImageMetrics, card: Scorecard, 
     return checks
 
 
-def _scorecard(vc: VisualCase, golden: np.ndarray, candidate: np.ndarray, limits: Thresholds) -> Scorecard:
-    """The scorecard of every compared candidate; with the meaning check when the thresholds name
-    a scorer (``ScorerUnavailable`` when it cannot run: never a silent pass)."""
+def _compare(vc: VisualCase, golden: np.ndarray, candidate: np.ndarray,
+             limits: Thresholds) -> tuple[ImageMetrics, Scorecard]:
+    """LPIPS/SSIM/PSNR and the scorecard of every compared candidate, the LPIPS and SSIM maps
+    computed once for both; the meaning check when the thresholds name a scorer
+    (``ScorerUnavailable`` when it cannot run: never a silent pass)."""
+    from quant_guard.metrics import compare_with_maps
     from quant_guard.scorecard import compute_scorecard
 
+    metrics, maps = compare_with_maps(golden, candidate)
     scorer = _semantic_scorer(limits.scorer) if limits.scorer else None
-    return compute_scorecard(golden, candidate, prompt=vc.case.prompt, scorer=scorer)
+    card = compute_scorecard(golden, candidate, prompt=vc.case.prompt, scorer=scorer, lpips_map=maps.lpips,
+                             ssim=(metrics.ssim, maps.ssim))
+    return metrics, card
 
 
 @functools.cache

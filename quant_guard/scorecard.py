@@ -270,10 +270,12 @@ def sharpness_score(golden_l: np.ndarray, candidate_l: np.ndarray, side: int) ->
     return SharpnessScore(ratio=ratio, worst=Tile(x, y, w, h, value))
 
 
-def structure_score(golden: np.ndarray, candidate: np.ndarray, side: int) -> StructureScore:
+def structure_score(golden: np.ndarray, candidate: np.ndarray, side: int,
+                    ssim: tuple[float, np.ndarray] | None = None) -> StructureScore:
+    """SSIM and its worst tile; ``ssim`` reuses ``metrics.ssim_with_map``'s result when given."""
     from quant_guard.metrics import ssim_with_map
 
-    value, local = ssim_with_map(golden, candidate)
+    value, local = ssim if ssim is not None else ssim_with_map(golden, candidate)
     grid = tiles(*golden.shape[:2], side)
     means = _tile_means(local, grid)
     i = min(range(len(grid)), key=means.__getitem__)
@@ -293,9 +295,11 @@ def artifact_score(golden: np.ndarray, candidate: np.ndarray, lpips_map: np.ndar
 
 
 def compute_scorecard(golden: np.ndarray, candidate: np.ndarray, *, prompt: str | None = None,
-                      scorer: SemanticScorer | None = None, lpips_map: np.ndarray | None = None) -> Scorecard:
+                      scorer: SemanticScorer | None = None, lpips_map: np.ndarray | None = None,
+                      ssim: tuple[float, np.ndarray] | None = None) -> Scorecard:
     """The scorecard of two uint8 HxWx3 images of equal shape. ``scorer`` (with ``prompt``) adds
-    the meaning check; ``lpips_map`` reuses a spatial LPIPS map already computed."""
+    the meaning check; ``lpips_map`` and ``ssim`` (value, map) reuse what the gate's comparison
+    computed (``metrics.compare_with_maps``): the scorecard then costs only its own measures."""
     import numpy as np
     from skimage.color import rgb2lab
 
@@ -316,7 +320,7 @@ def compute_scorecard(golden: np.ndarray, candidate: np.ndarray, *, prompt: str 
     return Scorecard(
         colour=colour_score(lab_g, lab_c),
         sharpness=sharpness_score(lab_g[..., 0], lab_c[..., 0], side),
-        structure=structure_score(golden, candidate, side),
+        structure=structure_score(golden, candidate, side, ssim),
         artifacts=artifact_score(golden, candidate, lpips_map),
         meaning=meaning,
     )

@@ -194,12 +194,20 @@ def _anomalies(group: Sequence[Mapping[str, Any]]) -> list[Cell]:
     for dimension in DIMENSIONS:
         judged = failed = 0
         for r in group:
-            mine = [c for c in r.get("checks") or [] if isinstance(c, dict) and c.get("dimension") == dimension]
+            mine = [c for c in r.get("checks") or [] if isinstance(c, dict) and _dimension(c) == dimension]
             judged += bool(mine)
             failed += any(c.get("passed") is False for c in mine)
         cells.append(Cell(f"{failed} of {len(group)}" if judged else "–", (failed == 0) if judged else None,
                           "" if judged else "no limit on this dimension"))
     return cells
+
+
+def _dimension(check: Mapping[str, Any]) -> str:
+    """The dimension a check counts against; records written before the scorecard have none:
+    their LPIPS/SSIM/PSNR checks are structure."""
+    if check.get("dimension"):
+        return str(check["dimension"])
+    return next((limit.dimension for limit in LIMITS if limit.metric == check.get("metric")), "structure")
 
 
 def _bound(check: Mapping[str, Any]) -> str:

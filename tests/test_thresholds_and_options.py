@@ -149,7 +149,7 @@ def test_the_readme_names_every_option(pytester: pytest.Pytester) -> None:
 def test_markers_are_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.gpu: needs a CUDA device*",
-                                 "@pytest.mark.qg_thresholds(lpips=None, ssim=None, psnr=None)*"])
+                                 "@pytest.mark.qg_thresholds(lpips=None, ssim=None, psnr=None, colour_delta_e_p95=None, *"])
 
 
 def test_bad_cli_value_is_rejected(pytester: pytest.Pytester) -> None:

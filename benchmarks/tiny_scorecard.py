@@ -166,6 +166,11 @@ def print_limit_ratios(results: dict[str, list[Pair]]) -> None:
 
 def propose_limits(results: dict[str, list[Pair]]) -> None:
     honest = results[HONEST]
+    shipped = EMBEDDED_THRESHOLDS["tiny"].colour_delta_e_p95
+    if shipped is not None:
+        above = ", ".join(f"{name.removeprefix('float8 + ')} {sum(p.card.colour.delta_e_p95 > shipped for p in pairs)}/"
+                          f"{len(pairs)}" for name, pairs in results.items())
+        print(f"\nShipped tiny limit colour_delta_e_p95 {shipped:g}: images above it per candidate: {above}")
     print("\nProposed scorecard limits for the tiny checkpoint (midway on a log scale between the worst "
           "honest image and the mildest image of the matching damage):")
     colour = next((v for k, v in results.items() if k.startswith(f"float8 + {MATCHING['colour'].value}")), None)

@@ -45,7 +45,8 @@ THRESHOLD_KINDS = (Degradation.ROUND, Degradation.NOISE, Degradation.ZERO_ATTN_O
 # is LPIPS 0.0123 / PSNR 28.7 dB against honest float8's worst 0.0050 / 39.0 dB.
 NOISE_FRACTION = 0.75
 SCALE_FACTOR = 2.0
-# Added to the final layer's norm shift / scale (benchmarks/tiny_scorecard.py, see the README).
+# Added to one latent channel's bias of the final projection / to the final norm's scale
+# (benchmarks/tiny_scorecard.py; README, "The scorecard").
 COLOUR_SHIFT_OFFSET = 2.0
 # Of the 16 latent channels, the one whose offset moves colour most relative to detail (a sweep of
 # all 16 at +1 on 6 pairs: ΔE p95 1.0-3.2; channel 1: ΔE p95 x2.8 honest's, sharpness barely moved).

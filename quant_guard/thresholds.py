@@ -288,13 +288,14 @@ def check_expected(metrics: ImageMetrics, expected: ImageMetrics, settings: Expe
 
 def limit_words(checks: list[MetricCheck]) -> dict[str, str]:
     """What the scorecard's words say after a number (``Scorecard.describe``): its limits, by
-    ``Limit.value``, e.g. {"colour_delta_e_p95": "limit 3.00, expected max 1.52"}."""
+    ``Limit.value``, e.g. {"colour_delta_e_p95": "limit 3.0, expected max 1.5"}."""
     by_key = {limit.key: limit for limit in LIMITS}
     out: dict[str, list[str]] = {}
     for c in checks:
         limit = by_key.get(c.key)
         if limit is None:
             continue
-        text = f"limit {_fmt(c.limit)}" if c.source == "threshold" else f"expected {limit.bound} {_fmt(c.limit)}"
+        bound = f"{c.limit:.1f}" if abs(c.limit) >= 1 else f"{c.limit:.3g}"
+        text = f"limit {bound}" if c.source == "threshold" else f"expected {limit.bound} {bound}"
         out.setdefault(limit.value, []).append(text)
     return {k: ", ".join(v) for k, v in out.items()}

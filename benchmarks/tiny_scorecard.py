@@ -214,23 +214,29 @@ def print_cost(size: int, repeats: int = 3) -> None:
     candidate = np.clip(golden.astype(np.int16) + rng.integers(-4, 5, golden.shape), 0, 255).astype(np.uint8)
     compare_images(golden[:64, :64].copy(), candidate[:64, :64].copy())  # the LPIPS model is built once
 
-    def fastest(work: object) -> float:
-        times = []
+    def fastest(work: object) -> tuple[float, float]:
+        """(wall, CPU) seconds, each the least of ``repeats`` runs: CPU time is what a loaded
+        machine distorts least."""
+        walls, cpus = [], []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             work()  # type: ignore[operator]
-            times.append(time.perf_counter() - t0)
-        return min(times)
+            walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+        return min(walls), min(cpus)
 
     metrics, maps = compare_with_maps(golden, candidate)
-    before = fastest(lambda: compare_images(golden, candidate))
-    with_maps = fastest(lambda: compare_with_maps(golden, candidate))
-    card = fastest(lambda: compute_scorecard(golden, candidate, lpips_map=maps.lpips, ssim=(metrics.ssim, maps.ssim)))
-    alone = fastest(lambda: compute_scorecard(golden, candidate))
-    print(f"\nCost at {size}x{size} (fastest of {repeats}, {torch_threads()} torch threads): LPIPS/SSIM/PSNR "
-          f"{before:.2f} s; with their maps {with_maps:.2f} s; the scorecard on those maps {card:.2f} s "
-          f"(gate total {with_maps + card:.2f} s, +{with_maps + card - before:.2f} s); the scorecard computing its "
-          f"own maps {alone:.2f} s")
+    rows = {
+        "LPIPS/SSIM/PSNR (compare_images)": fastest(lambda: compare_images(golden, candidate)),
+        "the same with their maps (compare_with_maps)": fastest(lambda: compare_with_maps(golden, candidate)),
+        "the scorecard on those maps": fastest(lambda: compute_scorecard(golden, candidate, lpips_map=maps.lpips,
+                                                                         ssim=(metrics.ssim, maps.ssim))),
+        "the scorecard computing its own maps": fastest(lambda: compute_scorecard(golden, candidate)),
+    }
+    print(f"\nCost at {size}x{size} (least of {repeats} runs, {torch_threads()} torch threads, load average "
+          f"{os.getloadavg()[0]:.1f}):")
+    for name, (wall, cpu) in rows.items():
+        print(f"  {name:<46} {wall:6.2f} s wall {cpu:6.2f} s CPU")
 
 
 def torch_threads() -> int:

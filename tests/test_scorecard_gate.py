@@ -148,7 +148,7 @@ def test_expected_mode_holds_the_scorecard_to_its_recorded_numbers(pytester: pyt
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*ΔE p95 * > max 0.0000 (expected) FAIL*"])  # recorded 0.0 + delta_e_margin
-    assert "(expected max 0)" in result.stdout.str()  # in the words too
+    assert "(limit 3.0, expected max 0)" in result.stdout.str()  # in the words too
     pytester.runpytest("--qg-no-expected").assert_outcomes(passed=1)
     # without a limit on it, a scorecard number is reported, not held to its recorded value
     baselined(checkpoint_extra='thresholds = { colour_delta_e_p95 = 100.0 }')

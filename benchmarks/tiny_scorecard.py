@@ -11,12 +11,15 @@ the tiny checkpoint: midway on a log scale between the worst honest image and th
 the matching damage (as the LPIPS/SSIM/PSNR thresholds were chosen).
 
 Usage: python benchmarks/tiny_scorecard.py [--seeds 24] [--pairs-seed 1] [--steps 8] [--kinds colour-shift,soften]
+                                          [--strengths 1,2]
+       python benchmarks/tiny_scorecard.py --cost 1024   (what the scorecard adds to the gate at 1024x1024)
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections import Counter
 import os
 import sys
 import tempfile
@@ -30,23 +33,28 @@ os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 
 from quant_guard.checkpoints import ResolvedCheckpoint  # noqa: E402
 from quant_guard.degrade import Degradation, degrade  # noqa: E402
-from quant_guard.metrics import lpips_distance  # noqa: E402
-from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Scheme
+from quant_guard.metrics import lpips_distance, psnr  # noqa: E402
 from quant_guard.pipelines import build_pipeline  # noqa: E402
+from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Scheme  # noqa: E402
 from quant_guard.render import RenderRequest, render  # noqa: E402
 from quant_guard.scorecard import Scorecard, compute_scorecard  # noqa: E402
 from quant_guard.semantic import TinyColourScorer  # noqa: E402
 from quant_guard.tiny import dataset as ds  # noqa: E402
+from quant_guard.thresholds import EMBEDDED_THRESHOLDS, Thresholds  # noqa: E402
 from quant_guard.tiny.build import ensure_tiny_checkpoint  # noqa: E402
 
 HONEST = "honest float8_e4m3fn"
 MATCHING = {"colour": Degradation.COLOUR_SHIFT, "sharpness": Degradation.SOFTEN}
+# honest float8's sharpness ratios over 72 pairs lie inside this (used to scale sharpness where
+# the tiny checkpoint sets no sharpness limit)
+SHARPNESS_RANGE = (0.9, 1.1)
 
 
 @dataclass(frozen=True)
 class Pair:
     card: Scorecard
     lpips: float
+    psnr: float
 
 
 def tiny_checkpoint(candidate: Path | None = None) -> ResolvedCheckpoint:
@@ -61,24 +69,26 @@ def render_all(checkpoint: ResolvedCheckpoint, scheme: Scheme, pairs: list[tuple
                                        ds.T5_SEQUENCE_LENGTH)).image for caption, seed in pairs]
 
 
-def measure(pairs: list[tuple[str, int]], steps: int, kinds: list[Degradation]) -> dict[str, list[Pair]]:
+def measure(pairs: list[tuple[str, int]], steps: int, kinds: list[Degradation],
+            strengths: list[float | None]) -> dict[str, list[Pair]]:
     from safetensors.torch import load_file, save_file
 
     golden = render_all(tiny_checkpoint(), REFERENCE, pairs, steps)
     scorer = TinyColourScorer()
 
     def score(images: list[np.ndarray]) -> list[Pair]:
-        return [Pair(compute_scorecard(g, c, prompt=caption, scorer=scorer), lpips_distance(g, c))
+        return [Pair(compute_scorecard(g, c, prompt=caption, scorer=scorer), lpips_distance(g, c), psnr(g, c))
                 for g, c, (caption, _) in zip(golden, images, pairs)]
 
     results = {HONEST: score(render_all(tiny_checkpoint(), FLOAT8_E4M3FN, pairs, steps))}
     state = load_file(str(ensure_tiny_checkpoint().dit))
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
-            path = Path(tmp) / f"{kind.value}.safetensors"
-            save_file({k: v.contiguous() for k, v in degrade(state, kind).items()}, str(path))
-            results[f"float8 + {kind.value}"] = score(render_all(tiny_checkpoint(path), FLOAT8_E4M3FN,
-                                                                 pairs, steps))
+            for strength in strengths:
+                path = Path(tmp) / f"{kind.value}.safetensors"
+                save_file({k: v.contiguous() for k, v in degrade(state, kind, strength=strength).items()}, str(path))
+                name = f"float8 + {kind.value}" + ("" if strength is None else f" {strength:g}")
+                results[name] = score(render_all(tiny_checkpoint(path), FLOAT8_E4M3FN, pairs, steps))
     return results
 
 
@@ -126,11 +136,46 @@ def print_departures(results: dict[str, list[Pair]]) -> None:
         print(f"  {name:<26} " + " ".join(f"{factors[d]:>10.1f}" for d in DIMENSIONS) + f"   {top}")
 
 
+def limit_ratios(p: Pair) -> dict[str, float]:
+    """Each dimension's departure from bf16 as a share of its limit on the tiny checkpoint (1 =
+    at the limit): structure is the worst of LPIPS, 1 - SSIM and PSNR's squared error against
+    theirs; colour ΔE p95 against the colour limit; sharpness |log ratio| against the sharpness
+    limits (or honest float8's range, SHARPNESS_RANGE, where the checkpoint sets none)."""
+    t = EMBEDDED_THRESHOLDS["tiny"]["float8_e4m3fn"].apply(Thresholds.DEFAULT)
+    low = t.sharpness_min if t.sharpness_min is not None else SHARPNESS_RANGE[0]
+    high = t.sharpness_max if t.sharpness_max is not None else SHARPNESS_RANGE[1]
+    r = p.card.sharpness.ratio
+    structure = max(p.lpips / t.lpips_max, (1 - p.card.structure.ssim) / (1 - t.ssim_min),
+                    10 ** ((t.psnr_min - p.psnr) / 10))
+    return {"structure": structure,
+            "colour": p.card.colour.delta_e_p95 / (t.colour_delta_e_p95 or 1.0),
+            "sharpness": math.log(r) / math.log(low) if r < 1 else math.log(r) / math.log(high)}
+
+
+def print_limit_ratios(results: dict[str, list[Pair]]) -> None:
+    """Per candidate: each dimension's departure as a share of its limit (mean over pairs), and
+    over how many images each dimension was the one that moved most."""
+    names = ("structure", "colour", "sharpness")
+    print("\nDeparture as a share of the tiny checkpoint's limit (1 = at the limit; mean over pairs) and the "
+          "dimension that moves most, per image:")
+    print(f"  {'candidate':<30} " + " ".join(f"{d:>10}" for d in names) + "   moves most (images)")
+    for name, pairs in results.items():
+        ratios = [limit_ratios(p) for p in pairs]
+        top = Counter(max(r, key=r.__getitem__) for r in ratios)
+        print(f"  {name:<30} " + " ".join(f"{np.mean([r[d] for r in ratios]):>10.2f}" for d in names)
+              + "   " + ", ".join(f"{d} {top[d]}" for d in names if top[d]))
+
+
 def propose_limits(results: dict[str, list[Pair]]) -> None:
     honest = results[HONEST]
+    shipped = EMBEDDED_THRESHOLDS["tiny"]["float8_e4m3fn"].colour_delta_e_p95
+    if shipped is not None:
+        above = ", ".join(f"{name.removeprefix('float8 + ')} {sum(p.card.colour.delta_e_p95 > shipped for p in pairs)}/"
+                          f"{len(pairs)}" for name, pairs in results.items())
+        print(f"\nShipped tiny limit colour_delta_e_p95 {shipped:g}: images above it per candidate: {above}")
     print("\nProposed scorecard limits for the tiny checkpoint (midway on a log scale between the worst "
           "honest image and the mildest image of the matching damage):")
-    colour = results.get(f"float8 + {MATCHING['colour'].value}")
+    colour = next((v for k, v in results.items() if k.startswith(f"float8 + {MATCHING['colour'].value}")), None)
     if colour:
         worst = max(p.card.colour.delta_e_p95 for p in honest)
         mild = min(p.card.colour.delta_e_p95 for p in colour)
@@ -142,7 +187,7 @@ def propose_limits(results: dict[str, list[Pair]]) -> None:
         above = ", ".join(f"{name.removeprefix('float8 + ')} {sum(p.card.colour.delta_e_p95 > limit for p in pairs)}/"
                           f"{len(pairs)}" for name, pairs in results.items())
         print(f"    images above it per candidate: {above}")
-    soft = results.get(f"float8 + {MATCHING['sharpness'].value}")
+    soft = next((v for k, v in results.items() if k.startswith(f"float8 + {MATCHING['sharpness'].value}")), None)
     if soft:
         worst = min(p.card.sharpness.ratio for p in honest)
         mild = max(p.card.sharpness.ratio for p in soft)
@@ -158,6 +203,50 @@ def propose_limits(results: dict[str, list[Pair]]) -> None:
                   f"{below}/{len(soft)})")
 
 
+def print_cost(size: int, repeats: int = 3) -> None:
+    """What the scorecard adds to the gate's comparison at ``size`` x ``size`` (fastest of
+    ``repeats``): the gate computes LPIPS/SSIM/PSNR with their maps (``compare_with_maps``) and
+    the scorecard reuses them."""
+    from scipy.ndimage import gaussian_filter
+
+    from quant_guard.metrics import compare_images, compare_with_maps
+
+    rng = np.random.default_rng(0)
+    golden = np.clip(gaussian_filter(rng.random((size, size, 3)), (2, 2, 0)) * 765 - 255, 0, 255).astype(np.uint8)
+    candidate = np.clip(golden.astype(np.int16) + rng.integers(-4, 5, golden.shape), 0, 255).astype(np.uint8)
+    compare_images(golden[:64, :64].copy(), candidate[:64, :64].copy())  # the LPIPS model is built once
+
+    def fastest(work: object) -> tuple[float, float]:
+        """(wall, CPU) seconds, each the least of ``repeats`` runs: CPU time is what a loaded
+        machine distorts least."""
+        walls, cpus = [], []
+        for _ in range(repeats):
+            t0, c0 = time.perf_counter(), time.process_time()
+            work()  # type: ignore[operator]
+            walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+        return min(walls), min(cpus)
+
+    metrics, maps = compare_with_maps(golden, candidate)
+    rows = {
+        "LPIPS/SSIM/PSNR (compare_images)": fastest(lambda: compare_images(golden, candidate)),
+        "the same with their maps (compare_with_maps)": fastest(lambda: compare_with_maps(golden, candidate)),
+        "the scorecard on those maps": fastest(lambda: compute_scorecard(golden, candidate, lpips_map=maps.lpips,
+                                                                         ssim=(metrics.ssim, maps.ssim))),
+        "the scorecard computing its own maps": fastest(lambda: compute_scorecard(golden, candidate)),
+    }
+    print(f"\nCost at {size}x{size} (least of {repeats} runs, {torch_threads()} torch threads, load average "
+          f"{os.getloadavg()[0]:.1f}):")
+    for name, (wall, cpu) in rows.items():
+        print(f"  {name:<46} {wall:6.2f} s wall {cpu:6.2f} s CPU")
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=24, help="(caption, seed) pairs")
@@ -165,15 +254,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=ds.RECOMMENDED_STEPS)
     p.add_argument("--kinds", default=",".join(k.value for k in Degradation),
                    help="comma-separated damage kinds (default: all)")
+    p.add_argument("--cost", type=int, metavar="SIZE", default=0,
+                   help="only time the scorecard at SIZE x SIZE (e.g. 1024) and exit")
+    p.add_argument("--strengths", default="",
+                   help="comma-separated strengths, each kind rendered at each (default: the kind's own)")
     args = p.parse_args(argv)
+    if args.cost:
+        print_cost(args.cost)
+        return 0
     kinds = [Degradation(k) for k in args.kinds.split(",") if k]
     t0 = time.perf_counter()
     pairs = ds.benchmark_pairs(args.seeds, seed=args.pairs_seed)
     print(f"tiny checkpoint, {len(pairs)} (caption, seed) pairs, {args.steps} steps, 64x64; "
           f"damage kinds: {', '.join(k.value for k in kinds)}")
-    results = measure(pairs, args.steps, kinds)
+    strengths: list[float | None] = [float(x) for x in args.strengths.split(",") if x] or [None]
+    results = measure(pairs, args.steps, kinds, strengths)
     print_table(results)
     print_departures(results)
+    print_limit_ratios(results)
     propose_limits(results)
     print(f"\ntotal {time.perf_counter() - t0:.0f}s")
     return 0

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from quant_guard.history import AlarmResult
     from quant_guard.metrics import ImageMetrics
     from quant_guard.render import RenderSummary
+    from quant_guard.scorecard import Scorecard
     from quant_guard.thresholds import MetricCheck
 
 
@@ -155,6 +156,7 @@ class CaseResult:
     drift: DriftCheck | None = None  # the three-way comparison, when the bf16 reference was rendered
     fingerprint: tuple[FieldDifference, ...] = ()  # environment fields that differ from the golden's
     history: AlarmResult | None = None  # the history alarm's judgement, when one is configured
+    scorecard: Scorecard | None = None  # how the judged comparison differs: colour, sharpness, structure, ...
 
     @property
     def passed(self) -> bool:

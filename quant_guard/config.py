@@ -22,7 +22,7 @@ from quant_guard.history import BASELINES, METRICS, AlarmMode, HistoryAlarm, Tre
 from quant_guard.memory_plan import AUTO, parse_vram_limit
 from quant_guard.schemes import DEFAULT_SCHEMES, QUANTIZE_MODES, REFERENCE, STORAGE_DTYPES, Quantization, Scheme
 from quant_guard.sources import ComponentSource
-from quant_guard.thresholds import ExpectedSettings, ThresholdOverrides, Thresholds
+from quant_guard.thresholds import LIMITS, MEANING_KEY, MEANING_OFF, ExpectedSettings, ThresholdOverrides, Thresholds
 from quant_guard.tiny import settings as tiny_settings
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 
@@ -253,13 +253,17 @@ def _unique(table: _Table, key: str, ids: list[str]) -> None:
 
 
 def _threshold_overrides(t: _Table) -> ThresholdOverrides:
-    result = ThresholdOverrides(
-        lpips=t.number("lpips", low=0.0, high=2.0),
-        ssim=t.number("ssim", low=-1.0, high=1.0),
-        psnr=t.number("psnr", low=0.0, high=200.0),
-    )
+    """A thresholds table: one number per key of ``LIMITS`` (range checked), and ``meaning``, the
+    name of a semantic scorer (``quant_guard.semantic``) or "off"."""
+    numbers = {limit.key: t.number(limit.key, low=limit.low, high=limit.high) for limit in LIMITS}
+    low, high = numbers["sharpness_min"], numbers["sharpness_max"]
+    if low is not None and high is not None and low > high:
+        t.fail("sharpness_min", f"must not exceed sharpness_max ({high}), got {low}")
+    meaning = t.get(MEANING_KEY, str)
+    if meaning is not None and not meaning.strip():
+        t.fail(MEANING_KEY, f'must name a semantic scorer (e.g. "tiny-colours", "clip") or "{MEANING_OFF}"')
     t.finish()
-    return result
+    return ThresholdOverrides(**numbers, meaning=meaning)
 
 
 def _expected(t: _Table | None) -> ExpectedSettings:
@@ -272,6 +276,10 @@ def _expected(t: _Table | None) -> ExpectedSettings:
         lpips_margin=t.number("lpips_margin", d.lpips_margin, low=0.0, high=2.0),  # type: ignore[arg-type]
         ssim_margin=t.number("ssim_margin", d.ssim_margin, low=0.0, high=2.0),  # type: ignore[arg-type]
         psnr_margin_db=t.number("psnr_margin_db", d.psnr_margin_db, low=0.0, high=200.0),  # type: ignore[arg-type]
+        delta_e_margin=t.number("delta_e_margin", d.delta_e_margin, low=0.0, high=200.0),  # type: ignore[arg-type]
+        hue_margin_deg=t.number("hue_margin_deg", d.hue_margin_deg, low=0.0, high=180.0),  # type: ignore[arg-type]
+        sharpness_margin=t.number("sharpness_margin", d.sharpness_margin, low=0.0, high=100.0),  # type: ignore[arg-type]
+        region_margin=t.number("region_margin", d.region_margin, low=0.0, high=2.0),  # type: ignore[arg-type]
     )
     t.finish()
     return result

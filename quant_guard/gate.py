@@ -7,6 +7,7 @@ one line per metric against its limit, then the image paths.
 
 from __future__ import annotations
 
+import functools
 import traceback
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +21,15 @@ from quant_guard.drift import Comparison, DriftCheck, DriftOutcome, ReferenceMod
 from quant_guard.fingerprint import FieldDifference, differences, environment
 from quant_guard.golden import GoldenCorrupt, GoldenMissing, WriteOutcome, encode_png, stale_fields
 from quant_guard.schemes import REFERENCE, Scheme
-from quant_guard.thresholds import Thresholds, check_expected, check_thresholds, resolve_thresholds
+from quant_guard.semantic import ScorerUnavailable
+from quant_guard.thresholds import (
+    MEANING_KEY,
+    Thresholds,
+    check_expected,
+    check_thresholds,
+    limit_words,
+    resolve_thresholds,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,7 +38,10 @@ if TYPE_CHECKING:
     from quant_guard.metrics import ImageMetrics
     from quant_guard.progress import StepCallback
     from quant_guard.render import Render, RenderRequest
+    from quant_guard.scorecard import Scorecard
+    from quant_guard.semantic import SemanticScorer
     from quant_guard.session import QuantGuardSession
+    from quant_guard.thresholds import MetricCheck
 
 # A candidate whose pixel values span fewer levels than this is "constant" (e.g. all black).
 MIN_DYNAMIC_RANGE = 4
@@ -67,6 +79,8 @@ def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
         return _check(session, vc, marker, address)
     except (CheckpointError, LpipsWeightsError, BudgetNotMeasurable) as exc:
         return CaseResult(vc, Verdict.ERROR, str(exc))
+    except ScorerUnavailable as exc:
+        return CaseResult(vc, Verdict.ERROR, f"the meaning check (thresholds key {MEANING_KEY!r}) cannot run: {exc}")
     except LoadOutOfMemory as exc:
         traceback.clear_frames(exc.__traceback__)
         return _out_of_memory(session, vc, exc.what, exc.error)
@@ -151,8 +165,10 @@ def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
     store = session.store
     try:
         golden = store.load(vc.key, width=vc.width, height=vc.height)
-        expected = (store.load_expected(vc.key, vc.expected_name)
-                    if session.settings.use_expected and session.config.expected.enabled else None)
+        use_expected = session.settings.use_expected and session.config.expected.enabled
+        expected = store.load_expected(vc.key, vc.expected_name) if use_expected else None
+        expected_scorecard = (store.load_expected_scorecard(vc.key, vc.expected_name)
+                              if expected is not None else None)
     except GoldenMissing as exc:
         return CaseResult(vc, Verdict.NO_GOLDEN, f"{exc}. Create it with: {_update_command(vc, address)}")
     except GoldenCorrupt as exc:
@@ -167,16 +183,18 @@ def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
     # after the render: a deterministic checkpoint's settings are applied when its pipeline is built
     fingerprint = differences(golden.metadata.get("environment"), environment(session.device(vc.checkpoint)))
     live = session.reference_mode is ReferenceMode.LIVE
-    result = _judge(session, vc, marker, golden.image, candidate, expected=expected, golden_png=golden.png)
+    result = _judge(session, vc, marker, golden.image, candidate, expected=expected,
+                    expected_scorecard=expected_scorecard, golden_png=golden.png)
     if live or result.verdict is Verdict.IMAGE_FAILED:
         result = _drift_check(session, vc, marker, golden, candidate, result, expected=expected,
-                              fingerprint=fingerprint, address=address)
+                              expected_scorecard=expected_scorecard, fingerprint=fingerprint, address=address)
     return replace(result, fingerprint=fingerprint)
 
 
 def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, golden: Golden,
                  candidate: Render, first: CaseResult, *, expected: ImageMetrics | None,
-                 fingerprint: tuple[FieldDifference, ...], address: TestAddress | None) -> CaseResult:
+                 expected_scorecard: dict[str, float] | None, fingerprint: tuple[FieldDifference, ...],
+                 address: TestAddress | None) -> CaseResult:
     """Render the bf16 reference now and compare three ways (``quant_guard.drift``); the verdict
     then says whether the environment drifted or the quantization regressed."""
     from quant_guard.metrics import compare_images
@@ -187,10 +205,9 @@ def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrid
     if first.metrics is None:  # live mode on a candidate that never got metrics (degenerate, refused)
         return replace(first, reference_render=reference.summary())
     drift_metrics = compare_images(golden.image, reference.image)
-    quantization = compare_images(reference.image, candidate.image)
-    checks = check_thresholds(quantization, _thresholds(session, vc, marker))
-    if expected is not None:
-        checks += check_expected(quantization, expected, session.config.expected)
+    limits = _thresholds(session, vc, marker)
+    quantization, card = _compare(vc, reference.image, candidate.image, limits)
+    checks = _checks(session, quantization, card, limits, expected, expected_scorecard)
     check = DriftCheck(
         candidate_vs_golden=Comparison("candidate vs golden", first.metrics, first.checks),
         reference_vs_golden=Comparison("bf16 now vs golden (drift)", drift_metrics,
@@ -205,7 +222,7 @@ def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrid
         head = first.reason.rsplit("\n" + _paths(first.images), 1)[0] if first.reason else ""
         reason = "\n".join(p for p in (head, section, _paths(images)) if p)
         return replace(first, verdict=Verdict.IMAGE_FAILED, reason=reason, **common)
-    judged = {"metrics": quantization, "checks": tuple(checks)}  # the comparison that decided
+    judged = {"metrics": quantization, "checks": tuple(checks), "scorecard": card}  # the comparison that decided
     if outcome is DriftOutcome.ENV_DRIFT:
         return replace(first, verdict=Verdict.ENV_DRIFT, reason=section + "\n" + _paths(images), **judged, **common)
     if all(c.passed for c in first.budget_checks):
@@ -228,7 +245,6 @@ def _write_report_png(session: QuantGuardSession, vc: VisualCase, name: str, ima
 
 
 def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
-    from quant_guard.metrics import compare_images
     from quant_guard.render import render
 
     if vc.key in session.goldens_rendered:
@@ -250,19 +266,21 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
     # not recorded, expected metrics recorded earlier for an unchanged golden stay, and the
     # summary line says how many were withheld (pytest-regressions' --force-regen also writes
     # and fails; here the run fails and the failing numbers are not adopted).
-    result = _judge(session, vc, marker, reference.image, candidate, expected=None,
+    result = _judge(session, vc, marker, reference.image, candidate, expected=None, expected_scorecard=None,
                     golden_png=session.store.png_path(vc.key), reference=reference)
     image_ok = result.metrics is not None and all(c.passed for c in result.checks)
     kept = None if session.settings.force else _within_drift(session, vc, reference.image, metadata)
     if kept is not None:
         # the golden stays as it is, and so do the expected metrics measured against it
         if image_ok and not session.store.expected_path(vc.key, vc.expected_name).exists():
-            session.store.write_expected(vc.key, compare_images(kept.image, candidate.image), vc.expected_name)
+            metrics, card = _compare(vc, kept.image, candidate.image, _thresholds(session, vc, marker))
+            session.store.write_expected(vc.key, metrics, card.values(), vc.expected_name)
         outcome = WriteOutcome.WITHIN_DRIFT
     else:
         expected = result.metrics if image_ok else None
+        recorded = result.scorecard.values() if image_ok and result.scorecard is not None else None
         outcome = session.store.write(vc.key, reference.image, metadata, expected, scheme=vc.expected_name,
-                                      force=session.settings.force)
+                                      force=session.settings.force, expected_scorecard=recorded)
     session.outcomes[outcome] += 1
     if not image_ok:
         session.expected_withheld += 1
@@ -279,23 +297,20 @@ def _update_expected(session: QuantGuardSession, vc: VisualCase, marker: TestOve
     golden = session.store.load(vc.key, width=vc.width, height=vc.height)
     candidate = render(session.pipeline(vc.checkpoint, vc.scheme), request_for(session, vc),
                        on_step=_progress(session, vc, vc.scheme))
-    result = _judge(session, vc, marker, golden.image, candidate, expected=None, golden_png=golden.png)
+    result = _judge(session, vc, marker, golden.image, candidate, expected=None, expected_scorecard=None,
+                    golden_png=golden.png)
     if result.metrics is None or not all(c.passed for c in result.checks):
         session.expected_withheld += 1
         return replace(result, reason=f"{result.reason}\nthis failing candidate's metrics were not recorded as "
                                       "expected")
-    session.store.write_expected(vc.key, result.metrics, vc.expected_name)
+    recorded = result.scorecard.values() if result.scorecard is not None else None
+    session.store.write_expected(vc.key, result.metrics, recorded, vc.expected_name)
     return _updated(result, "golden rendered earlier in this run; expected metrics recorded")
 
 
 def _updated(result: CaseResult, reason: str) -> CaseResult:
     """An update run's passing candidate is UPDATED; a budget failure stays a failure."""
-    if not result.passed:
-        return result
-    return CaseResult(result.case, Verdict.UPDATED, reason, metrics=result.metrics, checks=result.checks,
-                      budget_checks=result.budget_checks, candidate_render=result.candidate_render,
-                      reference_render=result.reference_render, images=result.images,
-                      memory_plan=result.memory_plan)
+    return replace(result, verdict=Verdict.UPDATED, reason=reason) if result.passed else result
 
 
 def _progress(session: QuantGuardSession, vc: VisualCase, scheme: Scheme) -> StepCallback | None:
@@ -330,10 +345,10 @@ def _degenerate(r: Render) -> str | None:
 
 
 def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, golden: np.ndarray,
-           candidate: Render, *, expected: Any, golden_png: Path, reference: Render | None = None) -> CaseResult:
+           candidate: Render, *, expected: ImageMetrics | None, expected_scorecard: dict[str, float] | None,
+           golden_png: Path, reference: Render | None = None) -> CaseResult:
     """Verdict on a candidate render: degenerate output first, then image metrics, then budgets.
     An image failure and a budget failure are reported in separate blocks of the message."""
-    from quant_guard.metrics import compare_images
 
     summary = candidate.summary()
     budget = _budget(session, vc, marker)
@@ -349,10 +364,10 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
     if problem:
         return CaseResult(vc, Verdict.DEGENERATE, f"degenerate candidate output: {problem}\n"
                           + _paths(common["images"]), **common)
-    metrics = compare_images(golden, candidate.image)
-    checks = check_thresholds(metrics, _thresholds(session, vc, marker))
-    if expected is not None:
-        checks += check_expected(metrics, expected, session.config.expected)
+    limits = _thresholds(session, vc, marker)
+    metrics, card = _compare(vc, golden, candidate.image, limits)
+    common["scorecard"] = card
+    checks = _checks(session, metrics, card, limits, expected, expected_scorecard)
     image_ok = all(c.passed for c in checks)
     budget_ok = all(c.passed for c in common["budget_checks"])
     if image_ok and budget_ok:
@@ -360,12 +375,46 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
     blocks = []
     if not image_ok:
         blocks.append(f"{vc.scheme.id} candidate differs from the bf16 golden:\n"
-                      + "\n".join("  " + c.describe() for c in checks))
+                      + "\n".join("  " + c.describe() for c in checks)
+                      + f"\n  in words: {card.describe(limit_words(checks))}")
     if not budget_ok:
         blocks.append("budget exceeded:\n" + budget_section(common["budget_checks"]))
     verdict = Verdict.IMAGE_FAILED if not image_ok else Verdict.BUDGET_FAILED
     return CaseResult(vc, verdict, "\n".join(blocks) + "\n" + _paths(common["images"]), metrics=metrics,
                       checks=tuple(checks), **common)
+
+
+def _checks(session: QuantGuardSession, metrics: ImageMetrics, card: Scorecard, limits: Thresholds,
+            expected: ImageMetrics | None, expected_scorecard: dict[str, float] | None) -> list[MetricCheck]:
+    """The limits of the thresholds, then the expected mode's (when metrics were recorded)."""
+    checks = check_thresholds(metrics, limits, card)
+    if expected is not None:
+        checks += check_expected(metrics, expected, session.config.expected, limits=limits, scorecard=card,
+                                 expected_scorecard=expected_scorecard)
+    return checks
+
+
+def _compare(vc: VisualCase, golden: np.ndarray, candidate: np.ndarray,
+             limits: Thresholds) -> tuple[ImageMetrics, Scorecard]:
+    """LPIPS/SSIM/PSNR and the scorecard of every compared candidate, the LPIPS and SSIM maps
+    computed once for both; the meaning check when the thresholds name a scorer
+    (``ScorerUnavailable`` when it cannot run: never a silent pass)."""
+    from quant_guard.metrics import compare_with_maps
+    from quant_guard.scorecard import compute_scorecard
+
+    metrics, maps = compare_with_maps(golden, candidate)
+    scorer = _semantic_scorer(limits.scorer) if limits.scorer else None
+    card = compute_scorecard(golden, candidate, prompt=vc.case.prompt, scorer=scorer, lpips_map=maps.lpips,
+                             ssim=(metrics.ssim, maps.ssim))
+    return metrics, card
+
+
+@functools.cache
+def _semantic_scorer(name: str) -> SemanticScorer:
+    """Built once per process (a CLIP model takes seconds to load); a failure is not cached."""
+    from quant_guard.semantic import get_scorer
+
+    return get_scorer(name)
 
 
 def budget_section(checks: tuple[Any, ...]) -> str:

@@ -15,6 +15,7 @@ import glob
 import hashlib
 import io
 import json
+import math
 import struct
 import time
 from dataclasses import dataclass
@@ -25,11 +26,14 @@ from typing import TYPE_CHECKING, Any
 from quant_guard.atomic import atomic_write
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import numpy as np
 
     from quant_guard.metrics import ImageMetrics
 
 SIDECAR_VERSION = 1
+SCORECARD_KEY = "scorecard"  # in the expected-metrics file: the scorecard numbers recorded with them
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Recorded render parameters: a difference in any of these makes a golden stale.
 RENDER_KEYS = ("prompt", "seed", "steps", "width", "height", "guidance", "t5_sequence_length",
@@ -118,8 +122,9 @@ class GoldenStore:
                                 "the PNG was changed or an update was interrupted")
         return Golden(image=image, metadata=metadata, png=png)
 
-    def write_expected(self, key: GoldenKey, expected: ImageMetrics, scheme: str | None = None) -> None:
-        atomic_write(self.expected_path(key, scheme), _expected_yaml(expected))
+    def write_expected(self, key: GoldenKey, expected: ImageMetrics,
+                       scorecard: Mapping[str, float | None] | None = None, scheme: str | None = None) -> None:
+        atomic_write(self.expected_path(key, scheme), _expected_yaml(expected, scorecard))
 
     def load_expected(self, key: GoldenKey, scheme: str | None = None) -> ImageMetrics | None:
         """The candidate metrics recorded at the last update, or None if none were recorded."""
@@ -137,10 +142,26 @@ class GoldenStore:
             raise GoldenCorrupt(f"expected-metrics file {path} is not valid ({exc}); "
                                 "re-create it with pytest --update-golden") from None
 
+    def load_expected_scorecard(self, key: GoldenKey, scheme: str | None = None) -> dict[str, float]:
+        """The scorecard numbers recorded at the last update (``Scorecard.values()`` keys); empty
+        when none were (a golden updated before the scorecard existed)."""
+        import yaml
+
+        path = self.expected_path(key, scheme)
+        if not path.exists():
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            return {str(k): float(v) for k, v in (data.get(SCORECARD_KEY) or {}).items()}
+        except (yaml.YAMLError, AttributeError, TypeError, ValueError) as exc:
+            raise GoldenCorrupt(f"expected-metrics file {path} has no valid {SCORECARD_KEY!r} ({exc}); "
+                                "re-create it with pytest --update-golden") from None
+
     # ---- writing ----------------------------------------------------------------------------
 
     def write(self, key: GoldenKey, image: np.ndarray, metadata: dict[str, Any],
-              expected: ImageMetrics | None, *, scheme: str | None = None, force: bool = False) -> WriteOutcome:
+              expected: ImageMetrics | None, *, scheme: str | None = None, force: bool = False,
+              expected_scorecard: Mapping[str, float | None] | None = None) -> WriteOutcome:
         """Write the golden, its sidecar and the ``scheme``'s expected metrics. UNCHANGED (nothing rewritten, the
         original date kept) when the pixels and render parameters are what is stored already,
         unless ``force``."""
@@ -167,7 +188,7 @@ class GoldenStore:
             atomic_write(png, data)
             atomic_write(sidecar, (json.dumps(metadata, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode())
         if expected is not None:
-            atomic_write(self.expected_path(key, scheme), _expected_yaml(expected))
+            atomic_write(self.expected_path(key, scheme), _expected_yaml(expected, expected_scorecard))
         for path in (png, sidecar, self.expected_path(key, scheme)):
             remove_stale_temporaries(path)
         return outcome
@@ -237,12 +258,14 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     return data
 
 
-def _expected_yaml(metrics: ImageMetrics) -> bytes:
+def _expected_yaml(metrics: ImageMetrics, scorecard: Mapping[str, float | None] | None = None) -> bytes:
     import yaml
     from pytest_regressions.data_regression import RegressionYamlDumper
 
-    data = {"lpips": round(metrics.lpips, 6), "ssim": round(metrics.ssim, 6),
-            "psnr": round(metrics.psnr, 4) if metrics.psnr != float("inf") else float("inf")}
+    data: dict[str, Any] = {"lpips": round(metrics.lpips, 6), "ssim": round(metrics.ssim, 6),
+                            "psnr": round(metrics.psnr, 4) if metrics.psnr != float("inf") else float("inf")}
+    if scorecard:  # the numbers a scorecard limit can bound; one with nothing to measure is left out
+        data[SCORECARD_KEY] = {k: round(v, 6) for k, v in scorecard.items() if v is not None and math.isfinite(v)}
     text: bytes = yaml.dump_all([data], Dumper=RegressionYamlDumper, default_flow_style=False,
                                 allow_unicode=True, indent=2, encoding="utf-8")
     return text

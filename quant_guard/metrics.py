@@ -13,7 +13,7 @@ import functools
 import math
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -124,6 +124,50 @@ def lpips_spatial_map(golden: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 
     out = _run_lpips(golden, candidate, spatial=True)
     return np.ascontiguousarray(out[0, 0].numpy(), dtype=np.float32)
+
+
+def lpips_with_map(golden: np.ndarray, candidate: np.ndarray) -> tuple[float, np.ndarray]:
+    """``lpips_distance`` and ``lpips_spatial_map`` from one pass of the network: the trunk runs
+    once and each layer's weighted difference is both averaged (the distance, the arithmetic of
+    ``lpips.LPIPS.forward`` with ``spatial=False``) and upsampled (the map, as with ``spatial=True``)."""
+    import numpy as np
+    import torch
+    from lpips import normalize_tensor, spatial_average, upsample
+
+    _check_pair(golden, candidate)
+    height, width = golden.shape[:2]
+    if min(height, width) < LPIPS_MIN_SIZE:
+        raise ValueError(
+            f"LPIPS-alex needs images of at least {LPIPS_MIN_SIZE}x{LPIPS_MIN_SIZE} px, got {height}x{width}"
+        )
+    with _model_lock, torch.no_grad():
+        model = _lpips_model()
+        outs0 = model.net.forward(model.scaling_layer(_to_tensor(golden)))
+        outs1 = model.net.forward(model.scaling_layer(_to_tensor(candidate)))
+        value: Any = 0
+        spatial: Any = 0
+        for kk in range(model.L):
+            weighted = model.lins[kk]((normalize_tensor(outs0[kk]) - normalize_tensor(outs1[kk])) ** 2)
+            value += spatial_average(weighted, keepdim=True)
+            spatial += upsample(weighted, out_HW=(height, width))
+    return float(value.item()), np.ascontiguousarray(spatial[0, 0].numpy(), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Maps:
+    """Where two images differ, per pixel: the maps behind ``compare_images``' numbers."""
+
+    lpips: np.ndarray  # float32 HxW, as ``lpips_spatial_map``
+    ssim: np.ndarray  # float64 HxW, as ``ssim_with_map``
+
+
+def compare_with_maps(golden: np.ndarray, candidate: np.ndarray) -> tuple[ImageMetrics, Maps]:
+    """``compare_images`` (the same numbers) and the LPIPS and SSIM maps, each computed once: the
+    scorecard's worst regions come from these maps."""
+    _check_pair(golden, candidate)
+    lpips_value, lpips_map = lpips_with_map(golden, candidate)
+    ssim_value, ssim_map = ssim_with_map(golden, candidate)
+    return ImageMetrics(lpips=lpips_value, ssim=ssim_value, psnr=psnr(golden, candidate)), Maps(lpips_map, ssim_map)
 
 
 def compare_images(golden: np.ndarray, candidate: np.ndarray) -> ImageMetrics:

@@ -18,7 +18,7 @@ from quant_guard.cases import CaseResult, TestAddress, TestOverrides, VisualCase
 from quant_guard.config import ConfigError, QuantGuardConfig, declares_quant_guard, load_config
 from quant_guard.drift import ReferenceMode
 from quant_guard.session import QuantGuardSession, RunSettings
-from quant_guard.thresholds import ThresholdOverrides
+from quant_guard.thresholds import LIMIT_KEYS, LIMITS, MEANING_KEY, ThresholdOverrides
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 from quant_guard.golden import WriteOutcome
 from quant_guard.progress import ProgressPrinter
@@ -30,8 +30,9 @@ RESULT_KEY = pytest.StashKey[CaseResult]()
 
 MARKERS = {
     "gpu": "gpu: needs a CUDA device; `pytest -m gpu` without one fails at session start instead of skipping",
-    "qg_thresholds": "qg_thresholds(lpips=None, ssim=None, psnr=None): override quant_guard's image thresholds "
-                     "for this test (max LPIPS, min SSIM, min PSNR in dB)",
+    "qg_thresholds": "qg_thresholds(lpips=None, ssim=None, psnr=None, colour_delta_e_p95=None, sharpness_min=None, "
+                     "..., meaning=None): override quant_guard's image thresholds for this test (any key of a "
+                     "thresholds table)",
     "vram_budget": 'vram_budget("10 GiB"): peak memory limit of this test\'s candidate render (CUDA: device '
                    "memory; CPU: the process's peak RSS)",
     "resident_vram_budget": 'resident_vram_budget("8 GiB"): limit on the memory resident when this test\'s '
@@ -39,7 +40,7 @@ MARKERS = {
     "step_time_budget": 'step_time_budget("9.5 s"): per-step time limit of this test\'s candidate render '
                         "(median after warm-up unless configured otherwise)",
 }
-_THRESHOLD_KEYWORDS = ("lpips", "ssim", "psnr")
+_THRESHOLD_KEYWORDS = (*LIMIT_KEYS, MEANING_KEY)
 
 
 # ---- options ---------------------------------------------------------------------------------
@@ -55,6 +56,19 @@ def _bounded_float(low: float, high: float, what: str) -> Any:
         return value
 
     return convert
+
+
+def _limit_option(text: str) -> tuple[str, float | str]:
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not value:
+        raise argparse.ArgumentTypeError(f"--qg-limit must look like KEY=VALUE, e.g. colour_delta_e_p95=3.0, got {text!r}")
+    if key == MEANING_KEY:
+        return key, value
+    limit = next((lim for lim in LIMITS if lim.key == key), None)
+    if limit is None:
+        raise argparse.ArgumentTypeError(f"--qg-limit: unknown key {key!r}; known: {', '.join(LIMIT_KEYS)}, {MEANING_KEY}")
+    return key, _bounded_float(limit.low, limit.high, f"--qg-limit {key}")(value)
 
 
 def _unit_option(parse: Any) -> Any:
@@ -95,6 +109,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="minimum SSIM for every visual test")
     group.addoption("--qg-psnr", metavar="MIN_DB", type=_bounded_float(0.0, 200.0, "--qg-psnr"), default=None,
                     help="minimum PSNR in dB for every visual test")
+    group.addoption("--qg-limit", metavar="KEY=VALUE", action="append", type=_limit_option, default=[],
+                    help="a limit for every visual test, any key of a thresholds table, e.g. colour_delta_e_p95=3.0 or "
+                         f"sharpness_min=0.9 (repeatable; keys: {', '.join(LIMIT_KEYS)}, {MEANING_KEY})")
     group.addoption("--qg-device", choices=("auto", "cpu", "cuda"), default=None,
                     help="device for every checkpoint (default: each checkpoint's setting, 'auto')")
     group.addoption("--qg-no-expected", action="store_true", default=False,
@@ -149,8 +166,7 @@ def _settings(config: pytest.Config) -> RunSettings:
         update_golden=config.getoption("update_golden"),
         golden_dir=path("qg_golden_dir"),
         report_dir=path("qg_report_dir"),
-        thresholds=ThresholdOverrides(lpips=config.getoption("qg_lpips"), ssim=config.getoption("qg_ssim"),
-                                      psnr=config.getoption("qg_psnr")),
+        thresholds=_command_line_thresholds(config),
         device=config.getoption("qg_device"),
         use_expected=not config.getoption("qg_no_expected"),
         max_peak_memory_bytes=config.getoption("qg_max_vram"),
@@ -160,6 +176,15 @@ def _settings(config: pytest.Config) -> RunSettings:
         force=config.getoption("qg_force"),
         history_dir=path("qg_history"),  # the option belongs to the report plugin
     )
+
+
+def _command_line_thresholds(config: pytest.Config) -> ThresholdOverrides:
+    """--qg-limit KEY=VALUE (the last one of a key wins), then --qg-lpips/--qg-ssim/--qg-psnr over them."""
+    values: dict[str, Any] = dict(config.getoption("qg_limit") or [])
+    for key in ("lpips", "ssim", "psnr"):
+        if config.getoption(f"qg_{key}") is not None:
+            values[key] = config.getoption(f"qg_{key}")
+    return ThresholdOverrides(**values)
 
 
 @pytest.hookimpl(tryfirst=True)  # the GPU pinning check before any other plugin's configure
@@ -269,10 +294,22 @@ def _marker_thresholds(item: pytest.Item) -> ThresholdOverrides:
     if marker.args or unknown:
         raise pytest.UsageError(f"{item.nodeid}: qg_thresholds takes only keywords {', '.join(_THRESHOLD_KEYWORDS)}; "
                                 f"got args {marker.args!r}, unknown {sorted(unknown)}")
+    values: dict[str, Any] = {}
     for name, value in marker.kwargs.items():
+        if name == MEANING_KEY:
+            if not isinstance(value, str) or not value.strip():
+                raise pytest.UsageError(f"{item.nodeid}: qg_thresholds(meaning=...) must name a semantic scorer or "
+                                        f'"off", got {value!r}')
+            values[name] = value
+            continue
+        limit = next(lim for lim in LIMITS if lim.key == name)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise pytest.UsageError(f"{item.nodeid}: qg_thresholds({name}=...) must be a number, got {value!r}")
-    return ThresholdOverrides(**{k: float(v) for k, v in marker.kwargs.items()})
+        if not limit.low <= value <= limit.high:
+            raise pytest.UsageError(f"{item.nodeid}: qg_thresholds({name}=...) must be between {limit.low} and "
+                                    f"{limit.high}, got {value}")
+        values[name] = float(value)
+    return ThresholdOverrides(**values)
 
 
 @pytest.hookimpl(trylast=True)  # after -m / -k deselection

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import numpy as np
 
     from quant_guard.semantic import MeaningScore, SemanticScorer
@@ -97,25 +99,50 @@ class Scorecard:
     artifacts: ArtifactScore
     meaning: MeaningScore | None = None
 
-    def describe(self) -> str:
-        """The scorecard in the words a person reads, one clause per dimension."""
+    def values(self) -> dict[str, float | None]:
+        """The numbers a limit can bound (``quant_guard.thresholds.LIMITS``), by key; None where
+        there is nothing to measure (no saturated pixels for a hue, no detail for a worst tile)."""
+        c, s, a = self.colour, self.sharpness, self.artifacts
+        return {
+            "colour_delta_e_mean": c.delta_e_mean, "colour_delta_e_p95": c.delta_e_p95,
+            "colour_hue_shift": None if c.hue_shift_deg is None else abs(c.hue_shift_deg),
+            "sharpness": s.ratio, "sharpness_worst": s.worst.value if s.worst is not None else None,
+            "structure_worst": self.structure.worst.value,
+            # an LPIPS limit bounds LPIPS only (images under 31 px get a pixel-difference map)
+            "artifacts_worst": (a.worst.value if a.worst is not None else 0.0) if a.kind == "LPIPS" else None,
+        }
+
+    @property
+    def words(self) -> str:
+        return self.describe()
+
+    def describe(self, limits: Mapping[str, str] | None = None) -> str:
+        """The scorecard in the words a person reads, one clause per dimension. ``limits`` (by
+        ``values()`` key, e.g. {"colour_delta_e_p95": "limit 3.0"}) are said after their number."""
+        limits = limits or {}
+
+        def said(key: str, text: str) -> str:
+            return f"{text} ({limits[key]})" if key in limits else text
+
         c, s, st, a = self.colour, self.sharpness, self.structure, self.artifacts
-        colour = f"colour: ΔE mean {c.delta_e_mean:.1f}, p95 {c.delta_e_p95:.1f}"
+        colour = ("colour: " + said("colour_delta_e_mean", f"ΔE mean {c.delta_e_mean:.1f}") + ", "
+                  + said("colour_delta_e_p95", f"p95 {c.delta_e_p95:.1f}"))
         if c.hue_shift_deg is None:
             colour += ", no saturated colours to measure hue on"
         else:
-            colour += f", hue {c.hue_shift_deg:+.0f}°"
+            colour += ", " + said("colour_hue_shift", f"hue {c.hue_shift_deg:+.0f}°")
             if c.towards is not None:
                 colour += f" (towards {c.towards}) {c.where}"
-        sharp = f"sharpness {s.ratio:.2f} ({s.words})"
-        if s.worst is not None and s.worst.value < s.ratio - 0.05:
-            sharp += f", worst region {_box(s.worst)} {s.worst.value:.2f}"
-        structure = f"structure: SSIM {st.ssim:.3f}, worst region {_box(st.worst)} {st.worst.value:.3f}"
+        sharp = said("sharpness", f"sharpness {s.ratio:.2f}") + f" ({s.words})"
+        if s.worst is not None and (s.worst.value < s.ratio - 0.05 or "sharpness_worst" in limits):
+            sharp += ", " + said("sharpness_worst", f"worst region {_box(s.worst)} {s.worst.value:.2f}")
+        structure = (f"structure: SSIM {st.ssim:.3f}, "
+                     + said("structure_worst", f"worst region {_box(st.worst)} {st.worst.value:.3f}"))
         if a.worst is None:
             artifacts = f"artifacts: no {a.kind} difference"
         else:
-            artifacts = (f"artifacts: worst {a.kind} region {_box(a.worst)} ({a.worst.w}x{a.worst.h} px) "
-                         f"{a.worst.value:.4f}")
+            artifacts = said("artifacts_worst", f"artifacts: worst {a.kind} region {_box(a.worst)} "
+                                                f"({a.worst.w}x{a.worst.h} px) {a.worst.value:.4f}")
         parts = [colour, sharp, structure, artifacts]
         if self.meaning is not None:
             parts.append(f"meaning: {self.meaning.describe()}")
@@ -243,10 +270,12 @@ def sharpness_score(golden_l: np.ndarray, candidate_l: np.ndarray, side: int) ->
     return SharpnessScore(ratio=ratio, worst=Tile(x, y, w, h, value))
 
 
-def structure_score(golden: np.ndarray, candidate: np.ndarray, side: int) -> StructureScore:
+def structure_score(golden: np.ndarray, candidate: np.ndarray, side: int,
+                    ssim: tuple[float, np.ndarray] | None = None) -> StructureScore:
+    """SSIM and its worst tile; ``ssim`` reuses ``metrics.ssim_with_map``'s result when given."""
     from quant_guard.metrics import ssim_with_map
 
-    value, local = ssim_with_map(golden, candidate)
+    value, local = ssim if ssim is not None else ssim_with_map(golden, candidate)
     grid = tiles(*golden.shape[:2], side)
     means = _tile_means(local, grid)
     i = min(range(len(grid)), key=means.__getitem__)
@@ -266,9 +295,11 @@ def artifact_score(golden: np.ndarray, candidate: np.ndarray, lpips_map: np.ndar
 
 
 def compute_scorecard(golden: np.ndarray, candidate: np.ndarray, *, prompt: str | None = None,
-                      scorer: SemanticScorer | None = None, lpips_map: np.ndarray | None = None) -> Scorecard:
+                      scorer: SemanticScorer | None = None, lpips_map: np.ndarray | None = None,
+                      ssim: tuple[float, np.ndarray] | None = None) -> Scorecard:
     """The scorecard of two uint8 HxWx3 images of equal shape. ``scorer`` (with ``prompt``) adds
-    the meaning check; ``lpips_map`` reuses a spatial LPIPS map already computed."""
+    the meaning check; ``lpips_map`` and ``ssim`` (value, map) reuse what the gate's comparison
+    computed (``metrics.compare_with_maps``): the scorecard then costs only its own measures."""
     import numpy as np
     from skimage.color import rgb2lab
 
@@ -289,7 +320,7 @@ def compute_scorecard(golden: np.ndarray, candidate: np.ndarray, *, prompt: str 
     return Scorecard(
         colour=colour_score(lab_g, lab_c),
         sharpness=sharpness_score(lab_g[..., 0], lab_c[..., 0], side),
-        structure=structure_score(golden, candidate, side),
+        structure=structure_score(golden, candidate, side, ssim),
         artifacts=artifact_score(golden, candidate, lpips_map),
         meaning=meaning,
     )

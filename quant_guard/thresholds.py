@@ -1,8 +1,14 @@
-"""Thresholds on the image metrics, how overrides combine, and the verdict of one comparison.
+"""Thresholds on the image metrics and the scorecard, how overrides combine, and the verdict of
+one comparison.
+
+``LIMITS`` is the one list of what can be limited: each entry is a configuration key (the same
+name in ``[tool.quant_guard.thresholds]``, a checkpoint's or case's ``thresholds`` table, the
+``qg_thresholds`` marker and ``--qg-limit KEY=VALUE``), the number it bounds (an ``ImageMetrics``
+field or a ``Scorecard.values()`` key), its valid range and its tolerance in the expected mode.
 
 Precedence, most specific last: defaults < [tool.quant_guard.thresholds] < an embedded
 checkpoint's measured thresholds for the scheme < checkpoint < scheme < case < ``qg_thresholds``
-marker < command line. The "expected" check compares with the metrics that
+marker < command line. The "expected" check compares with the numbers that
 were recorded when the golden was last updated (``GoldenStore.load_expected`` in ``golden.py``;
 its tolerances are ``ExpectedSettings`` below).
 """
@@ -10,11 +16,70 @@ its tolerances are ``ExpectedSettings`` below).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from quant_guard.metrics import ImageMetrics
+    from quant_guard.scorecard import Scorecard
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit a user can set, and how the expected mode tolerates its number."""
+
+    key: str  # configuration key, marker keyword, --qg-limit name; a ThresholdOverrides field
+    value: str  # the number it bounds: an ImageMetrics field or a Scorecard.values() key
+    metric: str  # its name in messages
+    higher_is_better: bool
+    low: float  # valid range of the limit
+    high: float
+    dimension: str  # the reviewer's dimension (DIMENSIONS) a failure of it counts against
+    expected_margin: str  # ExpectedSettings field: how much worse than recorded is tolerated
+    expected_factor: str | None = None  # ExpectedSettings field multiplying the recorded value first
+    unit: str = ""
+    threshold_field: str = ""  # the Thresholds field, when it differs from ``key``
+
+    @property
+    def field(self) -> str:
+        return self.threshold_field or self.key
+
+    @property
+    def bound(self) -> str:
+        return "min" if self.higher_is_better else "max"
+
+
+# What a reviewer looks at (the source article's stability table): each limit counts against one.
+DIMENSIONS: dict[str, str] = {
+    "structure": "broken structure", "colour": "colour collapse", "sharpness": "softened detail",
+    "meaning": "meaning lost",
+}
+
+LIMITS: tuple[Limit, ...] = (
+    Limit("lpips", "lpips", "LPIPS", False, 0.0, 2.0, "structure", "lpips_margin", "lpips_factor",
+          threshold_field="lpips_max"),
+    Limit("ssim", "ssim", "SSIM", True, -1.0, 1.0, "structure", "ssim_margin", threshold_field="ssim_min"),
+    Limit("psnr", "psnr", "PSNR", True, 0.0, 200.0, "structure", "psnr_margin_db", unit="dB",
+          threshold_field="psnr_min"),
+    Limit("colour_delta_e_mean", "colour_delta_e_mean", "ΔE mean", False, 0.0, 200.0, "colour", "delta_e_margin"),
+    Limit("colour_delta_e_p95", "colour_delta_e_p95", "ΔE p95", False, 0.0, 200.0, "colour", "delta_e_margin"),
+    Limit("colour_hue_shift", "colour_hue_shift", "hue shift", False, 0.0, 180.0, "colour", "hue_margin_deg",
+          unit="°"),
+    Limit("sharpness_min", "sharpness", "sharpness", True, 0.0, 100.0, "sharpness", "sharpness_margin"),
+    Limit("sharpness_max", "sharpness", "sharpness", False, 0.0, 1e6, "sharpness", "sharpness_margin"),
+    Limit("sharpness_worst_min", "sharpness_worst", "sharpness worst region", True, 0.0, 100.0, "sharpness",
+          "sharpness_margin"),
+    Limit("structure_worst_min", "structure_worst", "SSIM worst region", True, -1.0, 1.0, "structure",
+          "region_margin"),
+    Limit("artifacts_max", "artifacts_worst", "worst LPIPS region", False, 0.0, 2.0, "structure",
+          "region_margin", "lpips_factor"),
+)
+LIMIT_KEYS: tuple[str, ...] = tuple(limit.key for limit in LIMITS)
+MEANING_KEY = "meaning"  # not a number: the semantic scorer whose verdict must hold (quant_guard.semantic)
+MEANING_OFF = "off"  # switches off a meaning check set at a less specific level
+IMAGE_METRICS = ("lpips", "ssim", "psnr")  # values every comparison has; the rest need a scorecard
 
 
 @dataclass(frozen=True)
@@ -22,46 +87,88 @@ class Thresholds:
     lpips_max: float
     ssim_min: float
     psnr_min: float
+    # scorecard limits: None = reported, not enforced
+    colour_delta_e_mean: float | None = None
+    colour_delta_e_p95: float | None = None
+    colour_hue_shift: float | None = None  # degrees, either direction
+    sharpness_min: float | None = None
+    sharpness_max: float | None = None
+    sharpness_worst_min: float | None = None
+    structure_worst_min: float | None = None
+    artifacts_max: float | None = None
+    meaning: str | None = None  # the semantic scorer whose verdict must hold; None or "off": none
 
     DEFAULT: ClassVar[Thresholds]
+
+    def limit(self, limit: Limit) -> float | None:
+        value: float | None = getattr(self, limit.field)
+        return value
+
+    @property
+    def scorer(self) -> str | None:
+        return None if self.meaning in (None, MEANING_OFF) else self.meaning
 
 
 # The package defaults are a coarse absolute gate for real checkpoints, from published FLUX
 # results (README, "Thresholds"): float8 against bf16 of the same seed scores LPIPS 0.02-0.17 and
 # SSIM 0.94-0.98, INT W8A8 27 dB PSNR, while a broken render (an unrelated image) scores LPIPS
 # 0.77 / SSIM 0.22. Per-case precision comes from the expected mode, or from thresholds measured
-# for the checkpoint, like the embedded tiny checkpoint's below.
+# for the checkpoint, like the embedded tiny checkpoint's below. No scorecard limit by default:
+# no published float8 measurement of them exists to set one from.
 Thresholds.DEFAULT = Thresholds(lpips_max=0.1, ssim_min=0.85, psnr_min=22.0)
 
 
 @dataclass(frozen=True)
 class ThresholdOverrides:
-    """Partial thresholds from one level of configuration; None = inherit."""
+    """Partial thresholds from one level of configuration; None = inherit. Field names are the
+    configuration keys (``LIMITS``)."""
 
     lpips: float | None = None
     ssim: float | None = None
     psnr: float | None = None
+    colour_delta_e_mean: float | None = None
+    colour_delta_e_p95: float | None = None
+    colour_hue_shift: float | None = None
+    sharpness_min: float | None = None
+    sharpness_max: float | None = None
+    sharpness_worst_min: float | None = None
+    structure_worst_min: float | None = None
+    artifacts_max: float | None = None
+    meaning: str | None = None
 
     def over(self, base: ThresholdOverrides) -> ThresholdOverrides:
         """These overrides on top of ``base`` (ours win where set)."""
         return replace(base, **{k: v for k, v in vars(self).items() if v is not None})
 
     def apply(self, base: Thresholds) -> Thresholds:
-        return Thresholds(
-            lpips_max=base.lpips_max if self.lpips is None else self.lpips,
-            ssim_min=base.ssim_min if self.ssim is None else self.ssim,
-            psnr_min=base.psnr_min if self.psnr is None else self.psnr,
-        )
+        changes: dict[str, float | str] = {limit.field: getattr(self, limit.key) for limit in LIMITS
+                                           if getattr(self, limit.key) is not None}
+        if self.meaning is not None:
+            changes["meaning"] = self.meaning
+        return replace(base, **changes)
+
+
+# one source: every limit is a field of both, and nothing else is
+assert {f.name for f in fields(ThresholdOverrides)} == {*LIMIT_KEYS, MEANING_KEY}
+assert {f.name for f in fields(Thresholds)} == {limit.field for limit in LIMITS} | {MEANING_KEY}
+
+# The tiny checkpoint's colour limit (benchmarks/tiny_scorecard.py; README, "The scorecard").
+TINY_DELTA_E_P95 = 3.0
 
 
 # The embedded tiny checkpoint's thresholds, per scheme kind (storage dtype or quantization
 # method): each limit lies midway on a log scale between the worst honest image of that scheme and
 # the mildest damaged one (quant_guard/tiny/settings.py, measured by benchmarks/tiny_quality.py):
 # geometric mean for LPIPS and 1 - SSIM, mean of the dB values, rounded. A scheme kind without a
-# measurement gets the package defaults: a 4-bit scheme is not held to a float8 limit.
+# measurement gets the package defaults: a 4-bit scheme is not held to a float8 limit. The float8
+# scorecard limit is chosen the same way from benchmarks/tiny_scorecard.py (the worst honest
+# float8 image against the mildest image of the damage aimed at that dimension; README, "The
+# scorecard"); the other schemes' scorecards are reported, not limited (not measured). No meaning
+# check by default: the tiny scorer reads only the dataset's captions, so a case whose prompt is
+# one turns it on (meaning = "tiny-colours", as this repository's do).
 EMBEDDED_THRESHOLDS: dict[str, dict[str, ThresholdOverrides]] = {
     "tiny": {
-        "float8_e4m3fn": ThresholdOverrides(lpips=0.008, ssim=0.975, psnr=34.0),
+        "float8_e4m3fn": ThresholdOverrides(lpips=0.008, ssim=0.975, psnr=34.0, colour_delta_e_p95=TINY_DELTA_E_P95),
         "torchao_int8_w8a16": ThresholdOverrides(lpips=0.003, ssim=0.981, psnr=39.0),
         "torchao_fp8_w8a16": ThresholdOverrides(lpips=0.0066, ssim=0.979, psnr=36.5),
         "torchao_int8_w8a8": ThresholdOverrides(lpips=0.005, ssim=0.981, psnr=38.5),
@@ -83,26 +190,34 @@ def resolve_thresholds(base: Thresholds, *levels: ThresholdOverrides) -> Thresho
 
 @dataclass(frozen=True)
 class ExpectedSettings:
-    """The "expected" mode: fail when a metric is worse than the value recorded at the last
-    ``--update-golden`` by more than ``lpips <= expected * lpips_factor + lpips_margin``,
-    ``ssim >= expected - ssim_margin``, ``psnr >= expected - psnr_margin_db``."""
+    """The "expected" mode: fail when a number is worse than the value recorded at the last
+    ``--update-golden`` by more than its tolerance: ``lpips <= expected * lpips_factor +
+    lpips_margin``, ``ssim >= expected - ssim_margin``, ``psnr >= expected - psnr_margin_db``, and
+    for each scorecard number that has a limit (``LIMITS``: which margin applies to which) the same
+    one-sided rule with its own margin."""
 
     enabled: bool = True
     lpips_factor: float = 1.1
     lpips_margin: float = 0.005
     ssim_margin: float = 0.005
     psnr_margin_db: float = 1.0
+    delta_e_margin: float = 0.5  # CIEDE2000 units; about 1 is the smallest difference a person sees
+    hue_margin_deg: float = 2.0
+    sharpness_margin: float = 0.05  # of the sharpness ratio
+    region_margin: float = 0.02  # worst-region SSIM and LPIPS (one tile moves more than the image)
 
 
 @dataclass(frozen=True)
 class MetricCheck:
-    """One metric against one limit, e.g. ``LPIPS 0.0712 > max 0.05``."""
+    """One number against one limit, e.g. ``LPIPS 0.0712 > max 0.05``."""
 
     metric: str
     value: float
     limit: float
     higher_is_better: bool
     source: str  # "threshold" or "expected"
+    key: str = ""  # the Limit's key ("meaning" for the meaning check)
+    unit: str = ""
 
     @property
     def passed(self) -> bool:
@@ -110,11 +225,18 @@ class MetricCheck:
             return False
         return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
 
+    @property
+    def dimension(self) -> str:
+        return "meaning" if self.key == MEANING_KEY else next((lim.dimension for lim in LIMITS if lim.key == self.key),
+                                                              "structure")
+
     def describe(self) -> str:
         op = (">=" if self.passed else "<") if self.higher_is_better else ("<=" if self.passed else ">")
         bound = "min" if self.higher_is_better else "max"
-        unit = " dB" if self.metric == "PSNR" else ""
+        unit = f" {self.unit}" if self.unit == "dB" else self.unit
         verdict = "ok" if self.passed else "FAIL"
+        if self.key == MEANING_KEY:
+            return f"meaning {'kept' if self.passed else 'LOST'} ({self.source}) {verdict}"
         return (f"{self.metric:<5} {_fmt(self.value)}{unit} {op} {bound} {_fmt(self.limit)}{unit}"
                 f" ({self.source}) {verdict}")
 
@@ -125,22 +247,70 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
 
-def check_thresholds(metrics: ImageMetrics, limits: Thresholds) -> list[MetricCheck]:
-    return [
-        MetricCheck("LPIPS", metrics.lpips, limits.lpips_max, False, "threshold"),
-        MetricCheck("SSIM", metrics.ssim, limits.ssim_min, True, "threshold"),
-        MetricCheck("PSNR", metrics.psnr, limits.psnr_min, True, "threshold"),
-    ]
+def measured(metrics: ImageMetrics, scorecard: Scorecard | None) -> dict[str, float]:
+    """Every number a limit can bound (``Limit.value`` keys); a scorecard adds its own."""
+    values = {"lpips": metrics.lpips, "ssim": metrics.ssim, "psnr": metrics.psnr}
+    if scorecard is not None:
+        values.update({k: v for k, v in scorecard.values().items() if v is not None})
+    return values
 
 
-def check_expected(metrics: ImageMetrics, expected: ImageMetrics, settings: ExpectedSettings) -> list[MetricCheck]:
-    """Hold a candidate to the metrics recorded at the last re-baseline (one-sided: being
-    closer to the golden than last time always passes)."""
-    # An identical image at baseline (PSNR inf) gives no PSNR bound; LPIPS and SSIM still hold it.
-    psnr_limit = expected.psnr - settings.psnr_margin_db if math.isfinite(expected.psnr) else 0.0
-    return [
-        MetricCheck("LPIPS", metrics.lpips, expected.lpips * settings.lpips_factor + settings.lpips_margin,
-                    False, "expected"),
-        MetricCheck("SSIM", metrics.ssim, expected.ssim - settings.ssim_margin, True, "expected"),
-        MetricCheck("PSNR", metrics.psnr, psnr_limit, True, "expected"),
-    ]
+def check_thresholds(metrics: ImageMetrics, limits: Thresholds, scorecard: Scorecard | None = None) -> list[MetricCheck]:
+    """A check per limit that is set and has its number (a scorecard limit needs the scorecard;
+    the hue limit needs saturated pixels to measure on), and the meaning check when a scorer ran."""
+    values = measured(metrics, scorecard)
+    checks = []
+    for limit in LIMITS:
+        bound = limits.limit(limit)
+        if bound is not None and limit.value in values:
+            checks.append(MetricCheck(limit.metric, values[limit.value], bound, limit.higher_is_better, "threshold",
+                                      limit.key, limit.unit))
+    if scorecard is not None and scorecard.meaning is not None:
+        checks.append(MetricCheck("meaning", 1.0 if scorecard.meaning.agrees else 0.0, 1.0, True, "threshold",
+                                  MEANING_KEY))
+    return checks
+
+
+def check_expected(metrics: ImageMetrics, expected: ImageMetrics, settings: ExpectedSettings, *,
+                   limits: Thresholds | None = None, scorecard: Scorecard | None = None,
+                   expected_scorecard: Mapping[str, float] | None = None) -> list[MetricCheck]:
+    """Hold a candidate to the numbers recorded at the last re-baseline (one-sided: being closer
+    to the golden than last time always passes). LPIPS, SSIM and PSNR always; a scorecard number
+    when it has a limit in ``limits`` and was recorded (goldens updated before the scorecard
+    existed have none)."""
+    values = measured(metrics, scorecard)
+    recorded = {"lpips": expected.lpips, "ssim": expected.ssim, "psnr": expected.psnr, **(expected_scorecard or {})}
+    checks = []
+    for limit in LIMITS:
+        scored = limit.value not in IMAGE_METRICS
+        if scored and (limits is None or limits.limit(limit) is None):
+            continue
+        if limit.value not in values or limit.value not in recorded:
+            continue
+        base = recorded[limit.value]
+        margin = getattr(settings, limit.expected_margin)
+        if not math.isfinite(base):
+            # an identical image at baseline (PSNR inf) gives no bound; the other numbers still hold it
+            bound = limit.low if limit.higher_is_better else limit.high
+        elif limit.higher_is_better:
+            bound = base - margin
+        else:
+            bound = base * (getattr(settings, limit.expected_factor) if limit.expected_factor else 1.0) + margin
+        checks.append(MetricCheck(limit.metric, values[limit.value], bound, limit.higher_is_better, "expected",
+                                  limit.key, limit.unit))
+    return checks
+
+
+def limit_words(checks: list[MetricCheck]) -> dict[str, str]:
+    """What the scorecard's words say after a number (``Scorecard.describe``): its limits, by
+    ``Limit.value``, e.g. {"colour_delta_e_p95": "limit 3.0, expected max 1.5"}."""
+    by_key = {limit.key: limit for limit in LIMITS}
+    out: dict[str, list[str]] = {}
+    for c in checks:
+        limit = by_key.get(c.key)
+        if limit is None:
+            continue
+        bound = f"{c.limit:.1f}" if abs(c.limit) >= 1 else f"{c.limit:.3g}"
+        text = f"limit {bound}" if c.source == "threshold" else f"expected {limit.bound} {bound}"
+        out.setdefault(limit.value, []).append(text)
+    return {k: ", ".join(v) for k, v in out.items()}

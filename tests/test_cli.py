@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from quant_guard.cli import main
+from quant_guard.degrade import COLOUR_SHIFT_CHANNEL
 from quant_guard.tiny.build import TinyCheckpointFiles
 
 
@@ -43,18 +44,30 @@ def test_quantize_and_degrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert torch.count_nonzero(d["blocks.0.attn.a_to_out.weight"]) == 0
 
 
-@pytest.mark.parametrize(("kind", "half"), [("colour-shift", 0), ("soften", 1)])
-def test_final_norm_kinds_change_only_their_half_of_the_final_norm(tmp_path: Path, kind: str, half: int) -> None:
+def test_soften_changes_only_the_scale_half_of_the_final_norm(tmp_path: Path) -> None:
     assert main(["tiny", str(tmp_path / "t"), "--seeded"]) == 0
     dit = tmp_path / "t" / "dit.safetensors"
-    assert main(["degrade", str(dit), str(tmp_path / "d.safetensors"), "--kind", kind, "--strength", "1.5"]) == 0
+    assert main(["degrade", str(dit), str(tmp_path / "d.safetensors"), "--kind", "soften", "--strength", "1.5"]) == 0
     before, after = load_file(str(dit)), load_file(str(tmp_path / "d.safetensors"))
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed == ["final_norm_out.linear.bias"]
     width = before["final_norm_out.linear.bias"].shape[0] // 2  # [shift | scale]
     delta = (after[changed[0]].float() - before[changed[0]].float()).view(2, width)
-    assert torch.allclose(delta[half], torch.full((width,), 1.5), atol=0.05)  # bf16 rounding of the sum
-    assert torch.count_nonzero(delta[1 - half]) == 0
+    assert torch.allclose(delta[1], torch.full((width,), 1.5), atol=0.05)  # bf16 rounding of the sum
+    assert torch.count_nonzero(delta[0]) == 0
+
+
+def test_colour_shift_offsets_one_latent_channel_of_the_final_projection(tmp_path: Path) -> None:
+    assert main(["tiny", str(tmp_path / "t"), "--seeded"]) == 0
+    dit = tmp_path / "t" / "dit.safetensors"
+    assert main(["degrade", str(dit), str(tmp_path / "d.safetensors"), "--kind", "colour-shift",
+                 "--strength", "1.5"]) == 0
+    before, after = load_file(str(dit)), load_file(str(tmp_path / "d.safetensors"))
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == ["final_proj_out.bias"]
+    delta = (after[changed[0]].float() - before[changed[0]].float()).view(-1, 4)  # latent channel x 2x2 patch
+    assert torch.allclose(delta[COLOUR_SHIFT_CHANNEL], torch.full((4,), 1.5), atol=0.05)
+    assert torch.count_nonzero(delta) == 4
 
 
 def test_pickle_and_missing_inputs_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

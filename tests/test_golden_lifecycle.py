@@ -57,7 +57,8 @@ def test_changed_golden_fails_as_drift_then_update_repairs(pytester: pytest.Pyte
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "*environment drift: the bf16 golden no longer reproduces here*",
-        "*candidate vs golden * FAIL (LPIPS > 0.008 threshold; SSIM < 0.975 threshold; PSNR < 34 dB threshold)",
+        "*candidate vs golden * FAIL (LPIPS > 0.008 threshold; SSIM < 0.975 threshold; PSNR < 34 dB threshold; "
+        "ΔE p95 > 3 threshold)",
         "*bf16 now vs golden (drift) * FAIL (LPIPS > 0.001 drift tolerance; PSNR < 50 dB drift tolerance)",
         "*candidate vs bf16 now * ok",
         "*pytest --update-golden 'test_visual.py::test_visual[[]tiny-red-circle-s0[]]'*",

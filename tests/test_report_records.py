@@ -120,7 +120,8 @@ def test_record_has_identity_results_environment_and_relative_images(tmp_path: P
     assert record["verdict"] == "image-failed" and record["passed"] is False and record["worker"] == "gw1"
     assert record["metrics"] == {"lpips": 0.2, "ssim": 0.9, "psnr": "inf"}
     assert record["checks"][0] == {"metric": "LPIPS", "value": 0.2, "limit": 0.05, "higher_is_better": False,
-                                   "source": "threshold", "passed": False}
+                                   "source": "threshold", "passed": False, "key": "", "unit": "",
+                                   "dimension": "structure"}
     assert record["candidate_render"]["step_times_s"] == [0.5, 0.25]
     assert record["candidate_render"]["memory"]["peak_bytes"] == 1024
     # every image inside the report folder, the golden copied beside the candidate

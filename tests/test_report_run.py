@@ -56,7 +56,11 @@ def test_results_json_describes_every_visual_test(demo: Demo) -> None:
     for test_id, r in records.items():
         assert r["verdict"] == ("passed" if test_id in PASSING else "image-failed")
         assert r["scheme"] == "float8_e4m3fn" and r["render"]["steps"] == 8
-        assert {c["metric"] for c in r["checks"]} == {"LPIPS", "SSIM", "PSNR"}
+        # the tiny checkpoint's colour limit beside LPIPS/SSIM/PSNR (the drift check's comparison for a failure)
+        assert {c["metric"] for c in r["checks"]} == {"LPIPS", "SSIM", "PSNR", "ΔE p95"}
+        card = r["scorecard"]
+        assert card["words"].startswith("colour: ΔE mean ") and card["artifacts"]["kind"] == "LPIPS"
+        assert (card["colour"]["delta_e_p95"] > 2.0) == failing_case(test_id)  # the rounded weights move colour
         assert len(r["candidate_render"]["step_times_s"]) == 8 and r["candidate_render"]["memory"]["kind"] == "cpu-rss"
         # a failing case also has the bf16 reference of the drift check, rendered in the same run
         failing = test_id not in PASSING
@@ -70,6 +74,11 @@ def test_results_json_describes_every_visual_test(demo: Demo) -> None:
         assert env["checkpoint_hashes"]["dit"] == r["golden"]["checkpoint_hashes"]["dit"]
         assert ("dit@float8_e4m3fn" in env["checkpoint_hashes"]) == r["checkpoint"].endswith("damaged")
     assert records[FAILING[2]]["prompt"] == HOSTILE_PROMPT
+    assert "\n  in words: colour: ΔE mean " in records[FAILING[0]]["reason"]
+
+
+def failing_case(test_id: str) -> bool:
+    return test_id not in PASSING
 
 
 def test_failed_run_writes_the_html_report_and_prints_its_path(demo: Demo) -> None:
@@ -83,6 +92,9 @@ def test_failed_run_writes_the_html_report_and_prints_its_path(demo: Demo) -> No
     assert len(failure_lines) == 3 and max(failure_lines) < report_line
     assert "quant_guard results: qg-report/results.json" in lines
     assert "report incomplete" not in demo.output
+    # the scorecard of every case, and the stability table's anomalies per dimension
+    assert page.count("scorecard: how the candidate differs") == len(FAILING + PASSING)
+    assert "<th>Colour collapse</th>" in page and "<th>Meaning lost</th>" in page
 
 
 def test_pytest_html_gets_the_difference_image_and_metrics_of_failing_tests(demo: Demo) -> None:

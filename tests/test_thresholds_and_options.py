@@ -4,6 +4,7 @@ the gpu marker and configuration errors, all through pytest itself."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ def test_embedded_tiny_brings_its_measured_thresholds(tmp_path: Path) -> None:
     assert _checkpoint_thresholds(tmp_path, {"embedded": "tiny"}, {"thresholds": {"lpips": 0.3}}) == measured
     # the checkpoint's own table wins, metric by metric
     own = _checkpoint_thresholds(tmp_path, {"embedded": "tiny", "thresholds": {"psnr": 20.0}})
-    assert own == Thresholds(lpips_max=measured.lpips_max, ssim_min=measured.ssim_min, psnr_min=20.0)
+    assert own == replace(measured, psnr_min=20.0)
 
 
 def test_checkpoint_given_by_files_gets_the_package_defaults(tmp_path: Path) -> None:
@@ -149,7 +150,7 @@ def test_the_readme_names_every_option(pytester: pytest.Pytester) -> None:
 def test_markers_are_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.gpu: needs a CUDA device*",
-                                 "@pytest.mark.qg_thresholds(lpips=None, ssim=None, psnr=None)*"])
+                                 "@pytest.mark.qg_thresholds(lpips=None, ssim=None, psnr=None, colour_delta_e_p95=None, *"])
 
 
 def test_bad_cli_value_is_rejected(pytester: pytest.Pytester) -> None:

@@ -11,9 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from quant_guard.report.records import as_float, headline, is_failure
+from quant_guard.thresholds import DIMENSIONS, LIMITS
 from quant_guard.units import format_bytes, format_seconds
 
 METRICS = ("LPIPS", "SSIM", "PSNR")
+# Scorecard numbers in the tables: (heading, Scorecard.values() key, decimals)
+_SCORE_COLUMNS = (("ΔE p95", "colour_delta_e_p95", 2), ("Sharpness", "sharpness", 2))
+_DECIMALS = {limit.metric: (1 if limit.unit == "°" else 2 if limit.dimension in ("colour", "sharpness") else 4)
+             for limit in LIMITS if limit.value not in ("lpips", "ssim", "psnr")}
 _FIELD = {"LPIPS": "lpips", "SSIM": "ssim", "PSNR": "psnr"}
 _ENV_KEYS = ("device", "device_name", "compute_capability", "driver", "torch", "torch_cuda", "cudnn", "diffsynth",
              "cpu_features", "determinism", "quant_guard", "python")
@@ -27,6 +32,8 @@ def fmt_metric(metric: str, value: Any) -> str:
         return "NaN"
     if math.isinf(v):
         return "∞ dB" if metric == "PSNR" else "∞"
+    if metric in _DECIMALS:
+        return f"{v:.{_DECIMALS[metric]}f}" + ("°" if metric == "hue shift" else "")
     return f"{v:.2f} dB" if metric == "PSNR" else f"{v:.4f}"
 
 
@@ -86,6 +93,8 @@ class CaseView:
     artifact_error: str = ""
     drift: tuple[Row, ...] = ()  # candidate vs golden, bf16 now vs golden, candidate vs bf16 now
     fingerprint: tuple[str, ...] = ()  # environment fields that differ from the golden's
+    scorecard: tuple[Row, ...] = ()  # one row per dimension: what was measured, its limits
+    scorecard_words: str = ""  # the scorecard as a sentence
 
 
 @dataclass(frozen=True)
@@ -109,9 +118,11 @@ class ReportView:
     failing: tuple[CaseView, ...]
     tables: tuple[CheckpointTable, ...]
     cases: tuple[CaseView, ...]  # failing first
-    seed_headers: tuple[str, ...] = ("Case", "Seed", "LPIPS", "SSIM", "PSNR", "Verdict")
-    spread_headers: tuple[str, ...] = ("Case", "Seeds", "Seeds over a limit", "LPIPS mean (worst)", "SSIM worst",
-                                       "PSNR worst", "Worst seed")
+    seed_headers: tuple[str, ...] = ("Case", "Seed", "LPIPS", "SSIM", "PSNR",
+                                     *(h for h, _, _ in _SCORE_COLUMNS), "Verdict")
+    spread_headers: tuple[str, ...] = ("Case", "Seeds", "Seeds over a limit",
+                                       *(f"{words.capitalize()}" for words in DIMENSIONS.values()),
+                                       "LPIPS mean (worst)", "SSIM worst", "PSNR worst", "Worst seed")
     performance_headers: tuple[str, ...] = ("Pipeline", "Renders", "DiT weights", "Memory at render start",
                                             "Peak memory (worst)", "Step time (median)", "Seconds per image")
     extra: dict[str, Any] = field(default_factory=dict)
@@ -146,6 +157,60 @@ def _metric_cells(record: Mapping[str, Any]) -> list[Cell]:
     return cells
 
 
+def _score_cells(record: Mapping[str, Any]) -> list[Cell]:
+    """The scorecard's headline numbers, judged by the record's checks on them (if any)."""
+    values = _score_values(record)
+    checks = [c for c in record.get("checks") or [] if isinstance(c, dict)]
+    cells = []
+    for _, key, decimals in _SCORE_COLUMNS:
+        mine = [c for c in checks if _limit_value(c) == key]
+        v = as_float(values.get(key))
+        cells.append(Cell("–" if v is None else f"{v:.{decimals}f}", all(c.get("passed") for c in mine) if mine else None,
+                          "; ".join(f"{c.get('source')}: {_bound(c)}" for c in mine)))
+    return cells
+
+
+def _score_values(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``Scorecard.values()`` from a record's serialized scorecard."""
+    card = record.get("scorecard")
+    if not isinstance(card, dict):
+        return {}
+    colour, sharp = card.get("colour") or {}, card.get("sharpness") or {}
+    hue = as_float(colour.get("hue_shift_deg"))
+    worst = lambda part: ((card.get(part) or {}).get("worst") or {}).get("value")  # noqa: E731
+    return {"colour_delta_e_mean": colour.get("delta_e_mean"), "colour_delta_e_p95": colour.get("delta_e_p95"),
+            "colour_hue_shift": None if hue is None else abs(hue), "sharpness": sharp.get("ratio"),
+            "sharpness_worst": worst("sharpness"), "structure_worst": worst("structure"),
+            "artifacts_worst": worst("artifacts")}
+
+
+def _limit_value(check: Mapping[str, Any]) -> str | None:
+    return next((limit.value for limit in LIMITS if limit.key == check.get("key")), None)
+
+
+def _anomalies(group: Sequence[Mapping[str, Any]]) -> list[Cell]:
+    """Per reviewer's dimension (``DIMENSIONS``), the seeds with a failed check of it; "–" when
+    no seed was judged on it (no limit on any of its numbers)."""
+    cells = []
+    for dimension in DIMENSIONS:
+        judged = failed = 0
+        for r in group:
+            mine = [c for c in r.get("checks") or [] if isinstance(c, dict) and _dimension(c) == dimension]
+            judged += bool(mine)
+            failed += any(c.get("passed") is False for c in mine)
+        cells.append(Cell(f"{failed} of {len(group)}" if judged else "–", (failed == 0) if judged else None,
+                          "" if judged else "no limit on this dimension"))
+    return cells
+
+
+def _dimension(check: Mapping[str, Any]) -> str:
+    """The dimension a check counts against; records written before the scorecard have none:
+    their LPIPS/SSIM/PSNR checks are structure."""
+    if check.get("dimension"):
+        return str(check["dimension"])
+    return next((limit.dimension for limit in LIMITS if limit.metric == check.get("metric")), "structure")
+
+
 def _bound(check: Mapping[str, Any]) -> str:
     word = "min" if check.get("higher_is_better") else "max"
     return f"{word} {fmt_metric(str(check.get('metric')), check.get('limit'))}"
@@ -160,7 +225,7 @@ def _tables(records: Sequence[Mapping[str, Any]]) -> tuple[CheckpointTable, ...]
     seen: set[str] = set()
     for (checkpoint, scheme), rows in by_scheme.items():
         seed_rows = tuple(Row((Cell(str(r.get("case"))), Cell(str(r.get("seed"))), *_metric_cells(r),
-                               Cell(str(r.get("verdict")), not is_failure(r))),
+                               *_score_cells(r), Cell(str(r.get("verdict")), not is_failure(r))),
                               anchor=_anchor(r), failed=is_failure(r)) for r in rows)
         by_case: dict[str, list[Mapping[str, Any]]] = {}
         for r in rows:
@@ -188,7 +253,8 @@ def _spread_row(case: str, group: Sequence[Mapping[str, Any]]) -> Row:
     mean = (f"{fmt_metric('LPIPS', statistics.fmean(v for v, _ in lpips))} "
             f"({fmt_metric('LPIPS', max(v for v, _ in lpips))})") if lpips else "–"
     return Row((
-        Cell(case), Cell(str(len(group))), Cell(f"{failing} of {len(group)}", failing == 0), Cell(mean),
+        Cell(case), Cell(str(len(group))), Cell(f"{failing} of {len(group)}", failing == 0), *_anomalies(group),
+        Cell(mean),
         Cell(fmt_metric("SSIM", min(v for v, _ in ssim)) if ssim else "–"),
         Cell(fmt_metric("PSNR", min(v for v, _ in psnr)) if psnr else "–"),
         Cell(f"s{worst.get('seed')}" if worst else "–"),
@@ -226,7 +292,51 @@ def case_view(record: Mapping[str, Any], artifacts: Mapping[str, Any]) -> CaseVi
                           if k in _ENV_KEYS),
         notes=_notes(record), artifact_error=str(artifacts.get("error", "")),
         drift=_drift_rows(record.get("drift")), fingerprint=_fingerprint(record.get("fingerprint")),
+        scorecard=_scorecard_rows(record), scorecard_words=str((record.get("scorecard") or {}).get("words") or ""),
     )
+
+
+_SCORE_ROWS = (  # (dimension, label, Scorecard.values() key)
+    ("colour", "ΔE mean (CIEDE2000)", "colour_delta_e_mean"), ("colour", "ΔE p95", "colour_delta_e_p95"),
+    ("colour", "hue shift of saturated pixels", "colour_hue_shift"),
+    ("sharpness", "sharpness (candidate / golden detail)", "sharpness"),
+    ("sharpness", "sharpness, worst region", "sharpness_worst"),
+    ("structure", "SSIM, worst region", "structure_worst"), ("artifacts", "worst LPIPS region", "artifacts_worst"),
+)
+
+
+def _scorecard_rows(record: Mapping[str, Any]) -> tuple[Row, ...]:
+    """The scorecard per dimension: the number, its limits (threshold and expected) and whether
+    they hold; the meaning check as words."""
+    card = record.get("scorecard")
+    if not isinstance(card, dict):
+        return ()
+    values = _score_values(record)
+    checks = [c for c in record.get("checks") or [] if isinstance(c, dict)]
+    colour = card.get("colour") or {}
+    rows = []
+    for dimension, label, key in _SCORE_ROWS:
+        v = as_float(values.get(key))
+        if v is None:
+            continue
+        text = f"{v:.1f}°" if key == "colour_hue_shift" else (f"{v:.4f}" if key == "artifacts_worst" else f"{v:.2f}")
+        if key == "colour_hue_shift" and colour.get("towards"):
+            text = f"{as_float(colour.get('hue_shift_deg')):+.1f}° towards {colour.get('towards')} {colour.get('where')}"
+        elif key == "sharpness":
+            text += f" ({(card.get('sharpness') or {}).get('words', '')})"
+        mine = [c for c in checks if _limit_value(c) == key]
+        ok = all(c.get("passed") for c in mine) if mine else None
+        limit = "; ".join(f"{_bound(c)} ({c.get('source')})" for c in mine) or "no limit"
+        rows.append(Row((Cell(dimension), Cell(label), Cell(text), Cell(limit),
+                         Cell("–" if ok is None else ("ok" if ok else "FAIL"), ok)), failed=ok is False))
+    meaning = card.get("meaning")
+    if isinstance(meaning, dict):
+        agrees = bool(meaning.get("agrees"))
+        cand, gold = meaning.get("candidate") or {}, meaning.get("golden") or {}
+        rows.append(Row((Cell("meaning"), Cell(f"{meaning.get('scorer')} read-back"),
+                         Cell(f"candidate {cand.get('detail')}; golden {gold.get('detail')}"),
+                         Cell("kept"), Cell("ok" if agrees else "LOST", agrees)), failed=not agrees))
+    return tuple(rows)
 
 
 def _drift_rows(drift: Any) -> tuple[Row, ...]:

@@ -449,6 +449,12 @@ def _scheme(entry: Any, parent: _Table, key: str, base: Path) -> Scheme:
                   thresholds=thresholds)
 
 
+def parse_scheme(entry: Any, *, file: Path, where: str) -> Scheme:
+    """One entry of a checkpoint's ``schemes`` list (a name or a table), validated as in a
+    configuration file: how the sensitivity sweep checks the scheme entry it prints."""
+    return _scheme(entry, _Table({}, where, file), "schemes[0]", file.parent)
+
+
 def _quantization(s: _Table, method: str, *, prequantized_file: bool) -> Quantization:
     mode = s.get("mode", str, QUANTIZE_MODES[0])
     if mode not in QUANTIZE_MODES:

@@ -449,10 +449,11 @@ def _scheme(entry: Any, parent: _Table, key: str, base: Path) -> Scheme:
                   thresholds=thresholds)
 
 
-def parse_scheme(entry: Any, *, file: Path, where: str) -> Scheme:
+def parse_scheme(entry: Any, *, file: Path, where: str, key: str) -> Scheme:
     """One entry of a checkpoint's ``schemes`` list (a name or a table), validated as in a
-    configuration file: how the sensitivity sweep checks the scheme entry it prints."""
-    return _scheme(entry, _Table({}, where, file), "schemes[0]", file.parent)
+    configuration file (errors name ``where.key``): how the sensitivity sweep checks the scheme
+    entry it prints."""
+    return _scheme(entry, _Table({}, where, file), key, file.parent)
 
 
 def _quantization(s: _Table, method: str, *, prequantized_file: bool) -> Quantization:

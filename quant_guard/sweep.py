@@ -353,10 +353,15 @@ def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granu
     pipe = run.build("fully quantized", base.quantization)
     layers, sizes = _targeted_layers(pipe.dit, base.quantization)
     groups = group_layers(layers, granularity)
+    if len(groups) < 2:
+        raise SweepError(f"scheme {base.id!r} quantizes {len(layers)} linear layer{'s' if len(layers) != 1 else ''} "
+                         f"of {spec.id!r}, {len(groups)} group at granularity {granularity}: there is nothing to "
+                         "choose between" + (" (try --granularity layer)" if granularity == "block" else ""))
     run.planned = 1 + 2 * len(groups) + 1
     full = run.measure("fully quantized", base.quantization, pipe=pipe, keep_images=True)
     results = []
-    for group in groups:
+    # Already within the target: nothing to keep, and on FLUX.1 ranking 57 groups would take hours.
+    for group in groups if not full.meets else ():
         kept = run.measure(f"{group.name} kept in bf16", run.quantization(exclude=group.layers))
         alone = run.measure(f"{group.name} quantized alone", run.quantization(target=group.layers))
         results.append(GroupResult(group, sum(sizes[n][0] for n in group.layers),
@@ -470,7 +475,7 @@ def parse_entry(entry: dict[str, Any], source: Path) -> Scheme:
     """The entry read back as the configuration reads it: what the confirming run builds."""
     from quant_guard.config import parse_scheme
 
-    return parse_scheme(entry, file=source, where="the sweep's recommended scheme")
+    return parse_scheme(entry, file=source, where="sweep", key="recommended")
 
 
 # ---- outputs -----------------------------------------------------------------------------------

@@ -43,6 +43,9 @@ def _worst(m: ImageMetrics) -> str:
 
 
 def _table(r: SweepResult) -> list[str]:
+    if not r.groups:
+        return ["groups not measured: the fully quantized scheme meets the target already (a stricter target, "
+                "e.g. --target-psnr, ranks them)"]
     head = ("rank", "group", "layers", "bf16", "quantized", "extra",
             "kept: LPIPS", "SSIM", "PSNR", "meets", "alone: LPIPS", "SSIM", "PSNR")
     rows = [head]

@@ -351,7 +351,7 @@ def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granu
 
     assert base.quantization is not None
     pipe = run.build("fully quantized", base.quantization)
-    layers, sizes = _targeted_layers(pipe.dit, base.quantization)
+    layers = _targeted_layers(pipe.dit, base.quantization)
     groups = group_layers(layers, granularity)
     if len(groups) < 2:
         raise SweepError(f"scheme {base.id!r} quantizes {len(layers)} linear layer{'s' if len(layers) != 1 else ''} "
@@ -359,6 +359,9 @@ def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granu
                          "choose between" + (" (try --granularity layer)" if granularity == "block" else ""))
     run.planned = 1 + 2 * len(groups) + 1
     full = run.measure("fully quantized", base.quantization, pipe=pipe, keep_images=True)
+    # measured after a render, like every variant's DiT: bitsandbytes repacks its 4-bit weights on a
+    # CPU's first forward
+    sizes = _layer_bytes(pipe.dit, layers)
     results = []
     # Already within the target: nothing to keep, and on FLUX.1 ranking 57 groups would take hours.
     for group in groups if not full.meets else ():
@@ -377,13 +380,19 @@ def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granu
                        full, ranked, recommendation, worst, created, time.monotonic() - started, images)
 
 
-def _targeted_layers(dit: torch.nn.Module, q: Quantization) -> tuple[list[str], dict[str, tuple[int, int]]]:
-    """The linear layers the scheme quantizes, with (bf16 bytes, bytes as quantized) of each."""
-    from quant_guard.scheme_check import inventory, matches, stored_bytes
+def _targeted_layers(dit: torch.nn.Module, q: Quantization) -> list[str]:
+    """The linear layers the scheme quantizes."""
+    from quant_guard.scheme_check import inventory, matches
 
-    names = [layer.name for layer in inventory(dit).layers
-             if (q.target_modules is None or matches(layer.name, q.target_modules))
-             and not matches(layer.name, q.exclude_modules)]
+    return [layer.name for layer in inventory(dit).layers
+            if (q.target_modules is None or matches(layer.name, q.target_modules))
+            and not matches(layer.name, q.exclude_modules)]
+
+
+def _layer_bytes(dit: torch.nn.Module, names: list[str]) -> dict[str, tuple[int, int]]:
+    """(bytes in bf16, bytes as the scheme stores them) of each of these layers."""
+    from quant_guard.scheme_check import stored_bytes
+
     sizes = {}
     for name in names:
         module = dit.get_submodule(name)
@@ -391,7 +400,7 @@ def _targeted_layers(dit: torch.nn.Module, q: Quantization) -> tuple[list[str], 
         bias = real.bias.numel() if getattr(real, "bias", None) is not None else 0
         weights = real.in_features * real.out_features if hasattr(real, "in_features") else real.weight.numel()
         sizes[name] = ((weights + bias) * COMPUTE_BYTES, stored_bytes(module))
-    return names, sizes
+    return sizes
 
 
 def _deciding_metric(full: Variant, targets: dict[str, Thresholds]) -> str:

@@ -313,6 +313,8 @@ class _Run:
             return
         from quant_guard.progress import format_duration
 
+        if self.done == 1 and v.meets:
+            self.planned = 1  # the fully quantized scheme meets the target: nothing else runs
         elapsed = time.monotonic() - self.started
         left = max(self.planned - self.done, 0)
         eta = f", ETA {format_duration(elapsed / self.done * left)}" if left else ""

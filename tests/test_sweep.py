@@ -213,6 +213,7 @@ def test_a_scheme_that_meets_the_target_needs_no_group_and_goldens_are_not_rewri
     assert "groups not measured" in run.out
     doc = run.report(folder, "nf4-singles")
     assert doc["recommendation"]["answer"] == "already-meets" and doc["groups"] == []
+    assert "[1/1] fully quantized: " in run.err and "ETA" not in run.err
     # the golden was there: the one pipeline is built with the only DiT needed
     assert doc["goldens_created"] == 0 and run.builds == 1 and run.swaps == []
     assert tree_digest(folder.parent / "golden") == goldens

@@ -8,6 +8,7 @@
     quant-guard doctor [--full-size]              check this machine before the first nightly
     quant-guard history DIR list|compare A B|course TEST_ID|csv|report OUT
                                                   the metrics history of earlier runs
+    quant-guard sweep --checkpoint ID --scheme S  which layer groups to keep in bf16 (sensitivity sweep)
 """
 
 from __future__ import annotations
@@ -130,6 +131,40 @@ def _history_report(store: History, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from quant_guard.config import load_config
+    from quant_guard.doctor import find_config
+    from quant_guard.golden import GoldenError
+    from quant_guard.lpips_weights import LpipsWeightsError
+    from quant_guard.progress import ProgressPrinter
+    from quant_guard.session import QuantGuardSession, RunSettings
+    from quant_guard.sweep import Answer, sweep_checkpoint
+    from quant_guard.sweep_text import format_sweep
+
+    file = find_config(args.config, Path.cwd())
+    if file is None:
+        print("error: no quant_guard configuration: no [tool.quant_guard] in a pyproject.toml here or above; "
+              "pass --config PATH", file=sys.stderr)
+        return 2
+    session = QuantGuardSession(load_config(file), RunSettings(report_dir=args.report_dir))
+    session.progress = ProgressPrinter(lambda line: print(line, file=sys.stderr, flush=True),
+                                       interval_s=args.progress_interval)
+    try:
+        result = sweep_checkpoint(session, args.checkpoint, args.scheme, granularity=args.granularity,
+                                  cases=args.case, seeds=args.seed, target_lpips=args.target_lpips,
+                                  target_ssim=args.target_ssim, target_psnr=args.target_psnr)
+    except (GoldenError, LpipsWeightsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        session.release_pipelines()
+    print(format_sweep(result), end="")
+    assert result.folder is not None
+    print(f"\nwrote {result.folder / 'sweep.json'} and {result.folder / 'sweep.html'}")
+    rec = result.recommendation
+    return 0 if rec.confirmed and rec.answer is not Answer.NO_SUBSET else 3
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(part) for part in text.lower().split("x"))
@@ -142,6 +177,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     from quant_guard.degrade import Degradation
+    from quant_guard.plugin import _bounded_float  # the plugin's --qg-psnr & co. parse the same way
     from quant_guard.quantize import DTYPES
 
     parser = argparse.ArgumentParser(
@@ -216,6 +252,35 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the metric the 'moved most' tables rank by (default lpips)")
     report.add_argument("--top", type=int, default=10, help="rows per checkpoint in those tables (default 10)")
     history.set_defaults(func=_cmd_history)
+
+    sweep = sub.add_parser("sweep", help="sensitivity sweep: measure each layer group of a quantized DiT kept in "
+                                         "bf16 and quantized alone, and recommend the cheapest groups to keep in bf16",
+                           description="Exit status: 0 with a confirmed recommendation or when the scheme already "
+                                       "meets the target, 3 when no subset of the groups reaches it (or the "
+                                       "confirming run missed), 1 or 2 on errors.")
+    sweep.add_argument("--checkpoint", required=True, help="a checkpoint id of the configuration")
+    sweep.add_argument("--scheme", required=True,
+                       help="a scheme id of that checkpoint, or a diffsynth.core.quant method name (bitsandbytes_nf4)")
+    sweep.add_argument("--config", type=Path, default=None,
+                       help="quant_guard configuration (default: as the plugin finds it, from pyproject.toml)")
+    sweep.add_argument("--case", action="append", default=[], metavar="ID",
+                       help="only this case (repeatable; default: every case of the checkpoint)")
+    sweep.add_argument("--seed", action="append", default=[], type=int, metavar="N",
+                       help="only this configured seed (repeatable; default: every configured seed)")
+    sweep.add_argument("--granularity", choices=("block", "layer"), default="block",
+                       help="block: each joint block, each single block, the embedders, the final layer (default); "
+                            "layer: attention qkv / out, feed-forward, modulation of each block, each embedder")
+    for metric, low, high, what in (("lpips", 0.0, 2.0, "max LPIPS"), ("ssim", -1.0, 1.0, "min SSIM"),
+                                    ("psnr", 0.0, 200.0, "min PSNR in dB")):
+        sweep.add_argument(f"--target-{metric}", type=_bounded_float(low, high, f"--target-{metric}"), default=None,
+                           metavar="X",
+                           help=f"{what} every case must meet (default: the case's configured threshold for the "
+                                "scheme)")
+    sweep.add_argument("--report-dir", type=Path, default=None,
+                       help="where sweep/<checkpoint>-<scheme>/ goes (default: the configuration's report_dir)")
+    sweep.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                       help="a line per render step at most this often during long renders (default 10)")
+    sweep.set_defaults(func=_cmd_sweep)
 
     # listed for --help; its arguments are parsed by quant_guard.lpips_weights.main (see main())
     sub.add_parser("lpips-weights", help="provide or check the LPIPS AlexNet weights offline "

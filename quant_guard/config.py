@@ -480,6 +480,13 @@ def _scheme(entry: Any, parent: _Table, key: str, base: Path) -> Scheme:
                   thresholds=thresholds)
 
 
+def parse_scheme(entry: Any, *, file: Path, where: str, key: str) -> Scheme:
+    """One entry of a checkpoint's ``schemes`` list (a name or a table), validated as in a
+    configuration file (errors name ``where.key``): how the sensitivity sweep checks the scheme
+    entry it prints."""
+    return _scheme(entry, _Table({}, where, file), key, file.parent)
+
+
 def _quantization(s: _Table, method: str, *, prequantized_file: bool) -> Quantization:
     mode = s.get("mode", str, QUANTIZE_MODES[0])
     if mode not in QUANTIZE_MODES:

@@ -65,6 +65,35 @@ def golden_parameters(session: QuantGuardSession, vc: VisualCase) -> dict[str, A
     }
 
 
+def golden_for(session: QuantGuardSession, vc: VisualCase) -> tuple[Golden, WriteOutcome | None]:
+    """The case's golden for a tool outside the test run (the sensitivity sweep): loaded from the
+    store, or rendered with the bf16 reference and stored as ``--update-golden`` would when there
+    is none (CREATED). An existing golden is never rewritten: a stale or damaged one is a
+    ``GoldenError`` that says how to re-baseline."""
+    from quant_guard.golden import GoldenError
+    from quant_guard.render import render
+
+    store = session.store
+    try:
+        golden = store.load(vc.key, width=vc.width, height=vc.height)
+    except GoldenMissing:
+        reference = render(session.pipeline(vc.checkpoint, REFERENCE), request_for(session, vc),
+                           on_step=_progress(session, vc, REFERENCE))
+        problem = _degenerate(reference)
+        if problem:
+            raise GoldenError(f"{vc.id}: the bf16 reference render is {problem}; no golden written") from None
+        metadata = {**golden_parameters(session, vc), "environment": environment(session.device(vc.checkpoint))}
+        outcome = store.write(vc.key, reference.image, metadata, None)
+        return store.load(vc.key, width=vc.width, height=vc.height), outcome
+    except GoldenCorrupt as exc:
+        raise GoldenError(f"{exc}. Re-create it with: pytest --update-golden -k \"{vc.id}\"") from None
+    stale = stale_fields(golden.metadata, golden_parameters(session, vc))
+    if stale:
+        raise GoldenError(f"golden {display_path(golden.png)} is stale, made with other parameters:\n  "
+                          + "\n  ".join(stale) + f"\nRe-baseline with: pytest --update-golden -k \"{vc.id}\"")
+    return golden, None
+
+
 def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
              address: TestAddress | None = None) -> CaseResult:
     import torch

@@ -418,6 +418,19 @@ def qg_gate(qg_session: QuantGuardSession, request: pytest.FixtureRequest) -> Ga
     return Gate(qg_session, request.node)
 
 
+@pytest.fixture
+def qg_sweep(qg_session: QuantGuardSession) -> Any:
+    """The sensitivity sweep on a checkpoint of the configuration, in this session's pipeline:
+    ``result = qg_sweep("tiny", "bitsandbytes_nf4", target_psnr=38.0)`` measures every layer
+    group, recommends which to keep in bf16, writes sweep.json and sweep.html under the report
+    directory and returns the ``quant_guard.sweep.SweepResult``."""
+    import functools
+
+    from quant_guard.sweep import sweep_checkpoint
+
+    return functools.partial(sweep_checkpoint, qg_session)
+
+
 # ---- reporting -------------------------------------------------------------------------------
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -25,6 +25,10 @@ class ProgressPrinter:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._write, self._interval, self._clock = write, interval_s, clock
 
+    def note(self, line: str) -> None:
+        """A progress line of a longer task (the sensitivity sweep: one per measured variant)."""
+        self._write(line)
+
     def for_render(self, label: str) -> StepCallback:
         """The callback for one render; ``label`` says what renders (test id and precision)."""
         started = self._clock()

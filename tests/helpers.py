@@ -114,3 +114,44 @@ def degraded_dit(path: Path, kind: str, strength: float, *, seed: int = 0) -> Pa
 
     save_file(degrade(load_file(str(ensure_tiny_checkpoint().dit)), kind, strength=strength, seed=seed), str(path))
     return path
+
+
+def fragile_dit(source: Path, target: Path, *, block: int = 0, factor: float = 64.0) -> Path:
+    """A copy of a Flux DiT whose joint block ``block`` computes the same in bf16 but is fragile
+    under blockwise 4-bit quantization (NF4 scales each run of 64 weights by its largest).
+
+    In every 64-wide run of input channels, one channel of the attention qkv and feed-forward
+    input projections (both streams) is multiplied by ``factor``, and the modulation that feeds
+    them (AdaLayerNorm's shift and 1 + scale for that channel) divided by it: the product is
+    unchanged, but each run of 64 weights now holds an outlier ``factor`` times its size, so the
+    other 63 round to the few NF4 levels near zero."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(source))
+    prefix = f"blocks.{block}."
+    for stream in ("a", "b"):
+        norm_w, norm_b = f"{prefix}norm1_{stream}.linear.weight", f"{prefix}norm1_{stream}.linear.bias"
+        weight, bias = state[norm_w].float(), state[norm_b].float()
+        dim = weight.shape[1]
+        channels = torch.arange(0, dim, 64)
+        # AdaLayerNorm's chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
+        for projection, shift_chunk, scale_chunk in ((f"{prefix}attn.{stream}_to_qkv.weight", 0, 1),
+                                                     (f"{prefix}ff_{stream}.0.weight", 3, 4)):
+            proj = state[projection].float()
+            proj[:, channels] *= factor
+            state[projection] = proj.to(state[projection].dtype)
+            shift, scale = channels + shift_chunk * dim, channels + scale_chunk * dim
+            weight[shift] /= factor
+            bias[shift] /= factor
+            weight[scale] /= factor
+            bias[scale] = (bias[scale] + 1) / factor - 1  # 1 + scale' = (1 + scale) / factor
+        state[norm_w], state[norm_b] = weight.to(state[norm_w].dtype), bias.to(state[norm_b].dtype)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(target))
+    return target
+
+
+def components_toml(files: dict[str, Path]) -> str:
+    """``[tool.quant_guard.checkpoints.components]`` lines for a checkpoint given by these files."""
+    return "\n".join(f'{name} = "{path.as_posix()}"' for name, path in files.items())

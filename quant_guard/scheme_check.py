@@ -33,6 +33,7 @@ class LinearLayer:
     name: str
     quantized: bool
     format: str  # e.g. "float8_e4m3fn", "bfloat16", "TorchaoLinear/Int8Tensor"
+    managed: bool = False  # DiffSynth's VRAM-management wrapper: cast to the compute dtype per forward
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def inventory(dit: torch.nn.Module) -> DitInventory:
         elif quantize is not None and quantize.is_quantized_linear(module):
             layers.append(LinearLayer(name, True, _quantized_format(module)))
         elif isinstance(module, torch.nn.Linear):
-            layers.append(LinearLayer(name, False, str(module.weight.dtype).removeprefix("torch.")))
+            layers.append(LinearLayer(name, False, str(module.weight.dtype).removeprefix("torch."),
+                                      managed=type(module).__name__ == _STORAGE_WRAPPER))
     return DitInventory(tuple(layers), stored_bytes(dit))
 
 
@@ -125,11 +127,15 @@ def _mismatch(found: DitInventory, scheme: Scheme) -> str | None:
         want = scheme.storage_dtype
         if scheme.is_reference:
             wrong = [layer for layer in found.layers if layer.quantized]
-        else:
-            wrong = [layer for layer in found.layers if layer.format != want]
+            return f"{len(wrong)} linear layers are quantized (first: {wrong[0].name})" if wrong else None
+        # float8 storage computes only through DiffSynth's per-layer cast: a DiT class without a
+        # VRAM-management entry is loaded as plain layers (upcast, or float8 that cannot compute)
+        wrong = [layer for layer in found.layers if layer.format != want or not layer.managed]
         if wrong:
-            what = "quantized" if scheme.is_reference else f"not stored in {want}"
-            return f"{len(wrong)} linear layers are {what} (first: {wrong[0].name}, {wrong[0].format})"
+            first = wrong[0]
+            return (f"{len(wrong)} linear layers are not stored in {want} by DiffSynth's VRAM management "
+                    f"(first: {first.name}, {first.format}{'' if first.managed else ', a plain Linear'}): "
+                    "DiffSynth did not apply float8 storage to this DiT class")
         return None
     q = scheme.quantization
     targeted = [layer for layer in found.layers

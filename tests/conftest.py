@@ -7,6 +7,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import REAL_CACHE, REPO_GOLDEN, VISUAL_TEST, project_toml, tree_digest
@@ -109,3 +110,14 @@ def tiny_files(tmp_path: Path) -> dict[str, Path]:
         files[name] = folder / (name if name.startswith("tokenizer") else f"{name}.safetensors")
         files[name].symlink_to(getattr(tiny, name))
     return files
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for every browser test of the session: Playwright's sync API runs
+    an event loop while it is open, so a second one could not start beside it."""
+    from report_browser import chromium, require_browser
+
+    require_browser()
+    with chromium() as b:
+        yield b

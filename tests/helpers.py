@@ -15,6 +15,7 @@ from quant_guard.config import CheckpointSpec, ComponentSource, RenderDefaults
 from quant_guard.golden import GoldenStore
 from quant_guard.paths import cache_dir
 from quant_guard.schemes import DEFAULT_SCHEMES, FLOAT8_E4M3FN
+from quant_guard.thresholds import ThresholdOverrides
 from quant_guard.tiny.settings import T5_SEQUENCE_LENGTH
 
 if TYPE_CHECKING:
@@ -79,6 +80,11 @@ def gradient(width: int = 64, height: int = 64) -> np.ndarray:
 
     y, x = np.mgrid[0:height, 0:width]
     return np.stack([x * 4 % 256, y * 4 % 256, (x + y) * 2 % 256], axis=2).astype(np.uint8)
+
+
+# Thresholds every render meets: for tests about something other than image quality that render
+# the tiny checkpoint far from its measured setting (a few steps), where its own limits would fail.
+ANY_IMAGE = ThresholdOverrides(lpips=2.0, ssim=-1.0, psnr=0.0, colour_delta_e_p95=200.0)
 
 
 def install_goldens(baseline_dir: Path, project: Path) -> GoldenStore:

@@ -14,6 +14,7 @@ from helpers import spec_for
 from quant_guard.checkpoints import CheckpointError, ResolvedCheckpoint, checkpoint_hashes, resolve_checkpoint
 from quant_guard.cli import main as cli_main
 from quant_guard.config import ComponentSource
+from quant_guard.schemes import Scheme
 from quant_guard.paths import CACHE_ENV
 
 
@@ -85,5 +86,6 @@ def test_float8_reference_dit_is_refused_with_file_and_dtype(tiny_files: dict[st
     message = str(info.value)
     assert message.startswith(f"checkpoint 'broken' component dit: {fp8} is stored in float8 (")
     assert f" {header_name} of " in message and "candidate = { dit" in message
-    # the same file is fine as the candidate, beside the bf16 reference
-    assert resolve_checkpoint(spec_for(tiny_files, candidate=fp8)).scheme_dits == {"float8_e4m3fn": fp8}
+    # the same file is fine as the candidate of its own float8 format, beside the bf16 reference
+    scheme = Scheme(dtype, storage_dtype=dtype, dit=ComponentSource(path=fp8))
+    assert resolve_checkpoint(dataclasses.replace(spec_for(tiny_files), schemes=(scheme,))).scheme_dits == {dtype: fp8}

@@ -263,7 +263,7 @@ def test_visual_suite_passes_against_goldens_made_elsewhere(tmp_path: Path) -> N
     assert "30 passed" in proc.stdout  # 5 schemes x 6 (case, seed)
     assert f"device_name: {OTHER_MACHINE['device_name']} -> " in proc.stdout
     results = json.loads((tmp_path / "report" / "results.json").read_text())["results"]
-    assert {r["verdict"] for r in results} == {"passed"} and len(results) == 6
+    assert {r["verdict"] for r in results} == {"passed"} and len(results) == 30
 
 
 # ---- deterministic checkpoints ----------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_pickle_checkpoint_is_refused_unopened(tiny_files: dict[str, Path], tmp_
     if slot == "candidate":
         bad = tmp_path / f"dit{suffix}"
         bad.write_bytes(evil_pickle(marker))
-        spec, what = spec_for(tiny_files, candidate=bad), "'float8_e4m3fn' DiT"
+        spec, what = spec_for(tiny_files, candidate=bad), "scheme 'float8_e4m3fn' DiT"
     else:
         bad = replace_file(tiny_files, slot, evil_pickle(marker), suffix)
         spec, what = spec_for(tiny_files), f"component {slot}"

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import ANY_IMAGE
 from fake_cuda import ACTIVATION_BYTES, DIT_BYTES, ENCODER_BYTES, GIB, FakeCudaDevice, FakePipeline, fake_build
 
 from quant_guard import pipelines
@@ -160,7 +161,7 @@ def test_out_of_memory_while_building_is_not_a_loading_failure(tmp_path: Path,
         return real(self, configs, vram_limit)
 
     monkeypatch.setattr(FluxImagePipeline, "download_and_load_models", oom_once)
-    spec = CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu", render=RENDER)
+    spec = CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu", render=RENDER, thresholds=ANY_IMAGE)
     session = _session(tmp_path, update=True)
     first, second = (run_case(session, vc, TestOverrides()) for vc in _cases(spec))
     assert first.verdict is Verdict.OUT_OF_MEMORY

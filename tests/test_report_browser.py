@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from report_browser import BROWSER_ENV, ReportPage, chromium, require_browser
+from report_browser import BROWSER_ENV, ReportPage, require_browser
 
 from quant_guard.report.demo import HOSTILE_PROMPT, shared_demo_report
 
@@ -24,12 +24,6 @@ if TYPE_CHECKING:
 
 CASES = 5  # the demo: tiny x red-circle-blue x 2 seeds, tiny-damaged x the same + the hostile prompt
 
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    require_browser()
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

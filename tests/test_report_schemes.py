@@ -231,8 +231,8 @@ def test_a_real_run_prints_the_scheme_table(qg_project: Callable[..., Path], pyt
     result.stdout.fnmatch_lines(["*quant_guard schemes*",
                                  "checkpoint tiny: 2 schemes, best trade-off first*",
                                  "  scheme * passed * LPIPS mean * LPIPS worst *",
-                                 "  float8_e* 1/1 * 0.0* dB * MiB * (RSS) * MiB *s *Pareto front",
-                                 "  float8_e* 1/1 * 0.0* dB * MiB * (RSS) * MiB *s *beaten by float8_e*"])
+                                 "  float8_e* 1/1 * 0.0* dB * MiB *iB (RSS) *iB *s *Pareto front",
+                                 "  float8_e* 1/1 * 0.0* dB * MiB *iB (RSS) *iB *s *beaten by float8_e*"])
     records = json.loads((pytester.path / "qg-report" / "results.json").read_text(encoding="utf-8"))["results"]
     stored = {format_bytes(r["candidate_render"]["dit_weight_bytes"]) for r in records}
     assert len(stored) == 1 and f"  {stored.pop()}  " in result.stdout.str()  # float8 either way: same bytes

@@ -10,17 +10,15 @@ from typing import Any
 import weakref
 
 import pytest
+from helpers import ANY_IMAGE
 
 from quant_guard import pipelines
 from quant_guard.cases import TestOverrides, Verdict, VisualCase
 from quant_guard.config import CaseSpec, CheckpointSpec, RenderDefaults, parse_config
 from quant_guard.gate import run_case
 from quant_guard.schemes import Scheme
-from quant_guard.thresholds import ThresholdOverrides
 from quant_guard.session import QuantGuardSession, RunSettings
 
-# 2-step renders, far from the tiny checkpoint's measured setting: thresholds that every render meets
-ANY_IMAGE = ThresholdOverrides(lpips=2.0, ssim=-1.0, psnr=0.0)
 CHECKPOINT = CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu", thresholds=ANY_IMAGE,
                             render=RenderDefaults(steps=2, width=64, height=64))
 CASES = [VisualCase(CHECKPOINT, CaseSpec(id=f"c{i}", prompt=p, seeds=(0, 1), steps=None, width=None, height=None,

@@ -248,8 +248,8 @@ def test_unknown_cases_seeds_and_schemes_are_clear_errors(project: Callable[...,
         assert run.code == 1 and message in run.err and run.builds == 0
 
 
-def test_the_page_shows_bars_the_recommendation_and_the_worst_case(fragile: tuple[Path, CliRun]) -> None:
-    from report_browser import ReportPage, chromium, require_browser
+def test_the_page_shows_bars_the_recommendation_and_the_worst_case(fragile: tuple[Path, CliRun], browser: Any) -> None:
+    from report_browser import ReportPage
 
     folder, _ = fragile
     page = folder / "qg-report" / "sweep" / "fragile-bitsandbytes_nf4" / "sweep.html"
@@ -259,11 +259,9 @@ def test_the_page_shows_bars_the_recommendation_and_the_worst_case(fragile: tupl
     assert "bitsandbytes_nf4-mixed" in html and r"^transformer_blocks\.0$" in html
     for image in ("golden.png", "before.png", "after.png"):
         assert (page.parent / image).is_file() and f'src="{image}"' in html
-    require_browser()
-    with chromium() as browser:
-        report = ReportPage.open(browser, page)
-        assert report.problems == [] and report.foreign_requests() == [] and report.broken_images() == []
-        assert report.overflow()["wide"] == []
+    report = ReportPage.open(browser, page)
+    assert report.problems == [] and report.foreign_requests() == [] and report.broken_images() == []
+    assert report.overflow()["wide"] == []
 
 
 QG_SWEEP_TEST = '''

@@ -156,7 +156,7 @@ def main() -> None:
     suite = suite_wall_time()
     without = suite_wall_time(*(arg for name in test_only for arg in ("-p", f"no:{name}")))
     raw, raw_total = raw_wall_time(args.device)
-    print("\n1. visual suite vs raw DiffSynth work (same cases, float8 candidate; fastest of 2 runs each)")
+    print("\n1. visual suite vs raw DiffSynth work (same cases, each scheme's DiT; fastest of 2 runs each)")
     for name, value in raw.items():
         if name != "cases":
             print(f"   {'raw, in the process: ' + name:<66} {value:8.2f} s")

@@ -1,6 +1,6 @@
-"""The visual regression gate: one test per (checkpoint, case, seed) of [tool.quant_guard].
+"""The visual regression gate: one test per (checkpoint, scheme, case, seed) of [tool.quant_guard].
 
-`pytest tests/visual` checks the float8 candidate of each case against its bf16 golden;
+`pytest tests/visual` checks each scheme's candidate of each case against its bf16 golden;
 `pytest tests/visual --update-golden` re-baselines.
 """
 

@@ -78,24 +78,25 @@ def dit_file(checkpoint: ResolvedCheckpoint, scheme: Scheme) -> Path | list[Path
     return checkpoint.scheme_dits.get(scheme.id, checkpoint.files["dit"])
 
 
-def _config(path: Path | list[Path], plan: MemoryPlan, component: str) -> Any:
+def _config(path: Path | list[Path], plan: MemoryPlan, component: str, quantize: Any = None) -> Any:
     from diffsynth.core import ModelConfig
 
     # Every path here is local (resolve_checkpoint fetched model_id components already):
     # skip_download makes a forgotten one fail instead of reaching for a hub.
-    quantize = None
-    quantization = plan.scheme.quantization if component == "dit" else None
-    if quantization is not None and not quantization.load_prequantized:
-        quantize = quantization.build()
     return ModelConfig(path=_as_str(path), skip_download=True, quantize=quantize,
                        **torch_fields(plan.components[component].model_config_fields()))
 
 
 def _dit_config(checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: MemoryPlan) -> Any:
-    dit = dit_file(checkpoint, scheme)
-    if scheme.quantization is not None and scheme.quantization.load_prequantized:
+    """The DiT's ``ModelConfig``: quantized on load by the scheme's method, or, for a pre-quantized
+    file, registered with DiffSynth (which then applies the registered quantization itself)."""
+    dit, quantization = dit_file(checkpoint, scheme), scheme.quantization
+    if quantization is None:
+        return _config(dit, plan, "dit")
+    if quantization.load_prequantized:
         register_prequantized(dit, checkpoint.files["dit"], scheme)
-    return _config(dit, plan, "dit")
+        return _config(dit, plan, "dit")
+    return _config(dit, plan, "dit", quantize=quantization.build())
 
 
 def register_prequantized(path: Path | list[Path], reference_dit: Path | list[Path], scheme: Scheme) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -271,10 +271,8 @@ class _Run:
     def quantization(self, *, exclude: tuple[str, ...] = (), target: tuple[str, ...] | None = None) -> Quantization:
         base = self.scheme.quantization
         assert base is not None
-        return Quantization(method=base.method, mode=base.mode,
-                            target_modules=base.target_modules if target is None else target,
-                            exclude_modules=base.exclude_modules + exclude,
-                            backend_config_kwargs=base.backend_config_kwargs)
+        return replace(base, target_modules=base.target_modules if target is None else target,
+                       exclude_modules=base.exclude_modules + exclude)
 
     def build(self, label: str, quantization: Quantization) -> Any:
         return self.session.pipeline(self.spec, Scheme(f"{self.scheme.id} ({label})", quantization=quantization))
@@ -494,7 +492,6 @@ def parse_entry(entry: dict[str, Any], source: Path) -> Scheme:
 def write_sweep(result: SweepResult, report_dir: Path) -> SweepResult:
     """sweep.json, sweep.html and the worst case's images under ``report_dir/sweep/<checkpoint>-<scheme>/``."""
     import json
-    from dataclasses import replace
 
     from quant_guard.atomic import atomic_write
     from quant_guard.golden import encode_png

@@ -464,16 +464,11 @@ def _no_subset(full: Variant, ranked: tuple[GroupResult, ...], helpful: list[Gro
 
 def scheme_entry(base: Scheme, exclude: tuple[str, ...], target: ThresholdOverrides) -> dict[str, Any]:
     """The recommended scheme as an item of a checkpoint's ``schemes`` list."""
-    q = base.quantization
-    assert q is not None
-    entry: dict[str, Any] = {"id": f"{base.id[:58]}-mixed", "method": q.method}
-    if q.mode != "dynamic":
-        entry["mode"] = q.mode
-    if q.target_modules is not None:
-        entry["target_modules"] = list(q.target_modules)
-    entry["exclude_modules"] = list(exclude)
-    if q.backend_config_kwargs:
-        entry["backend_config_kwargs"] = dict(q.backend_config_kwargs)
+    assert base.quantization is not None
+    q = replace(base.quantization, exclude_modules=exclude)
+    entry: dict[str, Any] = {"id": f"{base.id[:58]}-mixed", **q.as_dict()}
+    if q.mode == "dynamic":
+        del entry["mode"]  # the default, left out as a person writes the entry
     thresholds = {k: v for k, v in vars(target.over(base.thresholds)).items() if v is not None}
     if thresholds:
         entry["thresholds"] = thresholds

@@ -177,6 +177,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     from quant_guard.degrade import Degradation
+    from quant_guard.layer_groups import GRANULARITIES
     from quant_guard.plugin import _bounded_float  # the plugin's --qg-psnr & co. parse the same way
     from quant_guard.quantize import DTYPES
 
@@ -267,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only this case (repeatable; default: every case of the checkpoint)")
     sweep.add_argument("--seed", action="append", default=[], type=int, metavar="N",
                        help="only this configured seed (repeatable; default: every configured seed)")
-    sweep.add_argument("--granularity", choices=("block", "layer"), default="block",
+    sweep.add_argument("--granularity", choices=GRANULARITIES, default="block",
                        help="block: each joint block, each single block, the embedders, the final layer (default); "
                             "layer: attention qkv / out, feed-forward, modulation of each block, each embedder")
     for metric, low, high, what in (("lpips", 0.0, 2.0, "max LPIPS"), ("ssim", -1.0, 1.0, "min SSIM"),

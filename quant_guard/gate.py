@@ -86,11 +86,11 @@ def golden_for(session: QuantGuardSession, vc: VisualCase) -> tuple[Golden, Writ
         outcome = store.write(vc.key, reference.image, metadata, None)
         return store.load(vc.key, width=vc.width, height=vc.height), outcome
     except GoldenCorrupt as exc:
-        raise GoldenError(f"{exc}. Re-create it with: pytest --update-golden -k \"{vc.id}\"") from None
+        raise GoldenError(f"{exc}. Re-create it with: {_update_command(vc, None)}") from None
     stale = stale_fields(golden.metadata, golden_parameters(session, vc))
     if stale:
         raise GoldenError(f"golden {display_path(golden.png)} is stale, made with other parameters:\n  "
-                          + "\n  ".join(stale) + f"\nRe-baseline with: pytest --update-golden -k \"{vc.id}\"")
+                          + "\n  ".join(stale) + f"\nRe-baseline with: {_update_command(vc, None)}")
     return golden, None
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -271,10 +271,8 @@ class _Run:
     def quantization(self, *, exclude: tuple[str, ...] = (), target: tuple[str, ...] | None = None) -> Quantization:
         base = self.scheme.quantization
         assert base is not None
-        return Quantization(method=base.method, mode=base.mode,
-                            target_modules=base.target_modules if target is None else target,
-                            exclude_modules=base.exclude_modules + exclude,
-                            backend_config_kwargs=base.backend_config_kwargs)
+        return replace(base, target_modules=base.target_modules if target is None else target,
+                       exclude_modules=base.exclude_modules + exclude)
 
     def build(self, label: str, quantization: Quantization) -> Any:
         return self.session.pipeline(self.spec, Scheme(f"{self.scheme.id} ({label})", quantization=quantization))
@@ -466,16 +464,11 @@ def _no_subset(full: Variant, ranked: tuple[GroupResult, ...], helpful: list[Gro
 
 def scheme_entry(base: Scheme, exclude: tuple[str, ...], target: ThresholdOverrides) -> dict[str, Any]:
     """The recommended scheme as an item of a checkpoint's ``schemes`` list."""
-    q = base.quantization
-    assert q is not None
-    entry: dict[str, Any] = {"id": f"{base.id[:58]}-mixed", "method": q.method}
-    if q.mode != "dynamic":
-        entry["mode"] = q.mode
-    if q.target_modules is not None:
-        entry["target_modules"] = list(q.target_modules)
-    entry["exclude_modules"] = list(exclude)
-    if q.backend_config_kwargs:
-        entry["backend_config_kwargs"] = dict(q.backend_config_kwargs)
+    assert base.quantization is not None
+    q = replace(base.quantization, exclude_modules=exclude)
+    entry: dict[str, Any] = {"id": f"{base.id[:58]}-mixed", **q.as_dict()}
+    if q.mode == "dynamic":
+        del entry["mode"]  # the default, left out as a person writes the entry
     thresholds = {k: v for k, v in vars(target.over(base.thresholds)).items() if v is not None}
     if thresholds:
         entry["thresholds"] = thresholds
@@ -494,7 +487,6 @@ def parse_entry(entry: dict[str, Any], source: Path) -> Scheme:
 def write_sweep(result: SweepResult, report_dir: Path) -> SweepResult:
     """sweep.json, sweep.html and the worst case's images under ``report_dir/sweep/<checkpoint>-<scheme>/``."""
     import json
-    from dataclasses import replace
 
     from quant_guard.atomic import atomic_write
     from quant_guard.golden import encode_png

@@ -90,7 +90,7 @@ def _recommendation(r: SweepResult) -> list[str]:
               "", "DiffSynth QuantizeConfig(exclude_modules=...):",
               "  " + json.dumps(list(rec.exclude_modules)),
               "", "diffusers skip_modules_pattern (FluxTransformer2DModel module names):",
-              "  " + _python_tuple(rec.skip_modules_pattern)]
+              "  " + python_tuple(rec.skip_modules_pattern)]
     if rec.no_diffusers_name:
         lines.append(f"  (no diffusers name known for: {', '.join(rec.no_diffusers_name)})")
     return lines
@@ -126,7 +126,7 @@ def _toml_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
 
 
-def _python_tuple(patterns: tuple[str, ...]) -> str:
+def python_tuple(patterns: tuple[str, ...]) -> str:
     """Raw strings, as a person pastes them into Python."""
     items = [f'r"{p}"' for p in patterns]
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"

@@ -33,7 +33,7 @@ def write_sweep_page(folder: Path, document: Mapping[str, Any]) -> Path:
 
 
 def sweep_view(doc: Mapping[str, Any]) -> dict[str, Any]:
-    from quant_guard.sweep_text import describe_target, toml_entry
+    from quant_guard.sweep_text import describe_target, python_tuple, toml_entry
     from quant_guard.thresholds import Thresholds
     from quant_guard.units import format_bytes
 
@@ -60,8 +60,7 @@ def sweep_view(doc: Mapping[str, Any]) -> dict[str, Any]:
                  *([_variant_row("recommended mixed scheme (confirming run)", confirm)] if confirm else [])],
         "entry": toml_entry(rec["entry"]) if rec["entry"] else None,
         "exclude": json.dumps(rec["exclude_modules"], indent=1) if rec["exclude_modules"] else None,
-        "skip": "(" + ", ".join(f'r"{p}"' for p in rec["skip_modules_pattern"]) + ",)"
-                if rec["skip_modules_pattern"] else None,
+        "skip": python_tuple(rec["skip_modules_pattern"]) if rec["skip_modules_pattern"] else None,
         "chart": _chart(doc, target),
         "rows": [_group_row(g, set(rec["groups"])) for g in doc["groups"]],
         "panels": panels, "worst_case": worst,

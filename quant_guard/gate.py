@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
     from quant_guard.golden import Golden
     from quant_guard.metrics import ImageMetrics
-    from quant_guard.progress import StepCallback
     from quant_guard.render import Render, RenderRequest
     from quant_guard.scorecard import Scorecard
     from quant_guard.semantic import SemanticScorer
@@ -71,27 +70,33 @@ def golden_for(session: QuantGuardSession, vc: VisualCase) -> tuple[Golden, Writ
     is none (CREATED). An existing golden is never rewritten: a stale or damaged one is a
     ``GoldenError`` that says how to re-baseline."""
     from quant_guard.golden import GoldenError
-    from quant_guard.render import render
 
     store = session.store
     try:
         golden = store.load(vc.key, width=vc.width, height=vc.height)
     except GoldenMissing:
-        reference = render(session.pipeline(vc.checkpoint, REFERENCE), request_for(session, vc),
-                           on_step=_progress(session, vc, REFERENCE))
+        reference = _render(session, vc, REFERENCE)
         problem = _degenerate(reference)
         if problem:
             raise GoldenError(f"{vc.id}: the bf16 reference render is {problem}; no golden written") from None
-        metadata = {**golden_parameters(session, vc), "environment": environment(session.device(vc.checkpoint))}
-        outcome = store.write(vc.key, reference.image, metadata, None)
+        outcome = store.write(vc.key, reference.image, _golden_metadata(session, vc), None)
         return store.load(vc.key, width=vc.width, height=vc.height), outcome
     except GoldenCorrupt as exc:
         raise GoldenError(f"{exc}. Re-create it with: {_update_command(vc, None)}") from None
     stale = stale_fields(golden.metadata, golden_parameters(session, vc))
     if stale:
-        raise GoldenError(f"golden {display_path(golden.png)} is stale, made with other parameters:\n  "
-                          + "\n  ".join(stale) + f"\nRe-baseline with: {_update_command(vc, None)}")
+        raise GoldenError(_stale_message(golden, stale, _update_command(vc, None)))
     return golden, None
+
+
+def _golden_metadata(session: QuantGuardSession, vc: VisualCase) -> dict[str, Any]:
+    """The sidecar of a golden rendered here: how it was made, and on what."""
+    return {**golden_parameters(session, vc), "environment": environment(session.device(vc.checkpoint))}
+
+
+def _stale_message(golden: Golden, stale: list[str], rebaseline: str) -> str:
+    return (f"golden {display_path(golden.png)} is stale, made with other parameters:\n  " + "\n  ".join(stale)
+            + f"\nRe-baseline with: {rebaseline}")
 
 
 def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
@@ -189,7 +194,6 @@ def _update_command(vc: VisualCase, address: TestAddress | None) -> str:
 
 def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
            address: TestAddress | None) -> CaseResult:
-    from quant_guard.render import render
 
     store = session.store
     try:
@@ -204,11 +208,8 @@ def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
         return CaseResult(vc, Verdict.BAD_GOLDEN, f"{exc}. Re-create it with: {_update_command(vc, address)}")
     stale = stale_fields(golden.metadata, golden_parameters(session, vc))
     if stale:
-        return CaseResult(vc, Verdict.STALE_GOLDEN,
-                          f"golden {display_path(golden.png)} is stale, made with other parameters:\n  " + "\n  ".join(stale)
-                          + f"\nRe-baseline with: {_update_command(vc, address)}")
-    candidate = render(session.pipeline(vc.checkpoint, vc.scheme), request_for(session, vc),
-                       on_step=_progress(session, vc, vc.scheme))
+        return CaseResult(vc, Verdict.STALE_GOLDEN, _stale_message(golden, stale, _update_command(vc, address)))
+    candidate = _render(session, vc, vc.scheme)
     # after the render: a deterministic checkpoint's settings are applied when its pipeline is built
     fingerprint = differences(golden.metadata.get("environment"), environment(session.device(vc.checkpoint)))
     live = session.reference_mode is ReferenceMode.LIVE
@@ -227,10 +228,8 @@ def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrid
     """Render the bf16 reference now and compare three ways (``quant_guard.drift``); the verdict
     then says whether the environment drifted or the quantization regressed."""
     from quant_guard.metrics import compare_images
-    from quant_guard.render import render
 
-    reference = render(session.pipeline(vc.checkpoint, REFERENCE), request_for(session, vc),
-                       on_step=_progress(session, vc, REFERENCE))
+    reference = _render(session, vc, REFERENCE)
     if first.metrics is None:  # live mode on a candidate that never got metrics (degenerate, refused)
         return replace(first, reference_render=reference.summary())
     drift_metrics = compare_images(golden.image, reference.image)
@@ -274,22 +273,19 @@ def _write_report_png(session: QuantGuardSession, vc: VisualCase, name: str, ima
 
 
 def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
-    from quant_guard.render import render
 
     if vc.key in session.goldens_rendered:
         return _update_expected(session, vc, marker)
-    request = request_for(session, vc)
     order = [REFERENCE, vc.scheme]
     if session.loaded_scheme(vc.checkpoint) == vc.scheme:
         order.reverse()  # the DiT already loaded renders first: one DiT swap per case, not two
-    renders = {scheme.id: render(session.pipeline(vc.checkpoint, scheme), request,
-                                 on_step=_progress(session, vc, scheme)) for scheme in order}
+    renders = {scheme.id: _render(session, vc, scheme) for scheme in order}
     reference, candidate = renders[REFERENCE.id], renders[vc.scheme.id]
     problem = _degenerate(reference)
     if problem:
         return CaseResult(vc, Verdict.DEGENERATE, f"the bf16 reference render is {problem}; no golden written")
     session.goldens_rendered.add(vc.key)
-    metadata = {**golden_parameters(session, vc), "environment": environment(session.device(vc.checkpoint))}
+    metadata = _golden_metadata(session, vc)
     # Judged before anything is written: the golden (the bf16 truth) is always refreshed, but a
     # candidate that fails its thresholds never becomes the expected baseline. Its metrics are
     # not recorded, expected metrics recorded earlier for an unchanged golden stay, and the
@@ -297,7 +293,7 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
     # and fails; here the run fails and the failing numbers are not adopted).
     result = _judge(session, vc, marker, reference.image, candidate, expected=None, expected_scorecard=None,
                     golden_png=session.store.png_path(vc.key), reference=reference)
-    image_ok = result.metrics is not None and all(c.passed for c in result.checks)
+    image_ok = _image_ok(result)
     kept = None if session.settings.force else _within_drift(session, vc, reference.image, metadata)
     if kept is not None:
         # the golden stays as it is, and so do the expected metrics measured against it
@@ -321,14 +317,12 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
 def _update_expected(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
     """--update-golden for another scheme of a case whose golden this run has rendered already:
     only the candidate renders, and its metrics against that golden become its expected ones."""
-    from quant_guard.render import render
 
     golden = session.store.load(vc.key, width=vc.width, height=vc.height)
-    candidate = render(session.pipeline(vc.checkpoint, vc.scheme), request_for(session, vc),
-                       on_step=_progress(session, vc, vc.scheme))
+    candidate = _render(session, vc, vc.scheme)
     result = _judge(session, vc, marker, golden.image, candidate, expected=None, expected_scorecard=None,
                     golden_png=golden.png)
-    if result.metrics is None or not all(c.passed for c in result.checks):
+    if not _image_ok(result):
         session.expected_withheld += 1
         return replace(result, reason=f"{result.reason}\nthis failing candidate's metrics were not recorded as "
                                       "expected")
@@ -337,13 +331,23 @@ def _update_expected(session: QuantGuardSession, vc: VisualCase, marker: TestOve
     return _updated(result, "golden rendered earlier in this run; expected metrics recorded")
 
 
+def _image_ok(result: CaseResult) -> bool:
+    """The candidate's image passed every check (budgets aside): its metrics may become expected ones."""
+    return result.metrics is not None and all(c.passed for c in result.checks)
+
+
 def _updated(result: CaseResult, reason: str) -> CaseResult:
     """An update run's passing candidate is UPDATED; a budget failure stays a failure."""
     return replace(result, verdict=Verdict.UPDATED, reason=reason) if result.passed else result
 
 
-def _progress(session: QuantGuardSession, vc: VisualCase, scheme: Scheme) -> StepCallback | None:
-    return session.progress.for_render(f"{vc.id} ({scheme.id})") if session.progress else None
+def _render(session: QuantGuardSession, vc: VisualCase, scheme: Scheme) -> Render:
+    """The case rendered by the checkpoint's pipeline holding ``scheme``'s DiT (the bf16
+    reference or a candidate), with live progress when the plugin shows it."""
+    from quant_guard.render import render
+
+    progress = session.progress.for_render(f"{vc.id} ({scheme.id})") if session.progress else None
+    return render(session.pipeline(vc.checkpoint, scheme), request_for(session, vc), on_step=progress)
 
 
 def _within_drift(session: QuantGuardSession, vc: VisualCase, image: np.ndarray,

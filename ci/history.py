@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # quant_guard from this checkout
 
-from quant_guard.history import SUFFIX, read, read_file  # noqa: E402
+from quant_guard.history import SUFFIX, History, read, read_file  # noqa: E402
 
 
 def history_files(directory: Path) -> list[Path]:
@@ -78,11 +78,14 @@ def merge(dest: Path, sources: list[Path]) -> tuple[int, int, int]:
 def prune(directory: Path, keep_runs: int) -> list[Path]:
     """Delete the files whose every record belongs to a run older than the newest ``keep_runs``
     runs (a file with no readable record is kept: it is nobody's to delete)."""
-    runs = read(directory).runs()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such history directory")
+    of_file = {path: read_file(path)[0] for path in history_files(directory)}  # each file read once
+    runs = History(tuple(r for records in of_file.values() for r in records)).runs()
     keep = set(runs[-keep_runs:]) if keep_runs > 0 else set()
     removed = []
-    for path in history_files(directory):
-        runs_of_file = {r.run_id for r in read_file(path)[0]}
+    for path, records in of_file.items():
+        runs_of_file = {r.run_id for r in records}
         if runs_of_file and not runs_of_file & keep:
             path.unlink()
             removed.append(path)

@@ -7,10 +7,10 @@ Reads ``<report dir>/results.json`` (written by every run with visual tests; sev
 one per shard, are merged) and prints one table row per visual test: verdict, LPIPS / SSIM /
 PSNR, peak memory and the step-time statistic against their limits, and the test's duration;
 then, per checkpoint that ran two or more schemes, the scheme comparison (ranked by
-``quant_guard/report/scheme_table.py``, loaded by path); then the reason of each failure. With
+``quant_guard/report/scheme_table.py`` from this checkout); then the reason of each failure. With
 ``--history DIR`` (a metrics history that holds this run) a "Moved since last night" table per
 checkpoint follows: this run's tests whose LPIPS moved most since the run before. Standard library
-only (plus quant_guard.history and .report.trends from this checkout, which need nothing else): it
+only (plus quant_guard's history, scheme table and trends from this checkout, which need nothing else): it
 runs where the project is not installed (the workflow's summary job). Exit status 0, or 1 with
 ``--require-results`` when no result was found at all (e.g. a checkpoint id that selected nothing
 on every shard).
@@ -21,15 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import importlib.util
 import statistics
 import sys
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+CHECKOUT = Path(__file__).resolve().parents[1]  # quant_guard is imported from here, not installed
 RESULTS_NAME = "results.json"
 PASSED_VERDICTS = ("passed", "updated")
 METRICS = (("LPIPS", "lpips"), ("SSIM", "ssim"), ("PSNR", "psnr"))
@@ -220,27 +219,23 @@ def row(record: Mapping[str, Any]) -> list[str]:
             memory_cell(record), step_cell(record), fmt_seconds(duration)]
 
 
-# the scheme comparison's ranking, one source with the HTML report (standard library only)
-SCHEME_TABLE = Path(__file__).resolve().parents[1] / "quant_guard" / "report" / "scheme_table.py"
 SCHEME_HEADER = ("scheme", "tests passed", "LPIPS mean", "LPIPS worst", "SSIM worst", "PSNR worst", "stored DiT",
                  "peak memory", "memory at start", "step time (median)", "trade-off")
 
 
-def scheme_table() -> ModuleType:
-    """``quant_guard/report/scheme_table.py`` loaded by path: the project is not installed here."""
-    spec = importlib.util.spec_from_file_location("qg_scheme_table", SCHEME_TABLE)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {SCHEME_TABLE}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def _checkout_on_path() -> None:
+    if str(CHECKOUT) not in sys.path:
+        sys.path.insert(0, str(CHECKOUT))
 
 
 def scheme_sections(records: list[dict[str, Any]]) -> list[str]:
-    """A ranked table per checkpoint that ran two or more schemes (none otherwise)."""
+    """A ranked table per checkpoint that ran two or more schemes (none otherwise), ranked by
+    quant_guard's scheme table: one source with the HTML report."""
+    _checkout_on_path()
     try:
-        comparisons = scheme_table().comparisons(records)
+        from quant_guard.report.scheme_table import comparisons as rank_schemes
+
+        comparisons = rank_schemes(records)
     except (OSError, ImportError) as exc:  # a checkout without quant_guard/report
         return [f"> scheme comparison unavailable: {exc}", ""]
     out = []
@@ -292,7 +287,7 @@ def markdown(records: list[dict[str, Any]], notes: list[str], title: str) -> str
 def moved_since_last_night(history: Path, records: list[dict[str, Any]]) -> str:
     """Per checkpoint, this run's tests that moved most since the run before (quant_guard's trend
     tables, baseline "previous"), as Markdown."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # quant_guard from this checkout
+    _checkout_on_path()
     from quant_guard.history import TrendSettings, read
     from quant_guard.report.trends import build_trends
 

@@ -206,7 +206,7 @@ def test_terminal_lines_are_an_aligned_table_best_first() -> None:
 
 
 def test_the_ci_step_summary_ranks_the_schemes_with_the_same_module(tmp_path: Path) -> None:
-    """ci/step_summary.py runs where quant_guard is not installed: it loads scheme_table.py by path."""
+    """ci/step_summary.py runs where quant_guard is not installed: it imports scheme_table.py from the checkout."""
     (tmp_path / "results.json").write_text(json.dumps({"results": scheme_matrix()}), encoding="utf-8")
     proc = subprocess.run([sys.executable, "-I", "-S", str(ROOT / "ci" / "step_summary.py"), str(tmp_path)],
                           capture_output=True, text=True, cwd=tmp_path)  # -I -S: standard library only

@@ -15,9 +15,10 @@ The order (``rank``):
 
 "Beats" is Pareto dominance: no larger and no worse, and strictly better in one of the two.
 
-Numbers only, no formatting, and on purpose the standard library alone with no quant_guard
-import: ``ci/step_summary.py`` loads this file by path in a job where the project is not
-installed. Records are results.json records (plain dicts), as ``report/records.py`` writes them.
+Numbers only, no formatting, and nothing beyond the standard library and ``report/records.py``
+(which needs nothing else): ``ci/step_summary.py`` imports this module from the checkout in a job
+where the project is not installed. Records are results.json records (plain dicts), as
+``report/records.py`` writes them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+
+from quant_guard.report.records import as_float, is_failure
 
 RANKS = ("front", "dominated", "failing", "unmeasured")
 _TRADE_OFF = {"front": "Pareto front", "failing": "failed tests", "unmeasured": "not measured"}
@@ -93,7 +96,7 @@ def summarize(checkpoint: str, scheme: str, records: Sequence[Mapping[str, Any]]
     return SchemeSummary(
         checkpoint=checkpoint, scheme=scheme,
         description=next((str(r["scheme_description"]) for r in records if r.get("scheme_description")), ""),
-        tests=len(records), passed=sum(not _failed(r) for r in records), measured=len(lpips),
+        tests=len(records), passed=sum(not is_failure(r) for r in records), measured=len(lpips),
         lpips_mean=statistics.fmean(lpips) if lpips else None, lpips_worst=_worst(lpips, max),
         ssim_worst=_worst(_metric(records, "ssim"), min), psnr_worst=_worst(_metric(records, "psnr"), min),
         dit_bytes=_most(render.get("dit_weight_bytes") for render in renders),
@@ -136,24 +139,11 @@ def _with(s: SchemeSummary, rank_name: str, beaten_by: str = "") -> SchemeSummar
     return replace(s, rank=rank_name, beaten_by=beaten_by)
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    return float(value) if value in ("inf", "-inf", "nan") else None
-
-
-def _failed(record: Mapping[str, Any]) -> bool:
-    # the same rule as report.records.is_failure (not imported: see the module docstring)
-    return record.get("outcome") == "failed" or not record.get("passed", False)
-
-
 def _metric(records: Sequence[Mapping[str, Any]], key: str) -> list[float]:
     out = []
     for r in records:
         metrics = r.get("metrics")
-        value = _number(metrics.get(key)) if isinstance(metrics, Mapping) else None
+        value = as_float(metrics.get(key)) if isinstance(metrics, Mapping) else None
         if value is not None:
             out.append(value)
     return out
@@ -176,7 +166,7 @@ def _worst_id(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _most(values: Iterable[Any]) -> float | None:
-    numbers = [v for v in (_number(x) for x in values) if v is not None]
+    numbers = [v for v in (as_float(x) for x in values) if v is not None]
     return max(numbers) if numbers else None
 
 
@@ -188,7 +178,7 @@ def _step_median(records: Sequence[Mapping[str, Any]]) -> float | None:
         render = r.get("candidate_render")
         if not isinstance(render, Mapping):
             continue
-        times = [t for t in (_number(x) for x in render.get("step_times_s") or []) if t is not None]
+        times = [t for t in (as_float(x) for x in render.get("step_times_s") or []) if t is not None]
         limits = r.get("limits")
         warmup = limits.get("warmup_steps", 1) if isinstance(limits, Mapping) else 1
         warmup = warmup if isinstance(warmup, int) and not isinstance(warmup, bool) else 1

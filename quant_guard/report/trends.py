@@ -76,10 +76,11 @@ def build_trends(history: History, settings: TrendSettings = TrendSettings(),
                  test_ids: Iterable[str] | None = None) -> TrendsView:
     """The trends of ``test_ids`` (default: every test in the window) over the last
     ``settings.runs`` runs. A baseline run id that is not in the history is a ValueError."""
-    if settings.baseline not in BASELINES and settings.baseline not in history.runs():
+    runs = history.runs()
+    if settings.baseline not in BASELINES and settings.baseline not in runs:
         raise ValueError(f"history baseline {settings.baseline!r} is neither {' nor '.join(BASELINES)} nor a run "
-                         f"in the history (known: {', '.join(history.runs()[-5:]) or 'none'})")
-    window = tuple(history.runs()[-settings.runs:])
+                         f"in the history (known: {', '.join(runs[-5:]) or 'none'})")
+    window = tuple(runs[-settings.runs:])
     in_window = set(window)
     if settings.baseline not in BASELINES and settings.baseline not in in_window:
         window = (settings.baseline, *window)  # an explicit baseline older than the window still counts

@@ -33,7 +33,7 @@ os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 
 from quant_guard.checkpoints import ResolvedCheckpoint  # noqa: E402
 from quant_guard.degrade import Degradation, degrade  # noqa: E402
-from quant_guard.metrics import lpips_distance, psnr  # noqa: E402
+from quant_guard.metrics import compare_with_maps  # noqa: E402
 from quant_guard.pipelines import build_pipeline  # noqa: E402
 from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Scheme  # noqa: E402
 from quant_guard.render import RenderRequest, render  # noqa: E402
@@ -77,8 +77,12 @@ def measure(pairs: list[tuple[str, int]], steps: int, kinds: list[Degradation],
     scorer = TinyColourScorer()
 
     def score(images: list[np.ndarray]) -> list[Pair]:
-        return [Pair(compute_scorecard(g, c, prompt=caption, scorer=scorer), lpips_distance(g, c), psnr(g, c))
-                for g, c, (caption, _) in zip(golden, images, pairs)]
+        return [pair(g, c, caption) for g, c, (caption, _) in zip(golden, images, pairs)]
+
+    def pair(g: np.ndarray, c: np.ndarray, caption: str) -> Pair:
+        metrics, maps = compare_with_maps(g, c)  # as the gate: LPIPS and SSIM once, their maps reused
+        return Pair(compute_scorecard(g, c, prompt=caption, scorer=scorer, lpips_map=maps.lpips,
+                                      ssim=(metrics.ssim, maps.ssim)), metrics.lpips, metrics.psnr)
 
     results = {HONEST: score(render_all(tiny_checkpoint(), FLOAT8_E4M3FN, pairs, steps))}
     state = load_file(str(ensure_tiny_checkpoint().dit))

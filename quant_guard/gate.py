@@ -199,9 +199,8 @@ def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
     try:
         golden = store.load(vc.key, width=vc.width, height=vc.height)
         use_expected = session.settings.use_expected and session.config.expected.enabled
-        expected = store.load_expected(vc.key, vc.expected_name) if use_expected else None
-        expected_scorecard = (store.load_expected_scorecard(vc.key, vc.expected_name)
-                              if expected is not None else None)
+        recorded = store.load_expected_with_scorecard(vc.key, vc.expected_name) if use_expected else None
+        expected, expected_scorecard = recorded if recorded is not None else (None, None)
     except GoldenMissing as exc:
         return CaseResult(vc, Verdict.NO_GOLDEN, f"{exc}. Create it with: {_update_command(vc, address)}")
     except GoldenCorrupt as exc:

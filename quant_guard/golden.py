@@ -128,6 +128,26 @@ class GoldenStore:
 
     def load_expected(self, key: GoldenKey, scheme: str | None = None) -> ImageMetrics | None:
         """The candidate metrics recorded at the last update, or None if none were recorded."""
+        found = self._read_expected(key, scheme)
+        return None if found is None else found[0]
+
+    def load_expected_with_scorecard(self, key: GoldenKey,
+                                     scheme: str | None = None) -> tuple[ImageMetrics, dict[str, float]] | None:
+        """``load_expected`` and the scorecard numbers recorded with those metrics
+        (``Scorecard.values()`` keys; empty when none were: a golden updated before the scorecard
+        existed), from one read of the file; None if nothing was recorded."""
+        found = self._read_expected(key, scheme)
+        if found is None:
+            return None
+        metrics, data, path = found
+        try:
+            return metrics, {str(k): float(v) for k, v in (data.get(SCORECARD_KEY) or {}).items()}
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise GoldenCorrupt(f"expected-metrics file {path} has no valid {SCORECARD_KEY!r} ({exc}); "
+                                "re-create it with pytest --update-golden") from None
+
+    def _read_expected(self, key: GoldenKey, scheme: str | None) -> tuple[ImageMetrics, Any, Path] | None:
+        """The recorded metrics, the parsed file and its path; None when there is no file."""
         import yaml
 
         from quant_guard.metrics import ImageMetrics
@@ -137,24 +157,10 @@ class GoldenStore:
             return None
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            return ImageMetrics(lpips=float(data["lpips"]), ssim=float(data["ssim"]), psnr=float(data["psnr"]))
+            return (ImageMetrics(lpips=float(data["lpips"]), ssim=float(data["ssim"]), psnr=float(data["psnr"])),
+                    data, path)
         except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
             raise GoldenCorrupt(f"expected-metrics file {path} is not valid ({exc}); "
-                                "re-create it with pytest --update-golden") from None
-
-    def load_expected_scorecard(self, key: GoldenKey, scheme: str | None = None) -> dict[str, float]:
-        """The scorecard numbers recorded at the last update (``Scorecard.values()`` keys); empty
-        when none were (a golden updated before the scorecard existed)."""
-        import yaml
-
-        path = self.expected_path(key, scheme)
-        if not path.exists():
-            return {}
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            return {str(k): float(v) for k, v in (data.get(SCORECARD_KEY) or {}).items()}
-        except (yaml.YAMLError, AttributeError, TypeError, ValueError) as exc:
-            raise GoldenCorrupt(f"expected-metrics file {path} has no valid {SCORECARD_KEY!r} ({exc}); "
                                 "re-create it with pytest --update-golden") from None
 
     # ---- writing ----------------------------------------------------------------------------

@@ -94,15 +94,21 @@ def _to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))[None]
 
 
-def _run_lpips(golden: np.ndarray, candidate: np.ndarray, *, spatial: bool) -> torch.Tensor:
-    import torch
-
+def _check_lpips_pair(golden: np.ndarray, candidate: np.ndarray) -> tuple[int, int]:
+    """``_check_pair`` and LPIPS's minimum size; the images' (height, width)."""
     _check_pair(golden, candidate)
     height, width = golden.shape[:2]
     if min(height, width) < LPIPS_MIN_SIZE:
         raise ValueError(
             f"LPIPS-alex needs images of at least {LPIPS_MIN_SIZE}x{LPIPS_MIN_SIZE} px, got {height}x{width}"
         )
+    return height, width
+
+
+def _run_lpips(golden: np.ndarray, candidate: np.ndarray, *, spatial: bool) -> torch.Tensor:
+    import torch
+
+    _check_lpips_pair(golden, candidate)
     # One model for both modes: `spatial` is read in forward, the lock keeps threads apart.
     with _model_lock, torch.no_grad():  # no_grad is local: the caller's grad mode comes back
         model = _lpips_model()
@@ -134,12 +140,7 @@ def lpips_with_map(golden: np.ndarray, candidate: np.ndarray) -> tuple[float, np
     import torch
     from lpips import normalize_tensor, spatial_average, upsample
 
-    _check_pair(golden, candidate)
-    height, width = golden.shape[:2]
-    if min(height, width) < LPIPS_MIN_SIZE:
-        raise ValueError(
-            f"LPIPS-alex needs images of at least {LPIPS_MIN_SIZE}x{LPIPS_MIN_SIZE} px, got {height}x{width}"
-        )
+    height, width = _check_lpips_pair(golden, candidate)
     with _model_lock, torch.no_grad():
         model = _lpips_model()
         outs0 = model.net.forward(model.scaling_layer(_to_tensor(golden)))

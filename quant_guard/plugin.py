@@ -18,7 +18,7 @@ from quant_guard.cases import CaseResult, TestAddress, TestOverrides, VisualCase
 from quant_guard.config import ConfigError, QuantGuardConfig, declares_quant_guard, load_config
 from quant_guard.drift import ReferenceMode
 from quant_guard.session import QuantGuardSession, RunSettings
-from quant_guard.thresholds import LIMIT_KEYS, LIMITS, MEANING_KEY, ThresholdOverrides
+from quant_guard.thresholds import LIMIT_KEYS, LIMITS_BY_KEY, MEANING_KEY, ThresholdOverrides
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 from quant_guard.golden import WriteOutcome
 from quant_guard.progress import ProgressPrinter
@@ -65,7 +65,7 @@ def _limit_option(text: str) -> tuple[str, float | str]:
         raise argparse.ArgumentTypeError(f"--qg-limit must look like KEY=VALUE, e.g. colour_delta_e_p95=3.0, got {text!r}")
     if key == MEANING_KEY:
         return key, value
-    limit = next((lim for lim in LIMITS if lim.key == key), None)
+    limit = LIMITS_BY_KEY.get(key)
     if limit is None:
         raise argparse.ArgumentTypeError(f"--qg-limit: unknown key {key!r}; known: {', '.join(LIMIT_KEYS)}, {MEANING_KEY}")
     return key, _bounded_float(limit.low, limit.high, f"--qg-limit {key}")(value)
@@ -302,7 +302,7 @@ def _marker_thresholds(item: pytest.Item) -> ThresholdOverrides:
                                         f'"off", got {value!r}')
             values[name] = value
             continue
-        limit = next(lim for lim in LIMITS if lim.key == name)
+        limit = LIMITS_BY_KEY[name]
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise pytest.UsageError(f"{item.nodeid}: qg_thresholds({name}=...) must be a number, got {value!r}")
         if not limit.low <= value <= limit.high:

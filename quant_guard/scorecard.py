@@ -152,8 +152,6 @@ class Scorecard:
         """Plain JSON types (for results.json); a non-finite number becomes null."""
         data = asdict(self)
         data["sharpness"]["words"] = self.sharpness.words
-        if self.meaning is not None:
-            data["meaning"] = self.meaning.to_json()
         return _finite(data)
 
 

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,13 +66,6 @@ class MeaningScore:
         if self.agrees:
             return f"candidate {c.detail}, golden {g.detail}: the golden's reading is kept ({self.scorer})"
         return f"LOST: candidate {c.detail}, golden {g.detail} ({self.scorer})"
-
-    def to_json(self) -> dict[str, Any]:
-        def one(v: Verdict) -> dict[str, Any]:
-            return {"agrees": v.agrees, "detail": v.detail, "score": v.score}
-
-        return {"scorer": self.scorer, "agrees": self.agrees, "golden": one(self.golden),
-                "candidate": one(self.candidate)}
 
 
 def judge(scorer: SemanticScorer, golden: np.ndarray, candidate: np.ndarray, prompt: str) -> MeaningScore:

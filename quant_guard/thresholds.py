@@ -76,7 +76,8 @@ LIMITS: tuple[Limit, ...] = (
     Limit("artifacts_max", "artifacts_worst", "worst LPIPS region", False, 0.0, 2.0, "structure",
           "region_margin", "lpips_factor"),
 )
-LIMIT_KEYS: tuple[str, ...] = tuple(limit.key for limit in LIMITS)
+LIMITS_BY_KEY: dict[str, Limit] = {limit.key: limit for limit in LIMITS}
+LIMIT_KEYS: tuple[str, ...] = tuple(LIMITS_BY_KEY)
 MEANING_KEY = "meaning"  # not a number: the semantic scorer whose verdict must hold (quant_guard.semantic)
 MEANING_OFF = "off"  # switches off a meaning check set at a less specific level
 IMAGE_METRICS = ("lpips", "ssim", "psnr")  # values every comparison has; the rest need a scorecard
@@ -227,8 +228,8 @@ class MetricCheck:
 
     @property
     def dimension(self) -> str:
-        return "meaning" if self.key == MEANING_KEY else next((lim.dimension for lim in LIMITS if lim.key == self.key),
-                                                              "structure")
+        limit = LIMITS_BY_KEY.get(self.key)
+        return "meaning" if self.key == MEANING_KEY else limit.dimension if limit is not None else "structure"
 
     def describe(self) -> str:
         op = (">=" if self.passed else "<") if self.higher_is_better else ("<=" if self.passed else ">")
@@ -304,10 +305,9 @@ def check_expected(metrics: ImageMetrics, expected: ImageMetrics, settings: Expe
 def limit_words(checks: list[MetricCheck]) -> dict[str, str]:
     """What the scorecard's words say after a number (``Scorecard.describe``): its limits, by
     ``Limit.value``, e.g. {"colour_delta_e_p95": "limit 3.0, expected max 1.5"}."""
-    by_key = {limit.key: limit for limit in LIMITS}
     out: dict[str, list[str]] = {}
     for c in checks:
-        limit = by_key.get(c.key)
+        limit = LIMITS_BY_KEY.get(c.key)
         if limit is None:
             continue
         bound = f"{c.limit:.1f}" if abs(c.limit) >= 1 else f"{c.limit:.3g}"

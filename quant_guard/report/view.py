@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from quant_guard.report.records import as_float, headline, is_failure
-from quant_guard.thresholds import DIMENSIONS, LIMITS
+from quant_guard.thresholds import DIMENSIONS, LIMITS, LIMITS_BY_KEY
 from quant_guard.units import format_bytes, format_seconds
 
 METRICS = ("LPIPS", "SSIM", "PSNR")
@@ -185,7 +185,8 @@ def _score_values(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _limit_value(check: Mapping[str, Any]) -> str | None:
-    return next((limit.value for limit in LIMITS if limit.key == check.get("key")), None)
+    limit = LIMITS_BY_KEY.get(str(check.get("key")))
+    return None if limit is None else limit.value
 
 
 def _anomalies(group: Sequence[Mapping[str, Any]]) -> list[Cell]:

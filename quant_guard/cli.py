@@ -202,14 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--device", default="cpu", help="where --method quantizes (default cpu)")
     quantize.set_defaults(func=_cmd_quantize)
 
-    degrade = sub.add_parser("degrade", help="write a deliberately damaged DiT, to check the gate catches it")
+    degrade = sub.add_parser("degrade", help="write a deliberately damaged DiT (a VAE for colour-cast), to check "
+                                             "the gate catches it")
     degrade.add_argument("input", type=Path)
     degrade.add_argument("output", type=Path)
     degrade.add_argument("--kind", choices=[d.value for d in Degradation], required=True)
     degrade.add_argument("--block", type=int, default=0, help="joint block for per-block kinds (default 0)")
     degrade.add_argument("--strength", type=float, default=None,
                          help="the kind's knob: round levels (default 3), noise fraction of the weight std "
-                              "(0.75), scale factor (2), colour-shift / soften offset (2)")
+                              "(0.75), scale factor (2), colour-shift offset (2), colour-cast offset (0.05)")
     degrade.add_argument("--seed", type=int, default=0)
     degrade.set_defaults(func=_cmd_degrade)
 

@@ -1,7 +1,8 @@
-"""Deliberate damage to a DiT state dict: the faults quant_guard must catch.
+"""Deliberate damage to a DiT (or VAE) state dict, and to a decoded image: the faults quant_guard
+must catch.
 
-Used by the tests (a candidate made worse on purpose must fail), by the sensitivity
-benchmark that sets the default thresholds, and by ``quant-guard degrade``.
+Used by the tests (a candidate made worse on purpose must fail), by the benchmarks that set the
+default thresholds and scorecard limits, and by ``quant-guard degrade``.
 Every kind is deterministic for a given seed."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 StateDict = dict[str, "torch.Tensor"]
@@ -21,16 +23,19 @@ class Degradation(str, Enum):
     ZERO_ATTN_OUT = "zero-attn-out"  # attention output projection of one block zeroed
     SCALE = "scale"  # one linear layer scaled (a wrong per-tensor scale; default x2)
     DROP_TEXT = "drop-text"  # text conditioning removed (context + pooled embedders zeroed)
-    # Two kinds aimed at one scorecard dimension each (quant_guard.scorecard):
-    # a wrong bias on one latent channel of the final projection: every token's velocity for that
-    # channel is off by the same amount, so the decoded image moves by a near-uniform colour cast
+    # Aimed at the scorecard's colour dimension (quant_guard.scorecard): a wrong bias on one latent
+    # channel of the DiT's final projection: every token's velocity for that channel is off by the
+    # same amount; the decoded image gets a cast, and its edges' contrast moves with it
     COLOUR_SHIFT = "colour-shift"  # final_proj_out.bias of latent channel COLOUR_SHIFT_CHANNEL + offset (default 2)
-    # the final layer's adaptive norm (x = norm(x) * (1 + scale) + shift, from final_norm_out.linear):
-    SOFTEN = "soften"  # scale raised by a constant (default +2): the output's token-to-token detail distorted
+    # ... and the purest colour-only fault: one output channel of the VAE decoder's final layer
+    # off by a constant, so every pixel of that RGB channel moves by the same amount (a cast) and
+    # nothing else changes until the channel clips. Damages the VAE file, not the DiT.
+    COLOUR_CAST = "colour-cast"  # decoder.conv_out.bias of RGB channel COLOUR_CAST_CHANNEL + offset (default 0.05)
 
 
 # The kinds the gate's LPIPS/SSIM/PSNR thresholds were set against (benchmarks/tiny_quality.py);
-# COLOUR_SHIFT and SOFTEN are measured by the scorecard benchmark (benchmarks/tiny_scorecard.py).
+# COLOUR_SHIFT and COLOUR_CAST are measured by the scorecard benchmark (benchmarks/tiny_scorecard.py),
+# with soften_image (below) for softening.
 THRESHOLD_KINDS = (Degradation.ROUND, Degradation.NOISE, Degradation.ZERO_ATTN_OUT, Degradation.SCALE,
                    Degradation.DROP_TEXT)
 # No "e5m2" kind: float8_e5m2 is a legitimate storage format (``quant-guard quantize --dtype``),
@@ -45,14 +50,23 @@ THRESHOLD_KINDS = (Degradation.ROUND, Degradation.NOISE, Degradation.ZERO_ATTN_O
 # is LPIPS 0.0123 / PSNR 28.7 dB against honest float8's worst 0.0050 / 39.0 dB.
 NOISE_FRACTION = 0.75
 SCALE_FACTOR = 2.0
-# Added to one latent channel's bias of the final projection / to the final norm's scale
-# (benchmarks/tiny_scorecard.py; README, "The scorecard").
+# Added to one latent channel's bias of the final projection (benchmarks/tiny_scorecard.py; README,
+# "The scorecard").
 COLOUR_SHIFT_OFFSET = 2.0
 # Of the 16 latent channels, the one whose offset moves colour most relative to detail (a sweep of
 # all 16 at +1 on 6 pairs: ΔE p95 1.0-3.2; channel 1: ΔE p95 x2.8 honest's, sharpness barely moved).
 COLOUR_SHIFT_CHANNEL = 1
-SOFTEN_OFFSET = 2.0
-_FINAL_NORM = "final_norm_out.linear.bias"  # [shift | scale], each as wide as the hidden state
+# Added to the green output of the VAE decoder's last convolution: its output is the image in
+# [-1, 1], so 0.05 is 6.4 of 255 levels of green, towards magenta when negative (README, "The scorecard").
+COLOUR_CAST_OFFSET = 0.05
+COLOUR_CAST_CHANNEL = 1  # R, G, B = 0, 1, 2; green weighs most in lightness: the cast that most tests
+# that the sharpness measure ignores colour
+# Softening: the Gaussian blur (sigma in pixels) soften_image applies to a decoded image. At 0.6 px
+# the tiny renders keep 0.67-0.83 of their fine-detail energy, while honest float8 against a golden
+# from another CPU keeps at least 0.92 (benchmarks/tiny_scorecard.py).
+SOFTEN_SIGMA = 0.6
+_DECODER_OUT = "decoder.conv_out.bias"  # the VAE decoder's last convolution: R, G, B
+DECODER_KINDS = frozenset({Degradation.COLOUR_CAST})  # kinds that damage a VAE, not a DiT
 _FINAL_PROJ = "final_proj_out.bias"  # latent channel c, patch row p, column q at c * 4 + p * 2 + q
 
 
@@ -62,15 +76,24 @@ def _is_weight_matrix(name: str, tensor: torch.Tensor) -> bool:
 
 def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: int = 0,
             strength: float | None = None) -> StateDict:
-    """Return a damaged copy of ``state`` (a Flux DiT state dict in DiffSynth's naming).
+    """Return a damaged copy of ``state``: a Flux DiT state dict in DiffSynth's naming, or for the
+    ``DECODER_KINDS`` the Flux VAE's.
 
     ``block`` picks the joint transformer block for the per-block kinds; ``strength`` is the
     kind's knob (levels for ROUND, noise fraction for NOISE, factor for SCALE, offset for
-    COLOUR_SHIFT and SOFTEN)."""
+    COLOUR_SHIFT and COLOUR_CAST)."""
     import torch
 
     kind = Degradation(kind)
     out = {k: v.clone() for k, v in state.items()}
+    if kind in DECODER_KINDS:
+        if _DECODER_OUT not in out:
+            raise ValueError(f"state dict has no {_DECODER_OUT!r}: {kind.value} damages the VAE decoder's final "
+                             "layer, so give it the VAE file, not the DiT")
+        bias = out[_DECODER_OUT].float().clone()
+        bias[COLOUR_CAST_CHANNEL] += strength if strength is not None else COLOUR_CAST_OFFSET
+        out[_DECODER_OUT] = bias.to(out[_DECODER_OUT].dtype)
+        return out
     gen = torch.Generator().manual_seed(seed)
     prefix = f"blocks.{block}."
     if not any(k.startswith(prefix) for k in out):
@@ -107,10 +130,16 @@ def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: 
         first = COLOUR_SHIFT_CHANNEL * 4  # the channel's four patch positions (2x2)
         bias[first:first + 4] += strength if strength is not None else COLOUR_SHIFT_OFFSET
         out[_FINAL_PROJ] = bias.to(out[_FINAL_PROJ].dtype)
-    elif kind is Degradation.SOFTEN:
-        if _FINAL_NORM not in out:
-            raise ValueError(f"state dict has no {_FINAL_NORM!r} (the final layer's adaptive norm)")
-        bias = out[_FINAL_NORM].float().clone()
-        bias[bias.shape[0] // 2:] += strength if strength is not None else SOFTEN_OFFSET
-        out[_FINAL_NORM] = bias.to(out[_FINAL_NORM].dtype)
     return out
+
+
+def soften_image(image: np.ndarray, sigma: float = SOFTEN_SIGMA) -> np.ndarray:
+    """A decoded uint8 HxWx3 image blurred by a Gaussian of ``sigma`` pixels: the softening
+    damage. It acts on the image because no weight damage of the tiny checkpoint we tried softens
+    it (README, "The scorecard": the DiT's flow-matching sampler keeps the noise's fine grain when
+    the predicted velocity loses it, and the VAE's last convolutions are no smoothing kernels)."""
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    blurred = gaussian_filter(image.astype(np.float32), (sigma, sigma, 0), mode="reflect")
+    return np.clip(np.rint(blurred), 0, 255).astype(np.uint8)

@@ -153,8 +153,9 @@ class ThresholdOverrides:
 assert {f.name for f in fields(ThresholdOverrides)} == {*LIMIT_KEYS, MEANING_KEY}
 assert {f.name for f in fields(Thresholds)} == {limit.field for limit in LIMITS} | {MEANING_KEY}
 
-# The tiny checkpoint's colour limit (benchmarks/tiny_scorecard.py; README, "The scorecard").
+# The tiny checkpoint's scorecard limits for float8 (benchmarks/tiny_scorecard.py; README, "The scorecard").
 TINY_DELTA_E_P95 = 3.0
+TINY_SHARPNESS_MIN = 0.88
 
 
 # The embedded tiny checkpoint's thresholds, per scheme kind (storage dtype or quantization
@@ -169,7 +170,8 @@ TINY_DELTA_E_P95 = 3.0
 # one turns it on (meaning = "tiny-colours", as this repository's do).
 EMBEDDED_THRESHOLDS: dict[str, dict[str, ThresholdOverrides]] = {
     "tiny": {
-        "float8_e4m3fn": ThresholdOverrides(lpips=0.008, ssim=0.975, psnr=34.0, colour_delta_e_p95=TINY_DELTA_E_P95),
+        "float8_e4m3fn": ThresholdOverrides(lpips=0.008, ssim=0.975, psnr=34.0, colour_delta_e_p95=TINY_DELTA_E_P95,
+                                            sharpness_min=TINY_SHARPNESS_MIN),
         "torchao_int8_w8a16": ThresholdOverrides(lpips=0.003, ssim=0.981, psnr=39.0),
         "torchao_fp8_w8a16": ThresholdOverrides(lpips=0.0066, ssim=0.979, psnr=36.5),
         "torchao_int8_w8a8": ThresholdOverrides(lpips=0.005, ssim=0.981, psnr=38.5),

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from quant_guard.cli import main
-from quant_guard.degrade import COLOUR_SHIFT_CHANNEL
+from quant_guard.degrade import COLOUR_CAST_CHANNEL, COLOUR_SHIFT_CHANNEL
 from quant_guard.tiny.build import TinyCheckpointFiles
 
 
@@ -44,17 +44,23 @@ def test_quantize_and_degrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert torch.count_nonzero(d["blocks.0.attn.a_to_out.weight"]) == 0
 
 
-def test_soften_changes_only_the_scale_half_of_the_final_norm(tmp_path: Path) -> None:
+def test_colour_cast_offsets_one_rgb_output_of_the_vae_decoder(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tiny", str(tmp_path / "t"), "--seeded"]) == 0
-    dit = tmp_path / "t" / "dit.safetensors"
-    assert main(["degrade", str(dit), str(tmp_path / "d.safetensors"), "--kind", "soften", "--strength", "1.5"]) == 0
-    before, after = load_file(str(dit)), load_file(str(tmp_path / "d.safetensors"))
+    vae = tmp_path / "t" / "vae.safetensors"
+    assert main(["degrade", str(vae), str(tmp_path / "v.safetensors"), "--kind", "colour-cast",
+                 "--strength", "0.25"]) == 0
+    before, after = load_file(str(vae)), load_file(str(tmp_path / "v.safetensors"))
     changed = [k for k in before if not torch.equal(before[k], after[k])]
-    assert changed == ["final_norm_out.linear.bias"]
-    width = before["final_norm_out.linear.bias"].shape[0] // 2  # [shift | scale]
-    delta = (after[changed[0]].float() - before[changed[0]].float()).view(2, width)
-    assert torch.allclose(delta[1], torch.full((width,), 1.5), atol=0.05)  # bf16 rounding of the sum
-    assert torch.count_nonzero(delta[0]) == 0
+    assert changed == ["decoder.conv_out.bias"]
+    delta = after[changed[0]].float() - before[changed[0]].float()
+    assert torch.allclose(delta[COLOUR_CAST_CHANNEL], torch.tensor(0.25), atol=0.01)
+    assert torch.count_nonzero(delta) == 1
+    # given the DiT instead: an error that says which file the kind needs
+    dit = tmp_path / "t" / "dit.safetensors"
+    assert main(["degrade", str(dit), str(tmp_path / "d.safetensors"), "--kind", "colour-cast"]) == 1
+    assert "give it the VAE file, not the DiT" in capsys.readouterr().err
+    assert not (tmp_path / "d.safetensors").exists()
 
 
 def test_colour_shift_offsets_one_latent_channel_of_the_final_projection(tmp_path: Path) -> None:

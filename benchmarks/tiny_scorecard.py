@@ -59,7 +59,6 @@ HONEST = "honest float8_e4m3fn"
 DRIFTED = "honest, golden from another CPU"
 HONEST_ROWS = (HONEST, DRIFTED)
 CAST, SOFTEN = "colour-cast", "soften"  # the damage aimed at colour, at sharpness
-AIMED_AT = {CAST: "colour", SOFTEN: "sharpness"}
 DIMENSIONS = ("colour", "sharpness", "structure")  # the scorecard dimensions the tiny checkpoint limits
 
 
@@ -197,27 +196,24 @@ def print_caught(results: dict[str, list[Pair]]) -> None:
         print(f"  {name:<32} " + " ".join(f"{sum(map(fails, pairs)):>13}/{len(pairs):<2}" for fails in limits.values()))
 
 
-def _aimed(results: dict[str, list[Pair]], damage: str) -> list[Pair]:
-    """Every image of the damage rows of one kind (all strengths)."""
-    return [p for name, pairs in results.items() if name.startswith(damage + " ") for p in pairs]
-
-
 def propose_limits(results: dict[str, list[Pair]]) -> None:
+    """Per damage row aimed at colour or sharpness: the limit midway on a log scale between the
+    worst honest image (either golden) and the mildest image of that row."""
     honest = [p for name in HONEST_ROWS for p in results[name]]
+    worst_colour = max(p.card.colour.delta_e_p95 for p in honest)
+    worst_sharpness = min(p.card.sharpness.ratio for p in honest)
     print("\nProposed scorecard limits for the tiny checkpoint (midway on a log scale between the worst honest "
-          "image, either golden, and the mildest image of the damage aimed at that dimension):")
-    cast = _aimed(results, CAST)
-    if cast:
-        worst = max(p.card.colour.delta_e_p95 for p in honest)
-        mild = min(p.card.colour.delta_e_p95 for p in cast)
-        print(f"  colour_delta_e_p95 max {math.sqrt(worst * mild):.2f}  (worst honest {worst:.2f}, mildest "
-              f"{CAST} {mild:.2f}; separation x{mild / worst:.2f})")
-    soft = _aimed(results, SOFTEN)
-    if soft:
-        worst = min(p.card.sharpness.ratio for p in honest)
-        mild = max(p.card.sharpness.ratio for p in soft)
-        print(f"  sharpness_min {math.sqrt(worst * mild):.3f}  (worst honest {worst:.3f}, mildest {SOFTEN} "
-              f"{mild:.3f}; separation x{worst / mild:.2f})")
+          f"image, either golden: ΔE p95 {worst_colour:.2f}, sharpness {worst_sharpness:.3f}; and the mildest image "
+          "of each damage aimed at that dimension):")
+    for name, pairs in results.items():
+        if name.startswith(CAST + " "):
+            mild = min(p.card.colour.delta_e_p95 for p in pairs)
+            print(f"  {name:<24} colour_delta_e_p95 max {math.sqrt(worst_colour * mild):.2f}  (mildest {mild:.2f}; "
+                  f"separation x{mild / worst_colour:.2f})")
+        elif name.startswith(SOFTEN + " "):
+            mild = max(p.card.sharpness.ratio for p in pairs)
+            print(f"  {name:<24} sharpness_min {math.sqrt(worst_sharpness * mild):.3f}  (mildest {mild:.3f}; "
+                  f"separation x{worst_sharpness / mild:.2f})")
 
 
 def print_cost(size: int, repeats: int = 3) -> None:

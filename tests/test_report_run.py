@@ -56,8 +56,8 @@ def test_results_json_describes_every_visual_test(demo: Demo) -> None:
     for test_id, r in records.items():
         assert r["verdict"] == ("passed" if test_id in PASSING else "image-failed")
         assert r["scheme"] == "float8_e4m3fn" and r["render"]["steps"] == 8
-        # the tiny checkpoint's colour limit beside LPIPS/SSIM/PSNR (the drift check's comparison for a failure)
-        assert {c["metric"] for c in r["checks"]} == {"LPIPS", "SSIM", "PSNR", "ΔE p95"}
+        # the tiny checkpoint's scorecard limits beside LPIPS/SSIM/PSNR (the drift check's comparison for a failure)
+        assert {c["metric"] for c in r["checks"]} == {"LPIPS", "SSIM", "PSNR", "ΔE p95", "sharpness"}
         card = r["scorecard"]
         assert card["words"].startswith("colour: ΔE mean ") and card["artifacts"]["kind"] == "LPIPS"
         assert (card["colour"]["delta_e_p95"] > 2.0) == failing_case(test_id)  # the rounded weights move colour

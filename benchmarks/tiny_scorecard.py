@@ -68,6 +68,15 @@ class Pair:
     lpips: float
     ssim: float
     psnr: float
+    plain_laplacian: float  # the sharpness ratio with a plain 3x3 Laplacian, the measure SHARPNESS_SIGMA replaced
+
+
+def plain_laplacian_ratio(golden: np.ndarray, candidate: np.ndarray) -> float:
+    from scipy.ndimage import laplace
+    from skimage.color import rgb2lab
+
+    energy = [float((laplace(rgb2lab(img / 255.0)[..., 0], mode="reflect") ** 2).mean()) for img in (golden, candidate)]
+    return energy[1] / max(energy[0], 1e-9)
 
 
 def tiny_checkpoint(dit: Path | None = None, vae: Path | None = None) -> ResolvedCheckpoint:
@@ -102,7 +111,8 @@ def measure(pairs: list[tuple[str, int]], steps: int, casts: list[float], sigmas
     def pair(g: np.ndarray, c: np.ndarray, caption: str) -> Pair:
         metrics, maps = compare_with_maps(g, c)  # as the gate: LPIPS and SSIM once, their maps reused
         return Pair(compute_scorecard(g, c, prompt=caption, scorer=scorer, lpips_map=maps.lpips,
-                                      ssim=(metrics.ssim, maps.ssim)), metrics.lpips, metrics.ssim, metrics.psnr)
+                                      ssim=(metrics.ssim, maps.ssim)), metrics.lpips, metrics.ssim, metrics.psnr,
+                    plain_laplacian_ratio(g, c))
 
     def score(images: list[np.ndarray], goldens: list[np.ndarray] = golden) -> list[Pair]:
         return [pair(g, c, caption) for g, c, (caption, _) in zip(goldens, images, pairs)]
@@ -146,6 +156,15 @@ def print_table(results: dict[str, list[Pair]]) -> None:
         cells = [_cell([get(p) for p in pairs], fmt) for _, get, fmt in columns]
         kept = sum(bool(p.card.meaning and p.card.meaning.agrees) for p in pairs)
         print(f"{name:<32} " + " ".join(f"{c:>30}" for c in cells) + f"  {kept}/{len(pairs)}")
+
+
+def print_measures(results: dict[str, list[Pair]]) -> None:
+    """The sharpness ratio against the plain 3x3 Laplacian's: which one reads cross-CPU drift as
+    lost detail."""
+    print("\nSharpness measures, mean [min, max]: the scorecard's (Laplacian of Gaussian) and a plain 3x3 Laplacian's:")
+    for name, pairs in results.items():
+        print(f"  {name:<32} {_cell([p.card.sharpness.ratio for p in pairs], '{:.3f}'):>24} "
+              f"{_cell([p.plain_laplacian for p in pairs], '{:.3f}'):>24}")
 
 
 def tiny_limits() -> Thresholds:
@@ -291,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
           f"DiT kinds: {', '.join(k.value for k in kinds) or 'none'}")
     results = measure(pairs, args.steps, casts, sigmas, kinds)
     print_table(results)
+    print_measures(results)
     print_limit_shares(results)
     print_caught(results)
     propose_limits(results)

@@ -46,8 +46,9 @@ BRIGHT_DARK_FACTOR = 2.0  # a shift "in the bright regions" is at least this man
 MIN_LIGHTNESS_SPREAD = 10.0  # CIELAB L*: saturated pixels closer in lightness than this have no bright/dark
 # The Laplacian of Gaussian's sigma, in pixels. A plain 3x3 Laplacian is dominated by isolated
 # pixel noise: cross-CPU bf16 drift (a few levels on a few % of the pixels, tests/drift_support.py)
-# moved its ratio to 0.58 on tiny renders, as far as a Gaussian blur of sigma 0.6 px does; at 0.7
-# px the same drift stays above 0.92 while that blur reads 0.67-0.83 (benchmarks/tiny_scorecard.py).
+# moved its ratio down to 0.58 on tiny renders, into the range of a Gaussian blur of 0.6 px
+# (0.43-0.69); at 0.7 px the same drift stays above 0.92 while that blur reads 0.67-0.83
+# (benchmarks/tiny_scorecard.py).
 SHARPNESS_SIGMA = 0.7
 SOFTER, SHARPER = 0.9, 1.1  # sharpness ratios below / above which the words say "softer" / "more detail"
 DETAIL_FLOOR = 0.25  # tiles whose golden detail is below this share of the mean tile's are not ranked

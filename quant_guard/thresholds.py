@@ -306,13 +306,17 @@ def check_expected(metrics: ImageMetrics, expected: ImageMetrics, settings: Expe
 
 def limit_words(checks: list[MetricCheck]) -> dict[str, str]:
     """What the scorecard's words say after a number (``Scorecard.describe``): its limits, by
-    ``Limit.value``, e.g. {"colour_delta_e_p95": "limit 3.0, expected max 1.5"}."""
+    ``Limit.value``, e.g. {"colour_delta_e_p95": "limit 3.0, expected max 1.5"}; a number held
+    by thresholds on both sides says which is which ("min 0.88, max 1.2")."""
+    found = [(c, LIMITS_BY_KEY[c.key]) for c in checks if c.key in LIMITS_BY_KEY]
+    two_sided = {v for v in {limit.value for _, limit in found}
+                 if len({limit.bound for c, limit in found if limit.value == v and c.source == "threshold"}) > 1}
     out: dict[str, list[str]] = {}
-    for c in checks:
-        limit = LIMITS_BY_KEY.get(c.key)
-        if limit is None:
-            continue
+    for c, limit in found:
         bound = f"{c.limit:.1f}" if abs(c.limit) >= 1 else f"{c.limit:.3g}"
-        text = f"limit {bound}" if c.source == "threshold" else f"expected {limit.bound} {bound}"
+        if c.source != "threshold":
+            text = f"expected {limit.bound} {bound}"
+        else:
+            text = f"{limit.bound} {bound}" if limit.value in two_sided else f"limit {bound}"
         out.setdefault(limit.value, []).append(text)
     return {k: ", ".join(v) for k, v in out.items()}

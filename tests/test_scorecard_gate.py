@@ -89,14 +89,16 @@ def _root_table(pytester: pytest.Pytester, table: str) -> None:
 def test_package_level_limit_and_the_words_of_the_failure(pytester: pytest.Pytester,
                                                           baselined: Callable[..., Path]) -> None:
     # the global table is the least specific level: it applies where the checkpoint sets nothing
-    _root_table(pytester, "[tool.quant_guard.thresholds]\nsharpness_min = 50.0")
+    # (the tiny checkpoint sets sharpness_min for float8, not sharpness_max)
+    _root_table(pytester, "[tool.quant_guard.thresholds]\nsharpness_min = 0.2\nsharpness_max = 0.5")
     result = pytester.runpytest("--qg-no-expected")
     result.assert_outcomes(failed=1)
     text = result.stdout.str()
-    assert "sharpness" in text and "< min 50.00 (threshold) FAIL" in text
+    assert "sharpness" in text and "> max 0.5000 (threshold) FAIL" in text
+    assert ">= min 0.8800 (threshold) ok" in text and "min 0.2" not in text  # the checkpoint's sharpness_min wins
     words = next(line for line in text.splitlines() if "in words:" in line)
     # colour, then sharpness with its limit and what it means, then structure and artifacts
-    assert "colour: ΔE mean " in words and ", p95 " in words and "(limit 50.0) (" in words
+    assert "colour: ΔE mean " in words and ", p95 " in words and "(min 0.88, max 0.5) (" in words
     assert "; structure: SSIM " in words and "; artifacts: worst LPIPS region " in words
     record = _record(pytester)
     assert record["verdict"] == "image-failed" and "in words:" in record["reason"]
@@ -153,11 +155,11 @@ def test_expected_mode_holds_the_scorecard_to_its_recorded_numbers(pytester: pyt
     # without a limit on it, a scorecard number is reported, not held to its recorded value
     baselined(checkpoint_extra='thresholds = { colour_delta_e_p95 = 100.0 }')
     _root_table(pytester, "[tool.quant_guard.expected]\ndelta_e_margin = 0.0")
-    data["scorecard"]["sharpness"] = 100.0
+    data["scorecard"]["sharpness_worst"] = 100.0  # tiny limits sharpness (float8), not its worst region
     path.write_text(yaml.safe_dump(data))
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)  # the colour limit is set: its expected check still holds
-    assert "sharpness" not in "\n".join(line for line in result.stdout.lines if "(expected)" in line)
+    assert "worst region" not in "\n".join(line for line in result.stdout.lines if "(expected)" in line)
 
 
 def test_meaning_check_on_a_dataset_caption_and_a_missing_clip_model(pytester: pytest.Pytester,

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from quant_guard.degrade import SOFTEN_SIGMA
 from quant_guard.thresholds import EMBEDDED_THRESHOLDS, ThresholdOverrides
-from quant_guard.tiny.settings import MILDEST_DAMAGE, SCHEME_MEASUREMENTS, WORST_HONEST_FLOAT8
+from quant_guard.tiny.settings import (MILDEST_DAMAGE, SCHEME_MEASUREMENTS, SHARPNESS_MILDEST_SOFTEN,
+                                       SHARPNESS_WORST_HONEST, WORST_HONEST_FLOAT8)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = EMBEDDED_THRESHOLDS["tiny"]["float8_e4m3fn"]
@@ -67,3 +69,14 @@ def test_the_damage_strengths_comment_quotes_the_source() -> None:
     text = (REPO / "quant_guard/degrade.py").read_text(encoding="utf-8")
     assert f"LPIPS {MILDEST_DAMAGE[0]:.4f} / PSNR {MILDEST_DAMAGE[2]:.1f} dB" in text
     assert f"worst {WORST_HONEST_FLOAT8[0]:.4f} / {WORST_HONEST_FLOAT8[2]:.1f} dB" in text
+
+
+def test_the_sharpness_limit_lies_midway_rounded_towards_honest() -> None:
+    midway = math.sqrt(SHARPNESS_WORST_HONEST * SHARPNESS_MILDEST_SOFTEN)
+    assert TINY.sharpness_min == math.floor(midway * 100) / 100
+    assert SHARPNESS_MILDEST_SOFTEN < TINY.sharpness_min < SHARPNESS_WORST_HONEST
+    text = " ".join((REPO / "README.md").read_text(encoding="utf-8").replace("`", "").split())
+    for quote in (f"sharpness_min = {TINY.sharpness_min:g}", f"Worst honest {SHARPNESS_WORST_HONEST:g}",
+                  f"{SHARPNESS_MILDEST_SOFTEN:g} on the 48 other pairs", f"mildest {SOFTEN_SIGMA:g} px blur",
+                  f"midway over all 72 pairs {midway:.3f}"):
+        assert quote in text, f"README.md does not say {quote!r}"

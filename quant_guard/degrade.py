@@ -59,8 +59,9 @@ COLOUR_SHIFT_CHANNEL = 1
 # Added to the green output of the VAE decoder's last convolution: its output is the image in
 # [-1, 1], so 0.05 is 6.4 of 255 levels of green, towards magenta when negative (README, "The scorecard").
 COLOUR_CAST_OFFSET = 0.05
-COLOUR_CAST_CHANNEL = 1  # R, G, B = 0, 1, 2; green weighs most in lightness: the cast that most tests
-# that the sharpness measure ignores colour
+# R, G, B = 0, 1, 2. Green weighs most in lightness, so a green cast is the hardest test that the
+# sharpness measure ignores colour.
+COLOUR_CAST_CHANNEL = 1
 # Softening: the Gaussian blur (sigma in pixels) soften_image applies to a decoded image. At 0.6 px
 # the tiny renders keep 0.67-0.83 of their fine-detail energy, while honest float8 against a golden
 # from another CPU keeps at least 0.92 (benchmarks/tiny_scorecard.py).

@@ -163,9 +163,10 @@ TINY_SHARPNESS_MIN = 0.88
 # the mildest damaged one (quant_guard/tiny/settings.py, measured by benchmarks/tiny_quality.py):
 # geometric mean for LPIPS and 1 - SSIM, mean of the dB values, rounded. A scheme kind without a
 # measurement gets the package defaults: a 4-bit scheme is not held to a float8 limit. The float8
-# scorecard limit is chosen the same way from benchmarks/tiny_scorecard.py (the worst honest
-# float8 image against the mildest image of the damage aimed at that dimension; README, "The
-# scorecard"); the other schemes' scorecards are reported, not limited (not measured). No meaning
+# scorecard limits come from benchmarks/tiny_scorecard.py: sharpness the same way (the worst honest
+# float8 image, golden from this CPU or another, against the mildest softened one, rounded towards
+# honest), colour above every honest image measured (README, "The scorecard"); the other
+# schemes' scorecards are reported, not limited (not measured). No meaning
 # check by default: the tiny scorer reads only the dataset's captions, so a case whose prompt is
 # one turns it on (meaning = "tiny-colours", as this repository's do).
 EMBEDDED_THRESHOLDS: dict[str, dict[str, ThresholdOverrides]] = {

@@ -42,7 +42,6 @@ import numpy as np
 
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 
-from quant_guard.checkpoints import ResolvedCheckpoint  # noqa: E402
 from quant_guard.degrade import THRESHOLD_KINDS, Degradation, degrade  # noqa: E402
 from quant_guard.metrics import ImageMetrics, compare_images  # noqa: E402
 from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Quantization, Scheme  # noqa: E402
@@ -63,8 +62,7 @@ def load_pipeline(files: TinyCheckpointFiles, *, fp8: bool, dit: Path | None = N
     """The pipeline users run (``quant_guard.pipelines.build_pipeline``) on CPU; ``fp8``: the
     float8_e4m3fn candidate (or ``scheme``), with ``dit`` as the DiT file it stores or quantizes."""
     candidate = scheme or FLOAT8_E4M3FN
-    checkpoint = ResolvedCheckpoint("tiny", dict(files.components()), {candidate.id: dit} if dit else {},
-                                    ds.T5_SEQUENCE_LENGTH)
+    checkpoint = files.resolved({candidate.id: dit} if dit else None)
     with contextlib.redirect_stdout(io.StringIO()):  # DiffSynth's quantizers print a line per model
         return build_pipeline(checkpoint, candidate if fp8 else REFERENCE, "cpu")
 

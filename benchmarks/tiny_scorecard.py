@@ -80,10 +80,7 @@ def plain_laplacian_ratio(golden: np.ndarray, candidate: np.ndarray) -> float:
 
 
 def tiny_checkpoint(dit: Path | None = None, vae: Path | None = None) -> ResolvedCheckpoint:
-    components = dict(ensure_tiny_checkpoint().components())
-    if vae is not None:
-        components["vae"] = vae
-    return ResolvedCheckpoint("tiny", components, {FLOAT8_E4M3FN.id: dit} if dit else {}, ds.T5_SEQUENCE_LENGTH)
+    return ensure_tiny_checkpoint().resolved({FLOAT8_E4M3FN.id: dit} if dit else None, vae=vae)
 
 
 def render_all(checkpoint: ResolvedCheckpoint, scheme: Scheme, pairs: list[tuple[str, int]],

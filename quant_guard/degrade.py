@@ -67,7 +67,6 @@ COLOUR_CAST_CHANNEL = 1
 # from another CPU keeps at least 0.92 (benchmarks/tiny_scorecard.py).
 SOFTEN_SIGMA = 0.6
 _DECODER_OUT = "decoder.conv_out.bias"  # the VAE decoder's last convolution: R, G, B
-DECODER_KINDS = frozenset({Degradation.COLOUR_CAST})  # kinds that damage a VAE, not a DiT
 _FINAL_PROJ = "final_proj_out.bias"  # latent channel c, patch row p, column q at c * 4 + p * 2 + q
 
 
@@ -77,8 +76,8 @@ def _is_weight_matrix(name: str, tensor: torch.Tensor) -> bool:
 
 def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: int = 0,
             strength: float | None = None) -> StateDict:
-    """Return a damaged copy of ``state``: a Flux DiT state dict in DiffSynth's naming, or for the
-    ``DECODER_KINDS`` the Flux VAE's.
+    """Return a damaged copy of ``state``: a Flux DiT state dict in DiffSynth's naming, or for
+    COLOUR_CAST the Flux VAE's.
 
     ``block`` picks the joint transformer block for the per-block kinds; ``strength`` is the
     kind's knob (levels for ROUND, noise fraction for NOISE, factor for SCALE, offset for
@@ -87,7 +86,7 @@ def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: 
 
     kind = Degradation(kind)
     out = {k: v.clone() for k, v in state.items()}
-    if kind in DECODER_KINDS:
+    if kind is Degradation.COLOUR_CAST:  # the one kind that damages the VAE
         if _DECODER_OUT not in out:
             raise ValueError(f"state dict has no {_DECODER_OUT!r}: {kind.value} damages the VAE decoder's final "
                              "layer, so give it the VAE file, not the DiT")

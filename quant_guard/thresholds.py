@@ -310,14 +310,16 @@ def limit_words(checks: list[MetricCheck]) -> dict[str, str]:
     ``Limit.value``, e.g. {"colour_delta_e_p95": "limit 3.0, expected max 1.5"}; a number held
     by thresholds on both sides says which is which ("min 0.88, max 1.2")."""
     found = [(c, LIMITS_BY_KEY[c.key]) for c in checks if c.key in LIMITS_BY_KEY]
-    two_sided = {v for v in {limit.value for _, limit in found}
-                 if len({limit.bound for c, limit in found if limit.value == v and c.source == "threshold"}) > 1}
+    sides: dict[str, set[str]] = {}  # the bounds ("min", "max") thresholds set on each number
+    for c, limit in found:
+        if c.source == "threshold":
+            sides.setdefault(limit.value, set()).add(limit.bound)
     out: dict[str, list[str]] = {}
     for c, limit in found:
         bound = f"{c.limit:.1f}" if abs(c.limit) >= 1 else f"{c.limit:.3g}"
         if c.source != "threshold":
             text = f"expected {limit.bound} {bound}"
         else:
-            text = f"{limit.bound} {bound}" if limit.value in two_sided else f"limit {bound}"
+            text = f"{limit.bound} {bound}" if len(sides[limit.value]) > 1 else f"limit {bound}"
         out.setdefault(limit.value, []).append(text)
     return {k: ", ".join(v) for k, v in out.items()}

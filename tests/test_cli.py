@@ -14,7 +14,6 @@ from quant_guard.tiny.build import TinyCheckpointFiles
 
 
 def test_tiny_writes_a_checkpoint_diffsynth_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from quant_guard.checkpoints import ResolvedCheckpoint
     from quant_guard.schemes import FLOAT8_E4M3FN
     from quant_guard.pipelines import build_pipeline
 
@@ -23,10 +22,7 @@ def test_tiny_writes_a_checkpoint_diffsynth_loads(tmp_path: Path, capsys: pytest
     for path in (files.dit, files.text_encoder_clip, files.text_encoder_t5, files.vae):
         assert path.is_file() and all(t.dtype == torch.bfloat16 for t in load_file(str(path)).values())
     assert (files.tokenizer_clip / "tokenizer.json").is_file() and (files.tokenizer_t5 / "tokenizer.json").is_file()
-    resolved = ResolvedCheckpoint("cli-tiny", {
-        "dit": files.dit, "text_encoder_clip": files.text_encoder_clip, "text_encoder_t5": files.text_encoder_t5,
-        "vae": files.vae, "tokenizer_clip": files.tokenizer_clip, "tokenizer_t5": files.tokenizer_t5}, {}, 16)
-    pipe = build_pipeline(resolved, FLOAT8_E4M3FN, "cpu")
+    pipe = build_pipeline(files.resolved(), FLOAT8_E4M3FN, "cpu")
     assert type(pipe.dit).__name__ == "TinyFluxDiT"
     assert main(["tiny", str(tmp_path / "tiny")]) == 2  # refuses to overwrite
     assert "exists and is not empty" in capsys.readouterr().err
@@ -44,34 +40,34 @@ def test_quantize_and_degrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert torch.count_nonzero(d["blocks.0.attn.a_to_out.weight"]) == 0
 
 
+def _degraded(tmp_path: Path, component: str, kind: str, strength: str) -> tuple[list[str], torch.Tensor]:
+    """``quant-guard degrade`` on a fresh tiny checkpoint's ``component`` file: the keys it changed
+    and the change of the first one."""
+    assert main(["tiny", str(tmp_path / "t"), "--seeded"]) == 0
+    source, damaged = tmp_path / "t" / f"{component}.safetensors", tmp_path / "d.safetensors"
+    assert main(["degrade", str(source), str(damaged), "--kind", kind, "--strength", strength]) == 0
+    before, after = load_file(str(source)), load_file(str(damaged))
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    return changed, after[changed[0]].float() - before[changed[0]].float()
+
+
 def test_colour_cast_offsets_one_rgb_output_of_the_vae_decoder(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["tiny", str(tmp_path / "t"), "--seeded"]) == 0
-    vae = tmp_path / "t" / "vae.safetensors"
-    assert main(["degrade", str(vae), str(tmp_path / "v.safetensors"), "--kind", "colour-cast",
-                 "--strength", "0.25"]) == 0
-    before, after = load_file(str(vae)), load_file(str(tmp_path / "v.safetensors"))
-    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    changed, delta = _degraded(tmp_path, "vae", "colour-cast", "0.25")
     assert changed == ["decoder.conv_out.bias"]
-    delta = after[changed[0]].float() - before[changed[0]].float()
     assert torch.allclose(delta[COLOUR_CAST_CHANNEL], torch.tensor(0.25), atol=0.01)
     assert torch.count_nonzero(delta) == 1
     # given the DiT instead: an error that says which file the kind needs
     dit = tmp_path / "t" / "dit.safetensors"
-    assert main(["degrade", str(dit), str(tmp_path / "d.safetensors"), "--kind", "colour-cast"]) == 1
+    assert main(["degrade", str(dit), str(tmp_path / "d2.safetensors"), "--kind", "colour-cast"]) == 1
     assert "give it the VAE file, not the DiT" in capsys.readouterr().err
-    assert not (tmp_path / "d.safetensors").exists()
+    assert not (tmp_path / "d2.safetensors").exists()
 
 
 def test_colour_shift_offsets_one_latent_channel_of_the_final_projection(tmp_path: Path) -> None:
-    assert main(["tiny", str(tmp_path / "t"), "--seeded"]) == 0
-    dit = tmp_path / "t" / "dit.safetensors"
-    assert main(["degrade", str(dit), str(tmp_path / "d.safetensors"), "--kind", "colour-shift",
-                 "--strength", "1.5"]) == 0
-    before, after = load_file(str(dit)), load_file(str(tmp_path / "d.safetensors"))
-    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    changed, delta = _degraded(tmp_path, "dit", "colour-shift", "1.5")
     assert changed == ["final_proj_out.bias"]
-    delta = (after[changed[0]].float() - before[changed[0]].float()).view(-1, 4)  # latent channel x 2x2 patch
+    delta = delta.view(-1, 4)  # latent channel x 2x2 patch
     assert torch.allclose(delta[COLOUR_SHIFT_CHANNEL], torch.full((4,), 1.5), atol=0.05)
     assert torch.count_nonzero(delta) == 4
 

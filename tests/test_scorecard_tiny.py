@@ -7,13 +7,13 @@ check reads the caption back from both images."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from drift_support import drift_like
 from safetensors.torch import load_file, save_file
 
-from quant_guard.checkpoints import ResolvedCheckpoint
 from quant_guard.degrade import Degradation, degrade, soften_image
 from quant_guard.metrics import compare_images
 from quant_guard.pipelines import build_pipeline
@@ -30,12 +30,11 @@ SHIFT_CAPTION = "a red circle on a blue background at the top left"
 LIMITS = EMBEDDED_THRESHOLDS["tiny"]["float8_e4m3fn"].apply(Thresholds.DEFAULT)
 
 
-def _render(scheme: Scheme, *, dit: Path | None = None, vae: Path | None = None, caption: str = CAPTION) -> np.ndarray:
-    components = dict(ensure_tiny_checkpoint().components())
-    if vae is not None:
-        components["vae"] = vae
-    pipe = build_pipeline(ResolvedCheckpoint("tiny", components, {scheme.id: dit} if dit else {},
-                                             ds.T5_SEQUENCE_LENGTH), scheme, "cpu")
+def _pipeline(scheme: Scheme, *, dit: Path | None = None, vae: Path | None = None) -> Any:
+    return build_pipeline(ensure_tiny_checkpoint().resolved({scheme.id: dit} if dit else None, vae=vae), scheme, "cpu")
+
+
+def _render(pipe: Any, caption: str = CAPTION) -> np.ndarray:
     request = RenderRequest(caption, 0, ds.RECOMMENDED_STEPS, ds.IMAGE_SIZE, ds.IMAGE_SIZE, ds.EMBEDDED_GUIDANCE,
                             ds.T5_SEQUENCE_LENGTH)
     return render(pipe, request).image
@@ -48,13 +47,23 @@ def _damaged(tmp: Path, source: Path, kind: Degradation) -> Path:
 
 
 @pytest.fixture(scope="module")
-def golden() -> np.ndarray:
-    return _render(REFERENCE)
+def bf16_pipe() -> Any:
+    return _pipeline(REFERENCE)
 
 
 @pytest.fixture(scope="module")
-def honest() -> np.ndarray:
-    return _render(FLOAT8_E4M3FN)
+def float8_pipe() -> Any:
+    return _pipeline(FLOAT8_E4M3FN)
+
+
+@pytest.fixture(scope="module")
+def golden(bf16_pipe: Any) -> np.ndarray:
+    return _render(bf16_pipe)
+
+
+@pytest.fixture(scope="module")
+def honest(float8_pipe: Any) -> np.ndarray:
+    return _render(float8_pipe)
 
 
 def test_honest_float8_passes_the_tiny_limits_even_against_a_golden_from_another_cpu(
@@ -68,7 +77,8 @@ def test_honest_float8_passes_the_tiny_limits_even_against_a_golden_from_another
 
 def test_a_colour_cast_is_caught_by_colour_and_not_read_as_softening(
         golden: np.ndarray, honest: np.ndarray, tmp_path: Path) -> None:
-    cast = _render(FLOAT8_E4M3FN, vae=_damaged(tmp_path, ensure_tiny_checkpoint().vae, Degradation.COLOUR_CAST))
+    cast = _render(_pipeline(FLOAT8_E4M3FN, vae=_damaged(tmp_path, ensure_tiny_checkpoint().vae,
+                                                          Degradation.COLOUR_CAST)))
     card = compute_scorecard(golden, cast, prompt=CAPTION, scorer=TinyColourScorer())
     assert card.colour.delta_e_p95 > LIMITS.colour_delta_e_p95  # type: ignore[operator]
     assert card.colour.delta_e_p95 > 3 * compute_scorecard(golden, honest).colour.delta_e_p95
@@ -88,13 +98,14 @@ def test_softening_is_caught_by_sharpness_and_by_nothing_else(golden: np.ndarray
     assert card.meaning is not None and card.meaning.agrees
 
 
-def test_dit_colour_shift_moves_colour_beyond_honest_float8(tmp_path: Path) -> None:
-    golden = _render(REFERENCE, caption=SHIFT_CAPTION)
-    honest = compute_scorecard(golden, _render(FLOAT8_E4M3FN, caption=SHIFT_CAPTION), prompt=SHIFT_CAPTION,
+def test_dit_colour_shift_moves_colour_beyond_honest_float8(bf16_pipe: Any, float8_pipe: Any,
+                                                            tmp_path: Path) -> None:
+    golden = _render(bf16_pipe, SHIFT_CAPTION)
+    honest = compute_scorecard(golden, _render(float8_pipe, SHIFT_CAPTION), prompt=SHIFT_CAPTION,
                                scorer=TinyColourScorer())
     dit = _damaged(tmp_path, ensure_tiny_checkpoint().dit, Degradation.COLOUR_SHIFT)
-    damaged = compute_scorecard(golden, _render(FLOAT8_E4M3FN, dit=dit, caption=SHIFT_CAPTION), prompt=SHIFT_CAPTION,
-                                scorer=TinyColourScorer())
+    damaged = compute_scorecard(golden, _render(_pipeline(FLOAT8_E4M3FN, dit=dit), SHIFT_CAPTION),
+                                prompt=SHIFT_CAPTION, scorer=TinyColourScorer())
     # benchmarks/tiny_scorecard.py, 72 other pairs: honest ΔE p95 at most 1.65, DiT colour-shift 1.03 to 10.35
     assert honest.colour.delta_e_p95 < 1.7
     assert damaged.colour.delta_e_p95 > max(2.0, 3 * honest.colour.delta_e_p95)

@@ -18,7 +18,7 @@ from typing import Any
 
 from quant_guard.budgets import Budget, StepStatistic
 from quant_guard.drift import DriftTolerance, ReferenceMode
-from quant_guard.history import BASELINES, METRICS, AlarmMode, HistoryAlarm, TrendSettings
+from quant_guard.history import BASELINES, METRICS, PSNR_AMOUNT_DB, AlarmMode, HistoryAlarm, TrendSettings
 from quant_guard.memory_plan import AUTO, parse_vram_limit
 from quant_guard.schemes import DEFAULT_SCHEMES, QUANTIZE_MODES, REFERENCE, STORAGE_DTYPES, Quantization, Scheme
 from quant_guard.sources import ComponentSource
@@ -302,10 +302,14 @@ def _history_alarm(t: _Table | None) -> HistoryAlarm | None:
     metric = t.get("metric", str, d.metric)
     if metric not in METRICS:
         t.fail("metric", f"must be one of {', '.join(METRICS)}, got {metric!r}")
+    if metric == "psnr" and "ratio" in t.data:
+        # ratio once divided the dB (48 -> 32.5 dB was within x1.5); PSNR is judged in dB differences
+        t.fail("ratio", "does not apply to psnr, which is judged in dB: give amount in dB "
+                        f"(the default {PSNR_AMOUNT_DB:g} dB is x1.5 of the error)")
     ratio = t.number("ratio", None, low=1.0, high=1000.0)
     amount = t.number("amount", None, low=0.0, high=1e15)
     if ratio is None and amount is None:
-        ratio = d.ratio
+        ratio, amount = (None, PSNR_AMOUNT_DB) if metric == "psnr" else (d.ratio, None)
     mode = t.get("mode", str, d.mode.value)
     if mode not in {m.value for m in AlarmMode}:
         t.fail("mode", f"must be one of {', '.join(m.value for m in AlarmMode)}, got {mode!r}")
@@ -313,11 +317,10 @@ def _history_alarm(t: _Table | None) -> HistoryAlarm | None:
     min_runs = t.integer("min_runs", min(d.min_runs, window), low=1)
     if min_runs > window:
         t.fail("min_runs", f"must be at most window ({window}), got {min_runs}")
-    step_runs = t.integer("step_runs", min(d.step_runs, window + 1 - min_runs), low=0)
-    if step_runs > window + 1 - min_runs:  # the window plus this run must hold both sides of a step
-        t.fail("step_runs", f"must be at most window + 1 - min_runs ({window + 1 - min_runs}), got {step_runs}")
+    step_runs = t.integer("step_runs", d.step_runs, low=0)
+    alpha = t.number("alpha", d.alpha, low=0.0, high=0.5)
     result = HistoryAlarm(metric=metric, ratio=ratio, amount=amount, window=window, min_runs=min_runs,
-                          step_runs=step_runs, mode=AlarmMode(mode))
+                          step_runs=step_runs, alpha=alpha, mode=AlarmMode(mode))  # type: ignore[arg-type]
     t.finish()
     return result
 

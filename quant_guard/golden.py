@@ -103,6 +103,20 @@ class GoldenStore:
         stem = glob.escape(png.stem)
         return sorted({*png.parent.glob(f"{stem}.expected.yml"), *png.parent.glob(f"{stem}.*.expected.yml")})
 
+    def baseline_id(self, key: GoldenKey, scheme: str | None = None) -> str | None:
+        """What a run of this case is judged against, as a short hash of the golden image (its
+        sidecar's sha256) and the expected metrics recorded with it. A re-baseline that changes
+        either, the expected metrics of an unchanged golden included, gives a new id: the metrics
+        history starts the case's series afresh there. None without a readable sidecar."""
+        try:
+            digest = hashlib.sha256(str(_read_sidecar(self.sidecar_path(key)).get("image_sha256")).encode())
+            expected = self.expected_path(key, scheme)
+            if expected.is_file():
+                digest.update(expected.read_bytes())
+        except (GoldenError, OSError):
+            return None
+        return digest.hexdigest()[:16]
+
     # ---- reading ----------------------------------------------------------------------------
 
     def load(self, key: GoldenKey, *, width: int, height: int) -> Golden:

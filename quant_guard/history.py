@@ -507,6 +507,7 @@ def _limit(reference: float, alarm: HistoryAlarm) -> float:
     """The worst value still accepted against ``reference``: ``ratio`` on the metric's scale,
     ``amount`` in its unit; with both, the more lenient of the two."""
     scale, higher_is_better = SCALES[alarm.metric], METRICS[alarm.metric]
+    reference = scale.from_scale(scale.to_scale(reference))  # PSNR inf as PSNR_CAP_DB, an error of 0 as LOG_FLOOR
     limits = []
     if alarm.ratio is not None:
         limits.append(scale.from_scale(scale.to_scale(reference) + math.log(alarm.ratio)))

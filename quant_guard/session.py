@@ -193,7 +193,7 @@ class QuantGuardSession:
         if self._history_judge is None:
             from quant_guard.history_gate import HistoryJudge
 
-            self._history_judge = HistoryJudge(self.config.history_alarm, self.history_dir, self.run)
+            self._history_judge = HistoryJudge(self.config.history_alarm, self.history_dir, self.run, self.store)
         from quant_guard.fingerprint import environment
 
         return self._history_judge.judge(result, environment(self.device(result.case.checkpoint)))

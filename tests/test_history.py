@@ -436,14 +436,16 @@ def test_qg_history_option_and_config_key_append_each_run(pytester: pytest.Pytes
     assert {r.env_hash for r in store.records} == {first.env_hash}  # same machine, same environment
 
 
-def _fake_history(directory: Path, real: h.HistoryRecord, lpips: float, *, environment: dict | None = None) -> None:
-    """Three earlier nights of ``real``'s test with ``lpips``, in ``real``'s environment unless given."""
-    import dataclasses
-
+def _fake_history(directory: Path, real: h.HistoryRecord, lpips: float, *, environment: dict | None = None,
+                  baseline_id: str | None = None) -> None:
+    """Three earlier nights of ``real``'s test with ``lpips``, in ``real``'s environment and against
+    its golden unless given."""
     env = real.environment if environment is None else environment
     nights = [dataclasses.replace(real, run_id=f"night{i}", date=f"2026-11-0{i}T02:00:00+00:00",
                                   metrics={**real.metrics, "lpips": lpips}, environment=env,
-                                  env_hash=h.environment_hash(env)) for i in (1, 2, 3)]
+                                  env_hash=h.environment_hash(env),
+                                  baseline_id=real.baseline_id if baseline_id is None else baseline_id)
+              for i in (1, 2, 3)]
     directory.mkdir(exist_ok=True)
     (directory / "ci-nightly.jsonl").write_text("".join(r.to_json() + "\n" for r in nights))
 
@@ -472,7 +474,7 @@ def test_history_alarm_on_real_runs_fails_warns_and_keeps_environments_apart(
     failed = pytester.runpytest()
     failed.assert_outcomes(failed=1)  # within every threshold, but three times its recent median
     failed.stdout.fnmatch_lines(["*tiny-red-circle-s0: drifted against its history: tiny-red-circle-s0: lpips * > * "
-                                 "(median * of runs night1, night2, night3 in environment *, x1.5)*"])
+                                 "(median * of runs night1, night2, night3 in this environment *, x1.5)*"])
     record = json.loads((root / "qg-report" / "results.json").read_text())["results"][0]
     assert record["verdict"] == "history-drift" and record["history"]["compared"] == ["night1", "night2", "night3"]
     assert "tonight" in h.read(root / "hist").runs()  # its numbers still join the history
@@ -495,6 +497,17 @@ def test_history_alarm_on_real_runs_fails_warns_and_keeps_environments_apart(
     record = json.loads((root / "qg-report" / "results.json").read_text())["results"][0]
     assert record["verdict"] == "passed" and record["history"]["status"] == "too-few-runs"
     assert "3 run(s) in another environment are not compared" in record["history"]["message"]
+
+    # nor the numbers judged against another golden or other expected metrics: a re-baseline
+    assert real.baseline_id is not None and record["baseline_id"] == real.baseline_id  # the golden's, as recorded
+    for path in (root / "hist").glob("*.jsonl"):
+        path.unlink()
+    _fake_history(root / "hist", real, lpips / 3, baseline_id="an-older-golden")
+    monkeypatch.setenv("QG_RUN_ID", "rebaselined")
+    pytester.runpytest().assert_outcomes(passed=1)
+    history = json.loads((root / "qg-report" / "results.json").read_text())["results"][0]["history"]
+    assert history["status"] == "too-few-runs" and history["rebaselined"] == 3
+    assert "3 earlier run(s) in this environment before the last re-baseline are not compared" in history["message"]
 
 
 def test_xdist_run_is_appended_once_by_the_controller(pytester: pytest.Pytester, qg_project: Callable[..., Path],
@@ -541,8 +554,9 @@ def test_a_candidate_worse_each_night_trips_the_alarm_naming_the_runs_and_the_re
         messages.append(result["history"]["message"])
     assert verdicts == ["passed", "passed", "history-drift", "history-drift"]
     assert "has 1 earlier run(s) in this environment" in messages[1]
-    assert "(median" in messages[2] and "of runs night1, night2 in environment" in messages[2]
-    assert "step change in lpips between runs night2 and night3" in messages[3]
+    assert "(median" in messages[2] and "of runs night1, night2 in this environment" in messages[2]
+    assert "step change in lpips against its baseline" in messages[3]
+    assert "median of runs night1, night2, the first runs since the last re-baseline" in messages[3]
     assert "of runs night3, night4" in messages[3] and "of runs night1, night2" in messages[3]
     store = h.read(root / "hist")
     lpips = [store.course("tiny-red-circle-s0")[i].value("lpips") for i in range(4)]

@@ -72,14 +72,15 @@ def resolve_checkpoint(spec: CheckpointSpec) -> ResolvedCheckpoint:
     for scheme in spec.schemes:
         if scheme.dit is not None:
             try:
-                scheme_dits[scheme.id] = _scheme_dit(spec, scheme)
+                scheme_dits[scheme.id] = scheme_dit_file(spec, scheme)
             except CheckpointError as exc:
                 problems[scheme.id] = str(exc)
     return ResolvedCheckpoint(spec.id, files, scheme_dits, spec.t5_sequence_length, problems)
 
 
-def _scheme_dit(spec: CheckpointSpec, scheme: Scheme) -> Path:
-    """A scheme's own DiT file, fetched and checked."""
+def scheme_dit_file(spec: CheckpointSpec, scheme: Scheme) -> Path:
+    """A scheme's own DiT file, fetched (a ``model_id`` source) and checked: it exists, is a
+    whole safetensors file, and a storage scheme's holds that float8 dtype."""
     assert scheme.dit is not None
     local = _local(scheme.dit, f"{spec.id}.{scheme.id}.dit")
     if isinstance(local, list):

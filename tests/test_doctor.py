@@ -170,6 +170,26 @@ def test_every_schemes_own_file_is_checked(tmp_path: Path, tiny_files: dict[str,
     assert found["scheme hub"] == (Status.INFO, "org/none:x.safetensors: to download")
 
 
+def test_doctor_is_not_ready_when_a_schemes_file_is_missing(tmp_path: Path, tiny_files: dict[str, Path],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole command: a typo in one scheme's dit path is a problem, not "ready"."""
+    components = "\n".join(f'{name} = "{path.as_posix()}"' for name, path in tiny_files.items())
+    config = tmp_path / "qg.toml"
+    config.write_text(f"""[tool.quant_guard]
+[[tool.quant_guard.checkpoints]]
+id = "files"
+device = "cpu"
+schemes = ["float8_e4m3fn", {{ id = "f8-file", storage = "float8_e4m3fn", dit = "dit-typo.safetensors" }}]
+[tool.quant_guard.checkpoints.components]
+{components}
+""")
+    assert cli_main(["doctor", "--qg-config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(rf"\[FAIL\] scheme f8-file +checkpoint 'files' scheme 'f8-file' DiT: file "
+                     rf"{re.escape(str(tmp_path / 'dit-typo.safetensors'))} does not exist", out), out
+    assert out.rstrip().endswith("doctor: 1 problem(s)")
+
+
 def test_find_config_like_the_plugin(tmp_path: Path) -> None:
     project = tmp_path / "project"
     (project / "sub").mkdir(parents=True)

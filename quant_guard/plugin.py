@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from quant_guard.cases import CaseResult, TestAddress, TestOverrides, VisualCase, expand_cases
+from quant_guard.cases import CaseResult, TestAddress, TestOverrides, Verdict, VisualCase, expand_cases
 from quant_guard.config import ConfigError, QuantGuardConfig, declares_quant_guard, load_config
 from quant_guard.drift import ReferenceMode
 from quant_guard.session import QuantGuardSession, RunSettings
@@ -22,6 +22,7 @@ from quant_guard.thresholds import LIMIT_KEYS, LIMITS_BY_KEY, MEANING_KEY, Thres
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 from quant_guard.golden import WriteOutcome
 from quant_guard.progress import ProgressPrinter
+from quant_guard.quiet import quiet_library_noise
 from quant_guard.xdist_support import OUTCOMES_KEY, ControllerHooks, check_pinned, pin_gpu, placement
 
 SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
@@ -189,6 +190,7 @@ def _command_line_thresholds(config: pytest.Config) -> ThresholdOverrides:
 
 @pytest.hookimpl(tryfirst=True)  # the GPU pinning check before any other plugin's configure
 def pytest_configure(config: pytest.Config) -> None:
+    quiet_library_noise()
     where = placement(config)
     pin_gpu(where)
     check_pinned(where, str(getattr(config, "workerinput", {}).get("workerid", "")))
@@ -441,12 +443,20 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(session.update_summary())
     _environment_summary(terminalreporter, session)
     failed = [r for r in session.results if not r.passed]
+    missing = [r.case.id for r in failed if r.verdict is Verdict.NO_GOLDEN]
     if failed:
         terminalreporter.section("quant_guard failures")
         for r in failed:
+            if r.verdict is Verdict.NO_GOLDEN:
+                continue  # one line for all of them, below
             failing = [c.describe() for c in (*r.checks, *r.budget_checks) if not c.passed]
             why = "; ".join(failing) or (r.reason.splitlines()[0] if r.reason else "")
             terminalreporter.write_line(f"{r.case.id}: {r.verdict.value}: {why}")
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        terminalreporter.write_line(f"{len(missing)} test(s) have no golden yet ({shown}): make them with "
+                                    "`pytest --update-golden` and the same selection, then commit the golden "
+                                    "folder")
 
 
 def _environment_summary(terminalreporter: Any, session: QuantGuardSession) -> None:

@@ -71,10 +71,12 @@ def _with(change: str) -> dict[str, Any]:
 
 CONFIG_FAULTS = [
     # (change to the valid configuration, the error after "FILE: ")
-    ('d["colden_dir"] = "g"', "tool.quant_guard.colden_dir: unknown key (known keys here: *golden_dir*)"),
-    ('d["checkpoints"][0]["devise"] = "cpu"', "tool.quant_guard.checkpoints[[]0[]].devise: unknown key (known keys*"),
+    ('d["colden_dir"] = "g"',
+     "tool.quant_guard.colden_dir: unknown key; did you mean 'golden_dir'? (known keys here: *golden_dir*)"),
+    ('d["checkpoints"][0]["devise"] = "cpu"',
+     "tool.quant_guard.checkpoints[[]0[]].devise: unknown key; did you mean 'device'? (known keys*"),
     ('d["thresholds"]["lpip"] = 0.1',
-     "tool.quant_guard.thresholds.lpip: unknown key (known keys here: artifacts_max, colour_delta_e_mean, *lpips, "
+     "tool.quant_guard.thresholds.lpip: unknown key; did you mean 'lpips'? (known keys here: artifacts_max, colour_delta_e_mean, *lpips, "
      "meaning, psnr, *ssim, structure_worst_min)"),
     ('d["thresholds"]["colour_delta_e_p95"] = -1',
      "tool.quant_guard.thresholds.colour_delta_e_p95: must be between 0.0 and 200.0, got -1"),

@@ -4,7 +4,11 @@ that stops a scheme that cannot run here at collection, and pre-quantized files.
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,7 @@ import pytest
 from quant_guard.cases import expand_cases
 from quant_guard.checkpoints import CheckpointError, ResolvedCheckpoint, resolve_checkpoint
 from quant_guard.config import CheckpointSpec, ConfigError, parse_config
+from quant_guard.method_names import known_methods
 from quant_guard.scheme_check import check_scheme_applied, inventory
 from quant_guard.scheme_probe import probe
 from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Quantization, Scheme
@@ -56,7 +61,15 @@ def test_without_a_schemes_list_the_single_float8_candidate_keeps_its_ids(tmp_pa
 
 @pytest.mark.parametrize("schemes, message", [
     ([{"storage": "float8_e4m3fn", "method": "bitsandbytes_nf4"}], "schemes[0]: needs exactly one of storage"),
-    ([{"storage": "float8_e4m4"}], "schemes[0].storage: must be one of float8_e4m3fn, float8_e5m2"),
+    ([{"storage": "float8_e4m4"}], "schemes[0].storage: must be one of float8_e4m3fn, float8_e5m2, got "
+                                   "'float8_e4m4'; did you mean 'float8_e4m3fn'?"),
+    (["float8_e4m3"], "schemes[0]: unknown scheme 'float8_e4m3': not a storage dtype (float8_e4m3fn, float8_e5m2) "
+                      "nor a quantization method of the installed DiffSynth; did you mean 'float8_e4m3fn'?"),
+    ([{"method": "bitsandbytes_nf5"}], "schemes[0].method: unknown scheme 'bitsandbytes_nf5'*did you mean "
+                                       "'bitsandbytes_nf4'?"),
+    (["no_such_scheme"], "schemes[0]: unknown scheme 'no_such_scheme'*(it knows: bitsandbytes_fp4, bitsandbytes_nf4,"),
+    ([{"storge": "float8_e4m3fn"}], "schemes[0].storge: unknown key; did you mean 'storage'?"),
+    ([{"method": "bitsandbytes_nf4", "mdoe": "dequant_once"}], "schemes[0].mdoe: unknown key; did you mean 'mode'?"),
     (["float8_e4m3fn", {"storage": "float8_e4m3fn"}], "schemes: duplicate id 'float8_e4m3fn'"),
     ([{"id": "bf16", "method": "bitsandbytes_nf4"}], "schemes[0].id: 'bf16' names the bf16 reference"),
     ([{"method": "bitsandbytes_nf4", "mode": "static"}], "schemes[0].mode: must be one of dynamic, dequant_once"),
@@ -68,8 +81,31 @@ def test_without_a_schemes_list_the_single_float8_candidate_keeps_its_ids(tmp_pa
     ([3], "schemes[0]: must be a scheme name or a table"),
 ])
 def test_bad_schemes_name_the_key(tmp_path: Path, schemes: list[Any], message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError) as info:
         _config(tmp_path, schemes=schemes)
+    assert fnmatch.fnmatch(str(info.value), f"*{glob_escape(message)}*"), str(info.value)
+
+
+def glob_escape(text: str) -> str:
+    """``text`` for fnmatch with only its ``*`` as wildcards (brackets and ``?`` literal)."""
+    return re.sub(r"([\[\]?])", r"[\1]", text)
+
+
+def test_scheme_names_are_read_from_the_installed_diffsynth_without_importing_it() -> None:
+    """The names the configuration accepts are exactly DiffSynth's registered methods, and the
+    check imports neither torch nor DiffSynth: a typo is an error in milliseconds, at parse time."""
+    from diffsynth.core.quant import QUANT_METHODS, backends
+
+    backends.load_all_backends()
+    assert known_methods() == frozenset(QUANT_METHODS)
+    code = ("import sys; from pathlib import Path; from quant_guard.config import ConfigError, parse_scheme\n"
+            "try: parse_scheme('float8_e4m3', file=Path('qg.toml'), where='w', key='schemes[0]')\n"
+            "except ConfigError as e: print(e)\n"
+            "print(sorted(m for m in ('torch', 'diffsynth') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["qg.toml: w.schemes[0]: unknown scheme 'float8_e4m3': not a storage dtype "
+                                "(float8_e4m3fn, float8_e5m2) nor a quantization method of the installed DiffSynth; "
+                                "did you mean 'float8_e4m3fn'?", "[]"]
 
 
 def test_candidate_table_and_schemes_list_exclude_each_other(tmp_path: Path) -> None:

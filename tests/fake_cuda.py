@@ -89,6 +89,7 @@ class AutoWrappedLinear(torch.nn.Linear):
     def __init__(self, dtype: torch.dtype) -> None:
         super().__init__(2, 2, bias=False)
         self.weight = torch.nn.Parameter(torch.zeros(2, 2, dtype=dtype), requires_grad=False)
+        self.computation_dtype = torch.bfloat16  # DiffSynth casts the stored weight to it per forward
 
 
 class FakeDit(torch.nn.Module):

@@ -42,6 +42,8 @@ _STORAGE_WRAPPER = "AutoWrappedLinear"
 _QUANTIZED_WRAPPER = "AutoWrappedQuantizedModule"
 # torchao records dynamic activation quantization as ``act_quant_kwargs`` on the weight tensor
 _ACT_KWARGS_DTYPE = {"QuantizeTensorToInt8Kwargs": "int8"}
+# a weight in one of these is not quantized, whatever layer class holds it
+_PLAIN_FLOATS = ("bfloat16", "float16", "float32")
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,9 @@ def inventory(dit: torch.nn.Module) -> DitInventory:
         elif quantize is not None and quantize.is_quantized_linear(module):
             layers.append(_layer(name, module, quantized=True))
         elif isinstance(module, torch.nn.Linear):
-            layers.append(_layer(name, module, quantized=False))
+            # a quantized weight in a DiT without DiffSynth's quantize_config (the reference) still counts
+            plain = type(module.weight) in (torch.Tensor, torch.nn.Parameter)
+            layers.append(_layer(name, module, quantized=not plain))
     return DitInventory(tuple(layers), stored_bytes(dit), tuple(_not_bf16(dit)))
 
 
@@ -213,7 +217,7 @@ def differences(layer: LinearLayer, want: KindExpectation) -> list[str]:
     out = []
     if want.format is not None and layer.format != want.format:
         out.append(f"weight format expected {want.format}, found {layer.format}")
-    if want.format is None and (not layer.quantized or layer.format in ("bfloat16", "float16", "float32")):
+    if want.format is None and (not layer.quantized or layer.format.rsplit("/", 1)[-1] in _PLAIN_FLOATS):
         out.append(f"weight format expected a format of {want.what}, found {layer.format}"
                    f"{'' if layer.quantized else ' in a plain Linear'}")
     if want.managed and not layer.managed:

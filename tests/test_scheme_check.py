@@ -35,9 +35,16 @@ FIRST = "time_embedder.timestep_embedder.0"  # the first linear layer DiffSynth'
 
 @pytest.fixture(scope="module")
 def dits() -> dict[str, Any]:
-    """Each honest scheme's tiny DiT, built once through DiffSynth (build_pipeline checks it)."""
+    """Each honest scheme's tiny DiT, loaded once through DiffSynth into one pipeline (swap_dit checks it)."""
+    from quant_guard.pipelines import default_plan, swap_dit
+
     tiny = tiny_checkpoint()
-    return {scheme.id: build(tiny, scheme).dit for scheme in HONEST}
+    pipe = build(tiny, REFERENCE)
+    built = {REFERENCE.id: pipe.dit}
+    for scheme in HONEST[1:]:
+        swap_dit(pipe, tiny, scheme, default_plan(scheme, "cpu"))
+        built[scheme.id] = pipe.dit
+    return built
 
 
 def _refused(dit: Any, scheme: Scheme, message: str) -> str:

@@ -50,7 +50,8 @@ _PLAIN_FLOATS = ("bfloat16", "float16", "float32")
 class LinearLayer:
     name: str
     quantized: bool  # a quantized Linear of DiffSynth's quantization (or its VRAM wrapper)
-    format: str  # "bfloat16", "float8_e4m3fn", "TorchaoLinear/Int8Tensor(int8)", "BitsAndBytesLinear4bit/Params4bit(nf4)"
+    # "bfloat16", "float8_e4m3fn", "TorchaoLinear/Int8Tensor(int8)", "BitsAndBytesLinear4bit/Params4bit(nf4)"
+    format: str
     managed: bool = False  # DiffSynth's VRAM-management wrapper: cast to the compute dtype per forward
     activations: str = COMPUTE_DTYPE  # the dtype its matmul takes the activations in (scheme_kinds.activation_words)
     weight_bytes: int = 0  # the weight as stored, with its scales / quantization state
@@ -82,7 +83,8 @@ class DitInventory:
         text = ", ".join(f"{n} {fmt}" for fmt, n in sorted(self.formats().items()))
         quantized = Counter(layer.activations for layer in self.layers if layer.activations != COMPUTE_DTYPE)
         if quantized:
-            text += " (activations " + ", ".join(f"{activation_words(a)} in {n}" for a, n in sorted(quantized.items())) + ")"
+            words = ", ".join(f"{activation_words(a)} in {n}" for a, n in sorted(quantized.items()))
+            text += f" (activations {words})"
         stored, bf16 = self.linear_bytes()
         return f"{text}; linear weights {stored} bytes, {stored / bf16:.3f}x of bf16" if bf16 else text
 

@@ -247,7 +247,7 @@ def _mismatch(dit: torch.nn.Module, found: DitInventory, scheme: Scheme) -> str 
     want = expectation(scheme)
     if scheme.quantization is None:
         problem = _first_wrong(list(found.layers), want, "linear layers")
-        if problem and not scheme.is_reference and not found.layers[0].managed:
+        if problem and not scheme.is_reference and not all(layer.managed for layer in found.layers):
             # float8 storage computes only through DiffSynth's per-layer cast: a DiT class without a
             # VRAM-management entry is loaded as plain layers (upcast, or float8 that cannot compute)
             problem += "; DiffSynth did not apply float8 storage to this DiT class"
@@ -262,13 +262,13 @@ def _mismatch(dit: torch.nn.Module, found: DitInventory, scheme: Scheme) -> str 
                 and not matches(layer.name, q.exclude_modules)]
     if not targeted:
         return "no linear layer matches the scheme's target_modules / exclude_modules"
-    names = {layer.name for layer in targeted}
-    untouched = _first_wrong([layer for layer in found.layers if layer.name not in names], BF16,
-                             "linear layers outside the targeted ones")
     if q.mode == "dequant_once":  # DiffSynth restores plain bf16 layers that carry the error
         return _first_wrong(list(found.layers), BF16, "linear layers (dequant_once)") or \
             _off_grid(dit, targeted, want)
-    return _first_wrong(targeted, want, "targeted linear layers") or untouched
+    names = {layer.name for layer in targeted}
+    return _first_wrong(targeted, want, "targeted linear layers") or \
+        _first_wrong([layer for layer in found.layers if layer.name not in names], BF16,
+                     "linear layers outside the targeted ones")
 
 
 def _off_grid(dit: torch.nn.Module, targeted: list[LinearLayer], want: KindExpectation) -> str | None:

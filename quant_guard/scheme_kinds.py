@@ -17,7 +17,8 @@ bitsandbytes config each method name builds) and the tensors those configs make:
   computed in the layer's ``compute_dtype`` (bf16).
 
 ``tests/test_scheme_check.py`` quantizes one layer with DiffSynth's own backend for each of these
-that runs on a CPU and checks that it shows exactly what this table says.
+(torchao_fp8_w8a8 with torchao's CUDA capability check bypassed: only its forward needs the GPU)
+and checks that it shows exactly what this table says.
 
 Any other method (or a known one with backend options that change its layout) is held to what
 every weight quantization shares: DiffSynth counts the layer as quantized, the weight is not a

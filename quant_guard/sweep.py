@@ -188,12 +188,6 @@ class SweepResult:
     images: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
     folder: Path | None = None  # where sweep.json and sweep.html were written
 
-    @property
-    def uniform_target(self) -> Thresholds | None:
-        """The target when every case has the same one."""
-        values = set(self.targets.values())
-        return next(iter(values)) if len(values) == 1 else None
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "checkpoint": self.checkpoint, "scheme": self.scheme.as_dict(), "granularity": self.granularity,

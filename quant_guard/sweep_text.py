@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from quant_guard.metrics import ImageMetrics
@@ -23,20 +24,23 @@ def _header(r: SweepResult) -> list[str]:
     lines = [f"sensitivity sweep: checkpoint {r.checkpoint}, scheme {r.scheme.id} ({r.scheme.describe()}), "
              f"{seeds} case{'s' if seeds != 1 else ''} ({', '.join(vc.key.stem for vc in r.cases)}), "
              f"granularity {r.granularity}"]
-    uniform = r.uniform_target
-    if uniform is not None:
-        lines.append(f"target on every case: {describe_target(uniform)}")
-    else:
-        stems: dict[Thresholds, list[str]] = {}  # cases with the same target share one clause
-        for stem, t in r.targets.items():
-            stems.setdefault(t, []).append(stem)
-        lines.append("target per case: " + "; ".join(f"{', '.join(s)}: {describe_target(t)}" for t, s in stems.items()))
+    lines.append(f"target {describe_targets(r.targets)}")
     f = r.full
     verdict = "meets the target" if f.meets else f"misses the target on {f.failing} of {len(f.cases)} cases"
     if f.failed_limits:
         verdict += f" ({', '.join(f.failed_limits)})"
     lines.append(f"fully quantized: DiT {format_bytes(f.stored_bytes)} stored; {_worst(f.worst)}: {verdict}")
     return lines
+
+
+def describe_targets(targets: Mapping[str, Thresholds]) -> str:
+    """"on every case: ..." when the cases share one target, else the cases of each target."""
+    stems: dict[Thresholds, list[str]] = {}
+    for stem, t in targets.items():
+        stems.setdefault(t, []).append(stem)
+    if len(stems) == 1:
+        return f"on every case: {describe_target(next(iter(stems)))}"
+    return "per case: " + "; ".join(f"{', '.join(s)}: {describe_target(t)}" for t, s in stems.items())
 
 
 def describe_target(t: Thresholds) -> str:

@@ -7,7 +7,6 @@ one line per metric against its limit, then the image paths.
 
 from __future__ import annotations
 
-import functools
 import traceback
 from dataclasses import replace
 from pathlib import Path
@@ -20,16 +19,10 @@ from quant_guard.checkpoints import CheckpointError
 from quant_guard.drift import Comparison, DriftCheck, DriftOutcome, ReferenceMode, decide, explain
 from quant_guard.fingerprint import FieldDifference, differences, environment
 from quant_guard.golden import GoldenCorrupt, GoldenMissing, WriteOutcome, encode_png, stale_fields
+from quant_guard.judgement import compare, judge, judge_checks, meaning_unavailable
 from quant_guard.schemes import REFERENCE, Scheme
 from quant_guard.semantic import ScorerUnavailable
-from quant_guard.thresholds import (
-    MEANING_KEY,
-    Thresholds,
-    check_expected,
-    check_thresholds,
-    limit_words,
-    resolve_thresholds,
-)
+from quant_guard.thresholds import Thresholds, limit_words, resolve_thresholds
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,7 +31,6 @@ if TYPE_CHECKING:
     from quant_guard.metrics import ImageMetrics
     from quant_guard.render import Render, RenderRequest
     from quant_guard.scorecard import Scorecard
-    from quant_guard.semantic import SemanticScorer
     from quant_guard.session import QuantGuardSession
     from quant_guard.thresholds import MetricCheck
 
@@ -114,7 +106,7 @@ def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
     except (CheckpointError, LpipsWeightsError, BudgetNotMeasurable) as exc:
         return CaseResult(vc, Verdict.ERROR, str(exc))
     except ScorerUnavailable as exc:
-        return CaseResult(vc, Verdict.ERROR, f"the meaning check (thresholds key {MEANING_KEY!r}) cannot run: {exc}")
+        return CaseResult(vc, Verdict.ERROR, meaning_unavailable(exc))
     except LoadOutOfMemory as exc:
         traceback.clear_frames(exc.__traceback__)
         return _out_of_memory(session, vc, exc.what, exc.error)
@@ -396,11 +388,11 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
     if problem:
         return CaseResult(vc, Verdict.DEGENERATE, f"degenerate candidate output: {problem}\n"
                           + _paths(common["images"]), **common)
-    limits = _thresholds(session, vc, marker)
-    metrics, card = _compare(vc, golden, candidate.image, limits)
+    judgement = judge(golden, candidate.image, _thresholds(session, vc, marker), prompt=vc.case.prompt,
+                      expected=expected, expected_scorecard=expected_scorecard, settings=session.config.expected)
+    metrics, card, checks = judgement.metrics, judgement.scorecard, list(judgement.checks)
     common["scorecard"] = card
-    checks = _checks(session, metrics, card, limits, expected, expected_scorecard)
-    image_ok = all(c.passed for c in checks)
+    image_ok = judgement.passed
     budget_ok = all(c.passed for c in common["budget_checks"])
     if image_ok and budget_ok:
         return CaseResult(vc, Verdict.PASSED, "", metrics=metrics, checks=tuple(checks), **common)
@@ -418,35 +410,15 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
 
 def _checks(session: QuantGuardSession, metrics: ImageMetrics, card: Scorecard, limits: Thresholds,
             expected: ImageMetrics | None, expected_scorecard: dict[str, float] | None) -> list[MetricCheck]:
-    """The limits of the thresholds, then the expected mode's (when metrics were recorded)."""
-    checks = check_thresholds(metrics, limits, card)
-    if expected is not None:
-        checks += check_expected(metrics, expected, session.config.expected, limits=limits, scorecard=card,
-                                 expected_scorecard=expected_scorecard)
-    return checks
+    """The judgement's checks (``judgement.judge_checks``) with this configuration's expected mode."""
+    return judge_checks(metrics, card, limits, expected=expected, expected_scorecard=expected_scorecard,
+                        settings=session.config.expected)
 
 
 def _compare(vc: VisualCase, golden: np.ndarray, candidate: np.ndarray,
              limits: Thresholds) -> tuple[ImageMetrics, Scorecard]:
-    """LPIPS/SSIM/PSNR and the scorecard of every compared candidate, the LPIPS and SSIM maps
-    computed once for both; the meaning check when the thresholds name a scorer
-    (``ScorerUnavailable`` when it cannot run: never a silent pass)."""
-    from quant_guard.metrics import compare_with_maps
-    from quant_guard.scorecard import compute_scorecard
-
-    metrics, maps = compare_with_maps(golden, candidate)
-    scorer = _semantic_scorer(limits.scorer) if limits.scorer else None
-    card = compute_scorecard(golden, candidate, prompt=vc.case.prompt, scorer=scorer, lpips_map=maps.lpips,
-                             ssim=(metrics.ssim, maps.ssim))
-    return metrics, card
-
-
-@functools.cache
-def _semantic_scorer(name: str) -> SemanticScorer:
-    """Built once per process (a CLIP model takes seconds to load); a failure is not cached."""
-    from quant_guard.semantic import get_scorer
-
-    return get_scorer(name)
+    """The judgement's comparison (``judgement.compare``) for this case's prompt."""
+    return compare(golden, candidate, limits, prompt=vc.case.prompt)
 
 
 def budget_section(checks: tuple[Any, ...]) -> str:

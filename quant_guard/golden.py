@@ -187,12 +187,12 @@ class GoldenStore:
             except GoldenError:
                 pass  # a damaged old golden is simply replaced
         png.parent.mkdir(parents=True, exist_ok=True)
-        if outcome is not WriteOutcome.UNCHANGED and not same_image:
+        if outcome is not WriteOutcome.UNCHANGED:
             # The old expected metrics (of every scheme) were measured against the old image: drop
             # them first, so an interrupted update never leaves them next to the new golden. A
             # golden rewritten with the very image its sidecar records (a truncated PNG restored,
             # --qg-force) keeps them: they were measured against these pixels.
-            for path in self.expected_paths(key):
+            for path in ([] if same_image else self.expected_paths(key)):
                 path.unlink(missing_ok=True)
             atomic_write(png, data)
             atomic_write(sidecar, (json.dumps(metadata, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode())

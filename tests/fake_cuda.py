@@ -110,6 +110,11 @@ class FakeCudaDevice(TorchFunctionMode):
         self._tracked[key] = self._alloc(storage.nbytes())
         weakref.finalize(storage, self._free, key, self._tracked[key])
 
+    def bytes_of(self, module: torch.nn.Module) -> int:
+        """Device bytes allocated for the parameters and buffers of ``module``."""
+        storages = {id(t.untyped_storage()): t for t in (*module.parameters(), *module.buffers())}
+        return sum(self._tracked.get(key, 0) for key in storages)
+
     def on_device(self, tensor: torch.Tensor) -> bool:
         return tensor.device.type != "meta" and id(tensor.untyped_storage()) in self._tracked
 

@@ -73,7 +73,6 @@ class FakeCudaDevice(TorchFunctionMode):
         self.allocated = self.reserved = 0
         self.peak = self.peak_reserved = 0
         self.high_water = 0  # never reset: the most ever allocated
-        self.moved_to_device = 0  # bytes copied onto the device, all time
 
     # ---- the caching allocator ------------------------------------------------------------------
     def _alloc(self, nbytes: int) -> int:
@@ -134,9 +133,9 @@ class FakeCudaDevice(TorchFunctionMode):
             raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor "
                             "to host memory first. (fake device)")
         if func is torch.Tensor.cuda:
-            return self._move(args[0], True, None, kwargs.get("non_blocking", False))
+            return self._move(args[0], True, None)
         if func is torch.Tensor.cpu:
-            return self._move(args[0], False, None, False)
+            return self._move(args[0], False, None)
         if func is torch._C._nn._parse_to:  # Module.to asks it what a .to() call means: the truth
             return func(*args, **kwargs)
         if func is torch.Tensor.pin_memory:
@@ -165,26 +164,24 @@ class FakeCudaDevice(TorchFunctionMode):
         tensor, rest = args[0], args[1:]
         if rest and isinstance(rest[0], torch.Tensor):  # .to(other): other's device and dtype
             other = rest[0]
-            return self._move(tensor, self.on_device(other), other.dtype, kwargs.get("non_blocking", False),
-                              copy=kwargs.get("copy", False))
-        device, dtype, non_blocking, _ = torch._C._nn._parse_to(*rest, **{k: v for k, v in kwargs.items()
+            return self._move(tensor, self.on_device(other), other.dtype, copy=kwargs.get("copy", False))
+        device, dtype, _, _ = torch._C._nn._parse_to(*rest, **{k: v for k, v in kwargs.items()
                                                                          if k != "copy"})
         if device is None or device.type not in ("cuda", "cpu"):
             out = tensor.to(*rest, **kwargs)
             if self.on_device(tensor) and device is None and out is not tensor:
                 self._track(out)
             return out
-        return self._move(tensor, device.type == "cuda", dtype, non_blocking, copy=kwargs.get("copy", False))
+        return self._move(tensor, device.type == "cuda", dtype, copy=kwargs.get("copy", False))
 
-    def _move(self, tensor: torch.Tensor, to_device: bool, dtype: torch.dtype | None, non_blocking: bool,
-              *, copy: bool = False) -> torch.Tensor:
+    def _move(self, tensor: torch.Tensor, to_device: bool, dtype: torch.dtype | None, *,
+              copy: bool = False) -> torch.Tensor:
+        """A copy when the tensor changes sides (a real device copies), tracked when it lands on the device."""
         here = self.on_device(tensor)
         crossing = here != to_device and tensor.device.type != "meta"
         out = tensor.to(dtype=dtype or tensor.dtype, copy=copy or crossing)
         if to_device and out is not tensor and out.device.type != "meta":
             self._track(out)
-        if to_device and crossing:
-            self.moved_to_device += out.untyped_storage().nbytes()
         return out
 
     def _same_device(self, func: Any, inputs: list[torch.Tensor]) -> None:

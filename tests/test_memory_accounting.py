@@ -304,3 +304,23 @@ def test_check_and_update_runs_load_every_dit_under_the_checkpoint_plan(
     loads.clear()
     assert run_case(_session(tmp_path, update=False), _cases(spec)[0], TestOverrides()).passed
     assert loads == [("build", "float8_e4m3fn", dit_home, "float8_e4m3fn", limit)]
+
+
+def test_the_report_shows_the_figure_the_peak_limit_counted() -> None:
+    from quant_guard.budgets import BudgetCheck
+    from quant_guard.render import MemoryStats, RenderSummary
+    from quant_guard.report.records import to_jsonable
+    from quant_guard.report.view import build_view
+
+    memory = MemoryStats("cuda", 9 * GIB, reserved_bytes=9 * GIB + MIB, at_start_bytes=0, device_bytes=10 * GIB)
+    result = CaseResult(_cases(OFFLOAD)[0], Verdict.BUDGET_FAILED, "budget exceeded",
+                        candidate_render=RenderSummary(step_times_s=(1.0,), total_s=1.0, memory=memory,
+                                                       dit_weight_bytes=0),
+                        budget_checks=(BudgetCheck("peak VRAM (device used)", 10.0 * GIB, 9.5 * GIB, "bytes"),))
+    data = to_jsonable(result)
+    assert data["candidate_render"]["memory"]["device_bytes"] == 10 * GIB
+    record = {**data, "id": "flux-c0-s0", "checkpoint": "flux", "case": "c0", "seed": 0, "prompt": "p",
+              "scheme": "float8_e4m3fn", "limits": to_jsonable(OFFLOAD.limits), "passed": False, "outcome": "failed"}
+    rows = {row.cells[0].text: [c.text for c in row.cells[1:]] for row in build_view({"results": [record]}).cases[0].budget}
+    assert rows["peak VRAM, candidate"] == ["10.00 GiB (device used); allocated 9.00 GiB",
+                                            "peak VRAM (device used) ≤ 9.50 GiB", "FAIL"]

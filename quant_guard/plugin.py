@@ -27,6 +27,9 @@ from quant_guard.xdist_support import OUTCOMES_KEY, ControllerHooks, check_pinne
 
 SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
 WITHHELD = "expected-withheld"  # beside the golden write counts a worker sends to the controller
+EXPECTED_RECORDED, EXPECTED_KEPT = "expected-recorded", "expected-kept"  # and its expected-file counts
+EXPECTED_REWRITTEN, EXPECTED_DROPPED = "expected-rewritten", "expected-dropped"  # and their lists
+WORKER_EXTRAS = (WITHHELD, EXPECTED_RECORDED, EXPECTED_KEPT, EXPECTED_REWRITTEN, EXPECTED_DROPPED)
 RESULT_KEY = pytest.StashKey[CaseResult]()
 
 MARKERS = {
@@ -206,9 +209,13 @@ def pytest_configure(config: pytest.Config) -> None:
     session = QuantGuardSession(qg_config, _settings(config), where) if qg_config else None
     config.stash[SESSION_KEY] = session
     if session is not None and config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
-        def add_worker_outcomes(outcomes: dict[str, int]) -> None:
+        def add_worker_outcomes(outcomes: dict[str, Any]) -> None:
             session.expected_withheld += outcomes.get(WITHHELD, 0)
-            session.outcomes.update({WriteOutcome(k): v for k, v in outcomes.items() if k != WITHHELD})
+            session.expected_recorded += outcomes.get(EXPECTED_RECORDED, 0)
+            session.expected_kept += outcomes.get(EXPECTED_KEPT, 0)
+            session.expected_rewritten += outcomes.get(EXPECTED_REWRITTEN, [])
+            session.expected_dropped.update(outcomes.get(EXPECTED_DROPPED, []))
+            session.outcomes.update({WriteOutcome(k): v for k, v in outcomes.items() if k not in WORKER_EXTRAS})
 
         config.pluginmanager.register(ControllerHooks(add_worker_outcomes), "quant_guard_xdist_controller")
 
@@ -245,7 +252,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     qg = session.config.stash.get(SESSION_KEY, None)
     workeroutput = getattr(session.config, "workeroutput", None)
     if qg is not None and workeroutput is not None:  # an xdist worker: report its golden writes
-        workeroutput[OUTCOMES_KEY] = {**{k.value: v for k, v in qg.outcomes.items()}, WITHHELD: qg.expected_withheld}
+        workeroutput[OUTCOMES_KEY] = {**{k.value: v for k, v in qg.outcomes.items()}, WITHHELD: qg.expected_withheld,
+                                      EXPECTED_RECORDED: qg.expected_recorded, EXPECTED_KEPT: qg.expected_kept,
+                                      EXPECTED_REWRITTEN: qg.expected_rewritten,
+                                      EXPECTED_DROPPED: sorted(qg.expected_dropped)}
 
 
 # ---- collection ----------------------------------------------------------------------------
@@ -441,6 +451,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     if session.settings.update_golden and (session.results or session.outcomes or session.expected_withheld):
         terminalreporter.write_line(session.update_summary())
+        for line in session.expected_summary():
+            terminalreporter.write_line(line)
     _environment_summary(terminalreporter, session)
     failed = [r for r in session.results if not r.passed]
     missing = [r.case.id for r in failed if r.verdict is Verdict.NO_GOLDEN]

@@ -61,6 +61,12 @@ class QuantGuardSession:
         self.report_dir = settings.report_dir or config.report_dir
         self.outcomes: Counter[WriteOutcome] = Counter()
         self.expected_withheld = 0  # --update-golden: failing candidates whose metrics were not recorded
+        self.expected_recorded = 0  # --update-golden: expected-metrics files written
+        self.expected_kept = 0  # --update-golden: left byte for byte, the new numbers within their tolerance
+        # --update-golden: "path (what moved)" of each existing expected file rewritten, and the
+        # paths of those removed with an old golden (listed as dropped unless re-recorded since)
+        self.expected_rewritten: list[str] = []
+        self.expected_dropped: set[str] = set()
         # --update-golden: goldens rendered in this run; the other schemes of a case compare with
         # them instead of rendering the bf16 reference again
         self.goldens_rendered: set[GoldenKey] = set()
@@ -243,6 +249,19 @@ class QuantGuardSession:
                 + (f" ({drifted} within drift tolerance)" if drifted else "")
                 + (f"; expected metrics not recorded for {self.expected_withheld} failing candidate"
                    f"{'s' if self.expected_withheld != 1 else ''}" if self.expected_withheld else ""))
+
+    def expected_summary(self) -> list[str]:
+        """--update-golden's expected-metrics lines: the counts, then each file rewritten (with
+        the numbers that moved) or dropped with an old golden and not re-recorded by this run."""
+        lines = [f"quant_guard: expected metrics {self.expected_recorded} recorded, "
+                 f"{self.expected_kept} unchanged (within tolerance)"]
+        lines += [f"  rewrote {entry}" for entry in sorted(self.expected_rewritten)]
+        for path in sorted(self.expected_dropped):
+            if Path(path).exists():
+                lines.append(f"  rewrote {path} (its golden changed; re-recorded against the new one)")
+            else:
+                lines.append(f"  dropped {path} (its golden changed; this run did not re-record that scheme)")
+        return lines
 
 
 @dataclass(frozen=True)

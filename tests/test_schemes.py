@@ -22,6 +22,7 @@ from quant_guard.method_names import known_methods
 from quant_guard.scheme_check import check_scheme_applied, inventory
 from quant_guard.scheme_probe import probe
 from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Quantization, Scheme
+from scheme_support import build, tiny_checkpoint
 
 NF4 = Scheme("bitsandbytes_nf4", quantization=Quantization("bitsandbytes_nf4"))
 INT8 = Scheme("torchao_int8_w8a16", quantization=Quantization("torchao_int8_w8a16"))
@@ -130,22 +131,15 @@ def test_thresholds_per_scheme_and_the_tiny_measurements(tmp_path: Path) -> None
 
 @pytest.fixture(scope="module")
 def tiny() -> ResolvedCheckpoint:
-    return resolve_checkpoint(CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu"))
-
-
-def _build(tiny: ResolvedCheckpoint, scheme: Scheme, **dits: Path) -> Any:
-    from quant_guard.pipelines import build_pipeline
-
-    checkpoint = ResolvedCheckpoint(tiny.id, tiny.files, dict(dits), tiny.t5_sequence_length)
-    return build_pipeline(checkpoint, scheme, "cpu")
+    return tiny_checkpoint()
 
 
 def test_each_scheme_stores_its_own_format_and_bytes(tiny: ResolvedCheckpoint) -> None:
-    found = {s.id: inventory(_build(tiny, s).dit) for s in (REFERENCE, FLOAT8_E4M3FN, INT8, NF4)}
+    found = {s.id: inventory(build(tiny, s).dit) for s in (REFERENCE, FLOAT8_E4M3FN, INT8, NF4)}
     assert found["bf16"].formats() == {"bfloat16": 36}
     assert found["float8_e4m3fn"].formats() == {"float8_e4m3fn": 36}
-    assert found["torchao_int8_w8a16"].formats() == {"TorchaoLinear/Int8Tensor": 36}
-    assert found["bitsandbytes_nf4"].formats() == {"BitsAndBytesLinear4bit/Params4bit": 36}
+    assert found["torchao_int8_w8a16"].formats() == {"TorchaoLinear/Int8Tensor(int8)": 36}
+    assert found["bitsandbytes_nf4"].formats() == {"BitsAndBytesLinear4bit/Params4bit(nf4)": 36}
     sizes = {k: v.stored_bytes for k, v in found.items()}
     # 4-bit < 8-bit with scales < bf16; float8 storage keeps bf16 biases and norms beside its weights
     assert sizes["bitsandbytes_nf4"] < sizes["torchao_int8_w8a16"] < sizes["bf16"]
@@ -156,17 +150,19 @@ def test_excluded_modules_stay_bf16_and_a_mismatch_is_refused(tiny: ResolvedChec
     # DiffSynth's rule: an entry names a linear layer, or the end of its dotted name
     keep = Scheme("keep", quantization=Quantization("bitsandbytes_nf4", exclude_modules=("blocks.0.attn.a_to_qkv",
                                                                                          "x_embedder")))
-    dit = _build(tiny, keep).dit
+    dit = build(tiny, keep).dit
     assert {layer.name for layer in inventory(dit).layers if not layer.quantized} == {"blocks.0.attn.a_to_qkv",
                                                                                       "x_embedder"}
     # the same DiT judged against a scheme that quantizes everything: named, not silently accepted
-    with pytest.raises(CheckpointError, match=r"2 of the 36 targeted linear layers are not quantized \(first: x_embedder"):
+    with pytest.raises(CheckpointError, match=r"2 of the 36 targeted linear layers are not bitsandbytes_nf4 \(first: "
+                                              r"x_embedder: weight format expected BitsAndBytesLinear4bit/Params4bit\(nf4\), "
+                                              r"found bfloat16; stored bytes expected 0.25-0.34x of bf16, found 1.000x"):
         check_scheme_applied(dit, NF4, "tiny")
     with pytest.raises(CheckpointError, match="not stored in float8_e4m3fn"):
-        check_scheme_applied(_build(tiny, REFERENCE).dit, FLOAT8_E4M3FN, "tiny")
+        check_scheme_applied(build(tiny, REFERENCE).dit, FLOAT8_E4M3FN, "tiny")
     nothing = Scheme("nothing", quantization=Quantization("bitsandbytes_nf4", target_modules=("no_such_layer",)))
     with pytest.raises(CheckpointError, match="no linear layer matches"):
-        _build(tiny, nothing)
+        build(tiny, nothing)
 
 
 def test_an_e5m2_file_is_refused_as_e4m3fn_and_stored_as_e5m2_when_declared(tiny: ResolvedCheckpoint,
@@ -183,7 +179,7 @@ def test_an_e5m2_file_is_refused_as_e4m3fn_and_stored_as_e5m2_when_declared(tiny
     declared = Scheme("e5m2", storage_dtype="float8_e5m2", dit=_source(e5m2))
     resolved = resolve_checkpoint(CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu",
                                                  schemes=(declared,)))
-    assert inventory(_build(tiny, declared, e5m2=resolved.scheme_dits["e5m2"]).dit).formats() == {"float8_e5m2": 36}
+    assert inventory(build(tiny, declared, e5m2=resolved.scheme_dits["e5m2"]).dit).formats() == {"float8_e5m2": 36}
 
 
 def _source(path: Path) -> Any:
@@ -200,8 +196,8 @@ def test_a_file_saved_by_diffsynths_quantization_loads_prequantized(tiny: Resolv
     assert nf4_file.stat().st_size < Path(tiny.files["dit"]).stat().st_size / 2  # type: ignore[arg-type]
     scheme = Scheme("nf4-file", quantization=Quantization("bitsandbytes_nf4", load_prequantized=True),
                     dit=_source(nf4_file))
-    dit = _build(tiny, scheme, **{"nf4-file": nf4_file}).dit
-    assert inventory(dit).formats() == {"BitsAndBytesLinear4bit/Params4bit": 36}
+    dit = build(tiny, scheme, **{"nf4-file": nf4_file}).dit
+    assert inventory(dit).formats() == {"BitsAndBytesLinear4bit/Params4bit(nf4)": 36}
 
 
 # ---- schemes that cannot run here stop the run at collection ------------------------------------

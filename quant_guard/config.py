@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quant_guard.budgets import Budget, StepStatistic
+from quant_guard.budgets import Budget, PeakCounts, StepStatistic
 from quant_guard.drift import DriftTolerance, ReferenceMode
 from quant_guard.history import BASELINES, METRICS, PSNR_AMOUNT_DB, AlarmMode, HistoryAlarm, TrendSettings
 from quant_guard.memory_plan import AUTO, parse_vram_limit
@@ -565,9 +565,13 @@ def _limits(t: _Table) -> Budget:
     statistic = t.get("step_statistic", str, StepStatistic.MEDIAN.value)
     if statistic not in {s.value for s in StepStatistic}:
         t.fail("step_statistic", f"must be one of {', '.join(s.value for s in StepStatistic)}, got {statistic!r}")
+    counts = t.get("peak_vram_counts", str, PeakCounts.DEVICE.value)
+    if counts not in {c.value for c in PeakCounts}:
+        t.fail("peak_vram_counts", f"must be one of {', '.join(c.value for c in PeakCounts)}, got {counts!r}")
     result = Budget(peak_memory_bytes=unit("peak_vram", parse_bytes), step_time_s=unit("step_time", parse_seconds),
                     resident_memory_bytes=unit("resident_vram", parse_bytes),
-                    statistic=StepStatistic(statistic), warmup_steps=t.integer("warmup_steps", 1, low=0))
+                    statistic=StepStatistic(statistic), warmup_steps=t.integer("warmup_steps", 1, low=0),
+                    peak_counts=PeakCounts(counts))
     t.finish()
     return result
 

@@ -137,11 +137,7 @@ def _out_of_memory(session: QuantGuardSession, vc: VisualCase, stage: str, exc: 
     device = session.device(vc.checkpoint)
     figures = _memory_figures(device)
     plan = session.memory_plan(vc.checkpoint, vc.scheme)
-    # the frames of the failed load or render still hold the pipeline and its tensors
-    for error in (exc, exc.__context__):
-        if error is not None:
-            traceback.clear_frames(error.__traceback__)
-    session.release_pipelines()
+    session.discard_after_error(exc)
     first_line = str(exc).splitlines()[0] if str(exc) else ""
     return CaseResult(vc, Verdict.OUT_OF_MEMORY,
                       f"out of memory while {stage} ({type(exc).__name__}: {first_line})\n  {figures}\n"
@@ -367,7 +363,13 @@ def _render(session: QuantGuardSession, vc: VisualCase, scheme: Scheme) -> Rende
     from quant_guard.render import render
 
     progress = session.progress.for_render(f"{vc.id} ({scheme.id})") if session.progress else None
-    return render(session.pipeline(vc.checkpoint, scheme), request_for(session, vc), on_step=progress)
+    pipe = session.pipeline(vc.checkpoint, scheme)
+    try:
+        return render(pipe, request_for(session, vc), on_step=progress)
+    except BaseException as exc:
+        del pipe  # this frame's reference too: the pipeline must go with the error
+        session.after_error(exc)
+        raise
 
 
 def _within_drift(session: QuantGuardSession, vc: VisualCase, image: np.ndarray,

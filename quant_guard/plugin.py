@@ -37,8 +37,8 @@ MARKERS = {
     "qg_thresholds": "qg_thresholds(lpips=None, ssim=None, psnr=None, colour_delta_e_p95=None, sharpness_min=None, "
                      "..., meaning=None): override quant_guard's image thresholds for this test (any key of a "
                      "thresholds table)",
-    "vram_budget": 'vram_budget("10 GiB"): peak memory limit of this test\'s candidate render (CUDA: device '
-                   "memory; CPU: the process's peak RSS)",
+    "vram_budget": 'vram_budget("10 GiB"): peak memory limit of this test\'s candidate render (CUDA: what '
+                   "the checkpoint's peak_vram_counts names, device used by default; CPU: the process's peak RSS)",
     "resident_vram_budget": 'resident_vram_budget("8 GiB"): limit on the memory resident when this test\'s '
                             "candidate render begins (CUDA: allocated device memory; CPU: process RSS)",
     "step_time_budget": 'step_time_budget("9.5 s"): per-step time limit of this test\'s candidate render '

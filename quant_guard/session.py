@@ -134,8 +134,6 @@ class QuantGuardSession:
 
     def pipeline(self, spec: CheckpointSpec, scheme: Scheme) -> FluxImagePipeline:
         """The checkpoint's pipeline with the DiT of ``scheme`` (built or swapped as needed)."""
-        from quant_guard import pipelines
-
         if self._pipeline is not None and self._pipeline.checkpoint_id != spec.id:
             self.release_pipelines()
         loaded = self._pipeline
@@ -146,14 +144,49 @@ class QuantGuardSession:
             from quant_guard.determinism import enable_full_determinism
 
             enable_full_determinism()
-        if loaded is None:
-            pipe = pipelines.build_pipeline(resolved, scheme, plan.device, plan=plan)
-        else:
-            # a failed swap leaves a pipeline without a DiT: forget it, the next test rebuilds
-            self._pipeline, pipe = None, loaded.pipe
-            pipelines.swap_dit(pipe, resolved, scheme, plan)
+        try:
+            pipe = self._build_or_swap(loaded, resolved, scheme, plan)
+        except BaseException as exc:
+            del loaded  # this frame stays in the traceback: it must not hold the pipeline
+            self.after_error(exc)
+            raise
         self._pipeline = _Loaded(spec.id, scheme, pipe)
         return pipe
+
+    def _build_or_swap(self, loaded: _Loaded | None, resolved: ResolvedCheckpoint, scheme: Scheme,
+                       plan: MemoryPlan) -> FluxImagePipeline:
+        from quant_guard import pipelines
+
+        if loaded is None:
+            return pipelines.build_pipeline(resolved, scheme, plan.device, plan=plan)
+        # a failed swap leaves a pipeline without a DiT: forget it, the next test rebuilds
+        self._pipeline = None
+        pipelines.swap_dit(loaded.pipe, resolved, scheme, plan)
+        return loaded.pipe
+
+    def after_error(self, exc: BaseException) -> None:
+        """An error while building, swapping or rendering: ``discard_after_error``, except for running
+        out of memory, whose verdict first reads the device's figures at the failure and then discards
+        (gate._out_of_memory)."""
+        from quant_guard.pipelines import LoadOutOfMemory, is_out_of_memory
+
+        if not (isinstance(exc, LoadOutOfMemory) or is_out_of_memory(exc)):
+            self.discard_after_error(exc)
+
+    def discard_after_error(self, exc: BaseException) -> None:
+        """After an error while building, swapping or rendering: drop the pipeline and hand its memory
+        back, so that the next test starts from a clean device. A render that raised never reached
+        DiffSynth's final offload (``load_models_to_device([])``), so layers it kept on the device
+        are still there; and the frames of the failed call still hold the pipeline and its tensors."""
+        import traceback
+
+        for error in (exc, exc.__context__, exc.__cause__):
+            if error is not None:
+                traceback.clear_frames(error.__traceback__)
+        self._pipeline = None
+        from quant_guard.pipelines import release_memory
+
+        release_memory()
 
     def release_pipelines(self) -> None:
         """Drop the pipeline; its weights leave the device before this returns."""

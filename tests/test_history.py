@@ -385,6 +385,28 @@ def test_cli_course_of_a_test(store: Path, capsys: pytest.CaptureFixture[str]) -
     assert cli_main(["history", str(store), "course", "nope"]) == 1
 
 
+def test_cli_course_and_compare_show_memory_and_time_in_units(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Memory reads 985.93 MiB, not 1.03382e+09; the CSV export keeps the raw number."""
+    for run, peak in ((1, 1_033_820_000), (2, 1_100_000_000)):
+        h.append(tmp_path, [record(run, 0.02, peak_memory_bytes=peak, resident_memory_bytes=4096,
+                                   median_step_s=0.0123)], run_info(run))
+    assert cli_main(["history", str(tmp_path), "course", "tiny-red-circle-s0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert header[-3:] == ["peak_memory_bytes", "resident_memory_bytes", "median_step_s"]
+    assert lines[2].split()[-6:] == ["985.93", "MiB", "4.00", "KiB", "12.3", "ms"]
+    assert lines[3].split()[-6:-4] == ["1.02", "GiB"]
+    assert "e+0" not in "\n".join(lines)
+    assert cli_main(["history", str(tmp_path), "compare", "run01", "run02"]) == 0
+    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["peak_memory_bytes"].split()[2:] == ["985.93", "MiB", "1.02", "GiB", "+63.11", "MiB"]
+    assert rows["resident_memory_bytes"].split()[-2:] == ["+0", "B"]
+    assert rows["lpips"].split()[-1] == "+0"
+    assert cli_main(["history", str(tmp_path), "csv"]) == 0
+    assert "1033820000" in capsys.readouterr().out
+
+
 def test_cli_csv_export(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import csv
 

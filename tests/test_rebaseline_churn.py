@@ -152,3 +152,18 @@ def test_a_changed_golden_lists_the_expected_files_it_dropped(pytester: pytest.P
     both.assert_outcomes(passed=2)
     both.stdout.fnmatch_lines(["quant_guard: expected metrics 1 recorded, 1 unchanged (within tolerance)"])
     assert _expected(root, "torchao_int8_w8a8").exists()
+
+
+def test_the_command_outside_pytest_selects_every_scheme_of_the_case_and_seed() -> None:
+    """The sensitivity sweep's re-baseline hint (no pytest item): a -k expression of every scheme's id."""
+    import tomllib
+
+    from helpers import project_toml
+    from quant_guard.cases import expand_cases
+    from quant_guard.config import parse_config
+    from quant_guard.gate import _update_command
+
+    text = project_toml(seeds="[0, 1]", checkpoint_extra=SCHEMES)
+    cases = expand_cases(parse_config(tomllib.loads(text)["tool"]["quant_guard"], file=Path("pyproject.toml")))
+    int8_s0 = next(vc for vc in cases if vc.id == INT8)
+    assert _update_command(int8_s0, None) == f'pytest --update-golden -k "{INT8} or {NF4}"'

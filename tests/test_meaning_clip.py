@@ -16,8 +16,8 @@ from quant_guard.scorecard import compute_scorecard
 from quant_guard.semantic import ClipScorer, ScorerUnavailable, judge
 from quant_guard.tiny import dataset as ds
 
-SCENES = tuple(ds.Scene(shape, colour, "black", "in the center")
-               for shape, colour in (("circle", "red"), ("square", "blue"), ("triangle", "yellow"), ("cross", "white")))
+SCENES = tuple(ds.Scene(shape, colour, background, "in the center") for shape, colour, background in (
+    ("circle", "red", "black"), ("square", "blue", "white"), ("triangle", "yellow", "gray"), ("cross", "white", "blue")))
 CAPTIONS = tuple(scene.caption for scene in SCENES)
 PROMPT = CAPTIONS[0]
 CONTROLS = CAPTIONS[1:]  # captions of the other pictures: unrelated to the prompt's
@@ -46,11 +46,13 @@ def _build_clip(folder: Path) -> Path:
     processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
                                                                  crop_size={"height": 32, "width": 32}),
                               tokenizer=CLIPTokenizer(vocab=vocab, merges=[]))
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    for step in range(150):
-        inputs = processor(text=list(CAPTIONS), images=[_picture(s, 100 + step) for s in SCENES],
-                           return_tensors="pt", padding=True)
-        loss = model(**inputs, return_loss=True).loss
+    pool = 8  # jittered pictures per scene, prepared once
+    pixels = processor(images=[_picture(s, 100 + i) for i in range(pool) for s in SCENES],
+                       return_tensors="pt")["pixel_values"].reshape(pool, len(SCENES), 3, 32, 32)
+    text = processor(text=list(CAPTIONS), return_tensors="pt", padding=True)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for step in range(200):
+        loss = model(**text, pixel_values=pixels[step % pool], return_loss=True).loss
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

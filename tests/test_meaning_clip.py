@@ -51,11 +51,16 @@ def _build_clip(folder: Path) -> Path:
                        return_tensors="pt")["pixel_values"].reshape(pool, len(SCENES), 3, 32, 32)
     text = processor(text=list(CAPTIONS), return_tensors="pt", padding=True)
     optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    for step in range(200):
-        loss = model(**text, pixel_values=pixels[step % pool], return_loss=True).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: more threads only wait on each other on a busy machine
+    try:
+        for step in range(150):
+            loss = model(**text, pixel_values=pixels[step % pool], return_loss=True).loss
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    finally:
+        torch.set_num_threads(threads)
     model.save_pretrained(str(folder))
     processor.save_pretrained(str(folder))
     return folder

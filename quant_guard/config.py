@@ -267,7 +267,7 @@ def _threshold_overrides(t: _Table) -> ThresholdOverrides:
         t.fail("sharpness_min", f"must not exceed sharpness_max ({high}), got {low}")
     meaning = t.get(MEANING_KEY, str)
     if meaning is not None and not meaning.strip():
-        t.fail(MEANING_KEY, f'must name a semantic scorer (e.g. "tiny-colours", "clip") or "{MEANING_OFF}"')
+        t.fail(MEANING_KEY, f'must name a semantic scorer (e.g. "tiny-scene", "clip") or "{MEANING_OFF}"')
     t.finish()
     return ThresholdOverrides(**numbers, meaning=meaning)
 

@@ -168,7 +168,7 @@ TINY_SHARPNESS_MIN = 0.88
 # honest), colour above every honest image measured (README, "The scorecard"); the other
 # schemes' scorecards are reported, not limited (not measured). No meaning
 # check by default: the tiny scorer reads only the dataset's captions, so a case whose prompt is
-# one turns it on (meaning = "tiny-colours", as this repository's do).
+# one turns it on (meaning = "tiny-scene", as this repository's do).
 EMBEDDED_THRESHOLDS: dict[str, dict[str, ThresholdOverrides]] = {
     "tiny": {
         "float8_e4m3fn": ThresholdOverrides(lpips=0.008, ssim=0.975, psnr=34.0, colour_delta_e_p95=TINY_DELTA_E_P95,

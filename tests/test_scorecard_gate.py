@@ -171,7 +171,8 @@ def test_meaning_check_on_a_dataset_caption_and_a_missing_clip_model(pytester: p
     pytester.runpytest().assert_outcomes(passed=1)
     record = _record(pytester)
     assert record["scorecard"]["meaning"]["agrees"] is True
-    assert record["scorecard"]["meaning"]["candidate"]["detail"] == "shape red, background blue"
+    assert record["scorecard"]["meaning"]["candidate"]["detail"].startswith(
+        "a red circle on a blue background at the top left, dataset size (x")
     assert [c["passed"] for c in record["checks"] if c["key"] == "meaning"] == [True]
     monkeypatch.delenv("QG_CLIP_MODEL", raising=False)
     baselined(extra_case='thresholds = { meaning = "clip" }')

@@ -197,4 +197,5 @@ def test_cells_carry_their_column_heading_for_the_phone_layout() -> None:
     html = render_index({"results": [failing]})
     assert '<td class="bad" data-label="Verdict">image-failed</td>' in html  # the seed table's verdict
     assert html.count('data-label="Verdict">FAIL</td>') == 3  # LPIPS, SSIM and PSNR in the case's metric table
-    assert "<caption>other checks</caption>" in html and '<td class="">name: thing</td><td class="bad">FAIL</td>' in html
+    assert "<caption>other checks</caption>" in html
+    assert '<td class="">name: thing</td><td class="bad">FAIL</td>' in html

@@ -188,3 +188,14 @@ def test_performance_table_puts_float8_and_bf16_side_by_side() -> None:
     assert [row.cells[0].text for row in checking_only.performance] == ["float8_e4m3fn candidate"]
     html = render_index({"results": records})
     assert "<h4>Performance</h4>" in html and "bf16 reference" in html
+
+
+def test_cells_carry_their_column_heading_for_the_phone_layout() -> None:
+    """Each summary and case cell names its column (data-label, shown on a phone where the table
+    stacks into cards); a table without headings (other checks) renders without one."""
+    failing = record("circle", 0, 0.08, 0.9, 25.0, other_checks=[{"name": "thing", "passed": False}])
+    html = render_index({"results": [failing]})
+    assert '<td class="bad" data-label="Verdict">image-failed</td>' in html  # the seed table's verdict
+    assert html.count('data-label="Verdict">FAIL</td>') == 3  # LPIPS, SSIM and PSNR in the case's metric table
+    assert "<caption>other checks</caption>" in html
+    assert '<td class="">name: thing</td><td class="bad">FAIL</td>' in html

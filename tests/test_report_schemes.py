@@ -20,7 +20,7 @@ from scheme_support import MiB, errored, scheme_matrix, scheme_record
 from quant_guard.report.html import render_index
 from quant_guard.report.scheme_plot import X_LABEL, Y_LABEL, nice_ticks, scheme_plot_svg
 from quant_guard.report.scheme_table import compare_schemes, comparisons, dominates
-from quant_guard.report.schemes_view import HEADERS, scheme_comparisons, terminal_lines
+from quant_guard.report.schemes_view import HEADERS, against_golden, scheme_comparisons, terminal_lines
 from quant_guard.units import format_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,11 +157,64 @@ def test_plot_labels_are_escaped_and_do_not_overlap() -> None:
     records = [scheme_record(hostile, 0, 0.001), scheme_record("twin", 0, 0.001), scheme_record("b", 0, 0.002)]
     svg = scheme_plot_svg(compare_schemes(records)["tiny"])
     assert "<script>" not in svg
-    labels = {t.text: float(t.get("y", "nan")) for t in ET.fromstring(svg).iter(f"{SVG}text")
-              if t.get("class") == "label"}
-    assert hostile in labels and abs(labels[hostile] - labels["twin"]) >= 13  # same point: labels stacked
+    labels = {text: box for cls, text, box in _text_boxes(svg) if cls == "label"}
+    assert hostile in labels and not _intersect(labels[hostile], labels["twin"])  # same point: labels apart
     html = render_index({"results": records})
     assert "<script>alert" not in html and html.count("<script>") == 1  # only the report's own script
+
+
+def _text_boxes(svg: str, char_width: float = 7.2) -> list[tuple[str, str, tuple[float, float, float, float]]]:
+    """(class, text, box) of every text of the plot; boxes as Chromium draws 12px text (11 px
+    above the baseline, 3 below), a little wider than its scheme names measure (6 to 7.1 px a
+    character)."""
+    out = []
+    for t in ET.fromstring(svg).iter(f"{SVG}text"):
+        if "transform" in t.attrib:  # the rotated y axis title, far left of every point
+            continue
+        x, y, width = float(t.get("x", "nan")), float(t.get("y", "nan")), char_width * len(t.text or "")
+        left = {"start": x, "middle": x - width / 2, "end": x - width}[t.get("text-anchor", "start")]
+        out.append((t.get("class", ""), t.text or "", (left, y - 11, left + width, y + 3)))
+    return out
+
+
+def _intersect(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_plot_labels_clustered_near_the_origin_clear_each_other_the_markers_and_the_ticks() -> None:
+    names = ("nf4", "int4_awq", "fp4", "int8_weight_only", "float8_e4m3fn", "q4_k")
+    records = [scheme_record("bf16_like", 0, 0.05, dit=24 * MiB)] + [
+        scheme_record(name, 0, 0.0001 * (i % 3), dit=(0.3 + 0.05 * i) * MiB, passed=name != "fp4")
+        for i, name in enumerate(names)]
+    svg = scheme_plot_svg(compare_schemes(records)["tiny"])
+    texts = _text_boxes(svg)
+    clashes = [(a[1], b[1]) for i, a in enumerate(texts) for b in texts[i + 1:]
+               if "label" in (a[0].split() + b[0].split()) and _intersect(a[2], b[2])]
+    assert clashes == []
+    ticks = {text: box for cls, text, box in texts if "tick" in cls.split()}
+    assert not _intersect(ticks["0"], ticks["0 MiB"])  # the two zeros at the origin
+    points = _points(svg)
+    labels = {text: box for cls, text, box in texts if cls == "label"}
+    assert set(labels) == set(points) == {*names, "bf16_like"}
+    root = ET.fromstring(svg)
+    width, height = float(root.get("width", "0")), float(root.get("height", "0"))
+    axis_y = max(y for _, y, _ in points.values())  # LPIPS 0: on the x axis
+    for name, (x, y, _) in points.items():
+        marker = (x - 6, y - 6, x + 6, y + 6)
+        assert not [n for n, box in labels.items() if _intersect(box, marker)], name
+        left, top, right, bottom = labels[name]
+        assert 0 <= left and right <= width and 0 <= top and bottom <= axis_y + 9 < height, name
+    for group in root.iter(f"{SVG}g"):  # a label moved off its point has a leader line from the point
+        if "point" not in group.get("class", "").split():
+            continue
+        x, y, _ = points[str(group.get("data-scheme"))]
+        label = group.find(f"{SVG}text")
+        assert label is not None
+        leader = group.find(f"{SVG}line")
+        if abs(float(label.get("y", "nan")) - (y + 4)) > 0.1:
+            assert leader is not None and (float(leader.get("x1", "nan")), float(leader.get("y1", "nan"))) == (x, y)
+        else:
+            assert leader is None
 
 
 def test_nice_ticks_hold_the_largest_value_in_round_steps() -> None:
@@ -186,6 +239,28 @@ def test_the_report_shows_the_ranked_table_and_the_plot_per_checkpoint() -> None
     svg = re.search(r"<svg.*?</svg>", html, re.S)
     assert svg is not None and set(_points(svg.group(0))) == {"nf4", "float8_e4m3fn"}
     assert "Not plotted (no measurement): int4." in html
+
+
+def _summary(html: str) -> str:
+    return html[html.index('<section id="summary">'):html.index('<section id="cases">')]
+
+
+def test_the_summary_heading_names_its_schemes() -> None:
+    names = ("float8_e4m3fn", "nf4", "int8", "fp8_e5m2")
+    records = [scheme_record(name, 0, 0.001 * (i + 1), dit=MiB / (i + 1)) for i, name in enumerate(names)]
+    html = _summary(render_index({"results": records}))
+    headings = [" ".join(re.sub(r"<[^>]+>", " ", h).split()) for h in re.findall(r"<h3>(.*?)</h3>", html, re.S)]
+    ranked_names = [s.scheme for s in compare_schemes(records)["tiny"]]
+    assert headings[0] == f"Checkpoint tiny 4 schemes ({', '.join(ranked_names)}) against the bf16 golden"
+    # the comparison comes under that heading, each scheme's own tables under theirs
+    first = html.index("<h3>")
+    assert html.index("<h3>", first + 1) > html.index('class="schemes"') > first
+    assert headings[1:] == [f"Checkpoint tiny {name} candidate against the bf16 golden" for name in names]
+    single = _summary(render_index({"results": [scheme_record("nf4", 0, 0.001)]}))
+    assert re.findall(r"<h3>(.*?)</h3>", single, re.S) == ["Checkpoint tiny <small>nf4 candidate against the bf16 "
+                                                             "golden</small>"]
+    assert against_golden(["nf4"]) == "nf4 candidate against the bf16 golden"
+    assert against_golden(["a", "b"]) == "2 schemes (a, b) against the bf16 golden"
 
 
 def test_a_run_without_several_schemes_shows_no_comparison() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from quant_guard.report.scheme_table import SchemeSummary
 
@@ -17,7 +18,12 @@ WIDTH, HEIGHT = 560, 330
 LEFT, RIGHT, TOP, BOTTOM = 70, 130, 16, 50  # margins: tick labels left, point labels may run right
 X_LABEL = "stored DiT weights"
 Y_LABEL = "worst LPIPS (lower is better)"
-_LABEL_HEIGHT = 13  # px between stacked point labels
+_CHAR_WIDTH = 7.5  # a character at 12px, generously: Chromium draws scheme names (lower case, digits, _) 6 to 7.1 wide
+_ASCENT, _DESCENT = 11, 4  # a label's box above and below its baseline (Chromium's text box at 12px)
+_LABEL_HEIGHT = _ASCENT + _DESCENT  # px between stacked point labels
+_MARKER = 6  # half the side of the box around a marker (r 5, stroke 2)
+_TRIES = 12  # stacked offsets tried on each side, up and down, before the least crowded place wins
+_X_TICK_BASELINE = 20  # below the x axis: clear of the y axis's "0" tick at the origin
 _BYTE_UNITS = (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("B", 1))
 
 
@@ -47,7 +53,8 @@ def scheme_plot_svg(summaries: Sequence[SchemeSummary], *, title: str = "") -> s
     for tick in x_ticks:
         x = LEFT + width * tick / x_max
         ET.SubElement(axes, "line", _num(x1=x, y1=TOP, x2=x, y2=TOP + height) | {"class": "grid"})
-        _text(axes, f"{tick:g} {unit_name}", x=x, y=TOP + height + 16, anchor="middle", cls="tick x-tick")
+        _text(axes, f"{tick:g} {unit_name}", x=x, y=TOP + height + _X_TICK_BASELINE, anchor="middle",
+              cls="tick x-tick")
     for tick in y_ticks:
         y = TOP + height * (1 - tick / y_max)
         ET.SubElement(axes, "line", _num(x1=LEFT, y1=y, x2=LEFT + width, y2=y) | {"class": "grid"})
@@ -63,9 +70,11 @@ def scheme_plot_svg(summaries: Sequence[SchemeSummary], *, title: str = "") -> s
         ET.SubElement(svg, "polyline", {"class": "front", "fill": "none", "points": " ".join(
             f"{x_of(s.dit_bytes or 0.0):g},{y_of(s.lpips_worst or 0.0):g}" for s in front)})
 
-    placed: list[tuple[float, float, float]] = []  # label boxes: left, right, baseline
-    for s in sorted(points, key=lambda s: (s.lpips_worst or 0.0, s.dit_bytes or 0.0)):
-        x, y = x_of(s.dit_bytes or 0.0), y_of(s.lpips_worst or 0.0)
+    ordered = sorted(points, key=lambda s: (s.lpips_worst or 0.0, s.dit_bytes or 0.0))
+    xy = [(x_of(s.dit_bytes or 0.0), y_of(s.lpips_worst or 0.0)) for s in ordered]
+    area = (LEFT + 1, 0.0, WIDTH - 1, TOP + height + _X_TICK_BASELINE - _ASCENT - 1)  # clear of the tick labels
+    taken: list[Box] = [(x - _MARKER, y - _MARKER, x + _MARKER, y + _MARKER) for x, y in xy]
+    for s, (x, y) in zip(ordered, xy):
         group = ET.SubElement(svg, "g", {"class": f"point {s.rank}", "data-scheme": s.scheme})
         ET.SubElement(group, "title").text = (
             f"{s.scheme}: {s.dit_bytes:.0f} bytes stored, worst LPIPS {s.lpips_worst:.4f}, "
@@ -74,7 +83,12 @@ def scheme_plot_svg(summaries: Sequence[SchemeSummary], *, title: str = "") -> s
             ET.SubElement(group, "path", {"class": "marker", "d": f"M{x - 5:g},{y - 5:g}l10,10m0,-10l-10,10"})
         else:
             ET.SubElement(group, "circle", _num(cx=x, cy=y, r=5) | {"class": "marker"})
-        _text(group, s.scheme, **_label_position(x, y, s.scheme, placed), cls="label")
+        place = label_place(x, y, s.scheme, taken, area)
+        taken.append(place.box)
+        _text(group, s.scheme, x=place.x, y=place.y, anchor=place.anchor, cls="label")
+        if place.y != round(y + 4, 1):  # moved off its point: a leader line says whose it is
+            end_x = place.box[0] if place.anchor == "start" else place.box[2]
+            ET.SubElement(group, "line", _num(x1=x, y1=y, x2=end_x, y2=place.y - 4) | {"class": "leader"})
     return ET.tostring(svg, encoding="unicode")
 
 
@@ -94,17 +108,49 @@ def _byte_unit(largest: float) -> tuple[str, int]:
     return next(((name, size) for name, size in _BYTE_UNITS if largest >= size), ("B", 1))
 
 
-def _label_position(x: float, y: float, label: str, placed: list[tuple[float, float, float]]) -> dict[str, object]:
-    """Right of the point, or left of it near the right edge; moved down until it overlaps no
-    earlier label (points with nearly the same numbers would print over each other)."""
-    width = 7 * len(label)  # a generous guess of the text width at 12px
-    right_side = x + 8 + width <= WIDTH - 2
-    left, right = (x + 8, x + 8 + width) if right_side else (x - 8 - width, x - 8)
-    baseline = y + 4
-    while any(left < hi and lo < right and abs(baseline - b) < _LABEL_HEIGHT for lo, hi, b in placed):
-        baseline += _LABEL_HEIGHT
-    placed.append((left, right, baseline))
-    return {"x": x + 8 if right_side else x - 8, "y": baseline, "anchor": "start" if right_side else "end"}
+Box = tuple[float, float, float, float]  # left, top, right, bottom
+
+
+@dataclass(frozen=True)
+class LabelPlace:
+    x: float
+    y: float  # the baseline
+    anchor: str  # "start": right of the point, "end": left of it
+    box: Box  # the room the label takes (a generous guess of its width)
+
+
+def label_box(x: float, baseline: float, label: str, anchor: str) -> Box:
+    """The room a point label takes, its width guessed generously from its length."""
+    width = _CHAR_WIDTH * len(label)
+    left = x if anchor == "start" else x - width
+    return (left, baseline - _ASCENT, left + width, baseline + _DESCENT)
+
+
+def overlap(a: Box, b: Box) -> float:
+    """The area two boxes share (0 when they only touch)."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def label_place(x: float, y: float, label: str, taken: Sequence[Box], area: Box) -> LabelPlace:
+    """Where the label of the point (x, y) goes: right of it, else left of it, then the same
+    moved up and down in steps of a line, until it lies inside ``area`` and clear of every box in
+    ``taken`` (markers and the labels placed before). Points near one another (schemes of about
+    the same size and quality, often all near the origin) would otherwise print over each other.
+    When every place is crowded, the one that overlaps least wins; deterministic either way."""
+    candidates = []
+    for step in range(_TRIES + 1):
+        for dy in ((0,) if step == 0 else (-step * _LABEL_HEIGHT, step * _LABEL_HEIGHT)):
+            for anchor, lx in (("start", x + 8), ("end", x - 8)):
+                baseline = round(y + 4 + dy, 1)
+                candidates.append(LabelPlace(round(lx, 1), baseline, anchor, label_box(lx, baseline, label, anchor)))
+
+    def crowding(place: LabelPlace) -> tuple[float, float]:
+        left, top, right, bottom = place.box
+        outside = (max(0.0, area[0] - left) + max(0.0, right - area[2])) * (bottom - top) + (
+            max(0.0, area[1] - top) + max(0.0, bottom - area[3])) * (right - left)
+        return outside, sum(overlap(place.box, box) for box in taken)
+
+    return next((c for c in candidates if crowding(c) == (0.0, 0.0)), None) or min(candidates, key=crowding)
 
 
 def _text(parent: ET.Element, text: str, *, x: float, y: float, anchor: str, cls: str) -> ET.Element:

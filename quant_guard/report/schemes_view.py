@@ -30,6 +30,7 @@ class SchemeComparison:
     rows: tuple[Row, ...]
     svg: str  # markup built by ElementTree (escaped there): the template inserts it as is
     not_plotted: tuple[str, ...]  # schemes without stored bytes or a finite worst LPIPS
+    heading: str = ""  # "4 schemes (nf4, ...) against the bf16 golden"
     headers: tuple[str, ...] = HEADERS
     caption: str = CAPTION
 
@@ -43,8 +44,17 @@ def scheme_comparisons(records: Iterable[Mapping[str, Any]]) -> dict[str, Scheme
             checkpoint=checkpoint, rows=tuple(_row(s) for s in summaries),
             svg=scheme_plot_svg(summaries, title=f"checkpoint {checkpoint}: stored DiT weights against worst "
                                                  "LPIPS, one point per scheme"),
-            not_plotted=tuple(s.scheme for s in summaries if s.scheme not in shown))
+            not_plotted=tuple(s.scheme for s in summaries if s.scheme not in shown),
+            heading=against_golden([s.scheme for s in summaries]))
     return out
+
+
+def against_golden(schemes: Sequence[str]) -> str:
+    """What a summary holds: "nf4 candidate against the bf16 golden" for one scheme,
+    "3 schemes (nf4, int8, float8_e4m3fn) against the bf16 golden" for several."""
+    if len(schemes) == 1:
+        return f"{schemes[0]} candidate against the bf16 golden"
+    return f"{len(schemes)} schemes ({', '.join(schemes)}) against the bf16 golden"
 
 
 def cells(s: SchemeSummary) -> list[str]:

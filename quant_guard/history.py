@@ -22,12 +22,13 @@ import socket
 import statistics
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from quant_guard.fingerprint import FINGERPRINT_KEYS
+from quant_guard.thresholds import IMAGE_METRICS
 
 HISTORY_VERSION = 1
 SUFFIX = ".jsonl"
@@ -96,9 +97,18 @@ class HistoryRecord:
     # the limits the run applied, by METRICS key (a threshold's max or min; None or absent: none),
     # so a trend can draw the threshold of its time without the configuration
     limits: dict[str, float | None] = field(default_factory=dict)
+    # ``metrics`` compare the candidate with its golden; where the bf16 reference was also rendered
+    # in the run (a drift check, live mode) these are the candidate's lpips/ssim/psnr against it
+    reference_metrics: dict[str, float | None] = field(default_factory=dict)
 
     def value(self, metric: str) -> float | None:
         return self.metrics.get(metric)
+
+    def against_reference(self) -> HistoryRecord:
+        """This record with the image metrics of the candidate against the bf16 render of its own
+        run in place of those against the golden (None where that render was not made): the second
+        series the alarm watches."""
+        return replace(self, metrics={**self.metrics, **{k: self.reference_metrics.get(k) for k in IMAGE_METRICS}})
 
     def to_json(self) -> str:
         return json.dumps({"qg_history": HISTORY_VERSION, **asdict(self)}, sort_keys=False,
@@ -119,7 +129,9 @@ class HistoryRecord:
                        verdict=str(data["verdict"]),
                        metrics={str(k): _number(v) for k, v in metrics.items()},
                        env_hash=str(data["env_hash"]), environment=dict(data.get("environment") or {}),
-                       limits={str(k): _number(v) for k, v in (data.get("limits") or {}).items()})
+                       limits={str(k): _number(v) for k, v in (data.get("limits") or {}).items()},
+                       reference_metrics={str(k): _number(v)
+                                          for k, v in (data.get("reference_metrics") or {}).items()})
         except KeyError as exc:
             raise ValueError(f"missing field {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
@@ -135,8 +147,13 @@ def _number(value: Any) -> float | None:
 
 
 def from_result(record: Mapping[str, Any], run: RunInfo) -> HistoryRecord:
-    """The history record of one results.json record (see quant_guard.report.records)."""
-    metrics = record.get("metrics") or {}
+    """The history record of one results.json record (see quant_guard.report.records). A case
+    judged against the bf16 render of its run (``drift``) reports that comparison as its
+    ``metrics``; the history keeps both, the golden one as ``metrics``: a fault that both renders
+    share (the VAE, a text encoder) shows only there."""
+    drift = record.get("drift") if isinstance(record.get("drift"), Mapping) else {}
+    metrics = _comparison_metrics(drift, "candidate_vs_golden") or record.get("metrics") or {}
+    reference = _comparison_metrics(drift, "candidate_vs_reference")
     render = record.get("candidate_render") or {}
     memory = render.get("memory") or {}
     steps = [float(s) for s in render.get("step_times_s") or [] if _number(s) is not None]
@@ -150,7 +167,15 @@ def from_result(record: Mapping[str, Any], run: RunInfo) -> HistoryRecord:
                  "psnr": _number(metrics.get("psnr")), "peak_memory_bytes": _number(memory.get("peak_bytes")),
                  "resident_memory_bytes": _number(memory.get("at_start_bytes")),
                  "median_step_s": statistics.median(steps) if steps else None},
-        env_hash=environment_hash(fingerprint), environment=fingerprint, limits=_limits_of(record))
+        env_hash=environment_hash(fingerprint), environment=fingerprint, limits=_limits_of(record),
+        reference_metrics={k: _number(reference.get(k)) for k in IMAGE_METRICS} if reference else {})
+
+
+def _comparison_metrics(drift: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """The metrics of one comparison of a serialized drift check; empty when it has none."""
+    comparison = drift.get(name)
+    metrics = comparison.get("metrics") if isinstance(comparison, Mapping) else None
+    return metrics if isinstance(metrics, Mapping) else {}
 
 
 _CHECK_METRICS = {"LPIPS": "lpips", "SSIM": "ssim", "PSNR": "psnr"}

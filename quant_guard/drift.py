@@ -52,7 +52,7 @@ class DriftTolerance:
 
     def checks(self, metrics: ImageMetrics) -> tuple[MetricCheck, ...]:
         return (MetricCheck("LPIPS", metrics.lpips, self.lpips, False, "drift tolerance"),
-                MetricCheck("PSNR", metrics.psnr, self.psnr, True, "drift tolerance"))
+                MetricCheck("PSNR", metrics.psnr, self.psnr, True, "drift tolerance", unit="dB"))
 
     def within(self, metrics: ImageMetrics) -> bool:
         return all(c.passed for c in self.checks(metrics))

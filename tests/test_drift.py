@@ -359,7 +359,7 @@ def test_a_damaged_candidate_against_a_drifted_golden_without_expected_is_not_dr
         "changed, but with no expected metrics for float8_e4m3fn*",
         "*candidate vs bf16 now * ok",  # within every threshold ...
         "*candidate vs bf16 now, without expected metrics, must be within the drift tolerance:",
-        "*PSNR * dB < min 50.00 dB (drift tolerance, no expected metrics) FAIL",  # ... but not close enough to blame drift
+        "*PSNR * dB < min 50.00 dB (drift tolerance, no expected metrics) FAIL",  # ... not close enough for drift
         f"*device_name: {OTHER_MACHINE['device_name']} -> *",
         "*tiny-red-circle-s0: image-failed: *",
     ])

@@ -222,8 +222,10 @@ def _head_and_todo(check: DriftCheck, outcome: DriftOutcome, *, scheme: str, reb
 
 
 def _closeness_lines(check: DriftCheck) -> str:
-    """The drift-tolerance bound on candidate vs bf16 now, when no expected metrics judged it."""
-    if not check.closeness or check.golden_reproduces or check.mode is ReferenceMode.LIVE:
+    """The drift-tolerance bound on candidate vs bf16 now, when no expected metrics judged it and it
+    decides between drift and a failure (not once the candidate fails its thresholds anyway)."""
+    if (not check.closeness or check.golden_reproduces or check.mode is ReferenceMode.LIVE
+            or not check.quantization_passed):
         return ""
     return ("  candidate vs bf16 now, without expected metrics, must be within the drift tolerance:\n"
             + "\n".join("    " + c.describe() for c in check.closeness))

@@ -50,7 +50,7 @@ from quant_guard.pipelines import build_pipeline  # noqa: E402
 from quant_guard.render import RenderRequest, render  # noqa: E402
 from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Scheme  # noqa: E402
 from quant_guard.scorecard import Scorecard, compute_scorecard  # noqa: E402
-from quant_guard.semantic import TinyColourScorer  # noqa: E402
+from quant_guard.semantic import TinySceneScorer  # noqa: E402
 from quant_guard.thresholds import EMBEDDED_THRESHOLDS, Thresholds  # noqa: E402
 from quant_guard.tiny import dataset as ds  # noqa: E402
 from quant_guard.tiny.build import ensure_tiny_checkpoint  # noqa: E402
@@ -103,7 +103,7 @@ def measure(pairs: list[tuple[str, int]], steps: int, casts: list[float], sigmas
             kinds: list[Degradation]) -> dict[str, list[Pair]]:
     tiny = ensure_tiny_checkpoint()
     golden = render_all(tiny_checkpoint(), REFERENCE, pairs, steps)
-    scorer = TinyColourScorer()
+    scorer = TinySceneScorer()
 
     def pair(g: np.ndarray, c: np.ndarray, caption: str) -> Pair:
         metrics, maps = compare_with_maps(g, c)  # as the gate: LPIPS and SSIM once, their maps reused

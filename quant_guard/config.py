@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quant_guard.budgets import Budget, StepStatistic
+from quant_guard.budgets import Budget, PeakCounts, StepStatistic
 from quant_guard.drift import DriftTolerance, ReferenceMode
-from quant_guard.history import BASELINES, METRICS, AlarmMode, HistoryAlarm, TrendSettings
+from quant_guard.history import BASELINES, METRICS, PSNR_AMOUNT_DB, AlarmMode, HistoryAlarm, TrendSettings
 from quant_guard.memory_plan import AUTO, parse_vram_limit
+from quant_guard.method_names import did_you_mean, known_methods
 from quant_guard.schemes import DEFAULT_SCHEMES, QUANTIZE_MODES, REFERENCE, STORAGE_DTYPES, Quantization, Scheme
 from quant_guard.sources import ComponentSource
 from quant_guard.thresholds import LIMITS, MEANING_KEY, MEANING_OFF, ExpectedSettings, ThresholdOverrides, Thresholds
@@ -168,9 +169,14 @@ class _Table:
         return None if value is None else _Table(value, _join(self.where, key), self.file)
 
     def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.seen, key=str)
+        self.only(self.seen)
+
+    def only(self, known: set[str] | frozenset[str]) -> None:
+        """Fail on the first key not in ``known``, with a did-you-mean when one is close."""
+        unknown = sorted(set(self.data) - set(known), key=str)
         if unknown:
-            self.fail(unknown[0], f"unknown key (known keys here: {', '.join(sorted(self.seen))})")
+            hint = did_you_mean(str(unknown[0]), frozenset(known))
+            self.fail(unknown[0], f"unknown key{hint} (known keys here: {', '.join(sorted(known))})")
 
 
 def _join(where: str, key: Any) -> str:
@@ -261,7 +267,7 @@ def _threshold_overrides(t: _Table) -> ThresholdOverrides:
         t.fail("sharpness_min", f"must not exceed sharpness_max ({high}), got {low}")
     meaning = t.get(MEANING_KEY, str)
     if meaning is not None and not meaning.strip():
-        t.fail(MEANING_KEY, f'must name a semantic scorer (e.g. "tiny-colours", "clip") or "{MEANING_OFF}"')
+        t.fail(MEANING_KEY, f'must name a semantic scorer (e.g. "tiny-scene", "clip") or "{MEANING_OFF}"')
     t.finish()
     return ThresholdOverrides(**numbers, meaning=meaning)
 
@@ -302,10 +308,14 @@ def _history_alarm(t: _Table | None) -> HistoryAlarm | None:
     metric = t.get("metric", str, d.metric)
     if metric not in METRICS:
         t.fail("metric", f"must be one of {', '.join(METRICS)}, got {metric!r}")
+    if metric == "psnr" and "ratio" in t.data:
+        # ratio once divided the dB (48 -> 32.5 dB was within x1.5); PSNR is judged in dB differences
+        t.fail("ratio", "does not apply to psnr, which is judged in dB: give amount in dB "
+                        f"(the default {PSNR_AMOUNT_DB:g} dB is x1.5 of the error)")
     ratio = t.number("ratio", None, low=1.0, high=1000.0)
     amount = t.number("amount", None, low=0.0, high=1e15)
     if ratio is None and amount is None:
-        ratio = d.ratio
+        ratio, amount = (None, PSNR_AMOUNT_DB) if metric == "psnr" else (d.ratio, None)
     mode = t.get("mode", str, d.mode.value)
     if mode not in {m.value for m in AlarmMode}:
         t.fail("mode", f"must be one of {', '.join(m.value for m in AlarmMode)}, got {mode!r}")
@@ -313,11 +323,10 @@ def _history_alarm(t: _Table | None) -> HistoryAlarm | None:
     min_runs = t.integer("min_runs", min(d.min_runs, window), low=1)
     if min_runs > window:
         t.fail("min_runs", f"must be at most window ({window}), got {min_runs}")
-    step_runs = t.integer("step_runs", min(d.step_runs, window + 1 - min_runs), low=0)
-    if step_runs > window + 1 - min_runs:  # the window plus this run must hold both sides of a step
-        t.fail("step_runs", f"must be at most window + 1 - min_runs ({window + 1 - min_runs}), got {step_runs}")
+    step_runs = t.integer("step_runs", d.step_runs, low=0)
+    alpha = t.number("alpha", d.alpha, low=0.0, high=0.5)
     result = HistoryAlarm(metric=metric, ratio=ratio, amount=amount, window=window, min_runs=min_runs,
-                          step_runs=step_runs, mode=AlarmMode(mode))
+                          step_runs=step_runs, alpha=alpha, mode=AlarmMode(mode))  # type: ignore[arg-type]
     t.finish()
     return result
 
@@ -444,21 +453,24 @@ def _schemes(t: _Table, base: Path) -> tuple[tuple[Scheme, ...], bool]:
 
 
 def _scheme(entry: Any, parent: _Table, key: str, base: Path) -> Scheme:
-    if isinstance(entry, str):  # a bare name: a storage dtype or a diffsynth.core.quant method
+    bare = isinstance(entry, str)
+    if bare:  # a bare name: a storage dtype or a diffsynth.core.quant method
         entry = {"storage": entry} if entry in STORAGE_DTYPES else {"method": entry}
     where = f"{parent.where}.{key}"  # key is "schemes[i]", the way TOML users read an array item
     if not isinstance(entry, dict):
         raise ConfigError(f"{parent.file}: {where}: must be a scheme name or a table, got "
                           f"{type(entry).__name__} {entry!r}")
     s = _Table(entry, where, parent.file)
+    s.only(_SCHEME_KEYS)  # "storge = ..." is a typo of a key, not a scheme without storage
     storage, method = s.get("storage", str), s.get("method", str)
     if (storage is None) == (method is None):
         s.fail("", "needs exactly one of storage (a float8 dtype DiffSynth stores the DiT in) or method "
                "(a diffsynth.core.quant method, e.g. bitsandbytes_nf4)")
     if storage is not None and storage not in STORAGE_DTYPES:
-        s.fail("storage", f"must be one of {', '.join(STORAGE_DTYPES)}, got {storage!r}")
-    if method is not None and not _ID.match(method):
-        s.fail("method", f"{method!r} is not a method name")
+        s.fail("storage", f"must be one of {', '.join(STORAGE_DTYPES)}, got {storage!r}"
+                          f"{did_you_mean(storage, STORAGE_DTYPES)}")
+    if method is not None:
+        _check_method(s, method, key="" if bare else "method")
     scheme_id = s.get("id", str, storage or method)
     if not _ID.match(scheme_id):
         s.fail("id", f"{scheme_id!r} is not a valid id: use letters, digits, '.', '_' or '-'")
@@ -478,6 +490,23 @@ def _scheme(entry: Any, parent: _Table, key: str, base: Path) -> Scheme:
     s.finish()
     return Scheme(scheme_id, storage_dtype=storage or REFERENCE.storage_dtype, quantization=quantization, dit=dit,
                   thresholds=thresholds)
+
+
+_SCHEME_KEYS = frozenset({"storage", "method", "id", "dit", "mode", "target_modules", "exclude_modules",
+                          "backend_config_kwargs", "load_prequantized", "thresholds"})
+
+
+def _check_method(s: _Table, method: str, *, key: str) -> None:
+    """A method name DiffSynth registers; a typo (or a storage dtype misspelt as a bare name) is
+    caught here, in milliseconds, rather than after torch is imported at collection."""
+    if not _ID.match(method):
+        s.fail(key, f"{method!r} is not a method name")
+    known = known_methods()
+    if known is None or method in known:
+        return
+    hint = did_you_mean(method, known | frozenset(STORAGE_DTYPES)) or f" (it knows: {', '.join(sorted(known))})"
+    s.fail(key, f"unknown scheme {method!r}: not a storage dtype ({', '.join(STORAGE_DTYPES)}) nor a "
+                     f"quantization method of the installed DiffSynth{hint}")
 
 
 def parse_scheme(entry: Any, *, file: Path, where: str, key: str) -> Scheme:
@@ -536,9 +565,13 @@ def _limits(t: _Table) -> Budget:
     statistic = t.get("step_statistic", str, StepStatistic.MEDIAN.value)
     if statistic not in {s.value for s in StepStatistic}:
         t.fail("step_statistic", f"must be one of {', '.join(s.value for s in StepStatistic)}, got {statistic!r}")
+    counts = t.get("peak_vram_counts", str, PeakCounts.DEVICE.value)
+    if counts not in {c.value for c in PeakCounts}:
+        t.fail("peak_vram_counts", f"must be one of {', '.join(c.value for c in PeakCounts)}, got {counts!r}")
     result = Budget(peak_memory_bytes=unit("peak_vram", parse_bytes), step_time_s=unit("step_time", parse_seconds),
                     resident_memory_bytes=unit("resident_vram", parse_bytes),
-                    statistic=StepStatistic(statistic), warmup_steps=t.integer("warmup_steps", 1, low=0))
+                    statistic=StepStatistic(statistic), warmup_steps=t.integer("warmup_steps", 1, low=0),
+                    peak_counts=PeakCounts(counts))
     t.finish()
     return result
 

@@ -179,13 +179,39 @@ def disk_findings(spec: CheckpointSpec, files: CheckpointFiles) -> list[Finding]
     present = sum(files.present_bytes.values())
     if not files.missing:
         return [Finding(Status.OK, "files", f"all {len(COMPONENTS)} components on disk ({format_bytes(present)})")]
-    needed = sum(files.weight_bytes(name) for name in files.missing)
-    where = _model_base() if any(spec.components[n].model_id for n in files.missing) else \
-        Path(str(spec.components[files.missing[0]].path)).parent
-    free = _free_bytes(where)
-    text = (f"missing {', '.join(files.missing)}: about {format_bytes(needed)} to download at FLUX.1-dev size; "
-            f"{format_bytes(free)} free at {where.resolve()}")
-    return [Finding(Status.OK if free > needed * 1.05 else Status.FAIL, "files", text)]
+    # a local path that is not there is a mistake, not something DiffSynth will download
+    absent = [n for n in files.missing if spec.components[n].path is not None]
+    findings = [Finding(Status.FAIL, "files", f"{name}: local file {spec.components[name].path} does not exist")
+                for name in absent]
+    to_fetch = [n for n in files.missing if n not in absent]
+    if to_fetch:
+        needed = sum(files.weight_bytes(name) for name in to_fetch)
+        free = _free_bytes(_model_base())
+        text = (f"missing {', '.join(to_fetch)}: about {format_bytes(needed)} to download at FLUX.1-dev size; "
+                f"{format_bytes(free)} free at {_model_base().resolve()}")
+        findings.append(Finding(Status.OK if free > needed * 1.05 else Status.FAIL, "files", text))
+    return findings
+
+
+def scheme_file_findings(spec: CheckpointSpec) -> list[Finding]:
+    """Each scheme's own DiT file, checked as the gate checks it before loading (present, a whole
+    safetensors file, the declared float8 dtype); a file still to download is only named."""
+    from quant_guard.checkpoints import CheckpointError, scheme_dit_file
+
+    findings = []
+    for scheme in spec.schemes:
+        if scheme.dit is None:
+            continue
+        if scheme.dit.path is None and not local_files(scheme.dit):
+            findings.append(Finding(Status.INFO, f"scheme {scheme.id}", f"{scheme.dit.describe()}: to download"))
+            continue
+        try:
+            path = scheme_dit_file(spec, scheme)
+        except CheckpointError as exc:
+            findings.append(Finding(Status.FAIL, f"scheme {scheme.id}", str(exc)))
+        else:
+            findings.append(Finding(Status.OK, f"scheme {scheme.id}", f"{path} ({format_bytes(_size([path]))})"))
+    return findings
 
 
 @dataclass(frozen=True)
@@ -271,6 +297,7 @@ def checkpoint_report(config: QuantGuardConfig, devices: list[Gpu],
         files = None if spec.embedded else checkpoint_files(spec)
         findings = disk_findings(spec, files) if files is not None else [
             Finding(Status.OK, "files", f"embedded {spec.embedded!r}: built into the cache on first use")]
+        findings += scheme_file_findings(spec)
         findings += limit_findings(spec, files, devices, measured)
         marks = f" [{', '.join(spec.marks)}]" if spec.marks else ""
         sections.append((f"checkpoint {spec.id}{marks}", findings))

@@ -7,7 +7,6 @@ one line per metric against its limit, then the image paths.
 
 from __future__ import annotations
 
-import functools
 import traceback
 from dataclasses import replace
 from pathlib import Path
@@ -20,16 +19,10 @@ from quant_guard.checkpoints import CheckpointError
 from quant_guard.drift import Comparison, DriftCheck, DriftOutcome, ReferenceMode, closeness_checks, explain
 from quant_guard.fingerprint import FieldDifference, differences, environment
 from quant_guard.golden import GoldenCorrupt, GoldenMissing, WriteOutcome, encode_png, stale_fields
+from quant_guard.judgement import compare, judge, judge_checks, meaning_unavailable
 from quant_guard.schemes import REFERENCE, Scheme
 from quant_guard.semantic import ScorerUnavailable
-from quant_guard.thresholds import (
-    MEANING_KEY,
-    Thresholds,
-    check_expected,
-    check_thresholds,
-    limit_words,
-    resolve_thresholds,
-)
+from quant_guard.thresholds import Thresholds, limit_words, resolve_thresholds
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,7 +31,6 @@ if TYPE_CHECKING:
     from quant_guard.metrics import ImageMetrics
     from quant_guard.render import Render, RenderRequest
     from quant_guard.scorecard import Scorecard
-    from quant_guard.semantic import SemanticScorer
     from quant_guard.session import QuantGuardSession
     from quant_guard.thresholds import MetricCheck
 
@@ -114,7 +106,7 @@ def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
     except (CheckpointError, LpipsWeightsError, BudgetNotMeasurable) as exc:
         return CaseResult(vc, Verdict.ERROR, str(exc))
     except ScorerUnavailable as exc:
-        return CaseResult(vc, Verdict.ERROR, f"the meaning check (thresholds key {MEANING_KEY!r}) cannot run: {exc}")
+        return CaseResult(vc, Verdict.ERROR, meaning_unavailable(exc))
     except LoadOutOfMemory as exc:
         traceback.clear_frames(exc.__traceback__)
         return _out_of_memory(session, vc, exc.what, exc.error)
@@ -145,11 +137,7 @@ def _out_of_memory(session: QuantGuardSession, vc: VisualCase, stage: str, exc: 
     device = session.device(vc.checkpoint)
     figures = _memory_figures(device)
     plan = session.memory_plan(vc.checkpoint, vc.scheme)
-    # the frames of the failed load or render still hold the pipeline and its tensors
-    for error in (exc, exc.__context__):
-        if error is not None:
-            traceback.clear_frames(error.__traceback__)
-    session.release_pipelines()
+    session.discard_after_error(exc)
     first_line = str(exc).splitlines()[0] if str(exc) else ""
     return CaseResult(vc, Verdict.OUT_OF_MEMORY,
                       f"out of memory while {stage} ({type(exc).__name__}: {first_line})\n  {figures}\n"
@@ -187,9 +175,11 @@ def _budget(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
 
 
 def _update_command(vc: VisualCase, address: TestAddress | None) -> str:
-    if address is None:  # the gate called outside a pytest item: only the case id is known
-        return f'pytest --update-golden -k "{vc.id}"'
-    return address.update_command()
+    """The command that re-baselines ``vc``'s golden: the tests of every scheme of its case and
+    seed, since a new golden drops every scheme's expected metrics."""
+    if address is None:  # the gate called outside a pytest item: only the case ids are known
+        return f'pytest --update-golden -k "{" or ".join(vc.golden_sharers)}"'
+    return address.update_command(address.siblings(vc))
 
 
 def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
@@ -302,16 +292,17 @@ def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -
     image_ok = _image_ok(result)
     kept = None if session.settings.force else _within_drift(session, vc, reference.image, metadata)
     if kept is not None:
-        # the golden stays as it is, and so do the expected metrics measured against it
-        if image_ok and not session.store.expected_path(vc.key, vc.expected_name).exists():
+        # the golden stays as it is; the expected metrics are measured against it
+        if image_ok:
             metrics, card = _compare(vc, kept.image, candidate.image, _thresholds(session, vc, marker))
-            session.store.write_expected(vc.key, metrics, card.values(), vc.expected_name)
+            _record_expected(session, vc, metrics, card)
         outcome = WriteOutcome.WITHIN_DRIFT
     else:
-        expected = result.metrics if image_ok else None
-        recorded = result.scorecard.values() if image_ok and result.scorecard is not None else None
-        outcome = session.store.write(vc.key, reference.image, metadata, expected, scheme=vc.expected_name,
-                                      force=session.settings.force, expected_scorecard=recorded)
+        before = session.store.expected_paths(vc.key)
+        outcome = session.store.write(vc.key, reference.image, metadata, None, force=session.settings.force)
+        session.expected_dropped.update(display_path(p) for p in before if not p.exists())
+        if image_ok and result.metrics is not None:
+            _record_expected(session, vc, result.metrics, result.scorecard)
     session.outcomes[outcome] += 1
     if not image_ok:
         session.expected_withheld += 1
@@ -332,9 +323,35 @@ def _update_expected(session: QuantGuardSession, vc: VisualCase, marker: TestOve
         session.expected_withheld += 1
         return replace(result, reason=f"{result.reason}\nthis failing candidate's metrics were not recorded as "
                                       "expected")
-    recorded = result.scorecard.values() if result.scorecard is not None else None
-    session.store.write_expected(vc.key, result.metrics, recorded, vc.expected_name)
+    if result.metrics is not None:
+        _record_expected(session, vc, result.metrics, result.scorecard)
     return _updated(result, "golden rendered earlier in this run; expected metrics recorded")
+
+
+def _record_expected(session: QuantGuardSession, vc: VisualCase, metrics: ImageMetrics,
+                     card: Scorecard | None) -> None:
+    """Record the scheme's expected metrics, unless its file already holds numbers within the
+    expected tolerance of these (both ways): then the file stays byte for byte, as a re-baseline
+    on another CPU would only churn it (its quantized kernels move NF4's LPIPS by a few 1e-4).
+    Counted for the update summary, which lists each existing file rewritten and why."""
+    from quant_guard.thresholds import expected_moved, measured
+
+    store = session.store
+    try:
+        found = store.load_expected_with_scorecard(vc.key, vc.expected_name)
+        moved = ["recorded metrics absent"] if found is None else expected_moved(
+            measured(metrics, card), {**measured(found[0], None), **found[1]}, session.config.expected)
+    except GoldenCorrupt:
+        moved = ["the recorded file was not valid"]
+    if not moved:
+        session.expected_kept += 1
+        return
+    path = store.expected_path(vc.key, vc.expected_name)
+    existed = path.exists()
+    store.write_expected(vc.key, metrics, card.values() if card is not None else None, vc.expected_name)
+    session.expected_recorded += 1
+    if existed:
+        session.expected_rewritten.append(f"{display_path(path)} ({'; '.join(moved)})")
 
 
 def _image_ok(result: CaseResult) -> bool:
@@ -353,7 +370,13 @@ def _render(session: QuantGuardSession, vc: VisualCase, scheme: Scheme) -> Rende
     from quant_guard.render import render
 
     progress = session.progress.for_render(f"{vc.id} ({scheme.id})") if session.progress else None
-    return render(session.pipeline(vc.checkpoint, scheme), request_for(session, vc), on_step=progress)
+    pipe = session.pipeline(vc.checkpoint, scheme)
+    try:
+        return render(pipe, request_for(session, vc), on_step=progress)
+    except BaseException as exc:
+        del pipe  # this frame's reference too: the pipeline must go with the error
+        session.after_error(exc)
+        raise
 
 
 def _within_drift(session: QuantGuardSession, vc: VisualCase, image: np.ndarray,
@@ -403,11 +426,11 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
     if problem:
         return CaseResult(vc, Verdict.DEGENERATE, f"degenerate candidate output: {problem}\n"
                           + _paths(common["images"]), **common)
-    limits = _thresholds(session, vc, marker)
-    metrics, card = _compare(vc, golden, candidate.image, limits)
+    judgement = judge(golden, candidate.image, _thresholds(session, vc, marker), prompt=vc.case.prompt,
+                      expected=expected, expected_scorecard=expected_scorecard, settings=session.config.expected)
+    metrics, card, checks = judgement.metrics, judgement.scorecard, list(judgement.checks)
     common["scorecard"] = card
-    checks = _checks(session, metrics, card, limits, expected, expected_scorecard)
-    image_ok = all(c.passed for c in checks)
+    image_ok = judgement.passed
     budget_ok = all(c.passed for c in common["budget_checks"])
     if image_ok and budget_ok:
         return CaseResult(vc, Verdict.PASSED, "", metrics=metrics, checks=tuple(checks), **common)
@@ -425,35 +448,15 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
 
 def _checks(session: QuantGuardSession, metrics: ImageMetrics, card: Scorecard, limits: Thresholds,
             expected: ImageMetrics | None, expected_scorecard: dict[str, float] | None) -> list[MetricCheck]:
-    """The limits of the thresholds, then the expected mode's (when metrics were recorded)."""
-    checks = check_thresholds(metrics, limits, card)
-    if expected is not None:
-        checks += check_expected(metrics, expected, session.config.expected, limits=limits, scorecard=card,
-                                 expected_scorecard=expected_scorecard)
-    return checks
+    """The judgement's checks (``judgement.judge_checks``) with this configuration's expected mode."""
+    return judge_checks(metrics, card, limits, expected=expected, expected_scorecard=expected_scorecard,
+                        settings=session.config.expected)
 
 
 def _compare(vc: VisualCase, golden: np.ndarray, candidate: np.ndarray,
              limits: Thresholds) -> tuple[ImageMetrics, Scorecard]:
-    """LPIPS/SSIM/PSNR and the scorecard of every compared candidate, the LPIPS and SSIM maps
-    computed once for both; the meaning check when the thresholds name a scorer
-    (``ScorerUnavailable`` when it cannot run: never a silent pass)."""
-    from quant_guard.metrics import compare_with_maps
-    from quant_guard.scorecard import compute_scorecard
-
-    metrics, maps = compare_with_maps(golden, candidate)
-    scorer = _semantic_scorer(limits.scorer) if limits.scorer else None
-    card = compute_scorecard(golden, candidate, prompt=vc.case.prompt, scorer=scorer, lpips_map=maps.lpips,
-                             ssim=(metrics.ssim, maps.ssim))
-    return metrics, card
-
-
-@functools.cache
-def _semantic_scorer(name: str) -> SemanticScorer:
-    """Built once per process (a CLIP model takes seconds to load); a failure is not cached."""
-    from quant_guard.semantic import get_scorer
-
-    return get_scorer(name)
+    """The judgement's comparison (``judgement.compare``) for this case's prompt."""
+    return compare(golden, candidate, limits, prompt=vc.case.prompt)
 
 
 def budget_section(checks: tuple[Any, ...]) -> str:

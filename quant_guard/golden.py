@@ -103,6 +103,20 @@ class GoldenStore:
         stem = glob.escape(png.stem)
         return sorted({*png.parent.glob(f"{stem}.expected.yml"), *png.parent.glob(f"{stem}.*.expected.yml")})
 
+    def baseline_id(self, key: GoldenKey, scheme: str | None = None) -> str | None:
+        """What a run of this case is judged against, as a short hash of the golden image (its
+        sidecar's sha256) and the expected metrics recorded with it. A re-baseline that changes
+        either, the expected metrics of an unchanged golden included, gives a new id: the metrics
+        history starts the case's series afresh there. None without a readable sidecar."""
+        try:
+            digest = hashlib.sha256(str(_read_sidecar(self.sidecar_path(key)).get("image_sha256")).encode())
+            expected = self.expected_path(key, scheme)
+            if expected.is_file():
+                digest.update(expected.read_bytes())
+        except (GoldenError, OSError):
+            return None
+        return digest.hexdigest()[:16]
+
     # ---- reading ----------------------------------------------------------------------------
 
     def load(self, key: GoldenKey, *, width: int, height: int) -> Golden:
@@ -176,20 +190,23 @@ class GoldenStore:
         metadata = {**metadata, "sidecar_version": SIDECAR_VERSION,
                     "image_sha256": hashlib.sha256(data).hexdigest()}
         outcome = WriteOutcome.CREATED
+        same_image = False  # the image the sidecar records (what the expected metrics were measured on)
         if png.exists():
             outcome = WriteOutcome.UPDATED
             try:
                 old = _read_sidecar(sidecar)
-                if (not force and png.read_bytes() == data and old.get("image_sha256") == metadata["image_sha256"]
-                        and stale_fields(old, metadata) == []):
+                same_image = old.get("image_sha256") == metadata["image_sha256"] and stale_fields(old, metadata) == []
+                if not force and same_image and png.read_bytes() == data:
                     outcome = WriteOutcome.UNCHANGED
             except GoldenError:
                 pass  # a damaged old golden is simply replaced
         png.parent.mkdir(parents=True, exist_ok=True)
         if outcome is not WriteOutcome.UNCHANGED:
             # The old expected metrics (of every scheme) were measured against the old image: drop
-            # them first, so an interrupted update never leaves them next to the new golden.
-            for path in self.expected_paths(key):
+            # them first, so an interrupted update never leaves them next to the new golden. A
+            # golden rewritten with the very image its sidecar records (a truncated PNG restored,
+            # --qg-force) keeps them: they were measured against these pixels.
+            for path in ([] if same_image else self.expected_paths(key)):
                 path.unlink(missing_ok=True)
             atomic_write(png, data)
             atomic_write(sidecar, (json.dumps(metadata, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode())

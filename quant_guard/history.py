@@ -16,12 +16,13 @@ import datetime as dt
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import socket
 import statistics
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -29,6 +30,8 @@ from typing import Any
 
 from quant_guard.fingerprint import FINGERPRINT_KEYS
 from quant_guard.thresholds import IMAGE_METRICS
+from quant_guard.trend_stats import Scale, mann_kendall, theil_sen
+from quant_guard.units import format_bytes, format_seconds
 
 HISTORY_VERSION = 1
 SUFFIX = ".jsonl"
@@ -97,6 +100,9 @@ class HistoryRecord:
     # the limits the run applied, by METRICS key (a threshold's max or min; None or absent: none),
     # so a trend can draw the threshold of its time without the configuration
     limits: dict[str, float | None] = field(default_factory=dict)
+    # what the run was judged against: a hash of the golden and its expected metrics
+    # (GoldenStore.baseline_id); a new one marks a re-baseline. None: not known (older records)
+    baseline_id: str | None = None
     # ``metrics`` compare the candidate with its golden; where the bf16 reference was also rendered
     # in the run (a drift check, live mode) these are the candidate's lpips/ssim/psnr against it
     reference_metrics: dict[str, float | None] = field(default_factory=dict)
@@ -130,6 +136,7 @@ class HistoryRecord:
                        metrics={str(k): _number(v) for k, v in metrics.items()},
                        env_hash=str(data["env_hash"]), environment=dict(data.get("environment") or {}),
                        limits={str(k): _number(v) for k, v in (data.get("limits") or {}).items()},
+                       baseline_id=None if data.get("baseline_id") is None else str(data["baseline_id"]),
                        reference_metrics={str(k): _number(v)
                                           for k, v in (data.get("reference_metrics") or {}).items()})
         except KeyError as exc:
@@ -168,6 +175,7 @@ def from_result(record: Mapping[str, Any], run: RunInfo) -> HistoryRecord:
                  "resident_memory_bytes": _number(memory.get("at_start_bytes")),
                  "median_step_s": statistics.median(steps) if steps else None},
         env_hash=environment_hash(fingerprint), environment=fingerprint, limits=_limits_of(record),
+        baseline_id=None if record.get("baseline_id") is None else str(record["baseline_id"]),
         reference_metrics={k: _number(reference.get(k)) for k in IMAGE_METRICS} if reference else {})
 
 
@@ -291,37 +299,72 @@ class AlarmStatus(str, Enum):
     TOO_FEW_RUNS = "too-few-runs"  # not enough earlier runs in this environment to judge
 
 
+# How the alarm reads each metric (quant_guard.trend_stats): errors, memory and time as ratios,
+# SSIM as its dissimilarity 1 - SSIM on a log scale, PSNR as differences in dB.
+SCALES: dict[str, Scale] = {"lpips": Scale.LOG, "ssim": Scale.LOG_DISSIMILARITY, "psnr": Scale.DB,
+                            "peak_memory_bytes": Scale.LOG, "resident_memory_bytes": Scale.LOG,
+                            "median_step_s": Scale.LOG}
+
+
+# The default bound of a psnr alarm in the configuration: x1.5 of the error (10 log10 1.5 dB), as lpips's ratio.
+PSNR_AMOUNT_DB = 1.76
+
+
 @dataclass(frozen=True)
 class HistoryAlarm:
-    """``history_alarm = { metric = "lpips", ratio = 1.5, window = 5, min_runs = 3, step_runs = 3,
-    mode = "fail" }``. Two rules, both on runs in the same environment only:
+    """``history_alarm = { metric = "lpips", ratio = 1.5, window = 10, min_runs = 3, step_runs = 3,
+    alpha = 0.05, mode = "fail" }``. Three rules on the test's runs in the same environment since
+    its last re-baseline, each on the metric's own scale (``SCALES``); "worse than the bound" is
+    worse by more than ``ratio`` (a factor of the error: of LPIPS, of 1 - SSIM, of the MSE for PSNR,
+    where x1.5 is 1.76 dB) or ``amount`` (in the metric's unit, dB for PSNR; with both, the more
+    lenient):
 
-    - **median**: this run is worse than the median of the test's last ``window`` runs by more
-      than ``ratio`` (a factor) or ``amount`` (an absolute step);
-    - **step change** (``step_runs`` > 0): the same runs plus this one are split in two, the later
-      part (this run and at least ``step_runs - 1`` before it) against the earlier part (at least
-      ``min_runs``); a step is a split where the later part's median is worse than the earlier
-      part's by more than the same bound. See ``find_step``."""
+    - **jump**: this run against the median of the last ``window`` earlier runs;
+    - **trend** (``alpha`` > 0): over those runs and this one, the Mann-Kendall test finds a
+      worsening trend (one-sided p < ``alpha``) and the Theil-Sen slope would carry the metric
+      beyond the bound within ``window`` runs;
+    - **step** (``step_runs`` > 0): the median of the last ``step_runs`` runs (this one included)
+      against the baseline, the median of the first ``min_runs`` runs since the last re-baseline.
+      See ``judge_series``."""
 
     metric: str = "lpips"
     ratio: float | None = 1.5
     amount: float | None = None
-    window: int = 5
+    window: int = 10
     min_runs: int = 3
-    step_runs: int = 3  # 0: no step detection
+    step_runs: int = 3  # 0: no step test
+    alpha: float = 0.05  # 0: no trend test
     mode: AlarmMode = AlarmMode.WARN
 
-    def bound(self, higher_is_better: bool) -> str:
-        """The bound as the messages print it: ``x1.5``, ``+0.01``, ``x1.5 and +0.01``."""
-        parts = [f"x{self.ratio:g}"] if self.ratio is not None else []
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"history alarm metric {self.metric!r} is not one of {', '.join(METRICS)}")
+        if self.ratio is None and self.amount is None:
+            raise ValueError("a history alarm needs a ratio or an amount")
+
+    def bound(self) -> str:
+        """The bound as the messages print it: ``x1.5``, ``+0.01``, ``x1.5 of the error (1.76 dB)``."""
+        scale, parts = SCALES[self.metric], []
+        if self.ratio is not None:
+            parts.append(f"x{self.ratio:g}" + {Scale.LOG: "", Scale.LOG_DISSIMILARITY: " of 1 - SSIM",
+                                                Scale.DB: f" of the error ({10 * math.log10(self.ratio):.3g} dB)"}[scale])
         if self.amount is not None:
-            parts.append(f"{'-' if higher_is_better else '+'}{self.amount:g}")
+            parts.append(f"{'-' if METRICS[self.metric] else '+'}{self.amount:g}{' dB' if scale is Scale.DB else ''}")
         return " and ".join(parts)
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """What the step test compares with: a value of the metric and the runs it is the median of."""
+
+    value: float
+    runs: tuple[str, ...] = ()
+    source: str = "the first runs since the last re-baseline"
+
+
+@dataclass(frozen=True)
 class StepChange:
-    """A detected step: the runs before it, the runs after it (ending with this run), their medians."""
+    """A detected step: the baseline's runs, the recent runs (ending with this run), their medians."""
 
     before: tuple[str, ...]
     after: tuple[str, ...]
@@ -331,90 +374,171 @@ class StepChange:
 
 
 @dataclass(frozen=True)
+class Trend:
+    """A detected trend: the runs tested (ending with this run), the Mann-Kendall p-value, the
+    Theil-Sen slope per run on the metric's scale, and the fitted level ``window`` runs before this
+    run at that slope (``start``), at this run (``end``) and the bound from ``start`` (``limit``)."""
+
+    runs: tuple[str, ...]
+    p_value: float
+    slope: float
+    start: float
+    end: float
+    limit: float
+
+
+@dataclass(frozen=True)
 class AlarmResult:
     status: AlarmStatus
     message: str
-    compared: tuple[str, ...] = ()  # the run ids whose median was the baseline
+    compared: tuple[str, ...] = ()  # the run ids whose median was the jump rule's reference
     median: float | None = None
-    step: StepChange | None = None  # the step change found, when the step rule fired
+    step: StepChange | None = None  # the step found, when the step test fired
     excluded: int = 0  # earlier runs of this test in other environments, never compared
+    trend: Trend | None = None  # the trend found, when the trend test fired
+    rebaselined: int = 0  # earlier runs in this environment before the last re-baseline, never compared
+
+
+def _usable(value: float | None) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def since_rebaseline(records: Sequence[HistoryRecord], baseline_id: str | None) -> list[HistoryRecord]:
+    """The last records of ``records`` (oldest first) judged against ``baseline_id``: the runs
+    since the last re-baseline (a new golden or new expected metrics; quant_guard.golden)."""
+    start = len(records)
+    while start > 0 and records[start - 1].baseline_id == baseline_id:
+        start -= 1
+    return list(records[start:])
 
 
 def check_alarm(current: HistoryRecord, history: Iterable[HistoryRecord], alarm: HistoryAlarm) -> AlarmResult:
-    """Judge ``current`` against its test's last ``alarm.window`` earlier runs that share its
-    environment hash (the median rule, then the step rule). Runs in other environments are never
-    used, and the message says how many were left out."""
-    metric, higher_is_better = alarm.metric, METRICS[alarm.metric]
+    """Judge ``current`` against its test's earlier runs that share its environment hash and its
+    re-baseline (``judge_series``). Runs in other environments or before the last re-baseline are
+    never used, and the message says how many were left out."""
+    metric = alarm.metric
     value = current.value(metric)
     earlier = [r for r in history if r.test_id == current.test_id and r.run_id != current.run_id
-               and r.date <= current.date and r.value(metric) is not None]
+               and r.date <= current.date and _usable(r.value(metric))]
     earlier.sort(key=lambda r: (r.date, r.run_id))
-    same = [r for r in earlier if r.env_hash == current.env_hash][-alarm.window:]
+    same_env = [r for r in earlier if r.env_hash == current.env_hash]
+    segment = since_rebaseline(same_env, current.baseline_id)
     other = len({r.run_id for r in earlier if r.env_hash != current.env_hash})
-    note = f"; {other} run(s) in another environment are not compared" if other else ""
-    if value is None:
-        return AlarmResult(AlarmStatus.TOO_FEW_RUNS, f"{current.test_id}: no {metric} in this run", excluded=other)
-    runs = tuple(r.run_id for r in same)
-    if len(same) < alarm.min_runs:
-        return AlarmResult(AlarmStatus.TOO_FEW_RUNS,
-                           f"{current.test_id}: {metric} history has {len(same)} earlier run(s) in this "
-                           f"environment ({current.env_hash}), needs {alarm.min_runs}{note}",
-                           compared=runs, excluded=other)
-    median = statistics.median(r.value(metric) for r in same)  # type: ignore[misc]
-    limit = _limit(median, alarm, higher_is_better)
-    worse = _worse(value, limit, higher_is_better)
+    before = len(same_env) - len(segment)
+    note = (f"; {before} earlier run(s) in this environment before the last re-baseline are not compared"
+            if before else "") + (f"; {other} run(s) in another environment are not compared" if other else "")
+    if not _usable(value):
+        return AlarmResult(AlarmStatus.TOO_FEW_RUNS, f"{current.test_id}: no {metric} in this run", excluded=other,
+                           rebaselined=before)
+    series = [(r.run_id, r.value(metric)) for r in segment] + [(current.run_id, value)]
+    judged = judge_series(series, alarm, label=f"{current.test_id}: ",  # type: ignore[arg-type]
+                          where=f" in this environment ({current.env_hash})")
+    return replace(judged, message=judged.message + note, excluded=other, rebaselined=before)
+
+
+def judge_series(series: Sequence[tuple[str, float]], alarm: HistoryAlarm, *, label: str = "",
+                 where: str = "", baseline: Baseline | None = None) -> AlarmResult:
+    """Judge the last run of ``series`` ((run id, value of ``alarm.metric``), oldest first: the
+    runs of one comparison since its last re-baseline, in one environment) by the jump, trend and
+    step rules of ``alarm``. ``baseline`` defaults to the median of the first ``alarm.min_runs``
+    runs of ``series``. Messages start with ``label`` + the metric."""
+    metric, higher_is_better = alarm.metric, METRICS[alarm.metric]
+    *earlier, (run_id, value) = series
+    window = earlier[-alarm.window:]
+    runs = tuple(r for r, _ in window)
+    if len(earlier) < alarm.min_runs:
+        return AlarmResult(AlarmStatus.TOO_FEW_RUNS, f"{label}{metric} history has {len(earlier)} earlier run(s)"
+                           f"{where}, needs {alarm.min_runs}", compared=runs)
+    median = statistics.median(v for _, v in window)
+    limit = _limit(median, alarm)
     op = "<" if higher_is_better else ">"
-    lines = [f"{current.test_id}: {metric} {value:.6g} {op} {limit:.6g} (median {median:.6g} of runs "
-             f"{', '.join(runs)} in environment {current.env_hash}, {alarm.bound(higher_is_better)})"
-             if worse else
-             f"{current.test_id}: {metric} {value:.6g} within {limit:.6g} (median {median:.6g} of runs "
-             f"{', '.join(runs)})"]
-    step = find_step([(r.run_id, r.value(metric)) for r in same] + [(current.run_id, value)],  # type: ignore[misc]
-                     alarm) if alarm.step_runs else None
+    jumped = _worse(value, limit, higher_is_better)
+    trend = find_trend(series[-(alarm.window + 1):], alarm) if alarm.alpha > 0 else None
+    step = find_step(series, alarm, baseline) if alarm.step_runs else None
+    lines = [f"{label}{metric} {value:.6g} {op} {limit:.6g} (median {median:.6g} of runs {', '.join(runs)}{where}, "
+             f"{alarm.bound()})" if jumped else
+             f"{label}{metric} {value:.6g} within {limit:.6g} (median {median:.6g} of runs {', '.join(runs)})"]
+    if trend is not None:
+        scale = SCALES[metric]
+        line = (f"{label}trend in {metric}: {scale.describe_rate(trend.slope)} (Theil-Sen) over runs "
+                f"{trend.runs[0]} to {trend.runs[-1]} ({len(trend.runs)} runs, Mann-Kendall p = {trend.p_value:.2g} "
+                f"< {alarm.alpha:g}); at that rate {alarm.window} runs take it from {trend.start:.6g} to "
+                f"{trend.end:.6g} {op} {trend.limit:.6g} ({alarm.bound()})")
+        lines.insert(1 if jumped else 0, line)
     if step is not None:
-        line = (f"{current.test_id}: step change in {metric} between runs {step.before[-1]} and {step.after[0]}: "
-                f"median {step.median_after:.6g} of runs {', '.join(step.after)} {op} {step.limit:.6g} "
-                f"(median {step.median_before:.6g} of runs {', '.join(step.before)}, "
-                f"{alarm.bound(higher_is_better)})")
-        lines = [line, *lines] if not worse else [*lines, line]
-    fired = worse or step is not None
+        source = baseline.source if baseline is not None else Baseline(0.0).source
+        line = (f"{label}step change in {metric} against its baseline: median {step.median_after:.6g} of runs "
+                f"{', '.join(step.after)} {op} {step.limit:.6g} (baseline {step.median_before:.6g}: median of "
+                f"runs {', '.join(step.before)}, {source}; {alarm.bound()})")
+        lines.insert(len(lines) - (0 if jumped else 1), line)
+    fired = jumped or trend is not None or step is not None
     status = (AlarmStatus.FAIL if alarm.mode is AlarmMode.FAIL else AlarmStatus.WARN) if fired else AlarmStatus.OK
-    return AlarmResult(status, "\n".join(lines) + note, compared=runs, median=median, step=step, excluded=other)
+    return AlarmResult(status, "\n".join(lines), compared=runs, median=median, step=step, trend=trend)
 
 
-def find_step(series: Sequence[tuple[str, float]], alarm: HistoryAlarm) -> StepChange | None:
-    """The step change in ``series`` (run id, value; oldest first, the current run last), or None.
+# The fewest runs (this one included) the trend test judges: with 4 or 5, a Mann-Kendall p < 0.05
+# takes every pair in order (chance 1/24, 1/120 in a flat series) and the slope of so few runs,
+# carried over a whole window, is mostly noise.
+TREND_MIN_RUNS = 6
 
-    Every split with at least ``alarm.min_runs`` runs before it and ``alarm.step_runs`` runs from
-    it to the end is tried; a split is a step when the median after it is worse than the median
-    before it by more than the alarm's bound; the split that exceeds the bound most is reported.
-    Medians on both sides make one noisy run neither a step nor hide one (with ``step_runs`` >= 3),
-    and a sustained shift keeps being reported after the median rule's window has absorbed it."""
-    higher_is_better = METRICS[alarm.metric]
-    best: tuple[float, StepChange] | None = None
-    for split in range(alarm.min_runs, len(series) - alarm.step_runs + 1):
-        before, after = series[:split], series[split:]
-        median_before = statistics.median(v for _, v in before)
-        median_after = statistics.median(v for _, v in after)
-        limit = _limit(median_before, alarm, higher_is_better)
-        excess = limit - median_after if higher_is_better else median_after - limit
-        if excess > 0 and (best is None or excess > best[0]):
-            best = (excess, StepChange(tuple(r for r, _ in before), tuple(r for r, _ in after), median_before,
-                                       median_after, limit))
-    return best[1] if best else None
+
+def find_trend(series: Sequence[tuple[str, float]], alarm: HistoryAlarm) -> Trend | None:
+    """The worsening trend of ``series`` (run id, value; oldest first), or None: Mann-Kendall
+    p < ``alarm.alpha`` on the metric's scale, and a Theil-Sen slope that takes the fitted level
+    beyond the bound within ``alarm.window`` runs. A flat noisy series fails the second (its slope
+    is near 0), one spike fails both (S moves by at most n - 1; the slope is a median)."""
+    if len(series) < TREND_MIN_RUNS:
+        return None
+    scale = SCALES[alarm.metric]
+    ys = [scale.to_scale(v) for _, v in series]
+    test = mann_kendall(ys)
+    if test.p_increase >= alarm.alpha:
+        return None
+    slope, intercept = theil_sen(ys)
+    fitted = intercept + slope * (len(ys) - 1)
+    start, end = scale.from_scale(fitted - slope * alarm.window), scale.from_scale(fitted)
+    limit = _limit(start, alarm)
+    if not _worse(end, limit, METRICS[alarm.metric]):
+        return None
+    return Trend(tuple(r for r, _ in series), test.p_increase, slope, start, end, limit)
+
+
+def find_step(series: Sequence[tuple[str, float]], alarm: HistoryAlarm,
+              baseline: Baseline | None = None) -> StepChange | None:
+    """The step of ``series`` (run id, value; oldest first, the current run last) against
+    ``baseline`` (default: the median of its first ``alarm.min_runs`` runs), or None: the median
+    of its last ``alarm.step_runs`` runs is worse than the baseline by more than the bound. A
+    median of three or more makes one noisy run no step; a shift is reported until re-baselined,
+    however slowly it came."""
+    if baseline is None:
+        if len(series) < alarm.min_runs + alarm.step_runs:
+            return None
+        first = series[:alarm.min_runs]
+        baseline = Baseline(statistics.median(v for _, v in first), tuple(r for r, _ in first))
+    if len(series) < alarm.step_runs:
+        return None
+    recent = series[-alarm.step_runs:]
+    median_after = statistics.median(v for _, v in recent)
+    limit = _limit(baseline.value, alarm)
+    if not _worse(median_after, limit, METRICS[alarm.metric]):
+        return None
+    return StepChange(baseline.runs, tuple(r for r, _ in recent), baseline.value, median_after, limit)
 
 
 def _worse(value: float, limit: float, higher_is_better: bool) -> bool:
     return value < limit if higher_is_better else value > limit
 
 
-def _limit(median: float, alarm: HistoryAlarm, higher_is_better: bool) -> float:
-    """The worst value still accepted; with both ratio and amount, the more lenient of the two."""
+def _limit(reference: float, alarm: HistoryAlarm) -> float:
+    """The worst value still accepted against ``reference``: ``ratio`` on the metric's scale,
+    ``amount`` in its unit; with both, the more lenient of the two."""
+    scale, higher_is_better = SCALES[alarm.metric], METRICS[alarm.metric]
+    reference = scale.from_scale(scale.to_scale(reference))  # PSNR inf as PSNR_CAP_DB, an error of 0 as LOG_FLOOR
     limits = []
     if alarm.ratio is not None:
-        limits.append(median / alarm.ratio if higher_is_better else median * alarm.ratio)
+        limits.append(scale.from_scale(scale.to_scale(reference) + math.log(alarm.ratio)))
     if alarm.amount is not None:
-        limits.append(median - alarm.amount if higher_is_better else median + alarm.amount)
+        limits.append(reference - alarm.amount if higher_is_better else reference + alarm.amount)
     return min(limits) if higher_is_better else max(limits)
 
 
@@ -446,8 +570,27 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.6g}"
+# the metrics shown with a unit (memory as 985.93 MiB, not 1.03382e+09); the CSV export keeps raw values
+UNIT_FORMATS: dict[str, Callable[[float], str]] = {"peak_memory_bytes": format_bytes,
+                                                   "resident_memory_bytes": format_bytes,
+                                                   "median_step_s": format_seconds}
+
+
+def _fmt(value: float | None, metric: str = "") -> str:
+    if value is None:
+        return "-"
+    if metric in UNIT_FORMATS:
+        return UNIT_FORMATS[metric](value)
+    return f"{value:.6g}"
+
+
+def _fmt_change(before: float | None, after: float | None, metric: str) -> str:
+    if before is None or after is None:
+        return "-"
+    delta = after - before
+    if metric in UNIT_FORMATS:  # a unit after the number: the sign goes in front
+        return ("+" if delta >= 0 else "-") + _fmt(abs(delta), metric)
+    return f"{delta:+.6g}"
 
 
 def list_runs(history: History) -> str:
@@ -472,8 +615,7 @@ def compare_runs(history: History, run_a: str, run_b: str) -> str:
         ra, rb = a.get(test_id), b.get(test_id)
         for metric in METRICS:
             va, vb = ra.value(metric) if ra else None, rb.value(metric) if rb else None
-            delta = "-" if va is None or vb is None else f"{vb - va:+.6g}"
-            rows.append([test_id, metric, _fmt(va), _fmt(vb), delta])
+            rows.append([test_id, metric, _fmt(va, metric), _fmt(vb, metric), _fmt_change(va, vb, metric)])
     out = table(["test", "metric", run_a, run_b, "change"], rows)
     envs_a = {r.env_hash for r in a.values()}
     envs_b = {r.env_hash for r in b.values()}
@@ -488,7 +630,7 @@ def course(history: History, test_id: str) -> str:
     if not records:
         known = sorted({r.test_id for r in history.records})
         raise ValueError(f"no test {test_id!r} in the history (known: {', '.join(known) or 'none'})")
-    rows = [[r.run_id, r.date, r.env_hash, r.verdict, *(_fmt(r.value(m)) for m in METRICS)] for r in records]
+    rows = [[r.run_id, r.date, r.env_hash, r.verdict, *(_fmt(r.value(m), m) for m in METRICS)] for r in records]
     return table(["run", "date", "environment", "verdict", *METRICS], rows)
 
 

@@ -15,14 +15,17 @@ from quant_guard.thresholds import IMAGE_METRICS
 
 if TYPE_CHECKING:
     from quant_guard.cases import CaseResult
+    from quant_guard.golden import GoldenStore
 
 
 class HistoryDriftWarning(UserWarning):
     """A case's metric moved beyond the history alarm in ``mode = "warn"``."""
 
 
-def current_record(result: CaseResult, environment: dict[str, Any], run: RunInfo) -> HistoryRecord:
-    """This run's history record of ``result`` (as the controller will append it)."""
+def current_record(result: CaseResult, environment: dict[str, Any], run: RunInfo,
+                   baseline_id: str | None = None) -> HistoryRecord:
+    """This run's history record of ``result`` (as the controller will append it; ``baseline_id``:
+    ``GoldenStore.baseline_id`` of its golden)."""
     from quant_guard.report.records import to_jsonable
 
     vc = result.case
@@ -30,11 +33,11 @@ def current_record(result: CaseResult, environment: dict[str, Any], run: RunInfo
                         "scheme": vc.scheme.id, "verdict": result.verdict.value,
                         "metrics": to_jsonable(result.metrics),
                         "candidate_render": to_jsonable(result.candidate_render), "drift": to_jsonable(result.drift),
-                        "environment": to_jsonable(environment)}, run)
+                        "environment": to_jsonable(environment), "baseline_id": baseline_id}, run)
 
 
 def apply_alarm(result: CaseResult, history: History, alarm: HistoryAlarm, environment: dict[str, Any],
-                run: RunInfo) -> CaseResult:
+                run: RunInfo, baseline_id: str | None = None) -> CaseResult:
     """``result`` with the alarm's judgement in ``history``; a passed case whose metric moved too far
     becomes ``history-drift`` in ``mode = "fail"``. Other verdicts are left as they are (a failed
     case already fails; its numbers still go into the history)."""
@@ -42,7 +45,7 @@ def apply_alarm(result: CaseResult, history: History, alarm: HistoryAlarm, envir
 
     if not result.passed or result.verdict is Verdict.UPDATED or result.metrics is None:
         return result
-    judged = judge_both(current_record(result, environment, run), history, alarm)
+    judged = judge_both(current_record(result, environment, run, baseline_id), history, alarm)
     if judged.status is AlarmStatus.FAIL and alarm.mode is AlarmMode.FAIL:
         return dataclasses.replace(result, verdict=Verdict.HISTORY_DRIFT, history=judged,
                                    reason=f"drifted against its history: {judged.message}")
@@ -68,10 +71,12 @@ def judge_both(current: HistoryRecord, history: History, alarm: HistoryAlarm) ->
 
 class HistoryJudge:
     """The alarm of one process: its configuration, the history folder (read on first use; a
-    missing folder is an empty history) and this run's identity."""
+    missing folder is an empty history), this run's identity and the goldens (whose baseline id
+    tells where a case was last re-baselined)."""
 
-    def __init__(self, alarm: HistoryAlarm, directory: Path | None, run: RunInfo) -> None:
-        self.alarm, self.directory, self.run = alarm, directory, run
+    def __init__(self, alarm: HistoryAlarm, directory: Path | None, run: RunInfo,
+                 goldens: GoldenStore | None = None) -> None:
+        self.alarm, self.directory, self.run, self.goldens = alarm, directory, run, goldens
         self._store: History | None = None
 
     @property
@@ -82,4 +87,6 @@ class HistoryJudge:
         return self._store
 
     def judge(self, result: CaseResult, environment: dict[str, Any]) -> CaseResult:
-        return apply_alarm(result, self.store, self.alarm, environment, self.run)
+        vc = result.case
+        baseline_id = self.goldens.baseline_id(vc.key, vc.expected_name) if self.goldens is not None else None
+        return apply_alarm(result, self.store, self.alarm, environment, self.run, baseline_id)

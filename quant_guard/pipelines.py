@@ -75,7 +75,8 @@ def default_plan(scheme: Scheme, device: str) -> MemoryPlan:
 
 def dit_file(checkpoint: ResolvedCheckpoint, scheme: Scheme) -> Path | list[Path]:
     """The scheme's pre-quantized DiT file, else the checkpoint's bf16 DiT."""
-    return checkpoint.scheme_dits.get(scheme.id, checkpoint.files["dit"])
+    own = checkpoint.scheme_dit(scheme.id)
+    return checkpoint.files["dit"] if own is None else own
 
 
 def _config(path: Path | list[Path], plan: MemoryPlan, component: str, quantize: Any = None) -> Any:

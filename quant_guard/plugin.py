@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from quant_guard.cases import CaseResult, TestAddress, TestOverrides, VisualCase, expand_cases
+from quant_guard.cases import CaseResult, TestAddress, TestOverrides, Verdict, VisualCase, expand_cases
 from quant_guard.config import ConfigError, QuantGuardConfig, declares_quant_guard, load_config
 from quant_guard.drift import ReferenceMode
 from quant_guard.session import QuantGuardSession, RunSettings
@@ -22,10 +22,14 @@ from quant_guard.thresholds import LIMIT_KEYS, LIMITS_BY_KEY, MEANING_KEY, Thres
 from quant_guard.units import UnitError, parse_bytes, parse_seconds
 from quant_guard.golden import WriteOutcome
 from quant_guard.progress import ProgressPrinter
+from quant_guard.quiet import quiet_library_noise
 from quant_guard.xdist_support import OUTCOMES_KEY, ControllerHooks, check_pinned, pin_gpu, placement
 
 SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
 WITHHELD = "expected-withheld"  # beside the golden write counts a worker sends to the controller
+EXPECTED_RECORDED, EXPECTED_KEPT = "expected-recorded", "expected-kept"  # and its expected-file counts
+EXPECTED_REWRITTEN, EXPECTED_DROPPED = "expected-rewritten", "expected-dropped"  # and their lists
+WORKER_EXTRAS = (WITHHELD, EXPECTED_RECORDED, EXPECTED_KEPT, EXPECTED_REWRITTEN, EXPECTED_DROPPED)
 RESULT_KEY = pytest.StashKey[CaseResult]()
 
 MARKERS = {
@@ -33,8 +37,8 @@ MARKERS = {
     "qg_thresholds": "qg_thresholds(lpips=None, ssim=None, psnr=None, colour_delta_e_p95=None, sharpness_min=None, "
                      "..., meaning=None): override quant_guard's image thresholds for this test (any key of a "
                      "thresholds table)",
-    "vram_budget": 'vram_budget("10 GiB"): peak memory limit of this test\'s candidate render (CUDA: device '
-                   "memory; CPU: the process's peak RSS)",
+    "vram_budget": 'vram_budget("10 GiB"): peak memory limit of this test\'s candidate render (CUDA: what '
+                   "the checkpoint's peak_vram_counts names, device used by default; CPU: the process's peak RSS)",
     "resident_vram_budget": 'resident_vram_budget("8 GiB"): limit on the memory resident when this test\'s '
                             "candidate render begins (CUDA: allocated device memory; CPU: process RSS)",
     "step_time_budget": 'step_time_budget("9.5 s"): per-step time limit of this test\'s candidate render '
@@ -189,6 +193,7 @@ def _command_line_thresholds(config: pytest.Config) -> ThresholdOverrides:
 
 @pytest.hookimpl(tryfirst=True)  # the GPU pinning check before any other plugin's configure
 def pytest_configure(config: pytest.Config) -> None:
+    quiet_library_noise()
     where = placement(config)
     pin_gpu(where)
     check_pinned(where, str(getattr(config, "workerinput", {}).get("workerid", "")))
@@ -204,9 +209,13 @@ def pytest_configure(config: pytest.Config) -> None:
     session = QuantGuardSession(qg_config, _settings(config), where) if qg_config else None
     config.stash[SESSION_KEY] = session
     if session is not None and config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
-        def add_worker_outcomes(outcomes: dict[str, int]) -> None:
+        def add_worker_outcomes(outcomes: dict[str, Any]) -> None:
             session.expected_withheld += outcomes.get(WITHHELD, 0)
-            session.outcomes.update({WriteOutcome(k): v for k, v in outcomes.items() if k != WITHHELD})
+            session.expected_recorded += outcomes.get(EXPECTED_RECORDED, 0)
+            session.expected_kept += outcomes.get(EXPECTED_KEPT, 0)
+            session.expected_rewritten += outcomes.get(EXPECTED_REWRITTEN, [])
+            session.expected_dropped.update(outcomes.get(EXPECTED_DROPPED, []))
+            session.outcomes.update({WriteOutcome(k): v for k, v in outcomes.items() if k not in WORKER_EXTRAS})
 
         config.pluginmanager.register(ControllerHooks(add_worker_outcomes), "quant_guard_xdist_controller")
 
@@ -243,7 +252,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     qg = session.config.stash.get(SESSION_KEY, None)
     workeroutput = getattr(session.config, "workeroutput", None)
     if qg is not None and workeroutput is not None:  # an xdist worker: report its golden writes
-        workeroutput[OUTCOMES_KEY] = {**{k.value: v for k, v in qg.outcomes.items()}, WITHHELD: qg.expected_withheld}
+        workeroutput[OUTCOMES_KEY] = {**{k.value: v for k, v in qg.outcomes.items()}, WITHHELD: qg.expected_withheld,
+                                      EXPECTED_RECORDED: qg.expected_recorded, EXPECTED_KEPT: qg.expected_kept,
+                                      EXPECTED_REWRITTEN: qg.expected_rewritten,
+                                      EXPECTED_DROPPED: sorted(qg.expected_dropped)}
 
 
 # ---- collection ----------------------------------------------------------------------------
@@ -439,14 +451,24 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     if session.settings.update_golden and (session.results or session.outcomes or session.expected_withheld):
         terminalreporter.write_line(session.update_summary())
+        for line in session.expected_summary():
+            terminalreporter.write_line(line)
     _environment_summary(terminalreporter, session)
     failed = [r for r in session.results if not r.passed]
+    missing = [r.case.id for r in failed if r.verdict is Verdict.NO_GOLDEN]
     if failed:
         terminalreporter.section("quant_guard failures")
         for r in failed:
+            if r.verdict is Verdict.NO_GOLDEN:
+                continue  # one line for all of them, below
             failing = [c.describe() for c in (*r.checks, *r.budget_checks) if not c.passed]
             why = "; ".join(failing) or (r.reason.splitlines()[0] if r.reason else "")
             terminalreporter.write_line(f"{r.case.id}: {r.verdict.value}: {why}")
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        terminalreporter.write_line(f"{len(missing)} test(s) have no golden yet ({shown}): make them with "
+                                    "`pytest --update-golden` and the same selection, then commit the golden "
+                                    "folder")
 
 
 def _environment_summary(terminalreporter: Any, session: QuantGuardSession) -> None:

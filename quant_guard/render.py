@@ -7,8 +7,14 @@ fire: the forward is ``model_fn_flux_image``). On CUDA the device is synchronise
 
 Memory: on CUDA, right before the render, the cached blocks are handed back and the peak
 statistics reset (a peak taken without the reset includes the load); ``memory_allocated`` then
-is the memory resident when the render began, ``max_memory_allocated`` after it the peak during
-it. The session keeps one pipeline with one DiT (session.py), so both figures are this
+is the memory resident when the render began, ``max_memory_allocated`` after it the peak of
+allocated tensors during it. Tensors are not all a card must hold: the caching allocator
+reserves more than it hands out (rounding, cached and fragmented blocks: ``max_memory_reserved``)
+and the CUDA context, cuBLAS/cuDNN workspaces outside the allocator and other processes take
+device memory too. So the peak the device itself reports as used is recorded as well: what the
+device reported used when the render began (NVML through ``torch.cuda.device_memory_used``
+where available, else ``mem_get_info``) minus the allocator's reserve then, plus the reserve's
+peak. The session keeps one pipeline with one DiT (session.py), so the figures are this
 pipeline's own whatever ran before. On CPU the figures are what the host must provide: the
 process's RSS when the render began and its peak RSS during the render (Linux: writing "5" to
 /proc/self/clear_refs resets the VmHWM high-water mark right before the render). Where that reset
@@ -52,6 +58,7 @@ class MemoryStats:
     reserved_bytes: int | None = None  # CUDA allocator's reserved peak
     at_start_bytes: int | None = None  # allocated (CUDA) / the process's RSS (CPU) when the render began
     note: str | None = None  # why a figure is missing
+    device_bytes: int | None = None  # CUDA: the device's used memory at its peak (context + reserve + others)
 
     @property
     def peak_name(self) -> str:
@@ -131,7 +138,7 @@ def render(pipe: FluxImagePipeline, request: RenderRequest, *, on_step: StepCall
         nonfinite.append(1.0 - torch.isfinite(vae_output).float().mean().item())
         return to_image(vae_output, *args, **kwargs)
 
-    start_mem, reset = _start_memory(cuda)
+    start_mem = _start_memory(cuda)
     started = time.perf_counter()
     pipe.vae_output_to_image = checked_to_image  # instance attribute shadows the method for this call
     try:
@@ -144,13 +151,20 @@ def render(pipe: FluxImagePipeline, request: RenderRequest, *, on_step: StepCall
     finally:
         del pipe.vae_output_to_image
     total = time.perf_counter() - started
-    memory = _end_memory(cuda, start_mem, reset)
+    memory = _end_memory(cuda, start_mem)
     array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     return Render(image=array, step_times_s=tuple(timer.times), total_s=total, memory=memory,
                   nonfinite_fraction=max(nonfinite, default=0.0), dit_weight_bytes=timer.dit_bytes)
 
 
-def _start_memory(cuda: bool) -> tuple[int | None, bool]:
+@dataclass(frozen=True)
+class _Start:
+    at_start: int | None  # allocated (CUDA) / RSS (CPU)
+    reset: bool  # the peak statistic was reset
+    outside_allocator: int | None = None  # CUDA: device memory used that the caching allocator does not hold
+
+
+def _start_memory(cuda: bool) -> _Start:
     """Memory in use as the render begins, and whether the peak statistic was reset."""
     if cuda:
         import torch
@@ -158,16 +172,39 @@ def _start_memory(cuda: bool) -> tuple[int | None, bool]:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()  # the reserved peak then starts from what is referenced
         torch.cuda.reset_peak_memory_stats()
-        return int(torch.cuda.memory_allocated()), True
-    return rss_field("VmRSS"), _reset_peak_rss()
+        used = device_used()
+        outside = None if used is None else max(0, used - int(torch.cuda.memory_reserved()))
+        return _Start(int(torch.cuda.memory_allocated()), True, outside)
+    return _Start(rss_field("VmRSS"), _reset_peak_rss())
 
 
-def _end_memory(cuda: bool, at_start: int | None, reset: bool) -> MemoryStats:
+def device_used() -> int | None:
+    """Bytes the current CUDA device reports as used, by every process: NVML where torch can reach
+    it, else the driver's free/total; None where neither answers."""
+    import torch
+
+    try:
+        return int(torch.cuda.device_memory_used())
+    except Exception:  # noqa: BLE001 - no pynvml / amdsmi, or an old torch: ask the driver instead
+        pass
+    try:
+        free, total = torch.cuda.mem_get_info()
+    except Exception:  # noqa: BLE001 - a figure the budget then reports as not measured
+        return None
+    return int(total) - int(free)
+
+
+def _end_memory(cuda: bool, start: _Start) -> MemoryStats:
+    at_start, reset = start.at_start, start.reset
     if cuda:
         import torch
 
-        return MemoryStats("cuda", int(torch.cuda.max_memory_allocated()),
-                           reserved_bytes=int(torch.cuda.max_memory_reserved()), at_start_bytes=at_start)
+        reserved = int(torch.cuda.max_memory_reserved())
+        device = None if start.outside_allocator is None else start.outside_allocator + reserved
+        return MemoryStats("cuda", int(torch.cuda.max_memory_allocated()), reserved_bytes=reserved,
+                           at_start_bytes=at_start, device_bytes=device,
+                           note=None if device is not None else "device used memory not measured: neither NVML "
+                                                                 "nor cudaMemGetInfo answered")
     if not reset:
         return MemoryStats("cpu-rss", None, at_start_bytes=at_start,
                            note=f"peak RSS not measured: {_CLEAR_REFS} cannot be written here (not Linux, or not "

@@ -61,6 +61,12 @@ class QuantGuardSession:
         self.report_dir = settings.report_dir or config.report_dir
         self.outcomes: Counter[WriteOutcome] = Counter()
         self.expected_withheld = 0  # --update-golden: failing candidates whose metrics were not recorded
+        self.expected_recorded = 0  # --update-golden: expected-metrics files written
+        self.expected_kept = 0  # --update-golden: left byte for byte, the new numbers within their tolerance
+        # --update-golden: "path (what moved)" of each existing expected file rewritten, and the
+        # paths of those removed with an old golden (listed as dropped unless re-recorded since)
+        self.expected_rewritten: list[str] = []
+        self.expected_dropped: set[str] = set()
         # --update-golden: goldens rendered in this run; the other schemes of a case compare with
         # them instead of rendering the bf16 reference again
         self.goldens_rendered: set[GoldenKey] = set()
@@ -128,8 +134,6 @@ class QuantGuardSession:
 
     def pipeline(self, spec: CheckpointSpec, scheme: Scheme) -> FluxImagePipeline:
         """The checkpoint's pipeline with the DiT of ``scheme`` (built or swapped as needed)."""
-        from quant_guard import pipelines
-
         if self._pipeline is not None and self._pipeline.checkpoint_id != spec.id:
             self.release_pipelines()
         loaded = self._pipeline
@@ -140,14 +144,49 @@ class QuantGuardSession:
             from quant_guard.determinism import enable_full_determinism
 
             enable_full_determinism()
-        if loaded is None:
-            pipe = pipelines.build_pipeline(resolved, scheme, plan.device, plan=plan)
-        else:
-            # a failed swap leaves a pipeline without a DiT: forget it, the next test rebuilds
-            self._pipeline, pipe = None, loaded.pipe
-            pipelines.swap_dit(pipe, resolved, scheme, plan)
+        try:
+            pipe = self._build_or_swap(loaded, resolved, scheme, plan)
+        except BaseException as exc:
+            del loaded  # this frame stays in the traceback: it must not hold the pipeline
+            self.after_error(exc)
+            raise
         self._pipeline = _Loaded(spec.id, scheme, pipe)
         return pipe
+
+    def _build_or_swap(self, loaded: _Loaded | None, resolved: ResolvedCheckpoint, scheme: Scheme,
+                       plan: MemoryPlan) -> FluxImagePipeline:
+        from quant_guard import pipelines
+
+        if loaded is None:
+            return pipelines.build_pipeline(resolved, scheme, plan.device, plan=plan)
+        # a failed swap leaves a pipeline without a DiT: forget it, the next test rebuilds
+        self._pipeline = None
+        pipelines.swap_dit(loaded.pipe, resolved, scheme, plan)
+        return loaded.pipe
+
+    def after_error(self, exc: BaseException) -> None:
+        """An error while building, swapping or rendering: ``discard_after_error``, except for running
+        out of memory, whose verdict first reads the device's figures at the failure and then discards
+        (gate._out_of_memory)."""
+        from quant_guard.pipelines import LoadOutOfMemory, is_out_of_memory
+
+        if not (isinstance(exc, LoadOutOfMemory) or is_out_of_memory(exc)):
+            self.discard_after_error(exc)
+
+    def discard_after_error(self, exc: BaseException) -> None:
+        """After an error while building, swapping or rendering: drop the pipeline and hand its memory
+        back, so that the next test starts from a clean device. A render that raised never reached
+        DiffSynth's final offload (``load_models_to_device([])``), so layers it kept on the device
+        are still there; and the frames of the failed call still hold the pipeline and its tensors."""
+        import traceback
+
+        for error in (exc, exc.__context__, exc.__cause__):
+            if error is not None:
+                traceback.clear_frames(error.__traceback__)
+        self._pipeline = None
+        from quant_guard.pipelines import release_memory
+
+        release_memory()
 
     def release_pipelines(self) -> None:
         """Drop the pipeline; its weights leave the device before this returns."""
@@ -193,7 +232,7 @@ class QuantGuardSession:
         if self._history_judge is None:
             from quant_guard.history_gate import HistoryJudge
 
-            self._history_judge = HistoryJudge(self.config.history_alarm, self.history_dir, self.run)
+            self._history_judge = HistoryJudge(self.config.history_alarm, self.history_dir, self.run, self.store)
         from quant_guard.fingerprint import environment
 
         return self._history_judge.judge(result, environment(self.device(result.case.checkpoint)))
@@ -210,6 +249,19 @@ class QuantGuardSession:
                 + (f" ({drifted} within drift tolerance)" if drifted else "")
                 + (f"; expected metrics not recorded for {self.expected_withheld} failing candidate"
                    f"{'s' if self.expected_withheld != 1 else ''}" if self.expected_withheld else ""))
+
+    def expected_summary(self) -> list[str]:
+        """--update-golden's expected-metrics lines: the counts, then each file rewritten (with
+        the numbers that moved) or dropped with an old golden and not re-recorded by this run."""
+        lines = [f"quant_guard: expected metrics {self.expected_recorded} recorded, "
+                 f"{self.expected_kept} unchanged (within tolerance)"]
+        lines += [f"  rewrote {entry}" for entry in sorted(self.expected_rewritten)]
+        for path in sorted(self.expected_dropped):
+            if Path(path).exists():
+                lines.append(f"  rewrote {path} (its golden changed; re-recorded against the new one)")
+            else:
+                lines.append(f"  dropped {path} (its golden changed; this run did not re-record that scheme)")
+        return lines
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,12 @@ text encoders and the VAE are loaded once, each variant's DiT once. Goldens come
 golden store, rendered and stored once when missing, never rewritten (``gate.golden_for``).
 
 Ranking needs one number per variant: the **margin**, how far inside the target its worst case
-lies, in natural-log units of error for every metric (PSNR by its mean squared error ratio,
-LPIPS by its ratio to the limit, SSIM by the ratio of 1 - SSIM). Negative: outside the target.
-Whether a variant meets the target is decided by the gate's own threshold checks.
+lies over every limit the target sets, in natural-log units of error (PSNR by its mean squared
+error ratio, LPIPS and the other "lower is better" numbers by their ratio to the limit, SSIM by
+the ratio of 1 - SSIM, sharpness by its ratio to the limit; a meaning check is kept or lost).
+Negative: outside the target. Whether a variant meets the target is decided by the gate's own
+judgement (``judgement.judge``): the scorecard limits and the meaning check count as they do in
+the gate. Recorded expected metrics do not: the variants are new schemes with none recorded.
 """
 
 from __future__ import annotations
@@ -32,13 +35,15 @@ from quant_guard.config import CheckpointSpec, QuantGuardConfig
 from quant_guard.layer_groups import GRANULARITIES, LayerGroup, diffusers_patterns, group_layers
 from quant_guard.metrics import ImageMetrics
 from quant_guard.schemes import STORAGE_DTYPES, Quantization, Scheme
-from quant_guard.thresholds import ThresholdOverrides, Thresholds, check_thresholds
+from quant_guard.thresholds import LIMITS_BY_KEY, MEANING_KEY, ThresholdOverrides, Thresholds, check_thresholds
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from quant_guard.scorecard import Scorecard
     from quant_guard.session import QuantGuardSession
+    from quant_guard.thresholds import MetricCheck
 
 METRICS = ("LPIPS", "SSIM", "PSNR")
 COMPUTE_BYTES = 2  # bf16: what a layer kept out of quantization stores per parameter
@@ -61,6 +66,12 @@ class CaseMeasure:
     metrics: ImageMetrics
     meets: bool
     margin: float
+    failed: tuple[MetricCheck, ...] = ()  # the gate's checks this case fails
+
+    @property
+    def failed_limits(self) -> tuple[str, ...]:
+        """The names of the numbers outside their limits, e.g. ("sharpness",)."""
+        return tuple(c.metric for c in self.failed)
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,11 @@ class Variant:
                             psnr=min(c.metrics.psnr for c in self.cases))
 
     @property
+    def failed_limits(self) -> tuple[str, ...]:
+        """Every number outside its limit on some case, in the order the checks come."""
+        return tuple(dict.fromkeys(name for c in self.cases for name in c.failed_limits))
+
+    @property
     def mean_lpips(self) -> float:
         return sum(c.metrics.lpips for c in self.cases) / len(self.cases)
 
@@ -103,7 +119,8 @@ class Variant:
                 "worst": {"lpips": worst.lpips, "ssim": worst.ssim, "psnr": _number(worst.psnr)},
                 "mean_lpips": self.mean_lpips, "seconds": round(self.seconds, 3),
                 "cases": [{"case": c.case, "lpips": c.metrics.lpips, "ssim": c.metrics.ssim,
-                           "psnr": _number(c.metrics.psnr), "meets": c.meets, "margin": _number(c.margin)}
+                           "psnr": _number(c.metrics.psnr), "meets": c.meets, "margin": _number(c.margin),
+                           "failed": [check.describe() for check in c.failed]}
                           for c in self.cases]}
 
 
@@ -171,17 +188,11 @@ class SweepResult:
     images: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
     folder: Path | None = None  # where sweep.json and sweep.html were written
 
-    @property
-    def uniform_target(self) -> Thresholds | None:
-        """The target when every case has the same one."""
-        values = set(self.targets.values())
-        return next(iter(values)) if len(values) == 1 else None
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "checkpoint": self.checkpoint, "scheme": self.scheme.as_dict(), "granularity": self.granularity,
             "cases": [{"case": vc.key.stem, "prompt": vc.case.prompt, "seed": vc.seed,
-                       "target": {"lpips_max": t.lpips_max, "ssim_min": t.ssim_min, "psnr_min": t.psnr_min}}
+                       "target": {k: v for k, v in vars(t).items() if v is not None}}
                       for vc in self.cases for t in [self.targets[vc.key.stem]]],
             "deciding_metric": self.deciding_metric, "full": self.full.as_dict(),
             "groups": [g.as_dict(rank) for rank, g in enumerate(self.groups, 1)],
@@ -231,17 +242,34 @@ def select_cases(config: QuantGuardConfig, spec: CheckpointSpec, scheme: Scheme,
 
 # ---- margins -----------------------------------------------------------------------------------
 
-def metric_margins(m: ImageMetrics, t: Thresholds) -> dict[str, float]:
-    """How far inside each limit, in natural-log units of error (negative: outside)."""
+def metric_margins(m: ImageMetrics, t: Thresholds, card: Scorecard | None = None) -> dict[str, float]:
+    """How far inside each limit, by metric name ("LPIPS", "sharpness", ...; negative: outside):
+    a number bounded on both sides counts its nearer bound."""
+    out: dict[str, float] = {}
+    for check in check_thresholds(m, t, card):
+        out[check.metric] = min(out.get(check.metric, math.inf), check_margin(check))
+    return out
+
+
+def check_margin(check: MetricCheck) -> float:
+    """How far inside its limit one check lies, in natural-log units of error (negative: outside)."""
     def ratio(limit: float, value: float) -> float:  # ln(limit / value) for errors (lower is better)
-        if math.isnan(value):
-            return -math.inf
         if value <= 0:
             return math.inf
         return -math.inf if limit <= 0 else math.log(limit / value)
 
-    psnr = (m.psnr - t.psnr_min) * math.log(10) / 10 if not math.isnan(m.psnr) else -math.inf
-    return {"LPIPS": ratio(t.lpips_max, m.lpips), "SSIM": ratio(1 - t.ssim_min, 1 - m.ssim), "PSNR": psnr}
+    if math.isnan(check.value):
+        return -math.inf
+    if check.key == MEANING_KEY:
+        return math.inf if check.passed else -math.inf
+    limit = LIMITS_BY_KEY[check.key]
+    if limit.unit == "dB":  # PSNR: the ratio of mean squared errors
+        return (check.value - check.limit) * math.log(10) / 10 if math.isfinite(check.value) else math.inf
+    if not limit.higher_is_better:
+        return ratio(check.limit, check.value)
+    if limit.high == 1.0:  # SSIM-like, 1 at best: the error is 1 - value
+        return ratio(1 - check.limit, 1 - check.value)
+    return ratio(check.value, check.limit)  # a ratio to hold above its limit (sharpness)
 
 
 def _difference(a: float, b: float) -> float:
@@ -281,8 +309,9 @@ class _Run:
                 keep_images: bool = False) -> Variant:
         """Build the DiT (unless ``pipe`` holds it already) and render every case with it."""
         from quant_guard.gate import request_for
-        from quant_guard.metrics import compare_images
+        from quant_guard.judgement import judge, meaning_unavailable
         from quant_guard.render import render
+        from quant_guard.semantic import ScorerUnavailable
         from quant_guard.scheme_check import stored_bytes
 
         start = time.monotonic()
@@ -293,10 +322,13 @@ class _Run:
             stem = vc.key.stem
             on_step = progress.for_render(f"{label}: {stem}") if progress else None
             image = render(pipe, request_for(self.session, vc), on_step=on_step).image
-            metrics = compare_images(self.goldens[stem], image)
-            target = self.targets[stem]
-            meets = all(c.passed for c in check_thresholds(metrics, target))
-            measures.append(CaseMeasure(stem, metrics, meets, min(metric_margins(metrics, target).values())))
+            try:
+                judgement = judge(self.goldens[stem], image, self.targets[stem], prompt=vc.case.prompt)
+            except ScorerUnavailable as exc:
+                raise SweepError(f"{stem}: {meaning_unavailable(exc)}") from None
+            measures.append(CaseMeasure(stem, judgement.metrics, judgement.passed,
+                                        min(check_margin(c) for c in judgement.checks),
+                                        judgement.failed))
             if keep_images:
                 kept[stem] = image
         if keep_images:
@@ -317,10 +349,11 @@ class _Run:
         left = max(self.planned - self.done, 0)
         eta = f", ETA {format_duration(elapsed / self.done * left)}" if left else ""
         worst = v.worst
+        verdict = "meets" if v.meets else f"misses on {v.failing} of {len(v.cases)} cases ({', '.join(v.failed_limits)})"
         self.session.progress.note(
             f"sweep {self.spec.id}/{self.scheme.id} [{self.done}/{max(self.planned, self.done)}] {v.label}: "
             f"worst PSNR {worst.psnr:.2f} dB, LPIPS {worst.lpips:.4f}, "
-            f"{'meets' if v.meets else f'misses on {v.failing} of {len(v.cases)} cases'} "
+            f"{verdict} "
             f"({v.seconds:.1f} s; elapsed {format_duration(elapsed)}{eta})")
 
 
@@ -404,7 +437,8 @@ def _layer_bytes(dit: torch.nn.Module, names: list[str]) -> dict[str, tuple[int,
 
 
 def _deciding_metric(full: Variant, targets: dict[str, Thresholds]) -> str:
-    """The metric with the least margin when fully quantized: the one the bars show."""
+    """The image metric with the least margin when fully quantized: the one the bars show (a
+    failing scorecard limit or meaning check is named in the text and in sweep.json)."""
     worst = {m: min(metric_margins(c.metrics, targets[c.case])[m] for c in full.cases) for m in METRICS}
     return min(METRICS, key=lambda m: worst[m])
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from quant_guard.metrics import ImageMetrics
-from quant_guard.sweep import Answer, SweepResult
-from quant_guard.thresholds import Thresholds
+from quant_guard.sweep import Answer, SweepResult, Variant
+from quant_guard.thresholds import IMAGE_METRICS, LIMITS, Thresholds
 from quant_guard.units import format_bytes
 
 
@@ -23,19 +24,35 @@ def _header(r: SweepResult) -> list[str]:
     lines = [f"sensitivity sweep: checkpoint {r.checkpoint}, scheme {r.scheme.id} ({r.scheme.describe()}), "
              f"{seeds} case{'s' if seeds != 1 else ''} ({', '.join(vc.key.stem for vc in r.cases)}), "
              f"granularity {r.granularity}"]
-    uniform = r.uniform_target
-    if uniform is not None:
-        lines.append(f"target on every case: {describe_target(uniform)}")
-    else:
-        lines.append("target per case: " + "; ".join(f"{stem}: {describe_target(t)}" for stem, t in r.targets.items()))
+    lines.append(f"target {describe_targets(r.targets)}")
     f = r.full
     verdict = "meets the target" if f.meets else f"misses the target on {f.failing} of {len(f.cases)} cases"
+    if f.failed_limits:
+        verdict += f" ({', '.join(f.failed_limits)})"
     lines.append(f"fully quantized: DiT {format_bytes(f.stored_bytes)} stored; {_worst(f.worst)}: {verdict}")
     return lines
 
 
+def describe_targets(targets: Mapping[str, Thresholds]) -> str:
+    """"on every case: ..." when the cases share one target, else the cases of each target."""
+    stems: dict[Thresholds, list[str]] = {}
+    for stem, t in targets.items():
+        stems.setdefault(t, []).append(stem)
+    if len(stems) == 1:
+        return f"on every case: {describe_target(next(iter(stems)))}"
+    return "per case: " + "; ".join(f"{', '.join(s)}: {describe_target(t)}" for t, s in stems.items())
+
+
 def describe_target(t: Thresholds) -> str:
-    return f"LPIPS <= {t.lpips_max:.4f}, SSIM >= {t.ssim_min:.4f}, PSNR >= {t.psnr_min:.2f} dB"
+    """Every limit the target sets, the scorecard's and the meaning check included."""
+    parts = [f"LPIPS <= {t.lpips_max:.4f}, SSIM >= {t.ssim_min:.4f}, PSNR >= {t.psnr_min:.2f} dB"]
+    for limit in LIMITS:
+        value = t.limit(limit)
+        if value is not None and limit.value not in IMAGE_METRICS:
+            parts.append(f"{limit.metric} {'>=' if limit.higher_is_better else '<='} {value:g}{limit.unit}")
+    if t.scorer:
+        parts.append(f"meaning kept ({t.scorer})")
+    return ", ".join(parts)
 
 
 def _worst(m: ImageMetrics) -> str:
@@ -79,9 +96,9 @@ def _recommendation(r: SweepResult) -> list[str]:
              f"(+{format_bytes(rec.extra_bytes)}: DiT {format_bytes(r.full.stored_bytes)} -> "
              f"{format_bytes(c.stored_bytes)} stored)"]
     for step in rec.steps:
-        lines.append(f"  {step.label}: {_worst(step.worst)}, {'meets' if step.meets else 'misses'}")
+        lines.append(f"  {step.label}: {_worst(step.worst)}, {_verdict(step, 'meets', 'misses')}")
     verdict = ("meets the target on every case" if c.meets
-               else f"MISSES the target on {c.failing} of {len(c.cases)} cases")
+               else f"MISSES the target on {c.failing} of {len(c.cases)} cases ({', '.join(c.failed_limits)})")
     lines.append(f"confirming run of the mixed scheme: {_worst(c.worst)}: {verdict}")
     if rec.note:
         lines.append(f"note: {rec.note}")
@@ -94,6 +111,10 @@ def _recommendation(r: SweepResult) -> list[str]:
     if rec.no_diffusers_name:
         lines.append(f"  (no diffusers name known for: {', '.join(rec.no_diffusers_name)})")
     return lines
+
+
+def _verdict(v: Variant, meets: str, misses: str) -> str:
+    return meets if v.meets else f"{misses} ({', '.join(v.failed_limits)})"
 
 
 def toml_entry(entry: dict[str, Any]) -> str:

@@ -168,7 +168,7 @@ TINY_SHARPNESS_MIN = 0.88
 # honest), colour above every honest image measured (README, "The scorecard"); the other
 # schemes' scorecards are reported, not limited (not measured). No meaning
 # check by default: the tiny scorer reads only the dataset's captions, so a case whose prompt is
-# one turns it on (meaning = "tiny-colours", as this repository's do).
+# one turns it on (meaning = "tiny-scene", as this repository's do).
 EMBEDDED_THRESHOLDS: dict[str, dict[str, ThresholdOverrides]] = {
     "tiny": {
         "float8_e4m3fn": ThresholdOverrides(lpips=0.008, ssim=0.975, psnr=34.0, colour_delta_e_p95=TINY_DELTA_E_P95,
@@ -323,3 +323,39 @@ def limit_words(checks: list[MetricCheck]) -> dict[str, str]:
             text = f"{limit.bound} {bound}" if len(sides[limit.value]) > 1 else f"limit {bound}"
         out.setdefault(limit.value, []).append(text)
     return {k: ", ".join(v) for k, v in out.items()}
+
+
+def expected_moved(new: Mapping[str, float | None], recorded: Mapping[str, float],
+                   settings: ExpectedSettings) -> list[str]:
+    """The recorded expected numbers that a re-measurement moved by more than the expected mode's
+    tolerance in either direction (``lpips``/``ssim``/``psnr`` and ``Scorecard.values()`` keys),
+    as "LPIPS 0.0031 -> 0.0042" lines; a number on one side only counts as moved. Empty: the
+    recorded file still describes this candidate, and re-recording it would only churn (a
+    re-baseline on another CPU moves NF4's LPIPS by a few 1e-4)."""
+    limits = {limit.value: limit for limit in LIMITS}  # both sharpness limits share one margin
+    moved = []
+    for name in sorted(set(recorded) | {k for k, v in new.items() if v is not None}):
+        old, now = recorded.get(name), new.get(name)
+        limit = limits.get(name)
+        label = limit.metric if limit is not None else name
+        if old is None or now is None:
+            moved.append(f"{label} {'absent' if old is None else _fmt(old)} -> {'absent' if now is None else _fmt(now)}")
+        elif not _within_tolerance(old, now, limit, settings):
+            moved.append(f"{label} {_fmt(old)} -> {_fmt(now)}")
+    return moved
+
+
+def _within_tolerance(old: float, now: float, limit: Limit | None, settings: ExpectedSettings) -> bool:
+    """``now`` passes the expected check against ``old`` and ``old`` against ``now`` (the check
+    is one-sided; keeping a much worse recorded value would loosen it)."""
+    if math.isnan(old) or math.isnan(now):
+        return False
+    if not (math.isfinite(old) and math.isfinite(now)):
+        return old == now  # PSNR inf (identical images) stays only while it is inf
+    if limit is None:  # a number no limit reads: only its rounding may differ
+        return abs(old - now) <= 1e-6
+    margin = getattr(settings, limit.expected_margin)
+    if limit.higher_is_better:
+        return abs(old - now) <= margin
+    factor = getattr(settings, limit.expected_factor) if limit.expected_factor else 1.0
+    return now <= old * factor + margin and old <= now * factor + margin

@@ -110,7 +110,7 @@ class ControllerHooks:
     worker to its GPU when it starts, hands each worker the GPU count and its device, and passes
     each finished worker's golden write counts to ``on_outcomes``."""
 
-    def __init__(self, on_outcomes: Callable[[dict[str, int]], None],
+    def __init__(self, on_outcomes: Callable[[dict[str, Any]], None],
                  count_gpus: Callable[[], int] | None = None) -> None:
         self._count_gpus = count_gpus or _count_gpus
         self._gpu_count: int | None = None

@@ -1,11 +1,35 @@
-"""results.json records of a scheme matrix, hand-made: what the scheme comparison's tests
-(test_report_schemes.py, test_report_browser.py) feed the report."""
+"""Scheme tests' support: the tiny checkpoint built under a scheme (test_schemes.py,
+test_scheme_check.py), and results.json records of a scheme matrix, hand-made: what the scheme
+comparison's tests (test_report_schemes.py, test_report_browser.py) feed the report."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from quant_guard.checkpoints import ResolvedCheckpoint
+    from quant_guard.schemes import Scheme
 
 MiB = 2**20
+
+
+def tiny_checkpoint() -> ResolvedCheckpoint:
+    """The embedded tiny checkpoint, resolved for the CPU."""
+    from quant_guard.checkpoints import resolve_checkpoint
+    from quant_guard.config import CheckpointSpec
+
+    return resolve_checkpoint(CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu"))
+
+
+def build(tiny: ResolvedCheckpoint, scheme: Scheme, **dits: Path) -> Any:
+    """The tiny pipeline with its DiT in ``scheme`` (``dits``: a scheme's own DiT file, by scheme id);
+    ``build_pipeline`` has checked the DiT against the scheme."""
+    from quant_guard.checkpoints import ResolvedCheckpoint
+    from quant_guard.pipelines import build_pipeline
+
+    checkpoint = ResolvedCheckpoint(tiny.id, tiny.files, dict(dits), tiny.t5_sequence_length)
+    return build_pipeline(checkpoint, scheme, "cpu")
 
 
 def scheme_record(scheme: str, seed: int, lpips: Any, *, dit: float | None = MiB, checkpoint: str = "tiny",

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from quant_guard.budgets import Budget, StepStatistic, check_budget, step_stats
+from quant_guard.budgets import Budget, PeakCounts, StepStatistic, check_budget, step_stats
 from quant_guard.render import MemoryStats, RenderSummary
 
 
-def _summary(times: tuple[float, ...], peak: int | None = 1000, kind: str = "cuda") -> RenderSummary:
-    return RenderSummary(step_times_s=times, total_s=sum(times), memory=MemoryStats(kind, peak), dit_weight_bytes=0)
+def _summary(times: tuple[float, ...], peak: int | None = 1000, kind: str = "cuda", *, reserved: int | None = None,
+             device: int | None = None) -> RenderSummary:
+    memory = MemoryStats(kind, peak, reserved_bytes=reserved, device_bytes=device)
+    return RenderSummary(step_times_s=times, total_s=sum(times), memory=memory, dit_weight_bytes=0)
 
 
 def test_step_stats_drop_warmup_and_pick_the_statistic() -> None:
@@ -25,14 +27,43 @@ def test_step_stats_drop_warmup_and_pick_the_statistic() -> None:
 
 
 def test_check_budget_against_limits() -> None:
-    summary = _summary((9.0, 1.0, 2.0, 3.0))
+    summary = _summary((9.0, 1.0, 2.0, 3.0), peak=900, reserved=950, device=1000)
     checks = check_budget(summary, Budget(peak_memory_bytes=999, step_time_s=2.0))
-    assert [(c.name, c.passed) for c in checks] == [("peak VRAM", False), ("step time (median)", True)]
-    assert checks[0].describe() == "peak VRAM 1000 B > max 999 B FAIL"
+    assert [(c.name, c.passed) for c in checks] == [("peak VRAM (device used)", False), ("step time (median)", True)]
+    assert checks[0].describe() == "peak VRAM (device used) 1000 B > max 999 B FAIL"
     by_max = check_budget(summary, Budget(step_time_s=2.0, statistic=StepStatistic.MAX))
     assert by_max[0].name == "step time (max)" and not by_max[0].passed
     assert check_budget(_summary((1.0,), kind="cpu-rss"), Budget(peak_memory_bytes=10**6))[0].name == "peak RSS"
     assert check_budget(summary, Budget()) == []
+
+
+@pytest.mark.parametrize("counts, device, expected", [
+    (PeakCounts.DEVICE, 1000, ("peak VRAM (device used)", 1000.0)),
+    (PeakCounts.DEVICE, None, ("peak VRAM (reserved)", 950.0)),  # the device's figure not measured
+    (PeakCounts.RESERVED, 1000, ("peak VRAM (reserved)", 950.0)),
+    (PeakCounts.ALLOCATED, 1000, ("peak VRAM (allocated)", 900.0)),
+])
+def test_the_peak_limit_applies_to_the_figure_it_counts(counts: PeakCounts, device: int | None,
+                                                        expected: tuple[str, float]) -> None:
+    summary = _summary((1.0,), peak=900, reserved=950, device=device)
+    (check,) = check_budget(summary, Budget(peak_memory_bytes=940, peak_counts=counts))
+    assert (check.name, check.value) == expected and check.passed is (expected[1] <= 940)
+    # on a CPU every choice is the process's peak RSS
+    (rss,) = check_budget(_summary((1.0,), peak=900, kind="cpu-rss"), Budget(peak_memory_bytes=940, peak_counts=counts))
+    assert (rss.name, rss.value) == ("peak RSS", 900.0)
+
+
+def test_peak_vram_counts_is_a_validated_config_key(tmp_path: Path) -> None:
+    from quant_guard.config import ConfigError, parse_config
+
+    def limits(extra: dict[str, str]) -> Budget:
+        raw = {"checkpoints": [{"id": "t", "embedded": "tiny", "limits": {"peak_vram": "1 GiB", **extra}}]}
+        return parse_config(raw, file=tmp_path / "qg.toml").checkpoint("t").limits
+
+    assert limits({}).peak_counts is PeakCounts.DEVICE
+    assert limits({"peak_vram_counts": "allocated"}).peak_counts is PeakCounts.ALLOCATED
+    with pytest.raises(ConfigError, match=r"peak_vram_counts: must be one of device, reserved, allocated, got 'vram'"):
+        limits({"peak_vram_counts": "vram"})
 
 
 def test_override_precedence() -> None:
@@ -167,5 +198,5 @@ def test_missing_vram_map_entry_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
     ckpt = resolve_checkpoint(CheckpointSpec(id="tiny", embedded="tiny", components={}))
     build_pipeline(ckpt, FLOAT8_E4M3FN, "cpu")  # registers the tiny classes with DiffSynth
     monkeypatch.delitem(VRAM_MANAGEMENT_MODULE_MAPS, "quant_guard.tiny.architecture.TinyFluxDiT")
-    with pytest.raises(CheckpointError, match="a plain Linear.*: DiffSynth did not apply float8 storage to this DiT"):
+    with pytest.raises(CheckpointError, match="found a plain Linear.*DiffSynth did not apply float8 storage to this DiT"):
         build_pipeline(ckpt, FLOAT8_E4M3FN, "cpu")

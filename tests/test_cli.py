@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from quant_guard.cli import main
+from quant_guard.config import parse_scheme
 from quant_guard.degrade import COLOUR_CAST_CHANNEL, COLOUR_SHIFT_CHANNEL
 from quant_guard.tiny.build import TinyCheckpointFiles
 
@@ -38,6 +40,14 @@ def test_quantize_and_degrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["degrade", str(dit), str(tmp_path / "d.safetensors"), "--kind", "zero-attn-out"]) == 0
     d = load_file(str(tmp_path / "d.safetensors"))
     assert torch.count_nonzero(d["blocks.0.attn.a_to_out.weight"]) == 0
+    # the printed configuration line is a scheme entry the configuration accepts, naming the file
+    printed = capsys.readouterr().out.splitlines()[-1]
+    assert printed.startswith("use it as a candidate: schemes = [")
+    entry = tomllib.loads(printed.split(": ", 1)[1].split(" (")[0])["schemes"][0]
+    scheme = parse_scheme(entry, file=tmp_path / "pyproject.toml", where="tool.quant_guard.checkpoints[0]",
+                          key="schemes[0]")
+    assert scheme.dit is not None and scheme.dit.path == tmp_path / "d.safetensors"
+    assert scheme.storage_dtype == "float8_e4m3fn"
 
 
 def _degraded(tmp_path: Path, component: str, kind: str, strength: str) -> tuple[list[str], torch.Tensor]:

@@ -71,10 +71,12 @@ def _with(change: str) -> dict[str, Any]:
 
 CONFIG_FAULTS = [
     # (change to the valid configuration, the error after "FILE: ")
-    ('d["colden_dir"] = "g"', "tool.quant_guard.colden_dir: unknown key (known keys here: *golden_dir*)"),
-    ('d["checkpoints"][0]["devise"] = "cpu"', "tool.quant_guard.checkpoints[[]0[]].devise: unknown key (known keys*"),
+    ('d["colden_dir"] = "g"',
+     "tool.quant_guard.colden_dir: unknown key; did you mean 'golden_dir'? (known keys here: *golden_dir*)"),
+    ('d["checkpoints"][0]["devise"] = "cpu"',
+     "tool.quant_guard.checkpoints[[]0[]].devise: unknown key; did you mean 'device'? (known keys*"),
     ('d["thresholds"]["lpip"] = 0.1',
-     "tool.quant_guard.thresholds.lpip: unknown key (known keys here: artifacts_max, colour_delta_e_mean, *lpips, "
+     "tool.quant_guard.thresholds.lpip: unknown key; did you mean 'lpips'? (known keys here: artifacts_max, colour_delta_e_mean, *lpips, "
      "meaning, psnr, *ssim, structure_worst_min)"),
     ('d["thresholds"]["colour_delta_e_p95"] = -1',
      "tool.quant_guard.thresholds.colour_delta_e_p95: must be between 0.0 and 200.0, got -1"),
@@ -195,7 +197,7 @@ KEYS = sorted({"golden_dir", "report_dir", "thresholds", "expected", "checkpoint
                "components", "candidate", "device", "cpu_offload", "t5_sequence_length", "marks", "limits", "render",
                "lpips", "ssim", "psnr", "enabled", "lpips_factor", "lpips_margin", "ssim_margin", "psnr_margin_db",
                "dit", "vae", "text_encoder_clip", "text_encoder_t5", "tokenizer_clip", "tokenizer_t5", "model_id",
-               "origin_file_pattern", "scheme", "peak_vram", "step_time", "step_statistic", "warmup_steps", "steps",
+               "origin_file_pattern", "scheme", "peak_vram", "peak_vram_counts", "step_time", "step_statistic", "warmup_steps", "steps",
                "size", "guidance", "prompt", "seeds"})
 leaves = (st.none() | st.booleans() | st.integers() | st.integers(-3, 70) | st.floats()
           | st.text(max_size=12)

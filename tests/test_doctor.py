@@ -26,6 +26,7 @@ from quant_guard.doctor import (
     disk_findings,
     find_config,
     limit_findings,
+    scheme_file_findings,
 )
 from quant_guard.full_size import FullSizeRequest, Measurement
 from quant_guard.synthetic import FLUX_DEV, TINY
@@ -128,6 +129,65 @@ def test_missing_files_are_estimated_at_flux_size_against_free_disk(tmp_path: Pa
                     short.text), short.text
     monkeypatch.setattr(doctor, "_free_bytes", lambda folder: 100 * GIB)
     assert disk_findings(spec, files)[0].status is Status.OK
+
+
+def test_a_missing_local_file_is_a_failure_not_a_download(tmp_path: Path, tiny_files: dict[str, Path]) -> None:
+    """A component given as a local path that does not exist is named as missing (DiffSynth
+    downloads only model_id components); the checkpoint's other files are fine."""
+    nope = tmp_path / "models" / "nope" / "flux1-dev.safetensors"
+    components = {name: ComponentSource(path=tiny_files[name]) for name in COMPONENTS}
+    components["dit"] = ComponentSource(path=nope)
+    spec = real_spec(components=components)
+    findings = disk_findings(spec, checkpoint_files(spec))
+    assert texts(findings) == [f"files: dit: local file {nope} does not exist"]
+    assert [f.status for f in findings] == [Status.FAIL]
+
+
+def test_every_schemes_own_file_is_checked(tmp_path: Path, tiny_files: dict[str, Path]) -> None:
+    """Each scheme's dit file: missing, damaged or of another float8 dtype is a FAIL naming the
+    scheme and the file, as the gate would say it; a good one is ok; a model_id still to download
+    is only named."""
+    import dataclasses
+
+    from quant_guard.schemes import Quantization, Scheme
+
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(tiny_files["dit"].read_bytes()[:100])
+    schemes = (Scheme("f8-missing", storage_dtype="float8_e4m3fn", dit=ComponentSource(path=tmp_path / "nope.safetensors")),
+               Scheme("f8-cut", storage_dtype="float8_e4m3fn", dit=ComponentSource(path=truncated)),
+               Scheme("nf4-file", quantization=Quantization("bitsandbytes_nf4", load_prequantized=True),
+                      dit=ComponentSource(path=tiny_files["dit"])),
+               Scheme("hub", quantization=Quantization("bitsandbytes_nf4", load_prequantized=True),
+                      dit=ComponentSource(model_id="org/none", origin_file_pattern="x.safetensors")),
+               Scheme("plain", storage_dtype="float8_e5m2"))
+    spec = dataclasses.replace(real_spec(), schemes=schemes)
+    found = {f.topic: (f.status, f.text) for f in scheme_file_findings(spec)}
+    assert set(found) == {"scheme f8-missing", "scheme f8-cut", "scheme nf4-file", "scheme hub"}
+    assert found["scheme f8-missing"] == (Status.FAIL, f"checkpoint 'flux' scheme 'f8-missing' DiT: file "
+                                                       f"{tmp_path / 'nope.safetensors'} does not exist")
+    assert found["scheme f8-cut"][0] is Status.FAIL and "is truncated" in found["scheme f8-cut"][1]
+    assert found["scheme nf4-file"][0] is Status.OK and str(tiny_files["dit"]) in found["scheme nf4-file"][1]
+    assert found["scheme hub"] == (Status.INFO, "org/none:x.safetensors: to download")
+
+
+def test_doctor_is_not_ready_when_a_schemes_file_is_missing(tmp_path: Path, tiny_files: dict[str, Path],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole command: a typo in one scheme's dit path is a problem, not "ready"."""
+    components = "\n".join(f'{name} = "{path.as_posix()}"' for name, path in tiny_files.items())
+    config = tmp_path / "qg.toml"
+    config.write_text(f"""[tool.quant_guard]
+[[tool.quant_guard.checkpoints]]
+id = "files"
+device = "cpu"
+schemes = ["float8_e4m3fn", {{ id = "f8-file", storage = "float8_e4m3fn", dit = "dit-typo.safetensors" }}]
+[tool.quant_guard.checkpoints.components]
+{components}
+""")
+    assert cli_main(["doctor", "--qg-config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(rf"\[FAIL\] scheme f8-file +checkpoint 'files' scheme 'f8-file' DiT: file "
+                     rf"{re.escape(str(tmp_path / 'dit-typo.safetensors'))} does not exist", out), out
+    assert out.rstrip().endswith("doctor: 1 problem(s)")
 
 
 def test_find_config_like_the_plugin(tmp_path: Path) -> None:

@@ -71,8 +71,23 @@ def test_damaged_safetensors_is_named_before_loading(tiny_files: dict[str, Path]
         bad = replace_file(tiny_files, slot, make(data))
         spec, what = spec_for(tiny_files), f"checkpoint 'broken' component {slot}"
     with pytest.raises(CheckpointError) as info:
-        resolve_checkpoint(spec)
+        resolve_checkpoint(spec).scheme_dit(spec.schemes[0].id)  # a scheme's file fails that scheme
     assert fnmatch(str(info.value), f"{what}: {bad} {message}"), str(info.value)
+
+
+def test_a_bad_scheme_file_fails_only_that_schemes_tests(pytester: pytest.Pytester,
+                                                         qg_project: Callable[..., Path]) -> None:
+    """A typo in one scheme's dit path fails that scheme's tests, naming the file; the bf16
+    golden and the checkpoint's other schemes still run, and deselecting the scheme (-k), as the
+    README says, leaves a green run."""
+    missing = pytester.path / "models" / "dit-nope.safetensors"
+    qg_project(checkpoint_extra=f'schemes = ["float8_e4m3fn", {{ id = "f8-file", storage = "float8_e4m3fn", '
+                                f'dit = "{missing.as_posix()}" }}]')
+    result = pytester.runpytest("--update-golden", "-v")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_visual[[]tiny-float8_e4m3fn-red-circle-s0[]] PASSED*"])
+    result.stdout.fnmatch_lines([f"*checkpoint 'tiny' scheme 'f8-file' DiT: file {missing} does not exist*"])
+    pytester.runpytest("-k", "not f8-file").assert_outcomes(passed=1, deselected=1)
 
 
 def test_broken_checkpoint_fails_alone_through_pytest(pytester: pytest.Pytester, _heavy_modules: None,

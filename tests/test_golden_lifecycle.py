@@ -17,12 +17,17 @@ KEY = GoldenKey("tiny", "red-circle", 0)
 
 def test_missing_golden_fails_with_the_command_that_creates_it(pytester: pytest.Pytester,
                                                                qg_project: Callable[..., Path]) -> None:
-    qg_project()
+    qg_project(seeds="[0, 1, 2, 3]")
     result = pytester.runpytest()
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*tiny-red-circle-s0: no golden image *red-circle-s0.png*",
-                                 "*Create it with: pytest --update-golden "
-                                 "'test_visual.py::test_visual[[]tiny-red-circle-s0[]]'"])
+    result.assert_outcomes(failed=4)
+    result.stdout.fnmatch_lines(["*tiny-red-circle-s0: no golden image *red-circle-s0.png. Create it with: pytest "
+                                 "--update-golden 'test_visual.py::test_visual[[]tiny-red-circle-s0[]]'"])
+    # the summary says it once for the run, not once per test
+    result.stdout.fnmatch_lines(["*= quant_guard failures =*",
+                                 "4 test(s) have no golden yet (tiny-red-circle-s0, tiny-red-circle-s1, "
+                                 "tiny-red-circle-s2 and 1 more): make them with `pytest --update-golden` and the "
+                                 "same selection, then commit the golden folder"])
+    assert not [line for line in result.outlines if line.startswith("tiny-red-circle-s") and "no-golden" in line]
 
 
 def test_update_then_check_passes_and_counts(pytester: pytest.Pytester, qg_project: Callable[..., Path]) -> None:

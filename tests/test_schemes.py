@@ -4,7 +4,11 @@ that stops a scheme that cannot run here at collection, and pre-quantized files.
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,9 +18,11 @@ import pytest
 from quant_guard.cases import expand_cases
 from quant_guard.checkpoints import CheckpointError, ResolvedCheckpoint, resolve_checkpoint
 from quant_guard.config import CheckpointSpec, ConfigError, parse_config
+from quant_guard.method_names import known_methods
 from quant_guard.scheme_check import check_scheme_applied, inventory
 from quant_guard.scheme_probe import probe
 from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Quantization, Scheme
+from scheme_support import build, tiny_checkpoint
 
 NF4 = Scheme("bitsandbytes_nf4", quantization=Quantization("bitsandbytes_nf4"))
 INT8 = Scheme("torchao_int8_w8a16", quantization=Quantization("torchao_int8_w8a16"))
@@ -56,7 +62,15 @@ def test_without_a_schemes_list_the_single_float8_candidate_keeps_its_ids(tmp_pa
 
 @pytest.mark.parametrize("schemes, message", [
     ([{"storage": "float8_e4m3fn", "method": "bitsandbytes_nf4"}], "schemes[0]: needs exactly one of storage"),
-    ([{"storage": "float8_e4m4"}], "schemes[0].storage: must be one of float8_e4m3fn, float8_e5m2"),
+    ([{"storage": "float8_e4m4"}], "schemes[0].storage: must be one of float8_e4m3fn, float8_e5m2, got "
+                                   "'float8_e4m4'; did you mean 'float8_e4m3fn'?"),
+    (["float8_e4m3"], "schemes[0]: unknown scheme 'float8_e4m3': not a storage dtype (float8_e4m3fn, float8_e5m2) "
+                      "nor a quantization method of the installed DiffSynth; did you mean 'float8_e4m3fn'?"),
+    ([{"method": "bitsandbytes_nf5"}], "schemes[0].method: unknown scheme 'bitsandbytes_nf5'*did you mean "
+                                       "'bitsandbytes_nf4'?"),
+    (["no_such_scheme"], "schemes[0]: unknown scheme 'no_such_scheme'*(it knows: bitsandbytes_fp4, bitsandbytes_nf4,"),
+    ([{"storge": "float8_e4m3fn"}], "schemes[0].storge: unknown key; did you mean 'storage'?"),
+    ([{"method": "bitsandbytes_nf4", "mdoe": "dequant_once"}], "schemes[0].mdoe: unknown key; did you mean 'mode'?"),
     (["float8_e4m3fn", {"storage": "float8_e4m3fn"}], "schemes: duplicate id 'float8_e4m3fn'"),
     ([{"id": "bf16", "method": "bitsandbytes_nf4"}], "schemes[0].id: 'bf16' names the bf16 reference"),
     ([{"method": "bitsandbytes_nf4", "mode": "static"}], "schemes[0].mode: must be one of dynamic, dequant_once"),
@@ -68,8 +82,31 @@ def test_without_a_schemes_list_the_single_float8_candidate_keeps_its_ids(tmp_pa
     ([3], "schemes[0]: must be a scheme name or a table"),
 ])
 def test_bad_schemes_name_the_key(tmp_path: Path, schemes: list[Any], message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError) as info:
         _config(tmp_path, schemes=schemes)
+    assert fnmatch.fnmatch(str(info.value), f"*{glob_escape(message)}*"), str(info.value)
+
+
+def glob_escape(text: str) -> str:
+    """``text`` for fnmatch with only its ``*`` as wildcards (brackets and ``?`` literal)."""
+    return re.sub(r"([\[\]?])", r"[\1]", text)
+
+
+def test_scheme_names_are_read_from_the_installed_diffsynth_without_importing_it() -> None:
+    """The names the configuration accepts are exactly DiffSynth's registered methods, and the
+    check imports neither torch nor DiffSynth: a typo is an error in milliseconds, at parse time."""
+    from diffsynth.core.quant import QUANT_METHODS, backends
+
+    backends.load_all_backends()
+    assert known_methods() == frozenset(QUANT_METHODS)
+    code = ("import sys; from pathlib import Path; from quant_guard.config import ConfigError, parse_scheme\n"
+            "try: parse_scheme('float8_e4m3', file=Path('qg.toml'), where='w', key='schemes[0]')\n"
+            "except ConfigError as e: print(e)\n"
+            "print(sorted(m for m in ('torch', 'diffsynth') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["qg.toml: w.schemes[0]: unknown scheme 'float8_e4m3': not a storage dtype "
+                                "(float8_e4m3fn, float8_e5m2) nor a quantization method of the installed DiffSynth; "
+                                "did you mean 'float8_e4m3fn'?", "[]"]
 
 
 def test_candidate_table_and_schemes_list_exclude_each_other(tmp_path: Path) -> None:
@@ -81,35 +118,28 @@ def test_candidate_table_and_schemes_list_exclude_each_other(tmp_path: Path) -> 
 
 def test_thresholds_per_scheme_and_the_tiny_measurements(tmp_path: Path) -> None:
     config = _config(tmp_path, thresholds={"ssim": 0.5}, schemes=[
-        "float8_e4m3fn", "no-such-kind-yet", {"id": "loose", "method": "bitsandbytes_nf4", "thresholds": {"psnr": 5}}])
+        "float8_e4m3fn", "bitsandbytes_fp4", {"id": "loose", "method": "bitsandbytes_nf4", "thresholds": {"psnr": 5}}])
     by_scheme = {vc.scheme.id: vc.configured_thresholds(config.thresholds) for vc in expand_cases(config)}
     # the checkpoint's own table beats the embedded measurement; the scheme's own beats both
     assert by_scheme["float8_e4m3fn"].ssim_min == 0.5 and by_scheme["float8_e4m3fn"].psnr_min == 34.0
     assert by_scheme["loose"].psnr_min == 5
     # a kind the tiny checkpoint has no measurement for falls back to the package defaults
-    assert by_scheme["no-such-kind-yet"].psnr_min == config.thresholds.psnr_min
+    assert by_scheme["bitsandbytes_fp4"].psnr_min == config.thresholds.psnr_min
 
 
 # ---- the built DiT is what the scheme says --------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def tiny() -> ResolvedCheckpoint:
-    return resolve_checkpoint(CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu"))
-
-
-def _build(tiny: ResolvedCheckpoint, scheme: Scheme, **dits: Path) -> Any:
-    from quant_guard.pipelines import build_pipeline
-
-    checkpoint = ResolvedCheckpoint(tiny.id, tiny.files, dict(dits), tiny.t5_sequence_length)
-    return build_pipeline(checkpoint, scheme, "cpu")
+    return tiny_checkpoint()
 
 
 def test_each_scheme_stores_its_own_format_and_bytes(tiny: ResolvedCheckpoint) -> None:
-    found = {s.id: inventory(_build(tiny, s).dit) for s in (REFERENCE, FLOAT8_E4M3FN, INT8, NF4)}
+    found = {s.id: inventory(build(tiny, s).dit) for s in (REFERENCE, FLOAT8_E4M3FN, INT8, NF4)}
     assert found["bf16"].formats() == {"bfloat16": 36}
     assert found["float8_e4m3fn"].formats() == {"float8_e4m3fn": 36}
-    assert found["torchao_int8_w8a16"].formats() == {"TorchaoLinear/Int8Tensor": 36}
-    assert found["bitsandbytes_nf4"].formats() == {"BitsAndBytesLinear4bit/Params4bit": 36}
+    assert found["torchao_int8_w8a16"].formats() == {"TorchaoLinear/Int8Tensor(int8)": 36}
+    assert found["bitsandbytes_nf4"].formats() == {"BitsAndBytesLinear4bit/Params4bit(nf4)": 36}
     sizes = {k: v.stored_bytes for k, v in found.items()}
     # 4-bit < 8-bit with scales < bf16; float8 storage keeps bf16 biases and norms beside its weights
     assert sizes["bitsandbytes_nf4"] < sizes["torchao_int8_w8a16"] < sizes["bf16"]
@@ -120,17 +150,19 @@ def test_excluded_modules_stay_bf16_and_a_mismatch_is_refused(tiny: ResolvedChec
     # DiffSynth's rule: an entry names a linear layer, or the end of its dotted name
     keep = Scheme("keep", quantization=Quantization("bitsandbytes_nf4", exclude_modules=("blocks.0.attn.a_to_qkv",
                                                                                          "x_embedder")))
-    dit = _build(tiny, keep).dit
+    dit = build(tiny, keep).dit
     assert {layer.name for layer in inventory(dit).layers if not layer.quantized} == {"blocks.0.attn.a_to_qkv",
                                                                                       "x_embedder"}
     # the same DiT judged against a scheme that quantizes everything: named, not silently accepted
-    with pytest.raises(CheckpointError, match=r"2 of the 36 targeted linear layers are not quantized \(first: x_embedder"):
+    with pytest.raises(CheckpointError, match=r"2 of the 36 targeted linear layers are not bitsandbytes_nf4 \(first: "
+                                              r"x_embedder: weight format expected BitsAndBytesLinear4bit/Params4bit\(nf4\), "
+                                              r"found bfloat16; stored bytes expected 0.25-0.34x of bf16, found 1.000x"):
         check_scheme_applied(dit, NF4, "tiny")
     with pytest.raises(CheckpointError, match="not stored in float8_e4m3fn"):
-        check_scheme_applied(_build(tiny, REFERENCE).dit, FLOAT8_E4M3FN, "tiny")
+        check_scheme_applied(build(tiny, REFERENCE).dit, FLOAT8_E4M3FN, "tiny")
     nothing = Scheme("nothing", quantization=Quantization("bitsandbytes_nf4", target_modules=("no_such_layer",)))
     with pytest.raises(CheckpointError, match="no linear layer matches"):
-        _build(tiny, nothing)
+        build(tiny, nothing)
 
 
 def test_an_e5m2_file_is_refused_as_e4m3fn_and_stored_as_e5m2_when_declared(tiny: ResolvedCheckpoint,
@@ -143,11 +175,11 @@ def test_an_e5m2_file_is_refused_as_e4m3fn_and_stored_as_e5m2_when_declared(tiny
                           schemes=(Scheme("fp8", storage_dtype="float8_e4m3fn", dit=_source(e5m2)),))
     with pytest.raises(CheckpointError, match=r"is not a float8_e4m3fn file \(tensors: .*float8_e5m2.*\); "
                                               r'declare its scheme with storage = "float8_e5m2"'):
-        resolve_checkpoint(spec)
+        resolve_checkpoint(spec).scheme_dit("fp8")  # the scheme's tests fail; the checkpoint resolves
     declared = Scheme("e5m2", storage_dtype="float8_e5m2", dit=_source(e5m2))
     resolved = resolve_checkpoint(CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu",
                                                  schemes=(declared,)))
-    assert inventory(_build(tiny, declared, e5m2=resolved.scheme_dits["e5m2"]).dit).formats() == {"float8_e5m2": 36}
+    assert inventory(build(tiny, declared, e5m2=resolved.scheme_dits["e5m2"]).dit).formats() == {"float8_e5m2": 36}
 
 
 def _source(path: Path) -> Any:
@@ -164,8 +196,8 @@ def test_a_file_saved_by_diffsynths_quantization_loads_prequantized(tiny: Resolv
     assert nf4_file.stat().st_size < Path(tiny.files["dit"]).stat().st_size / 2  # type: ignore[arg-type]
     scheme = Scheme("nf4-file", quantization=Quantization("bitsandbytes_nf4", load_prequantized=True),
                     dit=_source(nf4_file))
-    dit = _build(tiny, scheme, **{"nf4-file": nf4_file}).dit
-    assert inventory(dit).formats() == {"BitsAndBytesLinear4bit/Params4bit": 36}
+    dit = build(tiny, scheme, **{"nf4-file": nf4_file}).dit
+    assert inventory(dit).formats() == {"BitsAndBytesLinear4bit/Params4bit(nf4)": 36}
 
 
 # ---- schemes that cannot run here stop the run at collection ------------------------------------

@@ -23,7 +23,7 @@ from quant_guard.semantic import (
     ClipScorer,
     ScorerUnavailable,
     SemanticScorer,
-    TinyColourScorer,
+    TinySceneScorer,
     Verdict,
     get_scorer,
     judge,
@@ -199,7 +199,7 @@ def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="image shapes differ"):
         compute_scorecard(flat((1, 2, 3), 64), flat((1, 2, 3), 32))
     with pytest.raises(ValueError, match="needs the prompt"):
-        compute_scorecard(flat((1, 2, 3)), flat((1, 2, 3)), scorer=TinyColourScorer())
+        compute_scorecard(flat((1, 2, 3)), flat((1, 2, 3)), scorer=TinySceneScorer())
 
 
 # --- meaning -------------------------------------------------------------------------------------
@@ -214,18 +214,34 @@ def _dataset_image(caption: str) -> np.ndarray:
 def test_tiny_scorer_agrees_on_the_dataset_image_and_sees_a_lost_colour() -> None:
     golden = _dataset_image(CAPTION)
     card = compute_scorecard(golden, golden.copy(), prompt=CAPTION, scorer=get_scorer("tiny-colours"))
-    assert card.meaning is not None and card.meaning.agrees
-    assert "shape red, background blue: golden and candidate agree" in card.describe()
+    assert card.meaning is not None and card.meaning.agrees and card.meaning.scorer == "tiny-scene"
+    assert (f"{CAPTION}, dataset size (x1.0" in card.describe()
+            and "golden and candidate agree with the prompt (tiny-scene)" in card.describe())
+    assert card.meaning.candidate.score == 1.0
     wrong = _dataset_image(CAPTION.replace("red", "yellow"))
-    card = compute_scorecard(golden, wrong, prompt=CAPTION, scorer=TinyColourScorer())
+    card = compute_scorecard(golden, wrong, prompt=CAPTION, scorer=TinySceneScorer())
     assert card.meaning is not None and not card.meaning.agrees
-    assert "meaning: LOST: candidate shape yellow, background blue" in card.describe()
+    assert "meaning: LOST: candidate a yellow circle on a blue background" in card.describe()
+    assert "(not as asked: colour)" in card.describe()
+    assert card.meaning.candidate.score == pytest.approx(0.8)  # four of the five attributes
     assert card.to_json()["meaning"]["candidate"]["agrees"] is False
+
+
+def test_tiny_scorer_holds_a_candidate_to_what_its_golden_drew_where_the_model_missed_the_caption() -> None:
+    # the model draws a blob where the caption asks for a cross: the candidate must draw the same blob
+    prompt = CAPTION.replace("circle", "cross")
+    scorer = TinySceneScorer()
+    golden = _dataset_image(CAPTION)
+    assert scorer.verdict(golden, prompt).misses == ("shape",)
+    assert judge(scorer, golden, golden.copy(), prompt).agrees
+    assert judge(scorer, golden, _dataset_image(prompt), prompt).agrees  # drawing the caption is always right
+    for other in (CAPTION.replace("circle", "triangle"), CAPTION.replace("top left", "bottom right")):
+        assert not judge(scorer, golden, _dataset_image(other), prompt).agrees, other
 
 
 def test_tiny_scorer_refuses_a_prompt_it_cannot_read() -> None:
     with pytest.raises(ScorerUnavailable, match="tiny dataset's captions"):
-        TinyColourScorer().verdict(flat((1, 2, 3)), "a cyberpunk city at night")
+        TinySceneScorer().verdict(flat((1, 2, 3)), "a cyberpunk city at night")
 
 
 class _FakeScorer:
@@ -266,6 +282,6 @@ def test_clip_without_a_model_is_a_clear_error_never_a_pass(monkeypatch: pytest.
         get_scorer("clip")
     (tmp_path / "clip").mkdir()
     (tmp_path / "clip" / "config.json").write_text("{}")
-    with pytest.raises(ScorerUnavailable, match="lacks preprocessor_config.json, tokenizer.json or vocab.json, "
-                                                "model.safetensors or pytorch_model.bin"):
+    with pytest.raises(ScorerUnavailable, match="lacks preprocessor_config.json or processor_config.json, "
+                                                "tokenizer.json or vocab.json, model.safetensors or pytorch_model.bin"):
         ClipScorer(tmp_path / "clip")

@@ -8,7 +8,9 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from quant_guard.layer_groups import diffusers_name, diffusers_patterns, group_layers
@@ -212,3 +214,71 @@ def test_only_quantization_methods_can_be_swept() -> None:
         sweep_scheme(spec, "float8_e4m3fn")
     with pytest.raises(SweepError, match="storage scheme"):
         sweep_scheme(spec, "float8_e5m2")
+
+
+# ---- the sweep's judgement is the gate's: a scorecard limit decides ------------------------------------
+
+class _Dit:
+    """A DiT of two joint blocks of one linear layer each (built in the test: torch is heavy)."""
+
+    def __new__(cls) -> object:
+        import torch
+
+        dit = torch.nn.Module()
+        dit.blocks = torch.nn.ModuleList(torch.nn.ModuleDict({"ff_a": torch.nn.Linear(4, 4)}) for _ in range(2))
+        return dit
+
+
+def _textured(size: int = 64) -> np.ndarray:
+    """Shapes on a gradient with fine grain: an image with detail for the sharpness score."""
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:size, 0:size]
+    image = np.stack([x * 3, y * 3, (x + y) * 2], axis=-1).astype(np.float32)
+    image[16:40, 12:36] = (220, 40, 40)
+    image += rng.normal(0, 12, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def test_a_scorecard_limit_alone_decides_the_recommendation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep judges as the gate does: a candidate that only a sharpness limit fails (LPIPS, SSIM
+    and PSNR within theirs) misses the target, and the block whose quantization softens the image
+    is the one kept in bf16. Renders are stand-ins: quantizing blocks.0 softens the golden."""
+    from types import SimpleNamespace
+
+    from quant_guard import gate, render
+    from quant_guard.config import parse_config
+    from quant_guard.degrade import soften_image
+    from quant_guard.judgement import judge
+    from quant_guard.sweep import run_sweep
+    from quant_guard.sweep_text import format_sweep
+
+    golden = _textured()
+    limits = {"lpips": 0.5, "ssim": 0.5, "psnr": 15.0, "sharpness_min": 0.9}
+    config = parse_config({"checkpoints": [{"id": "t", "embedded": "tiny", "schemes": ["bitsandbytes_nf4"]}],
+                           "cases": [{"id": "c", "prompt": "p", "thresholds": limits}]}, file=tmp_path / "qg.toml")
+    dit = _Dit()
+
+    def fake_render(pipe: Any, request: Any, on_step: Any = None) -> Any:
+        q = pipe.quantization
+        quantized = [n for n in ("blocks.0.ff_a", "blocks.1.ff_a")
+                     if (q.target_modules is None or n in q.target_modules) and n not in q.exclude_modules]
+        return SimpleNamespace(image=soften_image(golden) if "blocks.0.ff_a" in quantized else golden)
+
+    session = SimpleNamespace(config=config, progress=None, require_lpips_weights=lambda: None,
+                              resolved=lambda spec: SimpleNamespace(t5_sequence_length=16),
+                              pipeline=lambda spec, scheme: SimpleNamespace(dit=dit, quantization=scheme.quantization))
+    monkeypatch.setattr(gate, "golden_for", lambda s, vc: (SimpleNamespace(image=golden), None))
+    monkeypatch.setattr(render, "render", fake_render)
+
+    # the softened image is within the LPIPS, SSIM and PSNR limits: only the scorecard's sharpness fails it
+    soft = judge(golden, soften_image(golden), config.cases[0].thresholds.apply(config.thresholds), prompt="p")
+    assert [c.key for c in soft.failed] == ["sharpness_min"]
+    result = run_sweep(session, "t", "bitsandbytes_nf4")  # type: ignore[arg-type]
+    assert not result.full.meets and result.full.failed_limits == ("sharpness",)
+    assert [g.group.name for g in result.groups][0] == "blocks.0" and result.groups[0].kept.meets
+    rec = result.recommendation
+    assert rec.answer is Answer.KEEP and rec.groups == ("blocks.0",) and rec.confirmed
+    text = format_sweep(result)
+    assert "sharpness >= 0.9" in text.splitlines()[1]  # the target line names the scorecard limit
+    assert "misses the target on 1 of 1 cases (sharpness)" in text
+    assert result.as_dict()["full"]["cases"][0]["failed"][0].startswith("sharpness")

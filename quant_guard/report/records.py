@@ -111,6 +111,7 @@ def build_record(result: CaseResult, session: QuantGuardSession, *, nodeid: str,
     golden = result.images.get("golden") or session.store.png_path(vc.key)
     record["golden_source"] = relative_path(golden, None)
     record["golden"] = _read_sidecar(golden.with_suffix(".json"))
+    record["baseline_id"] = session.store.baseline_id(vc.key, vc.expected_name)  # re-baselines, for the history
     copied = _copy_golden(golden, result.images.get("candidate"))
     if copied is not None:
         record.setdefault("images", {})["golden"] = relative_path(copied, base)

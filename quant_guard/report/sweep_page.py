@@ -33,13 +33,11 @@ def write_sweep_page(folder: Path, document: Mapping[str, Any]) -> Path:
 
 
 def sweep_view(doc: Mapping[str, Any]) -> dict[str, Any]:
-    from quant_guard.sweep_text import describe_target, python_tuple, toml_entry
+    from quant_guard.sweep_text import describe_targets, python_tuple, toml_entry
     from quant_guard.thresholds import Thresholds
     from quant_guard.units import format_bytes
 
     rec = doc["recommendation"]
-    targets = {json.dumps(c["target"], sort_keys=True): c["target"] for c in doc["cases"]}
-    target = next(iter(targets.values())) if len(targets) == 1 else None
     full = doc["full"]
     confirm = rec["confirm"]
     images = doc["images"]
@@ -53,7 +51,7 @@ def sweep_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "checkpoint": doc["checkpoint"], "scheme": doc["scheme"]["id"], "granularity": doc["granularity"],
         "cases": [c["case"] for c in doc["cases"]], "seconds": doc["seconds"],
-        "target": describe_target(Thresholds(**target)) if target else "per case (see sweep.json)",
+        "target": describe_targets({c["case"]: Thresholds(**c["target"]) for c in doc["cases"]}),
         "answer": rec["answer"], "note": rec["note"], "groups_kept": rec["groups"],
         "extra": format_bytes(rec["extra_bytes"]),
         "runs": [_variant_row("fully quantized", full), *(_variant_row(s["label"], s) for s in rec["steps"]),
@@ -61,7 +59,7 @@ def sweep_view(doc: Mapping[str, Any]) -> dict[str, Any]:
         "entry": toml_entry(rec["entry"]) if rec["entry"] else None,
         "exclude": json.dumps(rec["exclude_modules"], indent=1) if rec["exclude_modules"] else None,
         "skip": python_tuple(rec["skip_modules_pattern"]) if rec["skip_modules_pattern"] else None,
-        "chart": _chart(doc, target),
+        "chart": _chart(doc),
         "rows": [_group_row(g, set(rec["groups"])) for g in doc["groups"]],
         "panels": panels, "worst_case": worst,
     }
@@ -97,14 +95,16 @@ def _float(value: float | str) -> float:
     return float(value)  # "inf" / "-inf" as written to JSON
 
 
-def _chart(doc: Mapping[str, Any], target: Mapping[str, float] | None) -> dict[str, Any]:
-    """Bars of the deciding metric's worst value per group: kept in bf16 and quantized alone."""
+def _chart(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Bars of the deciding metric's worst value per group: kept in bf16 and quantized alone; the
+    target line where every case has the same limit on it."""
     metric = doc["deciding_metric"]
     key = _METRIC_KEY[metric]
+    limits = {c["target"][_TARGET_KEY[metric]] for c in doc["cases"]}
     higher_better = metric != "LPIPS"
     full_value = _float(doc["full"]["worst"][key])
     values = [_float(g[which]["worst"][key]) for g in doc["groups"] for which in ("kept", "alone")]
-    limit = target[_TARGET_KEY[metric]] if target else None
+    limit = next(iter(limits)) if len(limits) == 1 else None
     finite = [v for v in [*values, full_value, *([limit] if limit is not None else [])] if math.isfinite(v)]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     pad = (hi - lo) * 0.08 or max(abs(hi) * 0.05, 1e-4)

@@ -11,20 +11,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from quant_guard.history import BASELINES, METRICS, History, HistoryRecord, TrendSettings
+from quant_guard.history import BASELINES, METRICS, UNIT_FORMATS, History, HistoryRecord, TrendSettings
 from quant_guard.report.sparkline import sparkline
 from quant_guard.report.view import Cell, Row, fmt_metric
-from quant_guard.units import format_bytes, format_seconds
 
 
 def _fmt(metric: str) -> Callable[[float | None], str]:
     def fmt(value: float | None) -> str:
         if value is None:
             return "–"
-        if metric == "peak_memory_bytes" or metric == "resident_memory_bytes":
-            return format_bytes(value)
-        if metric == "median_step_s":
-            return format_seconds(value)
+        if metric in UNIT_FORMATS:
+            return UNIT_FORMATS[metric](value)
         return fmt_metric(metric.upper(), value)
 
     return fmt

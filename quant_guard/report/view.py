@@ -435,9 +435,12 @@ def _budget_rows(record: Mapping[str, Any]) -> tuple[Row, ...]:
         memory = summary.get("memory") or {}
         peak = as_float(memory.get("peak_bytes"))
         what = "peak VRAM" if memory.get("kind") == "cuda" else "peak RSS"
-        check = _take(checks, used, lambda name: name == what) if candidate else None
+        # the check names what its limit counts on CUDA: "peak VRAM (device used)"
+        check = _take(checks, used, lambda name: name == what or name.startswith(what + " (")) if candidate else None
         limit = as_float(limits.get("peak_memory_bytes")) if candidate else None
         shown = format_bytes(peak) if peak is not None else (memory.get("note") or "not measured")
+        if check is not None and check.get("name") != what:  # the counted figure, then the tensors' own
+            shown = f"{_unit_text(check, 'value')} ({str(check.get('name'))[len(what) + 2:-1]}); allocated {shown}"
         rows.append(_measured(f"{what}, {label}", shown,
                               check, limit, peak, format_bytes, ""))
         resident = as_float(memory.get("at_start_bytes"))

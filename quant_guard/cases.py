@@ -149,7 +149,7 @@ class Verdict(str, Enum):
     PASSED = "passed"
     UPDATED = "updated"  # --update-golden wrote (or confirmed) the golden
     IMAGE_FAILED = "image-failed"  # a metric is outside its threshold or expected value
-    ENV_DRIFT = "env-drift"  # the golden no longer reproduces here; the candidate passes against bf16 now
+    ENV_DRIFT = "env-drift"  # the golden no longer reproduces, a recorded cause differs, the candidate is cleared
     DEGENERATE = "degenerate"  # NaN / constant / black candidate
     BUDGET_FAILED = "budget-failed"  # a memory or step-time limit was exceeded
     OUT_OF_MEMORY = "out-of-memory"  # loading or rendering ran out of device or host memory

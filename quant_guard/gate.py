@@ -16,7 +16,7 @@ from quant_guard.atomic import atomic_write
 from quant_guard.budgets import Budget, BudgetNotMeasurable, check_budget
 from quant_guard.cases import CaseResult, TestAddress, TestOverrides, Verdict, VisualCase
 from quant_guard.checkpoints import CheckpointError
-from quant_guard.drift import Comparison, DriftCheck, DriftOutcome, ReferenceMode, decide, explain
+from quant_guard.drift import Comparison, DriftCheck, DriftOutcome, ReferenceMode, closeness_checks, explain
 from quant_guard.fingerprint import FieldDifference, differences, environment
 from quant_guard.golden import GoldenCorrupt, GoldenMissing, WriteOutcome, encode_png, stale_fields
 from quant_guard.judgement import compare, judge, judge_checks, meaning_unavailable
@@ -210,6 +210,10 @@ def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
     return replace(result, fingerprint=fingerprint)
 
 
+# Drift-check outcomes that fail the case on its comparison with the golden.
+_FAILED_AGAINST_GOLDEN = (DriftOutcome.QUANTIZATION_FAILED, DriftOutcome.UNKNOWN_CAUSE, DriftOutcome.NOT_CLEARED)
+
+
 def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, golden: Golden,
                  candidate: Render, first: CaseResult, *, expected: ImageMetrics | None,
                  expected_scorecard: dict[str, float] | None, fingerprint: tuple[FieldDifference, ...],
@@ -225,19 +229,22 @@ def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrid
     limits = _thresholds(session, vc, marker)
     quantization, card = _compare(vc, reference.image, candidate.image, limits)
     checks = _checks(session, quantization, card, limits, expected, expected_scorecard)
+    tolerance = session.config.drift_tolerance
     check = DriftCheck(
         candidate_vs_golden=Comparison("candidate vs golden", first.metrics, first.checks),
-        reference_vs_golden=Comparison("bf16 now vs golden (drift)", drift_metrics,
-                                       session.config.drift_tolerance.checks(drift_metrics)),
+        reference_vs_golden=Comparison("bf16 now vs golden (drift)", drift_metrics, tolerance.checks(drift_metrics)),
         candidate_vs_reference=Comparison("candidate vs bf16 now", quantization, tuple(checks)),
-        fingerprint=fingerprint)
-    outcome = decide(check, session.reference_mode)
+        fingerprint=fingerprint, closeness=closeness_checks(quantization, tolerance, expected is not None),
+        mode=session.reference_mode)
+    outcome = check.outcome
     images = {**first.images, "reference": _write_reference(session, vc, reference.image)}
     section = explain(check, outcome, scheme=vc.scheme.id, rebaseline=_update_command(vc, address))
     common: dict[str, Any] = {"drift": check, "images": images, "reference_render": reference.summary()}
-    if outcome is DriftOutcome.QUANTIZATION_FAILED:
+    if outcome in _FAILED_AGAINST_GOLDEN:  # judged by the golden comparison: its metrics and checks stay
         head = first.reason.rsplit("\n" + _paths(first.images), 1)[0] if first.reason else ""
-        reason = "\n".join(p for p in (head, section, _paths(images)) if p)
+        # a regression leads with the failed checks; a drift that cannot be blamed leads with why
+        parts = (head, section) if outcome is DriftOutcome.QUANTIZATION_FAILED else (section, head)
+        reason = "\n".join(p for p in (*parts, _paths(images)) if p)
         return replace(first, verdict=Verdict.IMAGE_FAILED, reason=reason, **common)
     judged = {"metrics": quantization, "checks": tuple(checks), "scorecard": card}  # the comparison that decided
     if outcome is DriftOutcome.ENV_DRIFT:

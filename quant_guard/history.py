@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from quant_guard.fingerprint import FINGERPRINT_KEYS
+from quant_guard.thresholds import IMAGE_METRICS
 from quant_guard.trend_stats import Scale, mann_kendall, theil_sen
 from quant_guard.units import format_bytes, format_seconds
 
@@ -102,9 +103,18 @@ class HistoryRecord:
     # what the run was judged against: a hash of the golden and its expected metrics
     # (GoldenStore.baseline_id); a new one marks a re-baseline. None: not known (older records)
     baseline_id: str | None = None
+    # ``metrics`` compare the candidate with its golden; where the bf16 reference was also rendered
+    # in the run (a drift check, live mode) these are the candidate's lpips/ssim/psnr against it
+    reference_metrics: dict[str, float | None] = field(default_factory=dict)
 
     def value(self, metric: str) -> float | None:
         return self.metrics.get(metric)
+
+    def against_reference(self) -> HistoryRecord:
+        """This record with the image metrics of the candidate against the bf16 render of its own
+        run in place of those against the golden (None where that render was not made): the second
+        series the alarm watches."""
+        return replace(self, metrics={**self.metrics, **{k: self.reference_metrics.get(k) for k in IMAGE_METRICS}})
 
     def to_json(self) -> str:
         return json.dumps({"qg_history": HISTORY_VERSION, **asdict(self)}, sort_keys=False,
@@ -126,7 +136,9 @@ class HistoryRecord:
                        metrics={str(k): _number(v) for k, v in metrics.items()},
                        env_hash=str(data["env_hash"]), environment=dict(data.get("environment") or {}),
                        limits={str(k): _number(v) for k, v in (data.get("limits") or {}).items()},
-                       baseline_id=None if data.get("baseline_id") is None else str(data["baseline_id"]))
+                       baseline_id=None if data.get("baseline_id") is None else str(data["baseline_id"]),
+                       reference_metrics={str(k): _number(v)
+                                          for k, v in (data.get("reference_metrics") or {}).items()})
         except KeyError as exc:
             raise ValueError(f"missing field {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
@@ -142,8 +154,13 @@ def _number(value: Any) -> float | None:
 
 
 def from_result(record: Mapping[str, Any], run: RunInfo) -> HistoryRecord:
-    """The history record of one results.json record (see quant_guard.report.records)."""
-    metrics = record.get("metrics") or {}
+    """The history record of one results.json record (see quant_guard.report.records). A case
+    judged against the bf16 render of its run (``drift``) reports that comparison as its
+    ``metrics``; the history keeps both, the golden one as ``metrics``: a fault that both renders
+    share (the VAE, a text encoder) shows only there."""
+    drift = record.get("drift") if isinstance(record.get("drift"), Mapping) else {}
+    metrics = _comparison_metrics(drift, "candidate_vs_golden") or record.get("metrics") or {}
+    reference = _comparison_metrics(drift, "candidate_vs_reference")
     render = record.get("candidate_render") or {}
     memory = render.get("memory") or {}
     steps = [float(s) for s in render.get("step_times_s") or [] if _number(s) is not None]
@@ -158,7 +175,15 @@ def from_result(record: Mapping[str, Any], run: RunInfo) -> HistoryRecord:
                  "resident_memory_bytes": _number(memory.get("at_start_bytes")),
                  "median_step_s": statistics.median(steps) if steps else None},
         env_hash=environment_hash(fingerprint), environment=fingerprint, limits=_limits_of(record),
-        baseline_id=None if record.get("baseline_id") is None else str(record["baseline_id"]))
+        baseline_id=None if record.get("baseline_id") is None else str(record["baseline_id"]),
+        reference_metrics={k: _number(reference.get(k)) for k in IMAGE_METRICS} if reference else {})
+
+
+def _comparison_metrics(drift: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """The metrics of one comparison of a serialized drift check; empty when it has none."""
+    comparison = drift.get(name)
+    metrics = comparison.get("metrics") if isinstance(comparison, Mapping) else None
+    return metrics if isinstance(metrics, Mapping) else {}
 
 
 _CHECK_METRICS = {"LPIPS": "lpips", "SSIM": "ssim", "PSNR": "psnr"}

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from quant_guard.history import (AlarmMode, AlarmResult, AlarmStatus, History, HistoryAlarm, HistoryRecord, RunInfo,
                                  check_alarm, from_result, read)
+from quant_guard.thresholds import IMAGE_METRICS
 
 if TYPE_CHECKING:
     from quant_guard.cases import CaseResult
@@ -31,7 +32,7 @@ def current_record(result: CaseResult, environment: dict[str, Any], run: RunInfo
     return from_result({"id": vc.id, "checkpoint": vc.checkpoint.id, "case": vc.case.id, "seed": vc.seed,
                         "scheme": vc.scheme.id, "verdict": result.verdict.value,
                         "metrics": to_jsonable(result.metrics),
-                        "candidate_render": to_jsonable(result.candidate_render),
+                        "candidate_render": to_jsonable(result.candidate_render), "drift": to_jsonable(result.drift),
                         "environment": to_jsonable(environment), "baseline_id": baseline_id}, run)
 
 
@@ -44,11 +45,28 @@ def apply_alarm(result: CaseResult, history: History, alarm: HistoryAlarm, envir
 
     if not result.passed or result.verdict is Verdict.UPDATED or result.metrics is None:
         return result
-    judged: AlarmResult = check_alarm(current_record(result, environment, run, baseline_id), history.records, alarm)
+    judged = judge_both(current_record(result, environment, run, baseline_id), history, alarm)
     if judged.status is AlarmStatus.FAIL and alarm.mode is AlarmMode.FAIL:
         return dataclasses.replace(result, verdict=Verdict.HISTORY_DRIFT, history=judged,
                                    reason=f"drifted against its history: {judged.message}")
     return dataclasses.replace(result, history=judged)
+
+
+def judge_both(current: HistoryRecord, history: History, alarm: HistoryAlarm) -> AlarmResult:
+    """The alarm on the candidate against its golden (the series the report plots) and, for an
+    image metric, on the candidate against the bf16 render of each run that rendered it: the golden
+    series sees a fault the candidate shares with the bf16 reference (the VAE, a text encoder), the
+    reference series a quantization change hidden by a drifting golden. The one that fired is
+    returned (both messages when both did); when neither fired, the golden one."""
+    golden = check_alarm(current, history.records, alarm)
+    if alarm.metric not in IMAGE_METRICS or current.reference_metrics.get(alarm.metric) is None:
+        return golden
+    reference = check_alarm(current.against_reference(), [r.against_reference() for r in history.records], alarm)
+    reference = dataclasses.replace(reference, message=f"against the bf16 render of each run: {reference.message}")
+    fired = [j for j in (golden, reference) if j.status in (AlarmStatus.WARN, AlarmStatus.FAIL)]
+    if len(fired) == 2:
+        return dataclasses.replace(golden, message=f"{golden.message}\n{reference.message}")
+    return fired[0] if fired else golden
 
 
 class HistoryJudge:

@@ -42,6 +42,17 @@ def rewrite_golden(png: Path, image: np.ndarray, environment: dict[str, Any] | N
     sidecar.write_text(json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
 
 
+def record_component(png: Path, name: str, path: Path) -> None:
+    """Make a golden's sidecar record ``path`` as its component ``name``: the golden then matches a
+    checkpoint whose component changed after it was rendered, as when nothing recorded sees the
+    change (a file rewritten in place keeping its size and mtime, which the hash cache trusts; a
+    component patched in memory)."""
+    sidecar = png.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta["checkpoint_hashes"][name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    sidecar.write_text(json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+
+
 def perturb_goldens(folder: Path, *, seed: int = 0, environment: dict[str, Any] | None = None) -> list[Path]:
     """Every golden PNG under ``folder`` re-saved with drift-like noise; returns the PNGs."""
     pngs = sorted(folder.rglob("*.png"))

@@ -8,6 +8,7 @@ here holds whatever machine runs it."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,10 +23,12 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from drift_support import OTHER_MACHINE, copy_perturbed, perturb_goldens, rewrite_golden
+from drift_support import OTHER_MACHINE, copy_perturbed, perturb_goldens, record_component, rewrite_golden
+from helpers import VISUAL_TEST
 from quant_guard.config import ConfigError, parse_config
 from quant_guard.degrade import Degradation, degrade
-from quant_guard.drift import Comparison, DriftCheck, DriftOutcome, DriftTolerance, ReferenceMode, decide
+from quant_guard.drift import (Comparison, DriftCheck, DriftOutcome, DriftTolerance, ReferenceMode,
+                               closeness_checks, decide)
 from quant_guard.fingerprint import FINGERPRINT_KEYS, FieldDifference, differences
 from quant_guard.metrics import ImageMetrics
 from quant_guard.thresholds import MetricCheck
@@ -83,17 +86,40 @@ def _comparison(passed: bool) -> Comparison:
     return Comparison("x", m, (MetricCheck("PSNR", 60.0, 50.0 if passed else 70.0, True, "threshold"),))
 
 
-@pytest.mark.parametrize(("reproduces", "quantization", "mode", "outcome"), [
-    (False, True, ReferenceMode.GOLDEN, DriftOutcome.ENV_DRIFT),
-    (False, False, ReferenceMode.GOLDEN, DriftOutcome.QUANTIZATION_FAILED),
-    (True, False, ReferenceMode.GOLDEN, DriftOutcome.QUANTIZATION_FAILED),
-    (True, True, ReferenceMode.GOLDEN, DriftOutcome.PASSED),  # within tolerance: the golden counts as reproduced
-    (False, True, ReferenceMode.LIVE, DriftOutcome.PASSED),  # live: drift cannot fail a case
-    (False, False, ReferenceMode.LIVE, DriftOutcome.QUANTIZATION_FAILED),
+CAUSE = (FieldDifference("torch", "2.13.0", "2.14.1"),)
+
+
+@pytest.mark.parametrize(("reproduces", "quantization", "cause", "close", "mode", "outcome"), [
+    (False, True, True, True, ReferenceMode.GOLDEN, DriftOutcome.ENV_DRIFT),
+    (False, True, False, True, ReferenceMode.GOLDEN, DriftOutcome.UNKNOWN_CAUSE),  # nothing recorded changed
+    (False, True, False, False, ReferenceMode.GOLDEN, DriftOutcome.UNKNOWN_CAUSE),
+    (False, True, True, False, ReferenceMode.GOLDEN, DriftOutcome.NOT_CLEARED),  # not as close as honest
+    (False, False, True, True, ReferenceMode.GOLDEN, DriftOutcome.QUANTIZATION_FAILED),
+    (True, False, True, True, ReferenceMode.GOLDEN, DriftOutcome.QUANTIZATION_FAILED),
+    (True, True, False, False, ReferenceMode.GOLDEN, DriftOutcome.PASSED),  # within tolerance: reproduced
+    (False, True, False, False, ReferenceMode.LIVE, DriftOutcome.PASSED),  # live: drift cannot fail a case
+    (False, False, True, True, ReferenceMode.LIVE, DriftOutcome.QUANTIZATION_FAILED),
 ])
-def test_drift_verdicts(reproduces: bool, quantization: bool, mode: ReferenceMode, outcome: DriftOutcome) -> None:
-    check = DriftCheck(_comparison(False), _comparison(reproduces), _comparison(quantization))
-    assert decide(check, mode) is outcome
+def test_drift_verdicts(reproduces: bool, quantization: bool, cause: bool, close: bool, mode: ReferenceMode,
+                        outcome: DriftOutcome) -> None:
+    closeness = (MetricCheck("PSNR", 48.0, 40.0 if close else 50.0, True, "drift tolerance"),)
+    check = DriftCheck(_comparison(False), _comparison(reproduces), _comparison(quantization),
+                       fingerprint=CAUSE if cause else (), closeness=closeness, mode=mode)
+    assert decide(check, mode) is outcome and check.outcome is outcome
+
+
+def test_without_expected_metrics_only_the_drift_tolerance_clears_a_candidate() -> None:
+    """Thresholds alone let damage through (noise on a DiT block: 44.5 dB from bf16, honest float8
+    48.7 dB, both far above any threshold): with no expected metrics the candidate must be within
+    the drift tolerance of bf16 now; with them, nothing more is asked."""
+    tolerance = DriftTolerance()
+    damaged = ImageMetrics(lpips=0.00028, ssim=0.998, psnr=44.5)
+    assert closeness_checks(damaged, tolerance, expected_judged=True) == ()
+    checks = closeness_checks(damaged, tolerance, expected_judged=False)
+    assert [(c.metric, c.passed) for c in checks] == [("LPIPS", True), ("PSNR", False)]
+    assert all(c.source == "drift tolerance, no expected metrics" for c in checks)
+    assert all(c.passed for c in closeness_checks(ImageMetrics(lpips=0.0001, ssim=0.999, psnr=54.0), tolerance,
+                                                  expected_judged=False))
 
 
 def test_drift_tolerance_from_measurement() -> None:
@@ -241,6 +267,117 @@ def test_drifted_golden_is_env_drift_a_damaged_candidate_still_image_failed(
     live_damaged = pytester.runpytest("--qg-reference=live")
     live_damaged.assert_outcomes(failed=1)
     live_damaged.stdout.fnmatch_lines(["*tiny-red-circle-s0: image-failed: *"])
+
+
+def _component_project(pytester: pytest.Pytester, files: dict[str, Path], extra: str = "") -> Path:
+    """A project whose checkpoint ``tiny`` is given by component files (so a test can damage one)."""
+    from quant_guard.tiny.settings import T5_SEQUENCE_LENGTH
+
+    components = "\n".join(f'{k} = "{v.as_posix()}"' for k, v in files.items())
+    pytester.makefile(".toml", pyproject=(
+        f'[tool.quant_guard]\ngolden_dir = "golden"\nreport_dir = "qg-report"\n{extra}\n'
+        f'[[tool.quant_guard.checkpoints]]\nid = "tiny"\ndevice = "cpu"\n'
+        f't5_sequence_length = {T5_SEQUENCE_LENGTH}\nrender = {{ steps = 4, size = "64x64" }}\n'
+        f'[tool.quant_guard.checkpoints.components]\n{components}\n'
+        '[[tool.quant_guard.cases]]\nid = "red-circle"\nprompt = "a red circle on a blue background at the top left"\n'
+        'seeds = [0]\ncheckpoints = ["tiny"]\n'))
+    pytester.makepyfile(test_visual=VISUAL_TEST)
+    return pytester.path
+
+
+def test_a_vae_cast_nothing_recorded_explains_fails_as_unknown_and_live_is_caught_by_the_golden_history(
+        pytester: pytest.Pytester, _heavy_modules: None, tiny_files: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A green cast in the VAE that both pipelines share, with the golden's recorded environment and
+    component hashes unchanged: the candidate matches the bf16 render of now, yet this is no
+    environment drift (nothing recorded changed) and re-baselining would hide it. Live mode cannot
+    see it; the history's comparison with the golden does, and the report marks the live run."""
+    from quant_guard import history as h
+
+    monkeypatch.delenv("GITHUB_RUN_ID", raising=False)
+    root = _component_project(pytester, tiny_files)
+    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+    monkeypatch.setenv("QG_RUN_ID", "healthy")
+    pytester.runpytest("--qg-reference=live", "--qg-history", "probe").assert_outcomes(passed=1)
+    (healthy,) = h.read(root / "probe").records
+    nights = [dataclasses.replace(healthy, run_id=f"night{i}", date=f"2026-11-0{i}T02:00:00+00:00") for i in (1, 2, 3)]
+    (root / "hist").mkdir()
+    (root / "hist" / "ci.jsonl").write_text("".join(r.to_json() + "\n" for r in nights))
+
+    cast = degrade(load_file(str(tiny_files["vae"])), Degradation.COLOUR_CAST, strength=0.3)
+    vae = tiny_files["vae"]
+    vae.unlink()  # a link to the cached checkpoint: replaced by a file of this test
+    save_file(cast, str(vae))
+    png = root / "golden" / "tiny" / "red-circle-s0.png"
+    record_component(png, "vae", vae)
+
+    failed = pytester.runpytest()
+    failed.assert_outcomes(failed=1)
+    record = json.loads((root / "qg-report" / "results.json").read_text())["results"][0]
+    assert record["verdict"] == "image-failed" and "env-drift" not in failed.stdout.str()
+    failed.stdout.fnmatch_lines([
+        "*tiny-red-circle-s0: the bf16 render changed for an unknown reason: the golden no longer reproduces here*",
+        "*candidate vs bf16 now * ok",
+        "*environment: no recorded field differs from the golden's",
+        "*what to do: find what changed before anything else. Re-baselining would hide it*",
+        "*tiny-red-circle-s0: image-failed: *",
+    ])
+    assert record["drift"]["outcome"] == "unknown-cause"
+    assert record["drift"]["candidate_vs_reference"]["passed"] is True and record["fingerprint"] == []
+    # the history of the healthy run kept both comparisons (the golden is this machine's bf16 render)
+    assert set(healthy.reference_metrics) == {"lpips", "ssim", "psnr"}
+    assert healthy.value("psnr") == pytest.approx(healthy.reference_metrics["psnr"], abs=0.5)
+
+    # live: judged against the damaged bf16 render, it would pass; the golden series of the history fails it
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(
+        'report_dir = "qg-report"', 'report_dir = "qg-report"\nhistory_dir = "hist"\n'
+        'history_alarm = { metric = "lpips", ratio = 1.5, window = 3, mode = "fail" }'))
+    monkeypatch.setenv("QG_RUN_ID", "tonight")
+    live = pytester.runpytest("--qg-reference=live", "--qg-report=all")
+    live.assert_outcomes(failed=1)
+    live.stdout.fnmatch_lines(["*tiny-red-circle-s0: drifted against its history: tiny-red-circle-s0: lpips * > * "
+                               "(median * of runs night1, night2, night3*"])
+    record = json.loads((root / "qg-report" / "results.json").read_text())["results"][0]
+    assert record["verdict"] == "history-drift" and record["drift"]["mode"] == "live"
+    assert "against the bf16 render of each run" not in record["history"]["message"]  # not the bf16-now series
+    tonight = next(r for r in h.read(root / "hist").records if r.run_id == "tonight")
+    assert tonight.value("psnr") < 25 < 45 < tonight.reference_metrics["psnr"]  # the cast shows against the golden only
+    page = (root / "qg-report" / "index.html").read_text()
+    assert "candidate against the bf16 render of this run (reference = live)" in page
+    assert "reference = live: judged against the bf16 render of this run, not the golden" in page
+
+
+def test_a_damaged_candidate_against_a_drifted_golden_without_expected_is_not_drift(
+        pytester: pytest.Pytester, qg_project: Callable[..., Path], tmp_path: Path) -> None:
+    """With a recorded cause (another machine) but no expected metrics, the thresholds cannot tell
+    noise on a DiT block (44.5 dB from bf16) from honest float8 (48.7 dB): the environment is not
+    blamed; honest float8 with its expected metrics still is."""
+    root = qg_project()
+    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+    png = root / "golden" / "tiny" / "red-circle-s0.png"
+    rewrite_golden(png, _shifted(np.asarray(Image.open(png))), OTHER_MACHINE)
+    pytester.runpytest().assert_outcomes(failed=1)
+    honest = json.loads((root / "qg-report" / "results.json").read_text())["results"][0]
+    assert honest["verdict"] == "env-drift"
+
+    damaged = tmp_path / "dit-noise.safetensors"
+    save_file(degrade(load_file(str(ensure_tiny_checkpoint().dit)), Degradation.NOISE, strength=0.1), str(damaged))
+    qg_project(checkpoint_extra=f'candidate = {{ dit = "{damaged.as_posix()}" }}')
+    result = pytester.runpytest("--qg-no-expected")
+    result.assert_outcomes(failed=1)
+    record = json.loads((root / "qg-report" / "results.json").read_text())["results"][0]
+    assert record["verdict"] == "image-failed"
+    result.stdout.fnmatch_lines([
+        "*tiny-red-circle-s0: drift not proven: the bf16 golden no longer reproduces here and the environment "
+        "changed, but with no expected metrics for float8_e4m3fn*",
+        "*candidate vs bf16 now * ok",  # within every threshold ...
+        "*candidate vs bf16 now, without expected metrics, must be within the drift tolerance:",
+        "*PSNR * dB < min 50.00 dB (drift tolerance, no expected metrics) FAIL",  # ... not close enough for drift
+        f"*device_name: {OTHER_MACHINE['device_name']} -> *",
+        "*tiny-red-circle-s0: image-failed: *",
+    ])
+    assert record["drift"]["outcome"] == "not-cleared" and honest["drift"]["outcome"] == "env-drift"
 
 
 def test_golden_within_tolerance_but_over_expected_passes_against_bf16_now(pytester: pytest.Pytester,

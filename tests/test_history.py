@@ -121,6 +121,62 @@ def test_from_result_takes_metrics_memory_step_time_and_the_fingerprint() -> Non
     assert got.run_id == "run03" and got.test_id == "tiny-red-circle-s0"
 
 
+def _drift_checked(golden: dict[str, float], now: dict[str, float]) -> dict:
+    """A results.json record of a case judged against the bf16 render of its run (live mode): its
+    ``metrics`` are that comparison, the one with the golden is in ``drift``."""
+    return {"id": "tiny-red-circle-s0", "checkpoint": "tiny", "case": "red-circle", "seed": 0,
+            "scheme": "float8_e4m3fn", "verdict": "passed", "metrics": now, "environment": ENV_A,
+            "drift": {"mode": "live", "candidate_vs_golden": {"name": "candidate vs golden", "metrics": golden},
+                      "reference_vs_golden": {"name": "bf16 now vs golden (drift)", "metrics": golden},
+                      "candidate_vs_reference": {"name": "candidate vs bf16 now", "metrics": now}}}
+
+
+def test_a_drift_checked_record_keeps_both_comparisons_and_the_golden_one_as_its_metrics(tmp_path: Path) -> None:
+    golden, now = {"lpips": 0.0248, "ssim": 0.9596, "psnr": 21.23}, {"lpips": 0.000142, "ssim": 0.9988, "psnr": 48.58}
+    got = h.from_result(_drift_checked(golden, now), run_info(4))
+    assert {k: got.value(k) for k in golden} == golden and got.reference_metrics == now
+    assert got.against_reference().value("psnr") == 48.58 and got.against_reference().value("median_step_s") is None
+    h.append(tmp_path, [got], run_info(4))
+    (back,) = h.read(tmp_path).records
+    assert back.reference_metrics == now and back.value("psnr") == 21.23
+    plain = h.from_result({**_drift_checked(golden, now), "drift": None}, run_info(4))
+    assert plain.value("psnr") == 48.58 and plain.reference_metrics == {}  # no bf16 render: one comparison
+
+
+def test_a_night_damaged_in_both_renders_alarms_through_the_golden_series() -> None:
+    """The VAE damaged: candidate and bf16 reference both carry it, so against the bf16 render of
+    the night the candidate looks as healthy as ever (48.6 dB); against the golden it is 21 dB."""
+    from quant_guard.history_gate import judge_both
+
+    healthy = {"lpips": 0.000145, "ssim": 0.9988, "psnr": 48.7}
+    nights = [h.from_result(_drift_checked(healthy, healthy), run_info(i)) for i in (1, 2, 3)]
+    damaged = h.from_result(_drift_checked({"lpips": 0.0248, "ssim": 0.9596, "psnr": 21.23},
+                                           {"lpips": 0.000142, "ssim": 0.9988, "psnr": 48.58}), run_info(4))
+    alarm = h.HistoryAlarm(metric="psnr", ratio=1.05, window=3, mode=h.AlarmMode.FAIL)
+    judged = judge_both(damaged, h.History(tuple(nights)), alarm)
+    assert judged.status is h.AlarmStatus.FAIL and judged.compared == ("run01", "run02", "run03")
+    assert judged.message.startswith("tiny-red-circle-s0: psnr 21.23 < ")
+    assert h.check_alarm(damaged.against_reference(), [n.against_reference() for n in nights],
+                         alarm).status is h.AlarmStatus.OK  # the bf16-now series alone never sees it
+
+
+def test_a_quantization_change_hidden_by_the_golden_alarms_through_the_bf16_series() -> None:
+    from quant_guard.history_gate import judge_both
+
+    golden = {"lpips": 0.03, "ssim": 0.7, "psnr": 32.5}  # a drifted golden dominates the comparison
+    nights = [h.from_result(_drift_checked(golden, {"lpips": 0.00015, "ssim": 0.998, "psnr": 48.7}), run_info(i))
+              for i in (1, 2, 3)]
+    tonight = h.from_result(_drift_checked(golden, {"lpips": 0.0006, "ssim": 0.996, "psnr": 44.0}), run_info(4))
+    alarm = h.HistoryAlarm(metric="lpips", ratio=1.5, window=3, mode=h.AlarmMode.WARN)
+    judged = judge_both(tonight, h.History(tuple(nights)), alarm)
+    assert judged.status is h.AlarmStatus.WARN
+    assert judged.message.startswith("against the bf16 render of each run: tiny-red-circle-s0: lpips 0.0006 > ")
+    both = h.from_result(_drift_checked({**golden, "lpips": 0.09}, {"lpips": 0.0006, "ssim": 0.996, "psnr": 44.0}),
+                         run_info(4))
+    lines = judge_both(both, h.History(tuple(nights)), alarm).message.splitlines()
+    assert lines[0].startswith("tiny-red-circle-s0: lpips 0.09 > ") and lines[-1].startswith("against the bf16")
+
+
 def test_environment_hash_ignores_fields_that_do_not_change_a_render() -> None:
     assert h.environment_hash(ENV_A) == h.environment_hash({**ENV_A, "python": "3.12", "created": "now"})
     assert h.environment_hash(ENV_A) != h.environment_hash(ENV_B)

@@ -105,6 +105,7 @@ class CheckpointTable:
     spread: tuple[Row, ...]  # one per case: its seeds together
     performance: tuple[Row, ...] = ()  # the scheme's candidate and the bf16 reference side by side
     first_of_checkpoint: bool = True  # the checkpoint's first scheme: its scheme comparison goes here
+    live: bool = False  # judged against the bf16 render of the run (reference = "live"), not the golden
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ def _tables(records: Sequence[Mapping[str, Any]]) -> tuple[CheckpointTable, ...]
             by_case.setdefault(str(r.get("case")), []).append(r)
         spread = tuple(_spread_row(case, group) for case, group in by_case.items())
         tables.append(CheckpointTable(checkpoint, scheme, seed_rows, spread, _performance_rows(rows),
-                                      first_of_checkpoint=checkpoint not in seen))
+                                      first_of_checkpoint=checkpoint not in seen, live=any(map(is_live, rows))))
         seen.add(checkpoint)
     return tuple(tables)
 
@@ -550,10 +551,21 @@ def _golden_made(sidecar: Any) -> tuple[tuple[str, str], ...]:
     return tuple(rows)
 
 
+def is_live(record: Mapping[str, Any]) -> bool:
+    """Judged against the bf16 render of its own run (``reference = "live"``)."""
+    drift = record.get("drift")
+    return isinstance(drift, Mapping) and drift.get("mode") == "live"
+
+
+LIVE_NOTE = ("reference = live: judged against the bf16 render of this run, not the golden. Damage to a component "
+             "both pipelines share (the VAE, a text encoder) is in both renders and cannot fail this comparison; "
+             "the drift check's candidate vs golden still shows it.")
+
+
 def _notes(record: Mapping[str, Any]) -> tuple[str, ...]:
     golden_env = ((record.get("golden") or {}).get("environment")) or {}
     env = record.get("environment") or {}
-    notes = []
+    notes = [LIVE_NOTE] if is_live(record) else []
     for key in ("device", "torch", "diffsynth"):
         if key in golden_env and key in env and golden_env[key] != env[key]:
             notes.append(f"golden made with {key} {golden_env[key]}, this run used {env[key]}")

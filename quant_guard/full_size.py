@@ -78,18 +78,10 @@ def build_under_plan(resolved: ResolvedCheckpoint, scheme: Scheme, device: str,
                      spec: CheckpointSpec | None) -> FluxImagePipeline:
     """The pipeline of ``scheme`` under the checkpoint's memory plan (the one the gate uses,
     ``quant_guard.memory_plan.plan_memory``); without a checkpoint, every component resident."""
-    from quant_guard.memory_plan import plan_memory
+    from quant_guard.memory_plan import checkpoint_plan
     from quant_guard.pipelines import build_pipeline
 
-    offload = bool(spec and spec.cpu_offload)
-    limit = spec.vram_limit_bytes if spec else None
-    total = None
-    if device.startswith("cuda") and offload and limit is None:
-        import torch
-
-        total = int(torch.cuda.mem_get_info(device)[1])
-    plan = plan_memory(cpu_offload=offload, vram_limit_bytes=limit, scheme=scheme, device=device,
-                       device_total_bytes=total)
+    plan = checkpoint_plan(spec, scheme, device)
     return build_pipeline(resolved, scheme, device, plan=plan)
 
 

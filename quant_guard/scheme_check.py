@@ -70,7 +70,10 @@ def inventory(dit: torch.nn.Module) -> DitInventory:
         elif quantize is not None and quantize.is_quantized_linear(module):
             layers.append(LinearLayer(name, True, _quantized_format(module)))
         elif isinstance(module, torch.nn.Linear):
-            layers.append(LinearLayer(name, False, str(module.weight.dtype).removeprefix("torch."),
+            # a disk-offloaded layer holds meta tensors: it is read in its preparing dtype
+            # (diffsynth/core/vram/layers.py lines 123-127, 175-180)
+            dtype = module.preparing_dtype if getattr(module, "disk_offload", False) else module.weight.dtype
+            layers.append(LinearLayer(name, False, str(dtype).removeprefix("torch."),
                                       managed=type(module).__name__ == _STORAGE_WRAPPER))
     return DitInventory(tuple(layers), stored_bytes(dit))
 

@@ -94,6 +94,11 @@ class HostPlan:
         """What a DiT swap adds: the old DiT is dropped before the new one is read."""
         return self.component("dit").load_bytes
 
+    @property
+    def swap_peak_bytes(self) -> int:
+        """The process at the peak of swapping this DiT into a pipeline that holds the rest."""
+        return self.process_bytes + self.weights_bytes - self.component("dit").resident_bytes + self.swap_bytes()
+
     def describe(self) -> str:
         parts = ", ".join(f"{c.name} {format_bytes(c.load_bytes)}" for c in self.components if c.load_bytes)
         return (f"{format_bytes(self.peak_bytes)} at the peak of loading, {format_bytes(self.resident_bytes)} once "

@@ -446,3 +446,60 @@ def test_tiny_shapes_are_the_embedded_checkpoint() -> None:
         if name == "text_encoder_t5":  # the tiny file stores the tied embedding table twice
             assert shipped.pop("encoder.embed_tokens.weight") == shipped["shared.weight"]
         assert shipped == {k: s for k, (s, _) in tensors.items()}
+
+
+# ---- the plain command on a GPU runner: host RAM, unmeasured limits, the torch build -------------------
+
+def _fake_gpu_runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ram_gib: float) -> Path:
+    import quant_guard.doctor as doctor
+    from quant_guard.host_memory import MachineMemory
+
+    monkeypatch.setattr(doctor, "gpus", lambda: [Gpu(0, "Fake RTX 3060", 12 * GIB)])
+    monkeypatch.setattr(doctor, "machine_findings", lambda devices: [])
+    monkeypatch.setattr(doctor, "machine_memory", lambda: MachineMemory(int(ram_gib * GIB), int(ram_gib * GIB), "test"))
+    monkeypatch.setattr(doctor, "_free_bytes", lambda folder: 1000 * GIB)
+    monkeypatch.setenv("DIFFSYNTH_MODEL_BASE_PATH", str(tmp_path / "models"))
+    return Path(__file__).resolve().parents[1] / "pyproject.toml"  # tiny + majicflus (gpu, cpu_offload)
+
+
+def test_plain_doctor_does_not_call_an_unmeasured_offload_plan_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    config = _fake_gpu_runner(monkeypatch, tmp_path, 64)
+    assert cli_main(["doctor", "--qg-config", str(config)]) == 0
+    out = capsys.readouterr().out
+    section = out[out.index("checkpoint majicflus"):]
+    todo = [line.split()[1] for line in section.splitlines() if line.startswith("  [todo]")]
+    assert todo == ["peak_vram", "resident_vram", "step_time"], out
+    assert "doctor: ready" not in out
+    assert out.rstrip().endswith("3 check(s) marked todo need a measurement: run quant-guard doctor --full-size on "
+                                 "this runner before calling it ready")
+    # the plan's host RAM, per scheme, at FLUX.1-dev size (nothing downloaded yet)
+    assert re.search(r"\[info\] host_ram +bf16: 33\.\d\d GiB at the peak of loading", section), section
+    assert re.search(r"\[info\] host_ram +bitsandbytes_nf4: 33\.\d\d GiB at the peak of loading, 1\d\.\d\d GiB once "
+                     r"loaded", section), section
+    assert re.search(r"\[  ok\] host_ram +the largest, bf16, 33\.\d\d GiB at its peak, fits this machine's 64\.00 GiB",
+                     section), section
+
+
+def test_plain_doctor_fails_a_plan_larger_than_the_runners_ram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    config = _fake_gpu_runner(monkeypatch, tmp_path, 32)
+    assert cli_main(["doctor", "--qg-config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"\[FAIL\] host_ram +the bf16 pipeline needs about 33\.\d\d GiB of host RAM at the peak of its "
+                     r"load, this machine has 32\.00 GiB: the run would stop before loading it; set disk_offload = "
+                     r"true", out), out
+
+
+def test_torch_cuda_build_against_the_driver_and_the_requested_build() -> None:
+    from quant_guard.doctor import cuda_build_findings
+
+    [old_driver] = cuda_build_findings("13.0", "570.86.15", None)
+    assert old_driver.status is Status.FAIL and "needs an NVIDIA driver >= 580.65.06; this one is 570.86.15" in \
+        old_driver.text and "QG_TORCH_CUDA=cu12x" in old_driver.text
+    assert [f.status for f in cuda_build_findings("12.6", "570.86.15", "cu126")] == [Status.OK]
+    assert [f.status for f in cuda_build_findings("13.0", "580.95.05", None)] == [Status.OK]
+    wrong = cuda_build_findings("13.0", "580.95.05", "cu126")
+    assert wrong[0].status is Status.FAIL and "QG_TORCH_CUDA=cu126 asks for a CUDA 12.6 build" in wrong[0].text
+    assert cuda_build_findings(None, None, "cpu") == []
+    assert cuda_build_findings("12.8", None, "cpu")[0].status is Status.FAIL

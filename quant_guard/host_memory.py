@@ -40,7 +40,7 @@ from quant_guard.memory_plan import DISK, MemoryPlan
 from quant_guard.units import format_bytes
 
 if TYPE_CHECKING:
-    from quant_guard.schemes import Quantization
+    from quant_guard.schemes import Quantization, Scheme
 
 # Python + torch + DiffSynth imported (about 1 GiB, FACTS), LPIPS, the CUDA context's host side
 # and the render's images: an allowance, replaced by a measurement where there is one
@@ -248,3 +248,67 @@ def measured_build() -> Iterator[BuildMemory]:
             memory.peak_bytes = rss_field("VmHWM")
         else:
             memory.note = "peak RSS not measured: /proc/self/clear_refs cannot be written here"
+
+
+# ---- the plan per card size (README, "A real checkpoint") ----------------------------------------
+
+# What a 1024x1024 FLUX render needs on the device beyond the weights the plan keeps there:
+# activations, the VAE decode and the layer being copied over (README: about 3 GiB)
+RENDER_HEADROOM = 3 * 2**30
+CARD_SIZES_GIB = (12, 16, 24, 80)
+
+
+@dataclass(frozen=True)
+class CardPlan:
+    card_gib: int
+    cpu_offload: bool
+    vram_limit_bytes: int | None
+    vram_peak_bytes: dict[str, int]  # scheme id -> expected device peak
+    host_peak_bytes: dict[str, int]  # scheme id -> host RAM at the peak of its load
+    host_peak_disk_bytes: dict[str, int]  # the same with disk_offload = true
+
+
+def card_plan(card_gib: int, file_bytes: Mapping[str, int], schemes: tuple[Scheme, ...]) -> CardPlan:
+    """The plan a card of ``card_gib`` GiB gets: every component resident when the bf16
+    reference's weights and the render fit (goldens are made on the same card), else cpu_offload
+    with a vram_limit that leaves ``RENDER_HEADROOM`` under the card's memory (12 GiB -> 7 GiB,
+    the repository's majicflus setting, minus another 2 GiB for the CUDA context and allocator)."""
+    from quant_guard.memory_plan import plan_memory
+
+    total = card_gib * 2**30
+    weights = sum(file_bytes.values())
+    offload = weights + RENDER_HEADROOM > total
+    limit = total - RENDER_HEADROOM - 2 * 2**30 if offload else None
+    vram, host, disk = {}, {}, {}
+    for scheme in schemes:
+        for disk_offload, into in ((False, host), (True, disk)):
+            plan = plan_memory(cpu_offload=offload, vram_limit_bytes=limit, scheme=scheme, device="cuda",
+                               device_total_bytes=total, disk_offload=disk_offload)
+            into[scheme.id] = host_plan(plan, file_bytes).peak_bytes
+        dit = file_bytes["dit"]
+        stored = int(dit * (quantized_fraction(scheme.quantization) if scheme.quantization
+                            else _STORED_FRACTION[scheme.storage_dtype]))
+        resident = weights - dit + stored  # every weight on the device, the DiT as the scheme stores it
+        on_device = min(limit, resident) if limit is not None else resident
+        vram[scheme.id] = on_device + RENDER_HEADROOM
+    return CardPlan(card_gib, offload, limit, vram, host, disk)
+
+
+def card_table(file_bytes: Mapping[str, int], schemes: tuple[Scheme, ...]) -> str:
+    """The Markdown table of ``card_plan`` for each card size (GiB = 2^30 bytes)."""
+
+    def gib(n: int) -> str:
+        return f"{n / 2**30:.1f}"
+
+    ids = [s.id for s in schemes]
+    head = ("| card | plan | `vram_limit` | VRAM peak, GiB (" + " / ".join(ids) + ") | host RAM peak, GiB ("
+            + " / ".join(ids) + ") | the same with `disk_offload = true` |")
+    lines = [head, "|---|---|---|---|---|---|"]
+    for size in CARD_SIZES_GIB:
+        c = card_plan(size, file_bytes, schemes)
+        plan = "`cpu_offload = true`" if c.cpu_offload else "resident"
+        limit = "-" if c.vram_limit_bytes is None else f'"{gib(c.vram_limit_bytes)} GiB"'
+        lines.append(f"| {size} GiB | {plan} | {limit} | {' / '.join(gib(c.vram_peak_bytes[i]) for i in ids)} | "
+                     f"{' / '.join(gib(c.host_peak_bytes[i]) for i in ids)} | "
+                     f"{' / '.join(gib(c.host_peak_disk_bytes[i]) for i in ids)} |")
+    return "\n".join(lines)

@@ -340,3 +340,26 @@ def test_a_load_that_would_not_fit_stops_before_loading(monkeypatch: pytest.Monk
     with pytest.raises(pipelines.LoadOutOfMemory, match=r"loading the float8_e4m3fn DiT of 'tiny' needs about "
                                                        r"1\.\d\d MiB more host RAM"):
         pipelines.swap_dit(pipe, resolved, FLOAT8_E4M3FN, f8)
+
+
+def test_the_readme_shows_the_plan_per_card_size() -> None:
+    """The README's "A real checkpoint" table is what ``host_memory.card_table`` computes for the
+    repository's majicflus schemes at FLUX.1-dev size, and its figures follow the plan's rules."""
+    from quant_guard.config import load_config
+    from quant_guard.doctor import flux_dev_file_bytes
+    from quant_guard.host_memory import RENDER_HEADROOM, card_plan, card_table
+
+    root = Path(__file__).parents[1]
+    spec = load_config(root / "pyproject.toml").checkpoint("majicflus")
+    sizes = {name: flux_dev_file_bytes()[name] for name in MODEL_COMPONENTS}
+    schemes = (REFERENCE, *spec.schemes)
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### A real checkpoint"):readme.index("### Before the first nightly")]
+    assert card_table(sizes, schemes) in section
+    small = card_plan(12, sizes, schemes)
+    assert small.cpu_offload and small.vram_limit_bytes == spec.vram_limit_bytes  # the repository's setting
+    assert small.vram_peak_bytes["bf16"] == spec.vram_limit_bytes + RENDER_HEADROOM == spec.limits.peak_memory_bytes
+    assert small.host_peak_bytes["bf16"] > 32 * 10**9 > small.host_peak_disk_bytes["bf16"]  # a 32 GB runner
+    assert small.host_peak_disk_bytes["bitsandbytes_nf4"] > sizes["dit"]  # quantized on load: the bf16 copy
+    big = card_plan(80, sizes, schemes)
+    assert not big.cpu_offload and big.vram_peak_bytes["bf16"] == sum(sizes.values()) + RENDER_HEADROOM

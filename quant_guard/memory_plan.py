@@ -33,13 +33,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from quant_guard.schemes import COMPUTE_DTYPE, Scheme
 from quant_guard.units import UnitError, format_bytes, parse_bytes
-
-if TYPE_CHECKING:
-    from quant_guard.config import CheckpointSpec
 
 AUTO = "auto"
 # DiffSynth's recipe: the device's total memory minus 0.5 GiB
@@ -148,7 +145,15 @@ def plan_memory(*, cpu_offload: bool, vram_limit_bytes: int | None, scheme: Sche
     return MemoryPlan(mode, device, scheme, components, limit)
 
 
-def checkpoint_plan(spec: CheckpointSpec | None, scheme: Scheme, device: str) -> MemoryPlan:
+class OffloadSettings(Protocol):
+    """What ``checkpoint_plan`` reads of a ``config.CheckpointSpec`` (config imports this module)."""
+
+    cpu_offload: bool
+    vram_limit_bytes: int | None
+    disk_offload: bool
+
+
+def checkpoint_plan(spec: OffloadSettings | None, scheme: Scheme, device: str) -> MemoryPlan:
     """The plan of ``scheme`` under a checkpoint's settings (None: every component on ``device``);
     an automatic ``vram_limit`` reads the device's total memory."""
     offload = bool(spec and spec.cpu_offload)

@@ -7,6 +7,8 @@
 #   QG_WORKERS      pytest-xdist workers: "gpus" (one per visible GPU; none with fewer than 2) or a number
 #   QG_CONFIG       quant_guard configuration file (default: pyproject.toml)
 #   VENV            the project's virtualenv (default .venv, made by ci/install.sh)
+#   QG_GPU_LOCK     lock file that serialises quant_guard jobs on one host (default
+#                   $TMPDIR/quant_guard-gpu.lock; "none" when each runner has its own GPU)
 
 VENV="${VENV:-.venv}"
 QG_PYTHON="${QG_PYTHON:-$VENV/bin/python}"
@@ -74,8 +76,20 @@ EOF
 # pytest after the prefetch: every file is local by then, so no pytest process (nor any xdist
 # worker) contacts the model hub again; a hub outage cannot fail the run, and a file the prefetch
 # could not get fails its tests with the reason instead of being downloaded half-way through.
+# Two shard jobs may land on one host (two runner services on one machine): without a GPU each
+# (CUDA_VISIBLE_DEVICES in each runner's .env, then QG_GPU_LOCK=none), they would render on the
+# same GPUs at once, measure each other's memory and time, and may run out of memory. The lock
+# makes the second wait for the first.
 qg_pytest() {
-    DIFFSYNTH_SKIP_DOWNLOAD=True "$PYTEST" "$@"
+    local lock="${QG_GPU_LOCK:-${TMPDIR:-/tmp}/quant_guard-gpu.lock}"
+    if [[ "$lock" == "none" ]] || ! command -v flock >/dev/null 2>&1; then
+        DIFFSYNTH_SKIP_DOWNLOAD=True "$PYTEST" "$@"
+        return
+    fi
+    if ! flock -n "$lock" true; then
+        echo "::notice::another quant_guard job on this host holds $lock; waiting for it (QG_GPU_LOCK)"
+    fi
+    DIFFSYNTH_SKIP_DOWNLOAD=True flock "$lock" "$PYTEST" "$@"
 }
 
 # Number of pytest-xdist workers (0: run without xdist).

@@ -69,6 +69,7 @@ class CheckpointSpec:
     device: str = "auto"
     cpu_offload: bool = False  # every component in host memory between forwards (memory_plan.py)
     vram_limit_bytes: int | None = None  # with cpu_offload: device memory up to which layers stay; None = "auto"
+    disk_offload: bool = False  # DiT and T5 read from their files layer by layer (memory_plan.py)
     t5_sequence_length: int = 512
     marks: tuple[str, ...] = ()
     thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
@@ -421,6 +422,7 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
         id=checkpoint_id, embedded=embedded, components=components,
         schemes=schemes, declared_schemes=declared, device=device,
         cpu_offload=cpu_offload, vram_limit_bytes=_vram_limit(t, cpu_offload),
+        disk_offload=t.get("disk_offload", bool, False),
         t5_sequence_length=t5_sequence_length,
         marks=marks, thresholds=thresholds, limits=limits, render=render,
         deterministic=t.get("deterministic", bool, False),

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from quant_guard.config import COMPONENTS, CheckpointSpec, ComponentSource, QuantGuardConfig
 from quant_guard.fingerprint import nvidia_driver
+from quant_guard.host_memory import HostPlan, host_plan, machine_memory, quantized_fraction
 from quant_guard.units import format_bytes
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class Status(str, Enum):
     OK = "ok"
     INFO = "info"
     WARN = "warn"
+    UNCHECKED = "todo"  # a limit this run could not vouch for: the doctor does not say "ready"
     FAIL = "FAIL"
 
 
@@ -80,6 +82,11 @@ def machine_findings(devices: list[Gpu]) -> list[Finding]:
 
     out = [Finding(Status.INFO, "python", platform.python_version()),
            Finding(Status.INFO, "torch", f"{torch.__version__} (CUDA build {torch.version.cuda or 'none'})")]
+    out += cuda_build_findings(torch.version.cuda, nvidia_driver(), os.environ.get(TORCH_CUDA_ENV))
+    memory = machine_memory()
+    out.append(Finding(Status.INFO, "host RAM", f"{format_bytes(memory.total_bytes or 0)} total, "
+                                                f"{format_bytes(memory.available_bytes or 0)} available now "
+                                                f"({memory.source})"))
     if devices:
         out.append(Finding(Status.OK, "CUDA", f"{len(devices)} device(s) visible; driver {nvidia_driver() or 'unknown'}"))
         out += [Finding(Status.INFO, f"GPU {g.index}", f"{g.name}, {format_bytes(g.total_bytes)}") for g in devices]
@@ -95,6 +102,51 @@ def machine_findings(devices: list[Gpu]) -> list[Finding]:
     except LpipsWeightsError as exc:
         first = str(exc).splitlines()[0]
         out.append(Finding(Status.FAIL, "LPIPS weights", f"{first} (quant-guard lpips-weights --help)"))
+    return out
+
+
+# The oldest Linux driver each CUDA major version of a torch wheel runs on (NVIDIA's "CUDA
+# Compatibility" guide, minor version compatibility: a cu12x wheel needs a driver of the 12.x
+# family, >= 525.60.13; a cu13x wheel >= 580.65.06). PyPI's default torch wheel is a CUDA 13
+# build; ci/install.sh installs another with QG_TORCH_CUDA=cu126 (any of PyTorch's wheel indexes).
+MIN_DRIVER = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
+TORCH_CUDA_ENV = "QG_TORCH_CUDA"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+def _wheel_cuda(tag: str) -> str | None:
+    """PyTorch's wheel index tag as a CUDA version: "cu126" -> "12.6"; "cpu" -> None."""
+    digits = tag.removeprefix("cu")
+    return f"{digits[:-1]}.{digits[-1]}" if tag.startswith("cu") and digits.isdigit() and len(digits) >= 2 else None
+
+
+def cuda_build_findings(torch_cuda: str | None, driver: str | None, wanted: str | None) -> list[Finding]:
+    """Whether the installed torch's CUDA build runs on this driver, and is the one
+    ``QG_TORCH_CUDA`` asked ci/install.sh for."""
+    out = []
+    if wanted and wanted != "default":
+        asked = _wheel_cuda(wanted)
+        if (asked and _version(asked)[:2] != _version(torch_cuda or "")[:2]) or (asked is None) != (torch_cuda is None):
+            out.append(Finding(Status.FAIL, "torch build", f"{TORCH_CUDA_ENV}={wanted} asks for a "
+                                                           f"{'CUDA ' + asked if asked else 'CPU'} build, the installed "
+                                                           f"torch is built for CUDA {torch_cuda or 'none'}: rerun "
+                                                           "ci/install.sh (it reinstalls torch from that index)"))
+    if torch_cuda is None or driver is None:
+        return out
+    major = _version(torch_cuda)[0]
+    need = MIN_DRIVER.get(major)
+    if need is not None and _version(driver) < _version(need):
+        newest = max((m for m, v in MIN_DRIVER.items() if _version(driver) >= _version(v)), default=None)
+        hint = f"QG_TORCH_CUDA=cu{newest}x for a CUDA {newest} build" if newest else "a newer driver"
+        out.append(Finding(Status.FAIL, "torch build", f"torch is built for CUDA {torch_cuda}, which needs an NVIDIA "
+                                                       f"driver >= {need}; this one is {driver}. "
+                                                       f"Install a matching torch (ci/install.sh with {hint}, e.g. "
+                                                       "cu126) or update the driver"))
+    else:
+        out.append(Finding(Status.OK, "torch build", f"CUDA {torch_cuda} build runs on driver {driver}"))
     return out
 
 
@@ -230,7 +282,8 @@ def limit_findings(spec: CheckpointSpec, files: CheckpointFiles | None, devices:
     if needs_cuda and not devices:
         return [Finding(Status.FAIL, "device", "needs CUDA (device 'cuda' or marked gpu); torch sees none here")]
     if not devices or spec.device == "cpu":
-        return [Finding(Status.INFO, "device", "runs on the CPU: limits measure the process's host RSS and CPU time")]
+        return [Finding(Status.INFO, "device", "runs on the CPU: limits measure the process's host RSS and CPU time"),
+                *_measured_findings(spec, measured)]
     gpu = devices[0]  # under xdist every worker sees its own GPU as device 0
     out = [Finding(Status.INFO, "device", f"{gpu.name} ({format_bytes(gpu.total_bytes)}), "
                                           f"cpu_offload={str(spec.cpu_offload).lower()}")]
@@ -255,38 +308,110 @@ def limit_findings(spec: CheckpointSpec, files: CheckpointFiles | None, devices:
         elif limit is not None:
             out.append(Finding(Status.OK, "peak_vram", f"{format_bytes(limit)} leaves room above the weights "
                                                        f"({format_bytes(candidate)})"))
-    elif spec.cpu_offload and limit is not None and measured is None:
-        out.append(Finding(Status.INFO, "peak_vram", f"{format_bytes(limit)} with cpu_offload: depends on what the "
-                                                     "memory plan onloads; measure with --full-size"))
-    out += _measured_findings(spec, measured)
-    return out
+    measured_findings = _measured_findings(spec, measured)
+    covered = {f.topic for f in measured_findings}
+    if spec.cpu_offload and limit is not None and "peak_vram" not in covered:
+        out.append(Finding(Status.UNCHECKED, "peak_vram", f"{format_bytes(limit)} with cpu_offload: depends on what "
+                                                          "the memory plan onloads; measure with --full-size"))
+    for topic, value in (("resident_vram", spec.limits.resident_memory_bytes), ("step_time", spec.limits.step_time_s)):
+        if value is not None and topic not in covered:
+            shown = format_bytes(value) if topic == "resident_vram" else f"{value:.2f} s"
+            out.append(Finding(Status.UNCHECKED, topic, f"{shown}: only a measured render can vouch for it; run "
+                                                        "quant-guard doctor --full-size on this runner"))
+    return out + measured_findings
 
 
 def _measured_findings(spec: CheckpointSpec, measured: Measured | None) -> list[Finding]:
-    """The measured float8 run against the checkpoint's limits, when it was rendered at the
-    checkpoint's own size on CUDA (a real checkpoint is Flux-size; the tiny one is not)."""
+    """The measured schemes against the checkpoint's limits, when they were rendered at the
+    checkpoint's own size on its kind of device; one finding per scheme and limit."""
     if measured is None or spec.embedded:
         return []
     r = measured.request
     if (r.width, r.height) != (spec.render.width, spec.render.height):
         return [Finding(Status.INFO, "measured", f"at {r.width}x{r.height}, not this checkpoint's "
                                                  f"{spec.render.width}x{spec.render.height}: not compared")]
-    # the doctor measures float8_e4m3fn storage: the checkpoint's scheme of that kind, if it has one
-    candidate = next((m for m in measured.results if m.precision in {s.kind for s in spec.schemes}), None)
-    if candidate is None or candidate.memory_kind != "cuda":
-        return []
+    want = "cpu-rss" if spec.device == "cpu" else "cuda"
+    if r.device.startswith("cuda") != (want == "cuda"):
+        return [Finding(Status.INFO, "measured", f"on {r.device}, not this checkpoint's device: not compared")]
+    return [finding for _, finding in measurement_checks(spec, measured)]
+
+
+def measurement_checks(spec: CheckpointSpec, measured: Measured,
+                       host_total: int | None = None) -> list[tuple[str, Finding]]:
+    """(scheme id, finding) for each measured scheme and limit: peak, resident and step time of
+    the candidates' renders (the limits apply to candidates), and the host RAM of every build
+    and swap against the machine's memory."""
+    r = measured.request
     what = f"measured at {r.architecture.name} size, {r.width}x{r.height}"
-    if candidate.error:
-        return [Finding(Status.FAIL, "measured", f"{candidate.error} ({what})")]
-    out = []
-    limit = spec.limits.peak_memory_bytes
-    if limit is not None and candidate.peak_bytes is not None:
-        out.append(Finding(Status.OK if candidate.peak_bytes <= limit else Status.FAIL, "peak_vram",
-                           f"limit {format_bytes(limit)}, {format_bytes(candidate.peak_bytes)} {what}"))
-    if spec.limits.step_time_s is not None and candidate.median_step_s is not None:
-        out.append(Finding(Status.OK if candidate.median_step_s <= spec.limits.step_time_s else Status.FAIL,
-                           "step_time", f"limit {spec.limits.step_time_s:.2f} s, median "
-                           f"{candidate.median_step_s:.2f} s {what}"))
+    total = host_total if host_total is not None else machine_memory().total_bytes
+    limits = spec.limits
+    out: list[tuple[str, Finding]] = []
+    for m in measured.results:
+        if m.error:
+            out.append((m.precision, Finding(Status.FAIL, "measured", f"{m.precision}: {m.error} ({what})")))
+            continue
+        if m.host_peak_bytes is not None and total is not None:
+            out.append((m.precision, Finding(Status.OK if m.host_peak_bytes <= total else Status.FAIL, "host_ram",
+                                             f"{m.precision} {m.load}: peak RSS {format_bytes(m.host_peak_bytes)} of "
+                                             f"{format_bytes(total)} (planned {format_bytes(m.host_planned_bytes or 0)})")))
+        if m.precision == "bf16":
+            continue
+        for topic, value, limit in (("peak_vram", m.peak_bytes, limits.peak_memory_bytes),
+                                    ("resident_vram", m.resident_bytes, limits.resident_memory_bytes)):
+            if limit is not None and value is not None:
+                out.append((m.precision, Finding(Status.OK if value <= limit else Status.FAIL, topic,
+                                                 f"{m.precision}: limit {format_bytes(limit)}, "
+                                                 f"{format_bytes(value)} {what}")))
+        if limits.step_time_s is not None and m.median_step_s is not None:
+            out.append((m.precision, Finding(Status.OK if m.median_step_s <= limits.step_time_s else Status.FAIL,
+                                             "step_time", f"{m.precision}: limit {limits.step_time_s:.2f} s, median "
+                                             f"{m.median_step_s:.2f} s {what}")))
+    return out
+
+
+def checkpoint_host_plans(spec: CheckpointSpec, files: CheckpointFiles, device: str) -> dict[str, HostPlan]:
+    """Scheme id -> the host RAM of its pipeline under the checkpoint's plan, from the files on
+    disk (FLUX.1-dev-size estimates for those not downloaded yet)."""
+    from quant_guard.memory_plan import MODEL_COMPONENTS, plan_memory
+    from quant_guard.schemes import REFERENCE
+
+    sizes = {name: files.weight_bytes(name) for name in MODEL_COMPONENTS}
+    out = {}
+    for scheme in (REFERENCE, *spec.schemes):
+        plan = plan_memory(cpu_offload=spec.cpu_offload, vram_limit_bytes=spec.vram_limit_bytes, scheme=scheme,
+                           device=device, device_total_bytes=0, disk_offload=spec.disk_offload)
+        own = local_files(scheme.dit) if scheme.dit is not None else []
+        dit = sizes["dit"]
+        prequantized = scheme.dit is not None and (scheme.quantization is None
+                                                   or scheme.quantization.load_prequantized)
+        if own:
+            dit = _size(own)
+        elif prequantized:  # not downloaded yet: the size it will have
+            dit = int(dit * (quantized_fraction(scheme.quantization) if scheme.quantization else 0.5))
+        out[scheme.id] = host_plan(plan, {**sizes, "dit": dit}, prequantized_dit=prequantized)
+    return out
+
+
+def host_findings(spec: CheckpointSpec, files: CheckpointFiles, devices: list[Gpu],
+                  total: int | None) -> list[Finding]:
+    """The plan's host RAM per scheme, and whether the largest fits this machine: a run that does
+    not is stopped before loading (pipelines.build_pipeline), a doctor run says so first."""
+    # the plan the checkpoint runs under where it is meant to run (a gpu checkpoint: on CUDA)
+    on_cuda = spec.device == "cuda" or "gpu" in spec.marks or (bool(devices) and spec.device != "cpu")
+    device = "cuda" if on_cuda else "cpu"
+    plans = checkpoint_host_plans(spec, files, device)
+    out = [Finding(Status.INFO, "host_ram", f"{scheme_id}: {plan.describe()}") for scheme_id, plan in plans.items()]
+    worst_id, worst = max(plans.items(), key=lambda item: item[1].peak_bytes)
+    if total is None:
+        out.append(Finding(Status.UNCHECKED, "host_ram", "this machine's memory is unknown (no /proc/meminfo)"))
+    elif worst.peak_bytes > total:
+        out.append(Finding(Status.FAIL, "host_ram", f"the {worst_id} pipeline needs about "
+                                                    f"{format_bytes(worst.peak_bytes)} of host RAM at the peak of its "
+                                                    f"load, this machine has {format_bytes(total)}: the run would stop "
+                                                    "before loading it; set disk_offload = true or use a larger runner"))
+    else:
+        out.append(Finding(Status.OK, "host_ram", f"the largest, {worst_id}, {format_bytes(worst.peak_bytes)} at its "
+                                                  f"peak, fits this machine's {format_bytes(total)}"))
     return out
 
 
@@ -299,6 +424,8 @@ def checkpoint_report(config: QuantGuardConfig, devices: list[Gpu],
             Finding(Status.OK, "files", f"embedded {spec.embedded!r}: built into the cache on first use")]
         findings += scheme_file_findings(spec)
         findings += limit_findings(spec, files, devices, measured)
+        if files is not None:
+            findings += host_findings(spec, files, devices, machine_memory().total_bytes)
         marks = f" [{', '.join(spec.marks)}]" if spec.marks else ""
         sections.append((f"checkpoint {spec.id}{marks}", findings))
     return sections
@@ -323,14 +450,15 @@ def doctor(config_file: Path | None, full_size: FullSizeRequest | None, *, check
     from quant_guard.config import load_config
 
     devices = gpus()
-    failed = 0
+    failed = unchecked = 0
 
     def show(title: str, findings: list[Finding]) -> None:
-        nonlocal failed
+        nonlocal failed, unchecked
         print_(title)
         for finding in findings:
             print_(finding.line())
         failed += sum(f.status is Status.FAIL for f in findings)
+        unchecked += sum(f.status is Status.UNCHECKED for f in findings)
 
     show("machine", machine_findings(devices))
     config = load_config(config_file) if config_file is not None else None
@@ -345,7 +473,13 @@ def doctor(config_file: Path | None, full_size: FullSizeRequest | None, *, check
     if config is not None:
         for title, findings in checkpoint_report(config, devices, measured):
             show(title, findings)
-    print_(f"doctor: {failed} problem(s)" if failed else "doctor: ready")
+    if failed:
+        print_(f"doctor: {failed} problem(s)")
+    elif unchecked:
+        print_(f"doctor: no problem found, but {unchecked} check(s) marked todo need a measurement: run "
+               "quant-guard doctor --full-size on this runner before calling it ready")
+    else:
+        print_("doctor: ready")
     return 1 if failed else 0
 
 
@@ -361,12 +495,18 @@ def _full_size(request: FullSizeRequest, spec: CheckpointSpec | None, devices: l
                           f"{format_bytes(_free_bytes(work))} free; pass --work-dir on a larger disk")
     plan = f"checkpoint {spec.id}'s memory plan" if spec else "no checkpoint's memory plan (cpu_offload = false)"
     print_(f"full size: {request.architecture.name} under {plan}, writing {format_bytes(needed)} of random "
-           "weights, then bf16 and float8 one after the other")
+           "weights, then building the bf16 reference and swapping in each scheme's DiT, as the gate does")
     results = run_full_size(request, spec)
     cuda = request.device.startswith("cuda") and devices
     name = devices[0].name if cuda else platform.processor() or platform.machine()
-    print_(format_measurements(request, results, name))
-    return Measured(request, results)
+    measured = Measured(request, results)
+    verdicts: dict[str, list[str]] = {}
+    if spec is not None:
+        for scheme_id, finding in measurement_checks(spec, measured):
+            if finding.topic != "measured":
+                verdicts.setdefault(scheme_id, []).append(f"{finding.topic} {finding.status.value}")
+    print_(format_measurements(request, results, name, {k: ", ".join(v) for k, v in verdicts.items()}))
+    return measured
 
 
 class DoctorError(RuntimeError):

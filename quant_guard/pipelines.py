@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant_guard.checkpoints import CheckpointError, ResolvedCheckpoint
-from quant_guard.memory_plan import MemoryPlan, plan_memory, torch_fields
+from quant_guard.host_memory import HostMemoryShortfall, HostPlan, check_host_memory, host_plan, measured_build
+from quant_guard.memory_plan import MODEL_COMPONENTS, MemoryPlan, plan_memory, torch_fields
 from quant_guard.scheme_check import check_scheme_applied
 from quant_guard.schemes import Scheme
 
@@ -79,6 +80,23 @@ def dit_file(checkpoint: ResolvedCheckpoint, scheme: Scheme) -> Path | list[Path
     return checkpoint.files["dit"] if own is None else own
 
 
+def planned_host_memory(checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: MemoryPlan) -> HostPlan:
+    """The host RAM of this pipeline under ``plan`` (``host_memory.py``), from its files' sizes.
+    A scheme's own DiT file is read as stored (a float8 file, checked by the gate, or a
+    pre-quantized one) unless a method quantizes it on load."""
+    sizes = {name: _bytes_on_disk(checkpoint.files[name]) for name in MODEL_COMPONENTS}
+    dit = dit_file(checkpoint, scheme)
+    sizes["dit"] = _bytes_on_disk(dit)
+    own = dit is not checkpoint.files["dit"]
+    as_stored = own and (scheme.quantization is None or scheme.quantization.load_prequantized)
+    return host_plan(plan, sizes, prequantized_dit=as_stored)
+
+
+def _bytes_on_disk(value: Path | list[Path]) -> int:
+    paths = value if isinstance(value, list) else [value]
+    return sum(p.stat().st_size for p in paths if p.is_file())
+
+
 def _config(path: Path | list[Path], plan: MemoryPlan, component: str, quantize: Any = None) -> Any:
     from diffsynth.core import ModelConfig
 
@@ -134,9 +152,15 @@ def build_pipeline(checkpoint: ResolvedCheckpoint, scheme: Scheme, device: str,
         raise ValueError(f"memory plan for {plan.scheme.id} on {plan.device}, asked {scheme.id} on {device}")
     files = checkpoint.files
     dit = dit_file(checkpoint, scheme)
+    host = planned_host_memory(checkpoint, scheme, plan)
+    what = f"loading the {scheme.id} pipeline of {checkpoint.id!r}"
+    try:
+        check_host_memory(host.build_bytes, what, host.describe())
+    except HostMemoryShortfall as exc:
+        raise LoadOutOfMemory(what, exc) from None
     log = io.StringIO()  # DiffSynth prints a banner and a line per model; keep it for errors only
     try:
-        with contextlib.redirect_stdout(log):
+        with contextlib.redirect_stdout(log), measured_build() as build_memory:
             configs = [_dit_config(checkpoint, scheme, plan),
                        _config(files["text_encoder_clip"], plan, "text_encoder_clip"),
                        _config(files["text_encoder_t5"], plan, "text_encoder_t5"), _config(files["vae"], plan, "vae")]
@@ -146,8 +170,8 @@ def build_pipeline(checkpoint: ResolvedCheckpoint, scheme: Scheme, device: str,
                 tokenizer_2_config=ModelConfig(path=str(files["tokenizer_t5"]), skip_download=True),
             )
     except Exception as exc:
-        raise _load_error(exc, checkpoint, dit, log, f"loading the {scheme.id} pipeline of {checkpoint.id!r}") \
-            from exc
+        raise _load_error(exc, checkpoint, dit, log, what) from exc
+    pipe.qg_build_memory = build_memory  # the measured peak RSS of this build (host_memory.BuildMemory)
     given = {"dit": dit, "text_encoder_1": files["text_encoder_clip"], "text_encoder_2": files["text_encoder_t5"],
              "vae_decoder": files["vae"]}
     missing = [name for name in given if getattr(pipe, name) is None]
@@ -167,13 +191,20 @@ def swap_dit(pipe: FluxImagePipeline, checkpoint: ResolvedCheckpoint, scheme: Sc
     pipe.dit = None
     release_memory()
     dit = dit_file(checkpoint, scheme)
+    host = planned_host_memory(checkpoint, scheme, plan).component("dit")
+    what = f"loading the {scheme.id} DiT of {checkpoint.id!r}"
+    try:
+        check_host_memory(host.load_bytes, what, f"dit {host.how}")
+    except HostMemoryShortfall as exc:
+        raise LoadOutOfMemory(what, exc) from None
     log = io.StringIO()
     try:
-        with contextlib.redirect_stdout(log):
+        with contextlib.redirect_stdout(log), measured_build() as build_memory:
             pool = pipe.download_and_load_models([_dit_config(checkpoint, scheme, plan)], plan.vram_limit_gib)
             pipe.dit = pool.fetch_model("flux_dit")
     except Exception as exc:
-        raise _load_error(exc, checkpoint, dit, log, f"loading the {scheme.id} DiT of {checkpoint.id!r}") from exc
+        raise _load_error(exc, checkpoint, dit, log, what) from exc
+    pipe.qg_build_memory = build_memory
     if pipe.dit is None:
         raise CheckpointError(f"checkpoint {checkpoint.id!r}: DiffSynth loaded no dit from {_as_str(dit)}: that file "
                               "was recognised as another model or not at all")

@@ -23,7 +23,15 @@ from quant_guard.units import UnitError, parse_bytes, parse_seconds
 from quant_guard.golden import WriteOutcome
 from quant_guard.progress import ProgressPrinter
 from quant_guard.quiet import quiet_library_noise
-from quant_guard.xdist_support import OUTCOMES_KEY, ControllerHooks, check_pinned, pin_gpu, placement
+from quant_guard.xdist_support import (
+    OUTCOMES_KEY,
+    ControllerHooks,
+    check_pinned,
+    golden_group,
+    one_owner_per_golden,
+    pin_gpu,
+    placement,
+)
 
 SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
 WITHHELD = "expected-withheld"  # beside the golden write counts a worker sends to the controller
@@ -199,6 +207,8 @@ def pytest_configure(config: pytest.Config) -> None:
     check_pinned(where, str(getattr(config, "workerinput", {}).get("workerid", "")))
     for line in MARKERS.values():
         config.addinivalue_line("markers", line)
+    if not config.pluginmanager.hasplugin("xdist"):  # each visual test names its golden's group
+        config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's test group (unused without xdist)")
     file = _find_config_file(config)
     qg_config: QuantGuardConfig | None = None
     if file is not None:
@@ -218,6 +228,8 @@ def pytest_configure(config: pytest.Config) -> None:
             session.outcomes.update({WriteOutcome(k): v for k, v in outcomes.items() if k not in WORKER_EXTRAS})
 
         config.pluginmanager.register(ControllerHooks(add_worker_outcomes), "quant_guard_xdist_controller")
+    if session is not None and session.settings.update_golden and config.pluginmanager.hasplugin("xdist"):
+        one_owner_per_golden(config)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -271,7 +283,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     cases = expand_cases(session.config)
     if not cases:
         raise pytest.UsageError(f"quant_guard: {session.config.source} declares no cases for its checkpoints")
-    params = [pytest.param(vc, id=vc.id, marks=[getattr(pytest.mark, m) for m in vc.checkpoint.marks])
+    params = [pytest.param(vc, id=vc.id, marks=[*(getattr(pytest.mark, m) for m in vc.checkpoint.marks),
+                                                pytest.mark.xdist_group(golden_group(vc.key.checkpoint_id, vc.key.case_id,
+                                                                                   vc.key.seed))])
               for vc in cases]
     metafunc.parametrize("qg_case", params)
 

@@ -118,10 +118,14 @@ def inventory(dit: torch.nn.Module) -> DitInventory:
 
 def _layer(name: str, module: Any, *, quantized: bool) -> LinearLayer:
     weight = module.weight
-    fmt = weight_format(weight)
+    fmt, weight_bytes = weight_format(weight), tensor_bytes(weight)
+    if getattr(module, "disk_offload", False) and not quantized:
+        # a disk-offloaded layer holds meta tensors: it is read in its preparing dtype
+        # (diffsynth/core/vram/layers.py lines 123-127, 175-180)
+        fmt, weight_bytes = _dtype_name(module.preparing_dtype), weight.numel() * module.preparing_dtype.itemsize
     return LinearLayer(name, quantized, f"{type(module).__name__}/{fmt}" if quantized else fmt,
                        managed=type(module).__name__ == _STORAGE_WRAPPER,
-                       activations=_activations(module, weight), weight_bytes=tensor_bytes(weight),
+                       activations=_activations(module, weight), weight_bytes=weight_bytes,
                        bf16_bytes=module.in_features * module.out_features * BF16_BYTES)
 
 

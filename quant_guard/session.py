@@ -20,7 +20,7 @@ from quant_guard.checkpoints import CheckpointError, ResolvedCheckpoint, checkpo
 from quant_guard.config import CheckpointSpec, QuantGuardConfig
 from quant_guard.drift import ReferenceMode
 from quant_guard.golden import GoldenKey, GoldenStore, WriteOutcome
-from quant_guard.memory_plan import MemoryPlan, plan_memory
+from quant_guard.memory_plan import MemoryPlan, checkpoint_plan
 from quant_guard.schemes import Scheme
 from quant_guard.thresholds import ThresholdOverrides
 from quant_guard.xdist_support import Placement
@@ -118,14 +118,7 @@ class QuantGuardSession:
     # ---- pipelines ------------------------------------------------------------------------
 
     def memory_plan(self, spec: CheckpointSpec, scheme: Scheme) -> MemoryPlan:
-        device = self.device(spec)
-        total = None
-        if device.startswith("cuda") and spec.cpu_offload and spec.vram_limit_bytes is None:
-            import torch
-
-            total = int(torch.cuda.mem_get_info(device)[1])
-        return plan_memory(cpu_offload=spec.cpu_offload, vram_limit_bytes=spec.vram_limit_bytes,
-                           scheme=scheme, device=device, device_total_bytes=total)
+        return checkpoint_plan(spec, scheme, self.device(spec))
 
     def loaded_scheme(self, spec: CheckpointSpec) -> Scheme | None:
         """The scheme of the DiT the pipeline holds now, if it is this checkpoint's."""

@@ -53,6 +53,29 @@ class Placement:
                 "measure contention. Run without -n, or with at most one worker per GPU.")
 
 
+# Every test of one golden (the same checkpoint, case and seed: one test per scheme) carries this
+# group (plugin.pytest_generate_tests). Under --update-golden the run is distributed by group, so
+# one worker owns each golden: it renders the bf16 reference once and writes it, instead of every
+# worker that drew a scheme of that case rendering and writing the same file.
+GOLDEN_GROUP_PREFIX = "qg-golden-"
+# xdist modes that hand tests to whichever worker is free: replaced by "loadgroup" for an update
+_FREE_MODES = frozenset({"load", "loadscope", "loadfile", "worksteal"})
+
+
+def golden_group(checkpoint_id: str, case_id: str, seed: int) -> str:
+    return f"{GOLDEN_GROUP_PREFIX}{checkpoint_id}-{case_id}-s{seed}"
+
+
+def one_owner_per_golden(config: pytest.Config) -> None:
+    """With --update-golden under xdist, distribute by golden (``--dist loadgroup``). The
+    controller's scheduler reads ``dist``; each worker suffixes its test ids with their group when
+    ``option.loadgroup`` is set (xdist's remote.py does this in its collection hook)."""
+    if hasattr(config, "workerinput"):
+        config.option.loadgroup = True
+    elif getattr(config.option, "dist", "no") in _FREE_MODES:
+        config.option.dist = "loadgroup"
+
+
 class PinningError(pytest.UsageError):
     """A worker that should own one GPU sees several: CUDA was initialised before the pinning."""
 

@@ -93,16 +93,19 @@ def test_measured_candidate_against_the_limits() -> None:
     spec = real_spec(peak="10 GiB", step_time=9.5, cpu_offload=True)
     ok = limit_findings(spec, FLUX_FILES, gpu, _measured(9.0, 8.0))
     assert texts(ok, Status.OK) == [
-        "peak_vram: limit 10.00 GiB, 9.00 GiB measured at flux.1-dev size, 1024x1024",
-        "step_time: limit 9.50 s, median 8.00 s measured at flux.1-dev size, 1024x1024"]
+        "peak_vram: float8_e4m3fn: limit 10.00 GiB, 9.00 GiB measured at flux.1-dev size, 1024x1024",
+        "step_time: float8_e4m3fn: limit 9.50 s, median 8.00 s measured at flux.1-dev size, 1024x1024"]
+    assert texts(ok, Status.UNCHECKED) == []  # every limit was measured
     over = limit_findings(spec, FLUX_FILES, gpu, _measured(11.0, 12.0))
-    assert [t.split(",")[0] for t in texts(over, Status.FAIL)] == ["peak_vram: limit 10.00 GiB",
-                                                                   "step_time: limit 9.50 s"]
+    assert [t.split(",")[0] for t in texts(over, Status.FAIL)] == ["peak_vram: float8_e4m3fn: limit 10.00 GiB",
+                                                                   "step_time: float8_e4m3fn: limit 9.50 s"]
     oom = limit_findings(spec, FLUX_FILES, gpu, _measured(11.0, 1.0, error="out of memory: CUDA out of memory"))
-    assert texts(oom, Status.FAIL) == ["measured: out of memory: CUDA out of memory (measured at flux.1-dev size, "
-                                       "1024x1024)"]
+    assert texts(oom, Status.FAIL) == ["measured: float8_e4m3fn: out of memory: CUDA out of memory (measured at "
+                                       "flux.1-dev size, 1024x1024)"]
     other_size = limit_findings(spec, FLUX_FILES, gpu, _measured(11.0, 12.0, size=512))
     assert texts(other_size, Status.FAIL) == [] and any("not compared" in t for t in texts(other_size))
+    # what was not measured is not vouched for
+    assert [t.split(":")[0] for t in texts(other_size, Status.UNCHECKED)] == ["peak_vram", "step_time"]
 
 
 # ---- files and disk ---------------------------------------------------------------------------------
@@ -208,8 +211,12 @@ def test_doctor_reports_a_gpu_checkpoint_without_cuda(tmp_path: Path, monkeypatc
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
+    import quant_guard.doctor as doctor
+    from quant_guard.host_memory import MachineMemory
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("DIFFSYNTH_MODEL_BASE_PATH", str(tmp_path / "models"))
+    monkeypatch.setattr(doctor, "machine_memory", lambda: MachineMemory(128 * GIB, 100 * GIB, "test"))
     config = Path(__file__).resolve().parents[1] / "pyproject.toml"  # the repository's: tiny + majicflus (gpu)
     assert cli_main(["doctor", "--qg-config", str(config)]) == 1
     out = capsys.readouterr().out
@@ -226,7 +233,10 @@ golden_dir = "golden"
 id = "tiny-files"
 device = "cpu"
 cpu_offload = {offload}
+disk_offload = {disk}
+schemes = {schemes}
 render = {{ steps = 3, size = "64x64" }}
+limits = {{ {limits} }}
 [tool.quant_guard.checkpoints.components]
 {components}
 
@@ -235,59 +245,146 @@ id = "c"
 prompt = "a red circle"
 seeds = [0]
 """
+# every scheme kind that runs on a CPU: float8 storage, an 8-bit and a 4-bit method
+CPU_SCHEMES = ("float8_e4m3fn", "torchao_int8_w8a16", "bitsandbytes_nf4")
 
 
-@pytest.mark.parametrize("offload", [True, False])
-def test_full_size_runs_the_gate_code_at_tiny_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str], offload: bool) -> None:
-    import quant_guard.pipelines as pipelines
+def _tiny_plan_config(tmp_path: Path, *, offload: bool = False, disk: bool = False,
+                      schemes: tuple[str, ...] = CPU_SCHEMES, limits: str = 'peak_vram = "3 GiB"') -> Path:
     from quant_guard.tiny.build import ensure_tiny_checkpoint
 
     tiny = ensure_tiny_checkpoint()
     components = "\n".join(f'{name} = "{getattr(tiny, name)}"' for name in COMPONENTS)
     config = tmp_path / "qg.toml"
-    config.write_text(TINY_PLAN_CONFIG.format(offload=str(offload).lower(), components=components))
+    config.write_text(TINY_PLAN_CONFIG.format(offload=str(offload).lower(), disk=str(disk).lower(),
+                                              schemes=json.dumps(list(schemes)), limits=limits, components=components))
+    return config
 
+
+def _full_size(config: Path, tmp_path: Path) -> tuple[int, str]:
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    code = cli_main(["doctor", "--qg-config", str(config), "--full-size", "--shapes", "tiny", "--device", "cpu",
+                     "--size", "64x64", "--steps", "3", "--work-dir", str(work)])
+    assert list(work.iterdir()) == []  # the random weights are gone
+    return code, ""
+
+
+def _rows(out: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in ("bf16", *CPU_SCHEMES):
+            rows[cells[0]] = cells
+    return rows
+
+
+@pytest.mark.parametrize("offload, disk", [(False, False), (True, True)])
+def test_full_size_runs_the_gate_code_at_tiny_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str], offload: bool,
+                                                   disk: bool) -> None:
+    """The bf16 reference is built, then every configured scheme's DiT is swapped in, as the
+    session does (never two pipelines or two DiTs), under the checkpoint's plan (disk offload
+    included); each row carries the planned and measured host RAM, the render's figures and
+    the limits' verdicts, and the suggested limits follow the table."""
+    import quant_guard.pipelines as pipelines
     from quant_guard.memory_plan import plan_memory
-    from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE
+    from quant_guard.schemes import REFERENCE
 
-    built: list[tuple[str, Any, int]] = []  # (scheme, memory plan, pipelines still alive at that moment)
+    config = _tiny_plan_config(tmp_path, offload=offload, disk=disk)
+    loads: list[tuple[str, str, Any, int]] = []  # (build|swap, scheme, plan, pipelines alive before it)
     alive: list[weakref.ref[Any]] = []
-    real_build = pipelines.build_pipeline
+    real_build, real_swap = pipelines.build_pipeline, pipelines.swap_dit
 
-    def spy(resolved: Any, scheme: Any, device: str, *, plan: Any = None) -> Any:
+    def build(resolved: Any, scheme: Any, device: str, *, plan: Any = None) -> Any:
         gc.collect()
-        built.append((scheme.id, plan, sum(ref() is not None for ref in alive)))
+        loads.append(("build", scheme.id, plan, sum(ref() is not None for ref in alive)))
         assert resolved.id == "synthetic-tiny" and device == "cpu"
         pipe = real_build(resolved, scheme, device, plan=plan)
         alive.append(weakref.ref(pipe))
         return pipe
 
-    monkeypatch.setattr(pipelines, "build_pipeline", spy)
-    work = tmp_path / "work"
-    work.mkdir()
-    code = cli_main(["doctor", "--qg-config", str(config), "--full-size", "--shapes", "tiny", "--device", "cpu",
-                     "--size", "64x64", "--steps", "3", "--work-dir", str(work)])
+    def swap(pipe: Any, resolved: Any, scheme: Any, plan: Any) -> None:
+        gc.collect()
+        loads.append(("swap", scheme.id, plan, sum(ref() is not None for ref in alive)))
+        real_swap(pipe, resolved, scheme, plan)
+
+    monkeypatch.setattr(pipelines, "build_pipeline", build)
+    monkeypatch.setattr(pipelines, "swap_dit", swap)
+    code, _ = _full_size(config, tmp_path)
     out = capsys.readouterr().out
     assert code == 0, out
-    # under the checkpoint's plan, bf16 then float8, never two pipelines at once
-    plans = [plan_memory(cpu_offload=offload, vram_limit_bytes=None, scheme=p, device="cpu",
-                         device_total_bytes=None) for p in (REFERENCE, FLOAT8_E4M3FN)]
-    assert built == [("bf16", plans[0], 0), ("float8_e4m3fn", plans[1], 0)]
-    assert list(work.iterdir()) == []  # the random weights are gone
+    from quant_guard.config import load_config
+
+    spec = load_config(config).checkpoint("tiny-files")
+    expected_plans = [plan_memory(cpu_offload=offload, vram_limit_bytes=None, scheme=scheme, device="cpu",
+                                  device_total_bytes=None, disk_offload=disk) for scheme in (REFERENCE, *spec.schemes)]
+    assert [(kind, scheme, plan) for kind, scheme, plan, _ in loads] == [
+        ("build", "bf16", expected_plans[0]),
+        *[("swap", s.id, plan) for s, plan in zip(spec.schemes, expected_plans[1:])]]
+    assert {n for *_, n in loads} == {0, 1}  # one pipeline: built once, its DiT swapped
+    if disk:
+        assert expected_plans[1].components["dit"].home_device == "disk"
+        assert expected_plans[2].components["dit"].home_device == "cpu"  # quantized on load: DiffSynth refuses disk
     assert not (tmp_path / "golden").exists()
     assert "full size: tiny under checkpoint tiny-files's memory plan" in out
-    rows = [line for line in out.splitlines() if line.startswith(("| bf16 ", "| float8_e4m3fn "))]
-    assert len(rows) == 2
-    for row in rows:
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[1] == str(offload).lower()
-        assert re.fullmatch(r"\d+\.\d GB", cells[2]) and re.fullmatch(r"\d+\.\d GB", cells[3])
-        assert re.fullmatch(r"\d+\.\d{3} s", cells[4]) and re.fullmatch(r"\d+\.\d s", cells[5])
-    assert "36.2 GB peak (diffusers FLUX.1-dev 1024², H100)" in rows[0]
-    assert ("9.8 GB at load, 186 s / 20 steps" in rows[1]) is offload
-    assert ("28.5 GB peak" in rows[1]) is not offload
+    rows = _rows(out)
+    assert list(rows) == ["bf16", *CPU_SCHEMES], out
+    gb = r"\d+\.\d GB"
+    for scheme, cells in rows.items():
+        assert cells[1] == ("build" if scheme == "bf16" else "swap")
+        assert re.fullmatch(gb, cells[2]) and re.fullmatch(gb, cells[3]), cells  # host RAM planned, measured
+        assert cells[4] == str(offload).lower()
+        assert re.fullmatch(gb, cells[5]) and re.fullmatch(gb, cells[6]), cells
+        assert re.fullmatch(r"\d+\.\d{3} s", cells[7]) and re.fullmatch(r"\d+\.\d s", cells[8])
+        assert "host_ram ok" in cells[9]
+        assert ("peak_vram ok" in cells[9]) is (scheme != "bf16")  # limits apply to candidates
+    assert "36.2 GB peak (diffusers FLUX.1-dev 1024², H100)" in rows["bf16"][10], out
+    assert ("9.8 GB at load, 186 s / 20 steps" in rows["float8_e4m3fn"][10]) is offload
+    suggested = re.search(r'limits\]  peak_vram = "([\d.]+) GiB", resident_vram = "[\d.]+ GiB", '
+                          r'step_time = "([\d.]+) s"', out)
+    assert suggested, out
+    peaks = [m for m in re.findall(r"\| (\d+\.\d) GB \| \d+\.\d{3} s", out)]
+    # the table rounds to 0.1 GB: the suggestion is at least the candidates' largest peak x 1.10
+    assert float(suggested.group(1)) * 2**30 / 1e9 >= (max(float(p) for p in peaks[1:]) - 0.05) * 1.10
+    assert "[  ok] peak_vram" in out and "[todo]" not in out
     assert out.rstrip().endswith("doctor: ready")
+
+
+def test_suggested_limits_are_the_candidates_largest_figures_times_a_margin() -> None:
+    from quant_guard.full_size import PEAK_MARGIN, RESIDENT_FLOOR, STEP_MARGIN, suggested_limits
+
+    runs = [Measurement("bf16", True, "cuda", 60.0, 30 * GIB, 33 * GIB, 20.0, 20),  # the reference: no limit
+            Measurement("float8_e4m3fn", True, "cuda", 40.0, 0, 9 * GIB, 8.0, 20),
+            Measurement("bitsandbytes_nf4", True, "cuda", 40.0, GIB // 10, 8 * GIB, 9.0, 20),
+            Measurement("torchao_fp8_w8a16", True, "cuda", 40.0, error="out of memory: CUDA")]
+    limits = suggested_limits(runs)
+    assert limits is not None
+    assert limits.peak_bytes == pytest.approx(9 * GIB * PEAK_MARGIN, abs=GIB / 100)
+    assert limits.resident_bytes >= RESIDENT_FLOOR and limits.resident_bytes < RESIDENT_FLOOR + GIB / 100
+    assert limits.step_time_s == pytest.approx(9.0 * STEP_MARGIN)
+    assert limits.toml() == 'peak_vram = "9.90 GiB", resident_vram = "256.00 MiB", step_time = "10.35 s"'
+    assert suggested_limits(runs[:1]) is None and suggested_limits(runs[3:]) is None
+
+
+def test_full_size_fails_each_limit_it_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Every limit is checked against the measurement: resident, peak, step time, and the
+    host RAM of the build against the machine's memory."""
+    import quant_guard.doctor as doctor
+    from quant_guard.host_memory import MachineMemory
+
+    monkeypatch.setattr(doctor, "machine_memory", lambda: MachineMemory(2**20, 2**20, "a 1 MiB test machine"))
+    config = _tiny_plan_config(tmp_path, schemes=("float8_e4m3fn",),
+                               limits='peak_vram = "1 MiB", resident_vram = "1 MiB", step_time = "1 us"')
+    code, _ = _full_size(config, tmp_path)
+    out = capsys.readouterr().out
+    assert code == 1, out
+    failed = {line.split()[1] for line in out.splitlines() if line.startswith("  [FAIL]")}
+    assert {"peak_vram", "resident_vram", "step_time", "host_ram"} <= failed, out
+    assert re.search(r"\[FAIL\] host_ram +bf16 build: peak RSS [\d.]+ GiB of 1.00 MiB", out), out
+    cells = _rows(out)["float8_e4m3fn"]
+    assert all(f"{topic} FAIL" in cells[9] for topic in ("host_ram", "peak_vram", "resident_vram", "step_time"))
 
 
 # ---- FLUX.1-dev shapes without the weights ---------------------------------------------------------------
@@ -349,3 +446,60 @@ def test_tiny_shapes_are_the_embedded_checkpoint() -> None:
         if name == "text_encoder_t5":  # the tiny file stores the tied embedding table twice
             assert shipped.pop("encoder.embed_tokens.weight") == shipped["shared.weight"]
         assert shipped == {k: s for k, (s, _) in tensors.items()}
+
+
+# ---- the plain command on a GPU runner: host RAM, unmeasured limits, the torch build -------------------
+
+def _fake_gpu_runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ram_gib: float) -> Path:
+    import quant_guard.doctor as doctor
+    from quant_guard.host_memory import MachineMemory
+
+    monkeypatch.setattr(doctor, "gpus", lambda: [Gpu(0, "Fake RTX 3060", 12 * GIB)])
+    monkeypatch.setattr(doctor, "machine_findings", lambda devices: [])
+    monkeypatch.setattr(doctor, "machine_memory", lambda: MachineMemory(int(ram_gib * GIB), int(ram_gib * GIB), "test"))
+    monkeypatch.setattr(doctor, "_free_bytes", lambda folder: 1000 * GIB)
+    monkeypatch.setenv("DIFFSYNTH_MODEL_BASE_PATH", str(tmp_path / "models"))
+    return Path(__file__).resolve().parents[1] / "pyproject.toml"  # tiny + majicflus (gpu, cpu_offload)
+
+
+def test_plain_doctor_does_not_call_an_unmeasured_offload_plan_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    config = _fake_gpu_runner(monkeypatch, tmp_path, 64)
+    assert cli_main(["doctor", "--qg-config", str(config)]) == 0
+    out = capsys.readouterr().out
+    section = out[out.index("checkpoint majicflus"):]
+    todo = [line.split()[1] for line in section.splitlines() if line.startswith("  [todo]")]
+    assert todo == ["peak_vram", "resident_vram", "step_time"], out
+    assert "doctor: ready" not in out
+    assert out.rstrip().endswith("3 check(s) marked todo need a measurement: run quant-guard doctor --full-size on "
+                                 "this runner before calling it ready")
+    # the plan's host RAM, per scheme, at FLUX.1-dev size (nothing downloaded yet)
+    assert re.search(r"\[info\] host_ram +bf16: 33\.\d\d GiB at the peak of loading", section), section
+    assert re.search(r"\[info\] host_ram +bitsandbytes_nf4: 33\.\d\d GiB at the peak of loading, 1\d\.\d\d GiB once "
+                     r"loaded", section), section
+    assert re.search(r"\[  ok\] host_ram +the largest, bf16, 33\.\d\d GiB at its peak, fits this machine's 64\.00 GiB",
+                     section), section
+
+
+def test_plain_doctor_fails_a_plan_larger_than_the_runners_ram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    config = _fake_gpu_runner(monkeypatch, tmp_path, 32)
+    assert cli_main(["doctor", "--qg-config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"\[FAIL\] host_ram +the bf16 pipeline needs about 33\.\d\d GiB of host RAM at the peak of its "
+                     r"load, this machine has 32\.00 GiB: the run would stop before loading it; set disk_offload = "
+                     r"true", out), out
+
+
+def test_torch_cuda_build_against_the_driver_and_the_requested_build() -> None:
+    from quant_guard.doctor import cuda_build_findings
+
+    [old_driver] = cuda_build_findings("13.0", "570.86.15", None)
+    assert old_driver.status is Status.FAIL and "needs an NVIDIA driver >= 580.65.06; this one is 570.86.15" in \
+        old_driver.text and "QG_TORCH_CUDA=cu12x" in old_driver.text
+    assert [f.status for f in cuda_build_findings("12.6", "570.86.15", "cu126")] == [Status.OK]
+    assert [f.status for f in cuda_build_findings("13.0", "580.95.05", None)] == [Status.OK]
+    wrong = cuda_build_findings("13.0", "580.95.05", "cu126")
+    assert wrong[0].status is Status.FAIL and "QG_TORCH_CUDA=cu126 asks for a CUDA 12.6 build" in wrong[0].text
+    assert cuda_build_findings(None, None, "cpu") == []
+    assert cuda_build_findings("12.8", None, "cpu")[0].status is Status.FAIL

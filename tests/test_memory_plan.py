@@ -8,9 +8,20 @@ from pathlib import Path
 
 import pytest
 
+import re
+
 from quant_guard.config import ConfigError, parse_config
-from quant_guard.memory_plan import AUTO_MARGIN_BYTES, MODEL_COMPONENTS, ComponentPlacement, MemoryMode, plan_memory
-from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Scheme
+from quant_guard.host_memory import PROCESS_BYTES, HostPlan, host_plan
+from quant_guard.memory_plan import (
+    AUTO_MARGIN_BYTES,
+    MODEL_COMPONENTS,
+    ComponentPlacement,
+    MemoryMode,
+    plan_memory,
+    torch_fields,
+)
+from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Quantization, Scheme
+from quant_guard.sources import ComponentSource
 
 GIB = 2**30
 F8, BF16 = "float8_e4m3fn", "bfloat16"
@@ -186,7 +197,7 @@ def test_the_plan_and_the_resident_figure_reach_results_json_and_the_html_view()
     assert data["memory_plan"]["mode"] == "cpu-offload" and data["memory_plan"]["vram_limit_gib"] == 7.0
     assert data["memory_plan"]["components"]["text_encoder_t5"] == {
         "home_device": "cpu", "home_dtype": "bfloat16", "compute_device": "cuda", "compute_dtype": "bfloat16",
-        "plain": False}
+        "prepared_dtype": None, "plain": False}
 
     record = {**data, "id": "flux-c-s0", "checkpoint": "flux", "case": "c", "seed": 0, "prompt": "p",
               "scheme": "float8_e4m3fn", "limits": to_jsonable(spec.limits), "passed": False, "outcome": "failed"}
@@ -218,3 +229,137 @@ def test_resident_limit_from_config_marker_and_command_line(pytester: pytest.Pyt
     pytester.runpytest("--qg-max-resident-vram", "1 TiB").assert_outcomes(passed=1)  # the command line wins
     assert "--qg-max-resident-vram=SIZE" in pytester.runpytest("--help").stdout.str()
     pytester.runpytest("--markers").stdout.fnmatch_lines(['@pytest.mark.resident_vram_budget("8 GiB")*'])
+
+
+# ---- host RAM ------------------------------------------------------------------------------------
+
+# FLUX.1-dev's released files in bf16 (majicflus' DiT has the same shapes)
+FLUX_BYTES = {"dit": int(22.2 * GIB), "text_encoder_clip": int(0.23 * GIB), "text_encoder_t5": int(9.1 * GIB),
+              "vae": int(0.16 * GIB)}
+NF4 = Scheme("nf4", quantization=Quantization("bitsandbytes_nf4"))
+NF4_FILE = Scheme("nf4-file", quantization=Quantization("bitsandbytes_nf4", load_prequantized=True),
+                  dit=ComponentSource(path=Path("dit-nf4.safetensors")))
+
+
+def _host(scheme: Scheme, *, cpu_offload: bool = True, disk: bool = False, dit: int | None = None) -> HostPlan:
+    plan = plan_memory(cpu_offload=cpu_offload, vram_limit_bytes=7 * GIB, scheme=scheme, device="cuda",
+                       device_total_bytes=None, disk_offload=disk)
+    return host_plan(plan, {**FLUX_BYTES, "dit": dit or FLUX_BYTES["dit"]}, prequantized_dit=scheme.dit is not None)
+
+
+def test_host_ram_of_the_flux_plans_per_component() -> None:
+    """What each component holds in host memory under each plan, as DiffSynth loads it."""
+    rest = FLUX_BYTES["text_encoder_clip"] + FLUX_BYTES["text_encoder_t5"] + FLUX_BYTES["vae"]
+    reference = _host(REFERENCE)
+    assert reference.component("dit").resident_bytes == FLUX_BYTES["dit"]
+    assert reference.weights_bytes == FLUX_BYTES["dit"] + rest  # about 31.7 GiB: DiT + T5 in host RAM
+    assert reference.peak_bytes == PROCESS_BYTES + FLUX_BYTES["dit"] + rest
+    assert _host(FLOAT8_E4M3FN).component("dit").resident_bytes == FLUX_BYTES["dit"] // 2
+    # a method quantizing on load reads the whole bf16 DiT onto the host first
+    nf4 = _host(NF4)
+    assert nf4.component("dit").load_bytes == FLUX_BYTES["dit"]
+    assert nf4.component("dit").resident_bytes == int(FLUX_BYTES["dit"] * 0.28)
+    assert nf4.peak_bytes == PROCESS_BYTES + rest + FLUX_BYTES["dit"]
+    # ... even when the DiT lives on the GPU (the plain path loads on "cpu" in bf16)
+    resident_nf4 = _host(NF4, cpu_offload=False)
+    assert resident_nf4.component("dit").load_bytes == FLUX_BYTES["dit"] and resident_nf4.weights_bytes == 0
+    assert _host(REFERENCE, cpu_offload=False).peak_bytes == PROCESS_BYTES  # safe_open straight onto the GPU
+    # a pre-quantized file is read as stored: no bf16 copy
+    prequantized = _host(NF4_FILE, dit=int(6.5 * GIB))
+    assert prequantized.component("dit").load_bytes == prequantized.component("dit").resident_bytes == int(6.5 * GIB)
+
+
+def test_disk_offload_leaves_dit_and_t5_in_their_files_except_a_dit_quantized_on_load() -> None:
+    disk = _host(REFERENCE, disk=True)
+    assert disk.component("dit").load_bytes == disk.component("text_encoder_t5").load_bytes == 0
+    assert disk.peak_bytes == PROCESS_BYTES + FLUX_BYTES["text_encoder_clip"] + FLUX_BYTES["vae"]
+    assert _host(NF4, disk=True).component("dit").load_bytes == FLUX_BYTES["dit"]  # model.py:34-36 refuses disk
+    plan = plan_memory(cpu_offload=True, vram_limit_bytes=None, scheme=FLOAT8_E4M3FN, device="cuda",
+                       device_total_bytes=24 * GIB, disk_offload=True)
+    assert plan.components["dit"].model_config_fields() == {
+        "offload_dtype": "disk", "offload_device": "disk", "onload_dtype": "disk", "onload_device": "disk",
+        "preparing_dtype": F8, "preparing_device": "cuda", "computation_dtype": BF16, "computation_device": "cuda"}
+    assert plan.components["text_encoder_t5"].model_config_fields()["preparing_dtype"] == BF16
+    assert plan.components["vae"].home_device == "cpu"
+    assert torch_fields(plan.components["dit"].model_config_fields())["offload_dtype"] == "disk"
+    assert "dit disk/float8_e4m3fn" in plan.describe()
+
+
+def test_disk_offload_key(tmp_path: Path) -> None:
+    assert _checkpoint(tmp_path, disk_offload=True).disk_offload is True
+    assert _checkpoint(tmp_path).disk_offload is False
+    with pytest.raises(ConfigError, match="disk_offload: must be bool"):
+        _checkpoint(tmp_path, disk_offload="yes")
+
+
+def test_machine_memory_is_bounded_by_the_cgroup_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import quant_guard.host_memory as host_memory
+
+    (tmp_path / "memory.max").write_text(f"{GIB}\n")
+    (tmp_path / "memory.current").write_text(f"{GIB // 4}\n")
+    monkeypatch.setattr(host_memory, "_CGROUP", tmp_path)
+    memory = host_memory.machine_memory()
+    assert memory.total_bytes == GIB and memory.available_bytes == GIB - GIB // 4
+    assert "cgroup memory.max" in memory.source
+    (tmp_path / "memory.max").write_text("max\n")
+    assert host_memory.machine_memory().total_bytes != GIB  # no limit: the machine's RAM
+
+
+def test_a_load_that_would_not_fit_stops_before_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_pipeline and swap_dit check the plan's host RAM against what is available before
+    DiffSynth reads a byte: the OOM killer would end the process with no verdict."""
+    from diffsynth.pipelines.flux_image import FluxImagePipeline
+
+    import quant_guard.host_memory as host_memory
+    from quant_guard import pipelines
+    from quant_guard.checkpoints import resolve_checkpoint
+    from quant_guard.config import CheckpointSpec
+
+    resolved = resolve_checkpoint(CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu"))
+    plan = plan_memory(cpu_offload=False, vram_limit_bytes=None, scheme=REFERENCE, device="cpu",
+                       device_total_bytes=None)
+    pipe = pipelines.build_pipeline(resolved, REFERENCE, "cpu", plan=plan)
+    build = pipe.qg_build_memory  # the measured peak RSS of the build
+    assert build.before_bytes and build.after_bytes and build.peak_bytes and build.peak_bytes >= build.after_bytes
+    tight = host_memory.MachineMemory(4 * GIB, 2**20, "a test machine")
+    monkeypatch.setattr(host_memory, "machine_memory", lambda: tight)
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("DiffSynth was asked to load")
+
+    monkeypatch.setattr(FluxImagePipeline, "from_pretrained", no_load)
+    monkeypatch.setattr(FluxImagePipeline, "download_and_load_models", no_load)
+    with pytest.raises(pipelines.LoadOutOfMemory) as caught:
+        pipelines.build_pipeline(resolved, REFERENCE, "cpu", plan=plan)
+    message = str(caught.value)
+    assert re.search(r"loading the bf16 pipeline of 'tiny' needs about [\d.]+ MiB more host RAM \(.*dit 3\.\d\d MiB, "
+                     r".*\), but only 1\.00 MiB is available \(a test machine\); stopped before loading", message), message
+    assert isinstance(caught.value.error, host_memory.HostMemoryShortfall)
+    f8 = plan_memory(cpu_offload=False, vram_limit_bytes=None, scheme=FLOAT8_E4M3FN, device="cpu",
+                     device_total_bytes=None)
+    with pytest.raises(pipelines.LoadOutOfMemory, match=r"loading the float8_e4m3fn DiT of 'tiny' needs about "
+                                                       r"1\.\d\d MiB more host RAM"):
+        pipelines.swap_dit(pipe, resolved, FLOAT8_E4M3FN, f8)
+
+
+def test_the_readme_shows_the_plan_per_card_size() -> None:
+    """The README's "A real checkpoint" table is what ``host_memory.card_table`` computes for the
+    repository's majicflus schemes at FLUX.1-dev size, and its figures follow the plan's rules."""
+    from quant_guard.config import load_config
+    from quant_guard.doctor import flux_dev_file_bytes
+    from quant_guard.host_memory import RENDER_HEADROOM, card_plan, card_table
+
+    root = Path(__file__).parents[1]
+    spec = load_config(root / "pyproject.toml").checkpoint("majicflus")
+    sizes = {name: flux_dev_file_bytes()[name] for name in MODEL_COMPONENTS}
+    schemes = (REFERENCE, *spec.schemes)
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### A real checkpoint"):readme.index("### Before the first nightly")]
+    assert card_table(sizes, schemes) in section
+    small = card_plan(12, sizes, schemes)
+    assert small.cpu_offload and small.vram_limit_bytes == spec.vram_limit_bytes  # the repository's setting
+    assert small.vram_peak_bytes["bf16"] == spec.vram_limit_bytes + RENDER_HEADROOM == spec.limits.peak_memory_bytes
+    assert small.host_peak_bytes["bf16"] > 32 * 10**9 > small.host_peak_disk_bytes["bf16"]  # a 32 GB runner
+    assert small.host_peak_disk_bytes["bitsandbytes_nf4"] > sizes["dit"]  # quantized on load: the bf16 copy
+    big = card_plan(80, sizes, schemes)
+    assert not big.cpu_offload and big.vram_peak_bytes["bf16"] == sum(sizes.values()) + RENDER_HEADROOM

@@ -195,9 +195,11 @@ def test_nightly_workflow_is_wired_as_documented() -> None:
     assert run["env"]["QG_PYTEST_ARGS"] == "${{ inputs.pytest-args }}"
     assert "bash ci/install.sh" in run_commands(workflow)
 
-    # the caches hold what the downloads write: DiffSynth's models folder and quant_guard's cache
+    # the cache holds quant_guard's cache; never the model weights (about 34 GB, over GitHub's 10 GB)
     cached = {s["with"]["path"] for s in uses(workflow, "gate", "actions/cache")}
-    assert cached == {"models", ".qg-cache"}
+    assert cached == {".qg-cache"}
+    install = next(s for s in steps(workflow, "gate") if s.get("run") == "bash ci/install.sh")
+    assert install["env"]["QG_TORCH_CUDA"] == "${{ vars.QG_TORCH_CUDA || '' }}"
     assert workflow["env"]["DIFFSYNTH_MODEL_BASE_PATH"].endswith("format('{0}/models', github.workspace) }}")
     assert workflow["env"]["QUANT_GUARD_CACHE"] == "${{ github.workspace }}/.qg-cache"
 
@@ -252,6 +254,46 @@ def test_rebaseline_workflow_is_manual_and_never_pushes_to_main() -> None:
     pushes = [line.strip() for line in script.splitlines() if re.search(r"\bgit push\b", line)]
     assert pushes == ['git push origin "HEAD:refs/heads/$branch"  # the new branch only, never $base']
     assert 'branch="rebaseline/' in script
+
+
+def test_no_workflow_caches_the_model_weights() -> None:
+    for name in ("nightly-gpu.yml", "rebaseline.yml"):
+        workflow = load_workflow(name)
+        for job in workflow["jobs"]:
+            assert all(s["with"]["path"] != "models" for s in uses(workflow, job, "actions/cache")), name
+        install = next(s for job in workflow["jobs"] for s in steps(workflow, job) if s.get("run") == "bash ci/install.sh")
+        assert "QG_TORCH_CUDA" in install["env"], name
+
+
+def test_two_jobs_on_one_host_take_turns_on_the_gpu(tmp_path: Path) -> None:
+    """qg_pytest holds a host-wide lock (QG_GPU_LOCK): a second job's pytest starts only after the
+    first one's has ended, and says that it waits."""
+    log = tmp_path / "log"
+    fake = tmp_path / "pytest"
+    fake.write_text(f'#!/bin/sh\necho "start $1" >> "{log}"\nsleep 1\necho "end $1" >> "{log}"\n')
+    fake.chmod(0o755)
+    env = script_env(PYTEST=str(fake), QG_GPU_LOCK=str(tmp_path / "gpu.lock"))
+    jobs = [subprocess.Popen(["bash", "-c", f"source ci/common.sh && qg_pytest {name}"], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, text=True) for name in ("a", "b")]
+    outputs = [job.communicate(timeout=60)[0] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0]
+    lines = log.read_text().split("\n")[:-1]
+    first = lines[0].split()[1]
+    second = "b" if first == "a" else "a"
+    assert lines == [f"start {first}", f"end {first}", f"start {second}", f"end {second}"]
+    assert sum("another quant_guard job on this host holds" in out for out in outputs) == 1
+
+
+def test_install_refuses_an_unknown_torch_build(tmp_path: Path) -> None:
+    """QG_TORCH_CUDA is checked before anything is installed from it."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    fake_python = venv / "bin" / "python"
+    fake_python.write_text("#!/bin/sh\nexit 0\n")  # pip calls succeed without installing anything
+    fake_python.chmod(0o755)
+    done = subprocess.run(["bash", "ci/install.sh"], cwd=ROOT, env=script_env(VENV=str(venv), QG_TORCH_CUDA="cuda12"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "QG_TORCH_CUDA must be cpu or cuNNN (e.g. cu126), got 'cuda12'" in done.stderr
 
 
 # ---- the scripts, run for real on the tiny checkpoint ------------------------------------------

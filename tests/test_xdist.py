@@ -51,6 +51,25 @@ def test_two_workers_on_the_cpu_refuse_step_time_limits_but_check_images(
     refused.stdout.fnmatch_lines(["*step-time limit refused: 2 xdist workers share the CPU*"])
 
 
+def test_update_golden_under_xdist_gives_each_golden_one_worker(
+        pytester: pytest.Pytester, qg_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two schemes per golden, two goldens, two workers: every test of one golden runs on the
+    worker that owns it (--dist loadgroup), so each golden is rendered and written once."""
+    import re
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    qg_project(seeds="[0, 1]", steps=2, checkpoint_extra='schemes = ["float8_e4m3fn", "torchao_int8_w8a16"]')
+    result = pytester.runpytest_subprocess("-n", "2", "-v", "--update-golden", "-p", "no:randomly")
+    result.assert_outcomes(passed=4)
+    owners: dict[str, set[str]] = {}
+    for line in result.outlines:
+        found = re.search(r"\[(gw\d)\].* PASSED .*test_visual\[tiny-\w+-red-circle-(s\d)\]", line)
+        if found:
+            owners.setdefault(found.group(2), set()).add(found.group(1))
+    assert set(owners) == {"s0", "s1"} and all(len(w) == 1 for w in owners.values()), result.outlines
+    result.stdout.fnmatch_lines(["*quant_guard: goldens 2 created, 0 updated, 0 unchanged*"])
+
+
 def test_shards_partition_the_suite(pytester: pytest.Pytester, qg_project: Callable[..., Path]) -> None:
     qg_project(seeds="[0, 1, 2, 3, 4]")
     seen: list[str] = []

@@ -171,10 +171,16 @@ def _dtype_name(dtype: Any) -> str:
 def _not_bf16(dit: torch.nn.Module) -> Iterable[tuple[str, str]]:
     import torch
 
-    for name, tensor in [*dit.named_parameters(), *dit.named_buffers()]:
-        plain = type(tensor) in (torch.Tensor, torch.nn.Parameter)
-        if not plain or (tensor.dtype.is_floating_point and tensor.dtype != torch.bfloat16):
-            yield name, weight_format(tensor)
+    # a disk-offloaded wrapper's module holds meta tensors, read from its file in the preparing dtype
+    read_as = {id(inner): wrapper.preparing_dtype for wrapper in dit.modules()
+               if getattr(wrapper, "disk_offload", False) for inner in wrapper.modules()}
+    for prefix, module in dit.named_modules():
+        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            plain = type(tensor) in (torch.Tensor, torch.nn.Parameter)
+            dtype = read_as.get(id(module), tensor.dtype) if plain and tensor.is_meta else tensor.dtype
+            if not plain or (dtype.is_floating_point and dtype != torch.bfloat16):
+                yield f"{prefix}.{name}" if prefix else name, weight_format(tensor) if dtype is tensor.dtype \
+                    else _dtype_name(dtype)
 
 
 def stored_bytes(module: torch.nn.Module) -> int:

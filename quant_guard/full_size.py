@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quant_guard.budgets import step_stats
+from quant_guard.budgets import Budget, peak_figure, step_stats
 from quant_guard.checkpoints import ResolvedCheckpoint
 from quant_guard.synthetic import Architecture
 
@@ -168,8 +168,10 @@ class _Runner:
             return replace(base, load_s=time.perf_counter() - started,
                            error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         stats = step_stats(result.step_times_s, 1)
+        # the peak the checkpoint's limit counts (device used by default), as the gate checks it
+        counts = self.spec.limits.peak_counts if self.spec is not None else Budget().peak_counts
         return replace(base, memory_kind=result.memory.kind, resident_bytes=result.memory.at_start_bytes,
-                       peak_bytes=result.memory.peak_bytes, median_step_s=stats.median_s if stats else None,
+                       peak_bytes=peak_figure(result.memory, counts)[0], median_step_s=stats.median_s if stats else None,
                        steps=len(result.step_times_s))
 
 

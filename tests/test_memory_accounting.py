@@ -324,3 +324,23 @@ def test_the_report_shows_the_figure_the_peak_limit_counted() -> None:
     rows = {row.cells[0].text: [c.text for c in row.cells[1:]] for row in build_view({"results": [record]}).cases[0].budget}
     assert rows["peak VRAM, candidate"] == ["10.00 GiB (device used); allocated 9.00 GiB",
                                             "peak VRAM (device used) ≤ 9.50 GiB", "FAIL"]
+
+
+def test_the_doctors_full_size_run_measures_the_peak_its_limit_counts(tmp_path: Path, gpu: FakeCudaDevice,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``doctor --full-size`` compares the checkpoint's peak limit with the figure the gate would:
+    the device's used memory by default (context + the allocator's reserve), not the allocated
+    tensors alone, so the doctor cannot call a card big enough that the gate then fails on."""
+    from quant_guard import synthetic
+    from quant_guard.full_size import FullSizeRequest, run_full_size
+    from quant_guard.synthetic import TINY
+
+    # the random weights are drawn on the host (a CUDA generator is not part of the modelled device)
+    write = synthetic.write_random_checkpoint
+    monkeypatch.setattr(synthetic, "write_random_checkpoint", lambda *a, **k: write(*a, **{**k, "device": "cpu"}))
+
+    request = FullSizeRequest(TINY, "cuda", width=64, height=64, steps=2, work_dir=tmp_path)
+    last = run_full_size(request, RESIDENT)[-1]
+    assert not last.error and last.peak_bytes is not None
+    assert gpu.max_memory_allocated() < gpu.max_memory_reserved()
+    assert last.peak_bytes == CONTEXT + gpu.max_memory_reserved()  # the last render's device figure

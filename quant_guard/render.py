@@ -77,6 +77,9 @@ class RenderSummary:
     total_s: float
     memory: MemoryStats
     dit_weight_bytes: int  # bytes of the DiT's weights as stored while the denoising loop ran
+    # the process's peak RSS while the pipeline's DiT was loaded (its build or its DiT swap); None
+    # where the kernel's high-water mark cannot be reset (quant_guard.host_memory.BuildMemory)
+    load_peak_rss_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,11 @@ class Render:
     memory: MemoryStats
     nonfinite_fraction: float  # share of NaN/Inf values in the VAE output, before the uint8 cast
     dit_weight_bytes: int  # the DiT's weights as stored while the denoising loop ran
+    load_peak_rss_bytes: int | None = None  # as in RenderSummary
 
     def summary(self) -> RenderSummary:
         return RenderSummary(step_times_s=self.step_times_s, total_s=self.total_s, memory=self.memory,
-                             dit_weight_bytes=self.dit_weight_bytes)
+                             dit_weight_bytes=self.dit_weight_bytes, load_peak_rss_bytes=self.load_peak_rss_bytes)
 
 
 class _StepTimer:
@@ -153,8 +157,10 @@ def render(pipe: FluxImagePipeline, request: RenderRequest, *, on_step: StepCall
     total = time.perf_counter() - started
     memory = _end_memory(cuda, start_mem)
     array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    loaded = getattr(pipe, "qg_build_memory", None)  # set by pipelines.build_pipeline / swap_dit
     return Render(image=array, step_times_s=tuple(timer.times), total_s=total, memory=memory,
-                  nonfinite_fraction=max(nonfinite, default=0.0), dit_weight_bytes=timer.dit_bytes)
+                  nonfinite_fraction=max(nonfinite, default=0.0), dit_weight_bytes=timer.dit_bytes,
+                  load_peak_rss_bytes=getattr(loaded, "peak_bytes", None))
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,8 @@ def test_the_cpu_figure_is_the_process_peak_rss_of_the_render(pytester: pytest.P
     record = json.loads((pytester.path / "qg-report" / "results.json").read_text())["results"][0]
     memory = record["candidate_render"]["memory"]
     assert memory["kind"] == "cpu-rss" and memory["peak_bytes"] >= memory["at_start_bytes"] > 100 * 2**20
+    # the peak RSS of the build that loaded the candidate's DiT is recorded with each render
+    assert record["candidate_render"]["load_peak_rss_bytes"] > 100 * 2**20
     pytester.runpytest("--qg-max-vram", "64 GiB").assert_outcomes(passed=1)
 
     with pytest.MonkeyPatch.context() as mp:
@@ -160,6 +162,7 @@ def test_the_cpu_figure_is_the_process_peak_rss_of_the_render(pytester: pytest.P
     record = json.loads((pytester.path / "qg-report" / "results.json").read_text())["results"][0]
     assert record["candidate_render"]["memory"]["peak_bytes"] is None
     assert "cannot be written here" in record["candidate_render"]["memory"]["note"]
+    assert record["candidate_render"]["load_peak_rss_bytes"] is None  # not a figure that includes earlier work
 
 
 def test_float8_candidate_stores_the_dit_in_half_the_bytes(tmp_path: Path) -> None:

@@ -117,7 +117,6 @@ class TinySceneScorer:
         return all(value == kept.get(key) for key, value in candidate.reading if key in candidate.misses)
 
 
-TinyColourScorer = TinySceneScorer  # its former name (the configuration name "tiny-colours" still selects it)
 
 
 class ClipScorer:

@@ -117,8 +117,6 @@ class TinySceneScorer:
         return all(value == kept.get(key) for key, value in candidate.reading if key in candidate.misses)
 
 
-
-
 class ClipScorer:
     """CLIPScore of image and prompt with a locally installed CLIP model (never downloaded).
 

@@ -85,6 +85,7 @@ def test_the_readme_fetch_command_fetches_then_checks(monkeypatch: pytest.Monkey
     assert "LPIPS weights OK: quant_guard cache" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_readme_project_passes_from_an_empty_folder(pytester: pytest.Pytester, _heavy_modules: None) -> None:
     """The README's files in an empty folder, then its pytest commands in order: each passes and
     prints what the README's comment says it prints."""

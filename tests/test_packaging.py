@@ -135,6 +135,7 @@ def make_venv(where: Path) -> Path:
     return python
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_tiny_suite(wheel: tuple[Path, list[str]],
                                                                        tmp_path: Path) -> None:
     built, _ = wheel

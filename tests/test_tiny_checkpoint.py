@@ -65,6 +65,7 @@ def _layout(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     return {k: (tuple(v.shape), str(v.dtype)) for k, v in load_file(str(path)).items()}
 
 
+@pytest.mark.slow
 def test_training_script_writes_files_with_the_shipped_layout(tmp_path: Path) -> None:
     import torch
 

@@ -148,7 +148,7 @@ def _out_of_memory(session: QuantGuardSession, vc: VisualCase, stage: str, exc: 
 def _memory_figures(device: str) -> str:
     import torch
 
-    from quant_guard.render import rss_field
+    from quant_guard.host_memory import rss_field
     from quant_guard.units import format_bytes
 
     if device.startswith("cuda"):

@@ -234,12 +234,33 @@ class BuildMemory:
                 "note": self.note}
 
 
+CLEAR_REFS = Path("/proc/self/clear_refs")
+STATUS = Path("/proc/self/status")
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's RSS high-water mark (VmHWM); False where that is impossible."""
+    try:
+        CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def rss_field(name: str) -> int | None:
+    """A memory line of /proc/self/status ("VmRSS", "VmHWM") in bytes; None where there is none."""
+    try:
+        for line in STATUS.read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @contextlib.contextmanager
 def measured_build() -> Iterator[BuildMemory]:
-    from quant_guard.render import _reset_peak_rss, rss_field
-
     memory = BuildMemory(before_bytes=rss_field("VmRSS"))
-    reset = _reset_peak_rss()
+    reset = reset_peak_rss()
     try:
         yield memory
     finally:
@@ -247,7 +268,7 @@ def measured_build() -> Iterator[BuildMemory]:
         if reset:
             memory.peak_bytes = rss_field("VmHWM")
         else:
-            memory.note = "peak RSS not measured: /proc/self/clear_refs cannot be written here"
+            memory.note = f"peak RSS not measured: {CLEAR_REFS} cannot be written here"
 
 
 # ---- the plan per card size (README, "A real checkpoint") ----------------------------------------

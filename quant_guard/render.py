@@ -27,8 +27,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from quant_guard import host_memory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -181,7 +182,7 @@ def _start_memory(cuda: bool) -> _Start:
         used = device_used()
         outside = None if used is None else max(0, used - int(torch.cuda.memory_reserved()))
         return _Start(int(torch.cuda.memory_allocated()), True, outside)
-    return _Start(rss_field("VmRSS"), _reset_peak_rss())
+    return _Start(host_memory.rss_field("VmRSS"), host_memory.reset_peak_rss())
 
 
 def device_used() -> int | None:
@@ -213,31 +214,11 @@ def _end_memory(cuda: bool, start: _Start) -> MemoryStats:
                                                                  "nor cudaMemGetInfo answered")
     if not reset:
         return MemoryStats("cpu-rss", None, at_start_bytes=at_start,
-                           note=f"peak RSS not measured: {_CLEAR_REFS} cannot be written here (not Linux, or not "
-                                "permitted), so the process's high-water mark would include earlier work")
-    peak = rss_field("VmHWM")
-    note = None if peak is not None else f"peak RSS not measured: no VmHWM in {_STATUS}"
+                           note=f"peak RSS not measured: {host_memory.CLEAR_REFS} cannot be written here (not "
+                                "Linux, or not permitted), so the process's high-water mark would include earlier work")
+    peak = host_memory.rss_field("VmHWM")
+    note = None if peak is not None else f"peak RSS not measured: no VmHWM in {host_memory.STATUS}"
     return MemoryStats("cpu-rss", peak, at_start_bytes=at_start, note=note)
 
 
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-_STATUS = Path("/proc/self/status")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the process's RSS high-water mark (VmHWM); False where that is impossible."""
-    try:
-        _CLEAR_REFS.write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def rss_field(name: str) -> int | None:
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith(name + ":"):
-                return int(line.split()[1]) * 1024  # reported in kB
-    except (OSError, ValueError, IndexError):
-        return None
     return None

@@ -139,7 +139,7 @@ def test_the_cpu_figure_is_the_process_peak_rss_of_the_render(pytester: pytest.P
     the figure is reported as not measured and a limit on it is an error."""
     import json
 
-    import quant_guard.render as render_module
+    import quant_guard.host_memory as host_memory
 
     qg_project()
     pytester.runpytest("--update-golden").assert_outcomes(passed=1)
@@ -154,7 +154,7 @@ def test_the_cpu_figure_is_the_process_peak_rss_of_the_render(pytester: pytest.P
     pytester.runpytest("--qg-max-vram", "64 GiB").assert_outcomes(passed=1)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(render_module, "_CLEAR_REFS", pytester.path / "no-such-dir" / "clear_refs")
+        mp.setattr(host_memory, "CLEAR_REFS", pytester.path / "no-such-dir" / "clear_refs")
         unmeasured = pytester.runpytest("--qg-max-vram", "64 GiB")
         unmeasured.assert_outcomes(failed=1)
         unmeasured.stdout.fnmatch_lines(["*a peak RSS limit of 64.00 GiB is set, but peak RSS could not be measured:*"])

@@ -85,11 +85,19 @@ def planned_host_memory(checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: Me
     A scheme's own DiT file is read as stored (a float8 file, checked by the gate, or a
     pre-quantized one) unless a method quantizes it on load."""
     sizes = {name: _bytes_on_disk(checkpoint.files[name]) for name in MODEL_COMPONENTS}
-    dit = dit_file(checkpoint, scheme)
-    sizes["dit"] = _bytes_on_disk(dit)
-    own = dit is not checkpoint.files["dit"]
+    sizes["dit"] = _bytes_on_disk(dit_file(checkpoint, scheme))
+    own = checkpoint.scheme_dit(scheme.id) is not None
     as_stored = own and (scheme.quantization is None or scheme.quantization.load_prequantized)
     return host_plan(plan, sizes, prequantized_dit=as_stored)
+
+
+def _require_host_memory(needed: int, what: str, breakdown: str) -> None:
+    """Stop before DiffSynth reads a byte when the host cannot hold the load: an out-of-memory
+    verdict naming the figure, not the kernel's OOM killer."""
+    try:
+        check_host_memory(needed, what, breakdown)
+    except HostMemoryShortfall as exc:
+        raise LoadOutOfMemory(what, exc) from None
 
 
 def _bytes_on_disk(value: Path | list[Path]) -> int:
@@ -154,10 +162,7 @@ def build_pipeline(checkpoint: ResolvedCheckpoint, scheme: Scheme, device: str,
     dit = dit_file(checkpoint, scheme)
     host = planned_host_memory(checkpoint, scheme, plan)
     what = f"loading the {scheme.id} pipeline of {checkpoint.id!r}"
-    try:
-        check_host_memory(host.build_bytes, what, host.describe())
-    except HostMemoryShortfall as exc:
-        raise LoadOutOfMemory(what, exc) from None
+    _require_host_memory(host.build_bytes, what, host.describe())
     log = io.StringIO()  # DiffSynth prints a banner and a line per model; keep it for errors only
     try:
         with contextlib.redirect_stdout(log), measured_build() as build_memory:
@@ -193,10 +198,7 @@ def swap_dit(pipe: FluxImagePipeline, checkpoint: ResolvedCheckpoint, scheme: Sc
     dit = dit_file(checkpoint, scheme)
     host = planned_host_memory(checkpoint, scheme, plan).component("dit")
     what = f"loading the {scheme.id} DiT of {checkpoint.id!r}"
-    try:
-        check_host_memory(host.load_bytes, what, f"dit {host.how}")
-    except HostMemoryShortfall as exc:
-        raise LoadOutOfMemory(what, exc) from None
+    _require_host_memory(host.load_bytes, what, f"dit {host.how}")
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log), measured_build() as build_memory:

@@ -275,6 +275,15 @@ def check_thresholds(metrics: ImageMetrics, limits: Thresholds, scorecard: Score
     return checks
 
 
+def expected_bound(limit: Limit, recorded: float, settings: ExpectedSettings) -> float:
+    """The expected mode's bound on a number recorded as ``recorded``: a margin below it for a
+    number that is better higher, a factor and a margin above it otherwise."""
+    margin = getattr(settings, limit.expected_margin)
+    if limit.higher_is_better:
+        return recorded - margin
+    return recorded * (getattr(settings, limit.expected_factor) if limit.expected_factor else 1.0) + margin
+
+
 def check_expected(metrics: ImageMetrics, expected: ImageMetrics, settings: ExpectedSettings, *,
                    limits: Thresholds | None = None, scorecard: Scorecard | None = None,
                    expected_scorecard: Mapping[str, float] | None = None) -> list[MetricCheck]:
@@ -292,14 +301,9 @@ def check_expected(metrics: ImageMetrics, expected: ImageMetrics, settings: Expe
         if limit.value not in values or limit.value not in recorded:
             continue
         base = recorded[limit.value]
-        margin = getattr(settings, limit.expected_margin)
-        if not math.isfinite(base):
-            # an identical image at baseline (PSNR inf) gives no bound; the other numbers still hold it
-            bound = limit.low if limit.higher_is_better else limit.high
-        elif limit.higher_is_better:
-            bound = base - margin
-        else:
-            bound = base * (getattr(settings, limit.expected_factor) if limit.expected_factor else 1.0) + margin
+        # an identical image at baseline (PSNR inf) gives no bound; the other numbers still hold it
+        bound = expected_bound(limit, base, settings) if math.isfinite(base) else \
+            (limit.low if limit.higher_is_better else limit.high)
         checks.append(MetricCheck(limit.metric, values[limit.value], bound, limit.higher_is_better, "expected",
                                   limit.key, limit.unit))
     return checks
@@ -354,8 +358,6 @@ def _within_tolerance(old: float, now: float, limit: Limit | None, settings: Exp
         return old == now  # PSNR inf (identical images) stays only while it is inf
     if limit is None:  # a number no limit reads: only its rounding may differ
         return abs(old - now) <= 1e-6
-    margin = getattr(settings, limit.expected_margin)
     if limit.higher_is_better:
-        return abs(old - now) <= margin
-    factor = getattr(settings, limit.expected_factor) if limit.expected_factor else 1.0
-    return now <= old * factor + margin and old <= now * factor + margin
+        return now >= expected_bound(limit, old, settings) and old >= expected_bound(limit, now, settings)
+    return now <= expected_bound(limit, old, settings) and old <= expected_bound(limit, now, settings)

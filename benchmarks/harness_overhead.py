@@ -72,11 +72,11 @@ def raw_work(device: str) -> dict[str, float]:
     """The unavoidable work, timed in this (fresh) process: one pipeline, each scheme's DiT loaded
     into it in turn (what the session does), every case rendered by its scheme."""
     t0 = time.perf_counter()
-    from quant_guard.cases import expand_cases
-    from quant_guard.checkpoints import resolve_checkpoint
-    from quant_guard.config import load_config
-    from quant_guard.pipelines import build_pipeline, default_plan, swap_dit
-    from quant_guard.render import RenderRequest, render
+    from quant_guard.run.cases import expand_cases
+    from quant_guard.model.checkpoints import resolve_checkpoint
+    from quant_guard.config.project import load_config
+    from quant_guard.model.pipelines import build_pipeline, default_plan, swap_dit
+    from quant_guard.model.render import RenderRequest, render
 
     import diffsynth.pipelines.flux_image  # noqa: F401
     t_import = time.perf_counter() - t0
@@ -123,7 +123,7 @@ def raw_wall_time(device: str, runs: int = 2) -> tuple[dict[str, float], float]:
 def metric_costs() -> list[tuple[int, float, float, float]]:
     import numpy as np
 
-    from quant_guard.metrics import compare_images, lpips_distance, psnr, ssim
+    from quant_guard.judge.metrics import compare_images, lpips_distance, psnr, ssim
 
     rng = np.random.default_rng(0)
     rows = []

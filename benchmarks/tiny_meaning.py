@@ -2,15 +2,15 @@
 read shape, position and size.
 
 Every caption of the tiny dataset is rendered in bf16 (the golden) and in float8_e4m3fn (the
-candidates), one seed, through ``quant_guard.pipelines.build_pipeline`` and
-``quant_guard.render.render``. Each golden is judged (``quant_guard.semantic.judge``, the rule the
+candidates), one seed, through ``quant_guard.model.pipelines.build_pipeline`` and
+``quant_guard.model.render.render``. Each golden is judged (``quant_guard.judge.semantic.judge``, the rule the
 gate applies) against:
 
 - right: the float8 render of its own caption (must be kept);
 - wrong shape: the float8 renders of the same caption with each other shape;
 - wrong position: the same with each other position;
 - half size, 1.8x size: its float8 render magnified about its position
-  (``quant_guard.degrade.zoom_image``);
+  (``quant_guard.tools.degrade.zoom_image``);
 - speck: a 5x5 px square of the caption's colour at its position on its background.
 
 "before" is the rule the scorer had as ``tiny-colours``: the candidate's shape and background
@@ -34,13 +34,13 @@ import numpy as np
 
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 
-from quant_guard.degrade import zoom_image  # noqa: E402
-from quant_guard.pipelines import build_pipeline  # noqa: E402
-from quant_guard.render import RenderRequest, render  # noqa: E402
-from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE  # noqa: E402
-from quant_guard.semantic import TinySceneScorer, Verdict  # noqa: E402
-from quant_guard.tiny import dataset as ds  # noqa: E402
-from quant_guard.tiny.build import ensure_tiny_checkpoint  # noqa: E402
+from quant_guard.tools.degrade import zoom_image  # noqa: E402
+from quant_guard.model.pipelines import build_pipeline  # noqa: E402
+from quant_guard.model.render import RenderRequest, render  # noqa: E402
+from quant_guard.config.schemes import FLOAT8_E4M3FN, REFERENCE  # noqa: E402
+from quant_guard.judge.semantic import TinySceneScorer, Verdict  # noqa: E402
+from quant_guard.model.tiny import dataset as ds  # noqa: E402
+from quant_guard.model.tiny.build import ensure_tiny_checkpoint  # noqa: E402
 
 KINDS = ("right", "wrong shape", "wrong position", "half size", "1.8x size", "speck")
 ZOOMS = {"half size": 0.5, "1.8x size": 1.8}

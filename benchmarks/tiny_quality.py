@@ -2,10 +2,10 @@
 DiffSynth Flux pipeline on CPU.
 
 1. Prompt fidelity: >= 100 (caption, seed) pairs of the training captions rendered in bf16;
-   ``quant_guard.tiny.dataset.read_colours`` reads shape and background colour back from
+   ``quant_guard.model.tiny.dataset.read_colours`` reads shape and background colour back from
    each image and must agree with the caption.
 2. Sensitivity: for >= 10 (caption, seed) pairs, the float8_e4m3fn candidate (honest, and
-   with every damage kind of ``quant_guard.degrade`` applied to the bf16 DiT first) against
+   with every damage kind of ``quant_guard.tools.degrade`` applied to the bf16 DiT first) against
    the bf16 render of the same seed: LPIPS / SSIM / PSNR per kind (mean, min, max). A DiT
    file rounded to float8_e5m2 (what ``quant-guard quantize --dtype float8_e5m2`` writes) is
    a second honest candidate.
@@ -21,7 +21,7 @@ DiffSynth Flux pipeline on CPU.
 Usage: python benchmarks/tiny_quality.py [--pairs 120] [--seeds 12] [--pairs-seed 1] [--steps 8]
                                          [--checkpoint DIR] [--grid docs/tiny_grid.png]
                                          [--schemes torchao_int8_w8a16,bitsandbytes_nf4 | --schemes none]
-The numbers in quant_guard/tiny/weights/README.md come from ``--seeds 24`` (and
+The numbers in quant_guard/model/tiny/weights/README.md come from ``--seeds 24`` (and
 ``--seeds 48 --pairs-seed 2`` for pairs the thresholds were not chosen on).
 """
 
@@ -42,14 +42,14 @@ import numpy as np
 
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 
-from quant_guard.degrade import THRESHOLD_KINDS, Degradation, degrade  # noqa: E402
-from quant_guard.metrics import ImageMetrics, compare_images  # noqa: E402
-from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Quantization, Scheme  # noqa: E402
-from quant_guard.pipelines import build_pipeline  # noqa: E402
-from quant_guard.render import RenderRequest  # noqa: E402
-from quant_guard.render import render as render_request  # noqa: E402
-from quant_guard.tiny import dataset as ds  # noqa: E402
-from quant_guard.tiny.build import TinyCheckpointFiles, write_tiny_checkpoint  # noqa: E402
+from quant_guard.tools.degrade import THRESHOLD_KINDS, Degradation, degrade  # noqa: E402
+from quant_guard.judge.metrics import ImageMetrics, compare_images  # noqa: E402
+from quant_guard.config.schemes import FLOAT8_E4M3FN, REFERENCE, Quantization, Scheme  # noqa: E402
+from quant_guard.model.pipelines import build_pipeline  # noqa: E402
+from quant_guard.model.render import RenderRequest  # noqa: E402
+from quant_guard.model.render import render as render_request  # noqa: E402
+from quant_guard.model.tiny import dataset as ds  # noqa: E402
+from quant_guard.model.tiny.build import TinyCheckpointFiles, write_tiny_checkpoint  # noqa: E402
 
 
 # The diffsynth.core.quant methods that run on a CPU (torchao_int4_w4a16 needs the mslk package,
@@ -59,7 +59,7 @@ CPU_SCHEMES = ("torchao_int8_w8a16", "torchao_fp8_w8a16", "torchao_int8_w8a8", "
 
 def load_pipeline(files: TinyCheckpointFiles, *, fp8: bool, dit: Path | None = None,
                   scheme: Scheme | None = None) -> Any:
-    """The pipeline users run (``quant_guard.pipelines.build_pipeline``) on CPU; ``fp8``: the
+    """The pipeline users run (``quant_guard.model.pipelines.build_pipeline``) on CPU; ``fp8``: the
     float8_e4m3fn candidate (or ``scheme``), with ``dit`` as the DiT file it stores or quantizes."""
     candidate = scheme or FLOAT8_E4M3FN
     checkpoint = files.resolved({candidate.id: dit} if dit else None)
@@ -72,7 +72,7 @@ def method_scheme(method: str) -> Scheme:
 
 
 def render(pipe: Any, caption: str, seed: int, steps: int) -> np.ndarray:
-    """One render through the gate's own ``quant_guard.render.render``."""
+    """One render through the gate's own ``quant_guard.model.render.render``."""
     request = RenderRequest(caption, seed, steps, ds.IMAGE_SIZE, ds.IMAGE_SIZE, ds.EMBEDDED_GUIDANCE,
                             ds.T5_SEQUENCE_LENGTH)
     return render_request(pipe, request).image
@@ -211,7 +211,7 @@ def suggest_thresholds(results: dict[str, list[ImageMetrics]]) -> None:
 def check_shipped(results: dict[str, list[ImageMetrics]], kind: str = "float8_e4m3fn") -> bool:
     """Hold every image to the thresholds the tiny checkpoint ships with for the scheme ``kind``:
     honest candidates must pass all three metrics, every damaged one must fail at least one."""
-    from quant_guard.thresholds import Thresholds, check_thresholds, embedded_thresholds
+    from quant_guard.config.thresholds import Thresholds, check_thresholds, embedded_thresholds
 
     limits = embedded_thresholds("tiny", kind).apply(Thresholds.DEFAULT)
     print(f"\nShipped tiny thresholds for {kind} (max LPIPS {limits.lpips_max}, min SSIM {limits.ssim_min}, "

@@ -5,13 +5,13 @@ For (caption, seed) pairs of the tiny dataset, the bf16 render (the golden) agai
 - honest float8_e4m3fn, and honest float8 against a golden "from another CPU" (the golden with
   the cross-CPU drift of ``tests/drift_support.drift_like``): what a limit must let through;
 - colour-only damage: float8 with the VAE decoder's final layer off by ``--cast`` on its green
-  output (``quant_guard.degrade``, kind ``colour-cast``): a cast and nothing else;
+  output (``quant_guard.tools.degrade``, kind ``colour-cast``): a cast and nothing else;
 - softening only: the float8 render blurred by a Gaussian of ``--sigma`` px
-  (``quant_guard.degrade.soften_image``);
+  (``quant_guard.tools.degrade.soften_image``);
 - DiT damage kinds for comparison (``--kinds``, default ``colour-shift``).
 
-rendered by the project's own ``quant_guard.pipelines.build_pipeline`` and
-``quant_guard.render.render``. It prints the scorecard's numbers (mean [min, max] over the pairs);
+rendered by the project's own ``quant_guard.model.pipelines.build_pipeline`` and
+``quant_guard.model.render.render``. It prints the scorecard's numbers (mean [min, max] over the pairs);
 each dimension's departure as a share of the tiny checkpoint's limit and the dimension that moves
 most; how many images each limit catches; and a proposal of scorecard limits: midway on a log
 scale between the worst honest image (either golden) and the mildest image of the damage aimed at
@@ -42,18 +42,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # drift_
 
 from drift_support import drift_like  # noqa: E402
 
-from quant_guard.checkpoints import ResolvedCheckpoint  # noqa: E402
-from quant_guard.degrade import (COLOUR_CAST_OFFSET, SOFTEN_SIGMA, THRESHOLD_KINDS, Degradation,  # noqa: E402
+from quant_guard.model.checkpoints import ResolvedCheckpoint  # noqa: E402
+from quant_guard.tools.degrade import (COLOUR_CAST_OFFSET, SOFTEN_SIGMA, THRESHOLD_KINDS, Degradation,  # noqa: E402
                                  degrade, soften_image)
-from quant_guard.metrics import compare_with_maps  # noqa: E402
-from quant_guard.pipelines import build_pipeline  # noqa: E402
-from quant_guard.render import RenderRequest, render  # noqa: E402
-from quant_guard.schemes import FLOAT8_E4M3FN, REFERENCE, Scheme  # noqa: E402
-from quant_guard.scorecard import Scorecard, compute_scorecard  # noqa: E402
-from quant_guard.semantic import TinySceneScorer  # noqa: E402
-from quant_guard.thresholds import EMBEDDED_THRESHOLDS, Thresholds  # noqa: E402
-from quant_guard.tiny import dataset as ds  # noqa: E402
-from quant_guard.tiny.build import ensure_tiny_checkpoint  # noqa: E402
+from quant_guard.judge.metrics import compare_with_maps  # noqa: E402
+from quant_guard.model.pipelines import build_pipeline  # noqa: E402
+from quant_guard.model.render import RenderRequest, render  # noqa: E402
+from quant_guard.config.schemes import FLOAT8_E4M3FN, REFERENCE, Scheme  # noqa: E402
+from quant_guard.judge.scorecard import Scorecard, compute_scorecard  # noqa: E402
+from quant_guard.judge.semantic import TinySceneScorer  # noqa: E402
+from quant_guard.config.thresholds import EMBEDDED_THRESHOLDS, Thresholds  # noqa: E402
+from quant_guard.model.tiny import dataset as ds  # noqa: E402
+from quant_guard.model.tiny.build import ensure_tiny_checkpoint  # noqa: E402
 
 HONEST = "honest float8_e4m3fn"
 DRIFTED = "honest, golden from another CPU"
@@ -238,7 +238,7 @@ def print_cost(size: int, repeats: int = 3) -> None:
     the scorecard reuses them."""
     from scipy.ndimage import gaussian_filter
 
-    from quant_guard.metrics import compare_images, compare_with_maps
+    from quant_guard.judge.metrics import compare_images, compare_with_maps
 
     rng = np.random.default_rng(0)
     golden = np.clip(gaussian_filter(rng.random((size, size, 3)), (2, 2, 0)) * 765 - 255, 0, 255).astype(np.uint8)

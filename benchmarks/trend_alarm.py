@@ -1,4 +1,4 @@
-"""What the history alarm (quant_guard.history.check_alarm) catches on simulated series, with its
+"""What the history alarm (quant_guard.store.history.check_alarm) catches on simulated series, with its
 default settings (the README's): each run judged against the runs before it, as the nightly does.
 
 Scenarios: steady slopes of +5%, +10%, +12% per run for 40 runs (noiseless, as issue 24 put
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # trend_
 
 from trend_support import alarmed, geometric, linear, replay  # noqa: E402
 
-from quant_guard import history as h  # noqa: E402
+from quant_guard.store import history as h  # noqa: E402
 
 FLAT = 0.01  # an LPIPS level
 

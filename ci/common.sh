@@ -50,8 +50,8 @@ qg_prefetch() {
 import os, sys
 from pathlib import Path
 
-from quant_guard.checkpoints import CheckpointError, resolve_checkpoint
-from quant_guard.config import load_config
+from quant_guard.model.checkpoints import CheckpointError, resolve_checkpoint
+from quant_guard.config.project import load_config
 
 config = load_config(Path(os.environ.get("QG_CONFIG") or "pyproject.toml").resolve())
 wanted = os.environ.get("QG_CHECKPOINT", "").strip()
@@ -116,7 +116,7 @@ qg_golden_dir() {
 import os
 from pathlib import Path
 
-from quant_guard.config import load_config
+from quant_guard.config.project import load_config
 
 config = load_config(Path(os.environ.get("QG_CONFIG") or "pyproject.toml").resolve())
 golden = Path(os.environ.get("QG_GOLDEN_DIR") or config.golden_dir).resolve()

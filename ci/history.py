@@ -6,9 +6,9 @@
     python3 ci/history.py merge DEST SRC [SRC ...]     copy the shards' files into DEST (see merge())
     python3 ci/history.py prune DIR --keep-runs N      delete the files of all but the newest N runs
 
-The history is a folder of JSON Lines files, one per writing process (quant_guard.history), so a
+The history is a folder of JSON Lines files, one per writing process (quant_guard.store.history), so a
 merge is a copy; this script only decides which files to copy and refuses to lose any line.
-Standard library plus quant_guard.history from this checkout (no install needed, like
+Standard library plus quant_guard.store.history from this checkout (no install needed, like
 ci/step_summary.py). Exit status 0; 2 on a usage error or a source folder that does not exist.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # quant_guard from this checkout
 
-from quant_guard.history import SUFFIX, History, read, read_file  # noqa: E402
+from quant_guard.store.history import SUFFIX, History, read, read_file  # noqa: E402
 
 
 def history_files(directory: Path) -> list[Path]:

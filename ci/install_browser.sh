@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install headless Chromium for the report's browser test (tests/test_report_browser.py), which
+# Install headless Chromium for the report's browser test (tests/report/test_report_browser.py), which
 # drives it with Playwright (the test extra) through executable_path: Playwright's own browser
 # download (`playwright install`) is never used. The test finds the browser the way this script
 # does: $QG_CHROMIUM, else the first of the names below on PATH (tests/report_browser.py).

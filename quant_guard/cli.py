@@ -18,14 +18,14 @@ import json
 import sys
 from pathlib import Path
 
-from quant_guard.atomic import atomic_path
-from quant_guard.checkpoints import CheckpointError
-from quant_guard.degrade import Degradation
-from quant_guard.history import METRICS, History
+from quant_guard.store.atomic import atomic_path
+from quant_guard.model.checkpoints import CheckpointError
+from quant_guard.tools.degrade import Degradation
+from quant_guard.store.history import METRICS, History
 
 
 def _cmd_tiny(args: argparse.Namespace) -> int:
-    from quant_guard.tiny.build import write_tiny_checkpoint
+    from quant_guard.model.tiny.build import write_tiny_checkpoint
 
     dest: Path = args.dir
     if dest.exists() and any(dest.iterdir()):
@@ -37,7 +37,7 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from quant_guard.quantize import quantize_file, quantize_file_with_method
+    from quant_guard.tools.quantize import quantize_file, quantize_file_with_method
 
     if args.method:
         stats = quantize_file_with_method(args.input, args.output, method=args.method, device=args.device)
@@ -54,7 +54,7 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
-    from quant_guard.degrade import degrade
+    from quant_guard.tools.degrade import degrade
 
     if args.input.suffix != ".safetensors":
         raise CheckpointError(f"{args.input}: only .safetensors files are read (no pickles)")
@@ -82,10 +82,10 @@ def _degraded_use(output: Path, kind: Degradation) -> str:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from quant_guard.doctor import DoctorError, doctor, find_config
-    from quant_guard.full_size import FullSizeRequest
-    from quant_guard.pipelines import pick_device
-    from quant_guard.synthetic import ARCHITECTURES, FLUX_DEV
+    from quant_guard.tools.doctor import DoctorError, doctor, find_config
+    from quant_guard.tools.full_size import FullSizeRequest
+    from quant_guard.model.pipelines import pick_device
+    from quant_guard.tools.synthetic import ARCHITECTURES, FLUX_DEV
 
     request = None
     if args.full_size:
@@ -105,7 +105,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from quant_guard import history as h
+    from quant_guard.store import history as h
 
     store = h.read(args.dir)
     for problem in store.skipped:
@@ -129,8 +129,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _history_report(store: History, args: argparse.Namespace) -> int:
-    from quant_guard.atomic import atomic_write
-    from quant_guard.history import TrendSettings
+    from quant_guard.store.atomic import atomic_write
+    from quant_guard.store.history import TrendSettings
     from quant_guard.report.html import TRENDS_NAME, render_trends
     from quant_guard.report.trends import build_trends
 
@@ -147,14 +147,14 @@ def _history_report(store: History, args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from quant_guard.config import load_config
-    from quant_guard.doctor import find_config
-    from quant_guard.golden import GoldenError
-    from quant_guard.lpips_weights import LpipsWeightsError
-    from quant_guard.progress import ProgressPrinter
-    from quant_guard.session import QuantGuardSession, RunSettings
-    from quant_guard.sweep import Answer, sweep_checkpoint
-    from quant_guard.sweep_text import format_sweep
+    from quant_guard.config.project import load_config
+    from quant_guard.tools.doctor import find_config
+    from quant_guard.store.golden import GoldenError
+    from quant_guard.judge.lpips_weights import LpipsWeightsError
+    from quant_guard.model.progress import ProgressPrinter
+    from quant_guard.run.session import QuantGuardSession, RunSettings
+    from quant_guard.tools.sweep import Answer, sweep_checkpoint
+    from quant_guard.tools.sweep_text import format_sweep
 
     file = find_config(args.config, Path.cwd())
     if file is None:
@@ -191,10 +191,10 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from quant_guard.degrade import Degradation
-    from quant_guard.layer_groups import GRANULARITIES
+    from quant_guard.tools.degrade import Degradation
+    from quant_guard.model.layer_groups import GRANULARITIES
     from quant_guard.plugin import _bounded_float  # the plugin's --qg-psnr & co. parse the same way
-    from quant_guard.quantize import DTYPES
+    from quant_guard.tools.quantize import DTYPES
 
     parser = argparse.ArgumentParser(
         prog="quant-guard", description="Checkpoint and weight tooling around the quant_guard pytest plugin.")
@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a line per render step at most this often during long renders (default 10)")
     sweep.set_defaults(func=_cmd_sweep)
 
-    # listed for --help; its arguments are parsed by quant_guard.lpips_weights.main (see main())
+    # listed for --help; its arguments are parsed by quant_guard.judge.lpips_weights.main (see main())
     sub.add_parser("lpips-weights", help="provide or check the LPIPS AlexNet weights offline "
                                          "(quant-guard lpips-weights --help)")
     return parser
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["lpips-weights"]:
-        from quant_guard.lpips_weights import main as lpips_main
+        from quant_guard.judge.lpips_weights import main as lpips_main
 
         return lpips_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from quant_guard.cases import CaseResult, TestAddress, TestOverrides, Verdict, VisualCase, expand_cases
-from quant_guard.config import ConfigError, QuantGuardConfig, declares_quant_guard, load_config
-from quant_guard.drift import ReferenceMode
-from quant_guard.session import QuantGuardSession, RunSettings
-from quant_guard.thresholds import LIMIT_KEYS, LIMITS_BY_KEY, MEANING_KEY, ThresholdOverrides
-from quant_guard.units import UnitError, parse_bytes, parse_seconds
-from quant_guard.golden import WriteOutcome
-from quant_guard.progress import ProgressPrinter
-from quant_guard.quiet import quiet_library_noise
-from quant_guard.xdist_support import (
+from quant_guard.run.cases import CaseResult, TestAddress, TestOverrides, Verdict, VisualCase, expand_cases
+from quant_guard.config.project import ConfigError, QuantGuardConfig, declares_quant_guard, load_config
+from quant_guard.judge.drift import ReferenceMode
+from quant_guard.run.session import QuantGuardSession, RunSettings
+from quant_guard.config.thresholds import LIMIT_KEYS, LIMITS_BY_KEY, MEANING_KEY, ThresholdOverrides
+from quant_guard.config.units import UnitError, parse_bytes, parse_seconds
+from quant_guard.store.golden import WriteOutcome
+from quant_guard.model.progress import ProgressPrinter
+from quant_guard.model.quiet import quiet_library_noise
+from quant_guard.run.xdist_support import (
     OUTCOMES_KEY,
     ControllerHooks,
     check_pinned,
@@ -372,8 +372,8 @@ def _probe_schemes(config: pytest.Config, items: list[pytest.Item]) -> None:
             selected.setdefault((vc.checkpoint.id, vc.scheme.id), vc)
     if not selected or session is None:
         return
-    from quant_guard.checkpoints import CheckpointError
-    from quant_guard.scheme_probe import probe
+    from quant_guard.model.checkpoints import CheckpointError
+    from quant_guard.model.scheme_probe import probe
 
     problems = []
     for vc in selected.values():
@@ -399,7 +399,7 @@ class Gate:
 
     def check(self, case: VisualCase) -> CaseResult:
         __tracebackhide__ = True
-        from quant_guard.gate import budget_section, run_case
+        from quant_guard.run.gate import budget_section, run_case
 
         result = self._session.judge_history(
             run_case(self._session, case, _marker_overrides(self._item), _address(self._item)))
@@ -409,8 +409,8 @@ class Gate:
             # its own report section, so a budget violation reads apart from an image failure
             self._item.add_report_section("call", "quant_guard budget", budget_section(result.budget_checks))
         if result.history is not None:
-            from quant_guard.history import AlarmStatus
-            from quant_guard.history_gate import HistoryDriftWarning
+            from quant_guard.store.history import AlarmStatus
+            from quant_guard.run.history_gate import HistoryDriftWarning
 
             self._item.add_report_section("call", "quant_guard history", result.history.message)
             if result.history.status is AlarmStatus.WARN:
@@ -421,7 +421,7 @@ class Gate:
 
 
 def _address(item: pytest.Item) -> TestAddress:
-    from quant_guard.gate import display_path
+    from quant_guard.run.gate import display_path
 
     _file, _, name = item.nodeid.partition("::")
     return TestAddress(display_path(item.path), name, gpu=item.get_closest_marker("gpu") is not None)
@@ -449,10 +449,10 @@ def qg_sweep(qg_session: QuantGuardSession) -> Any:
     """The sensitivity sweep on a checkpoint of the configuration, in this session's pipeline:
     ``result = qg_sweep("tiny", "bitsandbytes_nf4", target_psnr=38.0)`` measures every layer
     group, recommends which to keep in bf16, writes sweep.json and sweep.html under the report
-    directory and returns the ``quant_guard.sweep.SweepResult``."""
+    directory and returns the ``quant_guard.tools.sweep.SweepResult``."""
     import functools
 
-    from quant_guard.sweep import sweep_checkpoint
+    from quant_guard.tools.sweep import sweep_checkpoint
 
     return functools.partial(sweep_checkpoint, qg_session)
 

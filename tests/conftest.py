@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from helpers import REAL_CACHE, REPO_GOLDEN, VISUAL_TEST, project_toml, tree_digest
 
-from quant_guard.config import COMPONENTS
-from quant_guard.paths import CACHE_ENV
+from quant_guard.config.project import COMPONENTS
+from quant_guard.store.paths import CACHE_ENV
 
 
 @pytest.fixture(autouse=True)
@@ -44,11 +44,11 @@ def _heavy_modules() -> None:
     import skimage.metrics  # noqa: F401
     import torch  # noqa: F401
 
-    import quant_guard.gate  # noqa: F401
-    import quant_guard.metrics  # noqa: F401
-    import quant_guard.pipelines  # noqa: F401
-    import quant_guard.render  # noqa: F401
-    import quant_guard.tiny.architecture  # noqa: F401
+    import quant_guard.run.gate  # noqa: F401
+    import quant_guard.judge.metrics  # noqa: F401
+    import quant_guard.model.pipelines  # noqa: F401
+    import quant_guard.model.render  # noqa: F401
+    import quant_guard.model.tiny.architecture  # noqa: F401
 
 
 @pytest.fixture
@@ -69,10 +69,10 @@ def baseline(tmp_path_factory: pytest.TempPathFactory, _heavy_modules: None) -> 
     """``baseline(seeds="[0, 1]", steps=4)`` -> a golden directory for ``project_toml`` with
     those keywords, made by the gate's own update path (what ``--update-golden`` writes).
     Cached per configuration; copy it, never modify it."""
-    from quant_guard.cases import TestOverrides, expand_cases
-    from quant_guard.config import parse_config
-    from quant_guard.gate import run_case
-    from quant_guard.session import QuantGuardSession, RunSettings
+    from quant_guard.run.cases import TestOverrides, expand_cases
+    from quant_guard.config.project import parse_config
+    from quant_guard.run.gate import run_case
+    from quant_guard.run.session import QuantGuardSession, RunSettings
 
     made: dict[str, Path] = {}
 
@@ -100,7 +100,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory, _heavy_modules: None) -> 
 def tiny_files(tmp_path: Path) -> dict[str, Path]:
     """The embedded tiny checkpoint as a checkpoint given by components: links to the cached
     files in a folder of this test, where a test may replace one with a damaged file."""
-    from quant_guard.tiny.build import ensure_tiny_checkpoint
+    from quant_guard.model.tiny.build import ensure_tiny_checkpoint
 
     tiny = ensure_tiny_checkpoint()
     folder = tmp_path / "checkpoint"

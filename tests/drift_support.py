@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from quant_guard.golden import encode_png
+from quant_guard.store.golden import encode_png
 
 # Another CPU: an Intel Xeon with AMX, named so that no real machine running the tests matches it.
 OTHER_MACHINE = {"device_name": "Intel(R) Xeon(R) Platinum 8480+ (golden machine)",

@@ -11,12 +11,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quant_guard.config import CheckpointSpec, ComponentSource, RenderDefaults
-from quant_guard.golden import GoldenStore
-from quant_guard.paths import cache_dir
-from quant_guard.schemes import DEFAULT_SCHEMES, FLOAT8_E4M3FN
-from quant_guard.thresholds import ThresholdOverrides
-from quant_guard.tiny.settings import T5_SEQUENCE_LENGTH
+from quant_guard.config.project import CheckpointSpec, ComponentSource, RenderDefaults
+from quant_guard.store.golden import GoldenStore
+from quant_guard.store.paths import cache_dir
+from quant_guard.config.schemes import DEFAULT_SCHEMES, FLOAT8_E4M3FN
+from quant_guard.config.thresholds import ThresholdOverrides
+from quant_guard.model.tiny.settings import T5_SEQUENCE_LENGTH
 
 if TYPE_CHECKING:
     import numpy as np
@@ -111,12 +111,12 @@ def replace_file(files: dict[str, Path], name: str, data: bytes, suffix: str = "
 
 
 def degraded_dit(path: Path, kind: str, strength: float, *, seed: int = 0) -> Path:
-    """Write the tiny checkpoint's DiT damaged by ``quant_guard.degrade`` (kind, strength) to
+    """Write the tiny checkpoint's DiT damaged by ``quant_guard.tools.degrade`` (kind, strength) to
     ``path``: a candidate DiT file for ``candidate = { dit = ... }``."""
     from safetensors.torch import load_file, save_file
 
-    from quant_guard.degrade import degrade
-    from quant_guard.tiny.build import ensure_tiny_checkpoint
+    from quant_guard.tools.degrade import degrade
+    from quant_guard.model.tiny.build import ensure_tiny_checkpoint
 
     save_file(degrade(load_file(str(ensure_tiny_checkpoint().dit)), kind, strength=strength, seed=seed), str(path))
     return path

@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from quant_guard.checkpoints import ResolvedCheckpoint
-    from quant_guard.schemes import Scheme
+    from quant_guard.model.checkpoints import ResolvedCheckpoint
+    from quant_guard.config.schemes import Scheme
 
 MiB = 2**20
 
 
 def tiny_checkpoint() -> ResolvedCheckpoint:
     """The embedded tiny checkpoint, resolved for the CPU."""
-    from quant_guard.checkpoints import resolve_checkpoint
-    from quant_guard.config import CheckpointSpec
+    from quant_guard.model.checkpoints import resolve_checkpoint
+    from quant_guard.config.project import CheckpointSpec
 
     return resolve_checkpoint(CheckpointSpec(id="tiny", embedded="tiny", components={}, device="cpu"))
 
@@ -25,8 +25,8 @@ def tiny_checkpoint() -> ResolvedCheckpoint:
 def build(tiny: ResolvedCheckpoint, scheme: Scheme, **dits: Path) -> Any:
     """The tiny pipeline with its DiT in ``scheme`` (``dits``: a scheme's own DiT file, by scheme id);
     ``build_pipeline`` has checked the DiT against the scheme."""
-    from quant_guard.checkpoints import ResolvedCheckpoint
-    from quant_guard.pipelines import build_pipeline
+    from quant_guard.model.checkpoints import ResolvedCheckpoint
+    from quant_guard.model.pipelines import build_pipeline
 
     checkpoint = ResolvedCheckpoint(tiny.id, tiny.files, dict(dits), tiny.t5_sequence_length)
     return build_pipeline(checkpoint, scheme, "cpu")

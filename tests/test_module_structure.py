@@ -67,12 +67,12 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_finder_sees_a_cycle_through_type_checking_imports() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
-    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from quant_guard.cases import X\n"
-                     "def f():\n    import quant_guard.gate\n")
-    assert _module_level_imports(tree, {"quant_guard.cases", "quant_guard.gate"}) == {"quant_guard.cases"}
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from quant_guard.run.cases import X\n"
+                     "def f():\n    import quant_guard.run.gate\n")
+    assert _module_level_imports(tree, {"quant_guard.run.cases", "quant_guard.run.gate"}) == {"quant_guard.run.cases"}
 
 
 def test_the_package_import_graph_has_no_cycle() -> None:
     graph = import_graph()
-    assert {"quant_guard.cases", "quant_guard.budgets", "quant_guard.config"} <= set(graph)
+    assert {"quant_guard.run.cases", "quant_guard.judge.budgets", "quant_guard.config.project"} <= set(graph)
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])

@@ -1,5 +1,5 @@
 """Each number behind the tiny checkpoint's thresholds has one source
-(``quant_guard/tiny/settings.py`` for the measurements, ``EMBEDDED_THRESHOLDS`` for the limits).
+(``quant_guard/model/tiny/settings.py`` for the measurements, ``EMBEDDED_THRESHOLDS`` for the limits).
 Here the thresholds the configuration resolves for the tiny checkpoint (what the gate holds a
 candidate to) are put to work on those measurements, and every place that quotes a limit is
 checked against the resolved value."""
@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quant_guard.cases import VisualCase
-from quant_guard.config import load_config
-from quant_guard.degrade import SOFTEN_SIGMA, soften_image
-from quant_guard.metrics import ImageMetrics
-from quant_guard.scorecard import compute_scorecard
-from quant_guard.thresholds import Thresholds, check_thresholds
-from quant_guard.tiny.settings import (MILDEST_DAMAGE, SCHEME_MEASUREMENTS, SHARPNESS_MILDEST_SOFTEN,
+from quant_guard.run.cases import VisualCase
+from quant_guard.config.project import load_config
+from quant_guard.tools.degrade import SOFTEN_SIGMA, soften_image
+from quant_guard.judge.metrics import ImageMetrics
+from quant_guard.judge.scorecard import compute_scorecard
+from quant_guard.config.thresholds import Thresholds, check_thresholds
+from quant_guard.model.tiny.settings import (MILDEST_DAMAGE, SCHEME_MEASUREMENTS, SHARPNESS_MILDEST_SOFTEN,
                                        SHARPNESS_WORST_HONEST, WORST_HONEST_FLOAT8)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def _limits() -> list[str]:
     return [f"max LPIPS {t.lpips_max:g}", f"min SSIM {t.ssim_min:g}", f"min PSNR {t.psnr_min:g} dB"]
 
 
-@pytest.mark.parametrize("document", ["README.md", "quant_guard/tiny/weights/README.md"])
+@pytest.mark.parametrize("document", ["README.md", "quant_guard/model/tiny/weights/README.md"])
 def test_the_documents_quote_the_measurements_and_the_resolved_limits(document: str) -> None:
     text = " ".join((REPO / document).read_text(encoding="utf-8").replace("`", "").split())
     for quote in [_figures(WORST_HONEST_FLOAT8), _figures(MILDEST_DAMAGE), *_limits()]:

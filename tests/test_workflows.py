@@ -33,7 +33,7 @@ from drift_support import OTHER_MACHINE, copy_perturbed
 from helpers import STRICT_CASE
 import yaml
 
-from quant_guard import history as h
+from quant_guard.store import history as h
 
 ROOT = Path(__file__).resolve().parents[1]
 # the repository's tiny checkpoint lists its schemes; the script tests run its float8_e4m3fn tests

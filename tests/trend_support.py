@@ -1,7 +1,7 @@
-"""Simulated metric series for the history alarm (quant_guard.history), and a replay that judges
+"""Simulated metric series for the history alarm (quant_guard.store.history), and a replay that judges
 each run of a series against the runs before it, as the nightly would night after night. Seeded
 with ``random.Random``, so every series is the same on every machine. Used by
-tests/test_trend_alarm.py and benchmarks/trend_alarm.py (which also replays them on older
+tests/judge/test_trend_alarm.py and benchmarks/trend_alarm.py (which also replays them on older
 checkouts: only ``HistoryRecord``, ``HistoryAlarm`` and ``check_alarm`` are used)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import datetime as dt
 import random
 from collections.abc import Sequence
 
-from quant_guard import history as h
+from quant_guard.store import history as h
 
 ENV = {"device": "cpu", "torch": "2.5.1", "cpu_features": ["avx2"]}
 START = dt.datetime(2026, 1, 1, 2, tzinfo=dt.timezone.utc)

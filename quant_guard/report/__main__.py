@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
 
     trends = None
     if args.history is not None:
-        from quant_guard.history import read
+        from quant_guard.store.history import read
         from quant_guard.report.records import read_results
         from quant_guard.report.trends import build_trends
 

@@ -62,7 +62,7 @@ def render_extras_table(record: Mapping[str, Any], report_link: str | None = Non
 def make_artifacts(report_dir: Path, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Heatmaps and zoomed crops of every case that has a golden and a candidate image; a case
     whose images cannot be read gets {"error": ...} and the rest of the report is still written."""
-    from quant_guard.report.regions import case_artifacts
+    from quant_guard.judge.regions import case_artifacts
 
     out: dict[str, dict[str, Any]] = {}
     for record in records:
@@ -79,7 +79,7 @@ def make_artifacts(report_dir: Path, records: list[dict[str, Any]]) -> dict[str,
 
 def write_report(report_dir: Path, trends: TrendsView | None = None) -> Path:
     """Render ``index.html`` from the ``results.json`` in ``report_dir`` (written atomically)."""
-    from quant_guard.atomic import atomic_write
+    from quant_guard.store.atomic import atomic_write
 
     document = read_results(report_dir)
     artifacts = make_artifacts(report_dir, document.get("results", []))

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from quant_guard.history import TrendSettings
+from quant_guard.store.history import TrendSettings
 from quant_guard.plugin import RESULT_KEY, SESSION_KEY
 
 if TYPE_CHECKING:
     from quant_guard.report.trends import TrendsView
-    from quant_guard.session import QuantGuardSession
+    from quant_guard.run.session import QuantGuardSession
 
 POLICIES = ("failed", "all", "none")
 WORKER_KEY = "quant_guard_report_records"
@@ -113,7 +113,7 @@ class ReportPlugin:
         self.errors.extend(output.get("errors", []))
 
     def write(self) -> None:
-        from quant_guard.cases import expand_cases
+        from quant_guard.run.cases import expand_cases
         from quant_guard.report.html import INDEX_NAME, write_report
         from quant_guard.report.records import is_failure, results_document, sort_records, write_results
 
@@ -142,7 +142,7 @@ class ReportPlugin:
         process; workers appending their own files would work too, but would split a run."""
         if self.history_dir is None:
             return
-        from quant_guard.history import append, from_result
+        from quant_guard.store.history import append, from_result
 
         try:
             run = self.session.run
@@ -154,7 +154,7 @@ class ReportPlugin:
         """The trends of this run's tests in the history folder (None without one)."""
         if self.history_dir is None or not self.history_dir.is_dir():
             return None
-        from quant_guard.history import read
+        from quant_guard.store.history import read
         from quant_guard.report.trends import build_trends
 
         try:
@@ -185,7 +185,7 @@ class ReportPlugin:
     def _scheme_summary(self, terminalreporter: Any) -> None:
         """The scheme comparison of each checkpoint that ran two or more schemes (report/schemes_view.py)."""
         try:
-            from quant_guard.cases import expand_cases
+            from quant_guard.run.cases import expand_cases
             from quant_guard.report.records import sort_records
             from quant_guard.report.schemes_view import terminal_lines
 

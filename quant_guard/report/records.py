@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from quant_guard.cases import CaseResult
-    from quant_guard.config import CheckpointSpec
-    from quant_guard.session import QuantGuardSession
+    from quant_guard.run.cases import CaseResult
+    from quant_guard.config.project import CheckpointSpec
+    from quant_guard.run.session import QuantGuardSession
 
 RESULTS_NAME = "results.json"
 RESULTS_VERSION = 1
@@ -141,14 +141,14 @@ def environment(session: QuantGuardSession, spec: CheckpointSpec) -> dict[str, A
     Never raises: a report must not break the run it describes."""
     env: dict[str, Any] = {}
     try:
-        from quant_guard.fingerprint import environment as gate_environment
+        from quant_guard.store.fingerprint import environment as gate_environment
 
         env = gate_environment(session.device(spec))
         env.pop("created", None)
     except Exception as exc:  # torch/diffsynth missing or broken: say so instead
         env["error"] = f"{type(exc).__name__}: {exc}"
     try:
-        from quant_guard.checkpoints import file_sha256
+        from quant_guard.model.checkpoints import file_sha256
 
         hashes = dict(session.reference_hashes(spec))
         for scheme_id, path in sorted(session.resolved(spec).scheme_dits.items()):
@@ -181,9 +181,9 @@ def _describe_check(check: Mapping[str, Any]) -> str:
     if value is None or limit is None:
         return f"{name} failed"
     if check.get("unit") == "bytes":
-        from quant_guard.units import format_bytes as fmt
+        from quant_guard.config.units import format_bytes as fmt
     elif check.get("unit") == "s":
-        from quant_guard.units import format_seconds as fmt
+        from quant_guard.config.units import format_seconds as fmt
     else:
         def fmt(v: float) -> str:
             return f"{v:.2f} dB" if name == "PSNR" else f"{v:.4f}"
@@ -214,7 +214,7 @@ def results_document(records: list[dict[str, Any]], *, config_source: Path, repo
 
 def write_results(report_dir: Path, document: dict[str, Any]) -> Path:
     """Write results.json atomically (temp file + rename)."""
-    from quant_guard.atomic import atomic_write
+    from quant_guard.store.atomic import atomic_write
 
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / RESULTS_NAME

@@ -11,7 +11,7 @@ from typing import Any
 from quant_guard.report.scheme_plot import plotted, scheme_plot_svg
 from quant_guard.report.scheme_table import SchemeSummary, comparisons
 from quant_guard.report.view import Cell, Row, fmt_metric
-from quant_guard.units import format_bytes, format_seconds
+from quant_guard.config.units import format_bytes, format_seconds
 
 HEADERS = ("Scheme", "Tests passed", "LPIPS mean", "LPIPS worst", "SSIM worst", "PSNR worst", "Stored DiT",
            "Peak memory", "Memory at render start", "Step time (median)", "Trade-off")

@@ -1,4 +1,4 @@
-"""Trends of the metrics history (quant_guard.history) for the report: per test a sparkline of
+"""Trends of the metrics history (quant_guard.store.history) for the report: per test a sparkline of
 LPIPS, PSNR, peak memory and step time over the last runs, and per checkpoint the tests whose
 metric moved most since a baseline run. Built from the history alone, so the same view serves
 index.html after a run and the nightly's merged trend page (``quant-guard history DIR report``).
@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from quant_guard.history import BASELINES, METRICS, UNIT_FORMATS, History, HistoryRecord, TrendSettings
+from quant_guard.store.history import BASELINES, METRICS, UNIT_FORMATS, History, HistoryRecord, TrendSettings
 from quant_guard.report.sparkline import sparkline
 from quant_guard.report.view import Cell, Row, fmt_metric
 

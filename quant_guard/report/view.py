@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from quant_guard.report.records import as_float, headline, is_failure
-from quant_guard.thresholds import DIMENSIONS, LIMITS, LIMITS_BY_KEY
-from quant_guard.units import format_bytes, format_seconds
+from quant_guard.config.thresholds import DIMENSIONS, LIMITS, LIMITS_BY_KEY
+from quant_guard.config.units import format_bytes, format_seconds
 
 METRICS = ("LPIPS", "SSIM", "PSNR")
 # Scorecard numbers in the tables: (heading, Scorecard.values() key, decimals)

@@ -4,7 +4,7 @@
 `pytest tests/visual --update-golden` re-baselines.
 """
 
-from quant_guard.cases import VisualCase
+from quant_guard.run.cases import VisualCase
 from quant_guard.plugin import Gate
 
 

@@ -1,0 +1,617 @@
+"""The ``[tool.quant_guard]`` configuration: checkpoints under test, cases, thresholds, limits.
+
+Read from ``pyproject.toml`` or from a TOML file given with ``--qg-config`` (same schema, either
+at top level or under ``[tool.quant_guard]``). Parsing is strict: an unknown key, a wrong type,
+a bad unit or a duplicate id is a ``ConfigError`` that names the file and the key. Relative
+paths are resolved against the directory of the file that declares them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quant_guard.judge.budgets import Budget, PeakCounts, StepStatistic
+from quant_guard.judge.drift import DriftTolerance, ReferenceMode
+from quant_guard.store.history import BASELINES, METRICS, PSNR_AMOUNT_DB, AlarmMode, HistoryAlarm, TrendSettings
+from quant_guard.model.memory_plan import AUTO, parse_vram_limit
+from quant_guard.config.method_names import did_you_mean, known_methods
+from quant_guard.config.schemes import DEFAULT_SCHEMES, QUANTIZE_MODES, REFERENCE, STORAGE_DTYPES, Quantization, Scheme
+from quant_guard.config.sources import ComponentSource
+from quant_guard.config.thresholds import LIMITS, MEANING_KEY, MEANING_OFF, ExpectedSettings, ThresholdOverrides, Thresholds
+from quant_guard.model.tiny import settings as tiny_settings
+from quant_guard.config.units import UnitError, parse_bytes, parse_seconds
+
+# Ids become file and folder names of goldens, so they are restricted to a safe alphabet.
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+COMPONENTS = ("dit", "text_encoder_clip", "text_encoder_t5", "vae", "tokenizer_clip", "tokenizer_t5")
+DEVICES = ("auto", "cpu", "cuda")
+MARKS = ("gpu",)
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message starts with "file: key:"."""
+
+
+@dataclass(frozen=True)
+class RenderDefaults:
+    """A checkpoint's render settings for cases that do not set their own."""
+
+    steps: int = 20
+    width: int = 1024
+    height: int = 1024
+    guidance: float = 3.5
+
+
+EMBEDDED_RENDER: dict[str, RenderDefaults] = {
+    "tiny": RenderDefaults(steps=tiny_settings.RECOMMENDED_STEPS, width=tiny_settings.IMAGE_SIZE,
+                           height=tiny_settings.IMAGE_SIZE, guidance=tiny_settings.EMBEDDED_GUIDANCE),
+}
+EMBEDDED_T5_SEQUENCE_LENGTH: dict[str, int] = {"tiny": tiny_settings.T5_SEQUENCE_LENGTH}
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    id: str
+    embedded: str | None  # "tiny", or None for a checkpoint given by its components
+    components: dict[str, ComponentSource]  # empty for an embedded checkpoint
+    # the candidates, each compared with the bf16 golden (schemes.py); declared_schemes: the
+    # configuration lists them, so test ids and expected-metrics files name the scheme
+    schemes: tuple[Scheme, ...] = DEFAULT_SCHEMES
+    declared_schemes: bool = False
+    device: str = "auto"
+    cpu_offload: bool = False  # every component in host memory between forwards (memory_plan.py)
+    vram_limit_bytes: int | None = None  # with cpu_offload: device memory up to which layers stay; None = "auto"
+    disk_offload: bool = False  # DiT and T5 read from their files layer by layer (memory_plan.py)
+    t5_sequence_length: int = 512
+    marks: tuple[str, ...] = ()
+    thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
+    limits: Budget = field(default_factory=Budget)
+    render: RenderDefaults = field(default_factory=RenderDefaults)
+    deterministic: bool = False  # deterministic kernels (CUDA) before its pipelines are built
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    id: str
+    prompt: str
+    seeds: tuple[int, ...]
+    steps: int | None  # None: the checkpoint's default
+    width: int | None
+    height: int | None
+    guidance: float | None
+    checkpoints: tuple[str, ...]
+    thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
+
+
+@dataclass(frozen=True)
+class QuantGuardConfig:
+    source: Path  # the file the configuration was read from
+    golden_dir: Path
+    report_dir: Path
+    thresholds: Thresholds
+    expected: ExpectedSettings
+    checkpoints: tuple[CheckpointSpec, ...]
+    cases: tuple[CaseSpec, ...]
+    drift_tolerance: DriftTolerance = field(default_factory=DriftTolerance)
+    reference: ReferenceMode = ReferenceMode.GOLDEN
+    history_dir: Path | None = None  # where each run appends its metrics (history.py)
+    history_alarm: HistoryAlarm | None = None
+    history_report: TrendSettings = field(default_factory=TrendSettings)  # the report's trends
+
+    def checkpoint(self, checkpoint_id: str) -> CheckpointSpec:
+        for c in self.checkpoints:
+            if c.id == checkpoint_id:
+                return c
+        raise KeyError(checkpoint_id)
+
+
+class _Table:
+    """A TOML table being validated: typed getters that name the key on error, and a check
+    that every key was understood."""
+
+    def __init__(self, data: Any, where: str, file: Path) -> None:
+        self.file, self.where = file, where
+        if not isinstance(data, dict):
+            self.fail("", f"must be a table, got {type(data).__name__}")
+        self.data: dict[str, Any] = data
+        self.seen: set[str] = set()
+
+    def fail(self, key: str, message: str) -> None:
+        path = _join(self.where, key) if key != "" else self.where
+        raise ConfigError(f"{self.file}: {path}: {message}")
+
+    def get(self, key: str, types: type | tuple[type, ...], default: Any = None, *, required: bool = False) -> Any:
+        self.seen.add(key)
+        if key not in self.data:
+            if required:
+                self.fail(key, "is required")
+            return default
+        value = self.data[key]
+        # bool is an int subclass in Python; a boolean where a number is expected is a mistake
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+            names = " or ".join(t.__name__ for t in _as_tuple(types))
+            self.fail(key, f"must be {names}, got {type(value).__name__} {value!r}")
+        return value
+
+    def number(self, key: str, default: float | None = None, *, low: float | None = None,
+               high: float | None = None) -> float | None:
+        value = self.get(key, (int, float), default)
+        if value is None:
+            return None
+        if not math.isfinite(value):  # NaN passes every range check and then every comparison
+            self.fail(key, f"must be a finite number, got {value}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            self.fail(key, f"must be between {low} and {high}, got {value}")
+        return float(value)
+
+    def integer(self, key: str, default: int | None = None, *, low: int = 0, required: bool = False) -> int:
+        value = self.get(key, int, default, required=required)
+        if value is not None and value < low:
+            self.fail(key, f"must be >= {low}, got {value}")
+        return value  # type: ignore[no-any-return]
+
+    def identifier(self, key: str) -> str:
+        value: str = self.get(key, str, required=True)
+        if not _ID.match(value):
+            self.fail(key, f"{value!r} is not a valid id: use letters, digits, '.', '_' or '-' "
+                           "(it becomes a file name), at most 64 characters")
+        return value
+
+    def sub(self, key: str) -> _Table | None:
+        value = self.get(key, dict)
+        return None if value is None else _Table(value, _join(self.where, key), self.file)
+
+    def finish(self) -> None:
+        self.only(self.seen)
+
+    def only(self, known: set[str] | frozenset[str]) -> None:
+        """Fail on the first key not in ``known``, with a did-you-mean when one is close."""
+        unknown = sorted(set(self.data) - set(known), key=str)
+        if unknown:
+            hint = did_you_mean(str(unknown[0]), frozenset(known))
+            self.fail(unknown[0], f"unknown key{hint} (known keys here: {', '.join(sorted(known))})")
+
+
+def _join(where: str, key: Any) -> str:
+    """``where.key``, the key quoted as TOML writes it when it is not a bare key (so a key such
+    as " " or "a.b" reads unambiguously in a message)."""
+    text = str(key)
+    return f"{where}.{text}" if _BARE_KEY.match(text) else f"{where}.{json.dumps(text, ensure_ascii=False)}"
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def declares_quant_guard(pyproject: Path) -> bool:
+    """Whether a pyproject.toml has a ``[tool.quant_guard]`` table (a comment that mentions one
+    does not count). A file that is not valid TOML counts when it mentions the table, so that
+    ``load_config`` reports the syntax error with the file's name."""
+    text = pyproject.read_text(encoding="utf-8", errors="replace")
+    try:
+        tool = tomllib.loads(text).get("tool")
+    except tomllib.TOMLDecodeError:
+        return "[tool.quant_guard" in text
+    return isinstance(tool, dict) and "quant_guard" in tool
+
+
+def load_config(file: Path, *, from_pyproject: bool | None = None) -> QuantGuardConfig:
+    """Read and validate a configuration file. A ``pyproject.toml`` (or any file with a
+    ``[tool.quant_guard]`` table) is read from that table; any other file from its top level."""
+    file = file.resolve()
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: configuration file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    if "tool" in data and isinstance(data["tool"], dict) and "quant_guard" in data["tool"]:
+        return parse_config(data["tool"]["quant_guard"], file=file, where="tool.quant_guard")
+    if from_pyproject or file.name == "pyproject.toml":
+        raise ConfigError(f"{file}: has no [tool.quant_guard] table")
+    return parse_config(data, file=file, where="quant_guard")
+
+
+def parse_config(data: Any, *, file: Path, where: str = "tool.quant_guard") -> QuantGuardConfig:
+    root = _Table(data, where, file)
+    base = file.parent
+    golden_dir = _path(root, "golden_dir", root.get("golden_dir", str, "golden"), base, resolve=False)
+    report_dir = _path(root, "report_dir", root.get("report_dir", str, "qg-report"), base, resolve=False)
+    thresholds = Thresholds.DEFAULT
+    if (t := root.sub("thresholds")) is not None:
+        thresholds = _threshold_overrides(t).apply(thresholds)
+    expected = _expected(root.sub("expected"))
+    drift_tolerance = _drift_tolerance(root.sub("drift_tolerance"))
+    reference = root.get("reference", str, ReferenceMode.GOLDEN.value)
+    if reference not in {m.value for m in ReferenceMode}:
+        root.fail("reference", f"must be one of {', '.join(m.value for m in ReferenceMode)}, got {reference!r}")
+    history_text = root.get("history_dir", str)
+    history_dir = None if history_text is None else _path(root, "history_dir", history_text, base, resolve=False)
+    history_alarm = _history_alarm(root.sub("history_alarm"))
+    history_report = _history_report(root.sub("history_report"))
+    checkpoints = tuple(_checkpoint(_Table(c, f"{where}.checkpoints[{i}]", file), base)
+                        for i, c in enumerate(root.get("checkpoints", list, [])))
+    cases = tuple(_case(_Table(c, f"{where}.cases[{i}]", file), checkpoints)
+                  for i, c in enumerate(root.get("cases", list, [])))
+    root.finish()
+    _unique(root, "checkpoints", [c.id for c in checkpoints])
+    _unique(root, "cases", [c.id for c in cases])
+    return QuantGuardConfig(source=file, golden_dir=golden_dir, report_dir=report_dir,
+                            thresholds=thresholds, expected=expected, checkpoints=checkpoints, cases=cases,
+                            drift_tolerance=drift_tolerance, reference=ReferenceMode(reference),
+                            history_dir=history_dir, history_alarm=history_alarm, history_report=history_report)
+
+
+def _unique(table: _Table, key: str, ids: list[str]) -> None:
+    seen: set[str] = set()
+    for i in ids:
+        # case-insensitive: goldens on a case-insensitive file system would collide
+        if i.lower() in seen:
+            table.fail(key, f"duplicate id {i!r}")
+        seen.add(i.lower())
+
+
+def _threshold_overrides(t: _Table) -> ThresholdOverrides:
+    """A thresholds table: one number per key of ``LIMITS`` (range checked), and ``meaning``, the
+    name of a semantic scorer (``quant_guard.judge.semantic``) or "off"."""
+    numbers = {limit.key: t.number(limit.key, low=limit.low, high=limit.high) for limit in LIMITS}
+    low, high = numbers["sharpness_min"], numbers["sharpness_max"]
+    if low is not None and high is not None and low > high:
+        t.fail("sharpness_min", f"must not exceed sharpness_max ({high}), got {low}")
+    meaning = t.get(MEANING_KEY, str)
+    if meaning is not None and not meaning.strip():
+        t.fail(MEANING_KEY, f'must name a semantic scorer (e.g. "tiny-scene", "clip") or "{MEANING_OFF}"')
+    t.finish()
+    return ThresholdOverrides(**numbers, meaning=meaning)
+
+
+def _expected(t: _Table | None) -> ExpectedSettings:
+    if t is None:
+        return ExpectedSettings()
+    d = ExpectedSettings()
+    result = ExpectedSettings(
+        enabled=t.get("enabled", bool, d.enabled),
+        lpips_factor=t.number("lpips_factor", d.lpips_factor, low=1.0, high=100.0),  # type: ignore[arg-type]
+        lpips_margin=t.number("lpips_margin", d.lpips_margin, low=0.0, high=2.0),  # type: ignore[arg-type]
+        ssim_margin=t.number("ssim_margin", d.ssim_margin, low=0.0, high=2.0),  # type: ignore[arg-type]
+        psnr_margin_db=t.number("psnr_margin_db", d.psnr_margin_db, low=0.0, high=200.0),  # type: ignore[arg-type]
+        delta_e_margin=t.number("delta_e_margin", d.delta_e_margin, low=0.0, high=200.0),  # type: ignore[arg-type]
+        hue_margin_deg=t.number("hue_margin_deg", d.hue_margin_deg, low=0.0, high=180.0),  # type: ignore[arg-type]
+        sharpness_margin=t.number("sharpness_margin", d.sharpness_margin, low=0.0, high=100.0),  # type: ignore[arg-type]
+        region_margin=t.number("region_margin", d.region_margin, low=0.0, high=2.0),  # type: ignore[arg-type]
+    )
+    t.finish()
+    return result
+
+
+def _drift_tolerance(t: _Table | None) -> DriftTolerance:
+    if t is None:
+        return DriftTolerance()
+    d = DriftTolerance()
+    result = DriftTolerance(lpips=t.number("lpips", d.lpips, low=0.0, high=2.0),  # type: ignore[arg-type]
+                            psnr=t.number("psnr", d.psnr, low=0.0, high=200.0))  # type: ignore[arg-type]
+    t.finish()
+    return result
+
+
+def _history_alarm(t: _Table | None) -> HistoryAlarm | None:
+    if t is None:
+        return None
+    d = HistoryAlarm()
+    metric = t.get("metric", str, d.metric)
+    if metric not in METRICS:
+        t.fail("metric", f"must be one of {', '.join(METRICS)}, got {metric!r}")
+    if metric == "psnr" and "ratio" in t.data:
+        # ratio once divided the dB (48 -> 32.5 dB was within x1.5); PSNR is judged in dB differences
+        t.fail("ratio", "does not apply to psnr, which is judged in dB: give amount in dB "
+                        f"(the default {PSNR_AMOUNT_DB:g} dB is x1.5 of the error)")
+    ratio = t.number("ratio", None, low=1.0, high=1000.0)
+    amount = t.number("amount", None, low=0.0, high=1e15)
+    if ratio is None and amount is None:
+        ratio, amount = (None, PSNR_AMOUNT_DB) if metric == "psnr" else (d.ratio, None)
+    mode = t.get("mode", str, d.mode.value)
+    if mode not in {m.value for m in AlarmMode}:
+        t.fail("mode", f"must be one of {', '.join(m.value for m in AlarmMode)}, got {mode!r}")
+    window = t.integer("window", d.window, low=1)
+    min_runs = t.integer("min_runs", min(d.min_runs, window), low=1)
+    if min_runs > window:
+        t.fail("min_runs", f"must be at most window ({window}), got {min_runs}")
+    step_runs = t.integer("step_runs", d.step_runs, low=0)
+    alpha = t.number("alpha", d.alpha, low=0.0, high=0.5)
+    result = HistoryAlarm(metric=metric, ratio=ratio, amount=amount, window=window, min_runs=min_runs,
+                          step_runs=step_runs, alpha=alpha, mode=AlarmMode(mode))  # type: ignore[arg-type]
+    t.finish()
+    return result
+
+
+def _history_report(t: _Table | None) -> TrendSettings:
+    d = TrendSettings()
+    if t is None:
+        return d
+    metric = t.get("metric", str, d.metric)
+    if metric not in METRICS:
+        t.fail("metric", f"must be one of {', '.join(METRICS)}, got {metric!r}")
+    baseline = t.get("baseline", str, d.baseline)
+    if not baseline:
+        t.fail("baseline", f"must be {' or '.join(BASELINES)} or a run id, got an empty string")
+    result = TrendSettings(runs=t.integer("runs", d.runs, low=2), baseline=baseline, metric=metric,
+                           top=t.integer("top", d.top, low=1))
+    t.finish()
+    return result
+
+
+def _path(t: _Table, key: str, value: str, base: Path, *, resolve: bool = True) -> Path:
+    """``value`` relative to ``base``; a path the OS cannot use is an error naming the key."""
+    try:
+        if "\0" in value:
+            raise ValueError("it contains a NUL character")
+        return (base / value).resolve() if resolve else base / value
+    except (ValueError, OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        t.fail(key, f"not a usable path: {value!r} ({exc})")
+        raise AssertionError from None  # unreachable: fail() raises
+
+
+def _source(value: Any, t: _Table, key: str, base: Path) -> ComponentSource:
+    if isinstance(value, str):
+        return ComponentSource(path=_path(t, key, value, base))
+    if isinstance(value, dict):
+        s = _Table(value, _join(t.where, key), t.file)
+        model_id = s.get("model_id", str, required=True)
+        pattern = s.get("origin_file_pattern", str, required=True)
+        s.finish()
+        return ComponentSource(model_id=model_id, origin_file_pattern=pattern)
+    t.fail(key, "must be a path string or a table {model_id = ..., origin_file_pattern = ...}")
+    raise AssertionError  # unreachable: fail() raises
+
+
+def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
+    checkpoint_id = t.identifier("id")
+    embedded = t.get("embedded", str)
+    if embedded is not None and embedded != "tiny":
+        t.fail("embedded", f"unknown embedded checkpoint {embedded!r}; the only one is 'tiny'")
+    components: dict[str, ComponentSource] = {}
+    if (c := t.sub("components")) is not None:
+        for key in COMPONENTS:
+            if key in c.data:
+                components[key] = _source(c.get(key, (str, dict)), c, key, base)
+        c.finish()
+    if embedded and components:
+        t.fail("components", "an embedded checkpoint takes no components")
+    if not embedded:
+        missing = [k for k in COMPONENTS if k not in components]
+        if missing:
+            t.fail("components", f"missing {', '.join(missing)} (or set embedded = \"tiny\")")
+    schemes, declared = _schemes(t, base)
+    device = t.get("device", str, "auto")
+    if device not in DEVICES:
+        t.fail("device", f"must be one of {', '.join(DEVICES)}, got {device!r}")
+    marks = tuple(t.get("marks", list, []))
+    for m in marks:
+        if m not in MARKS:
+            t.fail("marks", f"unknown mark {m!r}; known: {', '.join(MARKS)}")
+    # an embedded checkpoint brings the thresholds measured for it; the table's own win
+    # an embedded checkpoint's measured thresholds apply below these (VisualCase.configured_thresholds)
+    thresholds = ThresholdOverrides()
+    if (th := t.sub("thresholds")) is not None:
+        thresholds = _threshold_overrides(th)
+    limits = Budget()
+    if (lim := t.sub("limits")) is not None:
+        limits = _limits(lim)
+    # an embedded checkpoint also brings the render settings its thresholds were measured at
+    render = EMBEDDED_RENDER.get(embedded or "", RenderDefaults())
+    if (r := t.sub("render")) is not None:
+        size = _size(r, f"{render.width}x{render.height}")
+        render = RenderDefaults(steps=r.integer("steps", render.steps, low=1), width=size[0], height=size[1],
+                                guidance=r.number("guidance", render.guidance, low=0.0, high=100.0))  # type: ignore[arg-type]
+        r.finish()
+    if embedded and "t5_sequence_length" in t.data:
+        t.fail("t5_sequence_length", f"the embedded {embedded!r} checkpoint always uses the length it was trained "
+               f"with ({EMBEDDED_T5_SEQUENCE_LENGTH[embedded]}); remove the key")
+    t5_sequence_length = (EMBEDDED_T5_SEQUENCE_LENGTH[embedded] if embedded
+                          else t.integer("t5_sequence_length", 512, low=1))
+    cpu_offload = t.get("cpu_offload", bool, False)
+    spec = CheckpointSpec(
+        id=checkpoint_id, embedded=embedded, components=components,
+        schemes=schemes, declared_schemes=declared, device=device,
+        cpu_offload=cpu_offload, vram_limit_bytes=_vram_limit(t, cpu_offload),
+        disk_offload=t.get("disk_offload", bool, False),
+        t5_sequence_length=t5_sequence_length,
+        marks=marks, thresholds=thresholds, limits=limits, render=render,
+        deterministic=t.get("deterministic", bool, False),
+    )
+    t.finish()
+    return spec
+
+
+def _schemes(t: _Table, base: Path) -> tuple[tuple[Scheme, ...], bool]:
+    """``schemes = [...]`` (names or tables), or the single-candidate shorthand ``candidate = {
+    scheme = ..., dit = ... }``; neither: the float8_e4m3fn candidate."""
+    if "schemes" in t.data and "candidate" in t.data:
+        t.fail("candidate", "give either candidate (one float8 candidate) or schemes (several), not both")
+    if (cand := t.sub("candidate")) is not None:
+        storage = cand.get("scheme", str, DEFAULT_SCHEMES[0].storage_dtype)
+        if storage not in STORAGE_DTYPES:
+            cand.fail("scheme", f"unknown storage scheme {storage!r}; known: {', '.join(STORAGE_DTYPES)} "
+                      "(quantization methods go in a schemes list)")
+        dit = _source(cand.get("dit", (str, dict)), cand, "dit", base) if "dit" in cand.data else None
+        cand.finish()
+        return (Scheme(storage, storage_dtype=storage, dit=dit),), False
+    entries = t.get("schemes", list)
+    if entries is None:
+        return DEFAULT_SCHEMES, False
+    if not entries:
+        t.fail("schemes", "is empty; leave it out for the single float8_e4m3fn candidate")
+    schemes = tuple(_scheme(entry, t, f"schemes[{i}]", base) for i, entry in enumerate(entries))
+    _unique(t, "schemes", [s.id for s in schemes])
+    return schemes, True
+
+
+def _scheme(entry: Any, parent: _Table, key: str, base: Path) -> Scheme:
+    bare = isinstance(entry, str)
+    if bare:  # a bare name: a storage dtype or a diffsynth.core.quant method
+        entry = {"storage": entry} if entry in STORAGE_DTYPES else {"method": entry}
+    where = f"{parent.where}.{key}"  # key is "schemes[i]", the way TOML users read an array item
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{parent.file}: {where}: must be a scheme name or a table, got "
+                          f"{type(entry).__name__} {entry!r}")
+    s = _Table(entry, where, parent.file)
+    s.only(_SCHEME_KEYS)  # "storge = ..." is a typo of a key, not a scheme without storage
+    storage, method = s.get("storage", str), s.get("method", str)
+    if (storage is None) == (method is None):
+        s.fail("", "needs exactly one of storage (a float8 dtype DiffSynth stores the DiT in) or method "
+               "(a diffsynth.core.quant method, e.g. bitsandbytes_nf4)")
+    if storage is not None and storage not in STORAGE_DTYPES:
+        s.fail("storage", f"must be one of {', '.join(STORAGE_DTYPES)}, got {storage!r}"
+                          f"{did_you_mean(storage, STORAGE_DTYPES)}")
+    if method is not None:
+        _check_method(s, method, key="" if bare else "method")
+    scheme_id = s.get("id", str, storage or method)
+    if not _ID.match(scheme_id):
+        s.fail("id", f"{scheme_id!r} is not a valid id: use letters, digits, '.', '_' or '-'")
+    if scheme_id == REFERENCE.id:
+        s.fail("id", f"{scheme_id!r} names the bf16 reference; choose another id")
+    dit = _source(s.get("dit", (str, dict)), s, "dit", base) if "dit" in s.data else None
+    quantization = None
+    if method is not None:
+        quantization = _quantization(s, method, prequantized_file=dit is not None)
+    else:
+        for option in ("mode", "target_modules", "exclude_modules", "backend_config_kwargs", "load_prequantized"):
+            if option in s.data:
+                s.fail(option, "applies only to a quantization method (storage schemes store every linear layer)")
+    thresholds = ThresholdOverrides()
+    if (th := s.sub("thresholds")) is not None:
+        thresholds = _threshold_overrides(th)
+    s.finish()
+    return Scheme(scheme_id, storage_dtype=storage or REFERENCE.storage_dtype, quantization=quantization, dit=dit,
+                  thresholds=thresholds)
+
+
+_SCHEME_KEYS = frozenset({"storage", "method", "id", "dit", "mode", "target_modules", "exclude_modules",
+                          "backend_config_kwargs", "load_prequantized", "thresholds"})
+
+
+def _check_method(s: _Table, method: str, *, key: str) -> None:
+    """A method name DiffSynth registers; a typo (or a storage dtype misspelt as a bare name) is
+    caught here, in milliseconds, rather than after torch is imported at collection."""
+    if not _ID.match(method):
+        s.fail(key, f"{method!r} is not a method name")
+    known = known_methods()
+    if known is None or method in known:
+        return
+    hint = did_you_mean(method, known | frozenset(STORAGE_DTYPES)) or f" (it knows: {', '.join(sorted(known))})"
+    s.fail(key, f"unknown scheme {method!r}: not a storage dtype ({', '.join(STORAGE_DTYPES)}) nor a "
+                     f"quantization method of the installed DiffSynth{hint}")
+
+
+def parse_scheme(entry: Any, *, file: Path, where: str, key: str) -> Scheme:
+    """One entry of a checkpoint's ``schemes`` list (a name or a table), validated as in a
+    configuration file (errors name ``where.key``): how the sensitivity sweep checks the scheme
+    entry it prints."""
+    return _scheme(entry, _Table({}, where, file), key, file.parent)
+
+
+def _quantization(s: _Table, method: str, *, prequantized_file: bool) -> Quantization:
+    mode = s.get("mode", str, QUANTIZE_MODES[0])
+    if mode not in QUANTIZE_MODES:
+        s.fail("mode", f"must be one of {', '.join(QUANTIZE_MODES)}, got {mode!r}")
+
+    def names(key: str) -> tuple[str, ...] | None:
+        value = s.get(key, list)
+        if value is not None and not all(isinstance(v, str) and v for v in value):
+            s.fail(key, f"must be a list of module names, got {value!r}")
+        return None if value is None else tuple(value)
+
+    kwargs = s.get("backend_config_kwargs", dict, {})
+    for name, value in kwargs.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise ConfigError(f"{s.file}: {_join(_join(s.where, 'backend_config_kwargs'), name)}: must be a string, "
+                              f"number or boolean, got {value!r}")
+    # a DiT file under a method can only be one saved by that method
+    prequantized = s.get("load_prequantized", bool, prequantized_file)
+    if prequantized != prequantized_file:
+        s.fail("load_prequantized", "is true exactly when the scheme names a pre-quantized dit file")
+    return Quantization(method=method, mode=mode, target_modules=names("target_modules"),
+                        exclude_modules=names("exclude_modules") or (),
+                        backend_config_kwargs=tuple(sorted(kwargs.items())), load_prequantized=prequantized)
+
+
+def _vram_limit(t: _Table, cpu_offload: bool) -> int | None:
+    text = t.get("vram_limit", str, AUTO)
+    if text != AUTO and not cpu_offload:
+        t.fail("vram_limit", "applies only with cpu_offload = true (without it every component stays on the device)")
+    try:
+        return parse_vram_limit(text)
+    except UnitError as exc:
+        t.fail("vram_limit", str(exc))
+        raise AssertionError from None  # unreachable: fail() raises
+
+
+def _limits(t: _Table) -> Budget:
+    def unit(key: str, parse: Any) -> Any:
+        text = t.get(key, str)
+        if text is None:
+            return None
+        try:
+            return parse(text)
+        except UnitError as exc:
+            t.fail(key, str(exc))
+
+    statistic = t.get("step_statistic", str, StepStatistic.MEDIAN.value)
+    if statistic not in {s.value for s in StepStatistic}:
+        t.fail("step_statistic", f"must be one of {', '.join(s.value for s in StepStatistic)}, got {statistic!r}")
+    counts = t.get("peak_vram_counts", str, PeakCounts.DEVICE.value)
+    if counts not in {c.value for c in PeakCounts}:
+        t.fail("peak_vram_counts", f"must be one of {', '.join(c.value for c in PeakCounts)}, got {counts!r}")
+    result = Budget(peak_memory_bytes=unit("peak_vram", parse_bytes), step_time_s=unit("step_time", parse_seconds),
+                    resident_memory_bytes=unit("resident_vram", parse_bytes),
+                    statistic=StepStatistic(statistic), warmup_steps=t.integer("warmup_steps", 1, low=0),
+                    peak_counts=PeakCounts(counts))
+    t.finish()
+    return result
+
+
+def _case(t: _Table, checkpoints: tuple[CheckpointSpec, ...]) -> CaseSpec:
+    case_id = t.identifier("id")
+    prompt = t.get("prompt", str, required=True)
+    seeds_value = t.get("seeds", list, [0])
+    if not seeds_value or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
+                                  for s in seeds_value):
+        t.fail("seeds", f"must be a non-empty list of integers from 0 to 2**64-1, got {seeds_value!r}")
+    if len(set(seeds_value)) != len(seeds_value):
+        t.fail("seeds", f"has duplicates: {seeds_value!r}")
+    width, height = _size(t, None) if "size" in t.data else (None, None)
+    known = [c.id for c in checkpoints]
+    names = tuple(t.get("checkpoints", list, known))
+    for n in names:
+        if n not in known:
+            t.fail("checkpoints", f"unknown checkpoint {n!r}; declared: {', '.join(known) or 'none'}")
+    thresholds = ThresholdOverrides()
+    if (th := t.sub("thresholds")) is not None:
+        thresholds = _threshold_overrides(th)
+    spec = CaseSpec(
+        id=case_id, prompt=prompt, seeds=tuple(seeds_value),
+        steps=t.integer("steps", None, low=1) if "steps" in t.data else None,
+        width=width, height=height, guidance=t.number("guidance", None, low=0.0, high=100.0),
+        checkpoints=names, thresholds=thresholds,
+    )
+    t.finish()
+    return spec
+
+
+def _size(t: _Table, default: str | None) -> tuple[int, int]:
+    text = t.get("size", str, default)
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        t.fail("size", f"must look like '1024x1024' (width x height), got {text!r}")
+    width, height = int(match.group(1)), int(match.group(2))  # type: ignore[union-attr]
+    if width % 16 or height % 16 or width < 32 or height < 32:
+        t.fail("size", f"width and height must be multiples of 16 and at least 32 (Flux patches), got {text!r}")
+    return width, height

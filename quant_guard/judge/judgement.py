@@ -1,0 +1,91 @@
+"""The judgement of one candidate image against its golden: LPIPS/SSIM/PSNR, the scorecard (with
+the meaning check when the thresholds name a scorer) and every check of the thresholds, then of
+the expected mode when metrics were recorded.
+
+One function for every caller that decides pass or fail on images: the gate (``gate._judge``
+and its drift comparison) and the sensitivity sweep (``sweep._Run.measure``), so that a limit the
+gate enforces can never be one the sweep ignores.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from quant_guard.config.thresholds import MEANING_KEY, ExpectedSettings, Thresholds, check_expected, check_thresholds
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import numpy as np
+
+    from quant_guard.judge.metrics import ImageMetrics
+    from quant_guard.judge.scorecard import Scorecard
+    from quant_guard.judge.semantic import ScorerUnavailable, SemanticScorer
+    from quant_guard.config.thresholds import MetricCheck
+
+
+@dataclass(frozen=True)
+class Judgement:
+    metrics: ImageMetrics
+    scorecard: Scorecard
+    checks: tuple[MetricCheck, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> tuple[MetricCheck, ...]:
+        return tuple(c for c in self.checks if not c.passed)
+
+
+def judge(golden: np.ndarray, candidate: np.ndarray, limits: Thresholds, *, prompt: str,
+          expected: ImageMetrics | None = None, expected_scorecard: Mapping[str, float] | None = None,
+          settings: ExpectedSettings = ExpectedSettings()) -> Judgement:
+    """Compare ``candidate`` with ``golden`` and check every limit of ``limits`` (scorecard and
+    meaning included), then the expected mode's when ``expected`` metrics were recorded."""
+    metrics, card = compare(golden, candidate, limits, prompt=prompt)
+    checks = judge_checks(metrics, card, limits, expected=expected, expected_scorecard=expected_scorecard,
+                          settings=settings)
+    return Judgement(metrics, card, tuple(checks))
+
+
+def judge_checks(metrics: ImageMetrics, card: Scorecard, limits: Thresholds, *, expected: ImageMetrics | None = None,
+                 expected_scorecard: Mapping[str, float] | None = None,
+                 settings: ExpectedSettings = ExpectedSettings()) -> list[MetricCheck]:
+    """The limits of the thresholds, then the expected mode's (when metrics were recorded)."""
+    checks = check_thresholds(metrics, limits, card)
+    if expected is not None:
+        checks += check_expected(metrics, expected, settings, limits=limits, scorecard=card,
+                                 expected_scorecard=expected_scorecard)
+    return checks
+
+
+def compare(golden: np.ndarray, candidate: np.ndarray, limits: Thresholds, *,
+            prompt: str) -> tuple[ImageMetrics, Scorecard]:
+    """LPIPS/SSIM/PSNR and the scorecard, the LPIPS and SSIM maps computed once for both; the
+    meaning check when the thresholds name a scorer (``ScorerUnavailable`` when it cannot run:
+    never a silent pass)."""
+    from quant_guard.judge.metrics import compare_with_maps
+    from quant_guard.judge.scorecard import compute_scorecard
+
+    metrics, maps = compare_with_maps(golden, candidate)
+    scorer = semantic_scorer(limits.scorer) if limits.scorer else None
+    card = compute_scorecard(golden, candidate, prompt=prompt, scorer=scorer, lpips_map=maps.lpips,
+                             ssim=(metrics.ssim, maps.ssim))
+    return metrics, card
+
+
+@functools.cache
+def semantic_scorer(name: str) -> SemanticScorer:
+    """Built once per process (a CLIP model takes seconds to load); a failure is not cached."""
+    from quant_guard.judge.semantic import get_scorer
+
+    return get_scorer(name)
+
+
+def meaning_unavailable(exc: ScorerUnavailable) -> str:
+    """Why a judgement could not be made: the meaning check's scorer cannot run."""
+    return f"the meaning check (thresholds key {MEANING_KEY!r}) cannot run: {exc}"

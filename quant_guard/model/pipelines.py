@@ -1,0 +1,253 @@
+"""Build DiffSynth ``FluxImagePipeline`` objects for the bf16 reference and each candidate
+scheme, and swap the DiT of a built pipeline from one scheme to another.
+
+Only the DiT depends on the scheme (``schemes.py``): a storage scheme keeps its linear weights in
+float8 and casts them to bf16 per layer (``ModelConfig`` dtypes, ``diffsynth/core/vram/layers.py``);
+a quantization method is DiffSynth's own ``ModelConfig(quantize=QuantizeConfig(...))``; text
+encoders and VAE stay bf16. Where each component lives (host or device) and the ``vram_limit``
+come from the checkpoint's memory plan (``memory_plan.py``). After loading, ``scheme_check.py``
+checks that the DiT's layers are what the scheme says. Running out of memory while loading raises
+``LoadOutOfMemory``, never a ``CheckpointError``: the files are fine, the device is too small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from quant_guard.model.checkpoints import CheckpointError, ResolvedCheckpoint
+from quant_guard.model.host_memory import HostMemoryShortfall, HostPlan, check_host_memory, host_plan, measured_build
+from quant_guard.model.memory_plan import MODEL_COMPONENTS, MemoryPlan, plan_memory, torch_fields
+from quant_guard.model.scheme_check import check_scheme_applied
+from quant_guard.config.schemes import Scheme
+
+if TYPE_CHECKING:
+    from diffsynth.pipelines.flux_image import FluxImagePipeline
+
+
+def pick_device(requested: str) -> str:
+    """"auto" -> "cuda" when available, else "cpu"."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError("device 'cuda' requested but torch sees no CUDA device")
+    return requested
+
+
+def prepare_diffsynth() -> None:
+    from quant_guard.model.long_lived import frozen_after
+
+    with frozen_after():  # what torch and DiffSynth create on import lives as long as the process
+        import torch
+
+        from quant_guard.model.tiny.architecture import register_with_diffsynth
+
+    # DiffSynth calls torch.<device>.empty_cache() when VRAM management is on; torch.cpu has none.
+    if not hasattr(torch.cpu, "empty_cache"):
+        torch.cpu.empty_cache = lambda: None  # type: ignore[attr-defined]
+    register_with_diffsynth()
+
+
+class LoadOutOfMemory(Exception):
+    """Loading a pipeline (or swapping its DiT) ran out of device or host memory."""
+
+    def __init__(self, what: str, error: BaseException) -> None:
+        super().__init__(f"out of memory while {what}: {type(error).__name__}: {error}")
+        self.what, self.error = what, error
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    # some CUDA allocations (cuBLAS handles, a failed cudaMalloc in an extension) raise a plain
+    # RuntimeError saying so instead of torch.OutOfMemoryError
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
+
+
+def default_plan(scheme: Scheme, device: str) -> MemoryPlan:
+    """Every component on ``device`` (no offload): what a direct caller without a checkpoint spec gets."""
+    return plan_memory(cpu_offload=False, vram_limit_bytes=None, scheme=scheme, device=device,
+                       device_total_bytes=None)
+
+
+def dit_file(checkpoint: ResolvedCheckpoint, scheme: Scheme) -> Path | list[Path]:
+    """The scheme's pre-quantized DiT file, else the checkpoint's bf16 DiT."""
+    own = checkpoint.scheme_dit(scheme.id)
+    return checkpoint.files["dit"] if own is None else own
+
+
+def planned_host_memory(checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: MemoryPlan) -> HostPlan:
+    """The host RAM of this pipeline under ``plan`` (``host_memory.py``), from its files' sizes.
+    A scheme's own DiT file is read as stored (a float8 file, checked by the gate, or a
+    pre-quantized one) unless a method quantizes it on load."""
+    sizes = {name: _bytes_on_disk(checkpoint.files[name]) for name in MODEL_COMPONENTS}
+    sizes["dit"] = _bytes_on_disk(dit_file(checkpoint, scheme))
+    own = checkpoint.scheme_dit(scheme.id) is not None
+    as_stored = own and (scheme.quantization is None or scheme.quantization.load_prequantized)
+    return host_plan(plan, sizes, prequantized_dit=as_stored)
+
+
+def _require_host_memory(needed: int, what: str, breakdown: str) -> None:
+    """Stop before DiffSynth reads a byte when the host cannot hold the load: an out-of-memory
+    verdict naming the figure, not the kernel's OOM killer."""
+    try:
+        check_host_memory(needed, what, breakdown)
+    except HostMemoryShortfall as exc:
+        raise LoadOutOfMemory(what, exc) from None
+
+
+def _bytes_on_disk(value: Path | list[Path]) -> int:
+    paths = value if isinstance(value, list) else [value]
+    return sum(p.stat().st_size for p in paths if p.is_file())
+
+
+def _config(path: Path | list[Path], plan: MemoryPlan, component: str, quantize: Any = None) -> Any:
+    from diffsynth.core import ModelConfig
+
+    # Every path here is local (resolve_checkpoint fetched model_id components already):
+    # skip_download makes a forgotten one fail instead of reaching for a hub.
+    return ModelConfig(path=_as_str(path), skip_download=True, quantize=quantize,
+                       **torch_fields(plan.components[component].model_config_fields()))
+
+
+def _dit_config(checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: MemoryPlan) -> Any:
+    """The DiT's ``ModelConfig``: quantized on load by the scheme's method, or, for a pre-quantized
+    file, registered with DiffSynth (which then applies the registered quantization itself)."""
+    dit, quantization = dit_file(checkpoint, scheme), scheme.quantization
+    if quantization is None:
+        return _config(dit, plan, "dit")
+    if quantization.load_prequantized:
+        register_prequantized(dit, checkpoint.files["dit"], scheme)
+        return _config(dit, plan, "dit")
+    return _config(dit, plan, "dit", quantize=quantization.build())
+
+
+def register_prequantized(path: Path | list[Path], reference_dit: Path | list[Path], scheme: Scheme) -> None:
+    """DiffSynth recognises a model file by a hash of its tensor names and shapes, and knows a
+    pre-quantized file by a registry entry carrying its ``quant_config`` (what
+    ``diffsynth.utils.quant.serialization.save_quantized_model`` returns the hash for). Register
+    the scheme's file as the reference DiT's architecture with the scheme's quantization."""
+    from diffsynth.configs import MODEL_CONFIGS
+    from diffsynth.core.loader import hash_model_file
+
+    assert scheme.quantization is not None
+    file_hash = hash_model_file(_as_str(path))
+    if any(c["model_hash"] == file_hash for c in MODEL_CONFIGS):
+        return
+    reference_hash = hash_model_file(_as_str(reference_dit))
+    base = next((c for c in MODEL_CONFIGS if c["model_hash"] == reference_hash), None)
+    if base is None:
+        raise CheckpointError(f"DiffSynth does not recognise the reference DiT {_as_str(reference_dit)}, so the "
+                              f"pre-quantized DiT {_as_str(path)} of scheme {scheme.id!r} cannot be mapped to it")
+    MODEL_CONFIGS.append({**base, "model_hash": file_hash, "quant_config": scheme.quantization.as_dict()})
+
+
+def build_pipeline(checkpoint: ResolvedCheckpoint, scheme: Scheme, device: str,
+                   *, plan: MemoryPlan | None = None) -> FluxImagePipeline:
+    """Load every component from local files under ``plan`` (default: all on ``device``), the DiT
+    in ``scheme``. Errors name the file that failed."""
+    prepare_diffsynth()
+    import torch
+    from diffsynth.core import ModelConfig
+    from diffsynth.pipelines.flux_image import FluxImagePipeline
+
+    plan = plan or default_plan(scheme, device)
+    if plan.device != device or plan.scheme != scheme:
+        raise ValueError(f"memory plan for {plan.scheme.id} on {plan.device}, asked {scheme.id} on {device}")
+    files = checkpoint.files
+    dit = dit_file(checkpoint, scheme)
+    host = planned_host_memory(checkpoint, scheme, plan)
+    what = f"loading the {scheme.id} pipeline of {checkpoint.id!r}"
+    _require_host_memory(host.build_bytes, what, host.describe())
+    log = io.StringIO()  # DiffSynth prints a banner and a line per model; keep it for errors only
+    try:
+        with contextlib.redirect_stdout(log), measured_build() as build_memory:
+            configs = [_dit_config(checkpoint, scheme, plan),
+                       _config(files["text_encoder_clip"], plan, "text_encoder_clip"),
+                       _config(files["text_encoder_t5"], plan, "text_encoder_t5"), _config(files["vae"], plan, "vae")]
+            pipe = FluxImagePipeline.from_pretrained(
+                torch_dtype=torch.bfloat16, device=device, model_configs=configs, vram_limit=plan.vram_limit_gib,
+                tokenizer_1_config=ModelConfig(path=str(files["tokenizer_clip"]), skip_download=True),
+                tokenizer_2_config=ModelConfig(path=str(files["tokenizer_t5"]), skip_download=True),
+            )
+    except Exception as exc:
+        raise _load_error(exc, checkpoint, dit, log, what) from exc
+    pipe.qg_build_memory = build_memory  # the measured peak RSS of this build (host_memory.BuildMemory)
+    given = {"dit": dit, "text_encoder_1": files["text_encoder_clip"], "text_encoder_2": files["text_encoder_t5"],
+             "vae_decoder": files["vae"]}
+    missing = [name for name in given if getattr(pipe, name) is None]
+    if missing:
+        which = "; ".join(f"no {name} from {_as_str(given[name])}" for name in missing)
+        raise CheckpointError(f"checkpoint {checkpoint.id!r}: DiffSynth loaded {which}: that file was recognised as "
+                              "another model or not at all; check that each component path points at the right model")
+    check_scheme_applied(pipe.dit, scheme, checkpoint.id)
+    return pipe
+
+
+def swap_dit(pipe: FluxImagePipeline, checkpoint: ResolvedCheckpoint, scheme: Scheme,
+             plan: MemoryPlan) -> None:
+    """Replace the pipeline's DiT by the one of ``scheme``, loaded under ``plan`` by DiffSynth's
+    own loader (``download_and_load_models``). The old DiT is dropped and its memory returned
+    before the new one is read, so the device never holds two DiTs."""
+    pipe.dit = None
+    release_memory()
+    dit = dit_file(checkpoint, scheme)
+    host = planned_host_memory(checkpoint, scheme, plan).component("dit")
+    what = f"loading the {scheme.id} DiT of {checkpoint.id!r}"
+    _require_host_memory(host.load_bytes, what, f"dit {host.how}")
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log), measured_build() as build_memory:
+            pool = pipe.download_and_load_models([_dit_config(checkpoint, scheme, plan)], plan.vram_limit_gib)
+            pipe.dit = pool.fetch_model("flux_dit")
+    except Exception as exc:
+        raise _load_error(exc, checkpoint, dit, log, what) from exc
+    pipe.qg_build_memory = build_memory
+    if pipe.dit is None:
+        raise CheckpointError(f"checkpoint {checkpoint.id!r}: DiffSynth loaded no dit from {_as_str(dit)}: that file "
+                              "was recognised as another model or not at all")
+    pipe.vram_management_enabled = pipe.check_vram_management_state()
+    check_scheme_applied(pipe.dit, scheme, checkpoint.id)
+
+
+def release_memory() -> None:
+    """Collect dropped modules and hand cached device blocks back, so that what the allocator
+    reports afterwards is what is still referenced."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def _load_error(exc: Exception, checkpoint: ResolvedCheckpoint, dit: Path | list[Path], log: io.StringIO,
+                what: str) -> Exception:
+    if is_out_of_memory(exc):
+        return LoadOutOfMemory(what, exc)
+    loaded = [line for line in log.getvalue().splitlines() if line.startswith(("Loading models", "Loaded model"))]
+    tail = ("\nDiffSynth's log before the error:\n  " + "\n  ".join(loaded[-6:])) if loaded else ""
+    return CheckpointError(_explain_load_error(exc, checkpoint, dit) + tail)
+
+
+def _as_str(value: Path | list[Path]) -> str | list[str]:
+    return [str(p) for p in value] if isinstance(value, list) else str(value)
+
+
+def _explain_load_error(exc: Exception, checkpoint: ResolvedCheckpoint, dit: Path | list[Path]) -> str:
+    text = str(exc)
+    if "Cannot detect the model type" in text:
+        return (f"checkpoint {checkpoint.id!r}: DiffSynth does not recognise a model file ({text}). "
+                "Its tensor names/shapes match no registered architecture: is it the right file for this "
+                "component, complete and not truncated?")
+    if "header" in text.lower() or "safetensor" in text.lower() or "incomplete" in text.lower():
+        return f"checkpoint {checkpoint.id!r}: a safetensors file could not be read ({text}); is it truncated?"
+    if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
+        return f"checkpoint {checkpoint.id!r}: tensors do not fit the architecture: {text}"
+    return f"checkpoint {checkpoint.id!r}: loading failed ({type(exc).__name__}: {text}); DiT: {_as_str(dit)}"

@@ -1,0 +1,224 @@
+"""Render one fixed-seed image through a DiffSynth pipeline and measure it: per-step times and
+peak memory of that render alone.
+
+Per-step time: ``FluxImagePipeline.__call__`` wraps its denoising loop in ``progress_bar_cmd``;
+a generator that timestamps around each ``yield`` sees every step (hooks on ``pipe.dit`` never
+fire: the forward is ``model_fn_flux_image``). On CUDA the device is synchronised first.
+
+Memory: on CUDA, right before the render, the cached blocks are handed back and the peak
+statistics reset (a peak taken without the reset includes the load); ``memory_allocated`` then
+is the memory resident when the render began, ``max_memory_allocated`` after it the peak of
+allocated tensors during it. Tensors are not all a card must hold: the caching allocator
+reserves more than it hands out (rounding, cached and fragmented blocks: ``max_memory_reserved``)
+and the CUDA context, cuBLAS/cuDNN workspaces outside the allocator and other processes take
+device memory too. So the peak the device itself reports as used is recorded as well: what the
+device reported used when the render began (NVML through ``torch.cuda.device_memory_used``
+where available, else ``mem_get_info``) minus the allocator's reserve then, plus the reserve's
+peak. The session keeps one pipeline with one DiT (session.py), so the figures are this
+pipeline's own whatever ran before. On CPU the figures are what the host must provide: the
+process's RSS when the render began and its peak RSS during the render (Linux: writing "5" to
+/proc/self/clear_refs resets the VmHWM high-water mark right before the render). Where that reset
+is impossible the peak is not measured, and ``MemoryStats.note`` says why, rather than reporting
+a high-water mark that includes earlier work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sized
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from quant_guard.model import host_memory
+
+if TYPE_CHECKING:
+    import numpy as np
+    from diffsynth.pipelines.flux_image import FluxImagePipeline
+
+    from quant_guard.model.progress import StepCallback
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    prompt: str
+    seed: int
+    steps: int
+    width: int
+    height: int
+    guidance: float
+    t5_sequence_length: int
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """Memory of one render. ``kind`` is "cuda" (device memory) or "cpu-rss" (the process's
+    resident host memory)."""
+
+    kind: str
+    peak_bytes: int | None  # peak during the render (CUDA: allocated; CPU: the process's RSS)
+    reserved_bytes: int | None = None  # CUDA allocator's reserved peak
+    at_start_bytes: int | None = None  # allocated (CUDA) / the process's RSS (CPU) when the render began
+    note: str | None = None  # why a figure is missing
+    device_bytes: int | None = None  # CUDA: the device's used memory at its peak (context + reserve + others)
+
+    @property
+    def peak_name(self) -> str:
+        return "peak VRAM" if self.kind == "cuda" else "peak RSS"
+
+    @property
+    def resident_name(self) -> str:
+        return "resident VRAM" if self.kind == "cuda" else "resident RSS"
+
+
+@dataclass(frozen=True)
+class RenderSummary:
+    """What was measured of one render (the image itself stays out of results)."""
+
+    step_times_s: tuple[float, ...]
+    total_s: float
+    memory: MemoryStats
+    dit_weight_bytes: int  # bytes of the DiT's weights as stored while the denoising loop ran
+    # the process's peak RSS while the pipeline's DiT was loaded (its build or its DiT swap); None
+    # where the kernel's high-water mark cannot be reset (quant_guard.model.host_memory.BuildMemory)
+    load_peak_rss_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Render:
+    image: np.ndarray  # uint8, H x W x 3
+    step_times_s: tuple[float, ...]
+    total_s: float
+    memory: MemoryStats
+    nonfinite_fraction: float  # share of NaN/Inf values in the VAE output, before the uint8 cast
+    dit_weight_bytes: int  # the DiT's weights as stored while the denoising loop ran
+    load_peak_rss_bytes: int | None = None  # as in RenderSummary
+
+    def summary(self) -> RenderSummary:
+        return RenderSummary(step_times_s=self.step_times_s, total_s=self.total_s, memory=self.memory,
+                             dit_weight_bytes=self.dit_weight_bytes, load_peak_rss_bytes=self.load_peak_rss_bytes)
+
+
+class _StepTimer:
+    """Stands in for tqdm as ``progress_bar_cmd``: records the wall time of each step, and the
+    DiT's resident weight bytes once the denoising loop has started (after any onload)."""
+
+    def __init__(self, synchronize: Any, pipe: FluxImagePipeline, on_step: StepCallback | None = None) -> None:
+        self.synchronize = synchronize
+        self.pipe = pipe
+        self.on_step = on_step
+        self.times: list[float] = []
+        self.dit_bytes = 0
+
+    def __call__(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        from quant_guard.model.scheme_check import stored_bytes
+
+        self.dit_bytes = stored_bytes(self.pipe.dit)
+        total = len(iterable) if isinstance(iterable, Sized) else None
+        first_start: float | None = None
+        for item in iterable:
+            self.synchronize()
+            start = time.perf_counter()
+            first_start = start if first_start is None else first_start
+            yield item  # the pipeline runs one denoising step before asking for the next item
+            self.synchronize()
+            end = time.perf_counter()
+            self.times.append(end - start)
+            if self.on_step is not None:  # between the timed windows: never part of a step time
+                self.on_step(len(self.times), total, end - first_start)
+
+
+def render(pipe: FluxImagePipeline, request: RenderRequest, *, on_step: StepCallback | None = None) -> Render:
+    """``on_step`` is called after each denoising step, outside the timed part of the step."""
+    import numpy as np
+    import torch
+
+    cuda = str(pipe.device).startswith("cuda")
+    synchronize = torch.cuda.synchronize if cuda else (lambda: None)
+    timer = _StepTimer(synchronize, pipe, on_step)
+    nonfinite: list[float] = []
+    to_image = pipe.vae_output_to_image
+
+    def checked_to_image(vae_output: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        # NaN/Inf become arbitrary bytes in the uint8 cast; count them before it happens
+        nonfinite.append(1.0 - torch.isfinite(vae_output).float().mean().item())
+        return to_image(vae_output, *args, **kwargs)
+
+    start_mem = _start_memory(cuda)
+    started = time.perf_counter()
+    pipe.vae_output_to_image = checked_to_image  # instance attribute shadows the method for this call
+    try:
+        image = pipe(
+            prompt=request.prompt, seed=request.seed, num_inference_steps=request.steps,
+            width=request.width, height=request.height, embedded_guidance=request.guidance,
+            t5_sequence_length=request.t5_sequence_length, rand_device="cpu", progress_bar_cmd=timer,
+        )
+        synchronize()
+    finally:
+        del pipe.vae_output_to_image
+    total = time.perf_counter() - started
+    memory = _end_memory(cuda, start_mem)
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    loaded = getattr(pipe, "qg_build_memory", None)  # set by pipelines.build_pipeline / swap_dit
+    return Render(image=array, step_times_s=tuple(timer.times), total_s=total, memory=memory,
+                  nonfinite_fraction=max(nonfinite, default=0.0), dit_weight_bytes=timer.dit_bytes,
+                  load_peak_rss_bytes=getattr(loaded, "peak_bytes", None))
+
+
+@dataclass(frozen=True)
+class _Start:
+    at_start: int | None  # allocated (CUDA) / RSS (CPU)
+    reset: bool  # the peak statistic was reset
+    outside_allocator: int | None = None  # CUDA: device memory used that the caching allocator does not hold
+
+
+def _start_memory(cuda: bool) -> _Start:
+    """Memory in use as the render begins, and whether the peak statistic was reset."""
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # the reserved peak then starts from what is referenced
+        torch.cuda.reset_peak_memory_stats()
+        used = device_used()
+        outside = None if used is None else max(0, used - int(torch.cuda.memory_reserved()))
+        return _Start(int(torch.cuda.memory_allocated()), True, outside)
+    return _Start(host_memory.rss_field("VmRSS"), host_memory.reset_peak_rss())
+
+
+def device_used() -> int | None:
+    """Bytes the current CUDA device reports as used, by every process: NVML where torch can reach
+    it, else the driver's free/total; None where neither answers."""
+    import torch
+
+    try:
+        return int(torch.cuda.device_memory_used())
+    except Exception:  # noqa: BLE001 - no pynvml / amdsmi, or an old torch: ask the driver instead
+        pass
+    try:
+        free, total = torch.cuda.mem_get_info()
+    except Exception:  # noqa: BLE001 - a figure the budget then reports as not measured
+        return None
+    return int(total) - int(free)
+
+
+def _end_memory(cuda: bool, start: _Start) -> MemoryStats:
+    at_start, reset = start.at_start, start.reset
+    if cuda:
+        import torch
+
+        reserved = int(torch.cuda.max_memory_reserved())
+        device = None if start.outside_allocator is None else start.outside_allocator + reserved
+        return MemoryStats("cuda", int(torch.cuda.max_memory_allocated()), reserved_bytes=reserved,
+                           at_start_bytes=at_start, device_bytes=device,
+                           note=None if device is not None else "device used memory not measured: neither NVML "
+                                                                 "nor cudaMemGetInfo answered")
+    if not reset:
+        return MemoryStats("cpu-rss", None, at_start_bytes=at_start,
+                           note=f"peak RSS not measured: {host_memory.CLEAR_REFS} cannot be written here (not "
+                                "Linux, or not permitted), so the process's high-water mark would include earlier work")
+    peak = host_memory.rss_field("VmHWM")
+    note = None if peak is not None else f"peak RSS not measured: no VmHWM in {host_memory.STATUS}"
+    return MemoryStats("cpu-rss", peak, at_start_bytes=at_start, note=note)
+
+
+    return None

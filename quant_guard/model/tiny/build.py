@@ -1,0 +1,151 @@
+"""Write the embedded ``tiny`` checkpoint as files, the same layout a real Flux checkpoint has:
+DiT, CLIP and T5 text encoders and VAE as safetensors, plus two tokenizer folders.
+
+The weights are the trained ones shipped inside the package when present
+(``quant_guard/model/tiny/weights/``), else seeded random weights. Building is deterministic, and
+``ensure_tiny_checkpoint`` builds into the cache once and reuses it afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from quant_guard.store.paths import cache_dir
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from quant_guard.model.checkpoints import ResolvedCheckpoint
+
+# Bump when the architecture, tokenizers or file layout change: it names the cache folder.
+FORMAT_VERSION = 1
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
+MANIFEST = "quant_guard_tiny.json"
+
+
+@dataclass(frozen=True)
+class TinyCheckpointFiles:
+    """Paths of one written tiny checkpoint."""
+
+    root: Path
+
+    @property
+    def dit(self) -> Path:
+        return self.root / "dit.safetensors"
+
+    @property
+    def text_encoder_clip(self) -> Path:
+        return self.root / "text_encoder_clip.safetensors"
+
+    @property
+    def text_encoder_t5(self) -> Path:
+        return self.root / "text_encoder_t5.safetensors"
+
+    @property
+    def vae(self) -> Path:
+        return self.root / "vae.safetensors"
+
+    @property
+    def tokenizer_clip(self) -> Path:
+        return self.root / "tokenizer_clip"
+
+    def components(self) -> dict[str, Path]:
+        """Every component by the name the configuration gives it (``config.COMPONENTS``)."""
+        return {"dit": self.dit, "text_encoder_clip": self.text_encoder_clip, "text_encoder_t5": self.text_encoder_t5,
+                "vae": self.vae, "tokenizer_clip": self.tokenizer_clip, "tokenizer_t5": self.tokenizer_t5}
+
+    @property
+    def tokenizer_t5(self) -> Path:
+        return self.root / "tokenizer_t5"
+
+    def resolved(self, scheme_dits: Mapping[str, Path] | None = None, *, vae: Path | None = None) -> ResolvedCheckpoint:
+        """These files as ``quant_guard.model.pipelines.build_pipeline`` takes a checkpoint: ``scheme_dits``
+        gives schemes a DiT file of their own (pre-quantized or damaged, by scheme id), ``vae``
+        replaces the VAE (the benchmarks' decoder damage)."""
+        from quant_guard.model.checkpoints import ResolvedCheckpoint
+        from quant_guard.model.tiny.settings import T5_SEQUENCE_LENGTH
+
+        files: dict[str, Path | list[Path]] = dict(self.components())
+        if vae is not None:
+            files["vae"] = vae
+        return ResolvedCheckpoint("tiny", files, dict(scheme_dits or {}), T5_SEQUENCE_LENGTH)
+
+
+def _seeded_state_dicts(seed: int) -> dict[str, dict]:  # name -> state dict
+    import torch
+    from diffsynth.models.flux_text_encoder_clip import FluxTextEncoderClip
+
+    from quant_guard.model.tiny import architecture as arch
+
+    torch.manual_seed(seed)
+    encoder, decoder = arch.TinyFluxVAEEncoder(), arch.TinyFluxVAEDecoder()
+    vae = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    vae.update({f"decoder.{k}": v for k, v in decoder.state_dict().items()})
+    return {
+        "dit": arch.TinyFluxDiT().state_dict(),
+        "text_encoder_clip": FluxTextEncoderClip(**arch.clip_kwargs()).state_dict(),
+        "text_encoder_t5": arch.TinyFluxTextEncoderT5().state_dict(),
+        "vae": vae,
+    }
+
+
+def write_tiny_checkpoint(dest: Path, *, seed: int = 0, use_shipped: bool = True) -> TinyCheckpointFiles:
+    """Write the tiny checkpoint into ``dest`` (created; must not exist or be empty)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from quant_guard.model.tiny.tokenizers import write_tokenizers
+
+    dest.mkdir(parents=True, exist_ok=True)
+    files = TinyCheckpointFiles(dest)
+    shipped = use_shipped and (SHIPPED_WEIGHTS / "dit.safetensors").is_file()
+    if shipped:
+        for name in ("dit", "text_encoder_clip", "text_encoder_t5", "vae"):
+            shutil.copyfile(SHIPPED_WEIGHTS / f"{name}.safetensors", dest / f"{name}.safetensors")
+    else:
+        for name, state in _seeded_state_dicts(seed).items():
+            # bf16 like a released Flux checkpoint; clone() because safetensors refuses shared storage
+            tensors = {k: v.detach().to(torch.bfloat16).contiguous().clone() for k, v in state.items()}
+            save_file(tensors, str(dest / f"{name}.safetensors"))
+    write_tokenizers(files.tokenizer_clip, files.tokenizer_t5)
+    manifest = {"format_version": FORMAT_VERSION, "weights": "shipped" if shipped else "seeded",
+                "seed": None if shipped else seed}
+    (dest / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return files
+
+
+def ensure_tiny_checkpoint(root: Path | None = None) -> TinyCheckpointFiles:
+    """The cached tiny checkpoint, built on first use. Built in a temporary folder and renamed
+    into place, so concurrent sessions (xdist workers) never see a half-written checkpoint."""
+    root = root or cache_dir() / "tiny"
+    final = root / f"v{FORMAT_VERSION}-{_weights_tag()}"
+    if (final / MANIFEST).is_file():
+        return TinyCheckpointFiles(final)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+    try:
+        write_tiny_checkpoint(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process won the race; its copy is identical
+            if not (final / MANIFEST).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return TinyCheckpointFiles(final)
+
+
+def _weights_tag() -> str:
+    """Short content tag of the shipped weights ("seeded" without them), so new weights get a
+    new cache folder."""
+    import hashlib
+
+    marker = SHIPPED_WEIGHTS / "dit.safetensors"
+    if not marker.is_file():
+        return "seeded"
+    return hashlib.sha256(marker.read_bytes()).hexdigest()[:12]

@@ -1,0 +1,513 @@
+"""``quant-guard doctor``: what a runner admin runs before the first nightly.
+
+It reports torch, CUDA, the driver, each GPU's name and memory, the DiffSynth version and the
+LPIPS weights; then, for each checkpoint of the project's configuration (found like the plugin
+finds it: ``--qg-config`` or ``pyproject.toml``), whether it can run here: its files (present,
+or to be downloaded into how much free disk), and whether its limits are plausible on this
+device. ``--full-size`` adds a measured run at FLUX.1-dev size (``quant_guard.tools.full_size``).
+Nothing is downloaded and nothing is written to the golden store.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import platform
+import shutil
+import tempfile
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from quant_guard.config.project import COMPONENTS, CheckpointSpec, ComponentSource, QuantGuardConfig
+from quant_guard.store.fingerprint import nvidia_driver
+from quant_guard.model.host_memory import HostPlan, host_plan, machine_memory, quantized_fraction
+from quant_guard.config.units import format_bytes
+
+if TYPE_CHECKING:
+    from quant_guard.tools.full_size import FullSizeRequest, Measurement
+
+# Headroom the render needs beyond the weights (activations, the VAE decode at 1024²): a limit
+# or a GPU with less than this above the weights is reported as tight, not as impossible.
+ACTIVATION_HEADROOM = 2 * 2**30
+
+
+class Status(str, Enum):
+    OK = "ok"
+    INFO = "info"
+    WARN = "warn"
+    UNCHECKED = "todo"  # a limit this run could not vouch for: the doctor does not say "ready"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Finding:
+    status: Status
+    topic: str
+    text: str
+
+    def line(self) -> str:
+        return f"  [{self.status.value:>4}] {self.topic:<14} {self.text}"
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    total_bytes: int
+
+
+# ---- the machine -------------------------------------------------------------------------------
+
+def gpus() -> list[Gpu]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [Gpu(i, torch.cuda.get_device_properties(i).name, int(torch.cuda.get_device_properties(i).total_memory))
+            for i in range(torch.cuda.device_count())]
+
+
+
+def machine_findings(devices: list[Gpu]) -> list[Finding]:
+    import importlib.metadata
+
+    import torch
+
+    from quant_guard.judge.lpips_weights import LpipsWeightsError, find_weights
+
+    out = [Finding(Status.INFO, "python", platform.python_version()),
+           Finding(Status.INFO, "torch", f"{torch.__version__} (CUDA build {torch.version.cuda or 'none'})")]
+    out += cuda_build_findings(torch.version.cuda, nvidia_driver(), os.environ.get(TORCH_CUDA_ENV))
+    memory = machine_memory()
+    out.append(Finding(Status.INFO, "host RAM", f"{format_bytes(memory.total_bytes or 0)} total, "
+                                                f"{format_bytes(memory.available_bytes or 0)} available now "
+                                                f"({memory.source})"))
+    if devices:
+        out.append(Finding(Status.OK, "CUDA", f"{len(devices)} device(s) visible; driver {nvidia_driver() or 'unknown'}"))
+        out += [Finding(Status.INFO, f"GPU {g.index}", f"{g.name}, {format_bytes(g.total_bytes)}") for g in devices]
+    else:
+        out.append(Finding(Status.WARN, "CUDA", "torch sees no CUDA device: only CPU checkpoints can run here"))
+    try:
+        out.append(Finding(Status.INFO, "diffsynth", importlib.metadata.version("diffsynth")))
+    except importlib.metadata.PackageNotFoundError:
+        out.append(Finding(Status.FAIL, "diffsynth", "not installed"))
+    try:
+        source = find_weights()
+        out.append(Finding(Status.OK, "LPIPS weights", f"{source.path} ({source.kind})"))
+    except LpipsWeightsError as exc:
+        first = str(exc).splitlines()[0]
+        out.append(Finding(Status.FAIL, "LPIPS weights", f"{first} (quant-guard lpips-weights --help)"))
+    return out
+
+
+# The oldest Linux driver each CUDA major version of a torch wheel runs on (NVIDIA's "CUDA
+# Compatibility" guide, minor version compatibility: a cu12x wheel needs a driver of the 12.x
+# family, >= 525.60.13; a cu13x wheel >= 580.65.06). PyPI's default torch wheel is a CUDA 13
+# build; ci/install.sh installs another with QG_TORCH_CUDA=cu126 (any of PyTorch's wheel indexes).
+MIN_DRIVER = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
+TORCH_CUDA_ENV = "QG_TORCH_CUDA"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+def _wheel_cuda(tag: str) -> str | None:
+    """PyTorch's wheel index tag as a CUDA version: "cu126" -> "12.6"; "cpu" -> None."""
+    digits = tag.removeprefix("cu")
+    return f"{digits[:-1]}.{digits[-1]}" if tag.startswith("cu") and digits.isdigit() and len(digits) >= 2 else None
+
+
+def cuda_build_findings(torch_cuda: str | None, driver: str | None, wanted: str | None) -> list[Finding]:
+    """Whether the installed torch's CUDA build runs on this driver, and is the one
+    ``QG_TORCH_CUDA`` asked ci/install.sh for."""
+    out = []
+    if wanted and wanted != "default":
+        asked = _wheel_cuda(wanted)
+        if (asked and _version(asked)[:2] != _version(torch_cuda or "")[:2]) or (asked is None) != (torch_cuda is None):
+            out.append(Finding(Status.FAIL, "torch build", f"{TORCH_CUDA_ENV}={wanted} asks for a "
+                                                           f"{'CUDA ' + asked if asked else 'CPU'} build, the installed "
+                                                           f"torch is built for CUDA {torch_cuda or 'none'}: rerun "
+                                                           "ci/install.sh (it reinstalls torch from that index)"))
+    if torch_cuda is None or driver is None:
+        return out
+    major = _version(torch_cuda)[0]
+    need = MIN_DRIVER.get(major)
+    if need is not None and _version(driver) < _version(need):
+        newest = max((m for m, v in MIN_DRIVER.items() if _version(driver) >= _version(v)), default=None)
+        hint = f"QG_TORCH_CUDA=cu{newest}x for a CUDA {newest} build" if newest else "a newer driver"
+        out.append(Finding(Status.FAIL, "torch build", f"torch is built for CUDA {torch_cuda}, which needs an NVIDIA "
+                                                       f"driver >= {need}; this one is {driver}. "
+                                                       f"Install a matching torch (ci/install.sh with {hint}, e.g. "
+                                                       "cu126) or update the driver"))
+    else:
+        out.append(Finding(Status.OK, "torch build", f"CUDA {torch_cuda} build runs on driver {driver}"))
+    return out
+
+
+# ---- the configuration ---------------------------------------------------------------------------
+
+def find_config(explicit: Path | None, start: Path) -> Path | None:
+    """The configuration file the plugin would read: ``--qg-config``, else the ``qg_config`` ini
+    option or the ``[tool.quant_guard]`` table of the nearest pyproject.toml."""
+    if explicit is not None:
+        return explicit.resolve()
+    for folder in (start.resolve(), *start.resolve().parents):
+        pyproject = folder / "pyproject.toml"
+        if not pyproject.is_file():
+            continue
+        tool = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {})
+        ini = tool.get("pytest", {}).get("ini_options", {}).get("qg_config")
+        if ini:
+            return (folder / ini).resolve()
+        return pyproject if "quant_guard" in tool else None
+    return None
+
+
+@functools.cache
+def flux_dev_file_bytes() -> dict[str, int]:
+    """Bytes of each component file at FLUX.1-dev size in bf16: the estimate for a file not
+    downloaded yet (computed from the architecture, no weights)."""
+    from quant_guard.tools.synthetic import FLUX_DEV, file_bytes
+
+    return {**file_bytes(FLUX_DEV), "tokenizer_clip": 2**20, "tokenizer_t5": 2**21}
+
+
+def _model_base() -> Path:
+    return Path(os.environ.get("DIFFSYNTH_MODEL_BASE_PATH") or "./models")
+
+
+def local_files(source: ComponentSource) -> list[Path]:
+    """What is on disk for a component now, the way DiffSynth looks (no download)."""
+    if source.path is not None:
+        return [source.path] if source.path.exists() else []
+    pattern = source.origin_file_pattern or ""
+    return sorted(Path(p) for p in glob.glob(str(_model_base() / str(source.model_id) / pattern)))
+
+
+def _size(paths: list[Path]) -> int:
+    total = 0
+    for p in paths:
+        total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+    return total
+
+
+def _free_bytes(folder: Path) -> int:
+    for candidate in (folder.resolve(), *folder.resolve().parents):
+        if candidate.exists():
+            return shutil.disk_usage(candidate).free
+    return 0
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    present_bytes: dict[str, int]  # component -> bytes on disk
+    missing: tuple[str, ...]
+
+    def weight_bytes(self, component: str) -> int:
+        """On disk, or the FLUX.1-dev-size estimate when not downloaded yet."""
+        if component in self.present_bytes:
+            return self.present_bytes[component]
+        return flux_dev_file_bytes()[component]
+
+
+def checkpoint_files(spec: CheckpointSpec) -> CheckpointFiles:
+    present, missing = {}, []
+    for name in COMPONENTS:
+        paths = local_files(spec.components[name])
+        if paths:
+            present[name] = _size(paths)
+        else:
+            missing.append(name)
+    return CheckpointFiles(present, tuple(missing))
+
+
+def disk_findings(spec: CheckpointSpec, files: CheckpointFiles) -> list[Finding]:
+    present = sum(files.present_bytes.values())
+    if not files.missing:
+        return [Finding(Status.OK, "files", f"all {len(COMPONENTS)} components on disk ({format_bytes(present)})")]
+    # a local path that is not there is a mistake, not something DiffSynth will download
+    absent = [n for n in files.missing if spec.components[n].path is not None]
+    findings = [Finding(Status.FAIL, "files", f"{name}: local file {spec.components[name].path} does not exist")
+                for name in absent]
+    to_fetch = [n for n in files.missing if n not in absent]
+    if to_fetch:
+        needed = sum(files.weight_bytes(name) for name in to_fetch)
+        free = _free_bytes(_model_base())
+        text = (f"missing {', '.join(to_fetch)}: about {format_bytes(needed)} to download at FLUX.1-dev size; "
+                f"{format_bytes(free)} free at {_model_base().resolve()}")
+        findings.append(Finding(Status.OK if free > needed * 1.05 else Status.FAIL, "files", text))
+    return findings
+
+
+def scheme_file_findings(spec: CheckpointSpec) -> list[Finding]:
+    """Each scheme's own DiT file, checked as the gate checks it before loading (present, a whole
+    safetensors file, the declared float8 dtype); a file still to download is only named."""
+    from quant_guard.model.checkpoints import CheckpointError, scheme_dit_file
+
+    findings = []
+    for scheme in spec.schemes:
+        if scheme.dit is None:
+            continue
+        if scheme.dit.path is None and not local_files(scheme.dit):
+            findings.append(Finding(Status.INFO, f"scheme {scheme.id}", f"{scheme.dit.describe()}: to download"))
+            continue
+        try:
+            path = scheme_dit_file(spec, scheme)
+        except CheckpointError as exc:
+            findings.append(Finding(Status.FAIL, f"scheme {scheme.id}", str(exc)))
+        else:
+            findings.append(Finding(Status.OK, f"scheme {scheme.id}", f"{path} ({format_bytes(_size([path]))})"))
+    return findings
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A --full-size run: what was asked and what came out."""
+
+    request: FullSizeRequest
+    results: list[Measurement]
+
+
+def limit_findings(spec: CheckpointSpec, files: CheckpointFiles | None, devices: list[Gpu],
+                   measured: Measured | None = None) -> list[Finding]:
+    """Whether the checkpoint's limits can be met on this machine: from the weights' sizes,
+    and from a --full-size measurement when there is one."""
+    needs_cuda = spec.device == "cuda" or "gpu" in spec.marks
+    if needs_cuda and not devices:
+        return [Finding(Status.FAIL, "device", "needs CUDA (device 'cuda' or marked gpu); torch sees none here")]
+    if not devices or spec.device == "cpu":
+        return [Finding(Status.INFO, "device", "runs on the CPU: limits measure the process's host RSS and CPU time"),
+                *_measured_findings(spec, measured)]
+    gpu = devices[0]  # under xdist every worker sees its own GPU as device 0
+    out = [Finding(Status.INFO, "device", f"{gpu.name} ({format_bytes(gpu.total_bytes)}), "
+                                          f"cpu_offload={str(spec.cpu_offload).lower()}")]
+    limit = spec.limits.peak_memory_bytes
+    if limit is not None and limit > gpu.total_bytes:
+        out.append(Finding(Status.WARN, "peak_vram", f"{format_bytes(limit)} is above this GPU's memory: it can "
+                                                     "never fail here"))
+    if files is not None and not spec.cpu_offload:
+        dit = files.weight_bytes("dit")
+        rest = sum(files.weight_bytes(n) for n in ("text_encoder_clip", "text_encoder_t5", "vae"))
+        candidate, reference = dit // 2 + rest, dit + rest  # float8 keeps one byte per bf16 weight
+        if reference + ACTIVATION_HEADROOM > gpu.total_bytes:
+            out.append(Finding(Status.FAIL, "goldens", f"the bf16 reference's weights ({format_bytes(reference)}) "
+                                                       "do not fit this GPU without cpu_offload: --update-golden "
+                                                       "cannot run"))
+        if candidate + ACTIVATION_HEADROOM > gpu.total_bytes:
+            out.append(Finding(Status.FAIL, "weights", f"the float8 candidate's weights ({format_bytes(candidate)}) "
+                                                       "do not fit this GPU; set cpu_offload = true"))
+        elif limit is not None and candidate + ACTIVATION_HEADROOM > limit:
+            out.append(Finding(Status.FAIL, "peak_vram", f"{format_bytes(limit)} is below the float8 candidate's "
+                                                         f"weights ({format_bytes(candidate)}) plus activations"))
+        elif limit is not None:
+            out.append(Finding(Status.OK, "peak_vram", f"{format_bytes(limit)} leaves room above the weights "
+                                                       f"({format_bytes(candidate)})"))
+    measured_findings = _measured_findings(spec, measured)
+    covered = {f.topic for f in measured_findings}
+    if spec.cpu_offload and limit is not None and "peak_vram" not in covered:
+        out.append(Finding(Status.UNCHECKED, "peak_vram", f"{format_bytes(limit)} with cpu_offload: depends on what "
+                                                          "the memory plan onloads; measure with --full-size"))
+    for topic, value in (("resident_vram", spec.limits.resident_memory_bytes), ("step_time", spec.limits.step_time_s)):
+        if value is not None and topic not in covered:
+            shown = format_bytes(value) if topic == "resident_vram" else f"{value:.2f} s"
+            out.append(Finding(Status.UNCHECKED, topic, f"{shown}: only a measured render can vouch for it; run "
+                                                        "quant-guard doctor --full-size on this runner"))
+    return out + measured_findings
+
+
+def _measured_findings(spec: CheckpointSpec, measured: Measured | None) -> list[Finding]:
+    """The measured schemes against the checkpoint's limits, when they were rendered at the
+    checkpoint's own size on its kind of device; one finding per scheme and limit."""
+    if measured is None or spec.embedded:
+        return []
+    r = measured.request
+    if (r.width, r.height) != (spec.render.width, spec.render.height):
+        return [Finding(Status.INFO, "measured", f"at {r.width}x{r.height}, not this checkpoint's "
+                                                 f"{spec.render.width}x{spec.render.height}: not compared")]
+    want = "cpu-rss" if spec.device == "cpu" else "cuda"
+    if r.device.startswith("cuda") != (want == "cuda"):
+        return [Finding(Status.INFO, "measured", f"on {r.device}, not this checkpoint's device: not compared")]
+    return [finding for _, finding in measurement_checks(spec, measured)]
+
+
+def measurement_checks(spec: CheckpointSpec, measured: Measured,
+                       host_total: int | None = None) -> list[tuple[str, Finding]]:
+    """(scheme id, finding) for each measured scheme and limit: peak, resident and step time of
+    the candidates' renders (the limits apply to candidates), and the host RAM of every build
+    and swap against the machine's memory."""
+    r = measured.request
+    what = f"measured at {r.architecture.name} size, {r.width}x{r.height}"
+    total = host_total if host_total is not None else machine_memory().total_bytes
+    limits = spec.limits
+    out: list[tuple[str, Finding]] = []
+    for m in measured.results:
+        if m.error:
+            out.append((m.precision, Finding(Status.FAIL, "measured", f"{m.precision}: {m.error} ({what})")))
+            continue
+        if m.host_peak_bytes is not None and total is not None:
+            out.append((m.precision, Finding(Status.OK if m.host_peak_bytes <= total else Status.FAIL, "host_ram",
+                                             f"{m.precision} {m.load}: peak RSS {format_bytes(m.host_peak_bytes)} of "
+                                             f"{format_bytes(total)} (planned {format_bytes(m.host_planned_bytes or 0)})")))
+        if m.precision == "bf16":
+            continue
+        for topic, value, limit in (("peak_vram", m.peak_bytes, limits.peak_memory_bytes),
+                                    ("resident_vram", m.resident_bytes, limits.resident_memory_bytes)):
+            if limit is not None and value is not None:
+                out.append((m.precision, Finding(Status.OK if value <= limit else Status.FAIL, topic,
+                                                 f"{m.precision}: limit {format_bytes(limit)}, "
+                                                 f"{format_bytes(value)} {what}")))
+        if limits.step_time_s is not None and m.median_step_s is not None:
+            out.append((m.precision, Finding(Status.OK if m.median_step_s <= limits.step_time_s else Status.FAIL,
+                                             "step_time", f"{m.precision}: limit {limits.step_time_s:.2f} s, median "
+                                             f"{m.median_step_s:.2f} s {what}")))
+    return out
+
+
+def checkpoint_host_plans(spec: CheckpointSpec, files: CheckpointFiles, device: str) -> dict[str, HostPlan]:
+    """Scheme id -> the host RAM of its pipeline under the checkpoint's plan, from the files on
+    disk (FLUX.1-dev-size estimates for those not downloaded yet)."""
+    from quant_guard.model.memory_plan import MODEL_COMPONENTS, plan_memory
+    from quant_guard.config.schemes import REFERENCE
+
+    sizes = {name: files.weight_bytes(name) for name in MODEL_COMPONENTS}
+    out = {}
+    for scheme in (REFERENCE, *spec.schemes):
+        plan = plan_memory(cpu_offload=spec.cpu_offload, vram_limit_bytes=spec.vram_limit_bytes, scheme=scheme,
+                           device=device, device_total_bytes=0, disk_offload=spec.disk_offload)
+        own = local_files(scheme.dit) if scheme.dit is not None else []
+        dit = sizes["dit"]
+        prequantized = scheme.dit is not None and (scheme.quantization is None
+                                                   or scheme.quantization.load_prequantized)
+        if own:
+            dit = _size(own)
+        elif prequantized:  # not downloaded yet: the size it will have
+            dit = int(dit * (quantized_fraction(scheme.quantization) if scheme.quantization else 0.5))
+        out[scheme.id] = host_plan(plan, {**sizes, "dit": dit}, prequantized_dit=prequantized)
+    return out
+
+
+def host_findings(spec: CheckpointSpec, files: CheckpointFiles, devices: list[Gpu],
+                  total: int | None) -> list[Finding]:
+    """The plan's host RAM per scheme, and whether the largest fits this machine: a run that does
+    not is stopped before loading (pipelines.build_pipeline), a doctor run says so first."""
+    # the plan the checkpoint runs under where it is meant to run (a gpu checkpoint: on CUDA)
+    on_cuda = spec.device == "cuda" or "gpu" in spec.marks or (bool(devices) and spec.device != "cpu")
+    device = "cuda" if on_cuda else "cpu"
+    plans = checkpoint_host_plans(spec, files, device)
+    out = [Finding(Status.INFO, "host_ram", f"{scheme_id}: {plan.describe()}") for scheme_id, plan in plans.items()]
+    worst_id, worst = max(plans.items(), key=lambda item: item[1].peak_bytes)
+    if total is None:
+        out.append(Finding(Status.UNCHECKED, "host_ram", "this machine's memory is unknown (no /proc/meminfo)"))
+    elif worst.peak_bytes > total:
+        out.append(Finding(Status.FAIL, "host_ram", f"the {worst_id} pipeline needs about "
+                                                    f"{format_bytes(worst.peak_bytes)} of host RAM at the peak of its "
+                                                    f"load, this machine has {format_bytes(total)}: the run would stop "
+                                                    "before loading it; set disk_offload = true or use a larger runner"))
+    else:
+        out.append(Finding(Status.OK, "host_ram", f"the largest, {worst_id}, {format_bytes(worst.peak_bytes)} at its "
+                                                  f"peak, fits this machine's {format_bytes(total)}"))
+    return out
+
+
+def checkpoint_report(config: QuantGuardConfig, devices: list[Gpu],
+                      measured: Measured | None = None) -> list[tuple[str, list[Finding]]]:
+    sections = []
+    for spec in config.checkpoints:
+        files = None if spec.embedded else checkpoint_files(spec)
+        findings = disk_findings(spec, files) if files is not None else [
+            Finding(Status.OK, "files", f"embedded {spec.embedded!r}: built into the cache on first use")]
+        findings += scheme_file_findings(spec)
+        findings += limit_findings(spec, files, devices, measured)
+        if files is not None:
+            findings += host_findings(spec, files, devices, machine_memory().total_bytes)
+        marks = f" [{', '.join(spec.marks)}]" if spec.marks else ""
+        sections.append((f"checkpoint {spec.id}{marks}", findings))
+    return sections
+
+
+# ---- the command -----------------------------------------------------------------------------------
+
+def plan_checkpoint(config: QuantGuardConfig | None, checkpoint_id: str | None) -> CheckpointSpec | None:
+    """Whose memory plan the --full-size run follows: the one named, else the first real
+    checkpoint marked gpu, else the first real one."""
+    if config is None:
+        return None
+    if checkpoint_id is not None:
+        return config.checkpoint(checkpoint_id)
+    real = [c for c in config.checkpoints if not c.embedded]
+    return next((c for c in real if "gpu" in c.marks), real[0] if real else None)
+
+
+def doctor(config_file: Path | None, full_size: FullSizeRequest | None, *, checkpoint_id: str | None = None,
+           print_: Callable[[str], None] = print) -> int:
+    """Print the report; 1 when something would stop the nightly (a FAIL), else 0."""
+    from quant_guard.config.project import load_config
+
+    devices = gpus()
+    failed = unchecked = 0
+
+    def show(title: str, findings: list[Finding]) -> None:
+        nonlocal failed, unchecked
+        print_(title)
+        for finding in findings:
+            print_(finding.line())
+        failed += sum(f.status is Status.FAIL for f in findings)
+        unchecked += sum(f.status is Status.UNCHECKED for f in findings)
+
+    show("machine", machine_findings(devices))
+    config = load_config(config_file) if config_file is not None else None
+    if config is None:
+        show("configuration", [Finding(Status.WARN, "config", "no [tool.quant_guard] table or --qg-config file found")])
+    else:
+        show("configuration", [Finding(Status.INFO, "config", f"{config.source}: {len(config.checkpoints)} "
+                                                              "checkpoint(s)")])
+    measured = None
+    if full_size is not None:
+        measured = _full_size(full_size, plan_checkpoint(config, checkpoint_id), devices, print_)
+    if config is not None:
+        for title, findings in checkpoint_report(config, devices, measured):
+            show(title, findings)
+    if failed:
+        print_(f"doctor: {failed} problem(s)")
+    elif unchecked:
+        print_(f"doctor: no problem found, but {unchecked} check(s) marked todo need a measurement: run "
+               "quant-guard doctor --full-size on this runner before calling it ready")
+    else:
+        print_("doctor: ready")
+    return 1 if failed else 0
+
+
+def _full_size(request: FullSizeRequest, spec: CheckpointSpec | None, devices: list[Gpu],
+               print_: Callable[[str], None]) -> Measured:
+    from quant_guard.tools.full_size import format_measurements, run_full_size
+    from quant_guard.tools.synthetic import file_bytes
+
+    needed = sum(file_bytes(request.architecture).values())
+    work = request.work_dir or Path(tempfile.gettempdir())
+    if _free_bytes(work) < needed * 1.05:
+        raise DoctorError(f"--full-size writes about {format_bytes(needed)} of random weights to {work}, which has "
+                          f"{format_bytes(_free_bytes(work))} free; pass --work-dir on a larger disk")
+    plan = f"checkpoint {spec.id}'s memory plan" if spec else "no checkpoint's memory plan (cpu_offload = false)"
+    print_(f"full size: {request.architecture.name} under {plan}, writing {format_bytes(needed)} of random "
+           "weights, then building the bf16 reference and swapping in each scheme's DiT, as the gate does")
+    results = run_full_size(request, spec)
+    cuda = request.device.startswith("cuda") and devices
+    name = devices[0].name if cuda else platform.processor() or platform.machine()
+    measured = Measured(request, results)
+    verdicts: dict[str, list[str]] = {}
+    if spec is not None:
+        for scheme_id, finding in measurement_checks(spec, measured):
+            if finding.topic != "measured":
+                verdicts.setdefault(scheme_id, []).append(f"{finding.topic} {finding.status.value}")
+    print_(format_measurements(request, results, name, {k: ", ".join(v) for k, v in verdicts.items()}))
+    return measured
+
+
+class DoctorError(RuntimeError):
+    """The doctor cannot do what was asked (e.g. not enough disk for --full-size)."""

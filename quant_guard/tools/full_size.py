@@ -1,0 +1,271 @@
+"""``quant-guard doctor --full-size``: the bf16 reference and the float8 candidate of a
+checkpoint of random weights at FLUX.1-dev's shapes, built and rendered on this machine by the
+gate's own code (``build_pipeline``, ``render``), one pipeline at a time, with peak memory,
+resident memory and step time set beside the published figures. The architecture is a
+parameter: the plugin's tests run the same code at the embedded tiny size on a CPU.
+
+Nothing is downloaded and nothing is written to the golden store; the random weights go to a
+work folder that is deleted afterwards (about 32 GiB at FLUX.1-dev size).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from quant_guard.judge.budgets import Budget, peak_figure, step_stats
+from quant_guard.model.checkpoints import ResolvedCheckpoint
+from quant_guard.tools.synthetic import Architecture
+
+if TYPE_CHECKING:
+    from diffsynth.pipelines.flux_image import FluxImagePipeline
+
+    from quant_guard.config.project import CheckpointSpec
+    from quant_guard.config.schemes import Scheme
+
+PROMPT = "a red circle on a blue background at the top left"
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A published figure for orientation (other code, other GPUs), never a limit."""
+
+    precision: str  # "bf16" | "float8_e4m3fn"
+    cpu_offload: bool
+    figure: str
+    source: str
+
+
+ANCHORS = (
+    Anchor("bf16", False, "36.2 GB peak", "diffusers FLUX.1-dev 1024², H100"),
+    Anchor("float8_e4m3fn", False, "28.5 GB peak", "diffusers FLUX.1-dev fp8 layerwise casting, H100"),
+    Anchor("float8_e4m3fn", True, "15.6 GB peak", "diffusers FLUX.1-dev fp8 layerwise + CPU offload, H100"),
+    Anchor("float8_e4m3fn", True, "9.8 GB at load, 186 s / 20 steps", "source article, float8 DiT + CPU offload, "
+                                                                        "RTX 3060 12 GB"),
+)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    precision: str  # the scheme's id ("bf16" for the reference)
+    cpu_offload: bool
+    memory_kind: str  # "cuda" (device memory) or "cpu-rss" (host: resident = process RSS, peak = its peak)
+    load_s: float
+    resident_bytes: int | None = None  # allocated when the render began (the article's "at load")
+    peak_bytes: int | None = None  # during the render
+    median_step_s: float | None = None
+    steps: int = 0
+    error: str = ""  # e.g. out of memory; the other schemes still run
+    load: str = "build"  # "build": a whole pipeline; "swap": only its DiT, into the previous pipeline
+    host_planned_bytes: int | None = None  # the plan's host RAM at the peak of this load (host_memory.py)
+    host_peak_bytes: int | None = None  # the process's measured peak RSS during this load
+    scheme_kind: str = ""  # the scheme's storage dtype or method (what the published figures are filed under)
+
+
+@dataclass(frozen=True)
+class FullSizeRequest:
+    architecture: Architecture
+    device: str
+    width: int = 1024
+    height: int = 1024
+    steps: int = 20
+    seed: int = 0
+    work_dir: Path | None = None  # None: a temporary folder
+
+
+def measured_schemes(spec: CheckpointSpec | None) -> list[Scheme]:
+    """The bf16 reference, then every scheme of the checkpoint (float8 without one). A scheme
+    with its own DiT file cannot run on random weights: it is quantized on load here instead."""
+    import dataclasses
+
+    from quant_guard.config.schemes import DEFAULT_SCHEMES, REFERENCE
+
+    schemes = spec.schemes if spec else DEFAULT_SCHEMES
+    out = [REFERENCE]
+    for scheme in schemes:
+        if scheme.dit is not None:
+            quantization = scheme.quantization and dataclasses.replace(scheme.quantization, load_prequantized=False)
+            scheme = dataclasses.replace(scheme, dit=None, quantization=quantization)
+        out.append(scheme)
+    return out
+
+
+def run_full_size(request: FullSizeRequest, spec: CheckpointSpec | None) -> list[Measurement]:
+    """Write the random checkpoint, then do what the gate's session does: build the bf16
+    reference's pipeline and render, then swap in each scheme's DiT and render (never two DiTs
+    at once); a failed load or render is recorded and the next scheme builds afresh. The folder
+    is removed at the end."""
+    from quant_guard.tools.synthetic import register, write_random_checkpoint
+
+    folder = Path(tempfile.mkdtemp(prefix="qg-doctor-", dir=request.work_dir))
+    try:
+        resolved = write_random_checkpoint(folder / "weights", request.architecture, device=request.device,
+                                           seed=request.seed)
+        register(request.architecture)
+        runner = _Runner(resolved, request, spec)
+        try:
+            return [runner.measure(scheme) for scheme in measured_schemes(spec)]
+        finally:
+            runner.release()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class _Runner:
+    """One pipeline at a time, as ``session.QuantGuardSession.pipeline`` keeps it."""
+
+    def __init__(self, resolved: ResolvedCheckpoint, request: FullSizeRequest, spec: CheckpointSpec | None) -> None:
+        self.resolved, self.request, self.spec = resolved, request, spec
+        self.pipe: FluxImagePipeline | None = None
+
+    def release(self) -> None:
+        from quant_guard.model.pipelines import release_memory
+
+        self.pipe = None
+        gc.collect()
+        release_memory()
+
+    def measure(self, scheme: Scheme) -> Measurement:
+        import torch
+
+        from quant_guard.model.memory_plan import checkpoint_plan
+        from quant_guard.model.pipelines import LoadOutOfMemory, build_pipeline, planned_host_memory, swap_dit
+        from quant_guard.model.render import RenderRequest, render
+
+        request, offload = self.request, bool(self.spec and self.spec.cpu_offload)
+        kind = "cuda" if request.device.startswith("cuda") else "cpu-rss"
+        plan = checkpoint_plan(self.spec, scheme, request.device)
+        host = planned_host_memory(self.resolved, scheme, plan)
+        load = "swap" if self.pipe is not None else "build"
+        planned = host.peak_bytes if load == "build" else host.swap_peak_bytes
+        base = Measurement(scheme.id, offload, kind, 0.0, load=load, host_planned_bytes=planned,
+                           scheme_kind="bf16" if scheme.is_reference else scheme.kind)
+        started = time.perf_counter()
+        try:
+            if self.pipe is None:
+                self.pipe = build_pipeline(self.resolved, scheme, request.device, plan=plan)
+            else:
+                pipe, self.pipe = self.pipe, None  # a failed swap leaves a pipeline without a DiT
+                swap_dit(pipe, self.resolved, scheme, plan)
+                self.pipe = pipe
+            build = self.pipe.qg_build_memory
+            base = replace(base, host_peak_bytes=build.peak_bytes, load_s=time.perf_counter() - started)
+            result = render(self.pipe, RenderRequest(PROMPT, request.seed, request.steps, request.width,
+                                                     request.height, 3.5, self.resolved.t5_sequence_length))
+        except (torch.OutOfMemoryError, MemoryError, LoadOutOfMemory) as exc:
+            cause = exc.error if isinstance(exc, LoadOutOfMemory) else exc  # build_pipeline names what was loading
+            self.release()
+            return replace(base, load_s=time.perf_counter() - started,
+                           error=f"out of memory: {str(cause).splitlines()[0]}")
+        except Exception as exc:  # noqa: BLE001 - e.g. a quantization backend missing here; the others still run
+            self.release()
+            return replace(base, load_s=time.perf_counter() - started,
+                           error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        stats = step_stats(result.step_times_s, 1)
+        # the peak the checkpoint's limit counts (device used by default), as the gate checks it
+        counts = self.spec.limits.peak_counts if self.spec is not None else Budget().peak_counts
+        return replace(base, memory_kind=result.memory.kind, resident_bytes=result.memory.at_start_bytes,
+                       peak_bytes=peak_figure(result.memory, counts)[0], median_step_s=stats.median_s if stats else None,
+                       steps=len(result.step_times_s))
+
+
+def anchors_for(precision: str, cpu_offload: bool) -> list[Anchor]:
+    """The published figures of this precision in the same offload setting, else all of it."""
+    same = [a for a in ANCHORS if a.precision == precision]
+    return [a for a in same if a.cpu_offload == cpu_offload] or same
+
+
+def _gb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e9:.1f} GB"
+
+
+# Suggested limits: the largest measured figure among the schemes times a margin, so that
+# run-to-run noise (another process on the runner, clocks) does not fail the gate but a real
+# regression (a scheme that stops saving memory, a 2x slower step) does.
+PEAK_MARGIN = 1.10
+STEP_MARGIN = 1.15
+RESIDENT_FLOOR = 2**28  # a resident figure near zero (cpu_offload) still gets 256 MiB of room
+
+
+@dataclass(frozen=True)
+class SuggestedLimits:
+    peak_bytes: int | None
+    resident_bytes: int | None
+    step_time_s: float | None
+
+    def toml(self) -> str:
+        from quant_guard.config.units import format_bytes
+
+        parts = []
+        if self.peak_bytes is not None:
+            parts.append(f'peak_vram = "{format_bytes(self.peak_bytes)}"')
+        if self.resident_bytes is not None:
+            parts.append(f'resident_vram = "{format_bytes(self.resident_bytes)}"')
+        if self.step_time_s is not None:
+            parts.append(f'step_time = "{self.step_time_s:.2f} s"')
+        return ", ".join(parts)
+
+
+def suggested_limits(measurements: list[Measurement]) -> SuggestedLimits | None:
+    """From the candidates' renders (the limits apply to candidates): the largest peak and
+    resident figure x ``PEAK_MARGIN`` and the slowest median step x ``STEP_MARGIN``."""
+    done = [m for m in measurements if not m.error and m.precision != "bf16" and m.steps]
+    if not done:
+        return None
+
+    def most(values: list[int | None]) -> int | None:
+        known = [v for v in values if v is not None]
+        return max(known) if known else None
+
+    peak, resident = most([m.peak_bytes for m in done]), most([m.resident_bytes for m in done])
+    steps = [m.median_step_s for m in done if m.median_step_s is not None]
+    return SuggestedLimits(None if peak is None else _round_up(peak * PEAK_MARGIN),
+                           None if resident is None else _round_up(max(resident * PEAK_MARGIN, RESIDENT_FLOOR)),
+                           max(steps) * STEP_MARGIN if steps else None)
+
+
+def _round_up(n: float) -> int:
+    """Up to a whole 1/100 GiB (the precision format_bytes prints)."""
+    step = 2**30 / 100
+    return int(math.ceil(round(n / step, 6)) * step)  # round(): 9 GiB x 1.1 is 9.90 GiB, not 9.91
+
+
+def format_measurements(request: FullSizeRequest, measurements: list[Measurement], device_name: str,
+                        checks: dict[str, str] | None = None) -> str:
+    """One Markdown table a runner admin can paste into an issue: every scheme, how it was
+    loaded (a whole build or a DiT swap), host RAM planned and measured, device (or host) memory
+    and step time of its render, the checkpoint's limits against it (``checks``: scheme id ->
+    verdicts) and the published figures beside it (GB = 10^9 bytes, as the published figures)."""
+    host = any(m.memory_kind == "cpu-rss" for m in measurements)
+    lines = ["", f"Random weights at {request.architecture.name} shapes, {request.width}x{request.height}, "
+             f"{request.steps} steps, on {device_name}" + (" (host memory: resident = process RSS at render start, "
+                                                             "peak = its peak during the render)" if host else ""),
+             "",
+             "| scheme | load | host RAM planned | host RAM peak (measured) | cpu_offload | resident at render start "
+             "| peak during render | median step | per 20 steps | limits | published |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in measurements:
+        anchors = "; ".join(f"{a.figure} ({a.source})" for a in anchors_for(m.scheme_kind or m.precision,
+                                                                              m.cpu_offload))
+        verdicts = (checks or {}).get(m.precision, "")
+        head = f"| {m.precision} | {m.load} | {_gb(m.host_planned_bytes)} | {_gb(m.host_peak_bytes)} | " \
+               f"{str(m.cpu_offload).lower()} |"
+        if m.error:
+            lines.append(f"{head} {m.error} | | | | {verdicts} | {anchors} |")
+            continue
+        step = "-" if m.median_step_s is None else f"{m.median_step_s:.3f} s"
+        twenty = "-" if m.median_step_s is None else f"{20 * m.median_step_s:.1f} s"
+        lines.append(f"{head} {_gb(m.resident_bytes)} | {_gb(m.peak_bytes)} | {step} | {twenty} | {verdicts} "
+                     f"| {anchors} |")
+    suggested = suggested_limits(measurements)
+    if suggested is not None:
+        lines += ["", f"Suggested limits (largest measured figure of the schemes x {PEAK_MARGIN:.2f} for memory, "
+                      f"slowest median step x {STEP_MARGIN:.2f}; measured on {device_name}):",
+                  "", f"    [tool.quant_guard.checkpoints.limits]  {suggested.toml()}"]
+    return "\n".join([*lines, ""])

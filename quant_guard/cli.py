@@ -21,7 +21,8 @@ from pathlib import Path
 from quant_guard.store.atomic import atomic_path
 from quant_guard.model.checkpoints import CheckpointError
 from quant_guard.tools.degrade import Degradation
-from quant_guard.store.history import METRICS, History
+from quant_guard.store.history import History
+from quant_guard.config.limits import METRICS
 
 
 def _cmd_tiny(args: argparse.Namespace) -> int:
@@ -106,20 +107,21 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def _cmd_history(args: argparse.Namespace) -> int:
     from quant_guard.store import history as h
+    from quant_guard.tools import history_views
 
     store = h.read(args.dir)
     for problem in store.skipped:
         print(f"warning: skipped {problem}", file=sys.stderr)
     if args.view == "list":
-        text = h.list_runs(store)
+        text = history_views.list_runs(store)
     elif args.view == "compare":
-        text = h.compare_runs(store, args.run_a, args.run_b)
+        text = history_views.compare_runs(store, args.run_a, args.run_b)
     elif args.view == "course":
-        text = h.course(store, args.test_id)
+        text = history_views.course(store, args.test_id)
     elif args.view == "report":
         return _history_report(store, args)
     else:
-        text = h.to_csv(store)
+        text = history_views.to_csv(store)
         if args.output is not None:
             args.output.write_text(text, encoding="utf-8")
             print(f"wrote {len(store.records)} records to {args.output}")
@@ -130,7 +132,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 def _history_report(store: History, args: argparse.Namespace) -> int:
     from quant_guard.store.atomic import atomic_write
-    from quant_guard.store.history import TrendSettings
+    from quant_guard.config.limits import TrendSettings
     from quant_guard.report.html import TRENDS_NAME, render_trends
     from quant_guard.report.trends import build_trends
 
@@ -153,7 +155,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from quant_guard.judge.lpips_weights import LpipsWeightsError
     from quant_guard.model.progress import ProgressPrinter
     from quant_guard.run.session import QuantGuardSession, RunSettings
-    from quant_guard.tools.sweep import Answer, sweep_checkpoint
+    from quant_guard.tools.sweep import Answer
+    from quant_guard.tools.sweep_outputs import sweep_checkpoint
     from quant_guard.tools.sweep_text import format_sweep
 
     file = find_config(args.config, Path.cwd())

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quant_guard.judge.budgets import Budget, PeakCounts, StepStatistic
-from quant_guard.judge.drift import DriftTolerance, ReferenceMode
-from quant_guard.store.history import BASELINES, METRICS, PSNR_AMOUNT_DB, AlarmMode, HistoryAlarm, TrendSettings
-from quant_guard.model.memory_plan import AUTO, parse_vram_limit
+from quant_guard.config.limits import Budget, PeakCounts, StepStatistic
+from quant_guard.config.limits import DriftTolerance, ReferenceMode
+from quant_guard.config.limits import BASELINES, METRICS, PSNR_AMOUNT_DB, AlarmMode, HistoryAlarm, TrendSettings
+from quant_guard.config.units import AUTO, parse_vram_limit
 from quant_guard.config.method_names import did_you_mean, known_methods
 from quant_guard.config.schemes import DEFAULT_SCHEMES, QUANTIZE_MODES, REFERENCE, STORAGE_DTYPES, Quantization, Scheme
 from quant_guard.config.sources import ComponentSource
 from quant_guard.config.thresholds import LIMITS, MEANING_KEY, MEANING_OFF, ExpectedSettings, ThresholdOverrides, Thresholds
-from quant_guard.model.tiny import settings as tiny_settings
+from quant_guard.config import tiny_settings as tiny_settings
 from quant_guard.config.units import UnitError, parse_bytes, parse_seconds
 
 # Ids become file and folder names of goldens, so they are restricted to a safe alphabet.

@@ -13,7 +13,8 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from quant_guard.config.thresholds import MEANING_KEY, ExpectedSettings, Thresholds, check_expected, check_thresholds
+from quant_guard.config.thresholds import MEANING_KEY, ExpectedSettings, Thresholds
+from quant_guard.judge.checks import check_expected, check_thresholds
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from quant_guard.judge.metrics import ImageMetrics
     from quant_guard.judge.scorecard import Scorecard
     from quant_guard.judge.semantic import ScorerUnavailable, SemanticScorer
-    from quant_guard.config.thresholds import MetricCheck
+    from quant_guard.judge.checks import MetricCheck
 
 
 @dataclass(frozen=True)

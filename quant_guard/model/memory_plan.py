@@ -36,9 +36,8 @@ from enum import Enum
 from typing import Any, Protocol
 
 from quant_guard.config.schemes import COMPUTE_DTYPE, Scheme
-from quant_guard.config.units import UnitError, format_bytes, parse_bytes
+from quant_guard.config.units import format_bytes
 
-AUTO = "auto"
 # DiffSynth's recipe: the device's total memory minus 0.5 GiB
 AUTO_MARGIN_BYTES = 2**29
 MODEL_COMPONENTS = ("dit", "text_encoder_clip", "text_encoder_t5", "vae")
@@ -108,16 +107,6 @@ class MemoryPlan:
         homes = ", ".join(f"{name} {home(name, p)}" for name, p in self.components.items())
         limit = "" if self.vram_limit_bytes is None else f", vram_limit {format_bytes(self.vram_limit_bytes)}"
         return f"{self.mode.value} on {self.device}{limit}: {homes}"
-
-
-def parse_vram_limit(text: str) -> int | None:
-    """``"auto"`` -> None (resolved per device by ``plan_memory``), ``"N GiB"`` -> bytes."""
-    if text == AUTO:
-        return None
-    try:
-        return parse_bytes(text)
-    except UnitError as exc:
-        raise UnitError(f'{exc}; or "auto" (the device\'s total memory minus 0.5 GiB)') from None
 
 
 def plan_memory(*, cpu_offload: bool, vram_limit_bytes: int | None, scheme: Scheme, device: str,

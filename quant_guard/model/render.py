@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from quant_guard.judge.budgets import MemoryStats, RenderSummary
 from quant_guard.model import host_memory
 
 if TYPE_CHECKING:
@@ -47,40 +48,6 @@ class RenderRequest:
     height: int
     guidance: float
     t5_sequence_length: int
-
-
-@dataclass(frozen=True)
-class MemoryStats:
-    """Memory of one render. ``kind`` is "cuda" (device memory) or "cpu-rss" (the process's
-    resident host memory)."""
-
-    kind: str
-    peak_bytes: int | None  # peak during the render (CUDA: allocated; CPU: the process's RSS)
-    reserved_bytes: int | None = None  # CUDA allocator's reserved peak
-    at_start_bytes: int | None = None  # allocated (CUDA) / the process's RSS (CPU) when the render began
-    note: str | None = None  # why a figure is missing
-    device_bytes: int | None = None  # CUDA: the device's used memory at its peak (context + reserve + others)
-
-    @property
-    def peak_name(self) -> str:
-        return "peak VRAM" if self.kind == "cuda" else "peak RSS"
-
-    @property
-    def resident_name(self) -> str:
-        return "resident VRAM" if self.kind == "cuda" else "resident RSS"
-
-
-@dataclass(frozen=True)
-class RenderSummary:
-    """What was measured of one render (the image itself stays out of results)."""
-
-    step_times_s: tuple[float, ...]
-    total_s: float
-    memory: MemoryStats
-    dit_weight_bytes: int  # bytes of the DiT's weights as stored while the denoising loop ran
-    # the process's peak RSS while the pipeline's DiT was loaded (its build or its DiT swap); None
-    # where the kernel's high-water mark cannot be reset (quant_guard.model.host_memory.BuildMemory)
-    load_peak_rss_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ if TYPE_CHECKING:
     from quant_guard.model.memory_plan import MemoryPlan
     from quant_guard.judge.drift import DriftCheck
     from quant_guard.store.fingerprint import FieldDifference
-    from quant_guard.store.history import AlarmResult
+    from quant_guard.judge.history_alarm import AlarmResult
     from quant_guard.judge.metrics import ImageMetrics
-    from quant_guard.model.render import RenderSummary
+    from quant_guard.judge.budgets import RenderSummary
     from quant_guard.judge.scorecard import Scorecard
-    from quant_guard.config.thresholds import MetricCheck
+    from quant_guard.judge.checks import MetricCheck
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant_guard.store.atomic import atomic_write
-from quant_guard.judge.budgets import Budget, BudgetNotMeasurable, check_budget
+from quant_guard.judge.budgets import BudgetNotMeasurable, check_budget
+from quant_guard.config.limits import Budget
 from quant_guard.run.cases import CaseResult, TestAddress, TestOverrides, Verdict, VisualCase
 from quant_guard.model.checkpoints import CheckpointError
-from quant_guard.judge.drift import Comparison, DriftCheck, DriftOutcome, ReferenceMode, closeness_checks, explain
+from quant_guard.judge.drift import Comparison, DriftCheck, DriftOutcome, closeness_checks, explain, tolerance_checks, within_tolerance
+from quant_guard.config.limits import ReferenceMode
 from quant_guard.store.fingerprint import FieldDifference, differences, environment
 from quant_guard.store.golden import GoldenCorrupt, GoldenMissing, WriteOutcome, encode_png, stale_fields
 from quant_guard.judge.judgement import compare, judge, judge_checks, meaning_unavailable
 from quant_guard.config.schemes import REFERENCE, Scheme
 from quant_guard.judge.semantic import ScorerUnavailable
-from quant_guard.config.thresholds import Thresholds, limit_words, resolve_thresholds
+from quant_guard.config.thresholds import Thresholds, resolve_thresholds
+from quant_guard.judge.checks import limit_words
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
     from quant_guard.model.render import Render, RenderRequest
     from quant_guard.judge.scorecard import Scorecard
     from quant_guard.run.session import QuantGuardSession
-    from quant_guard.config.thresholds import MetricCheck
+    from quant_guard.judge.checks import MetricCheck
 
 # A candidate whose pixel values span fewer levels than this is "constant" (e.g. all black).
 MIN_DYNAMIC_RANGE = 4
@@ -232,7 +235,7 @@ def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrid
     tolerance = session.config.drift_tolerance
     check = DriftCheck(
         candidate_vs_golden=Comparison("candidate vs golden", first.metrics, first.checks),
-        reference_vs_golden=Comparison("bf16 now vs golden (drift)", drift_metrics, tolerance.checks(drift_metrics)),
+        reference_vs_golden=Comparison("bf16 now vs golden (drift)", drift_metrics, tolerance_checks(tolerance, drift_metrics)),
         candidate_vs_reference=Comparison("candidate vs bf16 now", quantization, tuple(checks)),
         fingerprint=fingerprint, closeness=closeness_checks(quantization, tolerance, expected is not None),
         mode=session.reference_mode)
@@ -334,7 +337,7 @@ def _record_expected(session: QuantGuardSession, vc: VisualCase, metrics: ImageM
     expected tolerance of these (both ways): then the file stays byte for byte, as a re-baseline
     on another CPU would only churn it (its quantized kernels move NF4's LPIPS by a few 1e-4).
     Counted for the update summary, which lists each existing file rewritten and why."""
-    from quant_guard.config.thresholds import expected_moved, measured
+    from quant_guard.judge.checks import expected_moved, measured
 
     store = session.store
     try:
@@ -394,7 +397,7 @@ def _within_drift(session: QuantGuardSession, vc: VisualCase, image: np.ndarray,
         return None
     if stale_fields(golden.metadata, metadata) or np.array_equal(golden.image, image):
         return None  # stale: a real change; identical: the store reports it unchanged itself
-    return golden if session.config.drift_tolerance.within(compare_images(golden.image, image)) else None
+    return golden if within_tolerance(session.config.drift_tolerance, compare_images(golden.image, image)) else None
 
 
 def _degenerate(r: Render) -> str | None:

@@ -9,8 +9,9 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quant_guard.store.history import (AlarmMode, AlarmResult, AlarmStatus, History, HistoryAlarm, HistoryRecord, RunInfo,
-                                 check_alarm, from_result, read)
+from quant_guard.store.history import History, HistoryRecord, RunInfo, from_result, read
+from quant_guard.judge.history_alarm import AlarmResult, AlarmStatus, check_alarm
+from quant_guard.config.limits import AlarmMode, HistoryAlarm
 from quant_guard.config.thresholds import IMAGE_METRICS
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from quant_guard.model.checkpoints import CheckpointError, ResolvedCheckpoint, checkpoint_hashes, resolve_checkpoint
 from quant_guard.config.project import CheckpointSpec, QuantGuardConfig
-from quant_guard.judge.drift import ReferenceMode
+from quant_guard.config.limits import ReferenceMode
 from quant_guard.store.golden import GoldenKey, GoldenStore, WriteOutcome
 from quant_guard.model.memory_plan import MemoryPlan, checkpoint_plan
 from quant_guard.config.schemes import Scheme

@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quant_guard.judge.budgets import Budget, peak_figure, step_stats
+from quant_guard.judge.budgets import peak_figure, step_stats
+from quant_guard.config.limits import Budget
 from quant_guard.model.checkpoints import ResolvedCheckpoint
 from quant_guard.tools.synthetic import Architecture
 

@@ -35,7 +35,8 @@ from quant_guard.config.project import CheckpointSpec, QuantGuardConfig
 from quant_guard.model.layer_groups import GRANULARITIES, LayerGroup, diffusers_patterns, group_layers
 from quant_guard.judge.metrics import ImageMetrics
 from quant_guard.config.schemes import STORAGE_DTYPES, Quantization, Scheme
-from quant_guard.config.thresholds import LIMITS_BY_KEY, MEANING_KEY, ThresholdOverrides, Thresholds, check_thresholds
+from quant_guard.config.thresholds import LIMITS_BY_KEY, MEANING_KEY, ThresholdOverrides, Thresholds
+from quant_guard.judge.checks import check_thresholds
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
     from quant_guard.judge.scorecard import Scorecard
     from quant_guard.run.session import QuantGuardSession
-    from quant_guard.config.thresholds import MetricCheck
+    from quant_guard.judge.checks import MetricCheck
 
 METRICS = ("LPIPS", "SSIM", "PSNR")
 COMPUTE_BYTES = 2  # bf16: what a layer kept out of quantization stores per parameter
@@ -360,7 +361,7 @@ class _Run:
 def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granularity: str = "block",
               cases: tuple[str, ...] = (), seeds: tuple[int, ...] = (),
               target: ThresholdOverrides = ThresholdOverrides()) -> SweepResult:
-    """Measure every group, recommend, confirm; the caller writes the outputs (``write_sweep``)."""
+    """Measure every group, recommend, confirm; the caller writes the outputs (``sweep_outputs.write_sweep``)."""
     from quant_guard.run.gate import golden_for
 
     if granularity not in GRANULARITIES:
@@ -514,36 +515,3 @@ def parse_entry(entry: dict[str, Any], source: Path) -> Scheme:
     from quant_guard.config.project import parse_scheme
 
     return parse_scheme(entry, file=source, where="sweep", key="recommended")
-
-
-# ---- outputs -----------------------------------------------------------------------------------
-
-def write_sweep(result: SweepResult, report_dir: Path) -> SweepResult:
-    """sweep.json, sweep.html and the worst case's images under ``report_dir/sweep/<checkpoint>-<scheme>/``."""
-    import json
-
-    from quant_guard.store.atomic import atomic_write
-    from quant_guard.store.golden import encode_png
-    from quant_guard.tools.sweep_page import write_sweep_page
-
-    folder = report_dir / SWEEP_FOLDER / f"{result.checkpoint}-{result.scheme.id}"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, image in result.images.items():
-        atomic_write(folder / f"{name}.png", encode_png(image))
-    document = result.as_dict()
-    atomic_write(folder / "sweep.json", (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
-    write_sweep_page(folder, document)
-    return replace(result, folder=folder)
-
-
-def sweep_checkpoint(session: QuantGuardSession, checkpoint: str, scheme: str, *, granularity: str = "block",
-                     cases: tuple[str, ...] | list[str] = (), seeds: tuple[int, ...] | list[int] = (),
-                     target_lpips: float | None = None, target_ssim: float | None = None,
-                     target_psnr: float | None = None) -> SweepResult:
-    """Run the sweep and write its outputs under the session's report directory: what
-    ``quant-guard sweep`` and the ``qg_sweep`` fixture call. Targets default to each case's
-    configured thresholds for the scheme."""
-    target = ThresholdOverrides(lpips=target_lpips, ssim=target_ssim, psnr=target_psnr)
-    result = run_sweep(session, checkpoint, scheme, granularity=granularity, cases=tuple(cases),
-                       seeds=tuple(seeds), target=target)
-    return write_sweep(result, session.report_dir)

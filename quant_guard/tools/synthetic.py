@@ -48,7 +48,7 @@ TINY = Architecture(
     vae_encoder=f"{_TINY}.TinyFluxVAEEncoder", vae_decoder=f"{_TINY}.TinyFluxVAEDecoder",
     clip_kwargs=(("embed_dim", 64), ("vocab_size", 514), ("max_position_embeddings", 77),
                  ("num_encoder_layers", 2), ("encoder_intermediate_size", 128)),
-    t5_sequence_length=16)  # quant_guard.model.tiny.dataset.T5_SEQUENCE_LENGTH
+    t5_sequence_length=16)  # quant_guard.judge.scenes.T5_SEQUENCE_LENGTH
 ARCHITECTURES = {a.name: a for a in (FLUX_DEV, TINY)}
 
 

@@ -17,7 +17,7 @@ from fake_cuda import GIB, FakeCudaDevice
 from helpers import ANY_IMAGE
 
 from quant_guard.model import pipelines
-from quant_guard.judge.budgets import Budget, PeakCounts
+from quant_guard.config.limits import Budget, PeakCounts
 from quant_guard.run.cases import CaseResult, TestOverrides, Verdict, VisualCase
 from quant_guard.config.project import CaseSpec, CheckpointSpec, RenderDefaults, parse_config
 from quant_guard.run.gate import run_case
@@ -308,7 +308,7 @@ def test_check_and_update_runs_load_every_dit_under_the_checkpoint_plan(
 
 def test_the_report_shows_the_figure_the_peak_limit_counted() -> None:
     from quant_guard.judge.budgets import BudgetCheck
-    from quant_guard.model.render import MemoryStats, RenderSummary
+    from quant_guard.judge.budgets import MemoryStats, RenderSummary
     from quant_guard.report.records import to_jsonable
     from quant_guard.report.view import build_view
 

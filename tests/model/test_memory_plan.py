@@ -175,9 +175,9 @@ def test_the_built_pipeline_follows_the_plan(monkeypatch: pytest.MonkeyPatch) ->
 def test_the_plan_and_the_resident_figure_reach_results_json_and_the_html_view() -> None:
     from quant_guard.judge.budgets import BudgetCheck
     from quant_guard.run.cases import CaseResult, Verdict, VisualCase
-    from quant_guard.model.render import RenderSummary
+    from quant_guard.judge.budgets import RenderSummary
     from quant_guard.config.project import CaseSpec, CheckpointSpec
-    from quant_guard.model.render import MemoryStats
+    from quant_guard.judge.budgets import MemoryStats
     from quant_guard.report.html import render_index
     from quant_guard.report.records import to_jsonable
     from quant_guard.report.view import build_view

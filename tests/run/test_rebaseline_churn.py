@@ -14,7 +14,8 @@ import pytest
 import yaml
 from helpers import tree_digest
 
-from quant_guard.config.thresholds import ExpectedSettings, expected_moved
+from quant_guard.config.thresholds import ExpectedSettings
+from quant_guard.judge.checks import expected_moved
 
 # The two quantized schemes whose expected files churned across machines (issue 24): NF4 moves most.
 SCHEMES = 'schemes = ["bitsandbytes_nf4", "torchao_int8_w8a8"]'

@@ -16,16 +16,8 @@ import yaml
 from quant_guard.config.project import parse_config
 from quant_guard.judge.metrics import compare_images, compare_with_maps, lpips_spatial_map, ssim_with_map
 from quant_guard.report.view import build_view
-from quant_guard.config.thresholds import (
-    DIMENSIONS,
-    LIMITS,
-    EMBEDDED_THRESHOLDS,
-    ExpectedSettings,
-    Thresholds,
-    check_expected,
-    check_thresholds,
-    resolve_thresholds,
-)
+from quant_guard.config.thresholds import DIMENSIONS, LIMITS, EMBEDDED_THRESHOLDS, ExpectedSettings, Thresholds, resolve_thresholds
+from quant_guard.judge.checks import check_expected, check_thresholds
 from quant_guard.judge.scorecard import compute_scorecard
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from quant_guard.cli import main as cli_main
 from quant_guard.config.project import COMPONENTS, CheckpointSpec, ComponentSource, RenderDefaults
-from quant_guard.judge.budgets import Budget
+from quant_guard.config.limits import Budget
 from quant_guard.tools.doctor import (
     CheckpointFiles,
     Gpu,
@@ -434,7 +434,7 @@ def test_flux_dev_shapes_are_flux_dev_and_diffsynth_recognises_their_files(tmp_p
 def test_tiny_shapes_are_the_embedded_checkpoint() -> None:
     from quant_guard.tools.synthetic import state_shapes
     from quant_guard.model.tiny.architecture import clip_kwargs
-    from quant_guard.model.tiny.dataset import T5_SEQUENCE_LENGTH
+    from quant_guard.judge.scenes import T5_SEQUENCE_LENGTH
     from quant_guard.model.tiny.build import ensure_tiny_checkpoint
     from safetensors import safe_open
 

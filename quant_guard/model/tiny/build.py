@@ -13,14 +13,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from quant_guard.store.paths import cache_dir
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from quant_guard.model.checkpoints import ResolvedCheckpoint
 
 # Bump when the architecture, tokenizers or file layout change: it names the cache folder.
 FORMAT_VERSION = 1
@@ -62,18 +56,6 @@ class TinyCheckpointFiles:
     @property
     def tokenizer_t5(self) -> Path:
         return self.root / "tokenizer_t5"
-
-    def resolved(self, scheme_dits: Mapping[str, Path] | None = None, *, vae: Path | None = None) -> ResolvedCheckpoint:
-        """These files as ``quant_guard.model.pipelines.build_pipeline`` takes a checkpoint: ``scheme_dits``
-        gives schemes a DiT file of their own (pre-quantized or damaged, by scheme id), ``vae``
-        replaces the VAE (the benchmarks' decoder damage)."""
-        from quant_guard.model.checkpoints import ResolvedCheckpoint
-        from quant_guard.model.tiny.settings import T5_SEQUENCE_LENGTH
-
-        files: dict[str, Path | list[Path]] = dict(self.components())
-        if vae is not None:
-            files["vae"] = vae
-        return ResolvedCheckpoint("tiny", files, dict(scheme_dits or {}), T5_SEQUENCE_LENGTH)
 
 
 def _seeded_state_dicts(seed: int) -> dict[str, dict]:  # name -> state dict

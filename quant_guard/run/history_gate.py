@@ -1,5 +1,5 @@
 """The drift alarm applied to a finished visual check: the case's metric against its own recent
-runs in the same environment (quant_guard.store.history). The history folder is read once per process,
+runs in the same environment (quant_guard.judge.history_alarm over quant_guard.store.history). The history folder is read once per process,
 before the run's own records are appended (the controller appends at the end), so a run is never
 compared with itself. The session owns one ``HistoryJudge``; the plugin only reports its verdict."""
 

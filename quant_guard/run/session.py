@@ -28,7 +28,7 @@ from quant_guard.run.xdist_support import Placement
 if TYPE_CHECKING:
     from diffsynth.pipelines.flux_image import FluxImagePipeline
 
-    from quant_guard.run.cases import CaseResult
+    from quant_guard.run.cases import CaseResult, UpdateRecord
     from quant_guard.store.history import RunInfo
     from quant_guard.run.history_gate import HistoryJudge
     from quant_guard.model.progress import ProgressPrinter
@@ -207,6 +207,22 @@ class QuantGuardSession:
 
     def record(self, result: CaseResult) -> None:
         self.results.append(result)
+
+    def record_update(self, key: GoldenKey, update: UpdateRecord) -> None:
+        """Count what an ``--update-golden`` test wrote (``update_summary``, ``expected_summary``)."""
+        if update.golden_written:
+            self.goldens_rendered.add(key)
+        if update.golden is not None:
+            self.outcomes[update.golden] += 1
+        self.expected_dropped.update(update.dropped)
+        if update.expected == "withheld":
+            self.expected_withheld += 1
+        elif update.expected == "kept":
+            self.expected_kept += 1
+        elif update.expected == "recorded":
+            self.expected_recorded += 1
+            if update.rewritten is not None:
+                self.expected_rewritten.append(update.rewritten)
 
     @property
     def run(self) -> RunInfo:

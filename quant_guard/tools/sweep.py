@@ -309,7 +309,7 @@ class _Run:
     def measure(self, label: str, quantization: Quantization, *, pipe: Any = None,
                 keep_images: bool = False) -> Variant:
         """Build the DiT (unless ``pipe`` holds it already) and render every case with it."""
-        from quant_guard.run.gate import request_for
+        from quant_guard.run.case_plan import render_request
         from quant_guard.judge.judgement import judge, meaning_unavailable
         from quant_guard.model.render import render
         from quant_guard.judge.semantic import ScorerUnavailable
@@ -322,7 +322,8 @@ class _Run:
         for vc in self.cases:
             stem = vc.key.stem
             on_step = progress.for_render(f"{label}: {stem}") if progress else None
-            image = render(pipe, request_for(self.session, vc), on_step=on_step).image
+            image = render(pipe, render_request(vc, self.session.resolved(vc.checkpoint).t5_sequence_length),
+                           on_step=on_step).image
             try:
                 judgement = judge(self.goldens[stem], image, self.targets[stem], prompt=vc.case.prompt)
             except ScorerUnavailable as exc:

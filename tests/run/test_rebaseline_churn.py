@@ -162,9 +162,9 @@ def test_the_command_outside_pytest_selects_every_scheme_of_the_case_and_seed() 
     from helpers import project_toml
     from quant_guard.run.cases import expand_cases
     from quant_guard.config.project import parse_config
-    from quant_guard.run.gate import _update_command
+    from quant_guard.run.case_plan import update_command
 
     text = project_toml(seeds="[0, 1]", checkpoint_extra=SCHEMES)
     cases = expand_cases(parse_config(tomllib.loads(text)["tool"]["quant_guard"], file=Path("pyproject.toml")))
     int8_s0 = next(vc for vc in cases if vc.id == INT8)
-    assert _update_command(int8_s0, None) == f'pytest --update-golden -k "{INT8} or {NF4}"'
+    assert update_command(int8_s0, None) == f'pytest --update-golden -k "{INT8} or {NF4}"'

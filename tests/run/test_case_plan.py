@@ -42,12 +42,12 @@ def test_the_plan_holds_every_override_and_cannot_change(tmp_path: Path) -> None
     assert isinstance(plan, CasePlan)
     # limits after every override: checkpoint < marker < command line
     assert plan.budget == Budget(peak_memory_bytes=10 * 2**30, step_time_s=5.0, resident_memory_bytes=2**30)
-    assert (plan.thresholds.lpips, plan.thresholds.psnr) == (0.2, 30.0)
+    assert (plan.thresholds.lpips_max, plan.thresholds.psnr_min) == (0.2, 30.0)
     assert (plan.request.prompt, plan.request.seed, plan.request.steps, plan.request.width) == (
         CASE.case.prompt, 0, 2, 64)
     assert plan.golden_parameters["checkpoint_hashes"] == session.reference_hashes(CHECKPOINT)
     assert plan.report_folder == tmp_path / "report" / CASE.report_folder
-    assert plan.rebaseline == "pytest --update-golden tests/visual/test_visual_gate.py::test_visual[tiny-c-s0]"
+    assert plan.rebaseline == "pytest --update-golden 'tests/visual/test_visual_gate.py::test_visual[tiny-c-s0]'"
     assert plan.render_order == (REFERENCE, CASE.scheme) and not plan.golden_rendered
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.budget = Budget()  # type: ignore[misc]

@@ -5,8 +5,10 @@ pieces (its scheduler template's flow-matching training targets and weights, the
 prompt encoding, the DiT's own forward) and prints seconds per step, the loss trend and the
 extrapolated cost of the full recipe.
 
-Usage: ``python benchmarks/family_train_feasibility.py --family z-image --seconds 150`` (one
-thread, as the brief for this measurement asks; ``--threads`` to change it).
+Usage: ``python benchmarks/family_train_feasibility.py --family z-image --seconds 150 --batch 32``
+(one thread; ``--threads`` to change it). ``--family qwen-image --batched --no-vae`` times the DiT
+with the batch at once instead of the pipeline's one-sample model_fn. The numbers in
+quant_guard/model/tiny_<family>/FACTS.md come from these commands.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class QwenImage:
     template = "Qwen-Image"
     autocast = True  # float32 parameters, bf16 autocast (as train.py)
 
-    def __init__(self) -> None:
+    def __init__(self, batched: bool = False) -> None:
         from diffsynth.models.qwen_image_vae import QwenImageVAE
         from diffsynth.pipelines.qwen_image import QwenImageUnit_PromptEmbedder
 
@@ -43,6 +45,7 @@ class QwenImage:
         self.vae = QwenImageVAE(**arch.vae_kwargs())  # untrained: latents for timing only
         self.unit = QwenImageUnit_PromptEmbedder()
         self.pipe = SimpleNamespace(tokenizer=build_tokenizer(), text_encoder=self.text_encoder, device="cpu")
+        self.batched = batched
 
     def vae_step_seconds(self, images: torch.Tensor, batch: int, steps: int) -> float:
         opt = torch.optim.AdamW(self.vae.parameters(), lr=2e-3)
@@ -67,12 +70,37 @@ class QwenImage:
     def predict(self, xt: torch.Tensor, timestep: torch.Tensor, captions: list[str]) -> torch.Tensor:
         from diffsynth.pipelines.qwen_image import model_fn_qwen_image
 
+        if self.batched:
+            return self.predict_batched(xt, timestep, captions)
+
         # one sample at a time: model_fn_qwen_image unpatchifies with B=1 (as the pipeline calls it)
         embeds = self.unit.encode_prompt(self.pipe, captions)
         size = xt.shape[-1] * 8
         return torch.cat([model_fn_qwen_image(dit=self.dit, latents=xt[i:i + 1], timestep=timestep[i:i + 1],
                                               prompt_emb=e[None], prompt_emb_mask=torch.ones(1, len(e), dtype=torch.long),
                                               height=size, width=size) for i, e in enumerate(embeds)])
+
+
+    def predict_batched(self, xt: torch.Tensor, timestep: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        """The whole batch at once: ``model_fn_qwen_image``'s lines for a batch (it, and
+        ``QwenImageDiT.forward``, read a batch as frames of one image). Prompts are zero-padded to
+        the longest and, unlike the pipeline, padding tokens are attended: a timing, not the
+        pipeline's math."""
+        from einops import rearrange
+
+        dit = self.dit
+        embeds = self.unit.encode_prompt(self.pipe, captions)
+        longest = max(len(e) for e in embeds)
+        prompt = torch.stack([torch.cat([e, e.new_zeros(longest - len(e), e.shape[1])]) for e in embeds])
+        h, w = xt.shape[2] // 2, xt.shape[3] // 2
+        image = dit.img_in(rearrange(xt, "B C (H P) (W Q) -> B (H W) (C P Q)", P=2, Q=2))
+        conditioning = dit.time_text_embed(timestep / 1000, image.dtype)
+        text = dit.txt_in(dit.txt_norm(prompt))
+        rotary = dit.pos_embed([(1, h, w)], [longest], device=xt.device)
+        for block in dit.transformer_blocks:
+            text, image = block(image=image, text=text, temb=conditioning, image_rotary_emb=rotary)
+        image = dit.proj_out(dit.norm_out(image, conditioning))
+        return rearrange(image, "B (H W) (C P Q) -> B C (H P) (W Q)", H=h, W=w, P=2, Q=2)
 
 
 class ZImage:
@@ -157,14 +185,17 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=FLUX_RECIPE["dit_batch"])
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batched", action="store_true",
+                   help="qwen-image: the batch through QwenImageDiT.forward at once (timing only), not the model_fn per sample")
+    p.add_argument("--no-vae", action="store_true", help="qwen-image: skip the VAE step timing")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = QwenImage() if args.family == "qwen-image" else ZImage()
+    model = QwenImage(args.batched) if args.family == "qwen-image" else ZImage()
     print(f"{args.family}: DiT {sum(x.numel() for x in model.dit.parameters()):,} parameters, text encoder "
           f"{sum(x.numel() for x in model.text_encoder.parameters()):,}; {args.threads} thread(s)")
     vae_total = 0.0
-    if isinstance(model, QwenImage):
+    if isinstance(model, QwenImage) and not args.no_vae:
         vae_s = model.vae_step_seconds(_images(0)[0], FLUX_RECIPE["vae_batch"], 3)
         vae_total = vae_s * FLUX_RECIPE["vae_steps"]
         print(f"VAE (QwenImageVAE, untrained): {vae_s:.2f} s/step at batch {FLUX_RECIPE['vae_batch']}"
@@ -178,7 +209,8 @@ def main() -> None:
           f"mse first 5 {first:.4f}, last 5 {last:.4f}")
     print(f"full FLUX.1 recipe ({FLUX_RECIPE['dit_steps']} x {FLUX_RECIPE['dit_batch']} samples) on "
           f"{args.threads} thread(s): DiT {dit_total / 60:.0f} min"
-          + (f" + VAE {vae_total / 60:.0f} min" if vae_total else " (VAE: the shipped tiny FLUX.1 VAE)"))
+          + (f" + VAE {vae_total / 60:.0f} min" if vae_total else
+             " (VAE: the shipped tiny FLUX.1 VAE)" if isinstance(model, ZImage) else " (VAE not timed)"))
 
 
 if __name__ == "__main__":

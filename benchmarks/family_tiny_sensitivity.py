@@ -7,7 +7,9 @@ ROUND to 3 and to 16 levels over every weight matrix), each against the bf16 ren
 seed: LPIPS and PSNR. Also build and per-step time (1 thread) and parameter counts.
 
 Usage: python benchmarks/family_tiny_sensitivity.py --family qwen-image [--seeds 6] [--steps 4]
-The numbers in quant_guard/model/tiny_<family>/FACTS.md come from ``--seeds 6 --steps 4``.
+                                                  [--grid docs/tiny_qwen_image_grid.png]
+The numbers in quant_guard/model/tiny_<family>/FACTS.md come from ``--seeds 6 --steps 4``; the
+grids in docs/ from ``--seeds 3 --steps 4 --grid ...``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def main() -> None:
     p.add_argument("--family", choices=("qwen-image", "z-image"), required=True)
     p.add_argument("--seeds", type=int, default=6)
     p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--grid", type=Path, default=None, help="also write a seeds x candidates image grid here")
     args = p.parse_args()
     torch.set_num_threads(1)
     register, ensure, pipeline_class, blocks = _family(args.family)
@@ -81,10 +84,35 @@ def main() -> None:
     candidates += [(label, REFERENCE, fs.damaged_dit(files.dit, tmp / f"{kind}-{strength}.safetensors", blocks=blocks,
                                                      kind=kind, strength=strength)) for label, kind, strength in DAMAGE]
     print(f"{'candidate':22s} {'LPIPS min..max':>18s} {'PSNR dB min..max':>18s}")
+    columns = {"bf16": golden}
     for label, scheme, dit in candidates:
-        metrics = [compare_images(g, c) for g, c in zip(golden, renders(fs.build(pipeline_class, files, scheme, dit=dit)))]
+        columns[label] = renders(fs.build(pipeline_class, files, scheme, dit=dit))
+        metrics = [compare_images(g, c) for g, c in zip(golden, columns[label])]
         lp, ps = [m.lpips for m in metrics], [m.psnr for m in metrics]
         print(f"{label:22s} {min(lp):8.4f}..{max(lp):.4f} {min(ps):8.1f}..{max(ps):.1f}")
+    if args.grid:
+        write_grid(args.grid, f"tiny {args.family}: {fs.PROMPT!r}, {args.steps} steps", columns)
+
+
+def write_grid(out: Path, title: str, columns: dict[str, list]) -> None:
+    """Rows: seeds; columns: bf16 and each candidate; x2 nearest-neighbour cells."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    cell, left, top = fs.SIZE * 2, 60, 44
+    rows = len(next(iter(columns.values())))
+    grid = Image.new("RGB", (left + cell * len(columns), top + cell * rows), "white")
+    draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default(size=11)
+    draw.text((4, 4), title, fill="black", font=font)
+    for j, label in enumerate(columns):
+        draw.text((left + j * cell + 2, 24), label, fill="black", font=font)
+        for i, image in enumerate(columns[label]):
+            grid.paste(Image.fromarray(image).resize((cell, cell), Image.Resampling.NEAREST), (left + j * cell, top + i * cell))
+    for i in range(rows):
+        draw.text((4, top + i * cell + cell // 2 - 6), f"seed {i}", fill="black", font=font)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out, optimize=True)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

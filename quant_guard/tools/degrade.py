@@ -75,13 +75,15 @@ def _is_weight_matrix(name: str, tensor: torch.Tensor) -> bool:
 
 
 def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: int = 0,
-            strength: float | None = None) -> StateDict:
+            strength: float | None = None, blocks: str = "blocks") -> StateDict:
     """Return a damaged copy of ``state``: a Flux DiT state dict in DiffSynth's naming, or for
     COLOUR_CAST the Flux VAE's.
 
     ``block`` picks the joint transformer block for the per-block kinds; ``strength`` is the
     kind's knob (levels for ROUND, noise fraction for NOISE, factor for SCALE, offset for
-    COLOUR_SHIFT and COLOUR_CAST)."""
+    COLOUR_SHIFT and COLOUR_CAST). ``blocks`` names the DiT's block list: FLUX.1's joint blocks by
+    default; ROUND and NOISE damage any DiT given its own ("transformer_blocks" for Qwen-Image,
+    "layers" for Z-Image), the other kinds name FLUX.1 layers."""
     import torch
 
     kind = Degradation(kind)
@@ -95,9 +97,9 @@ def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: 
         out[_DECODER_OUT] = bias.to(out[_DECODER_OUT].dtype)
         return out
     gen = torch.Generator().manual_seed(seed)
-    prefix = f"blocks.{block}."
+    prefix = f"{blocks}.{block}."
     if not any(k.startswith(prefix) for k in out):
-        raise ValueError(f"state dict has no joint block {block} (no key starts with {prefix!r})")
+        raise ValueError(f"state dict has no block {block} (no key starts with {prefix!r})")
 
     if kind is Degradation.ROUND:
         levels = int(strength or 3)

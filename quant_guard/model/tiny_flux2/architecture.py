@@ -44,12 +44,12 @@ class TinyFlux2Sizes:
     rope_axes: tuple[int, int, int, int] = (8, 8, 8, 8)
     double_blocks: int = 2
     single_blocks: int = 2
-    text_dim: int = 32
+    text_dim: int = 64  # 3 x 64 = 192 context features: a multiple of NF4's 64-wide blocks on CPU
     text_layers: int = 28
     text_heads: int = 4
     text_kv_heads: int = 2
-    text_head_dim: int = 8
-    text_ffn: int = 64
+    text_head_dim: int = 16
+    text_ffn: int = 128
     vae_widths: tuple[int, int, int, int] = (16, 32, 48, 64)
     vae_groups: int = 8
 

@@ -81,11 +81,23 @@ def write_tiny_flux2_checkpoint(dest: Path, *, seed: int = 0) -> TinyFlux2Files:
     return files
 
 
+def format_tag() -> str:
+    """Short tag of the architecture (DiffSynth's hashes of the three files' tensor shapes) and
+    the tokenizer, so that a change to either gets a new cache folder even without a version bump."""
+    import hashlib
+
+    from quant_guard.model.tiny_flux2.architecture import model_hashes
+    from quant_guard.model.tiny_flux2.tokenizer import CHAT_TEMPLATE, vocab_and_merges
+
+    text = repr((sorted(model_hashes().items()), vocab_and_merges(), CHAT_TEMPLATE))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
 def ensure_tiny_flux2_checkpoint(root: Path | None = None, *, seed: int = 0) -> TinyFlux2Files:
     """The cached tiny FLUX.2 checkpoint, built on first use in a temporary folder and renamed into
     place, so concurrent sessions (xdist workers) never see a half-written checkpoint."""
     root = root or cache_dir() / "tiny_flux2"
-    final = root / f"v{FORMAT_VERSION}-seed{seed}"
+    final = root / f"v{FORMAT_VERSION}-{format_tag()}-seed{seed}"
     if (final / MANIFEST).is_file():
         return TinyFlux2Files(final)
     root.mkdir(parents=True, exist_ok=True)

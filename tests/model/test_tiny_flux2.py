@@ -156,7 +156,6 @@ def test_without_diffsynths_vram_map_entry_the_float8_dit_is_refused(files: Tiny
 
 def test_int8_weight_only_quantizes_every_dit_linear_and_renders_close(files: TinyFlux2Files,
                                                                       reference: list[np.ndarray]) -> None:
-    pytest.importorskip("torchao")
     pipe = build_flux2_pipeline(files, INT8)
     layers = inventory(pipe.dit).layers
     assert layers and all(layer.quantized and "int8" in layer.format.lower() for layer in layers)

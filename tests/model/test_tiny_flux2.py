@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
-from quant_guard.config.schemes import FLOAT8_E4M3FN, REFERENCE, Quantization, Scheme
+from quant_guard.config.schemes import FLOAT8_E4M3FN, Quantization, Scheme
 from quant_guard.judge.metrics import lpips_distance, psnr
 from quant_guard.model.checkpoints import CheckpointError
 from quant_guard.model.scheme_check import inventory
@@ -169,6 +169,7 @@ def test_int8_weight_only_quantizes_every_dit_linear_and_renders_close(files: Ti
 def test_a_damaged_dit_moves_the_image_far_more_than_float8(files: TinyFlux2Files, reference: list[np.ndarray],
                                                            float8_images: list[np.ndarray], tmp_path: Path) -> None:
     float8 = _worst(reference, float8_images)
-    damaged = _worst(reference, _render_all(build_flux2_pipeline(files, dit=_noisy_dit(files, tmp_path / "dit.safetensors"))))
+    noisy = _noisy_dit(files, tmp_path / "dit.safetensors")
+    damaged = _worst(reference, _render_all(build_flux2_pipeline(files, dit=noisy)))
     assert damaged[0] < float8[0] - 6  # PSNR at least 6 dB lower
     assert damaged[1] > 5 * float8[1]  # LPIPS at least 5x higher

@@ -9,8 +9,9 @@ FLUX.1 (``quant_guard.model.tiny.dataset``), in the two stages of ``quant_guard.
    matching through ``model_fn_flux2`` with ``FlowMatchScheduler("FLUX.2")``'s training sigmas.
 
 Every stage stops at its step count or its budget of CPU seconds (``time.process_time``, not wall
-time: the machine may be shared), whichever comes first, so a feasibility run is bounded. Usage: ``python -m quant_guard.model.tiny_flux2.train --out DIR --threads 1
---vae-seconds 120 --dit-seconds 300``. Writes the checkpoint files (bf16) and ``training.json``.
+time: the machine may be shared), whichever comes first, so a feasibility run is bounded. Usage:
+``python -m quant_guard.model.tiny_flux2.train --out DIR --threads 1 --vae-seconds 120 --dit-seconds 300``.
+Writes the checkpoint files (bf16) and ``training.json``; FACTS.md has the measured costs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +65,7 @@ def train_vae(images: torch.Tensor, steps: int, seconds: float, batch: int, lr: 
 
 
 @torch.no_grad()
-def prompt_embeddings(text_encoder: torch.nn.Module, tokenizer, captions: list[str]) -> torch.Tensor:  # type: ignore[no-untyped-def]
+def prompt_embeddings(text_encoder: torch.nn.Module, tokenizer: Any, captions: list[str]) -> torch.Tensor:
     """(N, 512, 3 x text width): what the pipeline feeds the DiT for each caption."""
     from diffsynth.pipelines.flux2_image import Flux2Unit_Qwen3PromptEmbedder
 
@@ -130,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     from quant_guard.model.tiny_flux2.build import TinyFlux2Files, seeded_state_dicts
     from quant_guard.model.tiny_flux2.tokenizer import write_tokenizer
 
-    p = argparse.ArgumentParser(prog="python -m quant_guard.model.tiny_flux2.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m quant_guard.model.tiny_flux2.train",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)

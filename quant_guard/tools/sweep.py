@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import torch
 
     from quant_guard.judge.scorecard import Scorecard
+    from quant_guard.model.families.base import ModelFamily
     from quant_guard.run.session import QuantGuardSession
     from quant_guard.judge.checks import MetricCheck
 
@@ -406,7 +407,7 @@ def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granu
                                    sum(sizes[n][1] for n in group.layers), kept, alone,
                                    _difference(kept.margin, full.margin)))
     ranked = tuple(sorted(results, key=lambda g: (-g.gain, g.alone.margin)))
-    recommendation = _recommend(run, full, ranked, target, config.source)
+    recommendation = _recommend(run, full, ranked, target, config.source, family_of(spec))
     worst = min(full.cases, key=lambda c: c.margin).case
     images = {"golden": goldens[worst], "before": run.images["fully quantized"][worst]}
     if recommendation.confirm is not None:
@@ -448,7 +449,7 @@ def _deciding_metric(full: Variant, targets: dict[str, Thresholds]) -> str:
 # ---- the recommendation ------------------------------------------------------------------------
 
 def _recommend(run: _Run, full: Variant, ranked: tuple[GroupResult, ...], target: ThresholdOverrides,
-               source: Path) -> Recommendation:
+               source: Path, family: ModelFamily | None = None) -> Recommendation:
     """Greedy: one group whose kept-in-bf16 run meets the target (the cheapest such), else groups
     added by gain per extra byte, each growing set measured, until one meets it."""
     if full.meets:
@@ -475,7 +476,7 @@ def _recommend(run: _Run, full: Variant, ranked: tuple[GroupResult, ...], target
     exclude = run.scheme.quantization.exclude_modules + tuple(n for g in chosen for n in g.group.layers)  # type: ignore[union-attr]
     entry = scheme_entry(run.scheme, exclude, target)
     confirm = run.measure("confirming run", parse_entry(entry, source).quantization, keep_images=True)  # type: ignore[arg-type]
-    patterns, unknown = diffusers_patterns([g.group for g in chosen], family_of(run.spec))
+    patterns, unknown = diffusers_patterns([g.group for g in chosen], family)
     note = "" if confirm.meets else (f"the confirming run misses the target on {confirm.failing} of "
                                      f"{len(confirm.cases)} cases: renders are not reproducible here")
     return Recommendation(Answer.KEEP, tuple(g.group.name for g in chosen), sum(g.extra_bytes for g in chosen),

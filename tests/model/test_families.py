@@ -175,3 +175,30 @@ def test_importing_the_families_imports_neither_torch_nor_diffsynth() -> None:
             "print(sorted(m for m in ('torch', 'diffsynth') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_degrade_damages_the_tensors_it_did_before() -> None:
+    """``tools/degrade.py`` asks the family which tensors to damage: on the tiny FLUX.1 checkpoint
+    they are the ones its literal names used to pick."""
+    import torch
+    from safetensors.torch import load_file
+
+    from quant_guard.model.tiny.build import ensure_tiny_checkpoint
+    from quant_guard.tools.degrade import Degradation, degrade
+
+    tiny = ensure_tiny_checkpoint()
+    dit, vae = load_file(str(tiny.dit)), load_file(str(tiny.vae))
+
+    def changed(before: dict[str, torch.Tensor], kind: Degradation) -> dict[str, int]:
+        after = degrade(before, kind)
+        return {k: int((before[k] != after[k]).sum()) for k in before if not torch.equal(before[k], after[k])}
+
+    assert set(changed(dit, Degradation.ZERO_ATTN_OUT)) == {"blocks.0.attn.a_to_out.weight", "blocks.0.attn.a_to_out.bias"}
+    assert set(changed(dit, Degradation.SCALE)) == {"blocks.0.ff_a.0.weight"}
+    assert set(changed(dit, Degradation.DROP_TEXT)) == {k for k in dit if k.startswith(
+        ("context_embedder.", "pooled_text_embedder.")) and dit[k].any()}
+    assert changed(dit, Degradation.COLOUR_SHIFT) == {"final_proj_out.bias": 4}
+    shifted = degrade(dit, Degradation.COLOUR_SHIFT)["final_proj_out.bias"] != dit["final_proj_out.bias"]
+    assert shifted.nonzero().flatten().tolist() == [4, 5, 6, 7]  # latent channel 1's 2x2 patch positions
+    assert changed(vae, Degradation.COLOUR_CAST) == {"decoder.conv_out.bias": 1}
+    assert all(k.startswith("blocks.0.") for k in changed(dit, Degradation.NOISE))

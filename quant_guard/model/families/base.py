@@ -73,6 +73,19 @@ class LayerNaming:
 
 
 @dataclass(frozen=True)
+class DamageTargets:
+    """The tensors ``tools/degrade.py`` damages, by their names in DiffSynth's state dicts."""
+
+    block: str  # a transformer block's prefix, with {block} for its index ("blocks.{block}.")
+    attention_out: tuple[str, ...]  # in a block: the attention output projection's tensors
+    feed_forward_in: str  # in a block: the feed-forward input's weight
+    text_embedders: tuple[str, ...]  # prefixes of the DiT's text-conditioning embedders
+    final_bias: str  # the final projection's bias: latent channel c's patch positions at c * patch_positions
+    patch_positions: int  # latent positions per patch (2x2 -> 4)
+    decoder_out_bias: str  # the VAE file's last decoder convolution's bias: R, G, B
+
+
+@dataclass(frozen=True)
 class ModelClass:
     """One DiffSynth model class of a synthetic checkpoint, and the registry entry that makes
     DiffSynth recognise its tensors (``tools/synthetic.py``)."""
@@ -125,6 +138,7 @@ class ModelFamily:
     call_arguments: tuple[tuple[str, str], ...]
     scheduler_name: str  # recorded in golden metadata: another scheduler makes a golden stale
     layer_naming: LayerNaming
+    damage: DamageTargets
     architectures: tuple[Architecture, ...] = ()  # the first is the full size
     vram_layers: VramLayers = field(default_factory=VramLayers)
     decode_method: str = "vae_output_to_image"  # the pipeline method that turns the VAE output into the image

@@ -10,8 +10,9 @@ gate), and each embedder apart. A single block fuses attention qkv with the feed
 roles are ``qkv-mlp``, ``out`` and ``modulation``.
 
 Also the same layers as a diffusers ``skip_modules_pattern`` (module names of the family's
-diffusers transformer, e.g. FLUX.1's ``FluxTransformer2DModel``, matched with ``re.search`` against each module's dotted name while diffusers walks the
-model, so one pattern that names a block keeps the whole block). Plain strings here, no torch.
+diffusers transformer, e.g. FLUX.1's ``FluxTransformer2DModel``, matched with ``re.search``
+against each module's dotted name while diffusers walks the model, so one pattern that names a
+block keeps the whole block). Plain strings here, no torch.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from quant_guard.model.families.base import LayerNaming, ModelFamily
 
 GRANULARITIES = ("block", "layer")
+
 
 @dataclass(frozen=True)
 class LayerGroup:

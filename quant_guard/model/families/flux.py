@@ -9,6 +9,7 @@ from quant_guard.model.families.base import (
     Anchor,
     Architecture,
     Component,
+    DamageTargets,
     LayerNaming,
     ModelClass,
     ModelFamily,
@@ -108,6 +109,10 @@ FAMILY = ModelFamily(
         diffusers_blocks=(("blocks", "transformer_blocks"), ("single_blocks", "single_transformer_blocks")),
         diffusers_names=_DIFFUSERS_NAMES,
     ),
+    damage=DamageTargets(
+        block="blocks.{block}.", attention_out=("attn.a_to_out.weight", "attn.a_to_out.bias"),
+        feed_forward_in="ff_a.0.weight", text_embedders=("context_embedder.", "pooled_text_embedder."),
+        final_bias="final_proj_out.bias", patch_positions=4, decoder_out_bias="decoder.conv_out.bias"),
     architectures=(FLUX_DEV, TINY),
     default=True,  # every checkpoint is FLUX.1 until the configuration names a family (issue 28)
 )

@@ -86,14 +86,14 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     from quant_guard.tools.doctor import DoctorError, doctor, find_config
     from quant_guard.tools.full_size import FullSizeRequest
     from quant_guard.model.pipelines import pick_device
-    from quant_guard.tools.synthetic import ARCHITECTURES, FLUX_DEV
+    from quant_guard.tools.synthetic import ARCHITECTURES, FULL_SIZE
 
     request = None
     if args.full_size:
         arch = ARCHITECTURES[args.shapes]
         device = pick_device(args.device)
-        if arch is FLUX_DEV and device == "cpu" and args.device != "cpu":
-            print("error: --full-size needs a CUDA device (FLUX.1-dev shapes on a CPU take hours and about 64 GB "
+        if arch is FULL_SIZE and device == "cpu" and args.device != "cpu":
+            print(f"error: --full-size needs a CUDA device ({arch.label} shapes on a CPU take hours and about 64 GB "
                   "of memory); --device cpu insists, --shapes tiny runs the same code at tiny size", file=sys.stderr)
             return 2
         width, height = args.size
@@ -197,13 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     from quant_guard.tools.degrade import Degradation
     from quant_guard.model.layer_groups import GRANULARITIES
     from quant_guard.plugin import _bounded_float  # the plugin's --qg-psnr & co. parse the same way
+    from quant_guard.model.families import default_family
     from quant_guard.tools.quantize import DTYPES
+
+    family = default_family()  # the embedded tiny checkpoint's, and the one doctor --full-size builds
 
     parser = argparse.ArgumentParser(
         prog="quant-guard", description="Checkpoint and weight tooling around the quant_guard pytest plugin.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    tiny = sub.add_parser("tiny", help="write the embedded tiny Flux checkpoint (safetensors + tokenizers)")
+    tiny = sub.add_parser("tiny", help=f"write the embedded tiny {family.label} checkpoint (safetensors + tokenizers)")
     tiny.add_argument("dir", type=Path, help="output folder (created; must be empty)")
     tiny.add_argument("--seeded", action="store_true", help="seeded random weights instead of the shipped trained ones")
     tiny.add_argument("--seed", type=int, default=0, help="seed for --seeded (default 0)")
@@ -237,10 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--qg-config", type=Path, default=None,
                         help="quant_guard configuration (default: as the plugin finds it, from pyproject.toml)")
     doctor.add_argument("--full-size", action="store_true",
-                        help="also build the bf16 and float8 pipelines with random weights at --shapes (FLUX.1-dev) "
-                             "and measure peak memory, resident memory and step time (no download; writes about "
-                             "32 GiB to --work-dir, removed afterwards)")
-    doctor.add_argument("--shapes", choices=("flux.1-dev", "tiny"), default="flux.1-dev",
+                        help=f"also build the bf16 and float8 pipelines with random weights at --shapes "
+                             f"({family.full_size.label}) and measure peak memory, resident memory and step time "
+                             "(no download; writes about 32 GiB to --work-dir, removed afterwards)")
+    doctor.add_argument("--shapes", choices=tuple(a.name for a in family.architectures),
+                        default=family.full_size.name,
                         help="architecture size of --full-size (tiny: the embedded checkpoint's, for a quick check)")
     doctor.add_argument("--checkpoint", default=None,
                         help="whose memory plan --full-size follows (default: the first real checkpoint marked gpu)")

@@ -613,5 +613,5 @@ def _size(t: _Table, default: str | None) -> tuple[int, int]:
         t.fail("size", f"must look like '1024x1024' (width x height), got {text!r}")
     width, height = int(match.group(1)), int(match.group(2))  # type: ignore[union-attr]
     if width % 16 or height % 16 or width < 32 or height < 32:
-        t.fail("size", f"width and height must be multiples of 16 and at least 32 (Flux patches), got {text!r}")
+        t.fail("size", f"width and height must be multiples of 16 and at least 32 (the DiT's latent patches), got {text!r}")
     return width, height

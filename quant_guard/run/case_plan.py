@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from quant_guard.config.limits import Budget, DriftTolerance, ReferenceMode
     from quant_guard.config.schemes import Scheme
     from quant_guard.config.thresholds import ExpectedSettings, Thresholds
+    from quant_guard.model.families.base import ModelFamily
     from quant_guard.model.memory_plan import MemoryPlan
     from quant_guard.model.render import RenderRequest
     from quant_guard.run.cases import TestAddress, TestOverrides, VisualCase
@@ -55,6 +56,7 @@ def plan_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
     """Resolve ``vc`` for this run. Raises what resolving raises (``CheckpointError``,
     ``LpipsWeightsError``), before anything renders: a GPU run must not waste a render per case."""
     from quant_guard.config.schemes import REFERENCE
+    from quant_guard.model.families import family_of
 
     session.require_lpips_weights()
     spec, settings = vc.checkpoint, session.settings
@@ -69,7 +71,8 @@ def plan_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
     shares = budget.step_time_s is not None and session.placement.shares(device)
     order = (REFERENCE, vc.scheme)
     return CasePlan(
-        case=vc, request=request, golden_parameters=golden_parameters(request, session.reference_hashes(spec)),
+        case=vc, request=request,
+        golden_parameters=golden_parameters(family_of(spec), request, session.reference_hashes(spec)),
         store=session.store, device=device, memory_plan=session.memory_plan(spec, vc.scheme),
         thresholds=_thresholds(session, vc, marker), budget=budget,
         step_time_refusal=session.placement.refusal(device) if shares else None,
@@ -91,15 +94,11 @@ def render_request(vc: VisualCase, t5_sequence_length: int) -> RenderRequest:
                          guidance=vc.guidance, t5_sequence_length=t5_sequence_length)
 
 
-def golden_parameters(request: RenderRequest, checkpoint_hashes: Mapping[str, str]) -> dict[str, Any]:
-    """The parameters a golden is made with; any difference later makes it stale."""
-    r = request
-    return {
-        "prompt": r.prompt, "seed": r.seed, "steps": r.steps, "width": r.width, "height": r.height,
-        "guidance": r.guidance, "t5_sequence_length": r.t5_sequence_length,
-        "scheduler": "FlowMatchScheduler:FLUX.1",  # what FluxImagePipeline always uses
-        "checkpoint_hashes": dict(checkpoint_hashes),
-    }
+def golden_parameters(family: ModelFamily, request: RenderRequest,
+                      checkpoint_hashes: Mapping[str, str]) -> dict[str, Any]:
+    """The parameters a golden is made with (the family's: the request's fields it renders with,
+    and its scheduler); any difference later makes it stale."""
+    return {**family.golden_parameters(request), "checkpoint_hashes": dict(checkpoint_hashes)}
 
 
 def _thresholds(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> Thresholds:

@@ -26,7 +26,7 @@ from quant_guard.config.thresholds import ThresholdOverrides
 from quant_guard.run.xdist_support import Placement
 
 if TYPE_CHECKING:
-    from diffsynth.pipelines.flux_image import FluxImagePipeline
+    from diffsynth.diffusion.base_pipeline import BasePipeline
 
     from quant_guard.run.cases import CaseResult, UpdateRecord
     from quant_guard.store.history import RunInfo
@@ -125,7 +125,7 @@ class QuantGuardSession:
         loaded = self._pipeline
         return loaded.scheme if loaded is not None and loaded.checkpoint_id == spec.id else None
 
-    def pipeline(self, spec: CheckpointSpec, scheme: Scheme) -> FluxImagePipeline:
+    def pipeline(self, spec: CheckpointSpec, scheme: Scheme) -> BasePipeline:
         """The checkpoint's pipeline with the DiT of ``scheme`` (built or swapped as needed)."""
         if self._pipeline is not None and self._pipeline.checkpoint_id != spec.id:
             self.release_pipelines()
@@ -147,7 +147,7 @@ class QuantGuardSession:
         return pipe
 
     def _build_or_swap(self, loaded: _Loaded | None, resolved: ResolvedCheckpoint, scheme: Scheme,
-                       plan: MemoryPlan) -> FluxImagePipeline:
+                       plan: MemoryPlan) -> BasePipeline:
         from quant_guard.model import pipelines
 
         if loaded is None:
@@ -277,4 +277,4 @@ class QuantGuardSession:
 class _Loaded:
     checkpoint_id: str
     scheme: Scheme
-    pipe: FluxImagePipeline
+    pipe: BasePipeline

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from quant_guard.run.cases import VisualCase
 from quant_guard.config.project import CheckpointSpec, QuantGuardConfig
+from quant_guard.model.families import family_of
 from quant_guard.model.layer_groups import GRANULARITIES, LayerGroup, diffusers_patterns, group_layers
 from quant_guard.judge.metrics import ImageMetrics
 from quant_guard.config.schemes import STORAGE_DTYPES, Quantization, Scheme
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     import torch
 
     from quant_guard.judge.scorecard import Scorecard
+    from quant_guard.model.families.base import ModelFamily
     from quant_guard.run.session import QuantGuardSession
     from quant_guard.judge.checks import MetricCheck
 
@@ -152,7 +154,7 @@ class Recommendation:
     extra_bytes: int = 0
     entry: dict[str, Any] | None = None  # the scheme entry for [tool.quant_guard] (a schemes list item)
     exclude_modules: tuple[str, ...] = ()  # DiffSynth QuantizeConfig(exclude_modules=...)
-    skip_modules_pattern: tuple[str, ...] = ()  # diffusers, FluxTransformer2DModel module names
+    skip_modules_pattern: tuple[str, ...] = ()  # diffusers module names (LayerNaming.diffusers_class)
     no_diffusers_name: tuple[str, ...] = ()  # layers the diffusers pattern could not name
     steps: tuple[Variant, ...] = ()  # the greedy search's runs of growing sets
     confirm: Variant | None = None  # the printed entry, built and rendered again
@@ -386,8 +388,8 @@ def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granu
 
     assert base.quantization is not None
     pipe = run.build("fully quantized", base.quantization)
-    layers = _targeted_layers(pipe.dit, base.quantization)
-    groups = group_layers(layers, granularity)
+    layers = _targeted_layers(pipe.dit, base.quantization, spec)
+    groups = group_layers(layers, granularity, family_of(spec))
     if len(groups) < 2:
         raise SweepError(f"scheme {base.id!r} quantizes {len(layers)} linear layer{'s' if len(layers) != 1 else ''} "
                          f"of {spec.id!r}, {len(groups)} group at granularity {granularity}: there is nothing to "
@@ -406,7 +408,7 @@ def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granu
                                    sum(sizes[n][1] for n in group.layers), kept, alone,
                                    _difference(kept.margin, full.margin)))
     ranked = tuple(sorted(results, key=lambda g: (-g.gain, g.alone.margin)))
-    recommendation = _recommend(run, full, ranked, target, config.source)
+    recommendation = _recommend(run, full, ranked, target, config.source, family_of(spec))
     worst = min(full.cases, key=lambda c: c.margin).case
     images = {"golden": goldens[worst], "before": run.images["fully quantized"][worst]}
     if recommendation.confirm is not None:
@@ -415,11 +417,11 @@ def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granu
                        full, ranked, recommendation, worst, created, time.monotonic() - started, images)
 
 
-def _targeted_layers(dit: torch.nn.Module, q: Quantization) -> list[str]:
+def _targeted_layers(dit: torch.nn.Module, q: Quantization, spec: CheckpointSpec) -> list[str]:
     """The linear layers the scheme quantizes."""
     from quant_guard.model.scheme_check import inventory, matches
 
-    return [layer.name for layer in inventory(dit).layers
+    return [layer.name for layer in inventory(dit, family_of(spec).vram_layers).layers
             if (q.target_modules is None or matches(layer.name, q.target_modules))
             and not matches(layer.name, q.exclude_modules)]
 
@@ -448,7 +450,7 @@ def _deciding_metric(full: Variant, targets: dict[str, Thresholds]) -> str:
 # ---- the recommendation ------------------------------------------------------------------------
 
 def _recommend(run: _Run, full: Variant, ranked: tuple[GroupResult, ...], target: ThresholdOverrides,
-               source: Path) -> Recommendation:
+               source: Path, family: ModelFamily | None = None) -> Recommendation:
     """Greedy: one group whose kept-in-bf16 run meets the target (the cheapest such), else groups
     added by gain per extra byte, each growing set measured, until one meets it."""
     if full.meets:
@@ -475,7 +477,7 @@ def _recommend(run: _Run, full: Variant, ranked: tuple[GroupResult, ...], target
     exclude = run.scheme.quantization.exclude_modules + tuple(n for g in chosen for n in g.group.layers)  # type: ignore[union-attr]
     entry = scheme_entry(run.scheme, exclude, target)
     confirm = run.measure("confirming run", parse_entry(entry, source).quantization, keep_images=True)  # type: ignore[arg-type]
-    patterns, unknown = diffusers_patterns([g.group for g in chosen])
+    patterns, unknown = diffusers_patterns([g.group for g in chosen], family)
     note = "" if confirm.meets else (f"the confirming run misses the target on {confirm.failing} of "
                                      f"{len(confirm.cases)} cases: renders are not reproducible here")
     return Recommendation(Answer.KEEP, tuple(g.group.name for g in chosen), sum(g.extra_bytes for g in chosen),

@@ -333,13 +333,13 @@ def test_the_doctors_full_size_run_measures_the_peak_its_limit_counts(tmp_path: 
     tensors alone, so the doctor cannot call a card big enough that the gate then fails on."""
     from quant_guard.tools import synthetic
     from quant_guard.tools.full_size import FullSizeRequest, run_full_size
-    from quant_guard.tools.synthetic import TINY
+    from quant_guard.tools.synthetic import ARCHITECTURES
 
     # the random weights are drawn on the host (a CUDA generator is not part of the modelled device)
     write = synthetic.write_random_checkpoint
     monkeypatch.setattr(synthetic, "write_random_checkpoint", lambda *a, **k: write(*a, **{**k, "device": "cpu"}))
 
-    request = FullSizeRequest(TINY, "cuda", width=64, height=64, steps=2, work_dir=tmp_path)
+    request = FullSizeRequest(ARCHITECTURES["tiny"], "cuda", width=64, height=64, steps=2, work_dir=tmp_path)
     last = run_full_size(request, RESIDENT)[-1]
     assert not last.error and last.peak_bytes is not None
     assert gpu.max_memory_allocated() < gpu.max_memory_reserved()

@@ -29,7 +29,9 @@ from quant_guard.tools.doctor import (
     scheme_file_findings,
 )
 from quant_guard.tools.full_size import FullSizeRequest, Measurement
-from quant_guard.tools.synthetic import FLUX_DEV, TINY
+from quant_guard.tools.synthetic import ARCHITECTURES, FULL_SIZE
+
+FLUX_DEV, TINY = FULL_SIZE, ARCHITECTURES["tiny"]
 
 GIB = 2**30
 # FLUX.1-dev's released files in bf16: DiT, CLIP-L, T5-XXL encoder, VAE
@@ -418,11 +420,12 @@ def test_flux_dev_shapes_are_flux_dev_and_diffsynth_recognises_their_files(tmp_p
     assert 1.2e8 < sizes["text_encoder_clip"] / 2 < 1.3e8  # CLIP-L text model
     register(FLUX_DEV)
     register(FLUX_DEV)  # idempotent
-    expected = {"dit": {("flux_dit", FLUX_DEV.dit)},
-                "text_encoder_clip": {("flux_text_encoder_clip",
-                                       "diffsynth.models.flux_text_encoder_clip.FluxTextEncoderClip")},
-                "text_encoder_t5": {("flux_text_encoder_t5", FLUX_DEV.t5)},
-                "vae": {("flux_vae_encoder", FLUX_DEV.vae_encoder), ("flux_vae_decoder", FLUX_DEV.vae_decoder)}}
+    models = "diffsynth.models"
+    expected = {"dit": {("flux_dit", f"{models}.flux_dit.FluxDiT")},
+                "text_encoder_clip": {("flux_text_encoder_clip", f"{models}.flux_text_encoder_clip.FluxTextEncoderClip")},
+                "text_encoder_t5": {("flux_text_encoder_t5", f"{models}.flux_text_encoder_t5.FluxTextEncoderT5")},
+                "vae": {("flux_vae_encoder", f"{models}.flux_vae.FluxVAEEncoder"),
+                        ("flux_vae_decoder", f"{models}.flux_vae.FluxVAEDecoder")}}
     for name, tensors in state_shapes(FLUX_DEV).items():
         path = tmp_path / f"{name}.safetensors"
         _sparse_safetensors(path, tensors)
@@ -438,7 +441,8 @@ def test_tiny_shapes_are_the_embedded_checkpoint() -> None:
     from quant_guard.model.tiny.build import ensure_tiny_checkpoint
     from safetensors import safe_open
 
-    assert dict(TINY.clip_kwargs) == clip_kwargs() and TINY.t5_sequence_length == T5_SEQUENCE_LENGTH
+    clip = next(c for c in TINY.classes if c.component == "text_encoder_clip")
+    assert dict(clip.kwargs) == clip_kwargs() and TINY.t5_sequence_length == T5_SEQUENCE_LENGTH
     tiny = ensure_tiny_checkpoint()
     for name, tensors in state_shapes(TINY).items():
         with safe_open(str(getattr(tiny, name)), framework="pt") as f:

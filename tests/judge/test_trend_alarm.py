@@ -60,12 +60,12 @@ def test_every_metric_has_its_scale() -> None:
 def test_each_metric_is_bounded_on_its_own_scale() -> None:
     """x1.5 multiplies LPIPS and 1 - SSIM and is 1.76 dB of PSNR (10 log10 1.5); an amount is in
     the metric's unit. Dividing the dB by 1.5 would let 48 dB fall to 32 dB."""
-    assert h._limit(0.02, ALARM) == pytest.approx(0.03)
-    assert h._limit(0.98, dataclasses.replace(ALARM, metric="ssim")) == pytest.approx(0.97)
-    assert h._limit(48.0, dataclasses.replace(ALARM, metric="psnr")) == pytest.approx(48.0 - 10 * math.log10(1.5))
-    assert h._limit(48.0, PSNR) == pytest.approx(46.24)
-    assert h._limit(2e9, dataclasses.replace(ALARM, metric="peak_memory_bytes")) == pytest.approx(3e9)
-    assert h._limit(float("inf"), PSNR) == pytest.approx(100 - 1.76)  # identical images count as 100 dB
+    assert history_alarm._limit(0.02, ALARM) == pytest.approx(0.03)
+    assert history_alarm._limit(0.98, dataclasses.replace(ALARM, metric="ssim")) == pytest.approx(0.97)
+    assert history_alarm._limit(48.0, dataclasses.replace(ALARM, metric="psnr")) == pytest.approx(48.0 - 10 * math.log10(1.5))
+    assert history_alarm._limit(48.0, PSNR) == pytest.approx(46.24)
+    assert history_alarm._limit(2e9, dataclasses.replace(ALARM, metric="peak_memory_bytes")) == pytest.approx(3e9)
+    assert history_alarm._limit(float("inf"), PSNR) == pytest.approx(100 - 1.76)  # identical images count as 100 dB
 
 
 # ---- simulated series ------------------------------------------------------------------------------

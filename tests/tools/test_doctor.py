@@ -384,7 +384,7 @@ def test_full_size_fails_each_limit_it_measured(tmp_path: Path, monkeypatch: pyt
     assert code == 1, out
     failed = {line.split()[1] for line in out.splitlines() if line.startswith("  [FAIL]")}
     assert {"peak_vram", "resident_vram", "step_time", "host_ram"} <= failed, out
-    assert re.search(r"\[FAIL\] host_ram +bf16 build: peak RSS [\d.]+ GiB of 1.00 MiB", out), out
+    assert re.search(r"\[FAIL\] host_ram +bf16 build: peak RSS [\d.]+ [KMG]iB of 1.00 MiB", out), out
     cells = _rows(out)["float8_e4m3fn"]
     assert all(f"{topic} FAIL" in cells[9] for topic in ("host_ram", "peak_vram", "resident_vram", "step_time"))
 

@@ -40,23 +40,32 @@ def font_path() -> Path:
 def sign_image(lines: tuple[tuple[str, int], ...] = (("NEON CITY", 36),), *, size: tuple[int, int] = (320, 160),
                squeeze: int = 0, at: tuple[int, int] | None = None, seed: int = 0) -> np.ndarray:
     """A uint8 HxWx3 image (``size`` = width, height) with ``lines`` ((text, font size in px), top
-    to bottom) drawn on a dark panel over a noisy gradient; each letter's advance shortened by
-    ``squeeze`` px. ``at``: the panel's top left (default: centred)."""
+    to bottom) drawn on a dark panel over a noisy gradient (``paint_sign``)."""
     import numpy as np
-    from PIL import Image, ImageDraw, ImageFont
 
     width, height = size
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
     background = np.stack([40 + 80 * xx / width, 60 + 60 * yy / height, 120 + 0 * xx], axis=-1)
     background += rng.normal(0, 12, background.shape)
-    picture = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
+    return paint_sign(np.clip(background, 0, 255).astype(np.uint8), lines, squeeze=squeeze, at=at)
+
+
+def paint_sign(image: np.ndarray, lines: tuple[tuple[str, int], ...], *, squeeze: int = 0,
+               at: tuple[int, int] | None = None) -> np.ndarray:
+    """``image`` (uint8 HxWx3) with a sign painted on it: ``lines`` ((text, font size in px), top to
+    bottom) in neon ink on a dark panel, each letter's advance shortened by ``squeeze`` px. ``at``:
+    the panel's top left (default: centred)."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    picture = Image.fromarray(image)
     draw = ImageDraw.Draw(picture)
     fonts = [ImageFont.truetype(str(font_path()), px) for _, px in lines]
     widths = [_advance(draw, font, text, squeeze) for (text, _), font in zip(lines, fonts)]
     pad = max(px for _, px in lines) // 4
     panel_w, panel_h = max(widths) + 2 * pad, sum(round(px * 1.25) for _, px in lines) + pad
-    left, top = at if at is not None else ((width - panel_w) // 2, (height - panel_h) // 2)
+    left, top = at if at is not None else ((picture.width - panel_w) // 2, (picture.height - panel_h) // 2)
     draw.rectangle((left, top, left + panel_w, top + panel_h), fill=PANEL)
     y = top + pad // 2
     for (text, px), font, line_w in zip(lines, fonts, widths):

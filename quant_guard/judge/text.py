@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 INSTALL_HINT = ("install the Python binding with pip install 'quant_guard[text]' and the Tesseract OCR engine "
                 "from the system's packages (Debian/Ubuntu: apt-get install tesseract-ocr; bash ci/install.sh "
                 "does both)")
-MIN_SIDE = 256  # an image (or region) whose shorter side is below this many pixels is upscaled ...
+MIN_SIDE = 400  # an image (or region) whose shorter side is below this many pixels is upscaled ...
 MAX_UPSCALE = 8  # ... by an integer factor up to this
 # Tesseract's page segmentation modes tried on the greyscale image; the reading with the most
 # confidently read characters (``_confident_chars``) is kept. Measured on neon signs over a noisy

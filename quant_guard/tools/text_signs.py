@@ -102,7 +102,32 @@ def jpeg_image(image: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buffer).convert("RGB")).copy()
 
 
-def merged_sign(step: int, **kwargs: object) -> np.ndarray:
-    """The merge damage at ``step`` (0 = intact): letters ``3 * step`` px closer, thickened by
-    ``step // 2`` px."""
-    return dilate_image(sign_image(squeeze=3 * step, **kwargs), step // 2)  # type: ignore[arg-type]
+# The damage series of the tests and of docs/text_legibility.png (benchmarks/text_legibility.py), each
+# from intact to unreadable for a person: the street sign has three sizes of print, as a street shows
+# them (damage takes the small print first); JPEG leaves it legible at any quality, so JPEG damages
+# a smaller sign.
+STREET_SIGN = (("NEON CITY", 40), ("OPEN ALL NIGHT", 26), ("NOODLES RAMEN SAKE", 18))
+STREET_SIZE = (360, 200)
+SMALL_SIGN = (("NEON CITY", 20), ("OPEN ALL NIGHT", 14))
+SMALL_SIZE = (200, 200)
+SERIES: dict[str, tuple[float, ...]] = {
+    "blur": (0.0, 1.0, 2.0, 2.5, 3.0, 3.5, 4.0),  # Gaussian sigma, px
+    "merge": (0, 2, 3, 4, 5, 6),  # px less advance per letter, thickened by a third of that
+    "jpeg": (90, 20, 10, 5, 3, 1),  # quality
+}
+
+
+def damaged(kind: str, step: float) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The sign of series ``kind`` damaged at ``step``, and the text it shows intact."""
+    from quant_guard.tools.degrade import soften_image
+
+    if kind == "jpeg":
+        return jpeg_image(sign_image(SMALL_SIGN, size=SMALL_SIZE), int(step)), tuple(t for t, _ in SMALL_SIGN)
+    if kind == "merge":
+        image = dilate_image(sign_image(STREET_SIGN, size=STREET_SIZE, squeeze=int(step)), int(step) // 3)
+    elif kind == "blur":
+        image = sign_image(STREET_SIGN, size=STREET_SIZE)
+        image = soften_image(image, step) if step else image
+    else:
+        raise ValueError(f"no damage series {kind!r}; known: {', '.join(SERIES)}")
+    return image, tuple(t for t, _ in STREET_SIGN)

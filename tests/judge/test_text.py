@@ -1,10 +1,10 @@
 """The text legibility check (quant_guard.judge.text) on images with real rendered text: DejaVu
 Sans Bold drawn by Pillow (quant_guard.tools.text_signs), read by Tesseract.
 
-The damage series (blur, letters merged, JPEG) must raise the character error rate monotonically
-and cross the default limit (``TEXT_CER_MAX``) where the sign stops being readable; the intact
-sign passes. Which steps a person can still read was judged on the images of
-docs/text_legibility.png (benchmarks/text_legibility.py draws them with the figures)."""
+The damage series (blur, letters merged, JPEG; ``text_signs.SERIES``) must raise the character
+error rate monotonically and cross the default limit (``TEXT_CER_MAX``) where the sign stops
+being readable; the intact sign passes. Which steps a person can still read was judged on the
+images of docs/text_legibility.png (benchmarks/text_legibility.py draws them with the figures)."""
 
 from __future__ import annotations
 
@@ -29,18 +29,10 @@ from quant_guard.judge.text import (
     upscale_factor,
 )
 from quant_guard.tools.degrade import soften_image
-from quant_guard.tools.text_signs import dilate_image, jpeg_image, sign_image
+from quant_guard.tools.text_signs import SERIES, STREET_SIGN, STREET_SIZE, damaged, jpeg_image, sign_image
 
-# A sign of three sizes, as a street shows them: damage takes the small print first.
-LINES = (("NEON CITY", 40), ("OPEN ALL NIGHT", 26), ("NOODLES RAMEN SAKE", 18))
+LINES, SIZE = STREET_SIGN, STREET_SIZE
 EXPECTED = tuple(text for text, _ in LINES)
-SIZE = (360, 200)
-# (name, steps from intact to destroyed, how to damage the sign at a step); the last step of each
-# is unreadable to a person (docs/text_legibility.png)
-BLUR = (0.0, 1.0, 2.0, 2.5, 3.0, 3.5, 4.0)  # Gaussian sigma, px
-MERGE = (0, 2, 3, 4, 5, 6)  # px less advance per letter (and thickened by a third of that)
-JPEG = (90, 20, 5, 3, 2, 1)  # quality; the small-print sign below
-SMALL = (("NEON CITY", 16), ("OPEN ALL NIGHT", 12))
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +42,6 @@ def sign() -> np.ndarray:
 
 def blurred(sign: np.ndarray, sigma: float) -> np.ndarray:
     return soften_image(sign, sigma) if sigma else sign
-
-
-def merged(step: int) -> np.ndarray:
-    return dilate_image(sign_image(LINES, size=SIZE, squeeze=step), step // 3)
-
-
-def cer_of(image: np.ndarray, expected: tuple[str, ...] = EXPECTED) -> float:
-    return character_error_rate(expected, read_text(image).text)
 
 
 # ---- scoring -----------------------------------------------------------------------------------
@@ -88,8 +72,9 @@ def test_the_reading_against_the_golden_is_a_plain_edit_distance() -> None:
 
 
 def test_small_images_are_upscaled_before_reading() -> None:
-    assert upscale_factor(64, 64) == 4 and upscale_factor(1024, 1024) == 1
-    assert upscale_factor(20, 300) == MAX_UPSCALE and upscale_factor(MIN_SIDE, 2 * MIN_SIDE) == 1
+    assert upscale_factor(1024, 1024) == 1 and upscale_factor(MIN_SIDE, 2 * MIN_SIDE) == 1
+    assert upscale_factor(256, 256) == 2 and upscale_factor(200, 360) == 2 and upscale_factor(64, 64) == 7  # tiny renders
+    assert upscale_factor(20, 300) == MAX_UPSCALE
 
 
 # ---- reading -----------------------------------------------------------------------------------
@@ -117,23 +102,18 @@ def test_a_region_reads_only_the_text_inside_it() -> None:
         crop(image, (300, 0, 100, 50))
 
 
-@pytest.mark.parametrize(("name", "steps", "damage"), [
-    ("blur", BLUR, lambda sign, s: blurred(sign, s)),
-    ("merge", MERGE, lambda sign, s: merged(s)),
-])
-def test_damage_raises_the_error_rate_monotonically_past_the_limit(sign: np.ndarray, name: str, steps: tuple[float, ...],
-                                                                   damage: object) -> None:
-    rates = [cer_of(damage(sign, s)) for s in steps]  # type: ignore[operator]
-    assert rates == sorted(rates), f"{name}: CER {rates} over steps {steps} is not monotonic"
-    assert rates[0] == 0.0 and rates[0] <= TEXT_CER_MAX  # intact: passes
-    assert rates[-1] > TEXT_CER_MAX, f"{name}: the unreadable last step reads CER {rates[-1]}"
-    assert any(0 < r < 1 for r in rates), f"{name}: no partial reading between intact and destroyed: {rates}"
-
-
-def test_jpeg_damage_raises_the_error_rate_monotonically_past_the_limit() -> None:
-    small = sign_image(SMALL, size=(240, 120))
-    rates = [cer_of(jpeg_image(small, q), tuple(t for t, _ in SMALL)) for q in JPEG]
-    assert rates == sorted(rates) and rates[0] == 0.0 and rates[-1] > TEXT_CER_MAX, rates
+@pytest.mark.parametrize("kind", list(SERIES))
+def test_damage_raises_the_error_rate_monotonically_past_the_limit(kind: str) -> None:
+    """Each series ends on an image a person cannot read (docs/text_legibility.png); its CER must
+    rise step by step from 0 and end above the limit, with a partial reading on the way."""
+    rates = []
+    for step in SERIES[kind]:
+        image, expected = damaged(kind, step)
+        rates.append(character_error_rate(expected, read_text(image).text))
+    assert rates == sorted(rates), f"{kind}: CER {rates} over steps {SERIES[kind]} is not monotonic"
+    assert rates[0] == 0.0 <= TEXT_CER_MAX  # intact: passes
+    assert rates[-1] > TEXT_CER_MAX, f"{kind}: the unreadable last step reads CER {rates[-1]}"
+    assert any(0 < r < 1 for r in rates), f"{kind}: no partial reading between intact and destroyed: {rates}"
 
 
 # ---- the judgement -----------------------------------------------------------------------------

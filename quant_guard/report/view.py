@@ -128,6 +128,8 @@ class TextView:
     region: tuple[float, float, float, float] | None  # percentages of the image, as the word boxes
     region_px: str
     panels: tuple[TextPanel, ...]
+    display_width: int  # on-screen size of each image: large enough to read the words boxed on it
+    display_height: int
 
 
 @dataclass(frozen=True)
@@ -376,6 +378,9 @@ def _scorecard_rows(record: Mapping[str, Any]) -> tuple[Row, ...]:
     return tuple(rows)
 
 
+TEXT_DISPLAY = 480  # px: the text check's images are shown at least this wide (small renders enlarged), at most twice
+
+
 def _text_view(record: Mapping[str, Any], images: Mapping[str, str], width: int, height: int) -> TextView | None:
     """Golden and candidate side by side with the words read in each boxed; None without a text check."""
     text = (record.get("scorecard") or {}).get("text")
@@ -400,7 +405,8 @@ def _text_view(record: Mapping[str, Any], images: Mapping[str, str], width: int,
     return TextView(expected=", ".join(f"“{w}”" for w in text.get("expected") or []),
                     region=_pct(region, width, height) if region else None,
                     region_px=f"region x {region[0]}, y {region[1]}, {region[2]}×{region[3]} px" if region else "",
-                    panels=tuple(panels))
+                    panels=tuple(panels), display_width=(shown := min(max(width, TEXT_DISPLAY), 2 * TEXT_DISPLAY)),
+                    display_height=round(shown * height / max(width, 1)))
 
 
 def _pct(box: Sequence[int], width: int, height: int) -> tuple[float, float, float, float]:

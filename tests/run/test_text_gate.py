@@ -37,7 +37,7 @@ def painted_sign(monkeypatch):
         done = real(session, vc, scheme)
         image = paint_sign(done.image, (("NEON CITY", 28), ("OPEN ALL NIGHT", 18)))
         if scheme != REFERENCE and os.environ.get("QG_TEST_SIGN") == "blurred":
-            image = soften_image(image, 4.0)
+            image = soften_image(image, 6.0)  # no longer readable, by a person or by OCR
         return dataclasses.replace(done, image=image)
 
     monkeypatch.setattr(gate, "_render", render)

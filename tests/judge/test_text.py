@@ -133,6 +133,19 @@ def test_the_judgement_fails_unreadable_text_and_passes_readable_text(sign: np.n
     assert judge(sign, blurred(sign, 4.0), loose, prompt="a sign").scorecard.text is None
 
 
+def test_text_the_golden_lacks_fails_even_when_the_candidate_matches_the_golden() -> None:
+    """The expected words are the reference, not the golden: a model that never draws the sign
+    fails its case however faithfully the candidate copies the golden."""
+    ramen = sign_image((("RAMEN BAR", 36),), size=(360, 120))
+    loose = Thresholds(lpips_max=2.0, ssim_min=-1.0, psnr_min=0.0, text_cer_max=TEXT_CER_MAX)
+    result = judge(ramen, ramen, loose, prompt="a sign", text=TextExpectation(("NEON CITY",)))
+    (failed,) = result.failed
+    text = result.scorecard.text
+    assert failed.key == "text_cer_max" and text is not None and text.cer_vs_golden == 0.0
+    assert text.golden_cer == text.cer > TEXT_CER_MAX
+    assert 'golden reads "' in text.describe() and "RAMEN BAR" in text.describe()
+
+
 def test_the_expected_mode_holds_the_text_cer_to_its_recorded_value(sign: np.ndarray) -> None:
     from quant_guard.config.thresholds import ExpectedSettings
 

@@ -31,16 +31,16 @@ from quant_guard.tools.text_signs import paint_sign
 
 @pytest.fixture(autouse=True)
 def painted_sign(monkeypatch):
-    real = gate._render
+    real = gate._Renderer.__call__
 
-    def render(session, vc, scheme):
-        done = real(session, vc, scheme)
+    def render(self, scheme):
+        done = real(self, scheme)
         image = paint_sign(done.image, (("NEON CITY", 28), ("OPEN ALL NIGHT", 18)))
         if scheme != REFERENCE and os.environ.get("QG_TEST_SIGN") == "blurred":
             image = soften_image(image, 6.0)  # no longer readable, by a person or by OCR
         return dataclasses.replace(done, image=image)
 
-    monkeypatch.setattr(gate, "_render", render)
+    monkeypatch.setattr(gate._Renderer, "__call__", render)
 '''
 # everything but the text loosened: the blurred candidate must fail on its text alone
 TEXT_CASE = '''size = "256x256"

@@ -19,8 +19,8 @@ by their length.
 The engine is Tesseract (Debian's ``tesseract-ocr``, with its English model), called through
 pytesseract. pytesseract is a pure-Python wheel that runs the ``tesseract`` program once per
 image: nothing to compile, any Tesseract the system packages provide works, and the cost (a
-process start and a model load, about 0.2 s an image) is small beside a render; the golden's
-reading is cached per image. tesserocr binds Tesseract's C++ API and saves that start-up, but it
+process start and a model load per call, two calls an image: 1-4 s an image on this project's
+busy 2-core machine) is small beside a 1024² render; the golden's reading is cached. tesserocr binds Tesseract's C++ API and saves that start-up, but it
 is built from source against ``libtesseract-dev`` with a C++ compiler (or comes as a wheel with
 its own Tesseract), which a fresh CI machine or a GPU runner would have to provide. Both run
 offline on a CPU.
@@ -48,8 +48,11 @@ if TYPE_CHECKING:
 INSTALL_HINT = ("install the Python binding with pip install 'quant_guard[text]' and the Tesseract OCR engine "
                 "from the system's packages (Debian/Ubuntu: apt-get install tesseract-ocr; bash ci/install.sh "
                 "does both)")
-MIN_SIDE = 400  # an image (or region) whose shorter side is below this many pixels is upscaled ...
-MAX_UPSCALE = 8  # ... by an integer factor up to this
+# An image (or region) whose shorter side is below MIN_SIDE px is upscaled (Lanczos) by an integer factor
+# up to MAX_UPSCALE. Tesseract reads best around one scale: a 256x256 render's sign (28 px capitals) read
+# "NEON C ... |GHT" as it is and in full at x2; a 360x200 sign lost a word at x3 that it kept at x2.
+MIN_SIDE = 400
+MAX_UPSCALE = 8
 # Tesseract's page segmentation modes tried on the greyscale image; the reading with the most
 # confidently read characters (``_confident_chars``) is kept. Measured on neon signs over a noisy
 # background (tests/judge/test_text.py): automatic segmentation (3) read a one-line sign that

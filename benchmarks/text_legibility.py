@@ -52,7 +52,7 @@ def grid(results: dict[str, list[tuple[float, np.ndarray, str, float]]]) -> Imag
             colour = (26, 127, 55) if cer <= TEXT_CER_MAX else (207, 34, 46)
             draw.text((x + 4, y + CELL[1] + 2), f"{kind}: {UNITS[kind].format(step)}", font=bold, fill=(0, 0, 0))
             draw.text((x + 4, y + CELL[1] + 16), f"CER {cer:.2f} {verdict} (max {TEXT_CER_MAX})", font=bold, fill=colour)
-            shown = reading if len(reading) <= 32 else reading[:31] + "…"
+            shown = reading if len(reading) <= 28 else reading[:27] + "…"
             draw.text((x + 4, y + CELL[1] + 31), f"read: “{shown}”" if reading else "read: nothing", font=small,
                       fill=(80, 80, 80))
     return sheet

@@ -349,6 +349,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     for item in items:
         _marker_overrides(item)  # validate early: a typo is a usage error, not a late failure
     _probe_schemes(config, items)
+    _require_ocr(items)
     if any(item.get_closest_marker("gpu") for item in items):
         import torch  # only when GPU tests are selected
 
@@ -357,6 +358,25 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             raise pytest.UsageError(
                 f"quant_guard: {len(gpu)} selected test(s) are marked gpu (e.g. {gpu[0]}) but torch sees no CUDA "
                 "device. Run them on a GPU machine, or deselect them with -m 'not gpu'.")
+
+
+def _require_ocr(items: list[pytest.Item]) -> None:
+    """A selected case that expects text (``expect_text``) needs the OCR engine: without it the
+    run stops at collection saying how to install it (never a skip, never a silent pass)."""
+    wanting = [vc.id for item in items if isinstance(vc := _visual_case(item), VisualCase) and vc.case.expect_text]
+    if not wanting:
+        return
+    from quant_guard.judge.text import ocr_problem
+
+    problem = ocr_problem()
+    if problem:
+        raise pytest.UsageError(f"quant_guard: {len(wanting)} selected test(s) check text (expect_text, e.g. "
+                                f"{wanting[0]}), but {problem}")
+
+
+def _visual_case(item: pytest.Item) -> Any:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("qg_case") if callspec is not None else None
 
 
 def _probe_schemes(config: pytest.Config, items: list[pytest.Item]) -> None:

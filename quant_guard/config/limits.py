@@ -79,7 +79,8 @@ class DriftTolerance:
 # ---- the metrics history -------------------------------------------------------------------------
 
 # name -> higher is better; the metrics a history record keeps and the alarm can watch
-METRICS: dict[str, bool] = {"lpips": False, "ssim": True, "psnr": True, "peak_memory_bytes": False,
+# (text_cer: the text check's character error rate, only for a case with expect_text)
+METRICS: dict[str, bool] = {"lpips": False, "ssim": True, "psnr": True, "text_cer": False, "peak_memory_bytes": False,
                             "resident_memory_bytes": False, "median_step_s": False}
 # how the metrics with a unit print
 UNIT_FORMATS: dict[str, Callable[[float], str]] = {"peak_memory_bytes": format_bytes,

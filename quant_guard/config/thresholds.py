@@ -47,7 +47,7 @@ class Limit:
 # What a reviewer looks at (the source article's stability table): each limit counts against one.
 DIMENSIONS: dict[str, str] = {
     "structure": "broken structure", "colour": "colour collapse", "sharpness": "softened detail",
-    "meaning": "meaning lost",
+    "meaning": "meaning lost", "text": "garbled text",
 }
 
 LIMITS: tuple[Limit, ...] = (
@@ -68,6 +68,8 @@ LIMITS: tuple[Limit, ...] = (
           "region_margin"),
     Limit("artifacts_max", "artifacts_worst", "worst LPIPS region", False, 0.0, 2.0, "structure",
           "region_margin", "lpips_factor"),
+    # only for a case that sets expect_text (quant_guard.judge.text): the candidate's reading against the expected words
+    Limit("text_cer_max", "text_cer", "text CER", False, 0.0, 1.0, "text", "text_cer_margin"),
 )
 LIMITS_BY_KEY: dict[str, Limit] = {limit.key: limit for limit in LIMITS}
 LIMIT_KEYS: tuple[str, ...] = tuple(LIMITS_BY_KEY)
@@ -99,6 +101,7 @@ class Thresholds:
     sharpness_worst_min: float | None = None
     structure_worst_min: float | None = None
     artifacts_max: float | None = None
+    text_cer_max: float | None = None  # judged only for a case with expect_text
     meaning: str | None = None  # the semantic scorer whose verdict must hold; None or "off": none
 
     DEFAULT: ClassVar[Thresholds]
@@ -117,8 +120,12 @@ class Thresholds:
 # SSIM 0.94-0.98, INT W8A8 27 dB PSNR, while a broken render (an unrelated image) scores LPIPS
 # 0.77 / SSIM 0.22. Per-case precision comes from the expected mode, or from thresholds measured
 # for the checkpoint, like the embedded tiny checkpoint's below. No scorecard limit by default:
-# no published float8 measurement of them exists to set one from.
-Thresholds.DEFAULT = Thresholds(lpips_max=0.1, ssim_min=0.85, psnr_min=22.0)
+# no published float8 measurement of them exists to set one from. The text limit is the exception: it
+# only judges a case that lists the text its image must show (``expect_text``), and a third of the
+# expected characters wrong is where the damaged signs of tests/judge/test_text.py stopped being
+# readable (README, "Text legibility").
+TEXT_CER_MAX = 0.3
+Thresholds.DEFAULT = Thresholds(lpips_max=0.1, ssim_min=0.85, psnr_min=22.0, text_cer_max=TEXT_CER_MAX)
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,7 @@ class ThresholdOverrides:
     sharpness_worst_min: float | None = None
     structure_worst_min: float | None = None
     artifacts_max: float | None = None
+    text_cer_max: float | None = None
     meaning: str | None = None
 
     def over(self, base: ThresholdOverrides) -> ThresholdOverrides:
@@ -211,3 +219,4 @@ class ExpectedSettings:
     hue_margin_deg: float = 2.0
     sharpness_margin: float = 0.05  # of the sharpness ratio
     region_margin: float = 0.02  # worst-region SSIM and LPIPS (one tile moves more than the image)
+    text_cer_margin: float = 0.1  # of the text CER: about one more wrong character in ten

@@ -15,6 +15,9 @@ LPIPS/SSIM/PSNR say how much an image changed; the scorecard says how:
 - artifacts: the worst window of the spatial LPIPS map (``quant_guard.judge.regions``).
 - meaning: a semantic check of golden and candidate against the prompt
   (``quant_guard.judge.semantic``), only when a scorer is given.
+- text: the words golden and candidate show, read by OCR, and the candidate's character error
+  rate against the text the case expects (``quant_guard.judge.text``), only for a case with
+  ``expect_text``.
 
 numpy, scipy, scikit-image and torch are imported inside the functions.
 """
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from quant_guard.judge.semantic import MeaningScore, SemanticScorer
+    from quant_guard.judge.text import TextExpectation, TextScore
 
 SATURATED_CHROMA = 20.0  # CIELAB C*ab above which a golden pixel counts as saturated (sRGB primaries: 50-134)
 MIN_SATURATED_PIXELS = 16  # fewer saturated golden pixels: no hue shift is reported
@@ -105,6 +109,7 @@ class Scorecard:
     structure: StructureScore
     artifacts: ArtifactScore
     meaning: MeaningScore | None = None
+    text: TextScore | None = None
 
     def values(self) -> dict[str, float | None]:
         """The numbers a limit can bound (``quant_guard.config.thresholds.LIMITS``), by key; None where
@@ -117,6 +122,7 @@ class Scorecard:
             "structure_worst": self.structure.worst.value,
             # an LPIPS limit bounds LPIPS only (images under 31 px get a pixel-difference map)
             "artifacts_worst": (a.worst.value if a.worst is not None else 0.0) if a.kind == "LPIPS" else None,
+            "text_cer": self.text.cer if self.text is not None else None,
         }
 
     @property
@@ -153,12 +159,17 @@ class Scorecard:
         parts = [colour, sharp, structure, artifacts]
         if self.meaning is not None:
             parts.append(f"meaning: {self.meaning.describe()}")
+        if self.text is not None:
+            parts.append(f"text: {self.text.describe(limits.get('text_cer', ''))}")
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types (for results.json); a non-finite number becomes null."""
         data = asdict(self)
         data["sharpness"]["words"] = self.sharpness.words
+        if self.text is not None:  # the readings as one string each, beside their words and boxes
+            data["text"]["golden"]["text"] = self.text.golden.text
+            data["text"]["candidate"]["text"] = self.text.candidate.text
         return _finite(data)
 
 
@@ -302,9 +313,9 @@ def artifact_score(golden: np.ndarray, candidate: np.ndarray, lpips_map: np.ndar
 
 def compute_scorecard(golden: np.ndarray, candidate: np.ndarray, *, prompt: str | None = None,
                       scorer: SemanticScorer | None = None, lpips_map: np.ndarray | None = None,
-                      ssim: tuple[float, np.ndarray] | None = None) -> Scorecard:
+                      ssim: tuple[float, np.ndarray] | None = None, text: TextExpectation | None = None) -> Scorecard:
     """The scorecard of two uint8 HxWx3 images of equal shape. ``scorer`` (with ``prompt``) adds
-    the meaning check; ``lpips_map`` and ``ssim`` (value, map) reuse what the gate's comparison
+    the meaning check, ``text`` the text legibility check; ``lpips_map`` and ``ssim`` (value, map) reuse what the gate's comparison
     computed (``metrics.compare_with_maps``): the scorecard then costs only its own measures."""
     import numpy as np
     from skimage.color import rgb2lab
@@ -329,4 +340,11 @@ def compute_scorecard(golden: np.ndarray, candidate: np.ndarray, *, prompt: str 
         structure=structure_score(golden, candidate, side, ssim),
         artifacts=artifact_score(golden, candidate, lpips_map),
         meaning=meaning,
+        text=_text_score(golden, candidate, text) if text is not None else None,
     )
+
+
+def _text_score(golden: np.ndarray, candidate: np.ndarray, text: TextExpectation) -> TextScore:
+    from quant_guard.judge.text import text_score
+
+    return text_score(golden, candidate, text)

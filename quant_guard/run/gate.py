@@ -22,6 +22,7 @@ from quant_guard.judge.drift import (Comparison, DriftCheck, DriftOutcome, close
                                      within_tolerance)
 from quant_guard.judge.judgement import compare, judge, judge_checks, meaning_unavailable
 from quant_guard.judge.semantic import ScorerUnavailable
+from quant_guard.judge.text import OcrUnavailable, TextExpectation
 from quant_guard.model.checkpoints import CheckpointError
 from quant_guard.run.case_plan import CasePlan, plan_case
 from quant_guard.run.cases import CaseResult, TestAddress, TestOverrides, UpdateRecord, Verdict, VisualCase
@@ -67,6 +68,8 @@ def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
         result = CaseResult(vc, Verdict.ERROR, str(exc))
     except ScorerUnavailable as exc:
         result = CaseResult(vc, Verdict.ERROR, meaning_unavailable(exc))
+    except OcrUnavailable as exc:
+        result = CaseResult(vc, Verdict.ERROR, f"the text check (expect_text) cannot run: {exc}")
     except LoadOutOfMemory as exc:
         traceback.clear_frames(exc.__traceback__)
         result = _out_of_memory(session, vc, plan, exc.what, exc.error)
@@ -392,7 +395,8 @@ def _judge(plan: CasePlan, golden: np.ndarray, candidate: Render, *, expected: I
         return CaseResult(vc, Verdict.DEGENERATE, f"degenerate candidate output: {problem}\n"
                           + _paths(common["images"]), **common)
     judgement = judge(golden, candidate.image, plan.thresholds, prompt=vc.case.prompt,
-                      expected=expected, expected_scorecard=expected_scorecard, settings=plan.expected)
+                      expected=expected, expected_scorecard=expected_scorecard, settings=plan.expected,
+                      text=text_expectation(vc))
     metrics, card, checks = judgement.metrics, judgement.scorecard, list(judgement.checks)
     common["scorecard"] = card
     image_ok = judgement.passed
@@ -419,8 +423,14 @@ def _checks(plan: CasePlan, metrics: ImageMetrics, card: Scorecard, expected: Im
 
 
 def _compare(plan: CasePlan, golden: np.ndarray, candidate: np.ndarray) -> tuple[ImageMetrics, Scorecard]:
-    """The judgement's comparison (``judgement.compare``) for this case's prompt."""
-    return compare(golden, candidate, plan.thresholds, prompt=plan.case.case.prompt)
+    """The judgement's comparison (``judgement.compare``) for this case's prompt (and text)."""
+    return compare(golden, candidate, plan.thresholds, prompt=plan.case.case.prompt, text=text_expectation(plan.case))
+
+
+def text_expectation(vc: VisualCase) -> TextExpectation | None:
+    """The text the case's image must show (``expect_text``), or None when it lists none."""
+    case = vc.case
+    return TextExpectation(case.expect_text, case.expect_text_region) if case.expect_text else None
 
 
 def _write_images(plan: CasePlan, golden: np.ndarray, candidate: np.ndarray, golden_png: Path) -> dict[str, Path]:

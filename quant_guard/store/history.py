@@ -163,7 +163,8 @@ def from_result(record: Mapping[str, Any], run: RunInfo) -> HistoryRecord:
         test_id=str(record.get("id")), checkpoint=str(record.get("checkpoint")), scheme=record.get("scheme"),
         case=str(record.get("case")), seed=int(record.get("seed") or 0), verdict=str(record.get("verdict")),
         metrics={"lpips": _number(metrics.get("lpips")), "ssim": _number(metrics.get("ssim")),
-                 "psnr": _number(metrics.get("psnr")), "peak_memory_bytes": _number(memory.get("peak_bytes")),
+                 "psnr": _number(metrics.get("psnr")), "text_cer": _number(_text(record).get("cer")),
+                 "peak_memory_bytes": _number(memory.get("peak_bytes")),
                  "resident_memory_bytes": _number(memory.get("at_start_bytes")),
                  "median_step_s": statistics.median(steps) if steps else None},
         env_hash=environment_hash(fingerprint), environment=fingerprint, limits=_limits_of(record),
@@ -178,7 +179,14 @@ def _comparison_metrics(drift: Mapping[str, Any], name: str) -> Mapping[str, Any
     return metrics if isinstance(metrics, Mapping) else {}
 
 
-_CHECK_METRICS = {"LPIPS": "lpips", "SSIM": "ssim", "PSNR": "psnr"}
+def _text(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The text check of a results.json record's scorecard; empty when the case expects no text."""
+    card = record.get("scorecard")
+    text = card.get("text") if isinstance(card, Mapping) else None
+    return text if isinstance(text, Mapping) else {}
+
+
+_CHECK_METRICS = {"LPIPS": "lpips", "SSIM": "ssim", "PSNR": "psnr", "text CER": "text_cer"}
 
 
 def _limits_of(record: Mapping[str, Any]) -> dict[str, float | None]:

@@ -109,6 +109,24 @@ def machine_findings(devices: list[Gpu]) -> list[Finding]:
     return out
 
 
+def ocr_findings(config: QuantGuardConfig | None) -> list[Finding]:
+    """Whether the OCR engine of the text check (``quant_guard.judge.text``) runs here: a FAIL when
+    a case of the configuration expects text, else a warning (nothing needs it yet)."""
+    import importlib.metadata
+
+    from quant_guard.judge.text import engine_version, ocr_problem
+
+    wanting = [c.id for c in config.cases if c.expect_text] if config is not None else []
+    problem = ocr_problem()
+    if problem is None:
+        binding = importlib.metadata.version("pytesseract")
+        return [Finding(Status.OK, "OCR", f"Tesseract {engine_version()} (pytesseract {binding}); "
+                                          f"{len(wanting)} case(s) expect text")]
+    if wanting:
+        return [Finding(Status.FAIL, "OCR", f"case(s) {', '.join(wanting)} expect text, but {problem}")]
+    return [Finding(Status.WARN, "OCR", f"no case expects text yet, but a case with expect_text could not run: {problem}")]
+
+
 # The oldest Linux driver each CUDA major version of a torch wheel runs on (NVIDIA's "CUDA
 # Compatibility" guide, minor version compatibility: a cu12x wheel needs a driver of the 12.x
 # family, >= 525.60.13; a cu13x wheel >= 580.65.06). PyPI's default torch wheel is a CUDA 13
@@ -476,6 +494,7 @@ def doctor(config_file: Path | None, full_size: FullSizeRequest | None, *, check
     else:
         show("configuration", [Finding(Status.INFO, "config", f"{config.source}: {len(config.checkpoints)} "
                                                               "checkpoint(s)")])
+    show("text legibility", ocr_findings(config))
     measured = None
     if full_size is not None:
         measured = _full_size(full_size, plan_checkpoint(config, checkpoint_id), devices, print_)

@@ -312,9 +312,11 @@ class _Run:
                 keep_images: bool = False) -> Variant:
         """Build the DiT (unless ``pipe`` holds it already) and render every case with it."""
         from quant_guard.run.case_plan import render_request
+        from quant_guard.run.gate import text_expectation
         from quant_guard.judge.judgement import judge, meaning_unavailable
         from quant_guard.model.render import render
         from quant_guard.judge.semantic import ScorerUnavailable
+        from quant_guard.judge.text import OcrUnavailable
         from quant_guard.model.scheme_check import stored_bytes
 
         start = time.monotonic()
@@ -327,9 +329,12 @@ class _Run:
             image = render(pipe, render_request(vc, self.session.resolved(vc.checkpoint).t5_sequence_length),
                            on_step=on_step).image
             try:
-                judgement = judge(self.goldens[stem], image, self.targets[stem], prompt=vc.case.prompt)
+                judgement = judge(self.goldens[stem], image, self.targets[stem], prompt=vc.case.prompt,
+                                  text=text_expectation(vc))
             except ScorerUnavailable as exc:
                 raise SweepError(f"{stem}: {meaning_unavailable(exc)}") from None
+            except OcrUnavailable as exc:
+                raise SweepError(f"{stem}: the text check (expect_text) cannot run: {exc}") from None
             measures.append(CaseMeasure(stem, judgement.metrics, judgement.passed,
                                         min(check_margin(c) for c in judgement.checks),
                                         judgement.failed))

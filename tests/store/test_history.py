@@ -117,10 +117,21 @@ def test_from_result_takes_metrics_memory_step_time_and_the_fingerprint() -> Non
                                    "memory": {"kind": "cpu-rss", "peak_bytes": 1000, "at_start_bytes": 800}},
               "environment": {**ENV_A, "python": "3.11.9", "checkpoint_hashes": {"dit": "abc"}}}
     got = h.from_result(result, run_info(3))
-    assert got.metrics == {"lpips": 0.02, "ssim": 0.95, "psnr": float("inf"), "peak_memory_bytes": 1000.0,
-                           "resident_memory_bytes": 800.0, "median_step_s": 0.3}
+    assert got.metrics == {"lpips": 0.02, "ssim": 0.95, "psnr": float("inf"), "text_cer": None,
+                           "peak_memory_bytes": 1000.0, "resident_memory_bytes": 800.0, "median_step_s": 0.3}
     assert got.environment == ENV_A and got.env_hash == h.environment_hash(ENV_A)
     assert got.run_id == "run03" and got.test_id == "tiny-red-circle-s0"
+
+
+def test_from_result_keeps_the_text_cer_and_its_limit_of_a_case_that_expects_text() -> None:
+    result = {"id": "tiny-sign-s0", "checkpoint": "tiny", "case": "sign", "seed": 0, "verdict": "image-failed",
+              "metrics": {"lpips": 0.02, "ssim": 0.95, "psnr": 30.0},
+              "scorecard": {"text": {"expected": ["NEON CITY"], "cer": 0.4444, "golden_cer": 0.0}},
+              "checks": [{"metric": "text CER", "key": "text_cer_max", "value": 0.4444, "limit": 0.3,
+                          "source": "threshold", "passed": False}]}
+    got = h.from_result(result, run_info(1))
+    assert got.value("text_cer") == 0.4444 and got.limits["text_cer"] == 0.3
+    assert h.from_result({**result, "scorecard": {}}, run_info(1)).value("text_cer") is None
 
 
 def _drift_checked(golden: dict[str, float], now: dict[str, float]) -> dict:

@@ -507,3 +507,25 @@ def test_torch_cuda_build_against_the_driver_and_the_requested_build() -> None:
     assert wrong[0].status is Status.FAIL and "QG_TORCH_CUDA=cu126 asks for a CUDA 12.6 build" in wrong[0].text
     assert cuda_build_findings(None, None, "cpu") == []
     assert cuda_build_findings("12.8", None, "cpu")[0].status is Status.FAIL
+
+
+def test_doctor_reports_whether_the_text_check_can_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pytesseract
+
+    from quant_guard.config.project import parse_config
+    from quant_guard.tools.doctor import ocr_findings
+
+    def config(expect: bool) -> Any:
+        case = {"id": "sign", "prompt": "a sign", **({"expect_text": ["NEON CITY"]} if expect else {})}
+        return parse_config({"checkpoints": [{"id": "tiny", "embedded": "tiny"}], "cases": [case]},
+                            file=Path("/p/pyproject.toml"))
+
+    (ok,) = ocr_findings(config(True))
+    assert ok.status is Status.OK and re.fullmatch(r"Tesseract \d+\.\d+.* \(pytesseract [\d.]+\); 1 case\(s\) expect text",
+                                                   ok.text), ok.text
+    monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", "no-such-tesseract")
+    (missing,) = ocr_findings(config(True))
+    assert missing.status is Status.FAIL and missing.text.startswith("case(s) sign expect text, but the Tesseract OCR")
+    assert "apt-get install tesseract-ocr" in missing.text and "quant_guard[text]" in missing.text
+    (unused,) = ocr_findings(config(False))
+    assert unused.status is Status.WARN and unused.text.startswith("no case expects text yet")

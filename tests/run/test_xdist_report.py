@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from helpers import STRICT_CASE
+from run_support import XdistCheck
 
 PER_RECORD = ("outcome", "verdict", "passed", "metrics", "checks", "budget_checks", "checkpoint", "case", "seed",
               "render", "golden")
@@ -40,19 +39,18 @@ def digests(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_two_workers_give_the_same_verdicts_and_one_merged_report(pytester: pytest.Pytester,
-                                                                  qg_project: Callable[..., Path]) -> None:
-    root = qg_project(seeds="[0, 1, 2]", extra_case=STRICT_CASE)
-    pytester.runpytest("--update-golden", "--qg-report-dir", "update")  # the strict candidate fails already
+def test_two_workers_give_the_same_verdicts_and_one_merged_report(xdist_check: XdistCheck) -> None:
+    root = xdist_check.root
+    # the goldens of every case are written; the strict candidate fails already
+    assert [(r.case.case.id, r.passed) for r in xdist_check.update] == [("red-circle", True)] * 3 + [("strict", False)]
 
-    serial = pytester.runpytest_subprocess("--qg-report-dir", "serial", "-p", "no:cacheprovider")
+    serial, parallel = xdist_check.serial, xdist_check.parallel
     serial.assert_outcomes(passed=3, failed=1)
-    parallel = pytester.runpytest_subprocess("-n", "2", "--qg-report-dir", "xdist", "-p", "no:cacheprovider")
     parallel.assert_outcomes(passed=3, failed=1)
     # the controller names the failure, as a plain run does
     parallel.stdout.fnmatch_lines(["*tiny-strict-s0: image-failed: PSNR * dB < min 150.00 dB*"])
 
-    one, two = results(root / "serial"), results(root / "xdist")
+    one, two = xdist_check.results("serial"), xdist_check.results("xdist")
     assert one["summary"] == two["summary"] == {"total": 4, "passed": 3, "failed": 1,
                                                 "verdicts": {"image-failed": 1, "passed": 3}}
     assert [r["id"] for r in one["results"]] == [r["id"] for r in two["results"]]  # configuration order
@@ -63,9 +61,9 @@ def test_two_workers_give_the_same_verdicts_and_one_merged_report(pytester: pyte
     assert {r["worker"] for r in one["results"]} == {None}
     assert {r["worker"] for r in two["results"]} == {"gw0", "gw1"}  # both workers ran tests
 
-    # one results.json, written by the controller; every record's images are in that folder
+    # one results.json per run, written by the controller; every record's images are in that folder
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("results.json")) == [
-        "serial/results.json", "update/results.json", "xdist/results.json"]
+        "refused/results.json", "serial/results.json", "xdist/results.json"]
     for record in two["results"]:
         for name in ("golden", "candidate", "diff"):
             assert (root / "xdist" / record["images"][name]).is_file(), (record["id"], name)
@@ -73,7 +71,7 @@ def test_two_workers_give_the_same_verdicts_and_one_merged_report(pytester: pyte
 
 def test_update_golden_with_two_workers_writes_every_golden_once(pytester: pytest.Pytester,
                                                                  qg_project: Callable[..., Path]) -> None:
-    root = qg_project(seeds="[0, 1, 2, 3]")
+    root = qg_project(seeds="[0, 1, 2, 3]", steps=2)
     golden = root / "golden"
 
     first = pytester.runpytest_subprocess("--update-golden", "-n", "2", "--qg-report-dir", "first",

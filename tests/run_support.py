@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,6 +41,12 @@ def run_pytest(root: Path, *args: str) -> pytest.RunResult:
                             time.monotonic() - started)
 
 
+def read_results(report: Path) -> dict[str, Any]:
+    """The results.json in the report folder ``report``."""
+    data: dict[str, Any] = json.loads((report / "results.json").read_text(encoding="utf-8"))
+    return data
+
+
 @dataclass(frozen=True)
 class XdistCheck:
     """One project (red-circle seeds 0-2 and a strict case no candidate passes) checked after its
@@ -55,8 +62,7 @@ class XdistCheck:
 
     def results(self, run: str) -> dict[str, Any]:
         """The results.json of the run ``run`` ("serial", "xdist", "refused")."""
-        data: dict[str, Any] = json.loads((self.root / run / "results.json").read_text(encoding="utf-8"))
-        return data
+        return read_results(self.root / run)
 
 
 def check_under_xdist(root: Path) -> XdistCheck:
@@ -75,3 +81,33 @@ def check_under_xdist(root: Path) -> XdistCheck:
                       parallel=run("-n", "2", "--qg-report-dir", "xdist"),
                       refused=run("-n", "2", "--qg-max-step-time", "10 min", "--qg-report-dir", "refused",
                                   "-k", "red-circle-s0 or red-circle-s1"))
+
+
+@dataclass(frozen=True)
+class XdistUpdate:
+    """One project (red-circle seeds 0-3) whose goldens ``--update-golden -n 2`` wrote ("first"),
+    then checked and kept by a second ``--update-golden -n 2`` ("again"). ``first_golden`` is a
+    copy of golden/ as the first run left it; each run's report is in the folder of its name."""
+
+    root: Path
+    first: pytest.RunResult
+    first_golden: Path
+    again: pytest.RunResult
+
+    def results(self, run: str) -> dict[str, Any]:
+        """The results.json of the run ``run`` ("first", "again")."""
+        return read_results(self.root / run)
+
+
+def update_under_xdist(root: Path) -> XdistUpdate:
+    """Write the project into ``root`` and run its two parallel updates."""
+    text = project_toml(seeds="[0, 1, 2, 3]", steps=2)
+    (root / "pyproject.toml").write_text(text, encoding="utf-8")
+    (root / "test_visual.py").write_text(VISUAL_TEST, encoding="utf-8")
+
+    def update(name: str) -> pytest.RunResult:
+        return run_pytest(root, "--update-golden", "-n", "2", "--qg-report-dir", name, "-p", "no:cacheprovider")
+
+    first = update("first")
+    first_golden = shutil.copytree(root / "golden", root.parent / f"{root.name}-first-golden")
+    return XdistUpdate(root, first, first_golden, update("again"))

@@ -2,32 +2,21 @@
 and one merged results.json as `pytest`; `--update-golden -n 2` writes every golden once.
 
 The inner runs are subprocesses (xdist starts worker processes) with one thread each, so two
-workers fit two cores.
+workers fit two cores; each scenario runs once per session (tests/run/conftest.py) and the tests
+read its artifacts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-from run_support import XdistCheck
+from run_support import XdistCheck, XdistUpdate
 
 PER_RECORD = ("outcome", "verdict", "passed", "metrics", "checks", "budget_checks", "checkpoint", "case", "seed",
               "render", "golden")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-def results(folder: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-    return data
 
 
 def by_id(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -69,15 +58,13 @@ def test_two_workers_give_the_same_verdicts_and_one_merged_report(xdist_check: X
             assert (root / "xdist" / record["images"][name]).is_file(), (record["id"], name)
 
 
-def test_update_golden_with_two_workers_writes_every_golden_once(pytester: pytest.Pytester,
-                                                                 qg_project: Callable[..., Path]) -> None:
-    root = qg_project(seeds="[0, 1, 2, 3]", steps=2)
-    golden = root / "golden"
+def test_update_golden_with_two_workers_writes_every_golden_once(xdist_update: XdistUpdate) -> None:
+    root = xdist_update.root
+    golden = xdist_update.first_golden  # as the first parallel update left it
 
-    first = pytester.runpytest_subprocess("--update-golden", "-n", "2", "--qg-report-dir", "first",
-                                          "-p", "no:cacheprovider")
+    first = xdist_update.first
     first.assert_outcomes(passed=4)
-    document = results(root / "first")
+    document = xdist_update.results("first")
     assert document["summary"] == {"total": 4, "passed": 4, "failed": 0, "verdicts": {"updated": 4}}
     assert {r["worker"] for r in document["results"]} == {"gw0", "gw1"}
     stems = [f"tiny/red-circle-s{seed}" for seed in range(4)]
@@ -89,11 +76,10 @@ def test_update_golden_with_two_workers_writes_every_golden_once(pytester: pytes
         assert meta["image_sha256"] == hashlib.sha256((golden / f"{stem}.png").read_bytes()).hexdigest()
 
     # a second parallel update compares each render with its golden and leaves every file untouched
-    again = pytester.runpytest_subprocess("--update-golden", "-n", "2", "--qg-report-dir", "again",
-                                          "-p", "no:cacheprovider")
+    again = xdist_update.again
     again.assert_outcomes(passed=4)
-    assert digests(golden) == written
-    assert results(root / "again")["summary"]["verdicts"] == {"updated": 4}
+    assert digests(root / "golden") == written
+    assert xdist_update.results("again")["summary"]["verdicts"] == {"updated": 4}
 
     # the run's golden counts, summed over the workers, as a plain `--update-golden` prints them
     first.stdout.fnmatch_lines(["quant_guard: goldens 4 created, 0 updated, 0 unchanged"])

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REAL_CACHE, REPO_GOLDEN, VISUAL_TEST, project_toml, tree_digest
+from helpers import REAL_CACHE, REPO_GOLDEN, VISUAL_TEST, make_goldens, project_toml, tree_digest
 
 from quant_guard.config.project import COMPONENTS
 from quant_guard.store.paths import CACHE_ENV
@@ -69,28 +69,15 @@ def baseline(tmp_path_factory: pytest.TempPathFactory, _heavy_modules: None) -> 
     """``baseline(seeds="[0, 1]", steps=4)`` -> a golden directory for ``project_toml`` with
     those keywords, made by the gate's own update path (what ``--update-golden`` writes).
     Cached per configuration; copy it, never modify it."""
-    from quant_guard.run.cases import TestOverrides, expand_cases
-    from quant_guard.config.project import parse_config
-    from quant_guard.run.gate import run_case
-    from quant_guard.run.session import QuantGuardSession, RunSettings
-
     made: dict[str, Path] = {}
 
     def make(**kwargs: str | int) -> Path:
         text = project_toml(**kwargs)  # type: ignore[arg-type]
         if text not in made:
             root = tmp_path_factory.mktemp("baseline")
-            config = parse_config(tomllib.loads(text)["tool"]["quant_guard"], file=root / "pyproject.toml")
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setenv(CACHE_ENV, str(REAL_CACHE))
-                session = QuantGuardSession(config, RunSettings(update_golden=True))
-                try:
-                    for vc in expand_cases(config):
-                        result = run_case(session, vc, TestOverrides())
-                        assert result.passed, result.reason
-                finally:
-                    session.release_pipelines()
-            made[text] = config.golden_dir
+            for result in make_goldens(text, root):
+                assert result.passed, result.reason
+            made[text] = root / tomllib.loads(text)["tool"]["quant_guard"]["golden_dir"]
         return made[text]
 
     return make

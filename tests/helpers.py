@@ -21,6 +21,8 @@ from quant_guard.config.tiny_settings import T5_SEQUENCE_LENGTH
 if TYPE_CHECKING:
     import numpy as np
 
+    from quant_guard.run.cases import CaseResult
+
 # pytester points HOME at a temporary folder; the inner runs must still find the tiny checkpoint
 # and the LPIPS weights in the real cache instead of rebuilding (or missing) them.
 REAL_CACHE = cache_dir()
@@ -64,6 +66,30 @@ def project_toml(*, steps: int = 4, seeds: str = "[0]", extra_checkpoint: str = 
         checkpoints = ["tiny"]
         {extra_case}
         """)
+
+
+def make_goldens(text: str, root: Path) -> list[CaseResult]:
+    """The goldens of the configuration ``text`` (a pyproject.toml, its golden_dir relative to
+    ``root``), made in this process by the gate's own update path (what ``--update-golden``
+    writes, without a pytest run and its report); the result of every case."""
+    import tomllib
+
+    import pytest
+
+    from quant_guard.config.project import parse_config
+    from quant_guard.run.cases import TestOverrides, expand_cases
+    from quant_guard.run.gate import run_case
+    from quant_guard.run.session import QuantGuardSession, RunSettings
+    from quant_guard.store.paths import CACHE_ENV
+
+    config = parse_config(tomllib.loads(text)["tool"]["quant_guard"], file=root / "pyproject.toml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(REAL_CACHE))
+        session = QuantGuardSession(config, RunSettings(update_golden=True))
+        try:
+            return [run_case(session, vc, TestOverrides()) for vc in expand_cases(config)]
+        finally:
+            session.release_pipelines()
 
 
 def tree_digest(root: Path) -> dict[str, str]:

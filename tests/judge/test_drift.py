@@ -24,7 +24,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from drift_support import OTHER_MACHINE, copy_perturbed, perturb_goldens, record_component, rewrite_golden
-from helpers import VISUAL_TEST
+from helpers import VISUAL_TEST, install_goldens
 from quant_guard.config.project import ConfigError, parse_config
 from quant_guard.tools.degrade import Degradation, degrade
 from quant_guard.judge.drift import Comparison, DriftCheck, DriftOutcome, closeness_checks, decide, within_tolerance
@@ -206,9 +206,10 @@ def _shifted(image: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def test_drifted_golden_is_env_drift_a_damaged_candidate_still_image_failed(
-        pytester: pytest.Pytester, qg_project: Callable[..., Path], tmp_path: Path) -> None:
+        pytester: pytest.Pytester, qg_project: Callable[..., Path], baseline: Callable[..., Path],
+        tmp_path: Path) -> None:
     root = qg_project()
-    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+    install_goldens(baseline(), root)
     png = root / "golden" / "tiny" / "red-circle-s0.png"
     rewrite_golden(png, _shifted(np.asarray(Image.open(png))), OTHER_MACHINE)
 
@@ -349,12 +350,13 @@ def test_a_vae_cast_nothing_recorded_explains_fails_as_unknown_and_live_is_caugh
 
 
 def test_a_damaged_candidate_against_a_drifted_golden_without_expected_is_not_drift(
-        pytester: pytest.Pytester, qg_project: Callable[..., Path], tmp_path: Path) -> None:
+        pytester: pytest.Pytester, qg_project: Callable[..., Path], baseline: Callable[..., Path],
+        tmp_path: Path) -> None:
     """With a recorded cause (another machine) but no expected metrics, the thresholds cannot tell
     noise on a DiT block (44.5 dB from bf16) from honest float8 (48.7 dB): the environment is not
     blamed; honest float8 with its expected metrics still is."""
     root = qg_project()
-    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+    install_goldens(baseline(), root)
     png = root / "golden" / "tiny" / "red-circle-s0.png"
     rewrite_golden(png, _shifted(np.asarray(Image.open(png))), OTHER_MACHINE)
     pytester.runpytest().assert_outcomes(failed=1)
@@ -380,12 +382,12 @@ def test_a_damaged_candidate_against_a_drifted_golden_without_expected_is_not_dr
     assert record["drift"]["outcome"] == "not-cleared" and honest["drift"]["outcome"] == "env-drift"
 
 
-def test_golden_within_tolerance_but_over_expected_passes_against_bf16_now(pytester: pytest.Pytester,
-                                                                           qg_project: Callable[..., Path]) -> None:
+def test_golden_within_tolerance_but_over_expected_passes_against_bf16_now(
+        pytester: pytest.Pytester, qg_project: Callable[..., Path], baseline: Callable[..., Path]) -> None:
     """Drift adds to the quantization error: a candidate can fail a tight expected bound against
     a golden from another machine while matching it against this machine's bf16 render."""
     root = qg_project(extra_case="", checkpoint_extra="")
-    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+    install_goldens(baseline(), root)
     expected = root / "golden" / "tiny" / "red-circle-s0.expected.yml"
     # the candidate's recorded PSNR plus 0.9 dB: it passes its own bf16 render (margin 1 dB) but
     # not a golden with drift-like noise

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from helpers import gradient, install_goldens
+from run_support import XdistUpdate
 from quant_guard.store.golden import STALE_TEMPORARY_S, GoldenCorrupt, GoldenKey, GoldenStore, atomic_write
 from quant_guard.judge.metrics import ImageMetrics
 
@@ -175,19 +176,19 @@ def test_update_golden_killed_mid_run_then_rerun(pytester: pytest.Pytester, qg_p
 # ---- two xdist workers updating goldens -------------------------------------------------------
 
 def test_two_xdist_workers_update_goldens_without_loss(pytester: pytest.Pytester, qg_project: Callable[..., Path],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+                                                       xdist_update: XdistUpdate) -> None:
     """Two xdist workers updating goldens: four goldens created by two workers at once are
     all there, complete and consistent, with no temporary file left, and they pass a check."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two workers on two cores
-    root = qg_project(seeds="[0, 1, 2, 3]")
-    result = pytester.runpytest_subprocess("-n", "2", "--update-golden")
+    result = xdist_update.first
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["quant_guard: goldens 4 created, 0 updated, 0 unchanged"])  # summed over workers
-    folder = root / "golden" / "tiny"
+    folder = xdist_update.first_golden / "tiny"
     assert _stray_files(folder, range(4)) == []
-    store = GoldenStore(root / "golden")
+    store = GoldenStore(xdist_update.first_golden)
     for seed in range(4):
         key = GoldenKey("tiny", "red-circle", seed)
         assert store.load(key, width=64, height=64).metadata["seed"] == seed
         assert store.load_expected(key) is not None
+    qg_project(seeds="[0, 1, 2, 3]", steps=2)  # the same project, checked in this process
+    install_goldens(xdist_update.first_golden, pytester.path)
     pytester.runpytest().assert_outcomes(passed=4)

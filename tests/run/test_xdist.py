@@ -10,6 +10,7 @@ from pathlib import Path
 
 import execnet
 import pytest
+from run_support import XdistCheck
 
 from quant_guard.run.xdist_support import (
     GPU_COUNT_KEY,
@@ -40,15 +41,19 @@ def test_pin_gpu_respects_an_existing_visible_device_list(monkeypatch: pytest.Mo
     assert "CUDA_VISIBLE_DEVICES" not in os.environ
 
 
-def test_two_workers_on_the_cpu_refuse_step_time_limits_but_check_images(
-        pytester: pytest.Pytester, qg_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two workers on two cores: no oversubscription
-    qg_project(seeds="[0, 1]")
-    pytester.runpytest("--update-golden").assert_outcomes(passed=2)
-    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=2)
-    refused = pytester.runpytest_subprocess("-n", "2", "--qg-max-step-time", "10 min")
+def test_two_workers_on_the_cpu_refuse_step_time_limits_but_check_images(xdist_check: XdistCheck) -> None:
+    """Without a step-time limit, two workers on the CPU check images (red-circle seeds 0 and 1
+    pass); with one, the same tests fail, refused."""
+    passing = ["tiny-red-circle-s0", "tiny-red-circle-s1"]
+    xdist_check.parallel.assert_outcomes(passed=3, failed=1)  # the strict case fails on its PSNR
+    checked = {r["id"]: r for r in xdist_check.results("xdist")["results"]}
+    assert [checked[i]["verdict"] for i in passing] == ["passed", "passed"]
+    refused = xdist_check.refused
     refused.assert_outcomes(failed=2)
     refused.stdout.fnmatch_lines(["*step-time limit refused: 2 xdist workers share the CPU*"])
+    records = xdist_check.results("refused")["results"]
+    assert [r["id"] for r in records] == passing
+    assert all(r["verdict"] == "error" and "step-time limit refused" in r["reason"] for r in records), records
 
 
 def test_update_golden_under_xdist_gives_each_golden_one_worker(

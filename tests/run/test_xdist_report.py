@@ -2,33 +2,21 @@
 and one merged results.json as `pytest`; `--update-golden -n 2` writes every golden once.
 
 The inner runs are subprocesses (xdist starts worker processes) with one thread each, so two
-workers fit two cores.
+workers fit two cores; each scenario runs once per session (tests/run/conftest.py) and the tests
+read its artifacts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from helpers import STRICT_CASE
+from run_support import XdistCheck, XdistUpdate
 
 PER_RECORD = ("outcome", "verdict", "passed", "metrics", "checks", "budget_checks", "checkpoint", "case", "seed",
               "render", "golden")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-def results(folder: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-    return data
 
 
 def by_id(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -40,19 +28,18 @@ def digests(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_two_workers_give_the_same_verdicts_and_one_merged_report(pytester: pytest.Pytester,
-                                                                  qg_project: Callable[..., Path]) -> None:
-    root = qg_project(seeds="[0, 1, 2]", extra_case=STRICT_CASE)
-    pytester.runpytest("--update-golden", "--qg-report-dir", "update")  # the strict candidate fails already
+def test_two_workers_give_the_same_verdicts_and_one_merged_report(xdist_check: XdistCheck) -> None:
+    root = xdist_check.root
+    # the goldens of every case are written; the strict candidate fails already
+    assert [(r.case.case.id, r.passed) for r in xdist_check.update] == [("red-circle", True)] * 3 + [("strict", False)]
 
-    serial = pytester.runpytest_subprocess("--qg-report-dir", "serial", "-p", "no:cacheprovider")
+    serial, parallel = xdist_check.serial, xdist_check.parallel
     serial.assert_outcomes(passed=3, failed=1)
-    parallel = pytester.runpytest_subprocess("-n", "2", "--qg-report-dir", "xdist", "-p", "no:cacheprovider")
     parallel.assert_outcomes(passed=3, failed=1)
     # the controller names the failure, as a plain run does
     parallel.stdout.fnmatch_lines(["*tiny-strict-s0: image-failed: PSNR * dB < min 150.00 dB*"])
 
-    one, two = results(root / "serial"), results(root / "xdist")
+    one, two = xdist_check.results("serial"), xdist_check.results("xdist")
     assert one["summary"] == two["summary"] == {"total": 4, "passed": 3, "failed": 1,
                                                 "verdicts": {"image-failed": 1, "passed": 3}}
     assert [r["id"] for r in one["results"]] == [r["id"] for r in two["results"]]  # configuration order
@@ -63,23 +50,21 @@ def test_two_workers_give_the_same_verdicts_and_one_merged_report(pytester: pyte
     assert {r["worker"] for r in one["results"]} == {None}
     assert {r["worker"] for r in two["results"]} == {"gw0", "gw1"}  # both workers ran tests
 
-    # one results.json, written by the controller; every record's images are in that folder
+    # one results.json per run, written by the controller; every record's images are in that folder
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("results.json")) == [
-        "serial/results.json", "update/results.json", "xdist/results.json"]
+        "refused/results.json", "serial/results.json", "xdist/results.json"]
     for record in two["results"]:
         for name in ("golden", "candidate", "diff"):
             assert (root / "xdist" / record["images"][name]).is_file(), (record["id"], name)
 
 
-def test_update_golden_with_two_workers_writes_every_golden_once(pytester: pytest.Pytester,
-                                                                 qg_project: Callable[..., Path]) -> None:
-    root = qg_project(seeds="[0, 1, 2, 3]")
-    golden = root / "golden"
+def test_update_golden_with_two_workers_writes_every_golden_once(xdist_update: XdistUpdate) -> None:
+    root = xdist_update.root
+    golden = xdist_update.first_golden  # as the first parallel update left it
 
-    first = pytester.runpytest_subprocess("--update-golden", "-n", "2", "--qg-report-dir", "first",
-                                          "-p", "no:cacheprovider")
+    first = xdist_update.first
     first.assert_outcomes(passed=4)
-    document = results(root / "first")
+    document = xdist_update.results("first")
     assert document["summary"] == {"total": 4, "passed": 4, "failed": 0, "verdicts": {"updated": 4}}
     assert {r["worker"] for r in document["results"]} == {"gw0", "gw1"}
     stems = [f"tiny/red-circle-s{seed}" for seed in range(4)]
@@ -91,11 +76,10 @@ def test_update_golden_with_two_workers_writes_every_golden_once(pytester: pytes
         assert meta["image_sha256"] == hashlib.sha256((golden / f"{stem}.png").read_bytes()).hexdigest()
 
     # a second parallel update compares each render with its golden and leaves every file untouched
-    again = pytester.runpytest_subprocess("--update-golden", "-n", "2", "--qg-report-dir", "again",
-                                          "-p", "no:cacheprovider")
+    again = xdist_update.again
     again.assert_outcomes(passed=4)
-    assert digests(golden) == written
-    assert results(root / "again")["summary"]["verdicts"] == {"updated": 4}
+    assert digests(root / "golden") == written
+    assert xdist_update.results("again")["summary"]["verdicts"] == {"updated": 4}
 
     # the run's golden counts, summed over the workers, as a plain `--update-golden` prints them
     first.stdout.fnmatch_lines(["quant_guard: goldens 4 created, 0 updated, 0 unchanged"])

@@ -78,25 +78,26 @@ def _cuda_sync() -> None:
     torch.cuda.synchronize()
 
 
-def breakdown(golden: np.ndarray, candidate: np.ndarray) -> dict[str, Callable[[], object]]:
-    """The measures inside the judgement, each as the judgement runs it (maps reused)."""
-    from skimage.color import rgb2lab
-
+def breakdown(golden: np.ndarray, candidate: np.ndarray, device: str) -> dict[str, Callable[[], object]]:
+    """The measures inside the judgement, each as the judgement runs it (images converted once,
+    maps reused)."""
     from quant_guard.judge import metrics, scorecard
     from quant_guard.judge.regions import box_size
+    from quant_guard.judge.torch_ops import rgb_to_lab
 
     side = box_size(*golden.shape[:2])
-    lab_g, lab_c = (rgb2lab((img / np.float32(255)).astype(np.float32)) for img in (golden, candidate))
-    ssim_value, ssim_map = metrics.ssim_with_map(golden, candidate)
-    lpips_map = metrics.lpips_with_map(golden, candidate)[1]
+    pair = metrics.ImagePair(golden, candidate, device)
+    lab_g, lab_c = pair.lab
+    ssim_value, ssim_map = pair.ssim()
+    lpips_map = metrics._lpips_with_map(pair)[1]
     return {
-        "LPIPS with its map": lambda: metrics.lpips_with_map(golden, candidate),
-        "SSIM with its map": lambda: metrics.ssim_with_map(golden, candidate),
+        "convert both images": lambda: metrics.ImagePair(golden, candidate, device).rgb,
+        "LPIPS with its map": lambda: metrics._lpips_with_map(pair),
+        "SSIM with its map": lambda: pair.ssim(),
         "PSNR": lambda: metrics.psnr(golden, candidate),
-        "CIELAB of both images": lambda: [rgb2lab((img / np.float32(255)).astype(np.float32))
-                                          for img in (golden, candidate)],
+        "CIELAB of both images": lambda: [rgb_to_lab(rgb8, pair.dtype) for rgb8 in pair.rgb8],
         "colour (CIEDE2000, hue)": lambda: scorecard.colour_score(lab_g, lab_c),
-        "sharpness (LoG, tiles)": lambda: scorecard.sharpness_score(lab_g[..., 0], lab_c[..., 0], side),
+        "sharpness (LoG, tiles)": lambda: scorecard.sharpness_score(lab_g[0], lab_c[0], side),
         "structure (SSIM tiles)": lambda: scorecard.structure_score(golden, candidate, side, (ssim_value, ssim_map)),
         "artifacts (LPIPS regions)": lambda: scorecard.artifact_score(golden, candidate, lpips_map),
     }
@@ -111,25 +112,24 @@ def measure(size: int, repeats: int, device: str) -> None:
 
     golden = golden_like(size)
     candidate = mildly_perturbed(golden)
-    judge(golden[:64, :64].copy(), candidate[:64, :64].copy(), Thresholds.DEFAULT, prompt="warm-up")
-    kwargs: dict[str, str] = {} if device == "cpu" else {"device": device}
+    # warm-up: the LPIPS model is built (on the device), CUDA kernels are loaded
+    judge(golden, candidate, Thresholds.DEFAULT, prompt="warm-up", device=device)
+    lpips_distance(golden, candidate, device=device)
     timer = Timer(device)
     for _ in range(repeats):  # taking turns: a busy machine slows both alike
-        timer("LPIPS", lambda: lpips_distance(golden, candidate, **kwargs))
-        timer("judge", lambda: judge(golden, candidate, Thresholds.DEFAULT, prompt="bench", **kwargs))
+        timer("LPIPS", lambda: lpips_distance(golden, candidate, device=device))
+        timer("judge", lambda: judge(golden, candidate, Thresholds.DEFAULT, prompt="bench", device=device))
     lpips_s, judge_s = timer.best["LPIPS"], timer.best["judge"]
     print(f"judge at {size}x{size}: {judge_s / lpips_s:.2f} x one LPIPS pass (LPIPS {lpips_s:.2f} s, judge {judge_s:.2f} s)")
-    if device != "cpu":
-        return
-    parts = breakdown(golden, candidate)
+    parts = breakdown(golden, candidate, device)
     for _ in range(repeats):
         for name, work in parts.items():
             timer(name, work)
     for name in parts:
         seconds = timer.best[name]
         print(f"  {name:<28} {seconds:6.3f} s  {seconds / lpips_s:5.2f} x LPIPS")
-    print(f"  (least of {repeats} runs, {torch.get_num_threads()} torch threads, load average "
-          f"{os.getloadavg()[0]:.1f})")
+    where = torch.cuda.get_device_name() if device == "cuda" else f"{torch.get_num_threads()} torch threads"
+    print(f"  (least of {repeats} runs, {where}, load average {os.getloadavg()[0]:.1f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="512,1024", help="comma-separated square sizes (default %(default)s)")
     p.add_argument("--repeats", type=int, default=5, help="runs of each; the least is printed (default %(default)s)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch's CPU threads for both (default: torch's own choice, one per core)")
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.device == "cuda":
         import torch
 

@@ -427,7 +427,8 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
         return CaseResult(vc, Verdict.DEGENERATE, f"degenerate candidate output: {problem}\n"
                           + _paths(common["images"]), **common)
     judgement = judge(golden, candidate.image, _thresholds(session, vc, marker), prompt=vc.case.prompt,
-                      expected=expected, expected_scorecard=expected_scorecard, settings=session.config.expected)
+                      expected=expected, expected_scorecard=expected_scorecard, settings=session.config.expected,
+                      device=device)  # the render's device: on a GPU runner the judge runs there too
     metrics, card, checks = judgement.metrics, judgement.scorecard, list(judgement.checks)
     common["scorecard"] = card
     image_ok = judgement.passed

@@ -200,11 +200,13 @@ def colour_score(golden_lab: torch.Tensor, candidate_lab: torch.Tensor) -> Colou
     de = delta_e_2000(golden_lab, candidate_lab)
     sat = torch.hypot(golden_lab[1], golden_lab[2]) > SATURATED_CHROMA
     n = int(sat.sum())
-    base = dict(delta_e_mean=float(de.mean(dtype=torch.float64)), delta_e_p95=percentile(de, 95),
-                saturated_fraction=n / sat.numel())
+    base = dict(delta_e_mean=float(de.mean()), delta_e_p95=percentile(de, 95), saturated_fraction=n / sat.numel())
     if n < MIN_SATURATED_PIXELS:
         return ColourScore(hue_shift_deg=None, towards=None, where=None, **base)
-    g, c = golden_lab[:, sat], candidate_lab[:, sat]
+    if n == sat.numel():  # every pixel (often): no copy through the mask
+        g, c = golden_lab.reshape(3, -1), candidate_lab.reshape(3, -1)
+    else:
+        g, c = golden_lab[:, sat], candidate_lab[:, sat]
     h_g = torch.atan2(g[2], g[1])
     diff = torch.remainder(torch.atan2(c[2], c[1]) - h_g + math.pi, 2 * math.pi) - math.pi
     diff = torch.where(diff == -math.pi, math.pi, diff)  # wrapped to (-pi, pi]
@@ -238,8 +240,7 @@ def colour_score(golden_lab: torch.Tensor, candidate_lab: torch.Tensor) -> Colou
 def _circular_mean_deg(radians: torch.Tensor) -> float:
     import torch
 
-    sin, cos = torch.sin(radians).mean(dtype=torch.float64), torch.cos(radians).mean(dtype=torch.float64)
-    return math.degrees(math.atan2(float(sin), float(cos)))
+    return math.degrees(math.atan2(float(torch.sin(radians).mean()), float(torch.cos(radians).mean())))
 
 
 def _sector_counts(h_deg: torch.Tensor) -> torch.Tensor:
@@ -279,7 +280,7 @@ def sharpness_score(golden_l: torch.Tensor, candidate_l: torch.Tensor, side: int
     from quant_guard.judge.torch_ops import gaussian_laplace
 
     energy_g, energy_c = gaussian_laplace(torch.stack([golden_l, candidate_l]), SHARPNESS_SIGMA).square()
-    total_g, total_c = float(energy_g.mean(dtype=torch.float64)), float(energy_c.mean(dtype=torch.float64))
+    total_g, total_c = float(energy_g.mean()), float(energy_c.mean())
     ratio = 1.0 if total_g < _EPS and total_c < _EPS else total_c / max(total_g, _EPS)
     grid = tiles(*golden_l.shape, side)
     tg, tc = _tile_means(energy_g, grid), _tile_means(energy_c, grid)

@@ -135,3 +135,18 @@ def test_sharpness_ratio_agrees_with_scipy() -> None:
     ratio = compute_scorecard(golden, candidate).sharpness.ratio
     assert ratio < 0.9  # the blur is seen
     assert ratio == pytest.approx(energy[1] / energy[0], rel=1e-4)
+
+
+def test_the_cpu_bands_leave_torch_threads_as_they_were() -> None:
+    """The bands run on worker threads that set torch to one thread each: the caller's count, and
+    the count a thread started later begins with, are what they were."""
+    import threading
+
+    golden = enlarged(_load(GOLDENS[0]), 2 * BAND_ROWS + 37, 150)
+    before = torch.get_num_threads()
+    metrics.compare_with_maps(golden, perturbed(golden, "noise"))
+    seen: list[int] = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    assert (torch.get_num_threads(), seen) == (before, [before])

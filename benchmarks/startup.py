@@ -8,7 +8,7 @@ are imported only when a visual test runs. Prints:
    single ``--version`` in pytest 9, loads every installed plugin) with the plugin and with its
    two entry points disabled (``-p no:quant_guard -p no:quant_guard_report``), against a bare
    ``python -c pass``;
-2. the import time of ``quant_guard.plugin`` + ``quant_guard.report.plugin`` after pytest itself,
+2. the import time of ``quant_guard.plugin`` + ``quant_guard.run.report_hooks`` after pytest itself,
    and which heavy modules they pulled in (none expected).
 
 Run: ``.venv/bin/python benchmarks/startup.py [--repeat 15]``. Each command runs in a fresh
@@ -32,7 +32,7 @@ IMPORT_PROBE = f"""
 import json, sys, time
 import pytest  # paid by every pytest run anyway
 start = time.perf_counter()
-import quant_guard.plugin, quant_guard.report.plugin
+import quant_guard.plugin, quant_guard.run.report_hooks
 elapsed = time.perf_counter() - start
 heavy = sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r}))
 print(json.dumps({{"import_s": elapsed, "heavy": heavy}}))
@@ -79,7 +79,7 @@ def main() -> None:
     import_ms = statistics.median(p["import_s"] for p in probes) * 1000
     heavy = sorted({m for p in probes for m in p["heavy"]})
     print()
-    print(f"import quant_guard.plugin, quant_guard.report.plugin (after pytest): {import_ms:.1f} ms median")
+    print(f"import quant_guard.plugin, quant_guard.run.report_hooks (after pytest): {import_ms:.1f} ms median")
     print(f"heavy modules imported by them ({', '.join(HEAVY)}): {', '.join(heavy) if heavy else 'none'}")
     if heavy:
         raise SystemExit(1)

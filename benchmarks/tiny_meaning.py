@@ -39,8 +39,9 @@ from quant_guard.model.pipelines import build_pipeline  # noqa: E402
 from quant_guard.model.render import RenderRequest, render  # noqa: E402
 from quant_guard.config.schemes import FLOAT8_E4M3FN, REFERENCE  # noqa: E402
 from quant_guard.judge.semantic import TinySceneScorer, Verdict  # noqa: E402
-from quant_guard.model.tiny import dataset as ds  # noqa: E402
+from quant_guard.judge import scenes as ds  # noqa: E402
 from quant_guard.model.tiny.build import ensure_tiny_checkpoint  # noqa: E402
+from quant_guard.model.checkpoints import tiny_resolved
 
 KINDS = ("right", "wrong shape", "wrong position", "half size", "1.8x size", "speck")
 ZOOMS = {"half size": 0.5, "1.8x size": 1.8}
@@ -53,7 +54,7 @@ EXAMPLES = (  # the issue's: a golden caption and a candidate that is not it
 
 
 def render_all(scheme: Any, seed: int, steps: int) -> dict[str, np.ndarray]:
-    pipe = build_pipeline(ensure_tiny_checkpoint().resolved(), scheme, "cpu")
+    pipe = build_pipeline(tiny_resolved(ensure_tiny_checkpoint()), scheme, "cpu")
     out = {}
     for scene in ds.all_scenes():
         request = RenderRequest(scene.caption, seed, steps, ds.IMAGE_SIZE, ds.IMAGE_SIZE, ds.EMBEDDED_GUIDANCE,

@@ -2,7 +2,7 @@
 DiffSynth Flux pipeline on CPU.
 
 1. Prompt fidelity: >= 100 (caption, seed) pairs of the training captions rendered in bf16;
-   ``quant_guard.model.tiny.dataset.read_colours`` reads shape and background colour back from
+   ``quant_guard.judge.scenes.read_colours`` reads shape and background colour back from
    each image and must agree with the caption.
 2. Sensitivity: for >= 10 (caption, seed) pairs, the float8_e4m3fn candidate (honest, and
    with every damage kind of ``quant_guard.tools.degrade`` applied to the bf16 DiT first) against
@@ -48,8 +48,9 @@ from quant_guard.config.schemes import FLOAT8_E4M3FN, REFERENCE, Quantization, S
 from quant_guard.model.pipelines import build_pipeline  # noqa: E402
 from quant_guard.model.render import RenderRequest  # noqa: E402
 from quant_guard.model.render import render as render_request  # noqa: E402
-from quant_guard.model.tiny import dataset as ds  # noqa: E402
+from quant_guard.judge import scenes as ds  # noqa: E402
 from quant_guard.model.tiny.build import TinyCheckpointFiles, write_tiny_checkpoint  # noqa: E402
+from quant_guard.model.checkpoints import tiny_resolved
 
 
 # The diffsynth.core.quant methods that run on a CPU (torchao_int4_w4a16 needs the mslk package,
@@ -62,7 +63,7 @@ def load_pipeline(files: TinyCheckpointFiles, *, fp8: bool, dit: Path | None = N
     """The pipeline users run (``quant_guard.model.pipelines.build_pipeline``) on CPU; ``fp8``: the
     float8_e4m3fn candidate (or ``scheme``), with ``dit`` as the DiT file it stores or quantizes."""
     candidate = scheme or FLOAT8_E4M3FN
-    checkpoint = files.resolved({candidate.id: dit} if dit else None)
+    checkpoint = tiny_resolved(files, {candidate.id: dit} if dit else None)
     with contextlib.redirect_stdout(io.StringIO()):  # DiffSynth's quantizers print a line per model
         return build_pipeline(checkpoint, candidate if fp8 else REFERENCE, "cpu")
 
@@ -211,7 +212,8 @@ def suggest_thresholds(results: dict[str, list[ImageMetrics]]) -> None:
 def check_shipped(results: dict[str, list[ImageMetrics]], kind: str = "float8_e4m3fn") -> bool:
     """Hold every image to the thresholds the tiny checkpoint ships with for the scheme ``kind``:
     honest candidates must pass all three metrics, every damaged one must fail at least one."""
-    from quant_guard.config.thresholds import Thresholds, check_thresholds, embedded_thresholds
+    from quant_guard.config.thresholds import Thresholds, embedded_thresholds
+    from quant_guard.judge.checks import check_thresholds
 
     limits = embedded_thresholds("tiny", kind).apply(Thresholds.DEFAULT)
     print(f"\nShipped tiny thresholds for {kind} (max LPIPS {limits.lpips_max}, min SSIM {limits.ssim_min}, "

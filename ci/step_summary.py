@@ -288,7 +288,8 @@ def moved_since_last_night(history: Path, records: list[dict[str, Any]]) -> str:
     """Per checkpoint, this run's tests that moved most since the run before (quant_guard's trend
     tables, baseline "previous"), as Markdown."""
     _checkout_on_path()
-    from quant_guard.store.history import TrendSettings, read
+    from quant_guard.store.history import read
+    from quant_guard.config.limits import TrendSettings
     from quant_guard.report.trends import build_trends
 
     out = ["### Moved since last night", ""]

@@ -21,7 +21,8 @@ from pathlib import Path
 from quant_guard.store.atomic import atomic_path
 from quant_guard.model.checkpoints import CheckpointError
 from quant_guard.tools.degrade import Degradation
-from quant_guard.store.history import METRICS, History
+from quant_guard.store.history import History
+from quant_guard.config.limits import METRICS
 
 
 def _cmd_tiny(args: argparse.Namespace) -> int:
@@ -85,14 +86,14 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     from quant_guard.tools.doctor import DoctorError, doctor, find_config
     from quant_guard.tools.full_size import FullSizeRequest
     from quant_guard.model.pipelines import pick_device
-    from quant_guard.tools.synthetic import ARCHITECTURES, FLUX_DEV
+    from quant_guard.tools.synthetic import ARCHITECTURES, FULL_SIZE
 
     request = None
     if args.full_size:
         arch = ARCHITECTURES[args.shapes]
         device = pick_device(args.device)
-        if arch is FLUX_DEV and device == "cpu" and args.device != "cpu":
-            print("error: --full-size needs a CUDA device (FLUX.1-dev shapes on a CPU take hours and about 64 GB "
+        if arch is FULL_SIZE and device == "cpu" and args.device != "cpu":
+            print(f"error: --full-size needs a CUDA device ({arch.label} shapes on a CPU take hours and about 64 GB "
                   "of memory); --device cpu insists, --shapes tiny runs the same code at tiny size", file=sys.stderr)
             return 2
         width, height = args.size
@@ -106,20 +107,21 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def _cmd_history(args: argparse.Namespace) -> int:
     from quant_guard.store import history as h
+    from quant_guard.tools import history_views
 
     store = h.read(args.dir)
     for problem in store.skipped:
         print(f"warning: skipped {problem}", file=sys.stderr)
     if args.view == "list":
-        text = h.list_runs(store)
+        text = history_views.list_runs(store)
     elif args.view == "compare":
-        text = h.compare_runs(store, args.run_a, args.run_b)
+        text = history_views.compare_runs(store, args.run_a, args.run_b)
     elif args.view == "course":
-        text = h.course(store, args.test_id)
+        text = history_views.course(store, args.test_id)
     elif args.view == "report":
         return _history_report(store, args)
     else:
-        text = h.to_csv(store)
+        text = history_views.to_csv(store)
         if args.output is not None:
             args.output.write_text(text, encoding="utf-8")
             print(f"wrote {len(store.records)} records to {args.output}")
@@ -130,7 +132,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 def _history_report(store: History, args: argparse.Namespace) -> int:
     from quant_guard.store.atomic import atomic_write
-    from quant_guard.store.history import TrendSettings
+    from quant_guard.config.limits import TrendSettings
     from quant_guard.report.html import TRENDS_NAME, render_trends
     from quant_guard.report.trends import build_trends
 
@@ -153,7 +155,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from quant_guard.judge.lpips_weights import LpipsWeightsError
     from quant_guard.model.progress import ProgressPrinter
     from quant_guard.run.session import QuantGuardSession, RunSettings
-    from quant_guard.tools.sweep import Answer, sweep_checkpoint
+    from quant_guard.tools.sweep import Answer
+    from quant_guard.tools.sweep_outputs import sweep_checkpoint
     from quant_guard.tools.sweep_text import format_sweep
 
     file = find_config(args.config, Path.cwd())
@@ -194,13 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     from quant_guard.tools.degrade import Degradation
     from quant_guard.model.layer_groups import GRANULARITIES
     from quant_guard.plugin import _bounded_float  # the plugin's --qg-psnr & co. parse the same way
+    from quant_guard.model.families import default_family
     from quant_guard.tools.quantize import DTYPES
+
+    family = default_family()  # the embedded tiny checkpoint's, and the one doctor --full-size builds
 
     parser = argparse.ArgumentParser(
         prog="quant-guard", description="Checkpoint and weight tooling around the quant_guard pytest plugin.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    tiny = sub.add_parser("tiny", help="write the embedded tiny Flux checkpoint (safetensors + tokenizers)")
+    tiny = sub.add_parser("tiny", help=f"write the embedded tiny {family.label} checkpoint (safetensors + tokenizers)")
     tiny.add_argument("dir", type=Path, help="output folder (created; must be empty)")
     tiny.add_argument("--seeded", action="store_true", help="seeded random weights instead of the shipped trained ones")
     tiny.add_argument("--seed", type=int, default=0, help="seed for --seeded (default 0)")
@@ -234,10 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--qg-config", type=Path, default=None,
                         help="quant_guard configuration (default: as the plugin finds it, from pyproject.toml)")
     doctor.add_argument("--full-size", action="store_true",
-                        help="also build the bf16 and float8 pipelines with random weights at --shapes (FLUX.1-dev) "
-                             "and measure peak memory, resident memory and step time (no download; writes about "
-                             "32 GiB to --work-dir, removed afterwards)")
-    doctor.add_argument("--shapes", choices=("flux.1-dev", "tiny"), default="flux.1-dev",
+                        help=f"also build the bf16 and float8 pipelines with random weights at --shapes "
+                             f"({family.full_size.label}) and measure peak memory, resident memory and step time "
+                             "(no download; writes about 32 GiB to --work-dir, removed afterwards)")
+    doctor.add_argument("--shapes", choices=tuple(a.name for a in family.architectures),
+                        default=family.full_size.name,
                         help="architecture size of --full-size (tiny: the embedded checkpoint's, for a quick check)")
     doctor.add_argument("--checkpoint", default=None,
                         help="whose memory plan --full-size follows (default: the first real checkpoint marked gpu)")

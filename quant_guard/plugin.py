@@ -16,8 +16,9 @@ import pytest
 
 from quant_guard.run.cases import CaseResult, TestAddress, TestOverrides, Verdict, VisualCase, expand_cases
 from quant_guard.config.project import ConfigError, QuantGuardConfig, declares_quant_guard, load_config
-from quant_guard.judge.drift import ReferenceMode
+from quant_guard.config.limits import ReferenceMode
 from quant_guard.run.session import QuantGuardSession, RunSettings
+from quant_guard.run.stash import RESULT_KEY, SESSION_KEY
 from quant_guard.config.thresholds import LIMIT_KEYS, LIMITS_BY_KEY, MEANING_KEY, ThresholdOverrides
 from quant_guard.config.units import UnitError, parse_bytes, parse_seconds
 from quant_guard.store.golden import WriteOutcome
@@ -33,12 +34,10 @@ from quant_guard.run.xdist_support import (
     placement,
 )
 
-SESSION_KEY = pytest.StashKey[QuantGuardSession | None]()
 WITHHELD = "expected-withheld"  # beside the golden write counts a worker sends to the controller
 EXPECTED_RECORDED, EXPECTED_KEPT = "expected-recorded", "expected-kept"  # and its expected-file counts
 EXPECTED_REWRITTEN, EXPECTED_DROPPED = "expected-rewritten", "expected-dropped"  # and their lists
 WORKER_EXTRAS = (WITHHELD, EXPECTED_RECORDED, EXPECTED_KEPT, EXPECTED_REWRITTEN, EXPECTED_DROPPED)
-RESULT_KEY = pytest.StashKey[CaseResult]()
 
 MARKERS = {
     "gpu": "gpu: needs a CUDA device; `pytest -m gpu` without one fails at session start instead of skipping",
@@ -350,6 +349,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     for item in items:
         _marker_overrides(item)  # validate early: a typo is a usage error, not a late failure
     _probe_schemes(config, items)
+    _require_ocr(items)
     if any(item.get_closest_marker("gpu") for item in items):
         import torch  # only when GPU tests are selected
 
@@ -358,6 +358,25 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             raise pytest.UsageError(
                 f"quant_guard: {len(gpu)} selected test(s) are marked gpu (e.g. {gpu[0]}) but torch sees no CUDA "
                 "device. Run them on a GPU machine, or deselect them with -m 'not gpu'.")
+
+
+def _require_ocr(items: list[pytest.Item]) -> None:
+    """A selected case that expects text (``expect_text``) needs the OCR engine: without it the
+    run stops at collection saying how to install it (never a skip, never a silent pass)."""
+    wanting = [vc.id for item in items if isinstance(vc := _visual_case(item), VisualCase) and vc.case.expect_text]
+    if not wanting:
+        return
+    from quant_guard.judge.text import ocr_problem
+
+    problem = ocr_problem()
+    if problem:
+        raise pytest.UsageError(f"quant_guard: {len(wanting)} selected test(s) check text (expect_text, e.g. "
+                                f"{wanting[0]}), but {problem}")
+
+
+def _visual_case(item: pytest.Item) -> Any:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("qg_case") if callspec is not None else None
 
 
 def _probe_schemes(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -409,7 +428,7 @@ class Gate:
             # its own report section, so a budget violation reads apart from an image failure
             self._item.add_report_section("call", "quant_guard budget", budget_section(result.budget_checks))
         if result.history is not None:
-            from quant_guard.store.history import AlarmStatus
+            from quant_guard.judge.history_alarm import AlarmStatus
             from quant_guard.run.history_gate import HistoryDriftWarning
 
             self._item.add_report_section("call", "quant_guard history", result.history.message)
@@ -452,7 +471,7 @@ def qg_sweep(qg_session: QuantGuardSession) -> Any:
     directory and returns the ``quant_guard.tools.sweep.SweepResult``."""
     import functools
 
-    from quant_guard.tools.sweep import sweep_checkpoint
+    from quant_guard.tools.sweep_outputs import sweep_checkpoint
 
     return functools.partial(sweep_checkpoint, qg_session)
 

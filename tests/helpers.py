@@ -16,7 +16,7 @@ from quant_guard.store.golden import GoldenStore
 from quant_guard.store.paths import cache_dir
 from quant_guard.config.schemes import DEFAULT_SCHEMES, FLOAT8_E4M3FN
 from quant_guard.config.thresholds import ThresholdOverrides
-from quant_guard.model.tiny.settings import T5_SEQUENCE_LENGTH
+from quant_guard.config.tiny_settings import T5_SEQUENCE_LENGTH
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,5 +1,5 @@
 """Each number behind the tiny checkpoint's thresholds has one source
-(``quant_guard/model/tiny/settings.py`` for the measurements, ``EMBEDDED_THRESHOLDS`` for the limits).
+(``quant_guard/config/tiny_settings.py`` for the measurements, ``EMBEDDED_THRESHOLDS`` for the limits).
 Here the thresholds the configuration resolves for the tiny checkpoint (what the gate holds a
 candidate to) are put to work on those measurements, and every place that quotes a limit is
 checked against the resolved value."""
@@ -16,8 +16,9 @@ from quant_guard.config.project import load_config
 from quant_guard.tools.degrade import SOFTEN_SIGMA, soften_image
 from quant_guard.judge.metrics import ImageMetrics
 from quant_guard.judge.scorecard import compute_scorecard
-from quant_guard.config.thresholds import Thresholds, check_thresholds
-from quant_guard.model.tiny.settings import (MILDEST_DAMAGE, SCHEME_MEASUREMENTS, SHARPNESS_MILDEST_SOFTEN,
+from quant_guard.config.thresholds import Thresholds
+from quant_guard.judge.checks import check_thresholds
+from quant_guard.config.tiny_settings import (MILDEST_DAMAGE, SCHEME_MEASUREMENTS, SHARPNESS_MILDEST_SOFTEN,
                                        SHARPNESS_WORST_HONEST, WORST_HONEST_FLOAT8)
 
 REPO = Path(__file__).resolve().parents[1]

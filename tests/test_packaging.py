@@ -38,7 +38,7 @@ def imported_modules(*args: str, cwd: Path) -> set[str]:
 
 
 def test_the_plugin_modules_import_nothing_heavy(tmp_path: Path) -> None:
-    modules = imported_modules("-c", "import quant_guard.plugin, quant_guard.report.plugin", cwd=tmp_path)
+    modules = imported_modules("-c", "import quant_guard.plugin, quant_guard.run.report_hooks", cwd=tmp_path)
     assert "quant_guard" in modules
     assert sorted(modules & set(HEAVY)) == []
 
@@ -97,7 +97,7 @@ def test_the_wheel_carries_every_package_file(wheel: tuple[Path, list[str]]) -> 
     points = configparser.ConfigParser()
     points.read_string(entry_points)
     assert dict(points["pytest11"]) == {"quant_guard": "quant_guard.plugin",
-                                        "quant_guard_report": "quant_guard.report.plugin"}
+                                        "quant_guard_report": "quant_guard.run.report_hooks"}
     assert points["console_scripts"]["quant-guard"] == "quant_guard.cli:main"
 
 
@@ -112,9 +112,9 @@ def test_visual(qg_case, qg_gate):
 
 def test_the_plugin_comes_from_the_wheel():
     import quant_guard.plugin
-    import quant_guard.report.plugin
+    import quant_guard.run.report_hooks
 
-    for module in (quant_guard.plugin, quant_guard.report.plugin):
+    for module in (quant_guard.plugin, quant_guard.run.report_hooks):
         assert Path(module.__file__).is_relative_to(sys.prefix), module.__file__
 '''
 

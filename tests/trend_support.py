@@ -11,6 +11,8 @@ import random
 from collections.abc import Sequence
 
 from quant_guard.store import history as h
+from quant_guard.judge import history_alarm
+from quant_guard.config import limits
 
 ENV = {"device": "cpu", "torch": "2.5.1", "cpu_features": ["avx2"]}
 START = dt.datetime(2026, 1, 1, 2, tzinfo=dt.timezone.utc)
@@ -37,13 +39,13 @@ def record(index: int, value: float, metric: str = "lpips") -> h.HistoryRecord:
                            metrics={metric: value}, env_hash=h.environment_hash(ENV), environment=ENV)
 
 
-def replay(values: Sequence[float], alarm: h.HistoryAlarm) -> list[h.AlarmStatus]:
+def replay(values: Sequence[float], alarm: limits.HistoryAlarm) -> list[history_alarm.AlarmStatus]:
     """The alarm's status of each run of ``values`` (oldest first), each judged against all the
     runs before it."""
     records = [record(i, v, alarm.metric) for i, v in enumerate(values)]
-    return [h.check_alarm(current, records[:i], alarm).status for i, current in enumerate(records)]
+    return [history_alarm.check_alarm(current, records[:i], alarm).status for i, current in enumerate(records)]
 
 
-def alarmed(statuses: Sequence[h.AlarmStatus]) -> list[int]:
+def alarmed(statuses: Sequence[history_alarm.AlarmStatus]) -> list[int]:
     """The indexes of the runs that alarmed (warned or failed)."""
-    return [i for i, s in enumerate(statuses) if s in (h.AlarmStatus.WARN, h.AlarmStatus.FAIL)]
+    return [i for i, s in enumerate(statuses) if s in (history_alarm.AlarmStatus.WARN, history_alarm.AlarmStatus.FAIL)]

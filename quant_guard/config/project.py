@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quant_guard.judge.budgets import Budget, PeakCounts, StepStatistic
-from quant_guard.judge.drift import DriftTolerance, ReferenceMode
-from quant_guard.store.history import BASELINES, METRICS, PSNR_AMOUNT_DB, AlarmMode, HistoryAlarm, TrendSettings
-from quant_guard.model.memory_plan import AUTO, parse_vram_limit
+from quant_guard.config.limits import Budget, PeakCounts, StepStatistic
+from quant_guard.config.limits import DriftTolerance, ReferenceMode
+from quant_guard.config.limits import BASELINES, METRICS, PSNR_AMOUNT_DB, AlarmMode, HistoryAlarm, TrendSettings
+from quant_guard.config.units import AUTO, parse_vram_limit
 from quant_guard.config.method_names import did_you_mean, known_methods
 from quant_guard.config.schemes import DEFAULT_SCHEMES, QUANTIZE_MODES, REFERENCE, STORAGE_DTYPES, Quantization, Scheme
 from quant_guard.config.sources import ComponentSource
 from quant_guard.config.thresholds import LIMITS, MEANING_KEY, MEANING_OFF, ExpectedSettings, ThresholdOverrides, Thresholds
-from quant_guard.model.tiny import settings as tiny_settings
+from quant_guard.config import tiny_settings as tiny_settings
 from quant_guard.config.units import UnitError, parse_bytes, parse_seconds
 
 # Ids become file and folder names of goldens, so they are restricted to a safe alphabet.
@@ -89,6 +89,9 @@ class CaseSpec:
     guidance: float | None
     checkpoints: tuple[str, ...]
     thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
+    # the text the image must show, read by OCR (quant_guard.judge.text), and where: (x, y, w, h) px
+    expect_text: tuple[str, ...] = ()
+    expect_text_region: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -287,6 +290,7 @@ def _expected(t: _Table | None) -> ExpectedSettings:
         hue_margin_deg=t.number("hue_margin_deg", d.hue_margin_deg, low=0.0, high=180.0),  # type: ignore[arg-type]
         sharpness_margin=t.number("sharpness_margin", d.sharpness_margin, low=0.0, high=100.0),  # type: ignore[arg-type]
         region_margin=t.number("region_margin", d.region_margin, low=0.0, high=2.0),  # type: ignore[arg-type]
+        text_cer_margin=t.number("text_cer_margin", d.text_cer_margin, low=0.0, high=1.0),  # type: ignore[arg-type]
     )
     t.finish()
     return result
@@ -600,10 +604,37 @@ def _case(t: _Table, checkpoints: tuple[CheckpointSpec, ...]) -> CaseSpec:
         id=case_id, prompt=prompt, seeds=tuple(seeds_value),
         steps=t.integer("steps", None, low=1) if "steps" in t.data else None,
         width=width, height=height, guidance=t.number("guidance", None, low=0.0, high=100.0),
-        checkpoints=names, thresholds=thresholds,
+        checkpoints=names, thresholds=thresholds, **_expect_text(t, checkpoints, names, width, height),
     )
     t.finish()
     return spec
+
+
+def _expect_text(t: _Table, checkpoints: tuple[CheckpointSpec, ...], names: tuple[str, ...],
+                 width: int | None, height: int | None) -> dict[str, Any]:
+    """``expect_text`` (non-empty strings) and ``expect_text_region`` ([x, y, w, h] in pixels, inside
+    the image of every checkpoint the case runs on)."""
+    words = t.get("expect_text", list, [])
+    if "expect_text" in t.data and (not words or not all(isinstance(w, str) and w.strip() for w in words)):
+        t.fail("expect_text", f'must be a non-empty list of non-empty strings, e.g. ["NEON CITY"], got {words!r}')
+    region = t.get("expect_text_region", list)
+    if region is None:
+        return {"expect_text": tuple(words), "expect_text_region": None}
+    if not words:
+        t.fail("expect_text_region", "needs expect_text: the region says where to read the expected text")
+    if len(region) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) for v in region):
+        t.fail("expect_text_region", f"must be [x, y, w, h], four integers in pixels, got {region!r}")
+    x, y, w, h = region
+    if x < 0 or y < 0 or w <= 0 or h <= 0:
+        t.fail("expect_text_region", f"x and y must be >= 0 and w and h > 0, got {region!r}")
+    for spec in checkpoints:
+        if spec.id not in names:
+            continue
+        iw, ih = width or spec.render.width, height or spec.render.height
+        if x + w > iw or y + h > ih:
+            t.fail("expect_text_region", f"{region!r} (x, y, w, h) does not lie inside the {iw}x{ih} image the case "
+                                         f"renders on checkpoint {spec.id!r}")
+    return {"expect_text": tuple(words), "expect_text_region": (x, y, w, h)}
 
 
 def _size(t: _Table, default: str | None) -> tuple[int, int]:
@@ -613,5 +644,5 @@ def _size(t: _Table, default: str | None) -> tuple[int, int]:
         t.fail("size", f"must look like '1024x1024' (width x height), got {text!r}")
     width, height = int(match.group(1)), int(match.group(2))  # type: ignore[union-attr]
     if width % 16 or height % 16 or width < 32 or height < 32:
-        t.fail("size", f"width and height must be multiples of 16 and at least 32 (Flux patches), got {text!r}")
+        t.fail("size", f"width and height must be multiples of 16 and at least 32 (the DiT's latent patches), got {text!r}")
     return width, height

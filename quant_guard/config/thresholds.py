@@ -15,15 +15,8 @@ its tolerances are ``ExpectedSettings`` below).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, ClassVar
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from quant_guard.judge.metrics import ImageMetrics
-    from quant_guard.judge.scorecard import Scorecard
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -54,7 +47,7 @@ class Limit:
 # What a reviewer looks at (the source article's stability table): each limit counts against one.
 DIMENSIONS: dict[str, str] = {
     "structure": "broken structure", "colour": "colour collapse", "sharpness": "softened detail",
-    "meaning": "meaning lost",
+    "meaning": "meaning lost", "text": "garbled text",
 }
 
 LIMITS: tuple[Limit, ...] = (
@@ -75,12 +68,23 @@ LIMITS: tuple[Limit, ...] = (
           "region_margin"),
     Limit("artifacts_max", "artifacts_worst", "worst LPIPS region", False, 0.0, 2.0, "structure",
           "region_margin", "lpips_factor"),
+    # only for a case that sets expect_text (quant_guard.judge.text): the candidate's reading against the expected words
+    Limit("text_cer_max", "text_cer", "text CER", False, 0.0, 1.0, "text", "text_cer_margin"),
 )
 LIMITS_BY_KEY: dict[str, Limit] = {limit.key: limit for limit in LIMITS}
 LIMIT_KEYS: tuple[str, ...] = tuple(LIMITS_BY_KEY)
 MEANING_KEY = "meaning"  # not a number: the semantic scorer whose verdict must hold (quant_guard.judge.semantic)
 MEANING_OFF = "off"  # switches off a meaning check set at a less specific level
 IMAGE_METRICS = ("lpips", "ssim", "psnr")  # values every comparison has; the rest need a scorecard
+
+
+@dataclass(frozen=True)
+class ImageMetrics:
+    """LPIPS (lower is closer, 0 = identical), SSIM (1 = identical), PSNR in dB (inf = identical)."""
+
+    lpips: float
+    ssim: float
+    psnr: float
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class Thresholds:
     sharpness_worst_min: float | None = None
     structure_worst_min: float | None = None
     artifacts_max: float | None = None
+    text_cer_max: float | None = None  # judged only for a case with expect_text
     meaning: str | None = None  # the semantic scorer whose verdict must hold; None or "off": none
 
     DEFAULT: ClassVar[Thresholds]
@@ -115,8 +120,12 @@ class Thresholds:
 # SSIM 0.94-0.98, INT W8A8 27 dB PSNR, while a broken render (an unrelated image) scores LPIPS
 # 0.77 / SSIM 0.22. Per-case precision comes from the expected mode, or from thresholds measured
 # for the checkpoint, like the embedded tiny checkpoint's below. No scorecard limit by default:
-# no published float8 measurement of them exists to set one from.
-Thresholds.DEFAULT = Thresholds(lpips_max=0.1, ssim_min=0.85, psnr_min=22.0)
+# no published float8 measurement of them exists to set one from. The text limit is the exception: it
+# only judges a case that lists the text its image must show (``expect_text``), and a third of the
+# expected characters wrong is where the damaged signs of tests/judge/test_text.py stopped being
+# readable (README, "Text legibility").
+TEXT_CER_MAX = 0.3
+Thresholds.DEFAULT = Thresholds(lpips_max=0.1, ssim_min=0.85, psnr_min=22.0, text_cer_max=TEXT_CER_MAX)
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,7 @@ class ThresholdOverrides:
     sharpness_worst_min: float | None = None
     structure_worst_min: float | None = None
     artifacts_max: float | None = None
+    text_cer_max: float | None = None
     meaning: str | None = None
 
     def over(self, base: ThresholdOverrides) -> ThresholdOverrides:
@@ -160,7 +170,7 @@ TINY_SHARPNESS_MIN = 0.88
 
 # The embedded tiny checkpoint's thresholds, per scheme kind (storage dtype or quantization
 # method): each limit lies midway on a log scale between the worst honest image of that scheme and
-# the mildest damaged one (quant_guard/model/tiny/settings.py, measured by benchmarks/tiny_quality.py):
+# the mildest damaged one (quant_guard/config/tiny_settings.py, measured by benchmarks/tiny_quality.py):
 # geometric mean for LPIPS and 1 - SSIM, mean of the dB values, rounded. A scheme kind without a
 # measurement gets the package defaults: a 4-bit scheme is not held to a float8 limit. The float8
 # scorecard limits come from benchmarks/tiny_scorecard.py: sharpness the same way (the worst honest
@@ -209,155 +219,4 @@ class ExpectedSettings:
     hue_margin_deg: float = 2.0
     sharpness_margin: float = 0.05  # of the sharpness ratio
     region_margin: float = 0.02  # worst-region SSIM and LPIPS (one tile moves more than the image)
-
-
-@dataclass(frozen=True)
-class MetricCheck:
-    """One number against one limit, e.g. ``LPIPS 0.0712 > max 0.05``."""
-
-    metric: str
-    value: float
-    limit: float
-    higher_is_better: bool
-    source: str  # "threshold" or "expected"
-    key: str = ""  # the Limit's key ("meaning" for the meaning check)
-    unit: str = ""
-
-    @property
-    def passed(self) -> bool:
-        if math.isnan(self.value):
-            return False
-        return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
-
-    @property
-    def dimension(self) -> str:
-        limit = LIMITS_BY_KEY.get(self.key)
-        return "meaning" if self.key == MEANING_KEY else limit.dimension if limit is not None else "structure"
-
-    def describe(self) -> str:
-        op = (">=" if self.passed else "<") if self.higher_is_better else ("<=" if self.passed else ">")
-        bound = "min" if self.higher_is_better else "max"
-        unit = f" {self.unit}" if self.unit == "dB" else self.unit
-        verdict = "ok" if self.passed else "FAIL"
-        if self.key == MEANING_KEY:
-            return f"meaning {'kept' if self.passed else 'LOST'} ({self.source}) {verdict}"
-        return (f"{self.metric:<5} {_fmt(self.value)}{unit} {op} {bound} {_fmt(self.limit)}{unit}"
-                f" ({self.source}) {verdict}")
-
-
-def _fmt(value: float) -> str:
-    if math.isinf(value):
-        return "inf"
-    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
-
-
-def measured(metrics: ImageMetrics, scorecard: Scorecard | None) -> dict[str, float]:
-    """Every number a limit can bound (``Limit.value`` keys); a scorecard adds its own."""
-    values = {"lpips": metrics.lpips, "ssim": metrics.ssim, "psnr": metrics.psnr}
-    if scorecard is not None:
-        values.update({k: v for k, v in scorecard.values().items() if v is not None})
-    return values
-
-
-def check_thresholds(metrics: ImageMetrics, limits: Thresholds, scorecard: Scorecard | None = None) -> list[MetricCheck]:
-    """A check per limit that is set and has its number (a scorecard limit needs the scorecard;
-    the hue limit needs saturated pixels to measure on), and the meaning check when a scorer ran."""
-    values = measured(metrics, scorecard)
-    checks = []
-    for limit in LIMITS:
-        bound = limits.limit(limit)
-        if bound is not None and limit.value in values:
-            checks.append(MetricCheck(limit.metric, values[limit.value], bound, limit.higher_is_better, "threshold",
-                                      limit.key, limit.unit))
-    if scorecard is not None and scorecard.meaning is not None:
-        checks.append(MetricCheck("meaning", 1.0 if scorecard.meaning.agrees else 0.0, 1.0, True, "threshold",
-                                  MEANING_KEY))
-    return checks
-
-
-def expected_bound(limit: Limit, recorded: float, settings: ExpectedSettings) -> float:
-    """The expected mode's bound on a number recorded as ``recorded``: a margin below it for a
-    number that is better higher, a factor and a margin above it otherwise."""
-    margin = getattr(settings, limit.expected_margin)
-    if limit.higher_is_better:
-        return recorded - margin
-    return recorded * (getattr(settings, limit.expected_factor) if limit.expected_factor else 1.0) + margin
-
-
-def check_expected(metrics: ImageMetrics, expected: ImageMetrics, settings: ExpectedSettings, *,
-                   limits: Thresholds | None = None, scorecard: Scorecard | None = None,
-                   expected_scorecard: Mapping[str, float] | None = None) -> list[MetricCheck]:
-    """Hold a candidate to the numbers recorded at the last re-baseline (one-sided: being closer
-    to the golden than last time always passes). LPIPS, SSIM and PSNR always; a scorecard number
-    when it has a limit in ``limits`` and was recorded (goldens updated before the scorecard
-    existed have none)."""
-    values = measured(metrics, scorecard)
-    recorded = {"lpips": expected.lpips, "ssim": expected.ssim, "psnr": expected.psnr, **(expected_scorecard or {})}
-    checks = []
-    for limit in LIMITS:
-        scored = limit.value not in IMAGE_METRICS
-        if scored and (limits is None or limits.limit(limit) is None):
-            continue
-        if limit.value not in values or limit.value not in recorded:
-            continue
-        base = recorded[limit.value]
-        # an identical image at baseline (PSNR inf) gives no bound; the other numbers still hold it
-        bound = expected_bound(limit, base, settings) if math.isfinite(base) else \
-            (limit.low if limit.higher_is_better else limit.high)
-        checks.append(MetricCheck(limit.metric, values[limit.value], bound, limit.higher_is_better, "expected",
-                                  limit.key, limit.unit))
-    return checks
-
-
-def limit_words(checks: list[MetricCheck]) -> dict[str, str]:
-    """What the scorecard's words say after a number (``Scorecard.describe``): its limits, by
-    ``Limit.value``, e.g. {"colour_delta_e_p95": "limit 3.0, expected max 1.5"}; a number held
-    by thresholds on both sides says which is which ("min 0.88, max 1.2")."""
-    found = [(c, LIMITS_BY_KEY[c.key]) for c in checks if c.key in LIMITS_BY_KEY]
-    sides: dict[str, set[str]] = {}  # the bounds ("min", "max") thresholds set on each number
-    for c, limit in found:
-        if c.source == "threshold":
-            sides.setdefault(limit.value, set()).add(limit.bound)
-    out: dict[str, list[str]] = {}
-    for c, limit in found:
-        bound = f"{c.limit:.1f}" if abs(c.limit) >= 1 else f"{c.limit:.3g}"
-        if c.source != "threshold":
-            text = f"expected {limit.bound} {bound}"
-        else:
-            text = f"{limit.bound} {bound}" if len(sides[limit.value]) > 1 else f"limit {bound}"
-        out.setdefault(limit.value, []).append(text)
-    return {k: ", ".join(v) for k, v in out.items()}
-
-
-def expected_moved(new: Mapping[str, float | None], recorded: Mapping[str, float],
-                   settings: ExpectedSettings) -> list[str]:
-    """The recorded expected numbers that a re-measurement moved by more than the expected mode's
-    tolerance in either direction (``lpips``/``ssim``/``psnr`` and ``Scorecard.values()`` keys),
-    as "LPIPS 0.0031 -> 0.0042" lines; a number on one side only counts as moved. Empty: the
-    recorded file still describes this candidate, and re-recording it would only churn (a
-    re-baseline on another CPU moves NF4's LPIPS by a few 1e-4)."""
-    limits = {limit.value: limit for limit in LIMITS}  # both sharpness limits share one margin
-    moved = []
-    for name in sorted(set(recorded) | {k for k, v in new.items() if v is not None}):
-        old, now = recorded.get(name), new.get(name)
-        limit = limits.get(name)
-        label = limit.metric if limit is not None else name
-        if old is None or now is None:
-            moved.append(f"{label} {'absent' if old is None else _fmt(old)} -> {'absent' if now is None else _fmt(now)}")
-        elif not _within_tolerance(old, now, limit, settings):
-            moved.append(f"{label} {_fmt(old)} -> {_fmt(now)}")
-    return moved
-
-
-def _within_tolerance(old: float, now: float, limit: Limit | None, settings: ExpectedSettings) -> bool:
-    """``now`` passes the expected check against ``old`` and ``old`` against ``now`` (the check
-    is one-sided; keeping a much worse recorded value would loosen it)."""
-    if math.isnan(old) or math.isnan(now):
-        return False
-    if not (math.isfinite(old) and math.isfinite(now)):
-        return old == now  # PSNR inf (identical images) stays only while it is inf
-    if limit is None:  # a number no limit reads: only its rounding may differ
-        return abs(old - now) <= 1e-6
-    if limit.higher_is_better:
-        return now >= expected_bound(limit, old, settings) and old >= expected_bound(limit, now, settings)
-    return now <= expected_bound(limit, old, settings) and old <= expected_bound(limit, now, settings)
+    text_cer_margin: float = 0.1  # of the text CER: about one more wrong character in ten

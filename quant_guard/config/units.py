@@ -75,3 +75,16 @@ def format_seconds(s: float) -> str:
     if s >= 1e-6:
         return f"{s * 1e6:.1f} us"
     return f"{s * 1e9:.0f} ns"
+
+
+AUTO = "auto"  # a vram_limit resolved per device: its total memory minus 0.5 GiB (model.memory_plan)
+
+
+def parse_vram_limit(text: str) -> int | None:
+    """``"auto"`` -> None (resolved per device by ``plan_memory``), ``"N GiB"`` -> bytes."""
+    if text == AUTO:
+        return None
+    try:
+        return parse_bytes(text)
+    except UnitError as exc:
+        raise UnitError(f'{exc}; or "auto" (the device\'s total memory minus 0.5 GiB)') from None

@@ -17,55 +17,51 @@ the warm-up step(s) and applies the limit to a statistic of the rest, the median
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, replace
-from enum import Enum
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
+from quant_guard.config.limits import Budget, PeakCounts, StepStatistic
 from quant_guard.config.units import format_bytes, format_seconds
 
-if TYPE_CHECKING:
-    from quant_guard.model.render import MemoryStats, RenderSummary
 
 
-class PeakCounts(str, Enum):
-    """Which CUDA figure a peak-memory limit applies to."""
+# ---- what a render measured (model.render fills these in) ------------------------------------------
 
-    DEVICE = "device"  # the device's used memory (falls back to RESERVED where not measured)
-    RESERVED = "reserved"  # the caching allocator's reserve
-    ALLOCATED = "allocated"  # allocated tensors only
+@dataclass(frozen=True)
+class MemoryStats:
+    """Memory of one render. ``kind`` is "cuda" (device memory) or "cpu-rss" (the process's
+    resident host memory)."""
 
+    kind: str
+    peak_bytes: int | None  # peak during the render (CUDA: allocated; CPU: the process's RSS)
+    reserved_bytes: int | None = None  # CUDA allocator's reserved peak
+    at_start_bytes: int | None = None  # allocated (CUDA) / the process's RSS (CPU) when the render began
+    note: str | None = None  # why a figure is missing
+    device_bytes: int | None = None  # CUDA: the device's used memory at its peak (context + reserve + others)
 
-class StepStatistic(str, Enum):
-    MEDIAN = "median"
-    MEAN = "mean"
-    MAX = "max"
+    @property
+    def peak_name(self) -> str:
+        return "peak VRAM" if self.kind == "cuda" else "peak RSS"
+
+    @property
+    def resident_name(self) -> str:
+        return "resident VRAM" if self.kind == "cuda" else "resident RSS"
 
 
 @dataclass(frozen=True)
-class Budget:
-    """The limits that apply to one test (None = unlimited)."""
+class RenderSummary:
+    """What was measured of one render (the image itself stays out of results)."""
 
-    peak_memory_bytes: int | None = None
-    step_time_s: float | None = None
-    resident_memory_bytes: int | None = None
-    statistic: StepStatistic = StepStatistic.MEDIAN
-    warmup_steps: int = 1
-    peak_counts: PeakCounts = PeakCounts.DEVICE
+    step_times_s: tuple[float, ...]
+    total_s: float
+    memory: MemoryStats
+    dit_weight_bytes: int  # bytes of the DiT's weights as stored while the denoising loop ran
+    # the process's peak RSS while the pipeline's DiT was loaded (its build or its DiT swap); None
+    # where the kernel's high-water mark cannot be reset (model.host_memory.BuildMemory)
+    load_peak_rss_bytes: int | None = None
 
-    def override(self, *, peak_memory_bytes: int | None = None, step_time_s: float | None = None,
-                 resident_memory_bytes: int | None = None) -> Budget:
-        return replace(
-            self,
-            peak_memory_bytes=self.peak_memory_bytes if peak_memory_bytes is None else peak_memory_bytes,
-            step_time_s=self.step_time_s if step_time_s is None else step_time_s,
-            resident_memory_bytes=(self.resident_memory_bytes if resident_memory_bytes is None
-                                   else resident_memory_bytes),
-        )
 
-    @property
-    def empty(self) -> bool:
-        return self.peak_memory_bytes is None and self.step_time_s is None and self.resident_memory_bytes is None
 
+# ---- the checks ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class StepStats:

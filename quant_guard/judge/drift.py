@@ -18,7 +18,7 @@ golden stale before this check) and a candidate as close to bf16 now as honest q
 for an unknown reason: damage to a component both pipelines share (the VAE, a text encoder) looks
 exactly like that, and re-baselining would hide it.
 
-Nothing heavy is imported here: the configuration imports this module.
+Nothing heavy is imported here.
 """
 
 from __future__ import annotations
@@ -27,35 +27,22 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from quant_guard.config.thresholds import MetricCheck
+from quant_guard.config.limits import DriftTolerance, ReferenceMode
+from quant_guard.judge.checks import MetricCheck
 
 if TYPE_CHECKING:
     from quant_guard.store.fingerprint import FieldDifference
     from quant_guard.judge.metrics import ImageMetrics
 
 
-class ReferenceMode(str, Enum):
-    GOLDEN = "golden"  # one render per case; the bf16 reference only when a check fails
-    LIVE = "live"  # render the bf16 reference for every case and judge against it
+def tolerance_checks(tolerance: DriftTolerance, metrics: ImageMetrics) -> tuple[MetricCheck, ...]:
+    """The drift tolerance's checks of a bf16-now-vs-golden comparison."""
+    return (MetricCheck("LPIPS", metrics.lpips, tolerance.lpips, False, "drift tolerance"),
+            MetricCheck("PSNR", metrics.psnr, tolerance.psnr, True, "drift tolerance", unit="dB"))
 
 
-@dataclass(frozen=True)
-class DriftTolerance:
-    """How far a bf16 render may be from its golden and still count as the same golden.
-
-    Defaults from measurement (README, "Goldens across machines"): the tiny goldens re-rendered on
-    another CPU scored PSNR >= 53.8 dB and LPIPS <= 0.0001, while honest float8 on the tiny model
-    scores about 48 dB / 0.0004; the limits sit between the two."""
-
-    lpips: float = 0.001
-    psnr: float = 50.0
-
-    def checks(self, metrics: ImageMetrics) -> tuple[MetricCheck, ...]:
-        return (MetricCheck("LPIPS", metrics.lpips, self.lpips, False, "drift tolerance"),
-                MetricCheck("PSNR", metrics.psnr, self.psnr, True, "drift tolerance", unit="dB"))
-
-    def within(self, metrics: ImageMetrics) -> bool:
-        return all(c.passed for c in self.checks(metrics))
+def within_tolerance(tolerance: DriftTolerance, metrics: ImageMetrics) -> bool:
+    return all(c.passed for c in tolerance_checks(tolerance, metrics))
 
 
 @dataclass(frozen=True)
@@ -156,7 +143,7 @@ def closeness_checks(metrics: ImageMetrics, tolerance: DriftTolerance,
     cleared, and honest quantization is not; it then fails as ``NOT_CLEARED``, never as drift."""
     if expected_judged:
         return ()
-    return tuple(replace(c, source="drift tolerance, no expected metrics") for c in tolerance.checks(metrics))
+    return tuple(replace(c, source="drift tolerance, no expected metrics") for c in tolerance_checks(tolerance, metrics))
 
 
 def decide(check: DriftCheck, mode: ReferenceMode) -> DriftOutcome:

@@ -19,6 +19,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from quant_guard.config.thresholds import ImageMetrics  # the result type of a comparison (re-exported)
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -28,15 +30,6 @@ if TYPE_CHECKING:
 LPIPS_MIN_SIZE = 31
 
 _model_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class ImageMetrics:
-    """LPIPS (lower is closer, 0 = identical), SSIM (1 = identical), PSNR in dB (inf = identical)."""
-
-    lpips: float
-    ssim: float
-    psnr: float
 
 
 def _check_pair(golden: np.ndarray, candidate: np.ndarray) -> None:

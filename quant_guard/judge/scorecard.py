@@ -15,6 +15,9 @@ LPIPS/SSIM/PSNR say how much an image changed; the scorecard says how:
 - artifacts: the worst window of the spatial LPIPS map (``quant_guard.judge.regions``).
 - meaning: a semantic check of golden and candidate against the prompt
   (``quant_guard.judge.semantic``), only when a scorer is given.
+- text: the words golden and candidate show, read by OCR, and the candidate's character error
+  rate against the text the case expects (``quant_guard.judge.text``), only for a case with
+  ``expect_text``.
 
 The per-pixel work runs as torch operations (``quant_guard.judge.torch_ops``, each held to the
 scikit-image / scipy function it replaces) on the images of a ``metrics.ImagePair``, converted
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
     from quant_guard.judge.metrics import ImagePair
     from quant_guard.judge.semantic import MeaningScore, SemanticScorer
+    from quant_guard.judge.text import TextExpectation, TextScore
 
 SATURATED_CHROMA = 20.0  # CIELAB C*ab above which a golden pixel counts as saturated (sRGB primaries: 50-134)
 MIN_SATURATED_PIXELS = 16  # fewer saturated golden pixels: no hue shift is reported
@@ -110,6 +114,7 @@ class Scorecard:
     structure: StructureScore
     artifacts: ArtifactScore
     meaning: MeaningScore | None = None
+    text: TextScore | None = None
 
     def values(self) -> dict[str, float | None]:
         """The numbers a limit can bound (``quant_guard.config.thresholds.LIMITS``), by key; None where
@@ -122,6 +127,7 @@ class Scorecard:
             "structure_worst": self.structure.worst.value,
             # an LPIPS limit bounds LPIPS only (images under 31 px get a pixel-difference map)
             "artifacts_worst": (a.worst.value if a.worst is not None else 0.0) if a.kind == "LPIPS" else None,
+            "text_cer": self.text.cer if self.text is not None else None,
         }
 
     @property
@@ -158,12 +164,17 @@ class Scorecard:
         parts = [colour, sharp, structure, artifacts]
         if self.meaning is not None:
             parts.append(f"meaning: {self.meaning.describe()}")
+        if self.text is not None:
+            parts.append(f"text: {self.text.describe(limits.get('text_cer', ''))}")
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types (for results.json); a non-finite number becomes null."""
         data = asdict(self)
         data["sharpness"]["words"] = self.sharpness.words
+        if self.text is not None:  # the readings as one string each, beside their words and boxes
+            data["text"]["golden"]["text"] = self.text.golden.text
+            data["text"]["candidate"]["text"] = self.text.candidate.text
         return _finite(data)
 
 
@@ -319,11 +330,12 @@ def artifact_score(golden: np.ndarray, candidate: np.ndarray, lpips_map: np.ndar
 def compute_scorecard(golden: np.ndarray, candidate: np.ndarray, *, prompt: str | None = None,
                       scorer: SemanticScorer | None = None, lpips_map: np.ndarray | None = None,
                       ssim: tuple[float, np.ndarray] | None = None, pair: ImagePair | None = None,
-                      device: str | None = None) -> Scorecard:
+                      device: str | None = None, text: TextExpectation | None = None) -> Scorecard:
     """The scorecard of two uint8 HxWx3 images of equal shape. ``scorer`` (with ``prompt``) adds
-    the meaning check; ``lpips_map``, ``ssim`` (value, map) and ``pair`` (the converted images)
-    reuse what the gate's comparison computed (``metrics.compare_with_maps``): the scorecard then
-    costs only its own measures. Without ``pair`` the images are converted on ``device``."""
+    the meaning check, ``text`` the text legibility check; ``lpips_map``, ``ssim`` (value, map) and
+    ``pair`` (the converted images) reuse what the gate's comparison computed
+    (``metrics.compare_with_maps``): the scorecard then costs only its own measures. Without
+    ``pair`` the images are converted on ``device``."""
     from quant_guard.judge.metrics import ImagePair, _check_pair
     from quant_guard.judge.regions import box_size
 
@@ -345,4 +357,11 @@ def compute_scorecard(golden: np.ndarray, candidate: np.ndarray, *, prompt: str 
         structure=structure_score(golden, candidate, side, ssim if ssim is not None else pair.ssim()),
         artifacts=artifact_score(golden, candidate, lpips_map),
         meaning=meaning,
+        text=_text_score(golden, candidate, text) if text is not None else None,
     )
+
+
+def _text_score(golden: np.ndarray, candidate: np.ndarray, text: TextExpectation) -> TextScore:
+    from quant_guard.judge.text import text_score
+
+    return text_score(golden, candidate, text)

@@ -4,7 +4,7 @@ A scorer judges one image against a prompt; ``judge`` runs it on the golden and 
 Scorers are looked up by name in ``SCORERS`` (``register`` adds one):
 
 - ``tiny-scene`` (also ``tiny-colours``, its former name): for the embedded tiny checkpoint, the
-  read-back of its dataset (``quant_guard.model.tiny.dataset.read_scene``): the shape, its colour, the
+  read-back of its dataset (``quant_guard.judge.scenes.read_scene``): the shape, its colour, the
   background colour, the position and the size agree with the caption.
 - ``clip``: a CLIP-type text-image score (Hessel et al.'s CLIPScore, 2.5 x max(cosine, 0)) with
   a model the user installed locally (``QG_CLIP_MODEL`` or ``ClipScorer(path)``: a folder that
@@ -88,7 +88,7 @@ def judge(scorer: SemanticScorer, golden: np.ndarray, candidate: np.ndarray, pro
 
 
 class TinySceneScorer:
-    """The tiny dataset's own read-back (``quant_guard.model.tiny.dataset.read_scene``): shape, colour,
+    """The tiny dataset's own read-back (``quant_guard.judge.scenes.read_scene``): shape, colour,
     background, position and size, each against the caption.
 
     The score is the share of those five attributes read as the caption says; an image agrees with
@@ -99,7 +99,7 @@ class TinySceneScorer:
     name = "tiny-scene"
 
     def verdict(self, image: np.ndarray, prompt: str) -> Verdict:
-        from quant_guard.model.tiny.dataset import parse_caption, read_scene
+        from quant_guard.judge.scenes import parse_caption, read_scene
 
         try:
             scene = parse_caption(prompt)

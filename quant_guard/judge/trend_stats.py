@@ -1,4 +1,4 @@
-"""The statistics of the history alarm's trend rule (quant_guard.store.history): the Mann-Kendall trend
+"""The statistics of the history alarm's trend rule (quant_guard.judge.history_alarm): the Mann-Kendall trend
 test and the Theil-Sen slope, and the scales the alarm reads a metric on.
 
 - **Mann-Kendall** (Mann 1945, Kendall 1975): S = sum over pairs i < j of sign(x_j - x_i); under

@@ -17,7 +17,10 @@ from quant_guard.config.project import COMPONENTS, CheckpointSpec, ComponentSour
 from quant_guard.store.paths import cache_dir
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from quant_guard.config.schemes import Scheme
+    from quant_guard.model.tiny.build import TinyCheckpointFiles
 
 PICKLE_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".pkl", ".pickle")
 
@@ -52,6 +55,19 @@ class ResolvedCheckpoint:
         if scheme_id in self.scheme_problems:
             raise CheckpointError(self.scheme_problems[scheme_id])
         return self.scheme_dits.get(scheme_id)
+
+
+def tiny_resolved(tiny: TinyCheckpointFiles, scheme_dits: Mapping[str, Path] | None = None, *,
+                  vae: Path | None = None) -> ResolvedCheckpoint:
+    """The embedded tiny checkpoint's files as ``model.pipelines.build_pipeline`` takes a checkpoint:
+    ``scheme_dits`` gives schemes a DiT file of their own (pre-quantized or damaged, by scheme id),
+    ``vae`` replaces the VAE (the benchmarks' decoder damage)."""
+    from quant_guard.config.tiny_settings import T5_SEQUENCE_LENGTH
+
+    files: dict[str, Path | list[Path]] = dict(tiny.components())
+    if vae is not None:
+        files["vae"] = vae
+    return ResolvedCheckpoint("tiny", files, dict(scheme_dits or {}), T5_SEQUENCE_LENGTH)
 
 
 def resolve_checkpoint(spec: CheckpointSpec) -> ResolvedCheckpoint:

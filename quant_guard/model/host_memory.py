@@ -36,11 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from quant_guard.model.families.base import DIT
 from quant_guard.model.memory_plan import DISK, MemoryPlan
 from quant_guard.config.units import format_bytes
 
 if TYPE_CHECKING:
     from quant_guard.config.schemes import Quantization, Scheme
+    from quant_guard.model.families.base import ModelFamily
 
 # Python + torch + DiffSynth imported (about 1 GiB, FACTS), LPIPS, the CUDA context's host side
 # and the render's images: an allowance, replaced by a measurement where there is one
@@ -92,12 +94,12 @@ class HostPlan:
 
     def swap_bytes(self) -> int:
         """What a DiT swap adds: the old DiT is dropped before the new one is read."""
-        return self.component("dit").load_bytes
+        return self.component(DIT).load_bytes
 
     @property
     def swap_peak_bytes(self) -> int:
         """The process at the peak of swapping this DiT into a pipeline that holds the rest."""
-        return self.process_bytes + self.weights_bytes - self.component("dit").resident_bytes + self.swap_bytes()
+        return self.process_bytes + self.weights_bytes - self.component(DIT).resident_bytes + self.swap_bytes()
 
     def describe(self) -> str:
         parts = ", ".join(f"{c.name} {format_bytes(c.load_bytes)}" for c in self.components if c.load_bytes)
@@ -121,13 +123,13 @@ _STORED_FRACTION = {"bfloat16": 1.0, "float8_e4m3fn": 0.5, "float8_e5m2": 0.5}
 def host_plan(plan: MemoryPlan, file_bytes: Mapping[str, int], *, prequantized_dit: bool = False) -> HostPlan:
     """``file_bytes``: bytes on disk of each model component's file(s), the DiT's being the file
     this plan's scheme loads (its own pre-quantized file, if it has one)."""
-    return HostPlan(tuple(_component(plan, name, file_bytes[name], prequantized_dit and name == "dit")
+    return HostPlan(tuple(_component(plan, name, file_bytes[name], prequantized_dit and name == DIT)
                           for name in plan.components))
 
 
 def _component(plan: MemoryPlan, name: str, size: int, prequantized: bool) -> ComponentHost:
     placement = plan.components[name]
-    quantization = plan.scheme.quantization if name == "dit" else None
+    quantization = plan.scheme.quantization if name == DIT else None
     on_host = placement.home_device == "cpu"
     if placement.home_device == DISK:
         return ComponentHost(name, 0, 0, "read from its file layer by layer (disk offload)")
@@ -289,7 +291,8 @@ class CardPlan:
     host_peak_disk_bytes: dict[str, int]  # the same with disk_offload = true
 
 
-def card_plan(card_gib: int, file_bytes: Mapping[str, int], schemes: tuple[Scheme, ...]) -> CardPlan:
+def card_plan(card_gib: int, file_bytes: Mapping[str, int], schemes: tuple[Scheme, ...],
+              family: ModelFamily | None = None) -> CardPlan:
     """The plan a card of ``card_gib`` GiB gets: every component resident when the bf16
     reference's weights and the render fit (goldens are made on the same card), else cpu_offload
     with a vram_limit that leaves ``RENDER_HEADROOM`` under the card's memory (12 GiB -> 7 GiB,
@@ -304,9 +307,9 @@ def card_plan(card_gib: int, file_bytes: Mapping[str, int], schemes: tuple[Schem
     for scheme in schemes:
         for disk_offload, into in ((False, host), (True, disk)):
             plan = plan_memory(cpu_offload=offload, vram_limit_bytes=limit, scheme=scheme, device="cuda",
-                               device_total_bytes=total, disk_offload=disk_offload)
+                               device_total_bytes=total, disk_offload=disk_offload, family=family)
             into[scheme.id] = host_plan(plan, file_bytes).peak_bytes
-        dit = file_bytes["dit"]
+        dit = file_bytes[DIT]
         stored = int(dit * (quantized_fraction(scheme.quantization) if scheme.quantization
                             else _STORED_FRACTION[scheme.storage_dtype]))
         resident = weights - dit + stored  # every weight on the device, the DiT as the scheme stores it

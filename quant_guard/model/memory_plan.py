@@ -13,10 +13,10 @@ examples/flux/model_inference_low_vram/FLUX.1-dev.py of DiffSynth-Studio):
   computes on the device (preparing = computation = the device). A layer is kept on the device
   after its forward only while the device's used memory is under ``vram_limit``; past it, layers
   are copied over for their forward and dropped. The onload device is "cpu" for every
-  component because FLUX's prompt encoder never calls ``load_models_to_device``: an encoder
+  component because FLUX.1's prompt encoder never calls ``load_models_to_device``: an encoder
   whose onload device were the GPU would compute on weights still in host memory.
-- ``disk_offload`` (any mode): the DiT and T5, the two big components, stay in their safetensors
-  files; each layer is read when its forward needs it (DiffSynth's "Disk Offload",
+- ``disk_offload`` (any mode): the family's big components (FLUX.1: the DiT and T5) stay in their
+  safetensors files; each layer is read when its forward needs it (DiffSynth's "Disk Offload",
   docs/en/Pipeline_Usage/VRAM_management.md, section "Disk Offload"; ``offload_dtype = "disk"``
   in ``diffsynth/core/vram/layers.py`` lines 123-127 and ``load_from_disk`` 132-144;
   ``diffsynth/core/loader/model.py`` lines 30-32 build such a model on the meta device with no
@@ -33,17 +33,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from quant_guard.config.schemes import COMPUTE_DTYPE, Scheme
-from quant_guard.config.units import UnitError, format_bytes, parse_bytes
+from quant_guard.config.units import format_bytes
+from quant_guard.model.families import default_family, family_of
+from quant_guard.model.families.base import DIT
 
-AUTO = "auto"
+if TYPE_CHECKING:
+    from quant_guard.model.families.base import ModelFamily
+
 # DiffSynth's recipe: the device's total memory minus 0.5 GiB
 AUTO_MARGIN_BYTES = 2**29
-MODEL_COMPONENTS = ("dit", "text_encoder_clip", "text_encoder_t5", "vae")
 DISK = "disk"  # DiffSynth's name for a home on disk (a device and a dtype at once)
-DISK_COMPONENTS = ("dit", "text_encoder_t5")  # what disk_offload leaves in the files: the two big ones
 
 
 class MemoryMode(str, Enum):
@@ -97,12 +99,12 @@ class MemoryPlan:
 
     @property
     def vram_limit_gib(self) -> float | None:
-        """What ``FluxImagePipeline.from_pretrained(vram_limit=...)`` takes."""
+        """What the pipeline's ``from_pretrained(vram_limit=...)`` takes."""
         return None if self.vram_limit_bytes is None else self.vram_limit_bytes / 2**30
 
     def describe(self) -> str:
         def home(name: str, p: ComponentPlacement) -> str:
-            quantization = self.scheme.quantization if name == "dit" else None
+            quantization = self.scheme.quantization if name == DIT else None
             return f"{p.home_device}/{quantization.method if quantization else p.prepared_dtype or p.home_dtype}"
 
         homes = ", ".join(f"{name} {home(name, p)}" for name, p in self.components.items())
@@ -110,22 +112,14 @@ class MemoryPlan:
         return f"{self.mode.value} on {self.device}{limit}: {homes}"
 
 
-def parse_vram_limit(text: str) -> int | None:
-    """``"auto"`` -> None (resolved per device by ``plan_memory``), ``"N GiB"`` -> bytes."""
-    if text == AUTO:
-        return None
-    try:
-        return parse_bytes(text)
-    except UnitError as exc:
-        raise UnitError(f'{exc}; or "auto" (the device\'s total memory minus 0.5 GiB)') from None
-
-
 def plan_memory(*, cpu_offload: bool, vram_limit_bytes: int | None, scheme: Scheme, device: str,
-                device_total_bytes: int | None, disk_offload: bool = False) -> MemoryPlan:
-    """The plan of one pipeline. ``vram_limit_bytes`` None means "auto"; ``device_total_bytes``
-    is needed only for an automatic limit with cpu_offload on an accelerator. A quantization
-    method keeps its own layer formats; DiffSynth's dtype fields then describe the layers it
-    leaves alone (bf16)."""
+                device_total_bytes: int | None, disk_offload: bool = False,
+                family: ModelFamily | None = None) -> MemoryPlan:
+    """The plan of one pipeline of ``family`` (None: the default family's components).
+    ``vram_limit_bytes`` None means "auto"; ``device_total_bytes`` is needed only for an automatic
+    limit with cpu_offload on an accelerator. A quantization method keeps its own layer formats;
+    DiffSynth's dtype fields then describe the layers it leaves alone (bf16)."""
+    family = family or default_family()
     dit_dtype = scheme.storage_dtype
     if device == "cpu":
         mode, home, limit = MemoryMode.CPU, "cpu", None
@@ -134,11 +128,11 @@ def plan_memory(*, cpu_offload: bool, vram_limit_bytes: int | None, scheme: Sche
     else:
         mode, home = MemoryMode.CPU_OFFLOAD, "cpu"
         limit = vram_limit_bytes if vram_limit_bytes is not None else _auto_limit(device, device_total_bytes)
-    components = {name: ComponentPlacement(home, dit_dtype if name == "dit" else COMPUTE_DTYPE, device)
-                  for name in MODEL_COMPONENTS}
+    components = {name: ComponentPlacement(home, dit_dtype if name == DIT else COMPUTE_DTYPE, device)
+                  for name in family.model_components}
     if disk_offload:
-        for name in DISK_COMPONENTS:
-            if name == "dit" and scheme.quantization is not None:
+        for name in family.disk_components:
+            if name == DIT and scheme.quantization is not None:
                 continue  # DiffSynth refuses disk offload with quantization (core/loader/model.py:34-36)
             stored = components[name].home_dtype
             components[name] = ComponentPlacement(DISK, DISK, device, prepared_dtype=stored)
@@ -154,8 +148,8 @@ class OffloadSettings(Protocol):
 
 
 def checkpoint_plan(spec: OffloadSettings | None, scheme: Scheme, device: str) -> MemoryPlan:
-    """The plan of ``scheme`` under a checkpoint's settings (None: every component on ``device``);
-    an automatic ``vram_limit`` reads the device's total memory."""
+    """The plan of ``scheme`` under a checkpoint's settings (None: every component on ``device``),
+    for the checkpoint's model family; an automatic ``vram_limit`` reads the device's total memory."""
     offload = bool(spec and spec.cpu_offload)
     limit = spec.vram_limit_bytes if spec else None
     total = None
@@ -164,7 +158,8 @@ def checkpoint_plan(spec: OffloadSettings | None, scheme: Scheme, device: str) -
 
         total = int(torch.cuda.mem_get_info(device)[1])
     return plan_memory(cpu_offload=offload, vram_limit_bytes=limit, scheme=scheme, device=device,
-                       device_total_bytes=total, disk_offload=bool(spec and spec.disk_offload))
+                       device_total_bytes=total, disk_offload=bool(spec and spec.disk_offload),
+                       family=family_of(spec))
 
 
 def _auto_limit(device: str, total: int | None) -> int:

@@ -1,5 +1,7 @@
-"""Build DiffSynth ``FluxImagePipeline`` objects for the bf16 reference and each candidate
-scheme, and swap the DiT of a built pipeline from one scheme to another.
+"""Build DiffSynth pipelines for the bf16 reference and each candidate scheme, and swap the DiT
+of a built pipeline from one scheme to another. What differs between pipelines (the class, its
+components and tokenizers, the DiT's registry name) is the checkpoint's model family's
+(``families/``).
 
 Only the DiT depends on the scheme (``schemes.py``): a storage scheme keeps its linear weights in
 float8 and casts them to bf16 per layer (``ModelConfig`` dtypes, ``diffsynth/core/vram/layers.py``);
@@ -19,12 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 from quant_guard.model.checkpoints import CheckpointError, ResolvedCheckpoint
 from quant_guard.model.host_memory import HostMemoryShortfall, HostPlan, check_host_memory, host_plan, measured_build
-from quant_guard.model.memory_plan import MODEL_COMPONENTS, MemoryPlan, plan_memory, torch_fields
+from quant_guard.model.families import family_of
+from quant_guard.model.families.base import DIT
+from quant_guard.model.memory_plan import MemoryPlan, plan_memory, torch_fields
 from quant_guard.model.scheme_check import check_scheme_applied
 from quant_guard.config.schemes import Scheme
 
 if TYPE_CHECKING:
-    from diffsynth.pipelines.flux_image import FluxImagePipeline
+    from diffsynth.diffusion.base_pipeline import BasePipeline
+
+    from quant_guard.model.families.base import ModelFamily
 
 
 def pick_device(requested: str) -> str:
@@ -68,24 +74,24 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
 
 
-def default_plan(scheme: Scheme, device: str) -> MemoryPlan:
+def default_plan(scheme: Scheme, device: str, family: ModelFamily | None = None) -> MemoryPlan:
     """Every component on ``device`` (no offload): what a direct caller without a checkpoint spec gets."""
     return plan_memory(cpu_offload=False, vram_limit_bytes=None, scheme=scheme, device=device,
-                       device_total_bytes=None)
+                       device_total_bytes=None, family=family)
 
 
 def dit_file(checkpoint: ResolvedCheckpoint, scheme: Scheme) -> Path | list[Path]:
     """The scheme's pre-quantized DiT file, else the checkpoint's bf16 DiT."""
     own = checkpoint.scheme_dit(scheme.id)
-    return checkpoint.files["dit"] if own is None else own
+    return checkpoint.files[DIT] if own is None else own
 
 
 def planned_host_memory(checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: MemoryPlan) -> HostPlan:
     """The host RAM of this pipeline under ``plan`` (``host_memory.py``), from its files' sizes.
     A scheme's own DiT file is read as stored (a float8 file, checked by the gate, or a
     pre-quantized one) unless a method quantizes it on load."""
-    sizes = {name: _bytes_on_disk(checkpoint.files[name]) for name in MODEL_COMPONENTS}
-    sizes["dit"] = _bytes_on_disk(dit_file(checkpoint, scheme))
+    sizes = {name: _bytes_on_disk(checkpoint.files[name]) for name in family_of(checkpoint).model_components}
+    sizes[DIT] = _bytes_on_disk(dit_file(checkpoint, scheme))
     own = checkpoint.scheme_dit(scheme.id) is not None
     as_stored = own and (scheme.quantization is None or scheme.quantization.load_prequantized)
     return host_plan(plan, sizes, prequantized_dit=as_stored)
@@ -119,11 +125,11 @@ def _dit_config(checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: MemoryPlan
     file, registered with DiffSynth (which then applies the registered quantization itself)."""
     dit, quantization = dit_file(checkpoint, scheme), scheme.quantization
     if quantization is None:
-        return _config(dit, plan, "dit")
+        return _config(dit, plan, DIT)
     if quantization.load_prequantized:
-        register_prequantized(dit, checkpoint.files["dit"], scheme)
-        return _config(dit, plan, "dit")
-    return _config(dit, plan, "dit", quantize=quantization.build())
+        register_prequantized(dit, checkpoint.files[DIT], scheme)
+        return _config(dit, plan, DIT)
+    return _config(dit, plan, DIT, quantize=quantization.build())
 
 
 def register_prequantized(path: Path | list[Path], reference_dit: Path | list[Path], scheme: Scheme) -> None:
@@ -147,15 +153,15 @@ def register_prequantized(path: Path | list[Path], reference_dit: Path | list[Pa
 
 
 def build_pipeline(checkpoint: ResolvedCheckpoint, scheme: Scheme, device: str,
-                   *, plan: MemoryPlan | None = None) -> FluxImagePipeline:
-    """Load every component from local files under ``plan`` (default: all on ``device``), the DiT
-    in ``scheme``. Errors name the file that failed."""
+                   *, plan: MemoryPlan | None = None) -> BasePipeline:
+    """Load every component of the checkpoint's model family from local files under ``plan``
+    (default: all on ``device``), the DiT in ``scheme``. Errors name the file that failed."""
     prepare_diffsynth()
     import torch
     from diffsynth.core import ModelConfig
-    from diffsynth.pipelines.flux_image import FluxImagePipeline
 
-    plan = plan or default_plan(scheme, device)
+    family = family_of(checkpoint)
+    plan = plan or default_plan(scheme, device, family)
     if plan.device != device or plan.scheme != scheme:
         raise ValueError(f"memory plan for {plan.scheme.id} on {plan.device}, asked {scheme.id} on {device}")
     files = checkpoint.files
@@ -166,29 +172,27 @@ def build_pipeline(checkpoint: ResolvedCheckpoint, scheme: Scheme, device: str,
     log = io.StringIO()  # DiffSynth prints a banner and a line per model; keep it for errors only
     try:
         with contextlib.redirect_stdout(log), measured_build() as build_memory:
-            configs = [_dit_config(checkpoint, scheme, plan),
-                       _config(files["text_encoder_clip"], plan, "text_encoder_clip"),
-                       _config(files["text_encoder_t5"], plan, "text_encoder_t5"), _config(files["vae"], plan, "vae")]
-            pipe = FluxImagePipeline.from_pretrained(
+            configs = [_dit_config(checkpoint, scheme, plan) if name == DIT else _config(files[name], plan, name)
+                       for name in family.model_components]
+            tokenizers = {t.argument: ModelConfig(path=str(files[t.name]), skip_download=True)
+                          for t in family.tokenizers}
+            pipe = family.pipeline_type().from_pretrained(
                 torch_dtype=torch.bfloat16, device=device, model_configs=configs, vram_limit=plan.vram_limit_gib,
-                tokenizer_1_config=ModelConfig(path=str(files["tokenizer_clip"]), skip_download=True),
-                tokenizer_2_config=ModelConfig(path=str(files["tokenizer_t5"]), skip_download=True),
-            )
+                **tokenizers)
     except Exception as exc:
         raise _load_error(exc, checkpoint, dit, log, what) from exc
     pipe.qg_build_memory = build_memory  # the measured peak RSS of this build (host_memory.BuildMemory)
-    given = {"dit": dit, "text_encoder_1": files["text_encoder_clip"], "text_encoder_2": files["text_encoder_t5"],
-             "vae_decoder": files["vae"]}
+    given = {c.attribute: dit if c.name == DIT else files[c.name] for c in family.components}
     missing = [name for name in given if getattr(pipe, name) is None]
     if missing:
         which = "; ".join(f"no {name} from {_as_str(given[name])}" for name in missing)
         raise CheckpointError(f"checkpoint {checkpoint.id!r}: DiffSynth loaded {which}: that file was recognised as "
                               "another model or not at all; check that each component path points at the right model")
-    check_scheme_applied(pipe.dit, scheme, checkpoint.id)
+    check_scheme_applied(pipe.dit, scheme, checkpoint.id, family.vram_layers)
     return pipe
 
 
-def swap_dit(pipe: FluxImagePipeline, checkpoint: ResolvedCheckpoint, scheme: Scheme,
+def swap_dit(pipe: BasePipeline, checkpoint: ResolvedCheckpoint, scheme: Scheme,
              plan: MemoryPlan) -> None:
     """Replace the pipeline's DiT by the one of ``scheme``, loaded under ``plan`` by DiffSynth's
     own loader (``download_and_load_models``). The old DiT is dropped and its memory returned
@@ -196,14 +200,14 @@ def swap_dit(pipe: FluxImagePipeline, checkpoint: ResolvedCheckpoint, scheme: Sc
     pipe.dit = None
     release_memory()
     dit = dit_file(checkpoint, scheme)
-    host = planned_host_memory(checkpoint, scheme, plan).component("dit")
+    host = planned_host_memory(checkpoint, scheme, plan).component(DIT)
     what = f"loading the {scheme.id} DiT of {checkpoint.id!r}"
     _require_host_memory(host.load_bytes, what, f"dit {host.how}")
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log), measured_build() as build_memory:
             pool = pipe.download_and_load_models([_dit_config(checkpoint, scheme, plan)], plan.vram_limit_gib)
-            pipe.dit = pool.fetch_model("flux_dit")
+            pipe.dit = pool.fetch_model(family_of(checkpoint).dit_registry_name)
     except Exception as exc:
         raise _load_error(exc, checkpoint, dit, log, what) from exc
     pipe.qg_build_memory = build_memory
@@ -211,7 +215,7 @@ def swap_dit(pipe: FluxImagePipeline, checkpoint: ResolvedCheckpoint, scheme: Sc
         raise CheckpointError(f"checkpoint {checkpoint.id!r}: DiffSynth loaded no dit from {_as_str(dit)}: that file "
                               "was recognised as another model or not at all")
     pipe.vram_management_enabled = pipe.check_vram_management_state()
-    check_scheme_applied(pipe.dit, scheme, checkpoint.id)
+    check_scheme_applied(pipe.dit, scheme, checkpoint.id, family_of(checkpoint).vram_layers)
 
 
 def release_memory() -> None:

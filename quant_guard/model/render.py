@@ -1,9 +1,13 @@
 """Render one fixed-seed image through a DiffSynth pipeline and measure it: per-step times and
 peak memory of that render alone.
 
-Per-step time: ``FluxImagePipeline.__call__`` wraps its denoising loop in ``progress_bar_cmd``;
+The pipeline's call keywords for a request are its model family's (``families/``, e.g. FLUX.1's
+``embedded_guidance``).
+
+Per-step time: a DiffSynth pipeline's ``__call__`` wraps its denoising loop in ``progress_bar_cmd``;
 a generator that timestamps around each ``yield`` sees every step (hooks on ``pipe.dit`` never
-fire: the forward is ``model_fn_flux_image``). On CUDA the device is synchronised first.
+fire: the forward is the pipeline's ``model_fn``, e.g. FLUX.1's ``model_fn_flux_image``). On CUDA
+the device is synchronised first.
 
 Memory: on CUDA, right before the render, the cached blocks are handed back and the peak
 statistics reset (a peak taken without the reset includes the load); ``memory_allocated`` then
@@ -29,17 +33,23 @@ from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from quant_guard.judge.budgets import MemoryStats, RenderSummary
 from quant_guard.model import host_memory
+from quant_guard.model.families import family_of_pipeline
 
 if TYPE_CHECKING:
     import numpy as np
-    from diffsynth.pipelines.flux_image import FluxImagePipeline
+    from diffsynth.diffusion.base_pipeline import BasePipeline
 
     from quant_guard.model.progress import StepCallback
 
 
 @dataclass(frozen=True)
 class RenderRequest:
+    """What a render is asked for. A model family maps the fields it uses to its pipeline's call
+    keywords (``ModelFamily.call_arguments``); a later family's own (negative prompt, cfg scale,
+    frames) become more fields here, with defaults."""
+
     prompt: str
     seed: int
     steps: int
@@ -47,40 +57,6 @@ class RenderRequest:
     height: int
     guidance: float
     t5_sequence_length: int
-
-
-@dataclass(frozen=True)
-class MemoryStats:
-    """Memory of one render. ``kind`` is "cuda" (device memory) or "cpu-rss" (the process's
-    resident host memory)."""
-
-    kind: str
-    peak_bytes: int | None  # peak during the render (CUDA: allocated; CPU: the process's RSS)
-    reserved_bytes: int | None = None  # CUDA allocator's reserved peak
-    at_start_bytes: int | None = None  # allocated (CUDA) / the process's RSS (CPU) when the render began
-    note: str | None = None  # why a figure is missing
-    device_bytes: int | None = None  # CUDA: the device's used memory at its peak (context + reserve + others)
-
-    @property
-    def peak_name(self) -> str:
-        return "peak VRAM" if self.kind == "cuda" else "peak RSS"
-
-    @property
-    def resident_name(self) -> str:
-        return "resident VRAM" if self.kind == "cuda" else "resident RSS"
-
-
-@dataclass(frozen=True)
-class RenderSummary:
-    """What was measured of one render (the image itself stays out of results)."""
-
-    step_times_s: tuple[float, ...]
-    total_s: float
-    memory: MemoryStats
-    dit_weight_bytes: int  # bytes of the DiT's weights as stored while the denoising loop ran
-    # the process's peak RSS while the pipeline's DiT was loaded (its build or its DiT swap); None
-    # where the kernel's high-water mark cannot be reset (quant_guard.model.host_memory.BuildMemory)
-    load_peak_rss_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +78,7 @@ class _StepTimer:
     """Stands in for tqdm as ``progress_bar_cmd``: records the wall time of each step, and the
     DiT's resident weight bytes once the denoising loop has started (after any onload)."""
 
-    def __init__(self, synchronize: Any, pipe: FluxImagePipeline, on_step: StepCallback | None = None) -> None:
+    def __init__(self, synchronize: Any, pipe: BasePipeline, on_step: StepCallback | None = None) -> None:
         self.synchronize = synchronize
         self.pipe = pipe
         self.on_step = on_step
@@ -127,16 +103,18 @@ class _StepTimer:
                 self.on_step(len(self.times), total, end - first_start)
 
 
-def render(pipe: FluxImagePipeline, request: RenderRequest, *, on_step: StepCallback | None = None) -> Render:
+def render(pipe: BasePipeline, request: RenderRequest, *, on_step: StepCallback | None = None) -> Render:
     """``on_step`` is called after each denoising step, outside the timed part of the step."""
     import numpy as np
     import torch
 
+    family = family_of_pipeline(pipe)
     cuda = str(pipe.device).startswith("cuda")
     synchronize = torch.cuda.synchronize if cuda else (lambda: None)
     timer = _StepTimer(synchronize, pipe, on_step)
     nonfinite: list[float] = []
-    to_image = pipe.vae_output_to_image
+    decode = family.decode_method
+    to_image = getattr(pipe, decode)
 
     def checked_to_image(vae_output: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         # NaN/Inf become arbitrary bytes in the uint8 cast; count them before it happens
@@ -145,16 +123,12 @@ def render(pipe: FluxImagePipeline, request: RenderRequest, *, on_step: StepCall
 
     start_mem = _start_memory(cuda)
     started = time.perf_counter()
-    pipe.vae_output_to_image = checked_to_image  # instance attribute shadows the method for this call
+    setattr(pipe, decode, checked_to_image)  # instance attribute shadows the method for this call
     try:
-        image = pipe(
-            prompt=request.prompt, seed=request.seed, num_inference_steps=request.steps,
-            width=request.width, height=request.height, embedded_guidance=request.guidance,
-            t5_sequence_length=request.t5_sequence_length, rand_device="cpu", progress_bar_cmd=timer,
-        )
+        image = pipe(**family.call_kwargs(request), rand_device="cpu", progress_bar_cmd=timer)
         synchronize()
     finally:
-        del pipe.vae_output_to_image
+        delattr(pipe, decode)
     total = time.perf_counter() - started
     memory = _end_memory(cuda, start_mem)
     array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()

@@ -32,14 +32,14 @@ from quant_guard.model.scheme_kinds import (
     expectation,
 )
 from quant_guard.config.schemes import COMPUTE_DTYPE, Scheme
+from quant_guard.model.families.base import VramLayers
 
 if TYPE_CHECKING:
     import torch
 
-# DiffSynth's VRAM-management wrappers (diffsynth/core/vram/layers.py): the quantized one holds
-# the real layer as ``.module``.
-_STORAGE_WRAPPER = "AutoWrappedLinear"
-_QUANTIZED_WRAPPER = "AutoWrappedQuantizedModule"
+# DiffSynth's VRAM-management wrappers (diffsynth/core/vram/layers.py), unless a model family
+# names others (``ModelFamily.vram_layers``): the quantized one holds the real layer as ``.module``.
+DIFFSYNTH_LAYERS = VramLayers()
 # torchao records dynamic activation quantization as ``act_quant_kwargs`` on the weight tensor
 _ACT_KWARGS_DTYPE = {"QuantizeTensorToInt8Kwargs": "int8"}
 # a weight in one of these is not quantized, whatever layer class holds it
@@ -93,9 +93,9 @@ def matches(name: str, patterns: tuple[str, ...] | None) -> bool:
     return any(name == p or name.endswith("." + p) for p in patterns or ())
 
 
-def inventory(dit: torch.nn.Module) -> DitInventory:
+def inventory(dit: torch.nn.Module, vram: VramLayers = DIFFSYNTH_LAYERS) -> DitInventory:
     """Every linear layer of the DiT with its weight format, activation handling and bytes, and
-    the bytes the DiT stores."""
+    the bytes the DiT stores; ``vram`` names the VRAM-management layer classes."""
     import torch
 
     quantize = getattr(dit, "quantize_config", None)
@@ -104,19 +104,19 @@ def inventory(dit: torch.nn.Module) -> DitInventory:
     for name, module in dit.named_modules():
         if id(module) in inner:
             continue
-        if type(module).__name__ == _QUANTIZED_WRAPPER:
+        if type(module).__name__ == vram.quantized:
             inner.add(id(module.module))
-            layers.append(_layer(name, module.module, quantized=True))
+            layers.append(_layer(name, module.module, vram, quantized=True))
         elif quantize is not None and quantize.is_quantized_linear(module):
-            layers.append(_layer(name, module, quantized=True))
+            layers.append(_layer(name, module, vram, quantized=True))
         elif isinstance(module, torch.nn.Linear):
             # a quantized weight in a DiT without DiffSynth's quantize_config (the reference) still counts
             plain = type(module.weight) in (torch.Tensor, torch.nn.Parameter)
-            layers.append(_layer(name, module, quantized=not plain))
+            layers.append(_layer(name, module, vram, quantized=not plain))
     return DitInventory(tuple(layers), stored_bytes(dit), tuple(_not_bf16(dit)))
 
 
-def _layer(name: str, module: Any, *, quantized: bool) -> LinearLayer:
+def _layer(name: str, module: Any, vram: VramLayers, *, quantized: bool) -> LinearLayer:
     weight = module.weight
     fmt, weight_bytes = weight_format(weight), tensor_bytes(weight)
     if getattr(module, "disk_offload", False) and not quantized:
@@ -124,8 +124,8 @@ def _layer(name: str, module: Any, *, quantized: bool) -> LinearLayer:
         # (diffsynth/core/vram/layers.py lines 123-127, 175-180)
         fmt, weight_bytes = _dtype_name(module.preparing_dtype), weight.numel() * module.preparing_dtype.itemsize
     return LinearLayer(name, quantized, f"{type(module).__name__}/{fmt}" if quantized else fmt,
-                       managed=type(module).__name__ == _STORAGE_WRAPPER,
-                       activations=_activations(module, weight), weight_bytes=weight_bytes,
+                       managed=type(module).__name__ == vram.storage,
+                       activations=_activations(module, weight, vram), weight_bytes=weight_bytes,
                        bf16_bytes=module.in_features * module.out_features * BF16_BYTES)
 
 
@@ -146,7 +146,7 @@ def weight_format(weight: Any) -> str:
     return f"{type(weight).__name__}({_dtype_name((inner if inner is not None else weight).dtype)})"
 
 
-def _activations(module: Any, weight: Any) -> str:
+def _activations(module: Any, weight: Any, vram: VramLayers) -> str:
     """The dtype the layer's matmul takes its activations in."""
     import torch
 
@@ -154,7 +154,7 @@ def _activations(module: Any, weight: Any) -> str:
     if kwargs is not None:  # torchao quantizes the activations per forward
         dtype = getattr(kwargs, "float8_dtype", None)
         return _dtype_name(dtype) if dtype is not None else _ACT_KWARGS_DTYPE.get(type(kwargs).__name__, UNKNOWN)
-    if type(module).__name__ == _STORAGE_WRAPPER:  # casts the stored weight to its computation dtype
+    if type(module).__name__ == vram.storage:  # casts the stored weight to its computation dtype
         return _dtype_name(getattr(module, "computation_dtype", None) or weight.dtype)
     compute = getattr(module, "compute_dtype", None)  # bitsandbytes Linear4bit dequantizes to it
     if compute is not None:
@@ -213,10 +213,11 @@ def tensor_bytes(tensor: Any) -> int:
     return total
 
 
-def check_scheme_applied(dit: torch.nn.Module, scheme: Scheme, checkpoint_id: str) -> DitInventory:
+def check_scheme_applied(dit: torch.nn.Module, scheme: Scheme, checkpoint_id: str,
+                         vram: VramLayers = DIFFSYNTH_LAYERS) -> DitInventory:
     """The DiT's inventory, after checking it against ``scheme``; a mismatch raises
     ``CheckpointError`` naming the first wrong layer, what was expected and what was found."""
-    found = inventory(dit)
+    found = inventory(dit, vram)
     problem = _mismatch(dit, found, scheme)
     if problem:
         raise CheckpointError(f"checkpoint {checkpoint_id!r}, scheme {scheme.id!r} ({scheme.describe()}): "

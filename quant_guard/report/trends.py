@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from quant_guard.store.history import BASELINES, METRICS, UNIT_FORMATS, History, HistoryRecord, TrendSettings
+from quant_guard.store.history import History, HistoryRecord
+from quant_guard.config.limits import UNIT_FORMATS
+from quant_guard.config.limits import BASELINES, METRICS, TrendSettings
 from quant_guard.report.sparkline import sparkline
 from quant_guard.report.view import Cell, Row, fmt_metric
 

@@ -17,7 +17,7 @@ from quant_guard.config.units import format_bytes, format_seconds
 METRICS = ("LPIPS", "SSIM", "PSNR")
 # Scorecard numbers in the tables: (heading, Scorecard.values() key, decimals)
 _SCORE_COLUMNS = (("ΔE p95", "colour_delta_e_p95", 2), ("Sharpness", "sharpness", 2))
-_DECIMALS = {limit.metric: (1 if limit.unit == "°" else 2 if limit.dimension in ("colour", "sharpness") else 4)
+_DECIMALS = {limit.metric: (1 if limit.unit == "°" else 2 if limit.dimension in ("colour", "sharpness", "text") else 4)
              for limit in LIMITS if limit.value not in ("lpips", "ssim", "psnr")}
 _FIELD = {"LPIPS": "lpips", "SSIM": "ssim", "PSNR": "psnr"}
 _ENV_KEYS = ("device", "device_name", "compute_capability", "driver", "torch", "torch_cuda", "cudnn", "diffsynth",
@@ -95,6 +95,41 @@ class CaseView:
     fingerprint: tuple[str, ...] = ()  # environment fields that differ from the golden's
     scorecard: tuple[Row, ...] = ()  # one row per dimension: what was measured, its limits
     scorecard_words: str = ""  # the scorecard as a sentence
+    text: TextView | None = None  # the words OCR read in golden and candidate (expect_text)
+
+
+@dataclass(frozen=True)
+class WordBox:
+    """A word read by OCR and its box, in percentages of the image (drawn over it)."""
+
+    text: str
+    left: float
+    top: float
+    width_pct: float
+    height_pct: float
+    title: str  # the box in pixels and the engine's confidence
+
+
+@dataclass(frozen=True)
+class TextPanel:
+    label: str  # "golden (bf16)", "candidate (float8_e4m3fn)"
+    image: str
+    reading: str  # the words read, in order ("nothing" when none)
+    score: str  # its CER against the expected text, judged when it is the candidate's
+    ok: bool | None
+    words: tuple[WordBox, ...]
+
+
+@dataclass(frozen=True)
+class TextView:
+    """The text check of one case: what was expected and what golden and candidate show."""
+
+    expected: str
+    region: tuple[float, float, float, float] | None  # percentages of the image, as the word boxes
+    region_px: str
+    panels: tuple[TextPanel, ...]
+    display_width: int  # on-screen size of each image: large enough to read the words boxed on it
+    display_height: int
 
 
 @dataclass(frozen=True)
@@ -182,7 +217,7 @@ def _score_values(record: Mapping[str, Any]) -> dict[str, Any]:
     return {"colour_delta_e_mean": colour.get("delta_e_mean"), "colour_delta_e_p95": colour.get("delta_e_p95"),
             "colour_hue_shift": None if hue is None else abs(hue), "sharpness": sharp.get("ratio"),
             "sharpness_worst": worst("sharpness"), "structure_worst": worst("structure"),
-            "artifacts_worst": worst("artifacts")}
+            "artifacts_worst": worst("artifacts"), "text_cer": (card.get("text") or {}).get("cer")}
 
 
 def _limit_value(check: Mapping[str, Any]) -> str | None:
@@ -295,6 +330,7 @@ def case_view(record: Mapping[str, Any], artifacts: Mapping[str, Any]) -> CaseVi
         notes=_notes(record), artifact_error=str(artifacts.get("error", "")),
         drift=_drift_rows(record.get("drift")), fingerprint=_fingerprint(record.get("fingerprint")),
         scorecard=_scorecard_rows(record), scorecard_words=str((record.get("scorecard") or {}).get("words") or ""),
+        text=_text_view(record, images, width, height),
     )
 
 
@@ -304,6 +340,7 @@ _SCORE_ROWS = (  # (dimension, label, Scorecard.values() key)
     ("sharpness", "sharpness (candidate / golden detail)", "sharpness"),
     ("sharpness", "sharpness, worst region", "sharpness_worst"),
     ("structure", "SSIM, worst region", "structure_worst"), ("artifacts", "worst LPIPS region", "artifacts_worst"),
+    ("text", "text CER (candidate vs expected)", "text_cer"),
 )
 
 
@@ -339,6 +376,42 @@ def _scorecard_rows(record: Mapping[str, Any]) -> tuple[Row, ...]:
                          Cell(f"candidate {cand.get('detail')}; golden {gold.get('detail')}"),
                          Cell("kept"), Cell("ok" if agrees else "LOST", agrees)), failed=not agrees))
     return tuple(rows)
+
+
+TEXT_DISPLAY = 480  # px: the text check's images are shown at least this wide (small renders enlarged), at most twice
+
+
+def _text_view(record: Mapping[str, Any], images: Mapping[str, str], width: int, height: int) -> TextView | None:
+    """Golden and candidate side by side with the words read in each boxed; None without a text check."""
+    text = (record.get("scorecard") or {}).get("text")
+    if not isinstance(text, dict):
+        return None
+    checks = [c for c in record.get("checks") or [] if isinstance(c, dict) and _limit_value(c) == "text_cer"]
+    ok = all(c.get("passed") for c in checks) if checks else None
+    limit = "; ".join(f"{_bound(c)} ({c.get('source')})" for c in checks) or "no limit"
+    panels = []
+    for key, label, cer, judged in (("golden", "golden (bf16)", text.get("golden_cer"), None),
+                                    ("candidate", f"candidate ({record.get('scheme', '')})", text.get("cer"), ok)):
+        reading = text.get(key) or {}
+        words = [w for w in reading.get("words") or [] if isinstance(w, dict)]
+        score = f"CER {as_float(cer):.2f}" if as_float(cer) is not None else "CER –"
+        panels.append(TextPanel(
+            label=label, image=images.get(key, ""), reading=f"“{reading.get('text')}”" if words else "nothing",
+            score=score + (f", {limit}" if key == "candidate" else ""), ok=judged,
+            words=tuple(WordBox(str(w.get("text")), *_pct((w["x"], w["y"], w["w"], w["h"]), width, height),
+                                title=f"{w.get('text')}: x {w['x']}, y {w['y']}, {w['w']}×{w['h']} px, "
+                                      f"confidence {as_float(w.get('confidence')) or 0:.0f}") for w in words)))
+    region = text.get("region")
+    return TextView(expected=", ".join(f"“{w}”" for w in text.get("expected") or []),
+                    region=_pct(region, width, height) if region else None,
+                    region_px=f"region x {region[0]}, y {region[1]}, {region[2]}×{region[3]} px" if region else "",
+                    panels=tuple(panels), display_width=(shown := min(max(width, TEXT_DISPLAY), 2 * TEXT_DISPLAY)),
+                    display_height=round(shown * height / max(width, 1)))
+
+
+def _pct(box: Sequence[int], width: int, height: int) -> tuple[float, float, float, float]:
+    x, y, w, h = box
+    return 100 * x / width, 100 * y / height, 100 * w / width, 100 * h / height
 
 
 def _drift_rows(drift: Any) -> tuple[Row, ...]:

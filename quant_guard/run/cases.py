@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from quant_guard.config.project import CaseSpec, CheckpointSpec, QuantGuardConfig
-from quant_guard.store.golden import GoldenKey
+from quant_guard.store.golden import GoldenKey, WriteOutcome
 from quant_guard.config.schemes import Scheme
 from quant_guard.config.thresholds import ThresholdOverrides, Thresholds, embedded_thresholds, resolve_thresholds
 
@@ -21,11 +21,11 @@ if TYPE_CHECKING:
     from quant_guard.model.memory_plan import MemoryPlan
     from quant_guard.judge.drift import DriftCheck
     from quant_guard.store.fingerprint import FieldDifference
-    from quant_guard.store.history import AlarmResult
+    from quant_guard.judge.history_alarm import AlarmResult
     from quant_guard.judge.metrics import ImageMetrics
-    from quant_guard.model.render import RenderSummary
+    from quant_guard.judge.budgets import RenderSummary
     from quant_guard.judge.scorecard import Scorecard
-    from quant_guard.config.thresholds import MetricCheck
+    from quant_guard.judge.checks import MetricCheck
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,18 @@ class Verdict(str, Enum):
     BAD_GOLDEN = "bad-golden"
     ERROR = "error"  # the checkpoint or pipeline could not be used
     HISTORY_DRIFT = "history-drift"  # within thresholds, but worse than its recent runs by more than the alarm allows
+
+
+@dataclass(frozen=True)
+class UpdateRecord:
+    """What one ``--update-golden`` test wrote, for the run's summary lines: the gate's last step
+    hands it to the session (``QuantGuardSession.record_update``)."""
+
+    golden: WriteOutcome | None = None  # the golden store's answer (None: not written by this test)
+    golden_written: bool = False  # this test rendered the case's golden: the case's other schemes reuse it
+    expected: str | None = None  # the candidate's expected metrics: "recorded", "kept" (within tolerance), "withheld"
+    rewritten: str | None = None  # an existing expected file rewritten, and the numbers that moved
+    dropped: tuple[str, ...] = ()  # expected files the new golden dropped
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""The visual gate for one case: render the float8 candidate, compare it with the bf16 golden,
-judge the metrics; or, with ``--update-golden``, render and store the golden.
+"""The visual gate for one case, on its plan (``run.case_plan``): golden -> render -> judge ->
+verdict -> record. With ``--update-golden``: render the bf16 reference and the candidate, store
+the golden and the candidate's expected metrics.
 
 Returns a ``CaseResult``; the plugin turns a failed one into a test failure whose message has
-one line per metric against its limit, then the image paths.
+one line per metric against its limit, then the image paths. The session is asked only for the
+pipeline (``_Renderer``) and told the outcome at the end (``session.record_update``).
 """
 
 from __future__ import annotations
@@ -12,48 +14,94 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quant_guard.store.atomic import atomic_write
-from quant_guard.judge.budgets import Budget, BudgetNotMeasurable, check_budget
-from quant_guard.run.cases import CaseResult, TestAddress, TestOverrides, Verdict, VisualCase
+from quant_guard.config.limits import ReferenceMode
+from quant_guard.config.schemes import REFERENCE, Scheme
+from quant_guard.judge.budgets import BudgetNotMeasurable, check_budget
+from quant_guard.judge.checks import limit_words
+from quant_guard.judge.drift import (Comparison, DriftCheck, DriftOutcome, closeness_checks, explain, tolerance_checks,
+                                     within_tolerance)
+from quant_guard.judge.judgement import compare, judge, judge_checks, meaning_unavailable
+from quant_guard.judge.semantic import ScorerUnavailable
+from quant_guard.judge.text import OcrUnavailable, TextExpectation
 from quant_guard.model.checkpoints import CheckpointError
-from quant_guard.judge.drift import Comparison, DriftCheck, DriftOutcome, ReferenceMode, closeness_checks, explain
+from quant_guard.run.case_plan import CasePlan, plan_case
+from quant_guard.run.cases import CaseResult, TestAddress, TestOverrides, UpdateRecord, Verdict, VisualCase
+from quant_guard.store.atomic import atomic_write
 from quant_guard.store.fingerprint import FieldDifference, differences, environment
 from quant_guard.store.golden import GoldenCorrupt, GoldenMissing, WriteOutcome, encode_png, stale_fields
-from quant_guard.judge.judgement import compare, judge, judge_checks, meaning_unavailable
-from quant_guard.config.schemes import REFERENCE, Scheme
-from quant_guard.judge.semantic import ScorerUnavailable
-from quant_guard.config.thresholds import Thresholds, limit_words, resolve_thresholds
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
 
-    from quant_guard.store.golden import Golden
+    from quant_guard.judge.checks import MetricCheck
     from quant_guard.judge.metrics import ImageMetrics
-    from quant_guard.model.render import Render, RenderRequest
     from quant_guard.judge.scorecard import Scorecard
+    from quant_guard.model.render import Render
     from quant_guard.run.session import QuantGuardSession
-    from quant_guard.config.thresholds import MetricCheck
+    from quant_guard.store.golden import Golden
 
 # A candidate whose pixel values span fewer levels than this is "constant" (e.g. all black).
 MIN_DYNAMIC_RANGE = 4
 
 
-def request_for(session: QuantGuardSession, vc: VisualCase) -> RenderRequest:
-    from quant_guard.model.render import RenderRequest
 
-    return RenderRequest(prompt=vc.case.prompt, seed=vc.seed, steps=vc.steps, width=vc.width, height=vc.height,
-                         guidance=vc.guidance, t5_sequence_length=session.resolved(vc.checkpoint).t5_sequence_length)
+def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
+             address: TestAddress | None = None) -> CaseResult:
+    """The verdict of one visual test; every outcome, errors included, is a ``CaseResult``."""
+    import torch
+
+    from quant_guard.judge.lpips_weights import LpipsWeightsError
+    from quant_guard.model.pipelines import LoadOutOfMemory, is_out_of_memory
+
+    plan: CasePlan | None = None
+    update = UpdateRecord()
+    try:
+        plan = plan_case(session, vc, marker, address)  # before any render
+        render = _Renderer(session, plan)
+        if plan.update_golden:
+            result, update = _update(plan, render)
+        else:
+            result = _check(plan, render)
+    except (CheckpointError, LpipsWeightsError, BudgetNotMeasurable) as exc:
+        result = CaseResult(vc, Verdict.ERROR, str(exc))
+    except ScorerUnavailable as exc:
+        result = CaseResult(vc, Verdict.ERROR, meaning_unavailable(exc))
+    except OcrUnavailable as exc:
+        result = CaseResult(vc, Verdict.ERROR, f"the text check (expect_text) cannot run: {exc}")
+    except LoadOutOfMemory as exc:
+        traceback.clear_frames(exc.__traceback__)
+        result = _out_of_memory(session, vc, plan, exc.what, exc.error)
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        result = _out_of_memory(session, vc, plan, "rendering", exc)
+    except Exception as exc:  # noqa: BLE001 - every outcome must reach results.json and the report
+        result = (_out_of_memory(session, vc, plan, "rendering", exc) if is_out_of_memory(exc)
+                  else CaseResult(vc, Verdict.ERROR, unexpected_error(exc)))
+    session.record_update(vc.key, update)
+    return result
 
 
-def golden_parameters(session: QuantGuardSession, vc: VisualCase) -> dict[str, Any]:
-    """The parameters a golden is made with; any difference later makes it stale."""
-    r = request_for(session, vc)
-    return {
-        "prompt": r.prompt, "seed": r.seed, "steps": r.steps, "width": r.width, "height": r.height,
-        "guidance": r.guidance, "t5_sequence_length": r.t5_sequence_length,
-        "scheduler": "FlowMatchScheduler:FLUX.1",  # what FluxImagePipeline always uses
-        "checkpoint_hashes": session.reference_hashes(vc.checkpoint),
-    }
+class _Renderer:
+    """Renders the plan's request with the checkpoint's pipeline holding one scheme's DiT (the
+    bf16 reference or a candidate), with live progress when the plugin shows it. What the gate
+    asks of the session: the pipeline, and that it goes with an error."""
+
+    def __init__(self, session: QuantGuardSession, plan: CasePlan) -> None:
+        self._session, self._plan = session, plan
+
+    def __call__(self, scheme: Scheme) -> Render:
+        from quant_guard.model.render import render
+
+        vc, progress = self._plan.case, self._session.progress
+        on_step = progress.for_render(f"{vc.id} ({scheme.id})") if progress else None
+        pipe = self._session.pipeline(vc.checkpoint, scheme)
+        try:
+            return render(pipe, self._plan.request, on_step=on_step)
+        except BaseException as exc:
+            del pipe  # this frame's reference too: the pipeline must go with the error
+            self._session.after_error(exc)
+            raise
 
 
 def golden_for(session: QuantGuardSession, vc: VisualCase) -> tuple[Golden, WriteOutcome | None]:
@@ -63,59 +111,33 @@ def golden_for(session: QuantGuardSession, vc: VisualCase) -> tuple[Golden, Writ
     ``GoldenError`` that says how to re-baseline."""
     from quant_guard.store.golden import GoldenError
 
-    store = session.store
+    plan = plan_case(session, vc, TestOverrides())
+    store = plan.store
     try:
         golden = store.load(vc.key, width=vc.width, height=vc.height)
     except GoldenMissing:
-        reference = _render(session, vc, REFERENCE)
+        reference = _Renderer(session, plan)(REFERENCE)
         problem = _degenerate(reference)
         if problem:
             raise GoldenError(f"{vc.id}: the bf16 reference render is {problem}; no golden written") from None
-        outcome = store.write(vc.key, reference.image, _golden_metadata(session, vc), None)
+        outcome = store.write(vc.key, reference.image, _golden_metadata(plan), None)
         return store.load(vc.key, width=vc.width, height=vc.height), outcome
     except GoldenCorrupt as exc:
-        raise GoldenError(f"{exc}. Re-create it with: {_update_command(vc, None)}") from None
-    stale = stale_fields(golden.metadata, golden_parameters(session, vc))
+        raise GoldenError(f"{exc}. Re-create it with: {plan.rebaseline}") from None
+    stale = stale_fields(golden.metadata, plan.golden_parameters)
     if stale:
-        raise GoldenError(_stale_message(golden, stale, _update_command(vc, None)))
+        raise GoldenError(_stale_message(golden, stale, plan.rebaseline))
     return golden, None
 
 
-def _golden_metadata(session: QuantGuardSession, vc: VisualCase) -> dict[str, Any]:
+def _golden_metadata(plan: CasePlan) -> dict[str, Any]:
     """The sidecar of a golden rendered here: how it was made, and on what."""
-    return {**golden_parameters(session, vc), "environment": environment(session.device(vc.checkpoint))}
+    return {**plan.golden_parameters, "environment": environment(plan.device)}
 
 
 def _stale_message(golden: Golden, stale: list[str], rebaseline: str) -> str:
     return (f"golden {display_path(golden.png)} is stale, made with other parameters:\n  " + "\n  ".join(stale)
             + f"\nRe-baseline with: {rebaseline}")
-
-
-def run_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
-             address: TestAddress | None = None) -> CaseResult:
-    import torch
-
-    from quant_guard.judge.lpips_weights import LpipsWeightsError
-    from quant_guard.model.pipelines import LoadOutOfMemory, is_out_of_memory
-
-    try:
-        session.require_lpips_weights()  # before any render: a GPU run must not waste one per case
-        if session.settings.update_golden:
-            return _update(session, vc, marker)
-        return _check(session, vc, marker, address)
-    except (CheckpointError, LpipsWeightsError, BudgetNotMeasurable) as exc:
-        return CaseResult(vc, Verdict.ERROR, str(exc))
-    except ScorerUnavailable as exc:
-        return CaseResult(vc, Verdict.ERROR, meaning_unavailable(exc))
-    except LoadOutOfMemory as exc:
-        traceback.clear_frames(exc.__traceback__)
-        return _out_of_memory(session, vc, exc.what, exc.error)
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        return _out_of_memory(session, vc, "rendering", exc)
-    except Exception as exc:  # noqa: BLE001 - every outcome must reach results.json and the report
-        if is_out_of_memory(exc):
-            return _out_of_memory(session, vc, "rendering", exc)
-        return CaseResult(vc, Verdict.ERROR, unexpected_error(exc))
 
 
 # How much of an unexpected error's traceback the verdict keeps (innermost frames).
@@ -131,18 +153,19 @@ def unexpected_error(exc: BaseException) -> str:
     return f"{head}\n  traceback (innermost last):\n" + "\n".join("  " + line for line in frames.splitlines())
 
 
-def _out_of_memory(session: QuantGuardSession, vc: VisualCase, stage: str, exc: BaseException) -> CaseResult:
+def _out_of_memory(session: QuantGuardSession, vc: VisualCase, plan: CasePlan | None, stage: str,
+                   exc: BaseException) -> CaseResult:
     """An out-of-memory verdict with the figures; everything is released so that the following
     tests start from a clean device."""
-    device = session.device(vc.checkpoint)
+    device = plan.device if plan is not None else session.device(vc.checkpoint)
     figures = _memory_figures(device)
-    plan = session.memory_plan(vc.checkpoint, vc.scheme)
+    memory_plan = plan.memory_plan if plan is not None else session.memory_plan(vc.checkpoint, vc.scheme)
     session.discard_after_error(exc)
     first_line = str(exc).splitlines()[0] if str(exc) else ""
     return CaseResult(vc, Verdict.OUT_OF_MEMORY,
                       f"out of memory while {stage} ({type(exc).__name__}: {first_line})\n  {figures}\n"
-                      f"  memory plan: {plan.describe()}\n  pipelines released; the next test rebuilds them",
-                      memory_plan=plan)
+                      f"  memory plan: {memory_plan.describe()}\n  pipelines released; the next test rebuilds them",
+                      memory_plan=memory_plan)
 
 
 def _memory_figures(device: str) -> str:
@@ -160,53 +183,27 @@ def _memory_figures(device: str) -> str:
     return f"host RSS {format_bytes(rss or 0)}, peak RSS {format_bytes(peak or 0)}"
 
 
-def _thresholds(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> Thresholds:
-    return resolve_thresholds(vc.configured_thresholds(session.config.thresholds), marker.thresholds,
-                              session.settings.thresholds)
-
-
-def _budget(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> Budget:
-    s = session.settings
-    return (vc.checkpoint.limits
-            .override(peak_memory_bytes=marker.peak_memory_bytes, step_time_s=marker.step_time_s,
-                      resident_memory_bytes=marker.resident_memory_bytes)
-            .override(peak_memory_bytes=s.max_peak_memory_bytes, step_time_s=s.max_step_time_s,
-                      resident_memory_bytes=s.max_resident_memory_bytes))
-
-
-def _update_command(vc: VisualCase, address: TestAddress | None) -> str:
-    """The command that re-baselines ``vc``'s golden: the tests of every scheme of its case and
-    seed, since a new golden drops every scheme's expected metrics."""
-    if address is None:  # the gate called outside a pytest item: only the case ids are known
-        return f'pytest --update-golden -k "{" or ".join(vc.golden_sharers)}"'
-    return address.update_command(address.siblings(vc))
-
-
-def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
-           address: TestAddress | None) -> CaseResult:
-
-    store = session.store
-    try:
+def _check(plan: CasePlan, render: Callable[[Scheme], Render]) -> CaseResult:
+    vc, store = plan.case, plan.store
+    try:  # golden
         golden = store.load(vc.key, width=vc.width, height=vc.height)
-        use_expected = session.settings.use_expected and session.config.expected.enabled
-        recorded = store.load_expected_with_scorecard(vc.key, vc.expected_name) if use_expected else None
+        recorded = store.load_expected_with_scorecard(vc.key, vc.expected_name) if plan.use_expected else None
         expected, expected_scorecard = recorded if recorded is not None else (None, None)
     except GoldenMissing as exc:
-        return CaseResult(vc, Verdict.NO_GOLDEN, f"{exc}. Create it with: {_update_command(vc, address)}")
+        return CaseResult(vc, Verdict.NO_GOLDEN, f"{exc}. Create it with: {plan.rebaseline}")
     except GoldenCorrupt as exc:
-        return CaseResult(vc, Verdict.BAD_GOLDEN, f"{exc}. Re-create it with: {_update_command(vc, address)}")
-    stale = stale_fields(golden.metadata, golden_parameters(session, vc))
+        return CaseResult(vc, Verdict.BAD_GOLDEN, f"{exc}. Re-create it with: {plan.rebaseline}")
+    stale = stale_fields(golden.metadata, plan.golden_parameters)
     if stale:
-        return CaseResult(vc, Verdict.STALE_GOLDEN, _stale_message(golden, stale, _update_command(vc, address)))
-    candidate = _render(session, vc, vc.scheme)
+        return CaseResult(vc, Verdict.STALE_GOLDEN, _stale_message(golden, stale, plan.rebaseline))
+    candidate = render(vc.scheme)  # render
     # after the render: a deterministic checkpoint's settings are applied when its pipeline is built
-    fingerprint = differences(golden.metadata.get("environment"), environment(session.device(vc.checkpoint)))
-    live = session.reference_mode is ReferenceMode.LIVE
-    result = _judge(session, vc, marker, golden.image, candidate, expected=expected,
+    fingerprint = differences(golden.metadata.get("environment"), environment(plan.device))
+    result = _judge(plan, golden.image, candidate, expected=expected,  # judge -> verdict
                     expected_scorecard=expected_scorecard, golden_png=golden.png)
-    if live or result.verdict is Verdict.IMAGE_FAILED:
-        result = _drift_check(session, vc, marker, golden, candidate, result, expected=expected,
-                              expected_scorecard=expected_scorecard, fingerprint=fingerprint, address=address)
+    if plan.reference_mode is ReferenceMode.LIVE or result.verdict is Verdict.IMAGE_FAILED:
+        result = _drift_check(plan, render, golden, candidate, result, expected=expected,
+                              expected_scorecard=expected_scorecard, fingerprint=fingerprint)
     return replace(result, fingerprint=fingerprint)
 
 
@@ -214,31 +211,30 @@ def _check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
 _FAILED_AGAINST_GOLDEN = (DriftOutcome.QUANTIZATION_FAILED, DriftOutcome.UNKNOWN_CAUSE, DriftOutcome.NOT_CLEARED)
 
 
-def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, golden: Golden,
-                 candidate: Render, first: CaseResult, *, expected: ImageMetrics | None,
-                 expected_scorecard: dict[str, float] | None, fingerprint: tuple[FieldDifference, ...],
-                 address: TestAddress | None) -> CaseResult:
+def _drift_check(plan: CasePlan, render: Callable[[Scheme], Render], golden: Golden, candidate: Render,
+                 first: CaseResult, *, expected: ImageMetrics | None, expected_scorecard: dict[str, float] | None,
+                 fingerprint: tuple[FieldDifference, ...]) -> CaseResult:
     """Render the bf16 reference now and compare three ways (``quant_guard.judge.drift``); the verdict
     then says whether the environment drifted or the quantization regressed."""
     from quant_guard.judge.metrics import compare_images
 
-    reference = _render(session, vc, REFERENCE)
+    reference = render(REFERENCE)
     if first.metrics is None:  # live mode on a candidate that never got metrics (degenerate, refused)
         return replace(first, reference_render=reference.summary())
     drift_metrics = compare_images(golden.image, reference.image)
-    limits = _thresholds(session, vc, marker)
-    quantization, card = _compare(vc, reference.image, candidate.image, limits)
-    checks = _checks(session, quantization, card, limits, expected, expected_scorecard)
-    tolerance = session.config.drift_tolerance
+    quantization, card = _compare(plan, reference.image, candidate.image)
+    checks = _checks(plan, quantization, card, expected, expected_scorecard)
+    tolerance = plan.drift_tolerance
     check = DriftCheck(
         candidate_vs_golden=Comparison("candidate vs golden", first.metrics, first.checks),
-        reference_vs_golden=Comparison("bf16 now vs golden (drift)", drift_metrics, tolerance.checks(drift_metrics)),
+        reference_vs_golden=Comparison("bf16 now vs golden (drift)", drift_metrics,
+                                       tolerance_checks(tolerance, drift_metrics)),
         candidate_vs_reference=Comparison("candidate vs bf16 now", quantization, tuple(checks)),
         fingerprint=fingerprint, closeness=closeness_checks(quantization, tolerance, expected is not None),
-        mode=session.reference_mode)
+        mode=plan.reference_mode)
     outcome = check.outcome
-    images = {**first.images, "reference": _write_reference(session, vc, reference.image)}
-    section = explain(check, outcome, scheme=vc.scheme.id, rebaseline=_update_command(vc, address))
+    images = {**first.images, "reference": _write_report_png(plan, "reference.png", reference.image)}
+    section = explain(check, outcome, scheme=plan.case.scheme.id, rebaseline=plan.rebaseline)
     common: dict[str, Any] = {"drift": check, "images": images, "reference_render": reference.summary()}
     if outcome in _FAILED_AGAINST_GOLDEN:  # judged by the golden comparison: its metrics and checks stay
         head = first.reason.rsplit("\n" + _paths(first.images), 1)[0] if first.reason else ""
@@ -256,102 +252,91 @@ def _drift_check(session: QuantGuardSession, vc: VisualCase, marker: TestOverrid
     return replace(first, verdict=Verdict.BUDGET_FAILED, reason=reason, **judged, **common)
 
 
-def _write_reference(session: QuantGuardSession, vc: VisualCase, image: np.ndarray) -> Path:
-    return _write_report_png(session, vc, "reference.png", image)
-
-
-def _write_report_png(session: QuantGuardSession, vc: VisualCase, name: str, image: np.ndarray) -> Path:
+def _write_report_png(plan: CasePlan, name: str, image: np.ndarray) -> Path:
     """``image`` as ``name`` in the case's folder of the report directory."""
-    folder = session.report_dir / vc.report_folder
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / name, encode_png(image))
-    return folder / name
+    plan.report_folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(plan.report_folder / name, encode_png(image))
+    return plan.report_folder / name
 
 
-def _update(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
+# ---- --update-golden ---------------------------------------------------------------------------
 
-    if vc.key in session.goldens_rendered:
-        return _update_expected(session, vc, marker)
-    order = [REFERENCE, vc.scheme]
-    if session.loaded_scheme(vc.checkpoint) == vc.scheme:
-        order.reverse()  # the DiT already loaded renders first: one DiT swap per case, not two
-    renders = {scheme.id: _render(session, vc, scheme) for scheme in order}
+def _update(plan: CasePlan, render: Callable[[Scheme], Render]) -> tuple[CaseResult, UpdateRecord]:
+    if plan.golden_rendered:
+        return _update_expected(plan, render)
+    vc, store = plan.case, plan.store
+    renders = {scheme.id: render(scheme) for scheme in plan.render_order}
     reference, candidate = renders[REFERENCE.id], renders[vc.scheme.id]
     problem = _degenerate(reference)
     if problem:
-        return CaseResult(vc, Verdict.DEGENERATE, f"the bf16 reference render is {problem}; no golden written")
-    session.goldens_rendered.add(vc.key)
-    metadata = _golden_metadata(session, vc)
+        return (CaseResult(vc, Verdict.DEGENERATE, f"the bf16 reference render is {problem}; no golden written"),
+                UpdateRecord())
+    metadata = _golden_metadata(plan)
     # Judged before anything is written: the golden (the bf16 truth) is always refreshed, but a
     # candidate that fails its thresholds never becomes the expected baseline. Its metrics are
     # not recorded, expected metrics recorded earlier for an unchanged golden stay, and the
     # summary line says how many were withheld (pytest-regressions' --force-regen also writes
     # and fails; here the run fails and the failing numbers are not adopted).
-    result = _judge(session, vc, marker, reference.image, candidate, expected=None, expected_scorecard=None,
-                    golden_png=session.store.png_path(vc.key), reference=reference)
+    result = _judge(plan, reference.image, candidate, expected=None, expected_scorecard=None,
+                    golden_png=store.png_path(vc.key), reference=reference)
     image_ok = _image_ok(result)
-    kept = None if session.settings.force else _within_drift(session, vc, reference.image, metadata)
+    kept = None if plan.force else _within_drift(plan, reference.image, metadata)
+    expected: UpdateRecord = UpdateRecord()
+    dropped: tuple[str, ...] = ()
     if kept is not None:
         # the golden stays as it is; the expected metrics are measured against it
         if image_ok:
-            metrics, card = _compare(vc, kept.image, candidate.image, _thresholds(session, vc, marker))
-            _record_expected(session, vc, metrics, card)
+            metrics, card = _compare(plan, kept.image, candidate.image)
+            expected = _record_expected(plan, metrics, card)
         outcome = WriteOutcome.WITHIN_DRIFT
     else:
-        before = session.store.expected_paths(vc.key)
-        outcome = session.store.write(vc.key, reference.image, metadata, None, force=session.settings.force)
-        session.expected_dropped.update(display_path(p) for p in before if not p.exists())
+        before = store.expected_paths(vc.key)
+        outcome = store.write(vc.key, reference.image, metadata, None, force=plan.force)
+        dropped = tuple(display_path(p) for p in before if not p.exists())
         if image_ok and result.metrics is not None:
-            _record_expected(session, vc, result.metrics, result.scorecard)
-    session.outcomes[outcome] += 1
+            expected = _record_expected(plan, result.metrics, result.scorecard)
+    update = replace(expected, golden=outcome, golden_written=True, dropped=dropped)
     if not image_ok:
-        session.expected_withheld += 1
-        return replace(result, reason=f"{result.reason}\ngolden {outcome.value}; this failing candidate's metrics "
-                                      "were not recorded as expected")
-    return _updated(result, f"golden {outcome.value}")
+        return (replace(result, reason=f"{result.reason}\ngolden {outcome.value}; this failing candidate's metrics "
+                                       "were not recorded as expected"), replace(update, expected="withheld"))
+    return _updated(result, f"golden {outcome.value}"), update
 
 
-def _update_expected(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> CaseResult:
+def _update_expected(plan: CasePlan, render: Callable[[Scheme], Render]) -> tuple[CaseResult, UpdateRecord]:
     """--update-golden for another scheme of a case whose golden this run has rendered already:
     only the candidate renders, and its metrics against that golden become its expected ones."""
-
-    golden = session.store.load(vc.key, width=vc.width, height=vc.height)
-    candidate = _render(session, vc, vc.scheme)
-    result = _judge(session, vc, marker, golden.image, candidate, expected=None, expected_scorecard=None,
-                    golden_png=golden.png)
+    vc = plan.case
+    golden = plan.store.load(vc.key, width=vc.width, height=vc.height)
+    candidate = render(vc.scheme)
+    result = _judge(plan, golden.image, candidate, expected=None, expected_scorecard=None, golden_png=golden.png)
     if not _image_ok(result):
-        session.expected_withheld += 1
-        return replace(result, reason=f"{result.reason}\nthis failing candidate's metrics were not recorded as "
-                                      "expected")
-    if result.metrics is not None:
-        _record_expected(session, vc, result.metrics, result.scorecard)
-    return _updated(result, "golden rendered earlier in this run; expected metrics recorded")
+        return (replace(result, reason=f"{result.reason}\nthis failing candidate's metrics were not recorded as "
+                                       "expected"), UpdateRecord(expected="withheld"))
+    update = _record_expected(plan, result.metrics, result.scorecard) if result.metrics is not None else UpdateRecord()
+    return _updated(result, "golden rendered earlier in this run; expected metrics recorded"), update
 
 
-def _record_expected(session: QuantGuardSession, vc: VisualCase, metrics: ImageMetrics,
-                     card: Scorecard | None) -> None:
+def _record_expected(plan: CasePlan, metrics: ImageMetrics, card: Scorecard | None) -> UpdateRecord:
     """Record the scheme's expected metrics, unless its file already holds numbers within the
     expected tolerance of these (both ways): then the file stays byte for byte, as a re-baseline
     on another CPU would only churn it (its quantized kernels move NF4's LPIPS by a few 1e-4).
-    Counted for the update summary, which lists each existing file rewritten and why."""
-    from quant_guard.config.thresholds import expected_moved, measured
+    The record counts it for the update summary, which lists each existing file rewritten and why."""
+    from quant_guard.judge.checks import expected_moved, measured
 
-    store = session.store
+    vc, store = plan.case, plan.store
     try:
         found = store.load_expected_with_scorecard(vc.key, vc.expected_name)
         moved = ["recorded metrics absent"] if found is None else expected_moved(
-            measured(metrics, card), {**measured(found[0], None), **found[1]}, session.config.expected)
+            measured(metrics, card), {**measured(found[0], None), **found[1]}, plan.expected)
     except GoldenCorrupt:
         moved = ["the recorded file was not valid"]
     if not moved:
-        session.expected_kept += 1
-        return
+        return UpdateRecord(expected="kept")
     path = store.expected_path(vc.key, vc.expected_name)
     existed = path.exists()
     store.write_expected(vc.key, metrics, card.values() if card is not None else None, vc.expected_name)
-    session.expected_recorded += 1
-    if existed:
-        session.expected_rewritten.append(f"{display_path(path)} ({'; '.join(moved)})")
+    rewritten = f"{display_path(path)} ({'; '.join(moved)})" if existed else None
+    return UpdateRecord(expected="recorded", rewritten=rewritten)
 
 
 def _image_ok(result: CaseResult) -> bool:
@@ -364,38 +349,25 @@ def _updated(result: CaseResult, reason: str) -> CaseResult:
     return replace(result, verdict=Verdict.UPDATED, reason=reason) if result.passed else result
 
 
-def _render(session: QuantGuardSession, vc: VisualCase, scheme: Scheme) -> Render:
-    """The case rendered by the checkpoint's pipeline holding ``scheme``'s DiT (the bf16
-    reference or a candidate), with live progress when the plugin shows it."""
-    from quant_guard.model.render import render
-
-    progress = session.progress.for_render(f"{vc.id} ({scheme.id})") if session.progress else None
-    pipe = session.pipeline(vc.checkpoint, scheme)
-    try:
-        return render(pipe, request_for(session, vc), on_step=progress)
-    except BaseException as exc:
-        del pipe  # this frame's reference too: the pipeline must go with the error
-        session.after_error(exc)
-        raise
-
-
-def _within_drift(session: QuantGuardSession, vc: VisualCase, image: np.ndarray,
-                  metadata: dict[str, Any]) -> Golden | None:
+def _within_drift(plan: CasePlan, image: np.ndarray, metadata: dict[str, Any]) -> Golden | None:
     """The existing golden when a re-render differs from it only within the drift tolerance (same
     parameters, pixels not identical but close): rewriting it would only churn."""
     import numpy as np
 
-    from quant_guard.store.golden import GoldenError
     from quant_guard.judge.metrics import compare_images
+    from quant_guard.store.golden import GoldenError
 
+    vc = plan.case
     try:
-        golden = session.store.load(vc.key, width=vc.width, height=vc.height)
+        golden = plan.store.load(vc.key, width=vc.width, height=vc.height)
     except GoldenError:
         return None
     if stale_fields(golden.metadata, metadata) or np.array_equal(golden.image, image):
         return None  # stale: a real change; identical: the store reports it unchanged itself
-    return golden if session.config.drift_tolerance.within(compare_images(golden.image, image)) else None
+    return golden if within_tolerance(plan.drift_tolerance, compare_images(golden.image, image)) else None
 
+
+# ---- judging a render ----------------------------------------------------------------------------
 
 def _degenerate(r: Render) -> str | None:
     if r.nonfinite_fraction > 0:
@@ -406,29 +378,26 @@ def _degenerate(r: Render) -> str | None:
     return None
 
 
-def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, golden: np.ndarray,
-           candidate: Render, *, expected: ImageMetrics | None, expected_scorecard: dict[str, float] | None,
-           golden_png: Path, reference: Render | None = None) -> CaseResult:
+def _judge(plan: CasePlan, golden: np.ndarray, candidate: Render, *, expected: ImageMetrics | None,
+           expected_scorecard: dict[str, float] | None, golden_png: Path,
+           reference: Render | None = None) -> CaseResult:
     """Verdict on a candidate render: degenerate output first, then image metrics, then budgets.
     An image failure and a budget failure are reported in separate blocks of the message."""
-
-    summary = candidate.summary()
-    budget = _budget(session, vc, marker)
-    device = session.device(vc.checkpoint)
-    if budget.step_time_s is not None and session.placement.shares(device):
-        return CaseResult(vc, Verdict.ERROR, session.placement.refusal(device), candidate_render=summary)
-    common: dict[str, Any] = {"candidate_render": summary,
-                              "memory_plan": session.memory_plan(vc.checkpoint, vc.scheme),
+    vc, summary = plan.case, candidate.summary()
+    if plan.step_time_refusal is not None:
+        return CaseResult(vc, Verdict.ERROR, plan.step_time_refusal, candidate_render=summary)
+    common: dict[str, Any] = {"candidate_render": summary, "memory_plan": plan.memory_plan,
                               "reference_render": reference.summary() if reference is not None else None,
-                              "images": _write_images(session, vc, golden, candidate.image, golden_png),
-                              "budget_checks": tuple(check_budget(summary, budget))}
+                              "images": _write_images(plan, golden, candidate.image, golden_png),
+                              "budget_checks": tuple(check_budget(summary, plan.budget))}
     problem = _degenerate(candidate)
     if problem:
         return CaseResult(vc, Verdict.DEGENERATE, f"degenerate candidate output: {problem}\n"
                           + _paths(common["images"]), **common)
-    judgement = judge(golden, candidate.image, _thresholds(session, vc, marker), prompt=vc.case.prompt,
-                      expected=expected, expected_scorecard=expected_scorecard, settings=session.config.expected,
-                      device=device)  # the render's device: on a GPU runner the judge runs there too
+    judgement = judge(golden, candidate.image, plan.thresholds, prompt=vc.case.prompt,
+                      expected=expected, expected_scorecard=expected_scorecard, settings=plan.expected,
+                      text=text_expectation(vc),
+                      device=plan.device)  # the render's device: on a GPU runner the judge runs there too
     metrics, card, checks = judgement.metrics, judgement.scorecard, list(judgement.checks)
     common["scorecard"] = card
     image_ok = judgement.passed
@@ -447,17 +416,33 @@ def _judge(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides, go
                       checks=tuple(checks), **common)
 
 
-def _checks(session: QuantGuardSession, metrics: ImageMetrics, card: Scorecard, limits: Thresholds,
-            expected: ImageMetrics | None, expected_scorecard: dict[str, float] | None) -> list[MetricCheck]:
+def _checks(plan: CasePlan, metrics: ImageMetrics, card: Scorecard, expected: ImageMetrics | None,
+            expected_scorecard: dict[str, float] | None) -> list[MetricCheck]:
     """The judgement's checks (``judgement.judge_checks``) with this configuration's expected mode."""
-    return judge_checks(metrics, card, limits, expected=expected, expected_scorecard=expected_scorecard,
-                        settings=session.config.expected)
+    return judge_checks(metrics, card, plan.thresholds, expected=expected, expected_scorecard=expected_scorecard,
+                        settings=plan.expected)
 
 
-def _compare(vc: VisualCase, golden: np.ndarray, candidate: np.ndarray,
-             limits: Thresholds) -> tuple[ImageMetrics, Scorecard]:
-    """The judgement's comparison (``judgement.compare``) for this case's prompt."""
-    return compare(golden, candidate, limits, prompt=vc.case.prompt)
+def _compare(plan: CasePlan, golden: np.ndarray, candidate: np.ndarray) -> tuple[ImageMetrics, Scorecard]:
+    """The judgement's comparison (``judgement.compare``) for this case's prompt (and text)."""
+    return compare(golden, candidate, plan.thresholds, prompt=plan.case.case.prompt, text=text_expectation(plan.case))
+
+
+def text_expectation(vc: VisualCase) -> TextExpectation | None:
+    """The text the case's image must show (``expect_text``), or None when it lists none."""
+    case = vc.case
+    return TextExpectation(case.expect_text, case.expect_text_region) if case.expect_text else None
+
+
+def _write_images(plan: CasePlan, golden: np.ndarray, candidate: np.ndarray, golden_png: Path) -> dict[str, Path]:
+    """The candidate and an amplified difference (x4, max over channels) in the report
+    directory, for every case: the report shows passing cases too."""
+    import numpy as np
+
+    diff = np.abs(golden.astype(np.int16) - candidate.astype(np.int16)).max(axis=2)
+    diff_rgb = np.repeat(np.clip(diff * 4, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    return {"golden": golden_png, "candidate": _write_report_png(plan, "candidate.png", candidate),
+            "diff": _write_report_png(plan, "diff.png", diff_rgb)}
 
 
 def budget_section(checks: tuple[Any, ...]) -> str:
@@ -474,16 +459,3 @@ def display_path(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def _write_images(session: QuantGuardSession, vc: VisualCase, golden: np.ndarray,
-                 candidate: np.ndarray, golden_png: Path) -> dict[str, Path]:
-    """The candidate and an amplified difference (x4, max over channels) in the report
-    directory, for every case: the report shows passing cases too."""
-    import numpy as np
-
-    diff = np.abs(golden.astype(np.int16) - candidate.astype(np.int16)).max(axis=2)
-    diff_rgb = np.repeat(np.clip(diff * 4, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
-    return {"golden": golden_png, "candidate": _write_report_png(session, vc, "candidate.png", candidate),
-            "diff": _write_report_png(session, vc, "diff.png", diff_rgb)}
-

@@ -1,5 +1,5 @@
 """The drift alarm applied to a finished visual check: the case's metric against its own recent
-runs in the same environment (quant_guard.store.history). The history folder is read once per process,
+runs in the same environment (quant_guard.judge.history_alarm over quant_guard.store.history). The history folder is read once per process,
 before the run's own records are appended (the controller appends at the end), so a run is never
 compared with itself. The session owns one ``HistoryJudge``; the plugin only reports its verdict."""
 
@@ -9,8 +9,9 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quant_guard.store.history import (AlarmMode, AlarmResult, AlarmStatus, History, HistoryAlarm, HistoryRecord, RunInfo,
-                                 check_alarm, from_result, read)
+from quant_guard.store.history import History, HistoryRecord, RunInfo, from_result, read
+from quant_guard.judge.history_alarm import AlarmResult, AlarmStatus, check_alarm
+from quant_guard.config.limits import AlarmMode, HistoryAlarm
 from quant_guard.config.thresholds import IMAGE_METRICS
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from quant_guard.model.checkpoints import CheckpointError, ResolvedCheckpoint, checkpoint_hashes, resolve_checkpoint
 from quant_guard.config.project import CheckpointSpec, QuantGuardConfig
-from quant_guard.judge.drift import ReferenceMode
+from quant_guard.config.limits import ReferenceMode
 from quant_guard.store.golden import GoldenKey, GoldenStore, WriteOutcome
 from quant_guard.model.memory_plan import MemoryPlan, checkpoint_plan
 from quant_guard.config.schemes import Scheme
@@ -26,9 +26,9 @@ from quant_guard.config.thresholds import ThresholdOverrides
 from quant_guard.run.xdist_support import Placement
 
 if TYPE_CHECKING:
-    from diffsynth.pipelines.flux_image import FluxImagePipeline
+    from diffsynth.diffusion.base_pipeline import BasePipeline
 
-    from quant_guard.run.cases import CaseResult
+    from quant_guard.run.cases import CaseResult, UpdateRecord
     from quant_guard.store.history import RunInfo
     from quant_guard.run.history_gate import HistoryJudge
     from quant_guard.model.progress import ProgressPrinter
@@ -125,7 +125,7 @@ class QuantGuardSession:
         loaded = self._pipeline
         return loaded.scheme if loaded is not None and loaded.checkpoint_id == spec.id else None
 
-    def pipeline(self, spec: CheckpointSpec, scheme: Scheme) -> FluxImagePipeline:
+    def pipeline(self, spec: CheckpointSpec, scheme: Scheme) -> BasePipeline:
         """The checkpoint's pipeline with the DiT of ``scheme`` (built or swapped as needed)."""
         if self._pipeline is not None and self._pipeline.checkpoint_id != spec.id:
             self.release_pipelines()
@@ -147,7 +147,7 @@ class QuantGuardSession:
         return pipe
 
     def _build_or_swap(self, loaded: _Loaded | None, resolved: ResolvedCheckpoint, scheme: Scheme,
-                       plan: MemoryPlan) -> FluxImagePipeline:
+                       plan: MemoryPlan) -> BasePipeline:
         from quant_guard.model import pipelines
 
         if loaded is None:
@@ -208,6 +208,22 @@ class QuantGuardSession:
     def record(self, result: CaseResult) -> None:
         self.results.append(result)
 
+    def record_update(self, key: GoldenKey, update: UpdateRecord) -> None:
+        """Count what an ``--update-golden`` test wrote (``update_summary``, ``expected_summary``)."""
+        if update.golden_written:
+            self.goldens_rendered.add(key)
+        if update.golden is not None:
+            self.outcomes[update.golden] += 1
+        self.expected_dropped.update(update.dropped)
+        if update.expected == "withheld":
+            self.expected_withheld += 1
+        elif update.expected == "kept":
+            self.expected_kept += 1
+        elif update.expected == "recorded":
+            self.expected_recorded += 1
+            if update.rewritten is not None:
+                self.expected_rewritten.append(update.rewritten)
+
     @property
     def run(self) -> RunInfo:
         """This run's identity in the metrics history (one per process, fixed at first use)."""
@@ -261,4 +277,4 @@ class QuantGuardSession:
 class _Loaded:
     checkpoint_id: str
     scheme: Scheme
-    pipe: FluxImagePipeline
+    pipe: BasePipeline

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from quant_guard.judge.metrics import ImageMetrics
+    from quant_guard.config.thresholds import ImageMetrics
 
 SIDECAR_VERSION = 1
 SCORECARD_KEY = "scorecard"  # in the expected-metrics file: the scorecard numbers recorded with them
@@ -164,7 +164,7 @@ class GoldenStore:
         """The recorded metrics, the parsed file and its path; None when there is no file."""
         import yaml
 
-        from quant_guard.judge.metrics import ImageMetrics
+        from quant_guard.config.thresholds import ImageMetrics
 
         path = self.expected_path(key, scheme)
         if not path.exists():

@@ -10,9 +10,13 @@ from __future__ import annotations
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from quant_guard.model.families import default_family
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
+
+    from quant_guard.model.families.base import ModelFamily
 
 StateDict = dict[str, "torch.Tensor"]
 
@@ -66,8 +70,6 @@ COLOUR_CAST_CHANNEL = 1
 # the tiny renders keep 0.67-0.83 of their fine-detail energy, while honest float8 against a golden
 # from another CPU keeps at least 0.92 (benchmarks/tiny_scorecard.py).
 SOFTEN_SIGMA = 0.6
-_DECODER_OUT = "decoder.conv_out.bias"  # the VAE decoder's last convolution: R, G, B
-_FINAL_PROJ = "final_proj_out.bias"  # latent channel c, patch row p, column q at c * 4 + p * 2 + q
 
 
 def _is_weight_matrix(name: str, tensor: torch.Tensor) -> bool:
@@ -75,29 +77,36 @@ def _is_weight_matrix(name: str, tensor: torch.Tensor) -> bool:
 
 
 def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: int = 0,
-            strength: float | None = None) -> StateDict:
-    """Return a damaged copy of ``state``: a Flux DiT state dict in DiffSynth's naming, or for
-    COLOUR_CAST the Flux VAE's.
+            strength: float | None = None, family: ModelFamily | None = None,
+            blocks: str | None = None) -> StateDict:
+    """Return a damaged copy of ``state``: a DiT state dict of ``family`` (None: the default
+    family, FLUX.1) in DiffSynth's naming, or for COLOUR_CAST its VAE's. The tensors each kind
+    damages are the family's (``DamageTargets``); ``blocks`` names another DiT's block list for
+    NOISE and ROUND (e.g. ``transformer_blocks`` of a tiny Qwen-Image not yet behind the seam).
 
     ``block`` picks the joint transformer block for the per-block kinds; ``strength`` is the
     kind's knob (levels for ROUND, noise fraction for NOISE, factor for SCALE, offset for
-    COLOUR_SHIFT and COLOUR_CAST)."""
+    COLOUR_SHIFT and COLOUR_CAST). ``blocks`` names the DiT's block list: FLUX.1's joint blocks by
+    default; ROUND and NOISE damage any DiT given its own ("transformer_blocks" for Qwen-Image,
+    "layers" for Z-Image), the other kinds name FLUX.1 layers."""
     import torch
 
     kind = Degradation(kind)
+    targets = (family or default_family()).damage
     out = {k: v.clone() for k, v in state.items()}
     if kind is Degradation.COLOUR_CAST:  # the one kind that damages the VAE
-        if _DECODER_OUT not in out:
-            raise ValueError(f"state dict has no {_DECODER_OUT!r}: {kind.value} damages the VAE decoder's final "
+        decoder_out = targets.decoder_out_bias
+        if decoder_out not in out:
+            raise ValueError(f"state dict has no {decoder_out!r}: {kind.value} damages the VAE decoder's final "
                              "layer, so give it the VAE file, not the DiT")
-        bias = out[_DECODER_OUT].float().clone()
+        bias = out[decoder_out].float().clone()
         bias[COLOUR_CAST_CHANNEL] += strength if strength is not None else COLOUR_CAST_OFFSET
-        out[_DECODER_OUT] = bias.to(out[_DECODER_OUT].dtype)
+        out[decoder_out] = bias.to(out[decoder_out].dtype)
         return out
     gen = torch.Generator().manual_seed(seed)
-    prefix = f"blocks.{block}."
+    prefix = f"{blocks}.{block}." if blocks is not None else targets.block.format(block=block)
     if not any(k.startswith(prefix) for k in out):
-        raise ValueError(f"state dict has no joint block {block} (no key starts with {prefix!r})")
+        raise ValueError(f"state dict has no block {block} (no key starts with {prefix!r})")
 
     if kind is Degradation.ROUND:
         levels = int(strength or 3)
@@ -114,22 +123,23 @@ def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: 
                 w = v.float()
                 out[k] = (w + torch.randn(w.shape, generator=gen) * w.std() * frac).to(v.dtype)
     elif kind is Degradation.ZERO_ATTN_OUT:
-        for k in (f"{prefix}attn.a_to_out.weight", f"{prefix}attn.a_to_out.bias"):
+        for k in (prefix + name for name in targets.attention_out):
             out[k] = torch.zeros_like(out[k])
     elif kind is Degradation.SCALE:
-        k = f"{prefix}ff_a.0.weight"
+        k = prefix + targets.feed_forward_in
         out[k] = (out[k].float() * (strength if strength is not None else SCALE_FACTOR)).to(out[k].dtype)
     elif kind is Degradation.DROP_TEXT:
         for k, v in out.items():
-            if k.startswith(("context_embedder.", "pooled_text_embedder.")):
+            if k.startswith(targets.text_embedders):
                 out[k] = torch.zeros_like(v)
     elif kind is Degradation.COLOUR_SHIFT:
-        if _FINAL_PROJ not in out:
-            raise ValueError(f"state dict has no {_FINAL_PROJ!r} (the final projection to the latent)")
-        bias = out[_FINAL_PROJ].float().clone()
-        first = COLOUR_SHIFT_CHANNEL * 4  # the channel's four patch positions (2x2)
-        bias[first:first + 4] += strength if strength is not None else COLOUR_SHIFT_OFFSET
-        out[_FINAL_PROJ] = bias.to(out[_FINAL_PROJ].dtype)
+        final, positions = targets.final_bias, targets.patch_positions
+        if final not in out:
+            raise ValueError(f"state dict has no {final!r} (the final projection to the latent)")
+        bias = out[final].float().clone()
+        first = COLOUR_SHIFT_CHANNEL * positions  # the channel's patch positions (FLUX.1: 2x2)
+        bias[first:first + positions] += strength if strength is not None else COLOUR_SHIFT_OFFSET
+        out[final] = bias.to(out[final].dtype)
     return out
 
 

@@ -4,7 +4,8 @@ It reports torch, CUDA, the driver, each GPU's name and memory, the DiffSynth ve
 LPIPS weights; then, for each checkpoint of the project's configuration (found like the plugin
 finds it: ``--qg-config`` or ``pyproject.toml``), whether it can run here: its files (present,
 or to be downloaded into how much free disk), and whether its limits are plausible on this
-device. ``--full-size`` adds a measured run at FLUX.1-dev size (``quant_guard.tools.full_size``).
+device. ``--full-size`` adds a measured run at the model family's full size, FLUX.1-dev's
+(``quant_guard.tools.full_size``).
 Nothing is downloaded and nothing is written to the golden store.
 """
 
@@ -25,10 +26,13 @@ from typing import TYPE_CHECKING
 
 from quant_guard.config.project import COMPONENTS, CheckpointSpec, ComponentSource, QuantGuardConfig
 from quant_guard.store.fingerprint import nvidia_driver
+from quant_guard.model.families import default_family, family_of
+from quant_guard.model.families.base import DIT
 from quant_guard.model.host_memory import HostPlan, host_plan, machine_memory, quantized_fraction
 from quant_guard.config.units import format_bytes
 
 if TYPE_CHECKING:
+    from quant_guard.model.families.base import ModelFamily
     from quant_guard.tools.full_size import FullSizeRequest, Measurement
 
 # Headroom the render needs beyond the weights (activations, the VAE decode at 1024²): a limit
@@ -105,6 +109,24 @@ def machine_findings(devices: list[Gpu]) -> list[Finding]:
     return out
 
 
+def ocr_findings(config: QuantGuardConfig | None) -> list[Finding]:
+    """Whether the OCR engine of the text check (``quant_guard.judge.text``) runs here: a FAIL when
+    a case of the configuration expects text, else a warning (nothing needs it yet)."""
+    import importlib.metadata
+
+    from quant_guard.judge.text import engine_version, ocr_problem
+
+    wanting = [c.id for c in config.cases if c.expect_text] if config is not None else []
+    problem = ocr_problem()
+    if problem is None:
+        binding = importlib.metadata.version("pytesseract")
+        return [Finding(Status.OK, "OCR", f"Tesseract {engine_version()} (pytesseract {binding}); "
+                                          f"{len(wanting)} case(s) expect text")]
+    if wanting:
+        return [Finding(Status.FAIL, "OCR", f"case(s) {', '.join(wanting)} expect text, but {problem}")]
+    return [Finding(Status.WARN, "OCR", f"no case expects text yet, but a case with expect_text could not run: {problem}")]
+
+
 # The oldest Linux driver each CUDA major version of a torch wheel runs on (NVIDIA's "CUDA
 # Compatibility" guide, minor version compatibility: a cu12x wheel needs a driver of the 12.x
 # family, >= 525.60.13; a cu13x wheel >= 580.65.06). PyPI's default torch wheel is a CUDA 13
@@ -170,12 +192,14 @@ def find_config(explicit: Path | None, start: Path) -> Path | None:
 
 
 @functools.cache
-def flux_dev_file_bytes() -> dict[str, int]:
-    """Bytes of each component file at FLUX.1-dev size in bf16: the estimate for a file not
-    downloaded yet (computed from the architecture, no weights)."""
-    from quant_guard.tools.synthetic import FLUX_DEV, file_bytes
+def full_size_file_bytes(family: ModelFamily | None = None) -> dict[str, int]:
+    """Bytes of each component file at the family's full size (None: the default family's;
+    FLUX.1-dev) in bf16: the estimate for a file not downloaded yet (computed from the
+    architecture, no weights), and the family's estimate for each tokenizer folder."""
+    from quant_guard.tools.synthetic import file_bytes
 
-    return {**file_bytes(FLUX_DEV), "tokenizer_clip": 2**20, "tokenizer_t5": 2**21}
+    family = family or default_family()
+    return {**file_bytes(family.full_size), **{t.name: t.estimated_bytes for t in family.tokenizers}}
 
 
 def _model_base() -> Path:
@@ -208,12 +232,13 @@ def _free_bytes(folder: Path) -> int:
 class CheckpointFiles:
     present_bytes: dict[str, int]  # component -> bytes on disk
     missing: tuple[str, ...]
+    family: ModelFamily | None = None  # the checkpoint's (None: the default family)
 
     def weight_bytes(self, component: str) -> int:
-        """On disk, or the FLUX.1-dev-size estimate when not downloaded yet."""
+        """On disk, or the family's full-size estimate (FLUX.1-dev's) when not downloaded yet."""
         if component in self.present_bytes:
             return self.present_bytes[component]
-        return flux_dev_file_bytes()[component]
+        return full_size_file_bytes(self.family)[component]
 
 
 def checkpoint_files(spec: CheckpointSpec) -> CheckpointFiles:
@@ -224,7 +249,7 @@ def checkpoint_files(spec: CheckpointSpec) -> CheckpointFiles:
             present[name] = _size(paths)
         else:
             missing.append(name)
-    return CheckpointFiles(present, tuple(missing))
+    return CheckpointFiles(present, tuple(missing), family_of(spec))
 
 
 def disk_findings(spec: CheckpointSpec, files: CheckpointFiles) -> list[Finding]:
@@ -239,7 +264,8 @@ def disk_findings(spec: CheckpointSpec, files: CheckpointFiles) -> list[Finding]
     if to_fetch:
         needed = sum(files.weight_bytes(name) for name in to_fetch)
         free = _free_bytes(_model_base())
-        text = (f"missing {', '.join(to_fetch)}: about {format_bytes(needed)} to download at FLUX.1-dev size; "
+        size = (files.family or family_of(spec)).full_size.label
+        text = (f"missing {', '.join(to_fetch)}: about {format_bytes(needed)} to download at {size} size; "
                 f"{format_bytes(free)} free at {_model_base().resolve()}")
         findings.append(Finding(Status.OK if free > needed * 1.05 else Status.FAIL, "files", text))
     return findings
@@ -292,8 +318,8 @@ def limit_findings(spec: CheckpointSpec, files: CheckpointFiles | None, devices:
         out.append(Finding(Status.WARN, "peak_vram", f"{format_bytes(limit)} is above this GPU's memory: it can "
                                                      "never fail here"))
     if files is not None and not spec.cpu_offload:
-        dit = files.weight_bytes("dit")
-        rest = sum(files.weight_bytes(n) for n in ("text_encoder_clip", "text_encoder_t5", "vae"))
+        dit = files.weight_bytes(DIT)
+        rest = sum(files.weight_bytes(n) for n in family_of(spec).model_components if n != DIT)
         candidate, reference = dit // 2 + rest, dit + rest  # float8 keeps one byte per bf16 weight
         if reference + ACTIVATION_HEADROOM > gpu.total_bytes:
             out.append(Finding(Status.FAIL, "goldens", f"the bf16 reference's weights ({format_bytes(reference)}) "
@@ -371,24 +397,25 @@ def measurement_checks(spec: CheckpointSpec, measured: Measured,
 
 def checkpoint_host_plans(spec: CheckpointSpec, files: CheckpointFiles, device: str) -> dict[str, HostPlan]:
     """Scheme id -> the host RAM of its pipeline under the checkpoint's plan, from the files on
-    disk (FLUX.1-dev-size estimates for those not downloaded yet)."""
-    from quant_guard.model.memory_plan import MODEL_COMPONENTS, plan_memory
+    disk (full-size estimates for those not downloaded yet)."""
+    from quant_guard.model.memory_plan import plan_memory
     from quant_guard.config.schemes import REFERENCE
 
-    sizes = {name: files.weight_bytes(name) for name in MODEL_COMPONENTS}
+    family = family_of(spec)
+    sizes = {name: files.weight_bytes(name) for name in family.model_components}
     out = {}
     for scheme in (REFERENCE, *spec.schemes):
         plan = plan_memory(cpu_offload=spec.cpu_offload, vram_limit_bytes=spec.vram_limit_bytes, scheme=scheme,
-                           device=device, device_total_bytes=0, disk_offload=spec.disk_offload)
+                           device=device, device_total_bytes=0, disk_offload=spec.disk_offload, family=family)
         own = local_files(scheme.dit) if scheme.dit is not None else []
-        dit = sizes["dit"]
+        dit = sizes[DIT]
         prequantized = scheme.dit is not None and (scheme.quantization is None
                                                    or scheme.quantization.load_prequantized)
         if own:
             dit = _size(own)
         elif prequantized:  # not downloaded yet: the size it will have
             dit = int(dit * (quantized_fraction(scheme.quantization) if scheme.quantization else 0.5))
-        out[scheme.id] = host_plan(plan, {**sizes, "dit": dit}, prequantized_dit=prequantized)
+        out[scheme.id] = host_plan(plan, {**sizes, DIT: dit}, prequantized_dit=prequantized)
     return out
 
 
@@ -467,6 +494,7 @@ def doctor(config_file: Path | None, full_size: FullSizeRequest | None, *, check
     else:
         show("configuration", [Finding(Status.INFO, "config", f"{config.source}: {len(config.checkpoints)} "
                                                               "checkpoint(s)")])
+    show("text legibility", ocr_findings(config))
     measured = None
     if full_size is not None:
         measured = _full_size(full_size, plan_checkpoint(config, checkpoint_id), devices, print_)

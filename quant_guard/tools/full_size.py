@@ -1,5 +1,5 @@
 """``quant-guard doctor --full-size``: the bf16 reference and the float8 candidate of a
-checkpoint of random weights at FLUX.1-dev's shapes, built and rendered on this machine by the
+checkpoint of random weights at the model family's full size (FLUX.1-dev's shapes), built and rendered on this machine by the
 gate's own code (``build_pipeline``, ``render``), one pipeline at a time, with peak memory,
 resident memory and step time set beside the published figures. The architecture is a
 parameter: the plugin's tests run the same code at the embedded tiny size on a CPU.
@@ -19,12 +19,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quant_guard.judge.budgets import Budget, peak_figure, step_stats
+from quant_guard.judge.budgets import peak_figure, step_stats
+from quant_guard.config.limits import Budget
 from quant_guard.model.checkpoints import ResolvedCheckpoint
-from quant_guard.tools.synthetic import Architecture
+from quant_guard.model.families.base import Anchor, Architecture
+from quant_guard.tools.synthetic import FULL_SIZE
 
 if TYPE_CHECKING:
-    from diffsynth.pipelines.flux_image import FluxImagePipeline
+    from diffsynth.diffusion.base_pipeline import BasePipeline
 
     from quant_guard.config.project import CheckpointSpec
     from quant_guard.config.schemes import Scheme
@@ -32,23 +34,9 @@ if TYPE_CHECKING:
 PROMPT = "a red circle on a blue background at the top left"
 
 
-@dataclass(frozen=True)
-class Anchor:
-    """A published figure for orientation (other code, other GPUs), never a limit."""
-
-    precision: str  # "bf16" | "float8_e4m3fn"
-    cpu_offload: bool
-    figure: str
-    source: str
-
-
-ANCHORS = (
-    Anchor("bf16", False, "36.2 GB peak", "diffusers FLUX.1-dev 1024², H100"),
-    Anchor("float8_e4m3fn", False, "28.5 GB peak", "diffusers FLUX.1-dev fp8 layerwise casting, H100"),
-    Anchor("float8_e4m3fn", True, "15.6 GB peak", "diffusers FLUX.1-dev fp8 layerwise + CPU offload, H100"),
-    Anchor("float8_e4m3fn", True, "9.8 GB at load, 186 s / 20 steps", "source article, float8 DiT + CPU offload, "
-                                                                        "RTX 3060 12 GB"),
-)
+# The family's published figures at full size (``Architecture.published``): shown beside every
+# measurement, whatever size it ran at
+ANCHORS: tuple[Anchor, ...] = FULL_SIZE.published
 
 
 @dataclass(frozen=True)
@@ -122,7 +110,7 @@ class _Runner:
 
     def __init__(self, resolved: ResolvedCheckpoint, request: FullSizeRequest, spec: CheckpointSpec | None) -> None:
         self.resolved, self.request, self.spec = resolved, request, spec
-        self.pipe: FluxImagePipeline | None = None
+        self.pipe: BasePipeline | None = None
 
     def release(self) -> None:
         from quant_guard.model.pipelines import release_memory

@@ -32,18 +32,21 @@ from typing import TYPE_CHECKING, Any
 
 from quant_guard.run.cases import VisualCase
 from quant_guard.config.project import CheckpointSpec, QuantGuardConfig
+from quant_guard.model.families import family_of
 from quant_guard.model.layer_groups import GRANULARITIES, LayerGroup, diffusers_patterns, group_layers
 from quant_guard.judge.metrics import ImageMetrics
 from quant_guard.config.schemes import STORAGE_DTYPES, Quantization, Scheme
-from quant_guard.config.thresholds import LIMITS_BY_KEY, MEANING_KEY, ThresholdOverrides, Thresholds, check_thresholds
+from quant_guard.config.thresholds import LIMITS_BY_KEY, MEANING_KEY, ThresholdOverrides, Thresholds
+from quant_guard.judge.checks import check_thresholds
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
     from quant_guard.judge.scorecard import Scorecard
+    from quant_guard.model.families.base import ModelFamily
     from quant_guard.run.session import QuantGuardSession
-    from quant_guard.config.thresholds import MetricCheck
+    from quant_guard.judge.checks import MetricCheck
 
 METRICS = ("LPIPS", "SSIM", "PSNR")
 COMPUTE_BYTES = 2  # bf16: what a layer kept out of quantization stores per parameter
@@ -151,7 +154,7 @@ class Recommendation:
     extra_bytes: int = 0
     entry: dict[str, Any] | None = None  # the scheme entry for [tool.quant_guard] (a schemes list item)
     exclude_modules: tuple[str, ...] = ()  # DiffSynth QuantizeConfig(exclude_modules=...)
-    skip_modules_pattern: tuple[str, ...] = ()  # diffusers, FluxTransformer2DModel module names
+    skip_modules_pattern: tuple[str, ...] = ()  # diffusers module names (LayerNaming.diffusers_class)
     no_diffusers_name: tuple[str, ...] = ()  # layers the diffusers pattern could not name
     steps: tuple[Variant, ...] = ()  # the greedy search's runs of growing sets
     confirm: Variant | None = None  # the printed entry, built and rendered again
@@ -308,10 +311,12 @@ class _Run:
     def measure(self, label: str, quantization: Quantization, *, pipe: Any = None,
                 keep_images: bool = False) -> Variant:
         """Build the DiT (unless ``pipe`` holds it already) and render every case with it."""
-        from quant_guard.run.gate import request_for
+        from quant_guard.run.case_plan import render_request
+        from quant_guard.run.gate import text_expectation
         from quant_guard.judge.judgement import judge, meaning_unavailable
         from quant_guard.model.render import render
         from quant_guard.judge.semantic import ScorerUnavailable
+        from quant_guard.judge.text import OcrUnavailable
         from quant_guard.model.scheme_check import stored_bytes
 
         start = time.monotonic()
@@ -321,11 +326,15 @@ class _Run:
         for vc in self.cases:
             stem = vc.key.stem
             on_step = progress.for_render(f"{label}: {stem}") if progress else None
-            image = render(pipe, request_for(self.session, vc), on_step=on_step).image
+            image = render(pipe, render_request(vc, self.session.resolved(vc.checkpoint).t5_sequence_length),
+                           on_step=on_step).image
             try:
-                judgement = judge(self.goldens[stem], image, self.targets[stem], prompt=vc.case.prompt)
+                judgement = judge(self.goldens[stem], image, self.targets[stem], prompt=vc.case.prompt,
+                                  text=text_expectation(vc))
             except ScorerUnavailable as exc:
                 raise SweepError(f"{stem}: {meaning_unavailable(exc)}") from None
+            except OcrUnavailable as exc:
+                raise SweepError(f"{stem}: the text check (expect_text) cannot run: {exc}") from None
             measures.append(CaseMeasure(stem, judgement.metrics, judgement.passed,
                                         min(check_margin(c) for c in judgement.checks),
                                         judgement.failed))
@@ -360,7 +369,7 @@ class _Run:
 def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granularity: str = "block",
               cases: tuple[str, ...] = (), seeds: tuple[int, ...] = (),
               target: ThresholdOverrides = ThresholdOverrides()) -> SweepResult:
-    """Measure every group, recommend, confirm; the caller writes the outputs (``write_sweep``)."""
+    """Measure every group, recommend, confirm; the caller writes the outputs (``sweep_outputs.write_sweep``)."""
     from quant_guard.run.gate import golden_for
 
     if granularity not in GRANULARITIES:
@@ -384,8 +393,8 @@ def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granu
 
     assert base.quantization is not None
     pipe = run.build("fully quantized", base.quantization)
-    layers = _targeted_layers(pipe.dit, base.quantization)
-    groups = group_layers(layers, granularity)
+    layers = _targeted_layers(pipe.dit, base.quantization, spec)
+    groups = group_layers(layers, granularity, family_of(spec))
     if len(groups) < 2:
         raise SweepError(f"scheme {base.id!r} quantizes {len(layers)} linear layer{'s' if len(layers) != 1 else ''} "
                          f"of {spec.id!r}, {len(groups)} group at granularity {granularity}: there is nothing to "
@@ -404,7 +413,7 @@ def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granu
                                    sum(sizes[n][1] for n in group.layers), kept, alone,
                                    _difference(kept.margin, full.margin)))
     ranked = tuple(sorted(results, key=lambda g: (-g.gain, g.alone.margin)))
-    recommendation = _recommend(run, full, ranked, target, config.source)
+    recommendation = _recommend(run, full, ranked, target, config.source, family_of(spec))
     worst = min(full.cases, key=lambda c: c.margin).case
     images = {"golden": goldens[worst], "before": run.images["fully quantized"][worst]}
     if recommendation.confirm is not None:
@@ -413,11 +422,11 @@ def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granu
                        full, ranked, recommendation, worst, created, time.monotonic() - started, images)
 
 
-def _targeted_layers(dit: torch.nn.Module, q: Quantization) -> list[str]:
+def _targeted_layers(dit: torch.nn.Module, q: Quantization, spec: CheckpointSpec) -> list[str]:
     """The linear layers the scheme quantizes."""
     from quant_guard.model.scheme_check import inventory, matches
 
-    return [layer.name for layer in inventory(dit).layers
+    return [layer.name for layer in inventory(dit, family_of(spec).vram_layers).layers
             if (q.target_modules is None or matches(layer.name, q.target_modules))
             and not matches(layer.name, q.exclude_modules)]
 
@@ -446,7 +455,7 @@ def _deciding_metric(full: Variant, targets: dict[str, Thresholds]) -> str:
 # ---- the recommendation ------------------------------------------------------------------------
 
 def _recommend(run: _Run, full: Variant, ranked: tuple[GroupResult, ...], target: ThresholdOverrides,
-               source: Path) -> Recommendation:
+               source: Path, family: ModelFamily | None = None) -> Recommendation:
     """Greedy: one group whose kept-in-bf16 run meets the target (the cheapest such), else groups
     added by gain per extra byte, each growing set measured, until one meets it."""
     if full.meets:
@@ -473,7 +482,7 @@ def _recommend(run: _Run, full: Variant, ranked: tuple[GroupResult, ...], target
     exclude = run.scheme.quantization.exclude_modules + tuple(n for g in chosen for n in g.group.layers)  # type: ignore[union-attr]
     entry = scheme_entry(run.scheme, exclude, target)
     confirm = run.measure("confirming run", parse_entry(entry, source).quantization, keep_images=True)  # type: ignore[arg-type]
-    patterns, unknown = diffusers_patterns([g.group for g in chosen])
+    patterns, unknown = diffusers_patterns([g.group for g in chosen], family)
     note = "" if confirm.meets else (f"the confirming run misses the target on {confirm.failing} of "
                                      f"{len(confirm.cases)} cases: renders are not reproducible here")
     return Recommendation(Answer.KEEP, tuple(g.group.name for g in chosen), sum(g.extra_bytes for g in chosen),
@@ -514,36 +523,3 @@ def parse_entry(entry: dict[str, Any], source: Path) -> Scheme:
     from quant_guard.config.project import parse_scheme
 
     return parse_scheme(entry, file=source, where="sweep", key="recommended")
-
-
-# ---- outputs -----------------------------------------------------------------------------------
-
-def write_sweep(result: SweepResult, report_dir: Path) -> SweepResult:
-    """sweep.json, sweep.html and the worst case's images under ``report_dir/sweep/<checkpoint>-<scheme>/``."""
-    import json
-
-    from quant_guard.store.atomic import atomic_write
-    from quant_guard.store.golden import encode_png
-    from quant_guard.tools.sweep_page import write_sweep_page
-
-    folder = report_dir / SWEEP_FOLDER / f"{result.checkpoint}-{result.scheme.id}"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, image in result.images.items():
-        atomic_write(folder / f"{name}.png", encode_png(image))
-    document = result.as_dict()
-    atomic_write(folder / "sweep.json", (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
-    write_sweep_page(folder, document)
-    return replace(result, folder=folder)
-
-
-def sweep_checkpoint(session: QuantGuardSession, checkpoint: str, scheme: str, *, granularity: str = "block",
-                     cases: tuple[str, ...] | list[str] = (), seeds: tuple[int, ...] | list[int] = (),
-                     target_lpips: float | None = None, target_ssim: float | None = None,
-                     target_psnr: float | None = None) -> SweepResult:
-    """Run the sweep and write its outputs under the session's report directory: what
-    ``quant-guard sweep`` and the ``qg_sweep`` fixture call. Targets default to each case's
-    configured thresholds for the scheme."""
-    target = ThresholdOverrides(lpips=target_lpips, ssim=target_ssim, psnr=target_psnr)
-    result = run_sweep(session, checkpoint, scheme, granularity=granularity, cases=tuple(cases),
-                       seeds=tuple(seeds), target=target)
-    return write_sweep(result, session.report_dir)

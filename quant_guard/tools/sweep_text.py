@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from quant_guard.judge.metrics import ImageMetrics
+from quant_guard.model.families import family_of
 from quant_guard.tools.sweep import Answer, SweepResult, Variant
 from quant_guard.config.thresholds import IMAGE_METRICS, LIMITS, Thresholds
 from quant_guard.config.units import format_bytes
@@ -106,7 +107,7 @@ def _recommendation(r: SweepResult) -> list[str]:
               *("  " + line for line in toml_entry(rec.entry).splitlines()),
               "", "DiffSynth QuantizeConfig(exclude_modules=...):",
               "  " + json.dumps(list(rec.exclude_modules)),
-              "", "diffusers skip_modules_pattern (FluxTransformer2DModel module names):",
+              "", f"diffusers skip_modules_pattern ({_diffusers_class(r)} module names):",
               "  " + python_tuple(rec.skip_modules_pattern)]
     if rec.no_diffusers_name:
         lines.append(f"  (no diffusers name known for: {', '.join(rec.no_diffusers_name)})")
@@ -151,3 +152,8 @@ def python_tuple(patterns: tuple[str, ...]) -> str:
     """Raw strings, as a person pastes them into Python."""
     items = [f'r"{p}"' for p in patterns]
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+
+def _diffusers_class(r: SweepResult) -> str:
+    """The diffusers transformer whose module names the pattern uses: the checkpoint's family's."""
+    return family_of(r.cases[0].checkpoint if r.cases else None).layer_naming.diffusers_class

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from quant_guard.config.project import ConfigError, declares_quant_guard, parse_config
-from quant_guard.model.tiny import settings as tiny
+from quant_guard.config import tiny_settings as tiny
 
 FILE = Path("/projects/demo/pyproject.toml")
 

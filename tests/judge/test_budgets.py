@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from quant_guard.judge.budgets import Budget, PeakCounts, StepStatistic, check_budget, step_stats
-from quant_guard.model.render import MemoryStats, RenderSummary
+from quant_guard.judge.budgets import check_budget, step_stats
+from quant_guard.config.limits import Budget, PeakCounts, StepStatistic
+from quant_guard.judge.budgets import MemoryStats, RenderSummary
 
 
 def _summary(times: tuple[float, ...], peak: int | None = 1000, kind: str = "cuda", *, reserved: int | None = None,

@@ -27,11 +27,11 @@ from drift_support import OTHER_MACHINE, copy_perturbed, perturb_goldens, record
 from helpers import VISUAL_TEST
 from quant_guard.config.project import ConfigError, parse_config
 from quant_guard.tools.degrade import Degradation, degrade
-from quant_guard.judge.drift import (Comparison, DriftCheck, DriftOutcome, DriftTolerance, ReferenceMode,
-                               closeness_checks, decide)
+from quant_guard.judge.drift import Comparison, DriftCheck, DriftOutcome, closeness_checks, decide, within_tolerance
+from quant_guard.config.limits import DriftTolerance, ReferenceMode
 from quant_guard.store.fingerprint import FINGERPRINT_KEYS, FieldDifference, differences
 from quant_guard.judge.metrics import ImageMetrics
-from quant_guard.config.thresholds import MetricCheck
+from quant_guard.judge.checks import MetricCheck
 from quant_guard.model.tiny.build import ensure_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,9 +125,9 @@ def test_without_expected_metrics_only_the_drift_tolerance_clears_a_candidate() 
 def test_drift_tolerance_from_measurement() -> None:
     tolerance = DriftTolerance()
     # two CPUs, the worst tiny golden: PSNR 53.8 dB, LPIPS 0.0001 -> drift
-    assert tolerance.within(ImageMetrics(lpips=0.0001, ssim=0.997, psnr=53.8))
+    assert within_tolerance(tolerance, ImageMetrics(lpips=0.0001, ssim=0.997, psnr=53.8))
     # honest float8 on the tiny model: about 48 dB, LPIPS 0.0004 -> a real change
-    assert not tolerance.within(ImageMetrics(lpips=0.0004, ssim=0.996, psnr=48.0))
+    assert not within_tolerance(tolerance, ImageMetrics(lpips=0.0004, ssim=0.996, psnr=48.0))
 
 
 def test_config_keys_for_drift_reference_and_determinism(tmp_path: Path) -> None:
@@ -271,7 +271,7 @@ def test_drifted_golden_is_env_drift_a_damaged_candidate_still_image_failed(
 
 def _component_project(pytester: pytest.Pytester, files: dict[str, Path], extra: str = "") -> Path:
     """A project whose checkpoint ``tiny`` is given by component files (so a test can damage one)."""
-    from quant_guard.model.tiny.settings import T5_SEQUENCE_LENGTH
+    from quant_guard.config.tiny_settings import T5_SEQUENCE_LENGTH
 
     components = "\n".join(f'{k} = "{v.as_posix()}"' for k, v in files.items())
     pytester.makefile(".toml", pyproject=(

@@ -14,7 +14,7 @@ import pytest
 
 from quant_guard.judge.scorecard import compute_scorecard
 from quant_guard.judge.semantic import ClipScorer, ScorerUnavailable, judge
-from quant_guard.model.tiny import dataset as ds
+from quant_guard.judge import scenes as ds
 
 SCENES = tuple(ds.Scene(shape, colour, background, "in the center") for shape, colour, background in (
     ("circle", "red", "black"), ("square", "blue", "white"), ("triangle", "yellow", "gray"), ("cross", "white", "blue")))

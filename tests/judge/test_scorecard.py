@@ -29,7 +29,7 @@ from quant_guard.judge.semantic import (
     judge,
     register,
 )
-from quant_guard.model.tiny import dataset as ds
+from quant_guard.judge import scenes as ds
 
 
 def textured(size: int = 128, seed: int = 0) -> np.ndarray:

@@ -13,10 +13,12 @@ import pytest
 from trend_support import alarmed, geometric, linear, record, replay
 
 from quant_guard.store import history as h
+from quant_guard.judge import history_alarm
+from quant_guard.config import limits
 from quant_guard.judge.trend_stats import Scale, mann_kendall, theil_sen
 
-ALARM = h.HistoryAlarm(mode=h.AlarmMode.FAIL)  # the defaults, as the README configures them
-PSNR = dataclasses.replace(ALARM, metric="psnr", ratio=None, amount=h.PSNR_AMOUNT_DB)  # as the config gives psnr
+ALARM = limits.HistoryAlarm(mode=limits.AlarmMode.FAIL)  # the defaults, as the README configures them
+PSNR = dataclasses.replace(ALARM, metric="psnr", ratio=None, amount=limits.PSNR_AMOUNT_DB)  # as the config gives psnr
 
 
 # ---- the statistics ------------------------------------------------------------------------------
@@ -50,7 +52,7 @@ def test_mann_kendall_of_a_constant_series_finds_nothing() -> None:
 
 
 def test_every_metric_has_its_scale() -> None:
-    assert set(h.SCALES) == set(h.METRICS)
+    assert set(history_alarm.SCALES) == set(limits.METRICS)
     for scale, value in ((Scale.LOG, 0.02), (Scale.LOG_DISSIMILARITY, 0.97), (Scale.DB, 41.5)):
         assert scale.from_scale(scale.to_scale(value)) == pytest.approx(value)
 
@@ -58,12 +60,12 @@ def test_every_metric_has_its_scale() -> None:
 def test_each_metric_is_bounded_on_its_own_scale() -> None:
     """x1.5 multiplies LPIPS and 1 - SSIM and is 1.76 dB of PSNR (10 log10 1.5); an amount is in
     the metric's unit. Dividing the dB by 1.5 would let 48 dB fall to 32 dB."""
-    assert h._limit(0.02, ALARM) == pytest.approx(0.03)
-    assert h._limit(0.98, dataclasses.replace(ALARM, metric="ssim")) == pytest.approx(0.97)
-    assert h._limit(48.0, dataclasses.replace(ALARM, metric="psnr")) == pytest.approx(48.0 - 10 * math.log10(1.5))
-    assert h._limit(48.0, PSNR) == pytest.approx(46.24)
-    assert h._limit(2e9, dataclasses.replace(ALARM, metric="peak_memory_bytes")) == pytest.approx(3e9)
-    assert h._limit(float("inf"), PSNR) == pytest.approx(100 - 1.76)  # identical images count as 100 dB
+    assert history_alarm._limit(0.02, ALARM) == pytest.approx(0.03)
+    assert history_alarm._limit(0.98, dataclasses.replace(ALARM, metric="ssim")) == pytest.approx(0.97)
+    assert history_alarm._limit(48.0, dataclasses.replace(ALARM, metric="psnr")) == pytest.approx(48.0 - 10 * math.log10(1.5))
+    assert history_alarm._limit(48.0, PSNR) == pytest.approx(46.24)
+    assert history_alarm._limit(2e9, dataclasses.replace(ALARM, metric="peak_memory_bytes")) == pytest.approx(3e9)
+    assert history_alarm._limit(float("inf"), PSNR) == pytest.approx(100 - 1.76)  # identical images count as 100 dB
 
 
 # ---- simulated series ------------------------------------------------------------------------------
@@ -86,7 +88,7 @@ def test_psnr_falling_from_48_to_32_5_db_alarms_judged_in_db() -> None:
     first = alarmed(replay(values, PSNR))
     assert first and first[0] < 10
     records = [record(i, v, "psnr") for i, v in enumerate(values)]
-    judged = h.check_alarm(records[first[0]], records[:first[0]], PSNR)
+    judged = history_alarm.check_alarm(records[first[0]], records[:first[0]], PSNR)
     assert judged.trend is not None and "dB per run (Theil-Sen)" in judged.message and "(-1.76 dB)" in judged.message
     assert -0.5 < judged.trend.slope * -10 / math.log(10) < -0.3  # the fall of 0.397 dB a run, in dB
 
@@ -102,7 +104,7 @@ def test_one_spike_alarms_once_on_its_own_run() -> None:
     values[30] *= 3
     statuses = replay(values, ALARM)
     assert alarmed(statuses) == [30]
-    assert statuses[31:] == [h.AlarmStatus.OK] * 29  # the spike stays in the window, tilts nothing
+    assert statuses[31:] == [history_alarm.AlarmStatus.OK] * 29  # the spike stays in the window, tilts nothing
 
 
 def test_a_step_alarms_until_the_re_baseline() -> None:
@@ -111,10 +113,10 @@ def test_a_step_alarms_until_the_re_baseline() -> None:
     values = [v * 2 if i >= 20 else v for i, v in enumerate(geometric(0.01, 0.0, 40, noise=0.03, seed=6))]
     records = [dataclasses.replace(record(i, v), baseline_id="golden-a" if i < 30 else "golden-b")
                for i, v in enumerate(values)]
-    results = [h.check_alarm(r, records[:i], ALARM) for i, r in enumerate(records)]
+    results = [history_alarm.check_alarm(r, records[:i], ALARM) for i, r in enumerate(records)]
     assert alarmed([r.status for r in results]) == list(range(20, 30))
     assert results[29].step is not None and results[29].step.before == ("r0000", "r0001", "r0002")
-    assert [r.status for r in results[30:33]] == [h.AlarmStatus.TOO_FEW_RUNS] * 3  # the new series waits min_runs
+    assert [r.status for r in results[30:33]] == [history_alarm.AlarmStatus.TOO_FEW_RUNS] * 3  # the new series waits min_runs
     assert "30 earlier run(s) in this environment before the last re-baseline are not compared" in results[30].message
     assert results[33].compared == ("r0030", "r0031", "r0032") and results[33].rebaselined == 30
 
@@ -122,9 +124,9 @@ def test_a_step_alarms_until_the_re_baseline() -> None:
 def test_an_explicit_baseline_is_what_the_step_test_compares_with() -> None:
     """judge_series takes any one series and, optionally, its baseline (e.g. another comparison's)."""
     series = [(f"n{i}", 0.020) for i in range(5)]
-    assert h.judge_series(series, ALARM).status is h.AlarmStatus.OK
-    judged = h.judge_series(series, ALARM, baseline=h.Baseline(0.010, ("update",), "the expected value"))
-    assert judged.status is h.AlarmStatus.FAIL and judged.step is not None
+    assert history_alarm.judge_series(series, ALARM).status is history_alarm.AlarmStatus.OK
+    judged = history_alarm.judge_series(series, ALARM, baseline=history_alarm.Baseline(0.010, ("update",), "the expected value"))
+    assert judged.status is history_alarm.AlarmStatus.FAIL and judged.step is not None
     assert "(baseline 0.01: median of runs update, the expected value; x1.5)" in judged.message
 
 

@@ -95,7 +95,7 @@ def test_broken_checkpoint_fails_alone_through_pytest(pytester: pytest.Pytester,
     """Checkpoint file ... truncated, through pytest --update-golden: the broken
     checkpoint's test fails naming the file and writes no golden; the other checkpoint's case
     runs and passes."""
-    from quant_guard.model.tiny.dataset import T5_SEQUENCE_LENGTH
+    from quant_guard.judge.scenes import T5_SEQUENCE_LENGTH
 
     data = tiny_files["dit"].read_bytes()
     bad = replace_file(tiny_files, "dit", data[: len(data) - 1000])

@@ -17,7 +17,7 @@ from fake_cuda import GIB, FakeCudaDevice
 from helpers import ANY_IMAGE
 
 from quant_guard.model import pipelines
-from quant_guard.judge.budgets import Budget, PeakCounts
+from quant_guard.config.limits import Budget, PeakCounts
 from quant_guard.run.cases import CaseResult, TestOverrides, Verdict, VisualCase
 from quant_guard.config.project import CaseSpec, CheckpointSpec, RenderDefaults, parse_config
 from quant_guard.run.gate import run_case
@@ -308,7 +308,7 @@ def test_check_and_update_runs_load_every_dit_under_the_checkpoint_plan(
 
 def test_the_report_shows_the_figure_the_peak_limit_counted() -> None:
     from quant_guard.judge.budgets import BudgetCheck
-    from quant_guard.model.render import MemoryStats, RenderSummary
+    from quant_guard.judge.budgets import MemoryStats, RenderSummary
     from quant_guard.report.records import to_jsonable
     from quant_guard.report.view import build_view
 
@@ -333,13 +333,13 @@ def test_the_doctors_full_size_run_measures_the_peak_its_limit_counts(tmp_path: 
     tensors alone, so the doctor cannot call a card big enough that the gate then fails on."""
     from quant_guard.tools import synthetic
     from quant_guard.tools.full_size import FullSizeRequest, run_full_size
-    from quant_guard.tools.synthetic import TINY
+    from quant_guard.tools.synthetic import ARCHITECTURES
 
     # the random weights are drawn on the host (a CUDA generator is not part of the modelled device)
     write = synthetic.write_random_checkpoint
     monkeypatch.setattr(synthetic, "write_random_checkpoint", lambda *a, **k: write(*a, **{**k, "device": "cpu"}))
 
-    request = FullSizeRequest(TINY, "cuda", width=64, height=64, steps=2, work_dir=tmp_path)
+    request = FullSizeRequest(ARCHITECTURES["tiny"], "cuda", width=64, height=64, steps=2, work_dir=tmp_path)
     last = run_full_size(request, RESIDENT)[-1]
     assert not last.error and last.peak_bytes is not None
     assert gpu.max_memory_allocated() < gpu.max_memory_reserved()

@@ -12,9 +12,9 @@ import re
 
 from quant_guard.config.project import ConfigError, parse_config
 from quant_guard.model.host_memory import PROCESS_BYTES, HostPlan, host_plan
+from quant_guard.model.families import default_family
 from quant_guard.model.memory_plan import (
     AUTO_MARGIN_BYTES,
-    MODEL_COMPONENTS,
     ComponentPlacement,
     MemoryMode,
     plan_memory,
@@ -25,6 +25,7 @@ from quant_guard.config.sources import ComponentSource
 
 GIB = 2**30
 F8, BF16 = "float8_e4m3fn", "bfloat16"
+MODEL_COMPONENTS = default_family().model_components  # FLUX.1's: dit, text_encoder_clip, text_encoder_t5, vae
 
 
 def _plan(scheme: Scheme, device: str, *, cpu_offload: bool, limit: int | None = None,
@@ -175,9 +176,9 @@ def test_the_built_pipeline_follows_the_plan(monkeypatch: pytest.MonkeyPatch) ->
 def test_the_plan_and_the_resident_figure_reach_results_json_and_the_html_view() -> None:
     from quant_guard.judge.budgets import BudgetCheck
     from quant_guard.run.cases import CaseResult, Verdict, VisualCase
-    from quant_guard.model.render import RenderSummary
+    from quant_guard.judge.budgets import RenderSummary
     from quant_guard.config.project import CaseSpec, CheckpointSpec
-    from quant_guard.model.render import MemoryStats
+    from quant_guard.judge.budgets import MemoryStats
     from quant_guard.report.html import render_index
     from quant_guard.report.records import to_jsonable
     from quant_guard.report.view import build_view
@@ -346,12 +347,12 @@ def test_the_readme_shows_the_plan_per_card_size() -> None:
     """The README's "A real checkpoint" table is what ``host_memory.card_table`` computes for the
     repository's majicflus schemes at FLUX.1-dev size, and its figures follow the plan's rules."""
     from quant_guard.config.project import load_config
-    from quant_guard.tools.doctor import flux_dev_file_bytes
+    from quant_guard.tools.doctor import full_size_file_bytes
     from quant_guard.model.host_memory import RENDER_HEADROOM, card_plan, card_table
 
     root = Path(__file__).parents[2]
     spec = load_config(root / "pyproject.toml").checkpoint("majicflus")
-    sizes = {name: flux_dev_file_bytes()[name] for name in MODEL_COMPONENTS}
+    sizes = {name: full_size_file_bytes()[name] for name in MODEL_COMPONENTS}
     schemes = (REFERENCE, *spec.schemes)
     readme = (root / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### A real checkpoint"):readme.index("### Before the first nightly")]

@@ -66,7 +66,7 @@ def test_the_callback_is_never_part_of_a_step_time(_heavy_modules: None, monkeyp
     from quant_guard.model.pipelines import build_pipeline
     from quant_guard.model.checkpoints import resolve_checkpoint
     from quant_guard.model.render import RenderRequest, render
-    from quant_guard.model.tiny.settings import T5_SEQUENCE_LENGTH
+    from quant_guard.config.tiny_settings import T5_SEQUENCE_LENGTH
 
     spec = parse_config({"checkpoints": [{"id": "tiny", "embedded": "tiny", "device": "cpu"}], "cases": []},
                         file=Path("/x/pyproject.toml")).checkpoint("tiny")

@@ -23,8 +23,9 @@ from quant_guard.config.schemes import FLOAT8_E4M3FN, REFERENCE, Scheme
 from quant_guard.judge.scorecard import compute_scorecard
 from quant_guard.judge.semantic import TinySceneScorer, judge
 from quant_guard.config.thresholds import EMBEDDED_THRESHOLDS, Thresholds
-from quant_guard.model.tiny import dataset as ds
+from quant_guard.judge import scenes as ds
 from quant_guard.model.tiny.build import ensure_tiny_checkpoint
+from quant_guard.model.checkpoints import tiny_resolved
 
 CAPTION = "a yellow triangle on a black background in the center"  # a case of this repository's suite
 SHIFT_CAPTION = "a red circle on a blue background at the top left"
@@ -32,7 +33,7 @@ LIMITS = EMBEDDED_THRESHOLDS["tiny"]["float8_e4m3fn"].apply(Thresholds.DEFAULT)
 
 
 def _pipeline(scheme: Scheme, *, dit: Path | None = None, vae: Path | None = None) -> Any:
-    return build_pipeline(ensure_tiny_checkpoint().resolved({scheme.id: dit} if dit else None, vae=vae), scheme, "cpu")
+    return build_pipeline(tiny_resolved(ensure_tiny_checkpoint(), {scheme.id: dit} if dit else None, vae=vae), scheme, "cpu")
 
 
 def _render(pipe: Any, caption: str = CAPTION) -> np.ndarray:

@@ -19,7 +19,7 @@ from quant_guard.config.project import CheckpointSpec, RenderDefaults
 from quant_guard.config.schemes import REFERENCE
 from quant_guard.model.pipelines import build_pipeline
 from quant_guard.model.render import RenderRequest, render
-from quant_guard.model.tiny import dataset as ds
+from quant_guard.judge import scenes as ds
 from quant_guard.model.tiny.build import SHIPPED_WEIGHTS
 
 WEIGHT_FILES = ("dit", "text_encoder_clip", "text_encoder_t5", "vae")

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from quant_guard.model.tiny import dataset as ds
+from quant_guard.judge import scenes as ds
 from quant_guard.model.tiny.tokenizers import CAPTION_WORDS
 
 

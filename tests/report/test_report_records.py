@@ -15,19 +15,11 @@ import pytest
 from quant_guard.run.cases import CaseResult, Verdict, VisualCase
 from quant_guard.config.project import load_config
 from quant_guard.judge.metrics import ImageMetrics
-from quant_guard.model.render import MemoryStats, RenderSummary
-from quant_guard.report.records import (
-    as_float,
-    build_record,
-    headline,
-    read_results,
-    results_document,
-    sort_records,
-    to_jsonable,
-    write_results,
-)
+from quant_guard.judge.budgets import MemoryStats, RenderSummary
+from quant_guard.report.records import as_float, headline, read_results, results_document, sort_records, to_jsonable, write_results
+from quant_guard.run.case_record import build_record
 from quant_guard.run.session import QuantGuardSession, RunSettings
-from quant_guard.config.thresholds import MetricCheck
+from quant_guard.judge.checks import MetricCheck
 
 
 class Color(enum.Enum):

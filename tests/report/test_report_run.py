@@ -160,7 +160,7 @@ def test_report_option_is_documented_and_validated(pytester: pytest.Pytester) ->
 def test_a_report_that_cannot_be_written_is_reported_not_raised(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from quant_guard.report.plugin import ReportPlugin
+    from quant_guard.run.report_hooks import ReportPlugin
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -197,7 +197,8 @@ def test_what_degenerate_sees(image: np.ndarray, nonfinite: float, problem: str 
     """Candidate renders NaN, Inf, all black or constant, the rule itself: any NaN/Inf in
     the VAE output (counted before the uint8 cast hides it), or all pixels within 3 levels."""
     from quant_guard.run.gate import _degenerate
-    from quant_guard.model.render import MemoryStats, Render
+    from quant_guard.model.render import Render
+    from quant_guard.judge.budgets import MemoryStats
 
     render = Render(image=image, step_times_s=(0.1,), total_s=0.1, memory=MemoryStats("cpu-rss", 0),
                     nonfinite_fraction=nonfinite, dit_weight_bytes=0)

@@ -14,7 +14,8 @@ import pytest
 import yaml
 from helpers import tree_digest
 
-from quant_guard.config.thresholds import ExpectedSettings, expected_moved
+from quant_guard.config.thresholds import ExpectedSettings
+from quant_guard.judge.checks import expected_moved
 
 # The two quantized schemes whose expected files churned across machines (issue 24): NF4 moves most.
 SCHEMES = 'schemes = ["bitsandbytes_nf4", "torchao_int8_w8a8"]'
@@ -161,9 +162,9 @@ def test_the_command_outside_pytest_selects_every_scheme_of_the_case_and_seed() 
     from helpers import project_toml
     from quant_guard.run.cases import expand_cases
     from quant_guard.config.project import parse_config
-    from quant_guard.run.gate import _update_command
+    from quant_guard.run.case_plan import update_command
 
     text = project_toml(seeds="[0, 1]", checkpoint_extra=SCHEMES)
     cases = expand_cases(parse_config(tomllib.loads(text)["tool"]["quant_guard"], file=Path("pyproject.toml")))
     int8_s0 = next(vc for vc in cases if vc.id == INT8)
-    assert _update_command(int8_s0, None) == f'pytest --update-golden -k "{INT8} or {NF4}"'
+    assert update_command(int8_s0, None) == f'pytest --update-golden -k "{INT8} or {NF4}"'

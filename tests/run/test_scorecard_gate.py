@@ -16,16 +16,8 @@ import yaml
 from quant_guard.config.project import parse_config
 from quant_guard.judge.metrics import compare_images, compare_with_maps, lpips_spatial_map, ssim_with_map
 from quant_guard.report.view import build_view
-from quant_guard.config.thresholds import (
-    DIMENSIONS,
-    LIMITS,
-    EMBEDDED_THRESHOLDS,
-    ExpectedSettings,
-    Thresholds,
-    check_expected,
-    check_thresholds,
-    resolve_thresholds,
-)
+from quant_guard.config.thresholds import DIMENSIONS, LIMITS, EMBEDDED_THRESHOLDS, ExpectedSettings, Thresholds, resolve_thresholds
+from quant_guard.judge.checks import check_expected, check_thresholds
 from quant_guard.judge.scorecard import compute_scorecard
 
 
@@ -253,12 +245,14 @@ def test_stability_table_counts_anomalies_per_dimension() -> None:
 
     records = [
         record(0, [_check("lpips", True), _check("colour_delta_e_p95", False), _check("sharpness_min", False)]),
-        record(1, [_check("lpips", False), _check("colour_delta_e_p95", False), _check("sharpness_min", True)]),
+        record(1, [_check("lpips", False), _check("colour_delta_e_p95", False), _check("sharpness_min", True),
+                   _check("text_cer_max", False)]),
         record(2, [_check("lpips", True), _check("colour_delta_e_p95", True), _check("sharpness_min", True)]),
     ]
     view = build_view({"results": records})
     headers = view.spread_headers
     (row,) = view.tables[0].spread
     cells = {h: c.text for h, c in zip(headers, row.cells)}
-    assert [cells[w.capitalize()] for w in DIMENSIONS.values()] == ["1 of 3", "2 of 3", "1 of 3", "–"]
+    # structure, colour, sharpness, meaning (no limit), text (garbled on the one seed that checks it)
+    assert [cells[w.capitalize()] for w in DIMENSIONS.values()] == ["1 of 3", "2 of 3", "1 of 3", "–", "1 of 3"]
     assert cells["Seeds over a limit"] == "2 of 3"

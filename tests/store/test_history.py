@@ -20,6 +20,8 @@ import pytest
 from helpers import degraded_dit
 
 from quant_guard.store import history as h
+from quant_guard.judge import history_alarm
+from quant_guard.config import limits
 from quant_guard.cli import main as cli_main
 from quant_guard.config.project import ConfigError, parse_config
 
@@ -115,10 +117,21 @@ def test_from_result_takes_metrics_memory_step_time_and_the_fingerprint() -> Non
                                    "memory": {"kind": "cpu-rss", "peak_bytes": 1000, "at_start_bytes": 800}},
               "environment": {**ENV_A, "python": "3.11.9", "checkpoint_hashes": {"dit": "abc"}}}
     got = h.from_result(result, run_info(3))
-    assert got.metrics == {"lpips": 0.02, "ssim": 0.95, "psnr": float("inf"), "peak_memory_bytes": 1000.0,
-                           "resident_memory_bytes": 800.0, "median_step_s": 0.3}
+    assert got.metrics == {"lpips": 0.02, "ssim": 0.95, "psnr": float("inf"), "text_cer": None,
+                           "peak_memory_bytes": 1000.0, "resident_memory_bytes": 800.0, "median_step_s": 0.3}
     assert got.environment == ENV_A and got.env_hash == h.environment_hash(ENV_A)
     assert got.run_id == "run03" and got.test_id == "tiny-red-circle-s0"
+
+
+def test_from_result_keeps_the_text_cer_and_its_limit_of_a_case_that_expects_text() -> None:
+    result = {"id": "tiny-sign-s0", "checkpoint": "tiny", "case": "sign", "seed": 0, "verdict": "image-failed",
+              "metrics": {"lpips": 0.02, "ssim": 0.95, "psnr": 30.0},
+              "scorecard": {"text": {"expected": ["NEON CITY"], "cer": 0.4444, "golden_cer": 0.0}},
+              "checks": [{"metric": "text CER", "key": "text_cer_max", "value": 0.4444, "limit": 0.3,
+                          "source": "threshold", "passed": False}]}
+    got = h.from_result(result, run_info(1))
+    assert got.value("text_cer") == 0.4444 and got.limits["text_cer"] == 0.3
+    assert h.from_result({**result, "scorecard": {}}, run_info(1)).value("text_cer") is None
 
 
 def _drift_checked(golden: dict[str, float], now: dict[str, float]) -> dict:
@@ -152,12 +165,12 @@ def test_a_night_damaged_in_both_renders_alarms_through_the_golden_series() -> N
     nights = [h.from_result(_drift_checked(healthy, healthy), run_info(i)) for i in (1, 2, 3)]
     damaged = h.from_result(_drift_checked({"lpips": 0.0248, "ssim": 0.9596, "psnr": 21.23},
                                            {"lpips": 0.000142, "ssim": 0.9988, "psnr": 48.58}), run_info(4))
-    alarm = h.HistoryAlarm(metric="psnr", ratio=1.05, window=3, mode=h.AlarmMode.FAIL)
+    alarm = limits.HistoryAlarm(metric="psnr", ratio=1.05, window=3, mode=limits.AlarmMode.FAIL)
     judged = judge_both(damaged, h.History(tuple(nights)), alarm)
-    assert judged.status is h.AlarmStatus.FAIL and judged.compared == ("run01", "run02", "run03")
+    assert judged.status is history_alarm.AlarmStatus.FAIL and judged.compared == ("run01", "run02", "run03")
     assert judged.message.startswith("tiny-red-circle-s0: psnr 21.23 < ")
-    assert h.check_alarm(damaged.against_reference(), [n.against_reference() for n in nights],
-                         alarm).status is h.AlarmStatus.OK  # the bf16-now series alone never sees it
+    assert history_alarm.check_alarm(damaged.against_reference(), [n.against_reference() for n in nights],
+                         alarm).status is history_alarm.AlarmStatus.OK  # the bf16-now series alone never sees it
 
 
 def test_a_quantization_change_hidden_by_the_golden_alarms_through_the_bf16_series() -> None:
@@ -167,9 +180,9 @@ def test_a_quantization_change_hidden_by_the_golden_alarms_through_the_bf16_seri
     nights = [h.from_result(_drift_checked(golden, {"lpips": 0.00015, "ssim": 0.998, "psnr": 48.7}), run_info(i))
               for i in (1, 2, 3)]
     tonight = h.from_result(_drift_checked(golden, {"lpips": 0.0006, "ssim": 0.996, "psnr": 44.0}), run_info(4))
-    alarm = h.HistoryAlarm(metric="lpips", ratio=1.5, window=3, mode=h.AlarmMode.WARN)
+    alarm = limits.HistoryAlarm(metric="lpips", ratio=1.5, window=3, mode=limits.AlarmMode.WARN)
     judged = judge_both(tonight, h.History(tuple(nights)), alarm)
-    assert judged.status is h.AlarmStatus.WARN
+    assert judged.status is history_alarm.AlarmStatus.WARN
     assert judged.message.startswith("against the bf16 render of each run: tiny-red-circle-s0: lpips 0.0006 > ")
     both = h.from_result(_drift_checked({**golden, "lpips": 0.09}, {"lpips": 0.0006, "ssim": 0.996, "psnr": 44.0}),
                          run_info(4))
@@ -197,13 +210,13 @@ def test_run_info_prefers_the_explicit_run_id_and_github(monkeypatch: pytest.Mon
 
 def test_alarm_fails_on_a_jump_and_names_the_runs() -> None:
     past = [record(i, v) for i, v in enumerate([0.020, 0.021, 0.019, 0.022, 0.020, 0.021], start=1)]
-    alarm = h.HistoryAlarm(metric="lpips", ratio=1.5, window=5, min_runs=3, mode=h.AlarmMode.FAIL)
-    result = h.check_alarm(record(7, 0.035), past, alarm)
-    assert result.status is h.AlarmStatus.FAIL and result.trend is None and result.step is None
+    alarm = limits.HistoryAlarm(metric="lpips", ratio=1.5, window=5, min_runs=3, mode=limits.AlarmMode.FAIL)
+    result = history_alarm.check_alarm(record(7, 0.035), past, alarm)
+    assert result.status is history_alarm.AlarmStatus.FAIL and result.trend is None and result.step is None
     assert result.compared == ("run02", "run03", "run04", "run05", "run06")  # the last five, not run01
     assert result.median == pytest.approx(0.021)
     assert "run02, run03, run04, run05, run06" in result.message and "lpips 0.035 > 0.0315" in result.message
-    assert h.check_alarm(record(7, 0.030), past, alarm).status is h.AlarmStatus.OK  # below 1.5 x median
+    assert history_alarm.check_alarm(record(7, 0.030), past, alarm).status is history_alarm.AlarmStatus.OK  # below 1.5 x median
 
 
 def test_alarm_fails_on_a_slow_slope_that_no_night_to_night_comparison_sees() -> None:
@@ -213,11 +226,11 @@ def test_alarm_fails_on_a_slow_slope_that_no_night_to_night_comparison_sees() ->
 
     values = geometric(0.02, 0.05, 10, noise=0.03, seed=1)
     past, tonight = [record(i, v) for i, v in enumerate(values[:-1], start=1)], record(10, values[-1])
-    alarm = h.HistoryAlarm(metric="lpips", ratio=1.5, window=10, min_runs=3, mode=h.AlarmMode.FAIL)
-    jump_only = h.check_alarm(tonight, past, dataclasses.replace(alarm, alpha=0.0, step_runs=0))
-    assert jump_only.status is h.AlarmStatus.OK  # the median rule alone: each night is close to the last
-    result = h.check_alarm(tonight, past, alarm)
-    assert result.status is h.AlarmStatus.FAIL and result.trend is not None
+    alarm = limits.HistoryAlarm(metric="lpips", ratio=1.5, window=10, min_runs=3, mode=limits.AlarmMode.FAIL)
+    jump_only = history_alarm.check_alarm(tonight, past, dataclasses.replace(alarm, alpha=0.0, step_runs=0))
+    assert jump_only.status is history_alarm.AlarmStatus.OK  # the median rule alone: each night is close to the last
+    result = history_alarm.check_alarm(tonight, past, alarm)
+    assert result.status is history_alarm.AlarmStatus.FAIL and result.trend is not None
     assert result.trend.runs == tuple(f"run{i:02d}" for i in range(1, 11))
     assert math.expm1(result.trend.slope) == pytest.approx(0.05, abs=0.02)  # Theil-Sen finds the +5% a night
     assert result.trend.p_value < 0.001 and result.trend.end > result.trend.limit
@@ -228,31 +241,31 @@ def test_alarm_fails_on_a_slow_slope_that_no_night_to_night_comparison_sees() ->
 
 def test_alarm_warns_in_warn_mode_and_knows_higher_is_better() -> None:
     past = [record(i, 0.02, psnr=30.0) for i in range(1, 4)]
-    alarm = h.HistoryAlarm(metric="psnr", ratio=None, amount=2.0, window=5, min_runs=3, mode=h.AlarmMode.WARN)
-    worse = h.check_alarm(record(4, 0.02, psnr=27.5), past, alarm)
-    assert worse.status is h.AlarmStatus.WARN and "psnr 27.5 < 28" in worse.message
-    assert h.check_alarm(record(4, 0.02, psnr=35.0), past, alarm).status is h.AlarmStatus.OK
+    alarm = limits.HistoryAlarm(metric="psnr", ratio=None, amount=2.0, window=5, min_runs=3, mode=limits.AlarmMode.WARN)
+    worse = history_alarm.check_alarm(record(4, 0.02, psnr=27.5), past, alarm)
+    assert worse.status is history_alarm.AlarmStatus.WARN and "psnr 27.5 < 28" in worse.message
+    assert history_alarm.check_alarm(record(4, 0.02, psnr=35.0), past, alarm).status is history_alarm.AlarmStatus.OK
 
 
 def test_alarm_never_compares_another_environment() -> None:
     past = [record(i, 0.01, env=ENV_B) for i in range(1, 6)] + [record(6, 0.02)]
-    alarm = h.HistoryAlarm(metric="lpips", ratio=1.5, window=5, min_runs=2, mode=h.AlarmMode.FAIL)
-    result = h.check_alarm(record(7, 0.025), past, alarm)
+    alarm = limits.HistoryAlarm(metric="lpips", ratio=1.5, window=5, min_runs=2, mode=limits.AlarmMode.FAIL)
+    result = history_alarm.check_alarm(record(7, 0.025), past, alarm)
     # 0.025 would be 2.5 x the other environment's median: it is not compared with it
-    assert result.status is h.AlarmStatus.TOO_FEW_RUNS
+    assert result.status is history_alarm.AlarmStatus.TOO_FEW_RUNS
     assert "1 earlier run(s) in this environment" in result.message
     assert "5 run(s) in another environment are not compared" in result.message
     assert result.compared == ("run06",)
     past.append(record(5, 0.021))  # a second run in this environment: now it is judged, against these two only
-    judged = h.check_alarm(record(7, 0.025), past, alarm)
-    assert judged.status is h.AlarmStatus.OK and judged.compared == ("run05", "run06")
+    judged = history_alarm.check_alarm(record(7, 0.025), past, alarm)
+    assert judged.status is history_alarm.AlarmStatus.OK and judged.compared == ("run05", "run06")
 
 
 def test_alarm_ignores_the_current_run_and_later_runs() -> None:
     past = [record(i, 0.02) for i in range(1, 4)] + [record(9, 1.0)]
-    alarm = h.HistoryAlarm(mode=h.AlarmMode.FAIL)
-    result = h.check_alarm(record(4, 0.025), [*past, record(4, 0.025)], alarm)
-    assert result.status is h.AlarmStatus.OK and result.compared == ("run01", "run02", "run03")
+    alarm = limits.HistoryAlarm(mode=limits.AlarmMode.FAIL)
+    result = history_alarm.check_alarm(record(4, 0.025), [*past, record(4, 0.025)], alarm)
+    assert result.status is history_alarm.AlarmStatus.OK and result.compared == ("run01", "run02", "run03")
 
 
 def test_step_rule_keeps_reporting_a_shift_the_median_rule_has_absorbed() -> None:
@@ -261,11 +274,11 @@ def test_step_rule_keeps_reporting_a_shift_the_median_rule_has_absorbed() -> Non
     baseline (the first three since the re-baseline) and names both sides."""
     values = [0.020, 0.021, 0.019, 0.040, 0.041, 0.039]
     past = [record(i, v) for i, v in enumerate(values, start=1)]
-    alarm = h.HistoryAlarm(metric="lpips", ratio=1.5, window=6, min_runs=3, step_runs=3, mode=h.AlarmMode.FAIL)
-    median_only = h.check_alarm(record(7, 0.040), past, dataclasses.replace(alarm, step_runs=0, alpha=0.0))
-    assert median_only.status is h.AlarmStatus.OK  # 0.040 is within 1.5 x the median 0.0305
-    result = h.check_alarm(record(7, 0.040), past, alarm)
-    assert result.status is h.AlarmStatus.FAIL and result.step is not None
+    alarm = limits.HistoryAlarm(metric="lpips", ratio=1.5, window=6, min_runs=3, step_runs=3, mode=limits.AlarmMode.FAIL)
+    median_only = history_alarm.check_alarm(record(7, 0.040), past, dataclasses.replace(alarm, step_runs=0, alpha=0.0))
+    assert median_only.status is history_alarm.AlarmStatus.OK  # 0.040 is within 1.5 x the median 0.0305
+    result = history_alarm.check_alarm(record(7, 0.040), past, alarm)
+    assert result.status is history_alarm.AlarmStatus.FAIL and result.step is not None
     assert result.step.before == ("run01", "run02", "run03")
     assert result.step.after == ("run05", "run06", "run07")
     assert result.step.median_before == pytest.approx(0.020) and result.step.median_after == pytest.approx(0.040)
@@ -276,23 +289,23 @@ def test_step_rule_keeps_reporting_a_shift_the_median_rule_has_absorbed() -> Non
 
 def test_one_noisy_run_is_no_step() -> None:
     """One bad night trips the median rule (tonight) but is never a step, tonight or later."""
-    alarm = h.HistoryAlarm(metric="lpips", ratio=1.5, window=5, min_runs=3, step_runs=3, mode=h.AlarmMode.FAIL)
+    alarm = limits.HistoryAlarm(metric="lpips", ratio=1.5, window=5, min_runs=3, step_runs=3, mode=limits.AlarmMode.FAIL)
     calm = [record(i, v) for i, v in enumerate([0.020, 0.021, 0.019, 0.020, 0.021], start=1)]
-    tonight = h.check_alarm(record(6, 0.060), calm, alarm)
-    assert tonight.status is h.AlarmStatus.FAIL and tonight.step is None
+    tonight = history_alarm.check_alarm(record(6, 0.060), calm, alarm)
+    assert tonight.status is history_alarm.AlarmStatus.FAIL and tonight.step is None
     assert "step change" not in tonight.message
-    after = h.check_alarm(record(7, 0.021), [*calm[1:], record(6, 0.060)], alarm)
-    assert after.status is h.AlarmStatus.OK and after.step is None
+    after = history_alarm.check_alarm(record(7, 0.021), [*calm[1:], record(6, 0.060)], alarm)
+    assert after.status is history_alarm.AlarmStatus.OK and after.step is None
 
 
 def test_every_alarm_message_says_when_other_environments_were_left_out() -> None:
     past = [record(i, 0.02) for i in (1, 2, 3)] + [record(4, 0.5, env=ENV_B)]
-    alarm = h.HistoryAlarm(window=5, min_runs=3, mode=h.AlarmMode.FAIL)
-    ok = h.check_alarm(record(5, 0.021), past, alarm)
-    assert ok.status is h.AlarmStatus.OK and ok.excluded == 1
+    alarm = limits.HistoryAlarm(window=5, min_runs=3, mode=limits.AlarmMode.FAIL)
+    ok = history_alarm.check_alarm(record(5, 0.021), past, alarm)
+    assert ok.status is history_alarm.AlarmStatus.OK and ok.excluded == 1
     assert ok.message.endswith("; 1 run(s) in another environment are not compared")
-    failed = h.check_alarm(record(5, 0.05), past, alarm)
-    assert failed.status is h.AlarmStatus.FAIL and "1 run(s) in another environment are not compared" in failed.message
+    failed = history_alarm.check_alarm(record(5, 0.05), past, alarm)
+    assert failed.status is history_alarm.AlarmStatus.FAIL and "1 run(s) in another environment are not compared" in failed.message
     assert failed.compared == ("run01", "run02", "run03")
 
 
@@ -312,7 +325,7 @@ def _trend_history() -> h.History:
 def test_trends_of_each_test_mark_the_environment_change_and_the_threshold() -> None:
     from quant_guard.report.trends import build_trends
 
-    trends = build_trends(_trend_history(), h.TrendSettings(runs=4))
+    trends = build_trends(_trend_history(), limits.TrendSettings(runs=4))
     assert trends.runs == ("run02", "run03", "run04", "run05")  # the window: the last four runs
     trend = trends.tests["tiny-red-circle-s0"]
     assert trend.runs == trends.runs
@@ -328,18 +341,18 @@ def test_moved_table_compares_with_the_chosen_baseline() -> None:
     from quant_guard.report.trends import build_trends
 
     store = _trend_history()
-    (oldest,) = build_trends(store, h.TrendSettings(runs=5)).moved
+    (oldest,) = build_trends(store, limits.TrendSettings(runs=5)).moved
     assert (oldest.checkpoint, oldest.baseline, oldest.latest) == ("tiny", "run01", "run05")
     first = [c.text for c in oldest.rows[0].cells]
     assert first[:4] == ["tiny-red-circle-s0", "0.0120", "0.0200", "+66.7%"]  # moved most: first
     assert oldest.rows[0].cells[3].ok is False and first[5].startswith("changed: torch 2.5.1 → 2.6.0")
     assert [c.text for c in oldest.rows[1].cells][3] == "+0.0%"
-    (previous,) = build_trends(store, h.TrendSettings(baseline="previous")).moved
+    (previous,) = build_trends(store, limits.TrendSettings(baseline="previous")).moved
     assert previous.baseline == "run04" and [c.text for c in previous.rows[0].cells][5] == "same"
-    (named,) = build_trends(store, h.TrendSettings(runs=2, baseline="run02")).moved
+    (named,) = build_trends(store, limits.TrendSettings(runs=2, baseline="run02")).moved
     assert named.baseline == "run02"  # an explicit run older than the window still counts
     with pytest.raises(ValueError, match="history baseline 'run99' is neither oldest nor previous"):
-        build_trends(store, h.TrendSettings(baseline="run99"))
+        build_trends(store, limits.TrendSettings(baseline="run99"))
 
 
 def test_trends_cli_writes_a_page_with_every_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -380,12 +393,12 @@ def test_history_keys_parse_strictly(tmp_path: Path) -> None:
     config = _config(tmp_path, 'history_dir = "hist"\n'
                                'history_alarm = { metric = "psnr", amount = 1.5, window = 4, mode = "fail" }')
     assert config.history_dir == tmp_path / "hist"
-    assert config.history_alarm == h.HistoryAlarm(metric="psnr", ratio=None, amount=1.5, window=4, min_runs=3,
-                                                  step_runs=3, alpha=0.05, mode=h.AlarmMode.FAIL)
+    assert config.history_alarm == limits.HistoryAlarm(metric="psnr", ratio=None, amount=1.5, window=4, min_runs=3,
+                                                  step_runs=3, alpha=0.05, mode=limits.AlarmMode.FAIL)
     assert _config(tmp_path, "").history_dir is None
-    assert _config(tmp_path, "history_alarm = {}").history_alarm == h.HistoryAlarm()
+    assert _config(tmp_path, "history_alarm = {}").history_alarm == limits.HistoryAlarm()
     # psnr is judged in dB: its default bound is an amount, x1.5 of the error
-    assert _config(tmp_path, 'history_alarm = { metric = "psnr", alpha = 0.01 }').history_alarm == h.HistoryAlarm(
+    assert _config(tmp_path, 'history_alarm = { metric = "psnr", alpha = 0.01 }').history_alarm == limits.HistoryAlarm(
         metric="psnr", ratio=None, amount=1.76, alpha=0.01)
     assert _config(tmp_path, "history_alarm = { window = 5, min_runs = 3, step_runs = 4 }").history_alarm.step_runs == 4
     for text, message in [("history_dir = 3", "history_dir: must be str"),

@@ -13,6 +13,7 @@ from quant_guard.cli import main
 from quant_guard.config.project import parse_scheme
 from quant_guard.tools.degrade import COLOUR_CAST_CHANNEL, COLOUR_SHIFT_CHANNEL
 from quant_guard.model.tiny.build import TinyCheckpointFiles
+from quant_guard.model.checkpoints import tiny_resolved
 
 
 def test_tiny_writes_a_checkpoint_diffsynth_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,7 +25,7 @@ def test_tiny_writes_a_checkpoint_diffsynth_loads(tmp_path: Path, capsys: pytest
     for path in (files.dit, files.text_encoder_clip, files.text_encoder_t5, files.vae):
         assert path.is_file() and all(t.dtype == torch.bfloat16 for t in load_file(str(path)).values())
     assert (files.tokenizer_clip / "tokenizer.json").is_file() and (files.tokenizer_t5 / "tokenizer.json").is_file()
-    pipe = build_pipeline(files.resolved(), FLOAT8_E4M3FN, "cpu")
+    pipe = build_pipeline(tiny_resolved(files), FLOAT8_E4M3FN, "cpu")
     assert type(pipe.dit).__name__ == "TinyFluxDiT"
     assert main(["tiny", str(tmp_path / "tiny")]) == 2  # refuses to overwrite
     assert "exists and is not empty" in capsys.readouterr().err

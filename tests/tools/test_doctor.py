@@ -16,7 +16,7 @@ import pytest
 
 from quant_guard.cli import main as cli_main
 from quant_guard.config.project import COMPONENTS, CheckpointSpec, ComponentSource, RenderDefaults
-from quant_guard.judge.budgets import Budget
+from quant_guard.config.limits import Budget
 from quant_guard.tools.doctor import (
     CheckpointFiles,
     Gpu,
@@ -29,7 +29,9 @@ from quant_guard.tools.doctor import (
     scheme_file_findings,
 )
 from quant_guard.tools.full_size import FullSizeRequest, Measurement
-from quant_guard.tools.synthetic import FLUX_DEV, TINY
+from quant_guard.tools.synthetic import ARCHITECTURES, FULL_SIZE
+
+FLUX_DEV, TINY = FULL_SIZE, ARCHITECTURES["tiny"]
 
 GIB = 2**30
 # FLUX.1-dev's released files in bf16: DiT, CLIP-L, T5-XXL encoder, VAE
@@ -382,7 +384,7 @@ def test_full_size_fails_each_limit_it_measured(tmp_path: Path, monkeypatch: pyt
     assert code == 1, out
     failed = {line.split()[1] for line in out.splitlines() if line.startswith("  [FAIL]")}
     assert {"peak_vram", "resident_vram", "step_time", "host_ram"} <= failed, out
-    assert re.search(r"\[FAIL\] host_ram +bf16 build: peak RSS [\d.]+ GiB of 1.00 MiB", out), out
+    assert re.search(r"\[FAIL\] host_ram +bf16 build: peak RSS [\d.]+ [KMG]iB of 1.00 MiB", out), out
     cells = _rows(out)["float8_e4m3fn"]
     assert all(f"{topic} FAIL" in cells[9] for topic in ("host_ram", "peak_vram", "resident_vram", "step_time"))
 
@@ -418,11 +420,12 @@ def test_flux_dev_shapes_are_flux_dev_and_diffsynth_recognises_their_files(tmp_p
     assert 1.2e8 < sizes["text_encoder_clip"] / 2 < 1.3e8  # CLIP-L text model
     register(FLUX_DEV)
     register(FLUX_DEV)  # idempotent
-    expected = {"dit": {("flux_dit", FLUX_DEV.dit)},
-                "text_encoder_clip": {("flux_text_encoder_clip",
-                                       "diffsynth.models.flux_text_encoder_clip.FluxTextEncoderClip")},
-                "text_encoder_t5": {("flux_text_encoder_t5", FLUX_DEV.t5)},
-                "vae": {("flux_vae_encoder", FLUX_DEV.vae_encoder), ("flux_vae_decoder", FLUX_DEV.vae_decoder)}}
+    models = "diffsynth.models"
+    expected = {"dit": {("flux_dit", f"{models}.flux_dit.FluxDiT")},
+                "text_encoder_clip": {("flux_text_encoder_clip", f"{models}.flux_text_encoder_clip.FluxTextEncoderClip")},
+                "text_encoder_t5": {("flux_text_encoder_t5", f"{models}.flux_text_encoder_t5.FluxTextEncoderT5")},
+                "vae": {("flux_vae_encoder", f"{models}.flux_vae.FluxVAEEncoder"),
+                        ("flux_vae_decoder", f"{models}.flux_vae.FluxVAEDecoder")}}
     for name, tensors in state_shapes(FLUX_DEV).items():
         path = tmp_path / f"{name}.safetensors"
         _sparse_safetensors(path, tensors)
@@ -434,11 +437,12 @@ def test_flux_dev_shapes_are_flux_dev_and_diffsynth_recognises_their_files(tmp_p
 def test_tiny_shapes_are_the_embedded_checkpoint() -> None:
     from quant_guard.tools.synthetic import state_shapes
     from quant_guard.model.tiny.architecture import clip_kwargs
-    from quant_guard.model.tiny.dataset import T5_SEQUENCE_LENGTH
+    from quant_guard.judge.scenes import T5_SEQUENCE_LENGTH
     from quant_guard.model.tiny.build import ensure_tiny_checkpoint
     from safetensors import safe_open
 
-    assert dict(TINY.clip_kwargs) == clip_kwargs() and TINY.t5_sequence_length == T5_SEQUENCE_LENGTH
+    clip = next(c for c in TINY.classes if c.component == "text_encoder_clip")
+    assert dict(clip.kwargs) == clip_kwargs() and TINY.t5_sequence_length == T5_SEQUENCE_LENGTH
     tiny = ensure_tiny_checkpoint()
     for name, tensors in state_shapes(TINY).items():
         with safe_open(str(getattr(tiny, name)), framework="pt") as f:
@@ -503,3 +507,25 @@ def test_torch_cuda_build_against_the_driver_and_the_requested_build() -> None:
     assert wrong[0].status is Status.FAIL and "QG_TORCH_CUDA=cu126 asks for a CUDA 12.6 build" in wrong[0].text
     assert cuda_build_findings(None, None, "cpu") == []
     assert cuda_build_findings("12.8", None, "cpu")[0].status is Status.FAIL
+
+
+def test_doctor_reports_whether_the_text_check_can_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pytesseract
+
+    from quant_guard.config.project import parse_config
+    from quant_guard.tools.doctor import ocr_findings
+
+    def config(expect: bool) -> Any:
+        case = {"id": "sign", "prompt": "a sign", **({"expect_text": ["NEON CITY"]} if expect else {})}
+        return parse_config({"checkpoints": [{"id": "tiny", "embedded": "tiny"}], "cases": [case]},
+                            file=Path("/p/pyproject.toml"))
+
+    (ok,) = ocr_findings(config(True))
+    assert ok.status is Status.OK and re.fullmatch(r"Tesseract \d+\.\d+.* \(pytesseract [\d.]+\); 1 case\(s\) expect text",
+                                                   ok.text), ok.text
+    monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", "no-such-tesseract")
+    (missing,) = ocr_findings(config(True))
+    assert missing.status is Status.FAIL and missing.text.startswith("case(s) sign expect text, but the Tesseract OCR")
+    assert "apt-get install tesseract-ocr" in missing.text and "quant_guard[text]" in missing.text
+    (unused,) = ocr_findings(config(False))
+    assert unused.status is Status.WARN and unused.text.startswith("no case expects text yet")

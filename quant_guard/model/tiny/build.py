@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING
 from quant_guard.store.paths import cache_dir
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from quant_guard.model.checkpoints import ResolvedCheckpoint
+    from collections.abc import Callable
 
 # Bump when the architecture, tokenizers or file layout change: it names the cache folder.
 FORMAT_VERSION = 1
@@ -62,18 +60,6 @@ class TinyCheckpointFiles:
     @property
     def tokenizer_t5(self) -> Path:
         return self.root / "tokenizer_t5"
-
-    def resolved(self, scheme_dits: Mapping[str, Path] | None = None, *, vae: Path | None = None) -> ResolvedCheckpoint:
-        """These files as ``quant_guard.model.pipelines.build_pipeline`` takes a checkpoint: ``scheme_dits``
-        gives schemes a DiT file of their own (pre-quantized or damaged, by scheme id), ``vae``
-        replaces the VAE (the benchmarks' decoder damage)."""
-        from quant_guard.model.checkpoints import ResolvedCheckpoint
-        from quant_guard.model.tiny.settings import T5_SEQUENCE_LENGTH
-
-        files: dict[str, Path | list[Path]] = dict(self.components())
-        if vae is not None:
-            files["vae"] = vae
-        return ResolvedCheckpoint("tiny", files, dict(scheme_dits or {}), T5_SEQUENCE_LENGTH)
 
 
 def _seeded_state_dicts(seed: int) -> dict[str, dict]:  # name -> state dict
@@ -123,21 +109,27 @@ def ensure_tiny_checkpoint(root: Path | None = None) -> TinyCheckpointFiles:
     """The cached tiny checkpoint, built on first use. Built in a temporary folder and renamed
     into place, so concurrent sessions (xdist workers) never see a half-written checkpoint."""
     root = root or cache_dir() / "tiny"
-    final = root / f"v{FORMAT_VERSION}-{_weights_tag()}"
-    if (final / MANIFEST).is_file():
-        return TinyCheckpointFiles(final)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+    return TinyCheckpointFiles(build_once(root / f"v{FORMAT_VERSION}-{_weights_tag()}", MANIFEST, write_tiny_checkpoint))
+
+
+def build_once(final: Path, manifest: str, write: Callable[[Path], object]) -> Path:
+    """``final``, written by ``write(folder)`` unless it already holds ``manifest`` (written last).
+    Built in a temporary sibling folder and renamed into place, so concurrent sessions never see a
+    half-written checkpoint. Every embedded tiny checkpoint is cached this way."""
+    if (final / manifest).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
     try:
-        write_tiny_checkpoint(tmp)
+        write(tmp)
         try:
             os.rename(tmp, final)
         except OSError:  # another process won the race; its copy is identical
-            if not (final / MANIFEST).is_file():
+            if not (final / manifest).is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return TinyCheckpointFiles(final)
+    return final
 
 
 def _weights_tag() -> str:

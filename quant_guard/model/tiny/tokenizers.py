@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Words of the procedural captions (see quant_guard.model.tiny.dataset); order is part of the format.
+# Words of the procedural captions (see quant_guard.judge.scenes); order is part of the format.
 CAPTION_WORDS: tuple[str, ...] = (
     "a", "an", "the", "on", "in", "of", "with", "and", "at", "background",
     "red", "green", "blue", "yellow", "white", "black", "purple", "orange", "pink", "cyan", "gray",

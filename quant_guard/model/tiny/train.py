@@ -1,5 +1,5 @@
 """Train the embedded ``tiny`` checkpoint on CPU from a seed (the procedural dataset of
-``quant_guard.model.tiny.dataset``), in two stages:
+``quant_guard.judge.scenes``), in two stages:
 
 1. VAE (on jittered scenes): the tiny Flux encoder + decoder as an autoencoder (L1 + MSE reconstruction), latents
    kept near N(0, 1) by a per-channel moment penalty and made robust by a little latent noise.
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from quant_guard.model.tiny import architecture as arch
-from quant_guard.model.tiny import dataset as ds
+from quant_guard.judge import scenes as ds
 
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"vae done in {vae_s:.0f}s: held-out reconstruction PSNR {psnr:.1f} dB; "
         f"latents mean {latents.mean():+.3f} std {latents.std():.3f}")
 
-    # the DiT learns one image per caption (no jitter): see quant_guard.model.tiny.dataset
+    # the DiT learns one image per caption (no jitter): see quant_guard.judge.scenes
     canon_np, canon_captions = ds.make_dataset(args.seed, 1, jitter=0)
     canon_latents = encode_all(encoder, _to_tensor(canon_np))
     t1 = time.perf_counter()

@@ -1,5 +1,6 @@
-"""The procedural dataset the embedded ``tiny`` checkpoint is trained on, and the check that
-reads an image back.
+"""The procedural scene world of the embedded ``tiny`` checkpoint: the dataset it is trained on,
+and the check that reads an image back. Pure numpy, in the judge wing because the ``tiny-scene``
+meaning scorer reads renders with it; the tiny's training (model wing) draws its dataset from it.
 
 64x64 RGB scenes: one flat-coloured shape (circle, square, triangle, cross) of one of five
 colours on one of four plain backgrounds, at one of five positions, with a caption such as
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # the model's settings live in settings.py (importable without numpy); re-exported here
-from quant_guard.model.tiny.settings import EMBEDDED_GUIDANCE, IMAGE_SIZE, RECOMMENDED_STEPS, T5_SEQUENCE_LENGTH  # noqa: F401
+from quant_guard.config.tiny_settings import EMBEDDED_GUIDANCE, IMAGE_SIZE, RECOMMENDED_STEPS, T5_SEQUENCE_LENGTH  # noqa: F401
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 # Saturated, well-separated colours: the shape colour is one of COLOURS, the background one of BACKGROUNDS.

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from quant_guard.store.history import TrendSettings
-from quant_guard.plugin import RESULT_KEY, SESSION_KEY
+from quant_guard.config.limits import TrendSettings
+from quant_guard.run.stash import RESULT_KEY, SESSION_KEY
 
 if TYPE_CHECKING:
     from quant_guard.report.trends import TrendsView
@@ -85,7 +85,7 @@ class ReportPlugin:
         return report
 
     def _record(self, item: pytest.Item, report: pytest.TestReport, result: Any) -> dict[str, Any]:
-        from quant_guard.report.records import build_record, environment
+        from quant_guard.run.case_record import build_record, environment
 
         spec = result.case.checkpoint
         if spec.id not in self._environments:

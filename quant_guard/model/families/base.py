@@ -1,0 +1,195 @@
+"""The interface of a model family: what differs between DiffSynth pipelines, as plain data.
+
+Nothing here imports torch or DiffSynth: classes are dotted paths, imported when asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+# The component every family files its DiT under, and the pipeline attribute DiffSynth loads it
+# into (every DiffSynth image and video pipeline calls it ``dit``): the scheme applies to it alone.
+DIT = "dit"
+
+
+def import_dotted(dotted: str) -> Any:
+    """The object a dotted path names ("package.module.Class")."""
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Component:
+    """A model file of a checkpoint (its key in the configuration and in ``ResolvedCheckpoint.files``)."""
+
+    name: str  # "text_encoder_t5"
+    attribute: str  # the pipeline attribute DiffSynth loads it into ("text_encoder_2")
+    disk_offload: bool = False  # left in its file by ``disk_offload`` (the big ones)
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """A tokenizer folder of a checkpoint, given to ``from_pretrained`` as a ``ModelConfig``."""
+
+    name: str  # "tokenizer_clip"
+    argument: str  # the ``from_pretrained`` keyword ("tokenizer_1_config")
+    estimated_bytes: int  # the doctor's estimate for a folder not downloaded yet
+
+
+@dataclass(frozen=True)
+class VramLayers:
+    """DiffSynth's VRAM-management wrappers of a DiT's linear layers (``diffsynth/core/vram/layers.py``),
+    by class name: the scheme check tells a managed or quantized layer by them."""
+
+    storage: str = "AutoWrappedLinear"  # casts its stored weight to the computation dtype per forward
+    quantized: str = "AutoWrappedQuantizedModule"  # holds the quantized layer as ``.module``
+
+
+@dataclass(frozen=True)
+class LayerNaming:
+    """How the sweep groups the DiT's linear layers (``layer_groups.py``) and names them for diffusers."""
+
+    block_lists: tuple[tuple[str, str], ...]  # DiT block list attribute -> kind ("blocks", "joint block")
+    diffusers_class: str  # the diffusers transformer whose module names ``skip_modules_pattern`` uses
+    diffusers_blocks: tuple[tuple[str, str], ...]  # DiffSynth block list -> diffusers block list
+    # (regex of a DiffSynth layer name, its diffusers module name with \1 for the block index);
+    # a fused layer as an alternation of the diffusers modules it holds
+    diffusers_names: tuple[tuple[str, str], ...] = ()
+
+    def block_kind(self, block_list: str) -> str | None:
+        return dict(self.block_lists).get(block_list)
+
+    def diffusers_block(self, block_list: str) -> str | None:
+        return dict(self.diffusers_blocks).get(block_list)
+
+    def diffusers_name(self, layer: str) -> str | None:
+        for pattern, name in self.diffusers_names:
+            if re.match(f"^{pattern}$", layer):
+                return re.sub(f"^{pattern}$", name, layer)
+        return None
+
+
+@dataclass(frozen=True)
+class DamageTargets:
+    """The tensors ``tools/degrade.py`` damages, by their names in DiffSynth's state dicts."""
+
+    block: str  # a transformer block's prefix, with {block} for its index ("blocks.{block}.")
+    attention_out: tuple[str, ...]  # in a block: the attention output projection's tensors
+    feed_forward_in: str  # in a block: the feed-forward input's weight
+    text_embedders: tuple[str, ...]  # prefixes of the DiT's text-conditioning embedders
+    final_bias: str  # the final projection's bias: latent channel c's patch positions at c * patch_positions
+    patch_positions: int  # latent positions per patch (2x2 -> 4)
+    decoder_out_bias: str  # the VAE file's last decoder convolution's bias: R, G, B
+
+
+@dataclass(frozen=True)
+class ModelClass:
+    """One DiffSynth model class of a synthetic checkpoint, and the registry entry that makes
+    DiffSynth recognise its tensors (``tools/synthetic.py``)."""
+
+    component: str  # the file it goes into
+    model_class: str  # dotted path, built with ``kwargs``
+    registry_name: str  # DiffSynth's ``model_name`` (what ``fetch_model`` asks for)
+    kwargs: tuple[tuple[str, Any], ...] = ()  # constructor keywords, also the registry's ``extra_kwargs``
+    prefix: str = ""  # its tensor names' prefix in a file shared with another class ("encoder.")
+    converter: str | None = None  # the registry's ``state_dict_converter`` (dotted path)
+    # the file has its own tensor names, so every tensor is stored once: a tied one (T5's shared
+    # embedding table) by its first name
+    untied: bool = True
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A published figure for orientation (other code, other GPUs), never a limit."""
+
+    precision: str  # "bf16" | "float8_e4m3fn"
+    cpu_offload: bool
+    figure: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One size of a family for synthetic checkpoints of random weights (``doctor --shapes``)."""
+
+    name: str  # the ``--shapes`` value ("tiny")
+    label: str  # in sentences ("the tiny checkpoint's")
+    classes: tuple[ModelClass, ...]
+    t5_sequence_length: int = 512
+    published: tuple[Anchor, ...] = ()  # figures measured elsewhere at this size
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """What one DiffSynth pipeline family needs that others do not. A new family is a module in
+    this package exporting ``FAMILY``; nothing outside it changes."""
+
+    name: str  # "flux"
+    label: str  # in sentences ("FLUX.1")
+    pipeline_class: str  # dotted path of the DiffSynth pipeline
+    components: tuple[Component, ...]  # model files, in the order their ModelConfigs are given
+    tokenizers: tuple[Tokenizer, ...]
+    dit_registry_name: str  # DiffSynth's model_pool name of the DiT (a DiT swap fetches it)
+    # RenderRequest field -> the pipeline's ``__call__`` keyword, in golden-metadata order; a
+    # family that takes more (negative_prompt, cfg_scale, num_frames) maps those request fields too
+    call_arguments: tuple[tuple[str, str], ...]
+    scheduler_name: str  # recorded in golden metadata: another scheduler makes a golden stale
+    layer_naming: LayerNaming
+    damage: DamageTargets
+    architectures: tuple[Architecture, ...] = ()  # the first is the full size
+    vram_layers: VramLayers = field(default_factory=VramLayers)
+    decode_method: str = "vae_output_to_image"  # the pipeline method that turns the VAE output into the image
+    # dotted path of a function writing the tokenizer folders of a synthetic checkpoint (one path
+    # per tokenizer, in ``tokenizers`` order), with ids that fit any architecture size
+    tokenizer_writer: str = ""
+    # the family of a checkpoint that names none (one family says so; ``family_of``)
+    default: bool = False
+
+    def __post_init__(self) -> None:
+        if DIT not in self.model_components:
+            raise ValueError(f"model family {self.name!r}: no {DIT!r} component")
+
+    @property
+    def model_components(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.components)
+
+    @property
+    def disk_components(self) -> tuple[str, ...]:
+        """What ``disk_offload`` leaves in the files."""
+        return tuple(c.name for c in self.components if c.disk_offload)
+
+    @property
+    def component_names(self) -> tuple[str, ...]:
+        """Every file or folder of a checkpoint: the model components, then the tokenizers."""
+        return self.model_components + tuple(t.name for t in self.tokenizers)
+
+    def pipeline_type(self) -> type:
+        """The DiffSynth pipeline class (imports DiffSynth)."""
+        return import_dotted(self.pipeline_class)
+
+    def builds(self, pipe: object) -> bool:
+        """Whether ``pipe`` is (a subclass of) this family's pipeline, by dotted name (no import)."""
+        return any(f"{c.__module__}.{c.__qualname__}" == self.pipeline_class for c in type(pipe).__mro__)
+
+    def call_kwargs(self, request: object) -> dict[str, Any]:
+        """The pipeline's call keywords for a ``model.render.RenderRequest``."""
+        return {keyword: getattr(request, field_name) for field_name, keyword in self.call_arguments}
+
+    def golden_parameters(self, request: object) -> dict[str, Any]:
+        """What a golden is rendered with, by request field name, and the scheduler."""
+        return {**{name: getattr(request, name) for name, _ in self.call_arguments},
+                "scheduler": self.scheduler_name}
+
+    @property
+    def full_size(self) -> Architecture:
+        return self.architectures[0]
+
+    def architecture(self, name: str) -> Architecture:
+        for arch in self.architectures:
+            if arch.name == name:
+                return arch
+        raise ValueError(f"model family {self.name!r} has no architecture {name!r}; known: "
+                       f"{', '.join(a.name for a in self.architectures)}")

@@ -1,0 +1,4 @@
+"""The embedded tiny Qwen-Image checkpoint: DiffSynth's Qwen-Image classes at small widths, so the
+real ``QwenImagePipeline`` (loading, float8 storage, denoising loop, VAE decode) runs on a CPU.
+``architecture.py`` holds the model classes, ``build.py`` writes a checkpoint folder, FACTS.md the
+family's facts for the model-family seam."""

@@ -45,11 +45,13 @@ class Judgement:
 
 def judge(golden: np.ndarray, candidate: np.ndarray, limits: Thresholds, *, prompt: str,
           expected: ImageMetrics | None = None, expected_scorecard: Mapping[str, float] | None = None,
-          settings: ExpectedSettings = ExpectedSettings(), text: TextExpectation | None = None) -> Judgement:
+          settings: ExpectedSettings = ExpectedSettings(), text: TextExpectation | None = None,
+          device: str | None = None) -> Judgement:
     """Compare ``candidate`` with ``golden`` and check every limit of ``limits`` (scorecard and
     meaning included; the text a case expects when ``text`` is given), then the expected mode's
-    when ``expected`` metrics were recorded."""
-    metrics, card = compare(golden, candidate, limits, prompt=prompt, text=text)
+    when ``expected`` metrics were recorded. The measures run on ``device`` (the render's; default
+    the CPU)."""
+    metrics, card = compare(golden, candidate, limits, prompt=prompt, text=text, device=device)
     checks = judge_checks(metrics, card, limits, expected=expected, expected_scorecard=expected_scorecard,
                           settings=settings)
     return Judgement(metrics, card, tuple(checks))
@@ -67,18 +69,19 @@ def judge_checks(metrics: ImageMetrics, card: Scorecard, limits: Thresholds, *, 
 
 
 def compare(golden: np.ndarray, candidate: np.ndarray, limits: Thresholds, *,
-            prompt: str, text: TextExpectation | None = None) -> tuple[ImageMetrics, Scorecard]:
-    """LPIPS/SSIM/PSNR and the scorecard, the LPIPS and SSIM maps computed once for both; the
-    meaning check when the thresholds name a scorer (``ScorerUnavailable`` when it cannot run:
-    never a silent pass); the text legibility check when ``text`` is given (``OcrUnavailable``
-    when no OCR engine is installed, likewise)."""
+            prompt: str, text: TextExpectation | None = None,
+            device: str | None = None) -> tuple[ImageMetrics, Scorecard]:
+    """LPIPS/SSIM/PSNR and the scorecard, the images converted once (on ``device``) and the LPIPS
+    and SSIM maps computed once for both; the meaning check when the thresholds name a scorer
+    (``ScorerUnavailable`` when it cannot run: never a silent pass); the text legibility check when
+    ``text`` is given (``OcrUnavailable`` when no OCR engine is installed, likewise)."""
     from quant_guard.judge.metrics import compare_with_maps
     from quant_guard.judge.scorecard import compute_scorecard
 
-    metrics, maps = compare_with_maps(golden, candidate)
+    metrics, maps = compare_with_maps(golden, candidate, device=device)
     scorer = semantic_scorer(limits.scorer) if limits.scorer else None
     card = compute_scorecard(golden, candidate, prompt=prompt, scorer=scorer, lpips_map=maps.lpips,
-                             ssim=(metrics.ssim, maps.ssim), text=text)
+                             ssim=(metrics.ssim, maps.ssim), pair=maps.pair, text=text)
     return metrics, card
 
 

@@ -1,10 +1,14 @@
 """Image metrics between a golden image and a candidate: LPIPS-alex v0.1, SSIM, PSNR.
 
-Importing this module is cheap: numpy, torch, lpips and skimage are imported inside the
-functions. The LPIPS models are built once per process (weights from ``lpips_weights``).
+Importing this module is cheap: numpy and torch are imported inside the functions. The LPIPS
+model is built once per process and device (weights from ``lpips_weights``).
 
-Never mix implementations between a golden's baseline and a check: SSIM here is always
-skimage's with the Wang et al. settings below (torchmetrics' SSIM differs by up to 4e-3).
+Each image is converted once (``ImagePair``: a uint8 tensor on the device, its float RGB and,
+for the scorecard, its CIELAB) and the measures run as torch operations on that device
+(``quant_guard.judge.torch_ops``): on the render's GPU when the gate passes one, on the CPU
+otherwise. Never mix implementations between a golden's baseline and a check: SSIM here is
+always Wang et al.'s with the settings below, as scikit-image computes it (the torch path
+agrees with scikit-image to about 1e-7; torchmetrics' SSIM differs by up to 4e-3).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from quant_guard.config.thresholds import ImageMetrics  # the result type of a comparison (re-exported)
@@ -49,42 +53,89 @@ def psnr(golden: np.ndarray, candidate: np.ndarray) -> float:
     return math.inf if mse == 0.0 else 10.0 * math.log10(255.0**2 / mse)
 
 
-# Wang et al.'s settings: Gaussian weights (sigma 1.5), population covariance, data range 255.
+# Wang et al.'s settings: Gaussian weights (sigma 1.5), population covariance, data range 255 (as
+# scikit-image's structural_similarity takes them; ``torch_ops.ssim_with_map`` computes the same).
 _SSIM_SETTINGS = dict(channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
 
 
 def ssim(golden: np.ndarray, candidate: np.ndarray) -> float:
     """SSIM with Gaussian weights (sigma 1.5), population covariance, data range 255."""
-    from skimage.metrics import structural_similarity
-
-    _check_pair(golden, candidate)
-    return float(structural_similarity(golden, candidate, **_SSIM_SETTINGS))
+    return ImagePair(golden, candidate).ssim()[0]
 
 
 def ssim_with_map(golden: np.ndarray, candidate: np.ndarray) -> tuple[float, np.ndarray]:
     """``ssim`` (the same number) and its local map, float64 HxW (mean over the colour channels)."""
-    from skimage.metrics import structural_similarity
+    return ImagePair(golden, candidate).ssim()
 
-    _check_pair(golden, candidate)
-    value, full = structural_similarity(golden, candidate, full=True, **_SSIM_SETTINGS)
-    return float(value), full.mean(axis=-1)
+
+class ImagePair:
+    """A golden and a candidate (uint8 HxWx3 of equal shape) converted once for every measure:
+    uint8 tensors on ``device`` (default the CPU), their float RGB in [0, 255] and, on first use,
+    their CIELAB, in ``dtype`` (default ``torch_ops.compute_dtype(device)``: float64 on CUDA, the
+    tests run that arithmetic on the CPU by passing it)."""
+
+    def __init__(self, golden: np.ndarray, candidate: np.ndarray, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        import torch
+
+        from quant_guard.judge.torch_ops import compute_dtype
+
+        _check_pair(golden, candidate)
+        self.golden, self.candidate = golden, candidate
+        self.device = torch.device(device if device is not None else "cpu")
+        self.dtype = dtype if dtype is not None else compute_dtype(self.device)
+        # 3 x H x W views of the HWC bytes (a read-only array is copied: torch wants writable memory)
+        self.rgb8 = tuple(torch.from_numpy(img if img.flags.writeable else img.copy()).to(self.device).permute(2, 0, 1)
+                          for img in (golden, candidate))
+
+    @functools.cached_property
+    def rgb(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float RGB, 3 x H x W in [0, 255]."""
+        return self.rgb8[0].to(self.dtype), self.rgb8[1].to(self.dtype)
+
+    @functools.cached_property
+    def lab(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """CIELAB, 3 x H x W (L*, a*, b*), as scikit-image's rgb2lab."""
+        from quant_guard.judge.torch_ops import rgb_to_lab
+
+        return rgb_to_lab(self.rgb8[0], self.dtype), rgb_to_lab(self.rgb8[1], self.dtype)
+
+    def lpips_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """1 x 3 x H x W in [-1, 1], the values ``lpips.im2tensor`` gives (a table of the 256 levels,
+        computed in float64 as it does, then cast)."""
+        import torch
+
+        lut = (torch.arange(256, dtype=torch.float64) / 127.5 - 1.0).to(self.dtype).to(self.device)
+        return lut[self.rgb8[0].long()][None], lut[self.rgb8[1].long()][None]
+
+    def ssim(self) -> tuple[float, np.ndarray]:
+        """SSIM and its map (float64 HxW numpy, the mean over the colour channels)."""
+        import torch
+
+        from quant_guard.judge.torch_ops import ssim_with_map as torch_ssim
+
+        value, local = torch_ssim(*self.rgb)
+        return float(value), local.to("cpu", torch.float64).numpy()
 
 
 @functools.cache
-def _lpips_model() -> torch.nn.Module:
-    """The one LPIPS model of this process (building it costs about 0.5 s: lpips inits AlexNet)."""
+def _lpips_model(device: str = "cpu", dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """The one LPIPS model of this process per device and dtype (building it costs about 0.5 s:
+    lpips inits AlexNet); float32 unless ``dtype`` says otherwise (``ImagePair.dtype``)."""
     from quant_guard.judge.lpips_weights import build_lpips_model, load_state_dict
 
-    return build_lpips_model(load_state_dict())
+    model = build_lpips_model(load_state_dict())
+    if device != "cpu" or dtype is not None:
+        model = model.to(device=device, dtype=dtype)
+    return model
 
 
-def _to_tensor(img: np.ndarray) -> torch.Tensor:
-    import numpy as np
+def _pair_model(pair: ImagePair) -> torch.nn.Module:
     import torch
 
-    # Same arithmetic as lpips.im2tensor (float64, then float32), RGB scaled to [-1, 1].
-    scaled = (img.astype(np.float64) / 127.5 - 1.0).astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))[None]
+    if pair.device.type == "cpu" and pair.dtype == torch.float32:
+        return _lpips_model()  # the one every caller on the CPU shares
+    return _lpips_model(str(pair.device), pair.dtype)
 
 
 def _check_lpips_pair(golden: np.ndarray, candidate: np.ndarray) -> tuple[int, int]:
@@ -98,20 +149,20 @@ def _check_lpips_pair(golden: np.ndarray, candidate: np.ndarray) -> tuple[int, i
     return height, width
 
 
-def _run_lpips(golden: np.ndarray, candidate: np.ndarray, *, spatial: bool) -> torch.Tensor:
+def lpips_distance(golden: np.ndarray, candidate: np.ndarray, *, device: str | None = None) -> float:
+    """LPIPS-alex v0.1 distance (0 for identical images), on ``device`` (default the CPU)."""
+    _check_lpips_pair(golden, candidate)
+    return _lpips_distance(ImagePair(golden, candidate, device))
+
+
+def _lpips_distance(pair: ImagePair) -> float:
     import torch
 
-    _check_lpips_pair(golden, candidate)
     # One model for both modes: `spatial` is read in forward, the lock keeps threads apart.
     with _model_lock, torch.no_grad():  # no_grad is local: the caller's grad mode comes back
-        model = _lpips_model()
-        model.spatial = spatial
-        return model(_to_tensor(golden), _to_tensor(candidate))
-
-
-def lpips_distance(golden: np.ndarray, candidate: np.ndarray) -> float:
-    """LPIPS-alex v0.1 distance on CPU (0 for identical images)."""
-    return float(_run_lpips(golden, candidate, spatial=False).item())
+        model = _pair_model(pair)
+        model.spatial = False
+        return float(model(*pair.lpips_inputs()).item())
 
 
 def lpips_spatial_map(golden: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -119,32 +170,35 @@ def lpips_spatial_map(golden: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 
     Its mean is close to, not equal to, ``lpips_distance``; its argmax marks the worst region.
     """
-    import numpy as np
-
-    out = _run_lpips(golden, candidate, spatial=True)
-    return np.ascontiguousarray(out[0, 0].numpy(), dtype=np.float32)
+    return lpips_with_map(golden, candidate)[1]
 
 
 def lpips_with_map(golden: np.ndarray, candidate: np.ndarray) -> tuple[float, np.ndarray]:
     """``lpips_distance`` and ``lpips_spatial_map`` from one pass of the network: the trunk runs
     once and each layer's weighted difference is both averaged (the distance, the arithmetic of
     ``lpips.LPIPS.forward`` with ``spatial=False``) and upsampled (the map, as with ``spatial=True``)."""
+    _check_lpips_pair(golden, candidate)
+    return _lpips_with_map(ImagePair(golden, candidate))
+
+
+def _lpips_with_map(pair: ImagePair) -> tuple[float, np.ndarray]:
     import numpy as np
     import torch
     from lpips import normalize_tensor, spatial_average, upsample
 
-    height, width = _check_lpips_pair(golden, candidate)
+    height, width = pair.golden.shape[:2]
     with _model_lock, torch.no_grad():
-        model = _lpips_model()
-        outs0 = model.net.forward(model.scaling_layer(_to_tensor(golden)))
-        outs1 = model.net.forward(model.scaling_layer(_to_tensor(candidate)))
+        model = _pair_model(pair)
+        in0, in1 = pair.lpips_inputs()
+        outs0 = model.net.forward(model.scaling_layer(in0))
+        outs1 = model.net.forward(model.scaling_layer(in1))
         value: Any = 0
         spatial: Any = 0
         for kk in range(model.L):
             weighted = model.lins[kk]((normalize_tensor(outs0[kk]) - normalize_tensor(outs1[kk])) ** 2)
             value += spatial_average(weighted, keepdim=True)
             spatial += upsample(weighted, out_HW=(height, width))
-    return float(value.item()), np.ascontiguousarray(spatial[0, 0].numpy(), dtype=np.float32)
+    return float(value.item()), np.ascontiguousarray(spatial[0, 0].to("cpu", torch.float32).numpy())
 
 
 @dataclass(frozen=True)
@@ -153,22 +207,24 @@ class Maps:
 
     lpips: np.ndarray  # float32 HxW, as ``lpips_spatial_map``
     ssim: np.ndarray  # float64 HxW, as ``ssim_with_map``
+    pair: ImagePair | None = field(default=None, compare=False, repr=False)  # the converted images, for the scorecard
 
 
-def compare_with_maps(golden: np.ndarray, candidate: np.ndarray) -> tuple[ImageMetrics, Maps]:
-    """``compare_images`` (the same numbers) and the LPIPS and SSIM maps, each computed once: the
-    scorecard's worst regions come from these maps."""
-    _check_pair(golden, candidate)
-    lpips_value, lpips_map = lpips_with_map(golden, candidate)
-    ssim_value, ssim_map = ssim_with_map(golden, candidate)
-    return ImageMetrics(lpips=lpips_value, ssim=ssim_value, psnr=psnr(golden, candidate)), Maps(lpips_map, ssim_map)
+def compare_with_maps(golden: np.ndarray, candidate: np.ndarray, *,
+                      device: str | None = None) -> tuple[ImageMetrics, Maps]:
+    """``compare_images`` (the same numbers) and the LPIPS and SSIM maps, each computed once from
+    images converted once (on ``device``, default the CPU): the scorecard's worst regions come from
+    these maps, and its colour and sharpness from the same ``ImagePair``."""
+    _check_lpips_pair(golden, candidate)
+    pair = ImagePair(golden, candidate, device)
+    lpips_value, lpips_map = _lpips_with_map(pair)
+    ssim_value, ssim_map = pair.ssim()
+    metrics = ImageMetrics(lpips=lpips_value, ssim=ssim_value, psnr=psnr(golden, candidate))
+    return metrics, Maps(lpips_map, ssim_map, pair)
 
 
-def compare_images(golden: np.ndarray, candidate: np.ndarray) -> ImageMetrics:
-    """All three metrics of two uint8 HxWx3 arrays of equal shape."""
-    _check_pair(golden, candidate)
-    return ImageMetrics(
-        lpips=lpips_distance(golden, candidate),
-        ssim=ssim(golden, candidate),
-        psnr=psnr(golden, candidate),
-    )
+def compare_images(golden: np.ndarray, candidate: np.ndarray, *, device: str | None = None) -> ImageMetrics:
+    """All three metrics of two uint8 HxWx3 arrays of equal shape (converted once, on ``device``)."""
+    _check_lpips_pair(golden, candidate)
+    pair = ImagePair(golden, candidate, device)
+    return ImageMetrics(lpips=_lpips_distance(pair), ssim=pair.ssim()[0], psnr=psnr(golden, candidate))

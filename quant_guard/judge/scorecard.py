@@ -3,7 +3,7 @@ sharpness, structure, artifacts and (optionally) meaning, each a number with a p
 
 LPIPS/SSIM/PSNR say how much an image changed; the scorecard says how:
 
-- colour: CIEDE2000 (scikit-image) per pixel, mean and 95th percentile; the signed hue shift of
+- colour: CIEDE2000 (``torch_ops.delta_e_2000``, as scikit-image's) per pixel, mean and 95th percentile; the signed hue shift of
   the pixels that are saturated in the golden (CIELAB chroma above ``SATURATED_CHROMA``), as a
   circular mean in degrees, with the direction in words (``HUE_NAMES``) and where it sits
   (bright or dark pixels, or across the image).
@@ -19,7 +19,10 @@ LPIPS/SSIM/PSNR say how much an image changed; the scorecard says how:
   rate against the text the case expects (``quant_guard.judge.text``), only for a case with
   ``expect_text``.
 
-numpy, scipy, scikit-image and torch are imported inside the functions.
+The per-pixel work runs as torch operations (``quant_guard.judge.torch_ops``, each held to the
+scikit-image / scipy function it replaces) on the images of a ``metrics.ImagePair``, converted
+once and shared with the gate's LPIPS and SSIM; the maps of those are reused, not recomputed.
+numpy and torch are imported inside the functions.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     import numpy as np
+    import torch
 
+    from quant_guard.judge.metrics import ImagePair
     from quant_guard.judge.semantic import MeaningScore, SemanticScorer
     from quant_guard.judge.text import TextExpectation, TextScore
 
@@ -197,35 +202,39 @@ def hue_name(angle_deg: float) -> str:
     return name
 
 
-def colour_score(golden_lab: np.ndarray, candidate_lab: np.ndarray) -> ColourScore:
-    import numpy as np
-    from skimage.color import deltaE_ciede2000
+def colour_score(golden_lab: torch.Tensor, candidate_lab: torch.Tensor) -> ColourScore:
+    """The colour dimension of two CIELAB images, 3 x H x W tensors (``metrics.ImagePair.lab``)."""
+    import torch
 
-    de = deltaE_ciede2000(golden_lab, candidate_lab, channel_axis=-1)
-    chroma = np.hypot(golden_lab[..., 1], golden_lab[..., 2])
-    sat = chroma > SATURATED_CHROMA
+    from quant_guard.judge.torch_ops import delta_e_2000, median, percentile
+
+    de = delta_e_2000(golden_lab, candidate_lab)
+    sat = torch.hypot(golden_lab[1], golden_lab[2]) > SATURATED_CHROMA
     n = int(sat.sum())
-    base = dict(delta_e_mean=float(de.mean()), delta_e_p95=float(np.percentile(de, 95)),
-                saturated_fraction=n / sat.size)
+    base = dict(delta_e_mean=float(de.mean()), delta_e_p95=percentile(de, 95), saturated_fraction=n / sat.numel())
     if n < MIN_SATURATED_PIXELS:
         return ColourScore(hue_shift_deg=None, towards=None, where=None, **base)
-    g, c = golden_lab[sat], candidate_lab[sat]
-    h_g = np.arctan2(g[:, 2], g[:, 1])
-    diff = np.angle(np.exp(1j * (np.arctan2(c[:, 2], c[:, 1]) - h_g)))  # wrapped to (-pi, pi]
+    if n == sat.numel():  # every pixel (often): no copy through the mask
+        g, c = golden_lab.reshape(3, -1), candidate_lab.reshape(3, -1)
+    else:
+        g, c = golden_lab[:, sat], candidate_lab[:, sat]
+    h_g = torch.atan2(g[2], g[1])
+    diff = torch.remainder(torch.atan2(c[2], c[1]) - h_g + math.pi, 2 * math.pi) - math.pi
+    diff = torch.where(diff == -math.pi, math.pi, diff)  # wrapped to (-pi, pi]
     shift = _circular_mean_deg(diff)
     if abs(shift) < 0.5:  # below what the words could honestly name
         return ColourScore(hue_shift_deg=shift, towards=None, where=None, **base)
     sign = 1 if shift > 0 else -1
-    moved = np.sign(diff) == sign
+    moved = torch.sign(diff) == sign
     # the neighbour, in the direction of the shift, of the sector most of the moved pixels start in
     names = [n for _, n in HUE_NAMES]
-    start = int(np.argmax(_sector_counts(np.degrees(h_g[moved]))))
+    start = int(torch.argmax(_sector_counts(torch.rad2deg(h_g[moved]))))
     towards = names[(start + sign) % len(names)]
-    lightness = g[:, 0]
-    bright = lightness > np.median(lightness)
+    lightness = g[0]
+    bright = lightness > median(lightness)
     spread = 0.0
-    if 0 < bright.sum() < bright.size:
-        spread = float(np.median(lightness[bright]) - np.median(lightness[~bright]))
+    if 0 < int(bright.sum()) < bright.numel():
+        spread = median(lightness[bright]) - median(lightness[~bright])
     if spread < MIN_LIGHTNESS_SPREAD:
         return ColourScore(hue_shift_deg=shift, towards=towards, where="across the image", **base)
     shift_bright = abs(_circular_mean_deg(diff[bright]))
@@ -239,19 +248,19 @@ def colour_score(golden_lab: np.ndarray, candidate_lab: np.ndarray) -> ColourSco
     return ColourScore(hue_shift_deg=shift, towards=towards, where=where, **base)
 
 
-def _circular_mean_deg(radians: np.ndarray) -> float:
-    import numpy as np
+def _circular_mean_deg(radians: torch.Tensor) -> float:
+    import torch
 
-    return float(np.degrees(np.arctan2(np.sin(radians).mean(), np.cos(radians).mean())))
+    return math.degrees(math.atan2(float(torch.sin(radians).mean()), float(torch.cos(radians).mean())))
 
 
-def _sector_counts(h_deg: np.ndarray) -> np.ndarray:
+def _sector_counts(h_deg: torch.Tensor) -> torch.Tensor:
     """How many of the angles lie in each ``HUE_NAMES`` sector, in order."""
-    import numpy as np
+    import torch
 
-    starts = np.array([s for s, _ in HUE_NAMES])
-    index = np.searchsorted(starts, h_deg % 360.0, side="right") - 1  # -1: below the first start
-    return np.bincount(index % len(HUE_NAMES), minlength=len(HUE_NAMES))
+    starts = torch.tensor([s for s, _ in HUE_NAMES], dtype=h_deg.dtype, device=h_deg.device)
+    index = torch.searchsorted(starts, h_deg % 360.0, right=True) - 1  # -1: below the first start
+    return torch.bincount(index % len(HUE_NAMES), minlength=len(HUE_NAMES))
 
 
 def tiles(height: int, width: int, side: int) -> list[tuple[int, int, int, int]]:
@@ -263,23 +272,30 @@ def tiles(height: int, width: int, side: int) -> list[tuple[int, int, int, int]]
     return [(x, y, side_x, side_y) for y in ys for x in xs]
 
 
-def _tile_means(values: np.ndarray, grid: list[tuple[int, int, int, int]]) -> list[float]:
-    return [float(values[y:y + h, x:x + w].mean()) for x, y, w, h in grid]
-
-
-def sharpness_score(golden_l: np.ndarray, candidate_l: np.ndarray, side: int) -> SharpnessScore:
-    """Ratio of the mean square Laplacian of Gaussian (``SHARPNESS_SIGMA``) of the CIELAB
-    lightness, candidate over golden."""
+def _tile_means(values: np.ndarray | torch.Tensor, grid: list[tuple[int, int, int, int]]) -> list[float]:
     import numpy as np
-    from scipy.ndimage import gaussian_laplace
 
-    energy_g = gaussian_laplace(golden_l, SHARPNESS_SIGMA, mode="reflect") ** 2
-    energy_c = gaussian_laplace(candidate_l, SHARPNESS_SIGMA, mode="reflect") ** 2
+    means = [values[y:y + h, x:x + w].mean() for x, y, w, h in grid]
+    if isinstance(values, np.ndarray):
+        return [float(m) for m in means]
+    import torch
+
+    return [float(m) for m in torch.stack(means).tolist()]  # one transfer from the device
+
+
+def sharpness_score(golden_l: torch.Tensor, candidate_l: torch.Tensor, side: int) -> SharpnessScore:
+    """Ratio of the mean square Laplacian of Gaussian (``SHARPNESS_SIGMA``) of the CIELAB
+    lightness (H x W tensors), candidate over golden."""
+    import torch
+
+    from quant_guard.judge.torch_ops import gaussian_laplace
+
+    energy_g, energy_c = gaussian_laplace(torch.stack([golden_l, candidate_l]), SHARPNESS_SIGMA).square()
     total_g, total_c = float(energy_g.mean()), float(energy_c.mean())
     ratio = 1.0 if total_g < _EPS and total_c < _EPS else total_c / max(total_g, _EPS)
     grid = tiles(*golden_l.shape, side)
     tg, tc = _tile_means(energy_g, grid), _tile_means(energy_c, grid)
-    floor = DETAIL_FLOOR * float(np.mean(tg))
+    floor = DETAIL_FLOOR * sum(tg) / len(tg)
     ranked = [(c / g, t) for g, c, t in zip(tg, tc, grid) if g > max(floor, _EPS)]
     if not ranked:
         return SharpnessScore(ratio=ratio, worst=None)
@@ -313,22 +329,23 @@ def artifact_score(golden: np.ndarray, candidate: np.ndarray, lpips_map: np.ndar
 
 def compute_scorecard(golden: np.ndarray, candidate: np.ndarray, *, prompt: str | None = None,
                       scorer: SemanticScorer | None = None, lpips_map: np.ndarray | None = None,
-                      ssim: tuple[float, np.ndarray] | None = None, text: TextExpectation | None = None) -> Scorecard:
+                      ssim: tuple[float, np.ndarray] | None = None, pair: ImagePair | None = None,
+                      device: str | None = None, text: TextExpectation | None = None) -> Scorecard:
     """The scorecard of two uint8 HxWx3 images of equal shape. ``scorer`` (with ``prompt``) adds
-    the meaning check, ``text`` the text legibility check; ``lpips_map`` and ``ssim`` (value, map) reuse what the gate's comparison
-    computed (``metrics.compare_with_maps``): the scorecard then costs only its own measures."""
-    import numpy as np
-    from skimage.color import rgb2lab
-
-    from quant_guard.judge.metrics import _check_pair
+    the meaning check, ``text`` the text legibility check; ``lpips_map``, ``ssim`` (value, map) and
+    ``pair`` (the converted images) reuse what the gate's comparison computed
+    (``metrics.compare_with_maps``): the scorecard then costs only its own measures. Without
+    ``pair`` the images are converted on ``device``."""
+    from quant_guard.judge.metrics import ImagePair, _check_pair
     from quant_guard.judge.regions import box_size
 
     _check_pair(golden, candidate)
     if scorer is not None and prompt is None:
         raise ValueError("a semantic scorer needs the prompt the images were rendered from")
+    if pair is None or pair.golden is not golden or pair.candidate is not candidate:
+        pair = ImagePair(golden, candidate, device)
     side = box_size(*golden.shape[:2])
-    # float32 CIELAB: 3x faster than float64, and within 1e-3 ΔE of it
-    lab_g, lab_c = (rgb2lab((img / np.float32(255)).astype(np.float32)) for img in (golden, candidate))
+    lab_g, lab_c = pair.lab
     meaning = None
     if scorer is not None:
         from quant_guard.judge.semantic import judge
@@ -336,8 +353,8 @@ def compute_scorecard(golden: np.ndarray, candidate: np.ndarray, *, prompt: str 
         meaning = judge(scorer, golden, candidate, prompt or "")
     return Scorecard(
         colour=colour_score(lab_g, lab_c),
-        sharpness=sharpness_score(lab_g[..., 0], lab_c[..., 0], side),
-        structure=structure_score(golden, candidate, side, ssim),
+        sharpness=sharpness_score(lab_g[0], lab_c[0], side),
+        structure=structure_score(golden, candidate, side, ssim if ssim is not None else pair.ssim()),
         artifacts=artifact_score(golden, candidate, lpips_map),
         meaning=meaning,
         text=_text_score(golden, candidate, text) if text is not None else None,

@@ -396,7 +396,8 @@ def _judge(plan: CasePlan, golden: np.ndarray, candidate: Render, *, expected: I
                           + _paths(common["images"]), **common)
     judgement = judge(golden, candidate.image, plan.thresholds, prompt=vc.case.prompt,
                       expected=expected, expected_scorecard=expected_scorecard, settings=plan.expected,
-                      text=text_expectation(vc))
+                      text=text_expectation(vc),
+                      device=plan.device)  # the render's device: on a GPU runner the judge runs there too
     metrics, card, checks = judgement.metrics, judgement.scorecard, list(judgement.checks)
     common["scorecard"] = card
     image_ok = judgement.passed

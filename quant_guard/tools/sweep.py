@@ -195,7 +195,8 @@ class SweepResult:
         return {
             "checkpoint": self.checkpoint, "scheme": self.scheme.as_dict(), "granularity": self.granularity,
             "cases": [{"case": vc.key.stem, "prompt": vc.case.prompt, "seed": vc.seed,
-                       "target": {k: v for k, v in vars(t).items() if v is not None}}
+                       "target": {k: v for k, v in vars(t).items()  # the limits that bind this case
+                                  if v is not None and (k != "text_cer_max" or vc.case.expect_text)}}
                       for vc in self.cases for t in [self.targets[vc.key.stem]]],
             "deciding_metric": self.deciding_metric, "full": self.full.as_dict(),
             "groups": [g.as_dict(rank) for rank, g in enumerate(self.groups, 1)],

@@ -35,6 +35,7 @@ class CasePlan:
     golden_parameters: Mapping[str, Any]  # what a golden is made with; any difference makes it stale
     store: GoldenStore
     device: str
+    judge_device: str  # where the judge's measures run: the render's device, a GPU included
     memory_plan: MemoryPlan  # the candidate's: where each component lives
     thresholds: Thresholds  # package < embedded < checkpoint < scheme < case < marker < command line
     budget: Budget  # the checkpoint's limits < marker < command line
@@ -73,7 +74,7 @@ def plan_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
     return CasePlan(
         case=vc, request=request,
         golden_parameters=golden_parameters(family_of(spec), request, session.reference_hashes(spec)),
-        store=session.store, device=device, memory_plan=session.memory_plan(spec, vc.scheme),
+        store=session.store, device=device, judge_device=judge_device(device), memory_plan=session.memory_plan(spec, vc.scheme),
         thresholds=_thresholds(session, vc, marker), budget=budget,
         step_time_refusal=session.placement.refusal(device) if shares else None,
         reference_mode=session.reference_mode, drift_tolerance=session.config.drift_tolerance,
@@ -84,6 +85,12 @@ def plan_case(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides,
         render_order=order[::-1] if session.loaded_scheme(spec) == vc.scheme else order,
         report_folder=session.report_dir / vc.report_folder,
         rebaseline=update_command(vc, address))
+
+
+def judge_device(device: str) -> str:
+    """Where the judge runs for a render on ``device``: there too (on a GPU runner the images'
+    tensors stay on the GPU, and the judge costs a fraction of its CPU time)."""
+    return device
 
 
 def render_request(vc: VisualCase, t5_sequence_length: int) -> RenderRequest:

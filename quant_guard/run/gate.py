@@ -397,7 +397,7 @@ def _judge(plan: CasePlan, golden: np.ndarray, candidate: Render, *, expected: I
     judgement = judge(golden, candidate.image, plan.thresholds, prompt=vc.case.prompt,
                       expected=expected, expected_scorecard=expected_scorecard, settings=plan.expected,
                       text=text_expectation(vc),
-                      device=plan.device)  # the render's device: on a GPU runner the judge runs there too
+                      device=plan.judge_device)
     metrics, card, checks = judgement.metrics, judgement.scorecard, list(judgement.checks)
     common["scorecard"] = card
     image_ok = judgement.passed
@@ -425,7 +425,8 @@ def _checks(plan: CasePlan, metrics: ImageMetrics, card: Scorecard, expected: Im
 
 def _compare(plan: CasePlan, golden: np.ndarray, candidate: np.ndarray) -> tuple[ImageMetrics, Scorecard]:
     """The judgement's comparison (``judgement.compare``) for this case's prompt (and text)."""
-    return compare(golden, candidate, plan.thresholds, prompt=plan.case.case.prompt, text=text_expectation(plan.case))
+    return compare(golden, candidate, plan.thresholds, prompt=plan.case.case.prompt, text=text_expectation(plan.case),
+                   device=plan.judge_device)
 
 
 def text_expectation(vc: VisualCase) -> TextExpectation | None:

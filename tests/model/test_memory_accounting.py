@@ -20,6 +20,7 @@ from quant_guard.model import pipelines
 from quant_guard.config.limits import Budget, PeakCounts
 from quant_guard.run.cases import CaseResult, TestOverrides, Verdict, VisualCase
 from quant_guard.config.project import CaseSpec, CheckpointSpec, RenderDefaults, parse_config
+from quant_guard.run import case_plan
 from quant_guard.run.gate import run_case
 from quant_guard.model.render import RenderRequest, render
 from quant_guard.config.schemes import FLOAT8_E4M3FN, REFERENCE, Scheme
@@ -72,6 +73,8 @@ def gpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCudaDevice]:
 
     device = FakeCudaDevice(TOTAL, context_bytes=CONTEXT, segment_bytes=SEGMENT)
     device.install(monkeypatch)
+    # the fake models the device's memory, not its arithmetic: the judge's measures run on the CPU
+    monkeypatch.setattr(case_plan, "judge_device", lambda device: "cpu")
     with device:
         yield device
 

@@ -19,11 +19,8 @@ from quant_guard.judge.metrics import lpips_distance, psnr
 from quant_guard.model.checkpoints import CheckpointError
 from quant_guard.model.scheme_check import inventory
 from quant_guard.model.tiny_flux2 import architecture as arch
-from quant_guard.model.tiny_flux2.build import (
-    TinyFlux2Files,
-    ensure_tiny_flux2_checkpoint,
-    write_tiny_flux2_checkpoint,
-)
+from quant_guard.model.tiny.build import TinyFamilyFiles
+from quant_guard.model.tiny_flux2.build import ensure_tiny_flux2_checkpoint, write_tiny_flux2_checkpoint
 from quant_guard.model.tiny_flux2.pipeline import build_flux2_pipeline, prepare
 from quant_guard.tools.degrade import Degradation, degrade
 
@@ -35,17 +32,17 @@ STRONG_NOISE = 3.0  # x each weight's std on double block 0; the gate's default 
 
 
 @pytest.fixture(scope="module")
-def files() -> TinyFlux2Files:
+def files() -> TinyFamilyFiles:
     return ensure_tiny_flux2_checkpoint()
 
 
 @pytest.fixture(scope="module")
-def reference(files: TinyFlux2Files) -> list[np.ndarray]:
+def reference(files: TinyFamilyFiles) -> list[np.ndarray]:
     return _render_all(build_flux2_pipeline(files))
 
 
 @pytest.fixture(scope="module")
-def float8_pipe(files: TinyFlux2Files) -> Any:
+def float8_pipe(files: TinyFamilyFiles) -> Any:
     return build_flux2_pipeline(files, FLOAT8_E4M3FN)  # scheme_check.check_scheme_applied runs in there
 
 
@@ -70,7 +67,7 @@ def _worst(reference: list[np.ndarray], images: list[np.ndarray]) -> tuple[float
             max(lpips_distance(r, i) for r, i in zip(reference, images)))
 
 
-def _noisy_dit(files: TinyFlux2Files, dest: Path) -> Path:
+def _noisy_dit(files: TinyFamilyFiles, dest: Path) -> Path:
     """``quant-guard degrade --kind noise`` on double block 0. degrade() knows FLUX.1's block
     names ("blocks.N."); FLUX.2's double blocks are "transformer_blocks.N.", renamed there and back."""
     state = {("blocks." + k[len("transformer_blocks."):] if k.startswith("transformer_blocks.") else k): v
@@ -81,7 +78,7 @@ def _noisy_dit(files: TinyFlux2Files, dest: Path) -> Path:
     return dest
 
 
-def test_build_is_deterministic_and_cached(tmp_path: Path, files: TinyFlux2Files) -> None:
+def test_build_is_deterministic_and_cached(tmp_path: Path, files: TinyFamilyFiles) -> None:
     again = write_tiny_flux2_checkpoint(tmp_path / "again")
     for name in ("dit", "text_encoder", "vae"):
         assert getattr(again, name).read_bytes() == getattr(files, name).read_bytes(), name
@@ -91,7 +88,7 @@ def test_build_is_deterministic_and_cached(tmp_path: Path, files: TinyFlux2Files
     assert {str(v.dtype) for v in load_file(str(files.dit)).values()} == {"torch.bfloat16"}
 
 
-def test_diffsynth_recognises_each_file_as_its_flux2_component(files: TinyFlux2Files) -> None:
+def test_diffsynth_recognises_each_file_as_its_flux2_component(files: TinyFamilyFiles) -> None:
     from diffsynth.configs import MODEL_CONFIGS
     from diffsynth.core.loader import hash_model_file
 
@@ -102,7 +99,7 @@ def test_diffsynth_recognises_each_file_as_its_flux2_component(files: TinyFlux2F
     assert names[hash_model_file(str(files.vae))] == "flux2_vae"
 
 
-def test_tokenizer_loads_offline_and_renders_qwen3s_chat_turn(files: TinyFlux2Files) -> None:
+def test_tokenizer_loads_offline_and_renders_qwen3s_chat_turn(files: TinyFamilyFiles) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(files.tokenizer))
@@ -116,7 +113,7 @@ def test_tokenizer_loads_offline_and_renders_qwen3s_chat_turn(files: TinyFlux2Fi
     assert max(ids) < arch.text_config().vocab_size
 
 
-def test_bf16_render_is_finite_seeded_and_depends_on_the_seed(files: TinyFlux2Files,
+def test_bf16_render_is_finite_seeded_and_depends_on_the_seed(files: TinyFamilyFiles,
                                                                reference: list[np.ndarray]) -> None:
     pipe = build_flux2_pipeline(files)
     assert type(pipe).__name__ == "Flux2ImagePipeline"
@@ -142,7 +139,7 @@ def test_float8_storage_keeps_every_dit_linear_in_float8_and_renders_close(
     assert worst_psnr > 32 and worst_lpips < 0.01
 
 
-def test_without_diffsynths_vram_map_entry_the_float8_dit_is_refused(files: TinyFlux2Files,
+def test_without_diffsynths_vram_map_entry_the_float8_dit_is_refused(files: TinyFamilyFiles,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The map entry is what makes DiffSynth wrap each Linear (cast per layer); without it the whole
     DiT is one wrapped module and the scheme check must say so."""
@@ -154,7 +151,7 @@ def test_without_diffsynths_vram_map_entry_the_float8_dit_is_refused(files: Tiny
         build_flux2_pipeline(files, FLOAT8_E4M3FN)
 
 
-def test_int8_weight_only_quantizes_every_dit_linear_and_renders_close(files: TinyFlux2Files,
+def test_int8_weight_only_quantizes_every_dit_linear_and_renders_close(files: TinyFamilyFiles,
                                                                       reference: list[np.ndarray]) -> None:
     pipe = build_flux2_pipeline(files, INT8)
     layers = inventory(pipe.dit).layers
@@ -166,7 +163,7 @@ def test_int8_weight_only_quantizes_every_dit_linear_and_renders_close(files: Ti
     assert worst_psnr > 32 and worst_lpips < 0.01
 
 
-def test_a_damaged_dit_moves_the_image_far_more_than_float8(files: TinyFlux2Files, reference: list[np.ndarray],
+def test_a_damaged_dit_moves_the_image_far_more_than_float8(files: TinyFamilyFiles, reference: list[np.ndarray],
                                                            float8_images: list[np.ndarray], tmp_path: Path) -> None:
     float8 = _worst(reference, float8_images)
     noisy = _noisy_dit(files, tmp_path / "dit.safetensors")

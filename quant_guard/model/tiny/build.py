@@ -132,6 +132,57 @@ def build_once(final: Path, manifest: str, write: Callable[[Path], object]) -> P
     return final
 
 
+@dataclass(frozen=True)
+class TinyFamilyFiles:
+    """Paths of a written tiny checkpoint of another family (Qwen-Image, Z-Image, FLUX.2): one DiT,
+    one text encoder and one VAE as safetensors, plus a tokenizer folder."""
+
+    root: Path
+
+    @property
+    def dit(self) -> Path:
+        return self.root / "dit.safetensors"
+
+    @property
+    def text_encoder(self) -> Path:
+        return self.root / "text_encoder.safetensors"
+
+    @property
+    def vae(self) -> Path:
+        return self.root / "vae.safetensors"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    def components(self) -> dict[str, Path]:
+        return {"dit": self.dit, "text_encoder": self.text_encoder, "vae": self.vae, "tokenizer": self.tokenizer}
+
+
+def write_family_checkpoint(dest: Path, states: dict[str, dict], write_tokenizer: Callable[[Path], object],
+                            manifest_name: str, manifest: dict[str, object],
+                            before_manifest: Callable[[TinyFamilyFiles], object] | None = None) -> TinyFamilyFiles:
+    """Write a tiny family checkpoint into ``dest`` (created if missing): each state dict as
+    ``<name>.safetensors`` in bf16 like a released checkpoint (integer buffers keep their dtype),
+    the tokenizer, anything ``before_manifest`` adds, then the manifest (written last: its
+    presence means a whole checkpoint, ``build_once``)."""
+    import torch
+    from safetensors.torch import save_file
+
+    dest.mkdir(parents=True, exist_ok=True)
+    files = TinyFamilyFiles(dest)
+    for name, state in states.items():
+        # clone() because safetensors refuses shared storage (tied embeddings)
+        tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).detach().contiguous().clone()
+                   for k, v in state.items()}
+        save_file(tensors, str(dest / f"{name}.safetensors"))
+    write_tokenizer(files.tokenizer)
+    if before_manifest is not None:
+        before_manifest(files)
+    (dest / manifest_name).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return files
+
+
 def _weights_tag() -> str:
     """Short content tag of the shipped weights ("seeded" without them), so new weights get a
     new cache folder."""

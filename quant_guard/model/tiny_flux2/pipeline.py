@@ -16,7 +16,7 @@ from quant_guard.config.schemes import REFERENCE, Scheme
 if TYPE_CHECKING:
     from diffsynth.pipelines.flux2_image import Flux2ImagePipeline
 
-    from quant_guard.model.tiny_flux2.build import TinyFlux2Files
+    from quant_guard.model.tiny.build import TinyFamilyFiles
 
 DIT_REGISTRY_NAME = "flux2_dit"  # model_pool.fetch_model(...) in Flux2ImagePipeline.from_pretrained
 
@@ -30,7 +30,7 @@ def prepare() -> None:
     register_with_diffsynth()
 
 
-def build_flux2_pipeline(files: TinyFlux2Files, scheme: Scheme = REFERENCE, *, device: str = "cpu",
+def build_flux2_pipeline(files: TinyFamilyFiles, scheme: Scheme = REFERENCE, *, device: str = "cpu",
                          dit: Path | None = None, check: bool = True) -> Flux2ImagePipeline:
     """The pipeline with every component from ``files`` (the DiT from ``dit`` when given: a damaged
     or pre-quantized file) and the DiT in ``scheme``; DiffSynth's log is kept out of stdout."""

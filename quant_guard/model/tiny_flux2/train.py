@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     from einops import rearrange
     from transformers import AutoTokenizer
 
-    from quant_guard.model.tiny_flux2.build import TinyFlux2Files, seeded_state_dicts
+    from quant_guard.model.tiny.build import TinyFamilyFiles
+    from quant_guard.model.tiny_flux2.build import seeded_state_dicts
     from quant_guard.model.tiny_flux2.tokenizer import write_tokenizer
 
     p = argparse.ArgumentParser(prog="python -m quant_guard.model.tiny_flux2.train",
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     log = _Log()
-    files = TinyFlux2Files(args.out)
+    files = TinyFamilyFiles(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     write_tokenizer(files.tokenizer)
     images = _to_tensor(ds.make_dataset(args.seed, args.per_scene)[0])

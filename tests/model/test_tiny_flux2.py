@@ -20,7 +20,7 @@ from quant_guard.model.checkpoints import CheckpointError
 from quant_guard.model.scheme_check import inventory
 from quant_guard.model.tiny_flux2 import architecture as arch
 from quant_guard.model.tiny.build import TinyFamilyFiles
-from quant_guard.model.tiny_flux2.build import ensure_tiny_flux2_checkpoint, write_tiny_flux2_checkpoint
+from quant_guard.model.tiny_flux2.build import MANIFEST, ensure_tiny_flux2_checkpoint, write_tiny_flux2_checkpoint
 from quant_guard.model.tiny_flux2.pipeline import build_flux2_pipeline, prepare
 from quant_guard.tools.degrade import Degradation, degrade
 
@@ -80,6 +80,7 @@ def _noisy_dit(files: TinyFamilyFiles, dest: Path) -> Path:
 
 def test_build_is_deterministic_and_cached(tmp_path: Path, files: TinyFamilyFiles) -> None:
     again = write_tiny_flux2_checkpoint(tmp_path / "again")
+    assert (again.root / MANIFEST).is_file()  # written last: build_once reuses only a whole checkpoint
     for name in ("dit", "text_encoder", "vae"):
         assert getattr(again, name).read_bytes() == getattr(files, name).read_bytes(), name
     other = write_tiny_flux2_checkpoint(tmp_path / "other", seed=1)

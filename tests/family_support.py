@@ -8,15 +8,30 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from quant_guard.config.schemes import Quantization, Scheme
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from quant_guard.config.schemes import Scheme
-
 PROMPT = "a red circle on a blue background at the top left"
+INT8 = Scheme("torchao_int8_w8a16", quantization=Quantization("torchao_int8_w8a16"))
+
+
+@dataclass(frozen=True)
+class FamilyLimits:
+    """What the shared render tests (``family_render_tests``) need of one tiny family."""
+
+    pipeline_class: Callable[[], Any]  # the DiffSynth pipeline class, imported when called
+    blocks: str  # the DiT's block list, for degrade
+    float8_lpips_max: float  # float8 (and int8) against bf16, measured on the tiny (FACTS.md)
+    float8_psnr_min: float
+    damage_noise: float  # degrade's noise fraction on block 0
+    damage_over_float8: float  # damaged LPIPS at least this many times float8's
 SIZE = 64
 STEPS = 3
 
@@ -74,3 +89,11 @@ def damaged_dit(source: Path, dest: Path, *, blocks: str, kind: str = "noise", s
 
     save_file(degrade(load_file(str(source)), kind, blocks=blocks, strength=strength), str(dest))
     return dest
+
+
+def digests(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path."""
+    import hashlib
+
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}

@@ -165,8 +165,7 @@ class UpdateRecord:
     """What one ``--update-golden`` test wrote, for the run's summary lines: the gate's last step
     hands it to the session (``QuantGuardSession.record_update``)."""
 
-    golden: WriteOutcome | None = None  # the golden store's answer (None: not written by this test)
-    golden_written: bool = False  # this test rendered the case's golden: the case's other schemes reuse it
+    golden: WriteOutcome | None = None  # the golden store's answer (None: this test rendered no golden)
     expected: str | None = None  # the candidate's expected metrics: "recorded", "kept" (within tolerance), "withheld"
     rewritten: str | None = None  # an existing expected file rewritten, and the numbers that moved
     dropped: tuple[str, ...] = ()  # expected files the new golden dropped

@@ -295,7 +295,7 @@ def _update(plan: CasePlan, render: Callable[[Scheme], Render]) -> tuple[CaseRes
         dropped = tuple(display_path(p) for p in before if not p.exists())
         if image_ok and result.metrics is not None:
             expected = _record_expected(plan, result.metrics, result.scorecard)
-    update = replace(expected, golden=outcome, golden_written=True, dropped=dropped)
+    update = replace(expected, golden=outcome, dropped=dropped)
     if not image_ok:
         return (replace(result, reason=f"{result.reason}\ngolden {outcome.value}; this failing candidate's metrics "
                                        "were not recorded as expected"), replace(update, expected="withheld"))

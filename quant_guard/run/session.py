@@ -210,9 +210,8 @@ class QuantGuardSession:
 
     def record_update(self, key: GoldenKey, update: UpdateRecord) -> None:
         """Count what an ``--update-golden`` test wrote (``update_summary``, ``expected_summary``)."""
-        if update.golden_written:
+        if update.golden is not None:  # this test rendered the case's golden: its other schemes reuse it
             self.goldens_rendered.add(key)
-        if update.golden is not None:
             self.outcomes[update.golden] += 1
         self.expected_dropped.update(update.dropped)
         if update.expected == "withheld":

@@ -36,7 +36,7 @@ from quant_guard.judge import scenes as ds
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 
 
-def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
+def lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
     """Linear warm-up then cosine decay to 5% of the peak."""
     def f(step: int) -> float:
         if step < warmup:
@@ -46,16 +46,16 @@ def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
     return f
 
 
-def _autocast() -> torch.autocast:
+def bf16_autocast() -> torch.autocast:
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
+def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC -> float NCHW in [-1, 1] (the pipeline's ``preprocess_image`` range)."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-class _Log:
+class TrainingLog:
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
 
@@ -64,16 +64,16 @@ class _Log:
 
 
 def train_vae(images: torch.Tensor, steps: int, batch: int, lr: float, gen: torch.Generator,
-              log: _Log) -> tuple[arch.TinyFluxVAEEncoder, arch.TinyFluxVAEDecoder, float]:
+              log: TrainingLog) -> tuple[arch.TinyFluxVAEEncoder, arch.TinyFluxVAEDecoder, float]:
     # bf16 autocast: faster convolutions on CPU (and the shipped VAE runs in bf16 anyway)
     encoder, decoder = arch.TinyFluxVAEEncoder(), arch.TinyFluxVAEDecoder()
     params = list(encoder.parameters()) + list(decoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps, max(1, steps // 20)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps, max(1, steps // 20)))
     recent: list[float] = []
     for step in range(steps):
         x = images[torch.randint(0, len(images), (batch,), generator=gen)]
-        with _autocast():
+        with bf16_autocast():
             z = encoder(x).float()
             # moment penalty: each latent channel ~ zero mean, unit std over the batch
             mu, sd = z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3))
@@ -122,7 +122,7 @@ def _is_qk_norm(name: str) -> bool:
 
 
 def train_dit(latents: torch.Tensor, captions: list[str], steps: int, batch: int, lr: float,
-              text_lr: float, gen: torch.Generator, log: _Log) -> tuple[dict[str, torch.nn.Module], float]:
+              text_lr: float, gen: torch.Generator, log: TrainingLog) -> tuple[dict[str, torch.nn.Module], float]:
     from diffsynth.diffusion import FlowMatchScheduler
     from diffsynth.models.flux_text_encoder_clip import FluxTextEncoderClip
     from diffsynth.pipelines.flux_image import FluxImageUnit_PromptEmbedder, model_fn_flux_image
@@ -156,7 +156,7 @@ def train_dit(latents: torch.Tensor, captions: list[str], steps: int, batch: int
         {"params": [prm for prm in dit.parameters() if prm.requires_grad], "lr": lr},
         {"params": t5.parameters(), "lr": text_lr},
     ], weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps, max(1, steps // 20)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps, max(1, steps // 20)))
     params = [p for g in opt.param_groups for p in g["params"]]
     recent: list[float] = []
     for step in range(steps):
@@ -164,7 +164,7 @@ def train_dit(latents: torch.Tensor, captions: list[str], steps: int, batch: int
         x0 = latents[idx]
         # the pipeline's own T5 prompt encoding, once per distinct caption in the batch
         caps, inverse = torch.unique(cap_index[idx], return_inverse=True)
-        with _autocast():
+        with bf16_autocast():
             prompt_emb = embedder.encode_prompt_using_t5(
                 [unique[i] for i in caps.tolist()], t5, tok_t5, ds.T5_SEQUENCE_LENGTH, "cpu")[inverse]
         pooled = pooled_all[cap_index[idx]]
@@ -175,7 +175,7 @@ def train_dit(latents: torch.Tensor, captions: list[str], steps: int, batch: int
         xt = (1 - sigma) * x0 + sigma * noise  # scheduler.add_noise
         target = noise - x0  # scheduler.training_target
         weight = scheduler.linear_timesteps_weights[tid]  # scheduler.training_weight
-        with _autocast():
+        with bf16_autocast():
             pred = model_fn_flux_image(
                 dit=dit, latents=xt, timestep=scheduler.timesteps[tid], prompt_emb=prompt_emb,
                 pooled_prompt_emb=pooled, guidance=torch.full((batch,), ds.EMBEDDED_GUIDANCE),
@@ -249,10 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    log = _Log()
+    log = TrainingLog()
     images_np, captions = ds.make_dataset(args.seed, args.per_scene)
-    images = _to_tensor(images_np)
-    held_out = _to_tensor(ds.make_dataset(args.seed + 1, 1)[0])
+    images = to_tensor(images_np)
+    held_out = to_tensor(ds.make_dataset(args.seed + 1, 1)[0])
     log(f"dataset: {len(images)} images, {len(set(captions))} captions, sizes {arch.SIZES}")
 
     t0 = time.perf_counter()
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # the DiT learns one image per caption (no jitter): see quant_guard.judge.scenes
     canon_np, canon_captions = ds.make_dataset(args.seed, 1, jitter=0)
-    canon_latents = encode_all(encoder, _to_tensor(canon_np))
+    canon_latents = encode_all(encoder, to_tensor(canon_np))
     t1 = time.perf_counter()
     models, dit_loss = train_dit(canon_latents, canon_captions, args.dit_steps, args.dit_batch, args.dit_lr,
                                  args.text_lr, gen, log)

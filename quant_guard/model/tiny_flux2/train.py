@@ -27,23 +27,23 @@ import numpy as np
 import torch
 
 from quant_guard.judge import scenes as ds
-from quant_guard.model.tiny.train import _autocast, _Log, _lr_lambda, _to_tensor
+from quant_guard.model.tiny.train import bf16_autocast, TrainingLog, lr_lambda, to_tensor
 from quant_guard.model.tiny_flux2 import architecture as arch
 
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 
 
 def train_vae(images: torch.Tensor, steps: int, seconds: float, batch: int, lr: float, gen: torch.Generator,
-              log: _Log) -> tuple[torch.nn.Module, dict[str, float]]:
+              log: TrainingLog) -> tuple[torch.nn.Module, dict[str, float]]:
     vae = arch.new_vae()
     params = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps, max(1, steps // 20)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps, max(1, steps // 20)))
     recent: list[float] = []
     t0, step = time.process_time(), 0
     while step < steps and time.process_time() - t0 < seconds:
         x = images[torch.randint(0, len(images), (batch,), generator=gen)]
-        with _autocast():
+        with bf16_autocast():
             z = vae.encode(x).float()
             mu, sd = z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3))
             reg = (mu ** 2).mean() + ((sd - 1) ** 2).mean()
@@ -75,7 +75,7 @@ def prompt_embeddings(text_encoder: torch.nn.Module, tokenizer: Any, captions: l
 
 
 def train_dit(tokens: torch.Tensor, embeddings: torch.Tensor, steps: int, seconds: float, batch: int, lr: float,
-              gen: torch.Generator, log: _Log) -> tuple[torch.nn.Module, dict[str, float]]:
+              gen: torch.Generator, log: TrainingLog) -> tuple[torch.nn.Module, dict[str, float]]:
     from diffsynth.diffusion import FlowMatchScheduler
     from diffsynth.pipelines.flux2_image import Flux2Unit_ImageIDs, model_fn_flux2
 
@@ -87,7 +87,7 @@ def train_dit(tokens: torch.Tensor, embeddings: torch.Tensor, steps: int, second
     text_ids = torch.cartesian_prod(torch.arange(1), torch.arange(1), torch.arange(1),
                                     torch.arange(embeddings.shape[1]))[None]  # encode_prompt's text_ids
     opt = torch.optim.AdamW(dit.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps, max(1, steps // 20)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps, max(1, steps // 20)))
     recent: list[float] = []
     t0, step = time.process_time(), 0
     while step < steps and time.process_time() - t0 < seconds:
@@ -99,7 +99,7 @@ def train_dit(tokens: torch.Tensor, embeddings: torch.Tensor, steps: int, second
         xt = (1 - sigma) * x0 + sigma * noise  # scheduler.add_noise
         target = noise - x0  # scheduler.training_target
         weight = scheduler.linear_timesteps_weights[tid]  # scheduler.training_weight
-        with _autocast():
+        with bf16_autocast():
             pred = model_fn_flux2(dit=dit, latents=xt, timestep=scheduler.timesteps[tid], embedded_guidance=4.0,
                                   prompt_embeds=embeddings[idx], text_ids=text_ids, image_ids=image_ids)
         per_sample = ((pred.float() - target) ** 2).mean(dim=(1, 2))
@@ -151,18 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    log = _Log()
+    log = TrainingLog()
     files = TinyFamilyFiles(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     write_tokenizer(files.tokenizer)
-    images = _to_tensor(ds.make_dataset(args.seed, args.per_scene)[0])
+    images = to_tensor(ds.make_dataset(args.seed, args.per_scene)[0])
     vae, report = train_vae(images, args.vae_steps, args.vae_seconds, args.vae_batch, args.lr, gen, log)
     _save(files.vae, vae)
     canon_np, captions = ds.make_dataset(args.seed, 1, jitter=0)
     with torch.no_grad():
-        latents = torch.cat([vae.encode(_to_tensor(canon_np[i:i + 64])).float() for i in range(0, len(canon_np), 64)])
+        latents = torch.cat([vae.encode(to_tensor(canon_np[i:i + 64])).float() for i in range(0, len(canon_np), 64)])
         rec = vae.decode(latents).float().clamp(-1, 1)
-    mse = ((rec - _to_tensor(canon_np)) * 127.5).pow(2).mean(dim=(1, 2, 3))
+    mse = ((rec - to_tensor(canon_np)) * 127.5).pow(2).mean(dim=(1, 2, 3))
     report["vae_psnr_db"] = float((10 * torch.log10(255.0 ** 2 / mse)).mean())
     tokens = rearrange(latents, "B C H W -> B (H W) C")  # Flux2Unit_InputImageEmbedder's packing
     text_encoder = arch.TinyQwen3TextEncoder()

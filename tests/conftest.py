@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from helpers import REAL_CACHE, REPO_GOLDEN, VISUAL_TEST, make_goldens, project_toml, tree_digest
 
-from quant_guard.config.project import COMPONENTS
+from quant_guard.config.families import FAMILIES
 from quant_guard.store.paths import CACHE_ENV
 
 
@@ -93,7 +93,7 @@ def tiny_files(tmp_path: Path) -> dict[str, Path]:
     folder = tmp_path / "checkpoint"
     folder.mkdir()
     files = {}
-    for name in COMPONENTS:
+    for name in FAMILIES["flux"].components:
         files[name] = folder / (name if name.startswith("tokenizer") else f"{name}.safetensors")
         files[name].symlink_to(getattr(tiny, name))
     return files

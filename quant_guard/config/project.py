@@ -22,15 +22,14 @@ from quant_guard.config.limits import BASELINES, METRICS, PSNR_AMOUNT_DB, AlarmM
 from quant_guard.config.units import AUTO, parse_vram_limit
 from quant_guard.config.method_names import did_you_mean, known_methods
 from quant_guard.config.schemes import DEFAULT_SCHEMES, QUANTIZE_MODES, REFERENCE, STORAGE_DTYPES, Quantization, Scheme
+from quant_guard.config.families import DEFAULT_FAMILY, EMBEDDED, FAMILIES, RenderDefaults
 from quant_guard.config.sources import ComponentSource
 from quant_guard.config.thresholds import LIMITS, MEANING_KEY, MEANING_OFF, ExpectedSettings, ThresholdOverrides, Thresholds
-from quant_guard.config import tiny_settings as tiny_settings
 from quant_guard.config.units import UnitError, parse_bytes, parse_seconds
 
 # Ids become file and folder names of goldens, so they are restricted to a safe alphabet.
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-COMPONENTS = ("dit", "text_encoder_clip", "text_encoder_t5", "vae", "tokenizer_clip", "tokenizer_t5")
 DEVICES = ("auto", "cpu", "cuda")
 MARKS = ("gpu",)
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
@@ -41,27 +40,11 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class RenderDefaults:
-    """A checkpoint's render settings for cases that do not set their own."""
-
-    steps: int = 20
-    width: int = 1024
-    height: int = 1024
-    guidance: float = 3.5
-
-
-EMBEDDED_RENDER: dict[str, RenderDefaults] = {
-    "tiny": RenderDefaults(steps=tiny_settings.RECOMMENDED_STEPS, width=tiny_settings.IMAGE_SIZE,
-                           height=tiny_settings.IMAGE_SIZE, guidance=tiny_settings.EMBEDDED_GUIDANCE),
-}
-EMBEDDED_T5_SEQUENCE_LENGTH: dict[str, int] = {"tiny": tiny_settings.T5_SEQUENCE_LENGTH}
-
-
-@dataclass(frozen=True)
 class CheckpointSpec:
     id: str
-    embedded: str | None  # "tiny", or None for a checkpoint given by its components
+    embedded: str | None  # "tiny" (families.EMBEDDED), or None for a checkpoint given by its components
     components: dict[str, ComponentSource]  # empty for an embedded checkpoint
+    family: str = DEFAULT_FAMILY  # its model family (families.FAMILIES; quant_guard.model.families)
     # the candidates, each compared with the bf16 golden (schemes.py); declared_schemes: the
     # configuration lists them, so test ids and expected-metrics files name the scheme
     schemes: tuple[Scheme, ...] = DEFAULT_SCHEMES
@@ -379,20 +362,26 @@ def _source(value: Any, t: _Table, key: str, base: Path) -> ComponentSource:
 def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
     checkpoint_id = t.identifier("id")
     embedded = t.get("embedded", str)
-    if embedded is not None and embedded != "tiny":
-        t.fail("embedded", f"unknown embedded checkpoint {embedded!r}; the only one is 'tiny'")
+    if embedded is not None and embedded not in EMBEDDED:
+        t.fail("embedded", f"unknown embedded checkpoint {embedded!r}; known: {', '.join(EMBEDDED)}")
+    family = _family(t, embedded)
     components: dict[str, ComponentSource] = {}
+    keys = FAMILIES[family].components
     if (c := t.sub("components")) is not None:
-        for key in COMPONENTS:
+        for key in keys:
             if key in c.data:
                 components[key] = _source(c.get(key, (str, dict)), c, key, base)
-        c.finish()
+        unknown = sorted(set(c.data) - set(keys), key=str)
+        if unknown:
+            hint = did_you_mean(str(unknown[0]), frozenset(keys))
+            c.fail(unknown[0], f"unknown key{hint}: the {family!r} family's components are {', '.join(keys)}")
     if embedded and components:
         t.fail("components", "an embedded checkpoint takes no components")
     if not embedded:
-        missing = [k for k in COMPONENTS if k not in components]
+        missing = [k for k in keys if k not in components]
         if missing:
-            t.fail("components", f"missing {', '.join(missing)} (or set embedded = \"tiny\")")
+            t.fail("components", f"missing {', '.join(missing)} (the {family!r} family's components: "
+                   f"{', '.join(keys)}; or set embedded = \"tiny\")")
     schemes, declared = _schemes(t, base)
     device = t.get("device", str, "auto")
     if device not in DEVICES:
@@ -409,21 +398,18 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
     limits = Budget()
     if (lim := t.sub("limits")) is not None:
         limits = _limits(lim)
-    # an embedded checkpoint also brings the render settings its thresholds were measured at
-    render = EMBEDDED_RENDER.get(embedded or "", RenderDefaults())
+    # an embedded checkpoint brings the render settings its thresholds were measured at, a real
+    # one its family's (DiffSynth's example)
+    render = EMBEDDED[embedded].render if embedded else FAMILIES[family].render
     if (r := t.sub("render")) is not None:
         size = _size(r, f"{render.width}x{render.height}")
         render = RenderDefaults(steps=r.integer("steps", render.steps, low=1), width=size[0], height=size[1],
                                 guidance=r.number("guidance", render.guidance, low=0.0, high=100.0))  # type: ignore[arg-type]
         r.finish()
-    if embedded and "t5_sequence_length" in t.data:
-        t.fail("t5_sequence_length", f"the embedded {embedded!r} checkpoint always uses the length it was trained "
-               f"with ({EMBEDDED_T5_SEQUENCE_LENGTH[embedded]}); remove the key")
-    t5_sequence_length = (EMBEDDED_T5_SEQUENCE_LENGTH[embedded] if embedded
-                          else t.integer("t5_sequence_length", 512, low=1))
+    t5_sequence_length = _t5_sequence_length(t, embedded, family)
     cpu_offload = t.get("cpu_offload", bool, False)
     spec = CheckpointSpec(
-        id=checkpoint_id, embedded=embedded, components=components,
+        id=checkpoint_id, embedded=embedded, components=components, family=family,
         schemes=schemes, declared_schemes=declared, device=device,
         cpu_offload=cpu_offload, vram_limit_bytes=_vram_limit(t, cpu_offload),
         disk_offload=t.get("disk_offload", bool, False),
@@ -433,6 +419,31 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
     )
     t.finish()
     return spec
+
+
+def _family(t: _Table, embedded: str | None) -> str:
+    """``family = ...``: one of FAMILIES; an embedded checkpoint's is its own (naming another is an error)."""
+    named = t.get("family", str)
+    if named is not None and named not in FAMILIES:
+        t.fail("family", f"unknown model family {named!r}; known: {', '.join(FAMILIES)}")
+    if embedded is None:
+        return named or DEFAULT_FAMILY
+    own = EMBEDDED[embedded].family
+    if named is not None and named != own:
+        t.fail("family", f"the embedded {embedded!r} checkpoint is of the {own!r} family, not {named!r}")
+    return own
+
+
+def _t5_sequence_length(t: _Table, embedded: str | None, family: str) -> int:
+    """The T5 length FLUX.1's pipeline is called with; the other families have no T5 encoder."""
+    trained = EMBEDDED[embedded].t5_sequence_length if embedded else None
+    if "t5_sequence_length" in t.data:
+        if not FAMILIES[family].t5_sequence_length:
+            t.fail("t5_sequence_length", f"the {family!r} family has no T5 text encoder; remove the key")
+        if trained is not None:
+            t.fail("t5_sequence_length", f"the embedded {embedded!r} checkpoint always uses the length it was "
+                   f"trained with ({trained}); remove the key")
+    return trained if trained is not None else t.integer("t5_sequence_length", 512, low=1)
 
 
 def _schemes(t: _Table, base: Path) -> tuple[tuple[Scheme, ...], bool]:

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant_guard.store.atomic import atomic_write
-from quant_guard.config.project import COMPONENTS, CheckpointSpec, ComponentSource
+from quant_guard.config.project import CheckpointSpec, ComponentSource
+from quant_guard.model.families import embedded_family, family_of
 from quant_guard.store.paths import cache_dir
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from quant_guard.config.schemes import Scheme
-    from quant_guard.model.tiny.build import TinyCheckpointFiles
+    from quant_guard.model.tiny.build import TinyCheckpointFiles, TinyFamilyFiles
 
 PICKLE_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".pkl", ".pickle")
 
@@ -40,13 +41,13 @@ class ResolvedCheckpoint:
     # scheme id -> why its own DiT file is unusable: only that scheme's tests fail, the reference
     # and the other schemes still run (a typo in one path must not take down the checkpoint)
     scheme_problems: dict[str, str] = field(default_factory=dict)
+    family: str | None = None  # its model family's name (None: the default family)
 
     def weight_files(self) -> list[Path]:
         out: list[Path] = []
-        for name in COMPONENTS:
+        for name in family_of(self).model_components:
             value = self.files[name]
-            if not name.startswith("tokenizer"):
-                out.extend(value if isinstance(value, list) else [value])
+            out.extend(value if isinstance(value, list) else [value])
         return out
 
     def scheme_dit(self, scheme_id: str) -> Path | None:
@@ -57,30 +58,34 @@ class ResolvedCheckpoint:
         return self.scheme_dits.get(scheme_id)
 
 
-def tiny_resolved(tiny: TinyCheckpointFiles, scheme_dits: Mapping[str, Path] | None = None, *,
-                  vae: Path | None = None) -> ResolvedCheckpoint:
-    """The embedded tiny checkpoint's files as ``model.pipelines.build_pipeline`` takes a checkpoint:
-    ``scheme_dits`` gives schemes a DiT file of their own (pre-quantized or damaged, by scheme id),
-    ``vae`` replaces the VAE (the benchmarks' decoder damage)."""
-    from quant_guard.config.tiny_settings import T5_SEQUENCE_LENGTH
+def tiny_resolved(tiny: TinyCheckpointFiles | TinyFamilyFiles, scheme_dits: Mapping[str, Path] | None = None, *,
+                  vae: Path | None = None, embedded: str = "tiny") -> ResolvedCheckpoint:
+    """An embedded tiny checkpoint's files as ``model.pipelines.build_pipeline`` takes a checkpoint
+    (``embedded`` names which, and so its family): ``scheme_dits`` gives schemes a DiT file of their
+    own (pre-quantized or damaged, by scheme id), ``vae`` replaces the VAE (the benchmarks' decoder
+    damage)."""
+    from quant_guard.config.families import EMBEDDED
 
     files: dict[str, Path | list[Path]] = dict(tiny.components())
     if vae is not None:
         files["vae"] = vae
-    return ResolvedCheckpoint("tiny", files, dict(scheme_dits or {}), T5_SEQUENCE_LENGTH)
+    own = EMBEDDED[embedded]
+    return ResolvedCheckpoint(embedded, files, dict(scheme_dits or {}), own.t5_sequence_length or 512,
+                              family=own.family)
 
 
 def resolve_checkpoint(spec: CheckpointSpec) -> ResolvedCheckpoint:
-    if spec.embedded == "tiny":
-        from quant_guard.model.tiny.build import ensure_tiny_checkpoint
-
-        files: dict[str, Path | list[Path]] = dict(ensure_tiny_checkpoint().components())
+    family = family_of(spec)
+    if spec.embedded:
+        tiny = embedded_family(spec.embedded).tiny
+        assert tiny is not None
+        files: dict[str, Path | list[Path]] = tiny.files()
     else:
-        files = {name: _local(spec.components[name], f"{spec.id}.{name}") for name in COMPONENTS}
+        files = {name: _local(spec.components[name], f"{spec.id}.{name}") for name in family.component_names}
     for name, value in files.items():
         for path in value if isinstance(value, list) else [value]:
             what = f"checkpoint {spec.id!r} component {name}"
-            header = _check_file(path, what, folder=name.startswith("tokenizer"))
+            header = _check_file(path, what, folder=name in family.tokenizer_names)
             if name == "dit":
                 _refuse_float8_reference(header, path, what)
     scheme_dits: dict[str, Path] = {}
@@ -91,7 +96,7 @@ def resolve_checkpoint(spec: CheckpointSpec) -> ResolvedCheckpoint:
                 scheme_dits[scheme.id] = scheme_dit_file(spec, scheme)
             except CheckpointError as exc:
                 problems[scheme.id] = str(exc)
-    return ResolvedCheckpoint(spec.id, files, scheme_dits, spec.t5_sequence_length, problems)
+    return ResolvedCheckpoint(spec.id, files, scheme_dits, spec.t5_sequence_length, problems, family=spec.family)
 
 
 def scheme_dit_file(spec: CheckpointSpec, scheme: Scheme) -> Path:
@@ -249,9 +254,10 @@ def folder_sha256(path: Path) -> str:
 def checkpoint_hashes(resolved: ResolvedCheckpoint) -> dict[str, str]:
     """Component name -> sha256, the identity a golden records."""
     out: dict[str, str] = {}
-    for name in COMPONENTS:
+    family = family_of(resolved)
+    for name in family.component_names:
         value = resolved.files[name]
-        if name.startswith("tokenizer"):
+        if name in family.tokenizer_names:
             out[name] = folder_sha256(value)  # type: ignore[arg-type]
         elif isinstance(value, list):
             out[name] = hashlib.sha256("".join(file_sha256(p) for p in sorted(value)).encode()).hexdigest()

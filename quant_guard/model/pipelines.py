@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from quant_guard.model.checkpoints import CheckpointError, ResolvedCheckpoint
 from quant_guard.model.host_memory import HostMemoryShortfall, HostPlan, check_host_memory, host_plan, measured_build
-from quant_guard.model.families import family_of
+from quant_guard.model.families import default_family, family_of
 from quant_guard.model.families.base import DIT
 from quant_guard.model.memory_plan import MemoryPlan, plan_memory, torch_fields
 from quant_guard.model.scheme_check import check_scheme_applied
@@ -44,18 +44,22 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def prepare_diffsynth() -> None:
+def prepare_diffsynth(family: ModelFamily | None = None) -> None:
+    """Import torch and DiffSynth for the life of the process, patch what DiffSynth needs on the CPU,
+    and register the embedded tiny checkpoint of ``family`` (default: the default family's) with
+    DiffSynth's model registry."""
     from quant_guard.model.long_lived import frozen_after
 
     with frozen_after():  # what torch and DiffSynth create on import lives as long as the process
         import torch
 
-        from quant_guard.model.tiny.architecture import register_with_diffsynth
+        family = family or default_family()
+        if family.tiny is not None:
+            family.tiny.register_with_diffsynth()
 
     # DiffSynth calls torch.<device>.empty_cache() when VRAM management is on; torch.cpu has none.
     if not hasattr(torch.cpu, "empty_cache"):
         torch.cpu.empty_cache = lambda: None  # type: ignore[attr-defined]
-    register_with_diffsynth()
 
 
 class LoadOutOfMemory(Exception):
@@ -156,11 +160,11 @@ def build_pipeline(checkpoint: ResolvedCheckpoint, scheme: Scheme, device: str,
                    *, plan: MemoryPlan | None = None) -> BasePipeline:
     """Load every component of the checkpoint's model family from local files under ``plan``
     (default: all on ``device``), the DiT in ``scheme``. Errors name the file that failed."""
-    prepare_diffsynth()
+    family = family_of(checkpoint)
+    prepare_diffsynth(family)
     import torch
     from diffsynth.core import ModelConfig
 
-    family = family_of(checkpoint)
     plan = plan or default_plan(scheme, device, family)
     if plan.device != device or plan.scheme != scheme:
         raise ValueError(f"memory plan for {plan.scheme.id} on {plan.device}, asked {scheme.id} on {device}")

@@ -133,12 +133,15 @@ def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: 
             if k.startswith(targets.text_embedders):
                 out[k] = torch.zeros_like(v)
     elif kind is Degradation.COLOUR_SHIFT:
-        final, positions = targets.final_bias, targets.patch_positions
+        final = targets.final_bias
+        if final is None:
+            raise ValueError(f"{kind.value} shifts the final projection's bias, and this family's DiT has none")
         if final not in out:
             raise ValueError(f"state dict has no {final!r} (the final projection to the latent)")
         bias = out[final].float().clone()
-        first = COLOUR_SHIFT_CHANNEL * positions  # the channel's patch positions (FLUX.1: 2x2)
-        bias[first:first + positions] += strength if strength is not None else COLOUR_SHIFT_OFFSET
+        # the channel's patch positions (FLUX.1: 2x2)
+        bias[targets.channel_positions(COLOUR_SHIFT_CHANNEL, bias.numel())] += (
+            strength if strength is not None else COLOUR_SHIFT_OFFSET)
         out[final] = bias.to(out[final].dtype)
     return out
 

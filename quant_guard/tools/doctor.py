@@ -24,7 +24,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quant_guard.config.project import COMPONENTS, CheckpointSpec, ComponentSource, QuantGuardConfig
+from quant_guard.config.project import CheckpointSpec, ComponentSource, QuantGuardConfig
 from quant_guard.store.fingerprint import nvidia_driver
 from quant_guard.model.families import default_family, family_of
 from quant_guard.model.families.base import DIT
@@ -243,7 +243,7 @@ class CheckpointFiles:
 
 def checkpoint_files(spec: CheckpointSpec) -> CheckpointFiles:
     present, missing = {}, []
-    for name in COMPONENTS:
+    for name in family_of(spec).component_names:
         paths = local_files(spec.components[name])
         if paths:
             present[name] = _size(paths)
@@ -255,7 +255,7 @@ def checkpoint_files(spec: CheckpointSpec) -> CheckpointFiles:
 def disk_findings(spec: CheckpointSpec, files: CheckpointFiles) -> list[Finding]:
     present = sum(files.present_bytes.values())
     if not files.missing:
-        return [Finding(Status.OK, "files", f"all {len(COMPONENTS)} components on disk ({format_bytes(present)})")]
+        return [Finding(Status.OK, "files", f"all {len(files.present_bytes)} components on disk ({format_bytes(present)})")]
     # a local path that is not there is a mistake, not something DiffSynth will download
     absent = [n for n in files.missing if spec.components[n].path is not None]
     findings = [Finding(Status.FAIL, "files", f"{name}: local file {spec.components[name].path} does not exist")

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from quant_guard.config.project import COMPONENTS
+from quant_guard.config import families as config_families
 from quant_guard.model.families import (
     UnknownModelFamily,
     default_family,
+    embedded_family,
     families,
     family,
     family_of,
@@ -72,7 +73,10 @@ def names_in_code(source: str) -> list[tuple[int, str]]:
 
 
 def _allowed(path: Path) -> bool:
-    """A family's own module, or an embedded tiny checkpoint's package."""
+    """A family's own module, the configuration's table of family names, or an embedded tiny
+    checkpoint's package."""
+    if path == PACKAGE / "config" / "families.py":
+        return True
     if path.parent == FAMILIES:
         return path.name not in ("__init__.py", "base.py")
     model = PACKAGE / "model"
@@ -120,6 +124,24 @@ def test_the_registry_finds_flux_and_names_the_known_families() -> None:
         family_of(Named())  # a checkpoint naming a family is asked for that one, never the default
 
 
+def test_the_configuration_knows_each_family_as_the_model_wing_does() -> None:
+    """config/families.py (what a configuration may say) and model/families/ (what the code does)
+    name the same families, with the same component keys and the same embedded tiny checkpoints."""
+    assert set(config_families.FAMILIES) == set(families())
+    for name, settings in config_families.FAMILIES.items():
+        assert family(name).component_names == settings.components, name
+        assert ("t5_sequence_length", "t5_sequence_length") in family(name).call_arguments \
+            if settings.t5_sequence_length else all(k != "t5_sequence_length" for _, k in family(name).call_arguments)
+        assert dict(family(name).call_arguments)["guidance"] == settings.guidance, name
+    assert config_families.DEFAULT_FAMILY == default_family().name
+    tinies = {f.tiny.name: f.name for f in families().values() if f.tiny is not None}
+    assert tinies == {embedded: e.family for embedded, e in config_families.EMBEDDED.items()}
+    for embedded, family_name in tinies.items():
+        assert embedded_family(embedded) is family(family_name)
+    with pytest.raises(UnknownModelFamily, match="known: tiny"):
+        embedded_family("tiny-sd15")
+
+
 def test_flux_components_are_what_the_code_used_before() -> None:
     # pipelines.build_pipeline's ModelConfigs and memory_plan's MODEL_COMPONENTS / DISK_COMPONENTS
     assert FLUX.model_components == ("dit", "text_encoder_clip", "text_encoder_t5", "vae")
@@ -129,7 +151,7 @@ def test_flux_components_are_what_the_code_used_before() -> None:
         "dit": "dit", "text_encoder_clip": "text_encoder_1", "text_encoder_t5": "text_encoder_2", "vae": "vae_decoder"}
     assert [(t.name, t.argument) for t in FLUX.tokenizers] == [("tokenizer_clip", "tokenizer_1_config"),
                                                                ("tokenizer_t5", "tokenizer_2_config")]
-    assert FLUX.component_names == COMPONENTS  # the configuration's component keys
+    assert FLUX.component_names == config_families.FAMILIES["flux"].components  # the configuration's component keys
     assert FLUX.dit_registry_name == "flux_dit"
     assert FLUX.vram_layers == VramLayers("AutoWrappedLinear", "AutoWrappedQuantizedModule")
     assert FLUX.layer_naming.diffusers_class == "FluxTransformer2DModel"

@@ -19,7 +19,8 @@ from helpers import VISUAL_TEST
 from helpers import replace_file, spec_for
 from quant_guard.run.cases import CaseResult, Verdict
 from quant_guard.model.checkpoints import CheckpointError, ResolvedCheckpoint, resolve_checkpoint
-from quant_guard.config.project import COMPONENTS, CheckpointSpec
+from quant_guard.config.families import FAMILIES
+from quant_guard.config.project import CheckpointSpec
 
 
 # ---- missing file ----------------------------------------------------------------------------
@@ -261,6 +262,6 @@ def test_hash_cache_is_not_needed_for_errors(tiny_files: dict[str, Path], monkey
     _hash_cache_file().parent.mkdir(parents=True)
     _hash_cache_file().write_text("{not json")
     hashes = checkpoint_hashes(resolve_checkpoint(spec_for(tiny_files)))
-    assert set(hashes) == set(COMPONENTS)
+    assert set(hashes) == set(FAMILIES["flux"].components)
     assert json.loads(_hash_cache_file().read_text())
     assert os.listdir(_hash_cache_file().parent) == ["file-hashes.json"]

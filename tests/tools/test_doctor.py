@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from quant_guard.cli import main as cli_main
-from quant_guard.config.project import COMPONENTS, CheckpointSpec, ComponentSource, RenderDefaults
+from quant_guard.config.families import FAMILIES
+from quant_guard.config.project import CheckpointSpec, ComponentSource, RenderDefaults
 from quant_guard.config.limits import Budget
 from quant_guard.tools.doctor import (
     CheckpointFiles,
@@ -121,7 +122,7 @@ def test_missing_files_are_estimated_at_flux_size_against_free_disk(tmp_path: Pa
     vae.parent.mkdir(parents=True)
     vae.write_bytes(b"x" * 1000)
     components = {name: ComponentSource(model_id="org/flux", origin_file_pattern=f"{name}.safetensors")
-                  for name in COMPONENTS}
+                  for name in FAMILIES["flux"].components}
     components["vae"] = ComponentSource(model_id="org/flux", origin_file_pattern="ae.safetensors")
     spec = real_spec(components=components)
     files = checkpoint_files(spec)
@@ -140,7 +141,7 @@ def test_a_missing_local_file_is_a_failure_not_a_download(tmp_path: Path, tiny_f
     """A component given as a local path that does not exist is named as missing (DiffSynth
     downloads only model_id components); the checkpoint's other files are fine."""
     nope = tmp_path / "models" / "nope" / "flux1-dev.safetensors"
-    components = {name: ComponentSource(path=tiny_files[name]) for name in COMPONENTS}
+    components = {name: ComponentSource(path=tiny_files[name]) for name in FAMILIES["flux"].components}
     components["dit"] = ComponentSource(path=nope)
     spec = real_spec(components=components)
     findings = disk_findings(spec, checkpoint_files(spec))
@@ -256,7 +257,7 @@ def _tiny_plan_config(tmp_path: Path, *, offload: bool = False, disk: bool = Fal
     from quant_guard.model.tiny.build import ensure_tiny_checkpoint
 
     tiny = ensure_tiny_checkpoint()
-    components = "\n".join(f'{name} = "{getattr(tiny, name)}"' for name in COMPONENTS)
+    components = "\n".join(f'{name} = "{getattr(tiny, name)}"' for name in FAMILIES["flux"].components)
     config = tmp_path / "qg.toml"
     config.write_text(TINY_PLAN_CONFIG.format(offload=str(offload).lower(), disk=str(disk).lower(),
                                               schemes=json.dumps(list(schemes)), limits=limits, components=components))

@@ -60,10 +60,19 @@ def default_family() -> ModelFamily:
 
 def family_of(checkpoint: object | None = None) -> ModelFamily:
     """The family of a checkpoint (a ``CheckpointSpec``, a ``ResolvedCheckpoint`` or None): the
-    one it names in a ``family`` attribute, else the default. No checkpoint has that attribute
-    yet (issue 28 adds the configuration key): this is the one place that reads it."""
+    one its ``family`` attribute names (the configuration's ``family`` key), else the default.
+    This is the one place that reads it."""
     name = getattr(checkpoint, "family", None)
     return family(name) if name else default_family()
+
+
+def embedded_family(embedded: str) -> ModelFamily:
+    """The family whose embedded tiny checkpoint is called ``embedded``."""
+    for candidate in families().values():
+        if candidate.tiny is not None and candidate.tiny.name == embedded:
+            return candidate
+    known = [f.tiny.name for f in families().values() if f.tiny is not None]
+    raise UnknownModelFamily(f"no model family ships an embedded checkpoint {embedded!r}; known: {', '.join(known)}")
 
 
 def family_of_pipeline(pipe: object) -> ModelFamily:

@@ -80,9 +80,19 @@ class DamageTargets:
     attention_out: tuple[str, ...]  # in a block: the attention output projection's tensors
     feed_forward_in: str  # in a block: the feed-forward input's weight
     text_embedders: tuple[str, ...]  # prefixes of the DiT's text-conditioning embedders
-    final_bias: str  # the final projection's bias: latent channel c's patch positions at c * patch_positions
+    # the final projection's bias (None: it has none, so COLOUR_SHIFT cannot be planted); latent
+    # channel c's patch positions are c * patch_positions + k, or with ``channel_last`` k * channels + c
+    final_bias: str | None
     patch_positions: int  # latent positions per patch (2x2 -> 4)
     decoder_out_bias: str  # the VAE file's last decoder convolution's bias: R, G, B
+    channel_last: bool = False  # the DiT's output features are ordered (patch position, channel)
+
+    def channel_positions(self, channel: int, features: int) -> list[int]:
+        """Indices of latent channel ``channel`` in the final bias of ``features`` entries."""
+        if self.channel_last:
+            channels = features // self.patch_positions
+            return [k * channels + channel for k in range(self.patch_positions)]
+        return list(range(channel * self.patch_positions, (channel + 1) * self.patch_positions))
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,27 @@ class Architecture:
 
 
 @dataclass(frozen=True)
+class EmbeddedTiny:
+    """The family's tiny checkpoint shipped in quant_guard (``embedded = NAME`` in the
+    configuration; ``config.families.EMBEDDED`` has its render settings)."""
+
+    name: str  # "tiny-qwen-image"
+    # dotted path of the function that builds it into the cache once and returns its files (an
+    # object whose ``components()`` maps each of the family's component names to its path)
+    ensure: str
+    # dotted path of the function that registers its classes with DiffSynth (model hashes and
+    # VRAM-management entries), so that DiffSynth recognises its files
+    register: str
+
+    def files(self) -> dict[str, Any]:
+        """Component name -> path, built first if needed."""
+        return dict(import_dotted(self.ensure)().components())
+
+    def register_with_diffsynth(self) -> None:
+        import_dotted(self.register)()
+
+
+@dataclass(frozen=True)
 class ModelFamily:
     """What one DiffSynth pipeline family needs that others do not. A new family is a module in
     this package exporting ``FAMILY``; nothing outside it changes."""
@@ -147,6 +178,7 @@ class ModelFamily:
     tokenizer_writer: str = ""
     # the family of a checkpoint that names none (one family says so; ``family_of``)
     default: bool = False
+    tiny: EmbeddedTiny | None = None  # its embedded tiny checkpoint
 
     def __post_init__(self) -> None:
         if DIT not in self.model_components:
@@ -162,9 +194,13 @@ class ModelFamily:
         return tuple(c.name for c in self.components if c.disk_offload)
 
     @property
+    def tokenizer_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tokenizers)
+
+    @property
     def component_names(self) -> tuple[str, ...]:
         """Every file or folder of a checkpoint: the model components, then the tokenizers."""
-        return self.model_components + tuple(t.name for t in self.tokenizers)
+        return self.model_components + self.tokenizer_names
 
     def pipeline_type(self) -> type:
         """The DiffSynth pipeline class (imports DiffSynth)."""

@@ -10,6 +10,7 @@ from quant_guard.model.families.base import (
     Architecture,
     Component,
     DamageTargets,
+    EmbeddedTiny,
     LayerNaming,
     ModelClass,
     ModelFamily,
@@ -114,5 +115,7 @@ FAMILY = ModelFamily(
         feed_forward_in="ff_a.0.weight", text_embedders=("context_embedder.", "pooled_text_embedder."),
         final_bias="final_proj_out.bias", patch_positions=4, decoder_out_bias="decoder.conv_out.bias"),
     architectures=(FLUX_DEV, TINY),
-    default=True,  # every checkpoint is FLUX.1 until the configuration names a family (issue 28)
+    default=True,  # a checkpoint that names no family is FLUX.1
+    tiny=EmbeddedTiny("tiny", ensure="quant_guard.model.tiny.build.ensure_tiny_checkpoint",
+                      register="quant_guard.model.tiny.architecture.register_with_diffsynth"),
 )

@@ -1,0 +1,49 @@
+"""FLUX.2 (DiffSynth's ``Flux2ImagePipeline``), in the layout of FLUX.2-klein: a double- and
+single-stream DiT without biases, a Qwen3 text encoder read at three depths, and FLUX.2's VAE.
+Every answer here is read from DiffSynth 2.1.12's sources and examples;
+``quant_guard/model/tiny_flux2/FACTS.md`` cites each one."""
+
+from __future__ import annotations
+
+from quant_guard.model.families.base import (
+    DIT,
+    Component,
+    DamageTargets,
+    EmbeddedTiny,
+    LayerNaming,
+    ModelFamily,
+    Tokenizer,
+)
+
+FAMILY = ModelFamily(
+    name="flux2",
+    label="FLUX.2",
+    pipeline_class="diffsynth.pipelines.flux2_image.Flux2ImagePipeline",
+    components=(
+        Component(DIT, "dit", disk_offload=True),
+        # klein's Qwen3 encoder (FLUX.2-dev's Mistral encoder would land in ``text_encoder``)
+        Component("text_encoder", "text_encoder_qwen3", disk_offload=True),
+        Component("vae", "vae"),
+    ),
+    tokenizers=(Tokenizer("tokenizer", "tokenizer_config", 2**24),),
+    dit_registry_name="flux2_dit",
+    # klein ignores embedded_guidance (guidance_embeds=False): guidance is true CFG; no T5 (the
+    # prompt is always padded to 512 tokens)
+    call_arguments=(("prompt", "prompt"), ("seed", "seed"), ("steps", "num_inference_steps"), ("width", "width"),
+                    ("height", "height"), ("guidance", "cfg_scale")),
+    scheduler_name="FlowMatchScheduler:FLUX.2",
+    # DiffSynth's FLUX.2 DiT has diffusers' Flux2Transformer2DModel module names (no converter)
+    layer_naming=LayerNaming(
+        block_lists=(("transformer_blocks", "joint block"), ("single_transformer_blocks", "single block")),
+        diffusers_class="Flux2Transformer2DModel",
+        diffusers_blocks=(("transformer_blocks", "transformer_blocks"),
+                          ("single_transformer_blocks", "single_transformer_blocks")),
+        diffusers_names=((r"(.+)", r"\1"),),
+    ),
+    damage=DamageTargets(
+        block="transformer_blocks.{block}.", attention_out=("attn.to_out.0.weight",),  # no biases
+        feed_forward_in="ff.linear_in.weight", text_embedders=("context_embedder.",),
+        final_bias=None, patch_positions=1, decoder_out_bias="decoder.conv_out.bias"),
+    tiny=EmbeddedTiny("tiny-flux2", ensure="quant_guard.model.tiny_flux2.build.ensure_tiny_flux2_checkpoint",
+                      register="quant_guard.model.tiny_flux2.architecture.register_with_diffsynth"),
+)

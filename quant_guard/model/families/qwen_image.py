@@ -1,0 +1,45 @@
+"""Qwen-Image (DiffSynth's ``QwenImagePipeline``): a 20B double-stream DiT, a Qwen2.5-VL text
+encoder and a Wan-style VAE. Every answer here is read from DiffSynth 2.1.12's sources and
+examples; ``quant_guard/model/tiny_qwen_image/FACTS.md`` cites each one."""
+
+from __future__ import annotations
+
+from quant_guard.model.families.base import (
+    DIT,
+    Component,
+    DamageTargets,
+    EmbeddedTiny,
+    LayerNaming,
+    ModelFamily,
+    Tokenizer,
+)
+
+FAMILY = ModelFamily(
+    name="qwen-image",
+    label="Qwen-Image",
+    pipeline_class="diffsynth.pipelines.qwen_image.QwenImagePipeline",
+    components=(
+        Component(DIT, "dit", disk_offload=True),
+        Component("text_encoder", "text_encoder", disk_offload=True),
+        Component("vae", "vae"),
+    ),
+    tokenizers=(Tokenizer("tokenizer", "tokenizer_config", 2**23),),
+    dit_registry_name="qwen_image_dit",
+    # true CFG (two DiT passes per step unless cfg_scale is 1); no embedded guidance, no T5
+    call_arguments=(("prompt", "prompt"), ("seed", "seed"), ("steps", "num_inference_steps"), ("width", "width"),
+                    ("height", "height"), ("guidance", "cfg_scale")),
+    scheduler_name="FlowMatchScheduler:Qwen-Image",
+    # DiffSynth's Qwen-Image DiT has diffusers' QwenImageTransformer2DModel module names (no converter)
+    layer_naming=LayerNaming(
+        block_lists=(("transformer_blocks", "joint block"),),
+        diffusers_class="QwenImageTransformer2DModel",
+        diffusers_blocks=(("transformer_blocks", "transformer_blocks"),),
+        diffusers_names=((r"(.+)", r"\1"),),
+    ),
+    damage=DamageTargets(
+        block="transformer_blocks.{block}.", attention_out=("attn.to_out.0.weight", "attn.to_out.0.bias"),
+        feed_forward_in="img_mlp.net.0.proj.weight", text_embedders=("txt_in.",),
+        final_bias="proj_out.bias", patch_positions=4, decoder_out_bias="decoder.conv_out.bias"),
+    tiny=EmbeddedTiny("tiny-qwen-image", ensure="quant_guard.model.tiny_qwen_image.build.ensure_tiny_qwen_image",
+                      register="quant_guard.model.tiny_qwen_image.architecture.register_with_diffsynth"),
+)

@@ -1,0 +1,79 @@
+"""A checkpoint's ``family`` key and the embedded tiny checkpoints of each family: the family
+decides the component keys, the render defaults and whether ``t5_sequence_length`` means
+anything; every mistake is an error naming the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quant_guard.config.families import EMBEDDED, FAMILIES
+from quant_guard.config.project import ConfigError, parse_config
+
+FILE = Path("/projects/demo/pyproject.toml")
+ONE_ENCODER = {"dit": "dit.safetensors", "text_encoder": "te.safetensors", "vae": "vae.safetensors",
+               "tokenizer": "tokenizer"}
+
+
+def _checkpoint(**table: Any) -> Any:
+    config = parse_config({"checkpoints": [{"id": "ckpt", **table}],
+                           "cases": [{"id": "case", "prompt": "a red circle"}]}, file=FILE)
+    return config.checkpoints[0]
+
+
+def test_a_checkpoint_without_a_family_is_flux_with_its_components() -> None:
+    flux = {name: f"{name}.safetensors" for name in FAMILIES["flux"].components}
+    spec = _checkpoint(components=flux)
+    assert spec.family == "flux" and set(spec.components) == set(flux)
+    assert spec.render == FAMILIES["flux"].render and spec.t5_sequence_length == 512
+
+
+@pytest.mark.parametrize("name", ["qwen-image", "z-image", "flux2"])
+def test_a_named_family_takes_its_own_components_and_render_defaults(name: str) -> None:
+    spec = _checkpoint(family=name, components=ONE_ENCODER)
+    assert spec.family == name and set(spec.components) == set(ONE_ENCODER)
+    assert spec.render == FAMILIES[name].render
+    assert spec.components["dit"].path == FILE.parent / "dit.safetensors"
+
+
+def test_the_real_checkpoint_defaults_follow_diffsynth_examples() -> None:
+    # Qwen-Image at 1328² with true CFG 4; the distilled Z-Image-Turbo and FLUX.2-klein without CFG
+    assert (FAMILIES["qwen-image"].render.width, FAMILIES["qwen-image"].render.guidance) == (1328, 4.0)
+    assert (FAMILIES["z-image"].render.steps, FAMILIES["z-image"].render.guidance) == (8, 1.0)
+    assert (FAMILIES["flux2"].render.steps, FAMILIES["flux2"].render.guidance) == (4, 1.0)
+
+
+@pytest.mark.parametrize(("embedded", "family"), [(e, s.family) for e, s in EMBEDDED.items()])
+def test_an_embedded_tiny_brings_its_family_and_render_settings(embedded: str, family: str) -> None:
+    spec = _checkpoint(embedded=embedded)
+    assert spec.family == family and spec.render == EMBEDDED[embedded].render
+    assert _checkpoint(embedded=embedded, family=family).family == family  # naming it again is fine
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"family": "sdxl", "components": ONE_ENCODER},
+     "*checkpoints[[]0[]].family: unknown model family 'sdxl'; known: flux, qwen-image, z-image, flux2"),
+    ({"family": 3, "components": ONE_ENCODER}, "*checkpoints[[]0[]].family: must be str*"),
+    ({"family": "qwen-image", "components": {**ONE_ENCODER, "text_encoder_t5": "t5.safetensors"}},
+     "*components.text_encoder_t5: unknown key*the 'qwen-image' family's components are dit, text_encoder, vae, "
+     "tokenizer"),
+    ({"family": "z-image", "components": {"dit": "dit.safetensors"}},
+     "*checkpoints[[]0[]].components: missing text_encoder, vae, tokenizer (the 'z-image' family's components*"),
+    ({"components": ONE_ENCODER}, "*components.text_encoder: unknown key*the 'flux' family's components*"),
+    ({"embedded": "tiny-sd15"}, "*embedded: unknown embedded checkpoint 'tiny-sd15'; known: tiny, tiny-qwen-image*"),
+    ({"embedded": "tiny-z-image", "family": "flux"},
+     "*family: the embedded 'tiny-z-image' checkpoint is of the 'z-image' family, not 'flux'"),
+    ({"family": "flux2", "components": ONE_ENCODER, "t5_sequence_length": 256},
+     "*t5_sequence_length: the 'flux2' family has no T5 text encoder; remove the key"),
+    ({"embedded": "tiny-qwen-image", "t5_sequence_length": 16},
+     "*t5_sequence_length: the 'qwen-image' family has no T5 text encoder; remove the key"),
+])
+def test_family_mistakes_name_the_file_and_the_key(table: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        _checkpoint(**table)
+    assert str(error.value).startswith(str(FILE))
+    from fnmatch import fnmatch
+
+    assert fnmatch(str(error.value), message), str(error.value)

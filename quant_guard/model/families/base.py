@@ -179,6 +179,10 @@ class ModelFamily:
     # the family of a checkpoint that names none (one family says so; ``family_of``)
     default: bool = False
     tiny: EmbeddedTiny | None = None  # its embedded tiny checkpoint
+    # (class path a DiffSynth VRAM-management map names, the same class's path in newer
+    # transformers): a map entry that no longer imports fails every offloaded build
+    # (``pipelines.repair_vram_maps``)
+    module_renames: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if DIT not in self.model_components:

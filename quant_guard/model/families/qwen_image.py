@@ -40,6 +40,10 @@ FAMILY = ModelFamily(
         block="transformer_blocks.{block}.", attention_out=("attn.to_out.0.weight", "attn.to_out.0.bias"),
         feed_forward_in="img_mlp.net.0.proj.weight", text_embedders=("txt_in.",),
         final_bias="proj_out.bias", patch_positions=4, decoder_out_bias="decoder.conv_out.bias"),
+    # DiffSynth 2.1.12 maps the text encoder's vision rotary embedding by its transformers < 5.3 name;
+    # newer transformers call it Qwen2_5_VLVisionRotaryEmbedding (its map updater renames only the RMSNorm)
+    module_renames=(("transformers.models.qwen2_5_vl.modeling_qwen2_5_vl.Qwen2_5_VisionRotaryEmbedding",
+                     "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl.Qwen2_5_VLVisionRotaryEmbedding"),),
     tiny=EmbeddedTiny("tiny-qwen-image", ensure="quant_guard.model.tiny_qwen_image.build.ensure_tiny_qwen_image",
                       register="quant_guard.model.tiny_qwen_image.architecture.register_with_diffsynth"),
 )

@@ -55,6 +55,7 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
+    from quant_guard.model.families import family
     from quant_guard.tools.degrade import degrade
 
     if args.input.suffix != ".safetensors":
@@ -63,11 +64,12 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
         state = load_file(str(args.input))
     except SafetensorError as exc:
         raise CheckpointError(f"{args.input}: cannot read safetensors file ({exc})") from None
-    damaged = degrade(state, args.kind, seed=args.seed, block=args.block, strength=args.strength)
+    damaged = degrade(state, args.kind, seed=args.seed, block=args.block, strength=args.strength,
+                      family=family(args.family))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.output, suffix=".tmp.safetensors") as tmp:
         save_file(damaged, str(tmp))
-    print(f"wrote {args.output} ({args.kind}, block {args.block}, seed {args.seed})")
+    print(f"wrote {args.output} ({args.kind}, {family(args.family).label}, block {args.block}, seed {args.seed})")
     print(_degraded_use(args.output, Degradation(args.kind)))
     return 0
 
@@ -197,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     from quant_guard.tools.degrade import Degradation
     from quant_guard.model.layer_groups import GRANULARITIES
     from quant_guard.plugin import _bounded_float  # the plugin's --qg-psnr & co. parse the same way
-    from quant_guard.model.families import default_family
+    from quant_guard.model.families import default_family, families
     from quant_guard.tools.quantize import DTYPES
 
     family = default_family()  # the embedded tiny checkpoint's, and the one doctor --full-size builds
@@ -227,8 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
                                              "the gate catches it")
     degrade.add_argument("input", type=Path)
     degrade.add_argument("output", type=Path)
-    degrade.add_argument("--kind", choices=[d.value for d in Degradation], required=True)
-    degrade.add_argument("--block", type=int, default=0, help="joint block for per-block kinds (default 0)")
+    degrade.add_argument("--kind", choices=[d.value for d in Degradation], required=True,
+                         help="which tensors each kind damages comes from the model family (--family): noise and "
+                              "zero-attn-out and scale act on block --block of its main block list (noise: every "
+                              "weight matrix; zero-attn-out: the attention output; scale: the feed-forward input), "
+                              "round on every weight matrix, drop-text zeroes its text embedders, colour-shift "
+                              "offsets one latent channel of its final projection's bias (an error for a family "
+                              "whose final projection has none), colour-cast one RGB output of its VAE decoder")
+    degrade.add_argument("--family", choices=sorted(families()), default=family.name,
+                         help=f"the model family of the file (default {family.name}, {family.label})")
+    degrade.add_argument("--block", type=int, default=0,
+                         help="block of the family's main block list for per-block kinds (default 0)")
     degrade.add_argument("--strength", type=float, default=None,
                          help="the kind's knob: round levels (default 3), noise fraction of the weight std "
                               "(0.75), scale factor (2), colour-shift offset (2), colour-cast offset (0.05)")

@@ -48,6 +48,11 @@ class VramLayers:
     quantized: str = "AutoWrappedQuantizedModule"  # holds the quantized layer as ``.module``
 
 
+def _match_prefix(pattern: str, name: str) -> re.Match[str] | None:
+    """``pattern`` matched against the whole of ``name`` or a dotted prefix of it."""
+    return re.match(rf"(?:{pattern})(?=\.|$)", name)
+
+
 @dataclass(frozen=True)
 class LayerNaming:
     """How the sweep groups the DiT's linear layers (``layer_groups.py``) and names them for diffusers."""
@@ -58,9 +63,34 @@ class LayerNaming:
     # (regex of a DiffSynth layer name, its diffusers module name with \1 for the block index);
     # a fused layer as an alternation of the diffusers modules it holds
     diffusers_names: tuple[tuple[str, str], ...] = ()
+    # (regex of a layer's name after its block prefix, its role in the block: what a sweep at
+    # ``layer`` granularity keeps in bf16 together, e.g. "attn", "img-mlp", "modulation"); the
+    # regex matches the whole name or a dotted prefix of it; the first entry that matches wins; a
+    # layer none matches is a role of its own (its name)
+    block_roles: tuple[tuple[str, str], ...] = ()
+    # the layers outside the blocks: (regex of the layer's name or of a dotted prefix of it, the
+    # group's kind ("embedders", "final layer", "modulation"), its group at ``block`` granularity,
+    # at ``layer`` granularity with \1 for the regex's first group); first match wins; a layer
+    # none matches is grouped by its name's first part, kind "other"
+    outside_groups: tuple[tuple[str, str, str, str], ...] = ()
 
     def block_kind(self, block_list: str) -> str | None:
         return dict(self.block_lists).get(block_list)
+
+    def role(self, rest: str) -> str:
+        """The role of a block's layer, ``rest`` its name after the block prefix ("attn.to_q")."""
+        for pattern, role in self.block_roles:
+            if _match_prefix(pattern, rest):
+                return role
+        return rest
+
+    def outside_group(self, layer: str, granularity: str) -> tuple[str, str]:
+        """(group, kind) of a layer outside the blocks at ``granularity`` ("block" or "layer")."""
+        for pattern, kind, block_group, layer_group in self.outside_groups:
+            found = _match_prefix(pattern, layer)
+            if found:
+                return (block_group if granularity == "block" else found.expand(layer_group)), kind
+        return layer.split(".")[0], "other"
 
     def diffusers_block(self, block_list: str) -> str | None:
         return dict(self.diffusers_blocks).get(block_list)

@@ -109,6 +109,12 @@ FAMILY = ModelFamily(
         diffusers_class="FluxTransformer2DModel",
         diffusers_blocks=(("blocks", "transformer_blocks"), ("single_blocks", "single_transformer_blocks")),
         diffusers_names=_DIFFUSERS_NAMES,
+        block_roles=((r"norm1_[ab]\.linear|norm\.linear", "modulation"),  # AdaLayerNorm: shift, scale, gate
+                     (r"attn\.[ab]_to_qkv", "attn-qkv"), (r"attn\.[ab]_to_out", "attn-out"), (r"ff_[ab]", "ff"),
+                     (r"to_qkv_mlp", "qkv-mlp"), (r"proj_out", "out")),  # a single block's fused layers
+        outside_groups=((r"final[^.]*norm[^.]*", "final layer", "final", "final/modulation"),
+                        (r"final[^.]*", "final layer", "final", "final/proj"),
+                        (r"([^.]*embedder[^.]*)", "embedders", "embedders", r"\1")),
     ),
     damage=DamageTargets(
         block="blocks.{block}.", attention_out=("attn.a_to_out.weight", "attn.a_to_out.bias"),

@@ -39,6 +39,15 @@ FAMILY = ModelFamily(
         diffusers_blocks=(("transformer_blocks", "transformer_blocks"),
                           ("single_transformer_blocks", "single_transformer_blocks")),
         diffusers_names=((r"(.+)", r"\1"),),
+        # double blocks: attention (both streams), image-stream and text-stream MLP; single blocks:
+        # the fused qkv + MLP input and the fused output (attn.to_out, without the double block's .0)
+        block_roles=((r"attn\.(to_[qkv]|add_[qkv]_proj|to_out\.0|to_add_out)", "attn"), (r"ff", "img-mlp"),
+                     (r"ff_context", "txt-mlp"), (r"attn\.to_qkv_mlp_proj", "qkv-mlp"), (r"attn\.to_out", "out")),
+        # the blocks' modulation is shared, outside them
+        outside_groups=((r"([^.]*_modulation[^.]*)", "modulation", "modulation", r"\1"),
+                        (r"norm_out", "final layer", "final", "final/modulation"),
+                        (r"proj_out", "final layer", "final", "final/proj"),
+                        (r"(x_embedder|context_embedder|time_guidance_embed)", "embedders", "embedders", r"\1")),
     ),
     damage=DamageTargets(
         block="transformer_blocks.{block}.", attention_out=("attn.to_out.0.weight",),  # no biases

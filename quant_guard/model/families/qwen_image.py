@@ -35,6 +35,12 @@ FAMILY = ModelFamily(
         diffusers_class="QwenImageTransformer2DModel",
         diffusers_blocks=(("transformer_blocks", "transformer_blocks"),),
         diffusers_names=((r"(.+)", r"\1"),),
+        # image and text attention together; each stream's MLP and modulation (AdaLN) apart
+        block_roles=((r"attn", "attn"), (r"img_mlp", "img-mlp"), (r"txt_mlp", "txt-mlp"),
+                     (r"img_mod|txt_mod", "modulation")),
+        outside_groups=((r"norm_out", "final layer", "final", "final/modulation"),
+                        (r"proj_out", "final layer", "final", "final/proj"),
+                        (r"(img_in|txt_in|time_text_embed)", "embedders", "embedders", r"\1")),
     ),
     damage=DamageTargets(
         block="transformer_blocks.{block}.", attention_out=("attn.to_out.0.weight", "attn.to_out.0.bias"),

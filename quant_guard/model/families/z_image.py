@@ -37,6 +37,11 @@ FAMILY = ModelFamily(
         diffusers_blocks=(("layers", "layers"), ("noise_refiner", "noise_refiner"),
                           ("context_refiner", "context_refiner")),
         diffusers_names=((r"(.+)", r"\1"),),
+        # single stream: one MLP for image and text tokens (the refiners are block lists of their own)
+        block_roles=((r"attention", "attn"), (r"feed_forward", "mlp"), (r"adaLN_modulation", "modulation")),
+        outside_groups=((r"all_final_layer\.[^.]+\.adaLN_modulation", "final layer", "final", "final/modulation"),
+                        (r"all_final_layer", "final layer", "final", "final/proj"),
+                        (r"([^.]*embedder)", "embedders", "embedders", r"\1")),
     ),
     damage=DamageTargets(
         block="layers.{block}.", attention_out=("attention.to_out.0.weight",),

@@ -15,6 +15,16 @@ from typing import Any
 DIT = "dit"
 
 
+# The render request fields every DiffSynth image pipeline takes under the same keywords; a family
+# adds its guidance (and FLUX.1 its T5 length).
+IMAGE_CALL_ARGUMENTS: tuple[tuple[str, str], ...] = (
+    ("prompt", "prompt"), ("seed", "seed"), ("steps", "num_inference_steps"), ("width", "width"), ("height", "height"))
+# ... for a family whose guidance is true classifier-free guidance
+CFG_CALL_ARGUMENTS = IMAGE_CALL_ARGUMENTS + (("guidance", "cfg_scale"),)
+# ``LayerNaming.diffusers_names`` of a DiT whose layers already carry diffusers' module names
+DIFFUSERS_NAMES_AS_THEY_ARE: tuple[tuple[str, str], ...] = ((r"(.+)", r"\1"),)
+
+
 def import_dotted(dotted: str) -> Any:
     """The object a dotted path names ("package.module.Class")."""
     module, _, name = dotted.rpartition(".")

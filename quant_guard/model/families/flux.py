@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from quant_guard.model.families.base import (
     DIT,
+    IMAGE_CALL_ARGUMENTS,
     Anchor,
     Architecture,
     Component,
@@ -100,9 +101,7 @@ FAMILY = ModelFamily(
                 Tokenizer("tokenizer_t5", "tokenizer_2_config", 2**21)),
     dit_registry_name="flux_dit",
     tokenizer_writer="quant_guard.model.tiny.tokenizers.write_tokenizers",
-    call_arguments=(("prompt", "prompt"), ("seed", "seed"), ("steps", "num_inference_steps"), ("width", "width"),
-                    ("height", "height"), ("guidance", "embedded_guidance"),
-                    ("t5_sequence_length", "t5_sequence_length")),
+    call_arguments=IMAGE_CALL_ARGUMENTS + (("guidance", "embedded_guidance"), ("t5_sequence_length", "t5_sequence_length")),
     scheduler_name="FlowMatchScheduler:FLUX.1",  # what FluxImagePipeline always uses
     layer_naming=LayerNaming(
         block_lists=(("blocks", "joint block"), ("single_blocks", "single block")),

@@ -6,6 +6,8 @@ Every answer here is read from DiffSynth 2.1.12's sources and examples;
 from __future__ import annotations
 
 from quant_guard.model.families.base import (
+    CFG_CALL_ARGUMENTS,
+    DIFFUSERS_NAMES_AS_THEY_ARE,
     DIT,
     Component,
     DamageTargets,
@@ -29,8 +31,7 @@ FAMILY = ModelFamily(
     dit_registry_name="flux2_dit",
     # klein ignores embedded_guidance (guidance_embeds=False): guidance is true CFG; no T5 (the
     # prompt is always padded to 512 tokens)
-    call_arguments=(("prompt", "prompt"), ("seed", "seed"), ("steps", "num_inference_steps"), ("width", "width"),
-                    ("height", "height"), ("guidance", "cfg_scale")),
+    call_arguments=CFG_CALL_ARGUMENTS,
     scheduler_name="FlowMatchScheduler:FLUX.2",
     # DiffSynth's FLUX.2 DiT has diffusers' Flux2Transformer2DModel module names (no converter)
     layer_naming=LayerNaming(
@@ -38,7 +39,7 @@ FAMILY = ModelFamily(
         diffusers_class="Flux2Transformer2DModel",
         diffusers_blocks=(("transformer_blocks", "transformer_blocks"),
                           ("single_transformer_blocks", "single_transformer_blocks")),
-        diffusers_names=((r"(.+)", r"\1"),),
+        diffusers_names=DIFFUSERS_NAMES_AS_THEY_ARE,
         # double blocks: attention (both streams), image-stream and text-stream MLP; single blocks:
         # the fused qkv + MLP input and the fused output (attn.to_out, without the double block's .0)
         block_roles=((r"attn\.(to_[qkv]|add_[qkv]_proj|to_out\.0|to_add_out)", "attn"), (r"ff", "img-mlp"),

@@ -5,6 +5,8 @@ examples; ``quant_guard/model/tiny_qwen_image/FACTS.md`` cites each one."""
 from __future__ import annotations
 
 from quant_guard.model.families.base import (
+    CFG_CALL_ARGUMENTS,
+    DIFFUSERS_NAMES_AS_THEY_ARE,
     DIT,
     Component,
     DamageTargets,
@@ -26,15 +28,14 @@ FAMILY = ModelFamily(
     tokenizers=(Tokenizer("tokenizer", "tokenizer_config", 2**23),),
     dit_registry_name="qwen_image_dit",
     # true CFG (two DiT passes per step unless cfg_scale is 1); no embedded guidance, no T5
-    call_arguments=(("prompt", "prompt"), ("seed", "seed"), ("steps", "num_inference_steps"), ("width", "width"),
-                    ("height", "height"), ("guidance", "cfg_scale")),
+    call_arguments=CFG_CALL_ARGUMENTS,
     scheduler_name="FlowMatchScheduler:Qwen-Image",
     # DiffSynth's Qwen-Image DiT has diffusers' QwenImageTransformer2DModel module names (no converter)
     layer_naming=LayerNaming(
         block_lists=(("transformer_blocks", "joint block"),),
         diffusers_class="QwenImageTransformer2DModel",
         diffusers_blocks=(("transformer_blocks", "transformer_blocks"),),
-        diffusers_names=((r"(.+)", r"\1"),),
+        diffusers_names=DIFFUSERS_NAMES_AS_THEY_ARE,
         # image and text attention together; each stream's MLP and modulation (AdaLN) apart
         block_roles=((r"attn", "attn"), (r"img_mlp", "img-mlp"), (r"txt_mlp", "txt-mlp"),
                      (r"img_mod|txt_mod", "modulation")),

@@ -5,6 +5,8 @@ from DiffSynth 2.1.12's sources and examples; ``quant_guard/model/tiny_z_image/F
 from __future__ import annotations
 
 from quant_guard.model.families.base import (
+    CFG_CALL_ARGUMENTS,
+    DIFFUSERS_NAMES_AS_THEY_ARE,
     DIT,
     Component,
     DamageTargets,
@@ -27,8 +29,7 @@ FAMILY = ModelFamily(
     tokenizers=(Tokenizer("tokenizer", "tokenizer_config", 2**24),),
     dit_registry_name="z_image_dit",
     # Turbo is distilled: cfg_scale 1 is one DiT pass per step; no embedded guidance, no T5
-    call_arguments=(("prompt", "prompt"), ("seed", "seed"), ("steps", "num_inference_steps"), ("width", "width"),
-                    ("height", "height"), ("guidance", "cfg_scale")),
+    call_arguments=CFG_CALL_ARGUMENTS,
     scheduler_name="FlowMatchScheduler:Z-Image",
     # DiffSynth's Z-Image DiT has diffusers' ZImageTransformer2DModel module names (no converter)
     layer_naming=LayerNaming(
@@ -36,7 +37,7 @@ FAMILY = ModelFamily(
         diffusers_class="ZImageTransformer2DModel",
         diffusers_blocks=(("layers", "layers"), ("noise_refiner", "noise_refiner"),
                           ("context_refiner", "context_refiner")),
-        diffusers_names=((r"(.+)", r"\1"),),
+        diffusers_names=DIFFUSERS_NAMES_AS_THEY_ARE,
         # single stream: one MLP for image and text tokens (the refiners are block lists of their own)
         block_roles=((r"attention", "attn"), (r"feed_forward", "mlp"), (r"adaLN_modulation", "modulation")),
         outside_groups=((r"all_final_layer\.[^.]+\.adaLN_modulation", "final layer", "final", "final/modulation"),

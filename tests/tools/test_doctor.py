@@ -330,7 +330,7 @@ def test_full_size_runs_the_gate_code_at_tiny_size(tmp_path: Path, monkeypatch: 
         assert expected_plans[1].components["dit"].home_device == "disk"
         assert expected_plans[2].components["dit"].home_device == "cpu"  # quantized on load: DiffSynth refuses disk
     assert not (tmp_path / "golden").exists()
-    assert "full size: tiny under checkpoint tiny-files's memory plan" in out
+    assert "full size: tiny (FLUX.1) under checkpoint tiny-files's memory plan" in out
     rows = _rows(out)
     assert list(rows) == ["bf16", *CPU_SCHEMES], out
     gb = r"\d+\.\d GB"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from helpers import sparse_safetensors
 from quant_guard.cli import main as cli_main
 from quant_guard.config.families import FAMILIES
 from quant_guard.config.project import CheckpointSpec, ComponentSource, RenderDefaults
@@ -392,23 +393,6 @@ def test_full_size_fails_each_limit_it_measured(tmp_path: Path, monkeypatch: pyt
 
 # ---- FLUX.1-dev shapes without the weights ---------------------------------------------------------------
 
-def _sparse_safetensors(path: Path, tensors: dict[str, tuple[tuple[int, ...], Any]]) -> None:
-    """A safetensors file with this header and a hole where the data would be (no disk used)."""
-    header: dict[str, Any] = {}
-    offset = 0
-    for name, (shape, _dtype) in tensors.items():
-        n = 1
-        for d in shape:
-            n *= d
-        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + 2 * n]}
-        offset += 2 * n
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    with path.open("wb") as f:
-        f.write(len(raw).to_bytes(8, "little") + raw)
-        f.truncate(8 + len(raw) + offset)
-
-
 def test_flux_dev_shapes_are_flux_dev_and_diffsynth_recognises_their_files(tmp_path: Path) -> None:
     from diffsynth.configs import MODEL_CONFIGS
     from diffsynth.core.loader import hash_model_file
@@ -429,7 +413,7 @@ def test_flux_dev_shapes_are_flux_dev_and_diffsynth_recognises_their_files(tmp_p
                         ("flux_vae_decoder", f"{models}.flux_vae.FluxVAEDecoder")}}
     for name, tensors in state_shapes(FLUX_DEV).items():
         path = tmp_path / f"{name}.safetensors"
-        _sparse_safetensors(path, tensors)
+        sparse_safetensors(path, tensors)
         model_hash = hash_model_file(str(path))
         matches = [(c["model_name"], c["model_class"]) for c in MODEL_CONFIGS if c["model_hash"] == model_hash]
         assert len(matches) == len(set(matches)) and set(matches) == expected[name], name

@@ -261,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--full-size", action="store_true",
                         help=f"also build the bf16 and float8 pipelines with random weights at --shapes of "
                              f"--family ({family.full_size.label} by default) and measure peak memory, resident "
-                             "memory and step time (no download; writes the weights, e.g. about 32 GiB for "
-                             "FLUX.1-dev, to --work-dir and removes them afterwards)")
+                             "memory and step time (no download; writes the weights, tens of GiB at full size, to "
+                             "--work-dir and removes them afterwards)")
     doctor.add_argument("--family", choices=tuple(sorted(families())), default=None,
                         help=f"model family of --full-size (default {family.name}); its checkpoints' memory plans "
                              "and limits apply")

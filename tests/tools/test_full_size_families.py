@@ -86,8 +86,10 @@ def test_each_architecture_has_the_parameters_facts_states(family_name: str, siz
 @pytest.mark.parametrize("family_name, size", sorted(FIGURES))
 def test_diffsynth_recognises_every_file_as_the_model_it_is(tmp_path: Path, family_name: str, size: str) -> None:
     """The file's hash (names and shapes, read from header-only shards by DiffSynth's own
-    ``hash_model_file``) names exactly the models the pipeline fetches, and at full size it is the
-    released file's hash where FACTS.md names one."""
+    ``hash_model_file``) names exactly the models the pipeline fetches, at full size the released
+    file's hash where FACTS.md names one; and each entry it matches loads the file into its class
+    (built with the entry's ``extra_kwargs``, the file's tensors through the entry's converter, a
+    strict ``load_state_dict`` as DiffSynth's ``load_model`` does), on the meta device."""
     from diffsynth.configs import MODEL_CONFIGS
     from diffsynth.core.loader import hash_model_file
 
@@ -105,6 +107,23 @@ def test_diffsynth_recognises_every_file_as_the_model_it_is(tmp_path: Path, fami
         assert {c for _, c in entries} <= classes, (name, entries)
         released = RELEASED_HASHES.get((family_name, size), {}).get(name)
         assert released is None or model_hash == released, (name, model_hash)
+        for entry in (c for c in MODEL_CONFIGS if c["model_hash"] == model_hash):
+            _load_on_meta(entry, tensors)
+
+
+def _load_on_meta(entry: dict[str, Any], tensors: dict[str, tuple[tuple[int, ...], Any]]) -> None:
+    """What ``diffsynth.models.model_loader.ModelPool.load_model_file`` does with a registry entry,
+    without weights: a missing or wrong converter, or another width, fails the strict load."""
+    import torch
+    from diffsynth.models.model_loader import ModelPool
+
+    pool = ModelPool()
+    with torch.device("meta"):
+        model = pool.import_model_class(entry["model_class"])(**entry.get("extra_kwargs", {}))
+        state = {k: torch.empty(shape, dtype=torch.bfloat16) for k, (shape, _) in tensors.items()}
+    if "state_dict_converter" in entry:
+        state = pool.import_model_class(entry["state_dict_converter"])(state)
+    model.load_state_dict(state, strict=True, assign=True)
 
 
 @pytest.mark.parametrize("family_name", FAMILIES)

@@ -225,11 +225,24 @@ def test_full_size_doctor_runs_each_family_at_tiny_size(tmp_path: Path, monkeypa
         built.append(weakref.ref(pipe))
         return pipe
 
+    import quant_guard.model.render as render_module
+    from quant_guard.config.families import FAMILIES as SETTINGS
+
+    requests: list[Any] = []
+    real_render = render_module.render
+
+    def render(pipe: Any, request: Any) -> Any:
+        requests.append(request)
+        return real_render(pipe, request)
+
     monkeypatch.setattr(pipelines, "build_pipeline", build)
+    monkeypatch.setattr(render_module, "render", render)
     code = _doctor(_config(tmp_path, family_name), tmp_path, "--family", family_name, "--shapes", "tiny")
     out = capsys.readouterr().out
     assert code == 0, out
     assert len(built) == 1  # built once, float8 swapped in
+    # rendered with the guidance of the family's DiffSynth example (true CFG only where it uses it)
+    assert [r.guidance for r in requests] == [SETTINGS[family_name].render.guidance] * 2
     assert f"full size: tiny ({fam.label}) under checkpoint {family_name}-files's memory plan" in out
     assert f"Random weights at {fam.label} tiny shapes, 64x64, 2 steps" in out
     rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip().strip("|").split("|")]
@@ -277,3 +290,6 @@ def test_full_size_on_a_cpu_is_refused_at_every_size_but_the_tiny(capsys: pytest
     for shapes in ("flux.2-klein-4b", "flux.2-klein-9b"):
         assert cli_main(["doctor", "--full-size", "--family", "flux2", "--shapes", shapes]) == 2
         assert "--full-size needs a CUDA device" in capsys.readouterr().err
+    for name in FAMILIES:  # without --shapes: the family's full size
+        assert cli_main(["doctor", "--full-size", "--family", name]) == 2
+        assert f"--full-size needs a CUDA device ({family(name).full_size.label} shapes" in capsys.readouterr().err

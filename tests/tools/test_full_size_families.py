@@ -293,3 +293,17 @@ def test_full_size_on_a_cpu_is_refused_at_every_size_but_the_tiny(capsys: pytest
     for name in FAMILIES:  # without --shapes: the family's full size
         assert cli_main(["doctor", "--full-size", "--family", name]) == 2
         assert f"--full-size needs a CUDA device ({family(name).full_size.label} shapes" in capsys.readouterr().err
+
+
+def test_the_readmes_24_gb_table_has_each_full_size_files_sizes() -> None:
+    """README, "Other families on a 24 GB card": the DiT and text encoder GiB are the bf16 files
+    the full-size architecture writes."""
+    from quant_guard.tools.synthetic import file_bytes
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = {m.group(1): (m.group(2), m.group(3))
+            for m in re.finditer(r"^\| `([\w-]+)` \([^|]+\) \| ([\d.]+) \| ([\d.]+) ", readme, re.M)}
+    assert set(rows) == set(FAMILIES), rows
+    for name, (dit, text_encoder) in rows.items():
+        sizes = file_bytes(family(name).full_size)
+        assert (dit, text_encoder) == (f"{sizes['dit'] / 2**30:.1f}", f"{sizes['text_encoder'] / 2**30:.1f}"), name

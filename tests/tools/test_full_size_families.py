@@ -307,3 +307,33 @@ def test_the_readmes_24_gb_table_has_each_full_size_files_sizes() -> None:
     for name, (dit, text_encoder) in rows.items():
         sizes = file_bytes(family(name).full_size)
         assert (dit, text_encoder) == (f"{sizes['dit'] / 2**30:.1f}", f"{sizes['text_encoder'] / 2**30:.1f}"), name
+
+
+@pytest.mark.parametrize("family_name", FAMILIES)
+def test_a_configured_checkpoint_not_downloaded_is_planned_at_its_familys_full_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, family_name: str) -> None:
+    """The doctor's disk and host RAM figures for a checkpoint still to download are its own
+    family's full-size files (not FLUX.1-dev's)."""
+    from quant_guard.config.families import FAMILIES as SETTINGS
+    from quant_guard.config.limits import Budget
+    from quant_guard.config.project import CheckpointSpec, ComponentSource, RenderDefaults
+    from quant_guard.config.units import format_bytes
+    from quant_guard.tools import doctor
+    from quant_guard.tools.synthetic import file_bytes
+
+    monkeypatch.setenv("DIFFSYNTH_MODEL_BASE_PATH", str(tmp_path / "models"))
+    monkeypatch.setattr(doctor, "_free_bytes", lambda folder: 1000 * 2**30)
+    fam = family(family_name)
+    spec = CheckpointSpec(id="real", embedded=None, family=family_name, device="cuda", marks=("gpu",),
+                          cpu_offload=True, render=RenderDefaults(), limits=Budget(),
+                          components={name: ComponentSource(model_id="org/model", origin_file_pattern=f"{name}/*")
+                                      for name in SETTINGS[family_name].components})
+    files = doctor.checkpoint_files(spec)
+    sizes = file_bytes(fam.full_size)
+    total = sum(sizes.values()) + sum(t.estimated_bytes for t in fam.tokenizers)
+    [finding] = doctor.disk_findings(spec, files)
+    assert finding.text.startswith(f"missing {', '.join(fam.component_names)}: about {format_bytes(total)} to "
+                                   f"download at {fam.full_size.label} size"), finding.text
+    reference = doctor.checkpoint_host_plans(spec, files, "cuda")["bf16"].describe()
+    assert f"dit {format_bytes(sizes['dit'])}" in reference and \
+           f"text_encoder {format_bytes(sizes['text_encoder'])}" in reference, reference

@@ -242,7 +242,8 @@ def format_measurements(request: FullSizeRequest, measurements: list[Measurement
     verdicts) and the published figures beside it (GB = 10^9 bytes, as the published figures)."""
     host = any(m.memory_kind == "cpu-rss" for m in measurements)
     family, published = architecture_family(request.architecture), published_for(request.architecture)
-    lines = ["", f"Random weights at {family.label} {request.architecture.name} shapes, {request.width}x{request.height}, "
+    size = f"{request.width}x{request.height}"
+    lines = ["", f"Random weights at {family.label} {request.architecture.name} shapes, {size}, "
              f"{request.steps} steps, on {device_name}" + (" (host memory: resident = process RSS at render start, "
                                                              "peak = its peak during the render)" if host else ""),
              "",

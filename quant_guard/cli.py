@@ -5,7 +5,7 @@
                                                   write a pre-quantized DiT file
     quant-guard degrade IN OUT --kind noise       write a deliberately damaged DiT (a VAE for colour-cast)
     quant-guard lpips-weights --fetch             download, convert and check the LPIPS weights
-    quant-guard doctor [--full-size]              check this machine before the first nightly
+    quant-guard doctor [--full-size [--family F]] check this machine before the first nightly
     quant-guard history DIR list|compare A B|course TEST_ID|csv|report OUT
                                                   the metrics history of earlier runs
     quant-guard sweep --checkpoint ID --scheme S  which layer groups to keep in bf16 (sensitivity sweep)
@@ -17,12 +17,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from quant_guard.store.atomic import atomic_path
 from quant_guard.model.checkpoints import CheckpointError
 from quant_guard.tools.degrade import Degradation
 from quant_guard.store.history import History
 from quant_guard.config.limits import METRICS
+
+if TYPE_CHECKING:
+    from quant_guard.model.families.base import Architecture
 
 
 def _cmd_tiny(args: argparse.Namespace) -> int:
@@ -88,15 +92,23 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     from quant_guard.tools.doctor import DoctorError, doctor, find_config
     from quant_guard.tools.full_size import FullSizeRequest
     from quant_guard.model.pipelines import pick_device
-    from quant_guard.tools.synthetic import ARCHITECTURES, FULL_SIZE
+    from quant_guard.model.families import UnknownModelFamily, default_family, family
+    from quant_guard.tools.synthetic import architectures, file_bytes
 
     request = None
     if args.full_size:
-        arch = ARCHITECTURES[args.shapes]
+        try:
+            chosen = family(args.family) if args.family else default_family()
+            arch = chosen.architecture(args.shapes) if args.shapes else chosen.full_size
+        except (UnknownModelFamily, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         device = pick_device(args.device)
-        if arch is FULL_SIZE and device == "cpu" and args.device != "cpu":
-            print(f"error: --full-size needs a CUDA device ({arch.label} shapes on a CPU take hours and about 64 GB "
-                  "of memory); --device cpu insists, --shapes tiny runs the same code at tiny size", file=sys.stderr)
+        if arch is not _smallest(list(architectures(chosen).values())) and device == "cpu" and args.device != "cpu":
+            weights = sum(file_bytes(arch).values())
+            print(f"error: --full-size needs a CUDA device ({arch.label} shapes on a CPU take hours and about "
+                  f"{weights * 2 / 1e9:.0f} GB of memory); --device cpu insists, --shapes tiny runs the same code at "
+                  "tiny size", file=sys.stderr)
             return 2
         width, height = args.size
         request = FullSizeRequest(arch, device, width=width, height=height, steps=args.steps, work_dir=args.work_dir)
@@ -105,6 +117,13 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     except DoctorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _smallest(sizes: list[Architecture]) -> Architecture:
+    """The architecture with the fewest weights (a family's tiny: the one a CPU runs at once)."""
+    from quant_guard.tools.synthetic import file_bytes
+
+    return min(sizes, key=lambda a: sum(file_bytes(a).values()))
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
@@ -251,12 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--qg-config", type=Path, default=None,
                         help="quant_guard configuration (default: as the plugin finds it, from pyproject.toml)")
     doctor.add_argument("--full-size", action="store_true",
-                        help=f"also build the bf16 and float8 pipelines with random weights at --shapes "
-                             f"({family.full_size.label}) and measure peak memory, resident memory and step time "
-                             "(no download; writes about 32 GiB to --work-dir, removed afterwards)")
-    doctor.add_argument("--shapes", choices=tuple(a.name for a in family.architectures),
-                        default=family.full_size.name,
-                        help="architecture size of --full-size (tiny: the embedded checkpoint's, for a quick check)")
+                        help=f"also build the bf16 and float8 pipelines with random weights at --shapes of "
+                             f"--family ({family.full_size.label} by default) and measure peak memory, resident "
+                             "memory and step time (no download; writes the weights, tens of GiB at full size, to "
+                             "--work-dir and removes them afterwards)")
+    doctor.add_argument("--family", choices=tuple(sorted(families())), default=None,
+                        help=f"model family of --full-size (default {family.name}); its checkpoints' memory plans "
+                             "and limits apply")
+    sizes = "; ".join(f"{f.name}: {', '.join(a.name for a in f.architectures)}" for f in families().values())
+    doctor.add_argument("--shapes", default=None,
+                        help=f"architecture size of --full-size, one of the family's (default: its full size; tiny: "
+                             f"its embedded checkpoint's, for a quick check). {sizes}")
     doctor.add_argument("--checkpoint", default=None,
                         help="whose memory plan --full-size follows (default: the first real checkpoint marked gpu)")
     doctor.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")

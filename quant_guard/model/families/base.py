@@ -149,6 +149,17 @@ class ModelClass:
     # the file has its own tensor names, so every tensor is stored once: a tied one (T5's shared
     # embedding table) by its first name
     untied: bool = True
+    # dotted path of a function returning more constructor keywords (for values DiffSynth's
+    # constructors need as lists, which a frozen ModelClass cannot hold: the tinies' ``vae_kwargs``)
+    kwargs_factory: str | None = None
+    # dotted path of a function renaming the module's state dict to the file's layout (a released
+    # file in Hugging Face layout that ``converter`` maps back: Qwen-Image's text encoder)
+    to_file: str | None = None
+
+    def constructor_kwargs(self) -> dict[str, Any]:
+        """What the class is built with, also the registry entry's ``extra_kwargs``."""
+        made = import_dotted(self.kwargs_factory)() if self.kwargs_factory else {}
+        return {**made, **dict(self.kwargs)}
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,47 @@ from quant_guard.model.families.base import (
     CFG_CALL_ARGUMENTS,
     DIFFUSERS_NAMES_AS_THEY_ARE,
     DIT,
+    Anchor,
+    Architecture,
     Component,
     DamageTargets,
     EmbeddedTiny,
     LayerNaming,
+    ModelClass,
     ModelFamily,
     Tokenizer,
 )
+
+_TINY = "quant_guard.model.tiny_qwen_image.architecture"
+_MODELS = "diffsynth.models"
+_TEXT_CONVERTER = ("diffsynth.utils.state_dict_converters.qwen_image_text_encoder."
+                   "QwenImageTextEncoderStateDictConverter")
+
+
+def _classes(dit: str, text_encoder: str, vae_kwargs: str | None = None) -> tuple[ModelClass, ...]:
+    """One Qwen-Image size: the DiT, the Qwen2.5-VL text encoder (its file in the Hugging Face
+    layout of the released ``text_encoder/model*.safetensors``, which DiffSynth's converter maps
+    back) and the Wan-style VAE (one model, encode and decode)."""
+    return (
+        ModelClass(DIT, dit, "qwen_image_dit"),
+        ModelClass("text_encoder", text_encoder, "qwen_image_text_encoder", converter=_TEXT_CONVERTER,
+                   to_file=f"{_TINY}.text_encoder_to_file"),
+        ModelClass("vae", f"{_MODELS}.qwen_image_vae.QwenImageVAE", "qwen_image_vae", kwargs_factory=vae_kwargs),
+    )
+
+
+# Qwen/Qwen-Image at DiffSynth's default constructors (tiny_qwen_image/FACTS.md, "Full-size shapes")
+QWEN_IMAGE = Architecture(
+    "qwen-image", "Qwen-Image",
+    _classes(f"{_MODELS}.qwen_image_dit.QwenImageDiT", f"{_MODELS}.qwen_image_text_encoder.QwenImageTextEncoder"),
+    published=(
+        Anchor("float8_e4m3fn", True, "minimum 8 GB VRAM (DiffSynth's claim)",
+               "DiffSynth docs/en/Model_Details/Qwen-Image.md: every component float8 from disk, "
+               "vram_limit = GPU total - 0.5 GiB"),
+    ))
+# The embedded tiny checkpoint's architecture (quant_guard.model.tiny_qwen_image.architecture.SIZES)
+TINY = Architecture("tiny", "tiny", _classes(f"{_TINY}.TinyQwenImageDiT", f"{_TINY}.TinyQwenImageTextEncoder",
+                                             vae_kwargs=f"{_TINY}.vae_kwargs"))
 
 FAMILY = ModelFamily(
     name="qwen-image",
@@ -51,6 +85,8 @@ FAMILY = ModelFamily(
     # newer transformers call it Qwen2_5_VLVisionRotaryEmbedding (its map updater renames only the RMSNorm)
     module_renames=(("transformers.models.qwen2_5_vl.modeling_qwen2_5_vl.Qwen2_5_VisionRotaryEmbedding",
                      "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl.Qwen2_5_VLVisionRotaryEmbedding"),),
+    architectures=(QWEN_IMAGE, TINY),
+    tokenizer_writer="quant_guard.model.tiny_qwen_image.tokenizers.write_tokenizer",
     tiny=EmbeddedTiny("tiny-qwen-image", ensure="quant_guard.model.tiny_qwen_image.build.ensure_tiny_qwen_image",
                       register="quant_guard.model.tiny_qwen_image.architecture.register_with_diffsynth"),
 )

@@ -1,0 +1,126 @@
+"""DRAFT model family for Wan video (DiffSynth's ``WanVideoPipeline``), NOT registered: it lives in
+the tiny package until the gate can render video; the lead moves it to ``model/families/`` together
+with an entry in ``config/families.py`` (the two must stay in step). Every answer is read from
+DiffSynth 2.1.12's sources; ``tiny_wan/FACTS.md`` cites each one.
+
+What the gate still needs before this family can be registered (issue 31):
+- ``model.render.RenderRequest`` has no ``num_frames`` / ``fps`` / ``negative_prompt`` /
+  ``sigma_shift`` / ``tiled`` fields; ``call_arguments`` below maps the ones that exist and names
+  the rest in ``VIDEO_CALL_ARGUMENTS`` (request field -> ``__call__`` keyword) for when they do.
+- ``model/render.py`` returns one image (``Render.image`` H x W x 3) and decodes through
+  ``decode_method``; ``WanVideoPipeline.__call__`` returns a list of PIL frames
+  (``vae_output_to_video``): a ``Render.frames`` (T x H x W x 3) and a per-frame non-finite check.
+- Goldens are single PNGs (``store/golden.py``): a lossless clip (APNG or a frame folder) with the
+  same sidecar, fingerprint and drift handling; metrics per frame plus tLP / flicker
+  (``benchmarks/wan_temporal.py`` measures them on the tiny).
+- Wan2.2 A14B loads two DiTs (``pipe.dit`` high-noise, ``pipe.dit2`` low-noise, switched at
+  ``switch_DiT_boundary * 1000``): the scheme and ``check_scheme_applied`` must cover ``dit2`` too,
+  and ``swap_dit`` must fetch ``index=2``; the seam's single ``DIT`` component cannot express it yet.
+- ``config.families`` needs a ``"wan"`` entry (component keys, ``render = {frames, size, steps,
+  fps}`` defaults: DiffSynth's Wan2.1 example renders 81 frames at 832x480, 50 steps, cfg 5,
+  sigma_shift 5) and an ``EMBEDDED["tiny-wan"]`` with measured thresholds.
+"""
+
+from __future__ import annotations
+
+from quant_guard.model.families.base import (
+    CFG_CALL_ARGUMENTS,
+    DIT,
+    Anchor,
+    Architecture,
+    Component,
+    DamageTargets,
+    EmbeddedTiny,
+    LayerNaming,
+    ModelClass,
+    ModelFamily,
+    Tokenizer,
+)
+
+_TINY = "quant_guard.model.tiny_wan.architecture"
+_MODELS = "diffsynth.models"
+_VAE_CONVERTER = "diffsynth.utils.state_dict_converters.wan_video_vae.WanVideoVAEStateDictConverter"
+
+# The render request fields a video family needs beyond the image ones (request field -> keyword);
+# the fields do not exist on RenderRequest yet, so they are not in ``call_arguments``.
+VIDEO_CALL_ARGUMENTS: tuple[tuple[str, str], ...] = (
+    ("frames", "num_frames"), ("negative_prompt", "negative_prompt"), ("sigma_shift", "sigma_shift"),
+    ("tiled", "tiled"))
+# Wan2.1-T2V-14B's DiT (diffsynth/configs/model_configs.py, hash aafcfd96...; Wan2.2-T2V-A14B's two
+# DiTs have the same shapes); the 1.3B differs in dim 1536, ffn 8960, 12 heads, 30 layers
+_WAN21_14B = (("has_image_input", False), ("patch_size", (1, 2, 2)), ("in_dim", 16), ("dim", 5120),
+              ("ffn_dim", 13824), ("freq_dim", 256), ("text_dim", 4096), ("out_dim", 16), ("num_heads", 40),
+              ("num_layers", 40), ("eps", 1e-06))
+
+
+def _classes(dit_kwargs: tuple = (), dit_factory: str | None = None, text_factory: str | None = None,
+             vae: str = f"{_MODELS}.wan_video_vae.WanVideoVAE") -> tuple[ModelClass, ...]:
+    return (
+        ModelClass(DIT, f"{_MODELS}.wan_video_dit.WanModel", "wan_video_dit", kwargs=dit_kwargs,
+                   kwargs_factory=dit_factory),
+        ModelClass("text_encoder", f"{_MODELS}.wan_video_text_encoder.WanTextEncoder", "wan_video_text_encoder",
+                   kwargs_factory=text_factory),
+        ModelClass("vae", vae, "wan_video_vae", converter=_VAE_CONVERTER),
+    )
+
+
+WAN21_14B = Architecture(
+    "wan2.1-t2v-14b", "Wan2.1-T2V-14B", _classes(_WAN21_14B),
+    published=(
+        Anchor("float8_e4m3fn", True, "DiT float8 offloaded, vram_limit = GPU total - 2 GiB (24 GB class GPUs)",
+               "DiffSynth-Studio examples/wanvideo/model_inference_low_vram/Wan2.1-T2V-14B.py"),
+    ))
+TINY = Architecture("tiny", "tiny", _classes(dit_factory=f"{_TINY}.dit_kwargs",
+                                             text_factory=f"{_TINY}.text_encoder_kwargs",
+                                             vae=f"{_TINY}.TinyWanVideoVAE"))
+
+FAMILY = ModelFamily(
+    name="wan",
+    label="Wan",
+    pipeline_class="diffsynth.pipelines.wan_video.WanVideoPipeline",
+    components=(
+        Component(DIT, "dit", disk_offload=True),
+        Component("text_encoder", "text_encoder", disk_offload=True),
+        Component("vae", "vae"),
+    ),
+    # umT5-XXL's tokenizer folder (google/umt5-xxl/: spiece.model + tokenizer.json, ~20 MB)
+    tokenizers=(Tokenizer("tokenizer", "tokenizer_config", 2**25),),
+    dit_registry_name="wan_video_dit",
+    # true CFG (two DiT passes per step unless cfg_scale is 1); frames etc.: VIDEO_CALL_ARGUMENTS
+    call_arguments=CFG_CALL_ARGUMENTS,
+    scheduler_name="FlowMatchScheduler:Wan",
+    layer_naming=LayerNaming(
+        block_lists=(("blocks", "block"),),
+        diffusers_class="WanTransformer3DModel",
+        diffusers_blocks=(("blocks", "blocks"),),
+        # diffsynth/utils/state_dict_converters/wan_video_dit.py, WanVideoDiTFromDiffusers (inverted)
+        diffusers_names=(
+            (r"blocks\.(\d+)\.self_attn\.(q|k|v)", r"blocks.\1.attn1.to_\2"),
+            (r"blocks\.(\d+)\.self_attn\.o", r"blocks.\1.attn1.to_out.0"),
+            (r"blocks\.(\d+)\.cross_attn\.(q|k|v)", r"blocks.\1.attn2.to_\2"),
+            (r"blocks\.(\d+)\.cross_attn\.o", r"blocks.\1.attn2.to_out.0"),
+            (r"blocks\.(\d+)\.ffn\.0", r"blocks.\1.ffn.net.0.proj"),
+            (r"blocks\.(\d+)\.ffn\.2", r"blocks.\1.ffn.net.2"),
+            (r"text_embedding\.(0|2)", r"condition_embedder.text_embedder.linear_\1"),
+            (r"time_embedding\.(0|2)", r"condition_embedder.time_embedder.linear_\1"),
+            (r"time_projection\.1", r"condition_embedder.time_proj"),
+            (r"head\.head", r"proj_out"),
+        ),
+        # self-attention (the only place frames meet), cross-attention to the text, the MLP
+        block_roles=((r"self_attn", "self-attn"), (r"cross_attn", "cross-attn"), (r"ffn", "mlp")),
+        outside_groups=((r"head", "final layer", "final", "final/proj"),
+                        (r"time_projection", "modulation", "modulation", "time-projection"),
+                        (r"(text_embedding|time_embedding|patch_embedding)", "embedders", "embedders", r"\1")),
+    ),
+    damage=DamageTargets(
+        block="blocks.{block}.", attention_out=("self_attn.o.weight", "self_attn.o.bias"),
+        feed_forward_in="ffn.0.weight", text_embedders=("text_embedding.",),
+        # unpatchify reads the head's features as (pf=1, ph=2, pw=2, channel)
+        final_bias="head.head.bias", patch_positions=4, channel_last=True,
+        # the released VAE file's last decoder convolution (VideoVAE_ names, no "model." prefix)
+        decoder_out_bias="decoder.head.2.bias"),
+    architectures=(WAN21_14B, TINY),
+    tokenizer_writer="quant_guard.model.tiny_wan.tokenizers.write_tokenizer",
+    tiny=EmbeddedTiny("tiny-wan", ensure="quant_guard.model.tiny_wan.build.ensure_tiny_wan",
+                      register="quant_guard.model.tiny_wan.architecture.register_with_diffsynth"),
+)

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 DIFFSYNTH_LAYERS = VramLayers()
 # torchao records dynamic activation quantization as ``act_quant_kwargs`` on the weight tensor
 _ACT_KWARGS_DTYPE = {"QuantizeTensorToInt8Kwargs": "int8"}
+# DiffSynth's whole-module VRAM wrapper (diffsynth/core/vram/layers.py): casts a copy of the module
+# it holds to its computation dtype per forward (``_module_casts``)
+_MODULE_WRAPPER = "AutoWrappedModule"
 # a weight in one of these is not quantized, whatever layer class holds it
 _PLAIN_FLOATS = ("bfloat16", "float16", "float32")
 
@@ -101,6 +104,7 @@ def inventory(dit: torch.nn.Module, vram: VramLayers = DIFFSYNTH_LAYERS) -> DitI
     quantize = getattr(dit, "quantize_config", None)
     layers = []
     inner: set[int] = set()  # layers already counted through their wrapper
+    cast_by = _module_casts(dit)
     for name, module in dit.named_modules():
         if id(module) in inner:
             continue
@@ -112,20 +116,35 @@ def inventory(dit: torch.nn.Module, vram: VramLayers = DIFFSYNTH_LAYERS) -> DitI
         elif isinstance(module, torch.nn.Linear):
             # a quantized weight in a DiT without DiffSynth's quantize_config (the reference) still counts
             plain = type(module.weight) in (torch.Tensor, torch.nn.Parameter)
-            layers.append(_layer(name, module, vram, quantized=not plain))
+            layers.append(_layer(name, module, vram, quantized=not plain, cast_by=cast_by.get(id(module))))
     return DitInventory(tuple(layers), stored_bytes(dit), tuple(_not_bf16(dit)))
 
 
-def _layer(name: str, module: Any, vram: VramLayers, *, quantized: bool) -> LinearLayer:
+def _module_casts(dit: torch.nn.Module) -> dict[int, Any]:
+    """id of every module inside a DiffSynth whole-module wrapper -> that wrapper. DiffSynth's VRAM
+    maps wrap some blocks whole (Wan's ``Head`` and ``MLP``): the wrapper stores the block's plain
+    layers in its offload dtype and casts a copy of the whole block to its computation dtype per
+    forward (``AutoWrappedModule.computation``, diffsynth/core/vram/layers.py), so a linear inside
+    it is managed as an ``AutoWrappedLinear`` is."""
+    return {id(inner): wrapper for wrapper in dit.modules() if type(wrapper).__name__ == _MODULE_WRAPPER
+            for inner in wrapper.module.modules()}
+
+
+def _layer(name: str, module: Any, vram: VramLayers, *, quantized: bool, cast_by: Any = None) -> LinearLayer:
     weight = module.weight
     fmt, weight_bytes = weight_format(weight), tensor_bytes(weight)
-    if getattr(module, "disk_offload", False) and not quantized:
+    offloaded = cast_by if cast_by is not None and getattr(cast_by, "disk_offload", False) else module
+    if getattr(offloaded, "disk_offload", False) and not quantized:
         # a disk-offloaded layer holds meta tensors: it is read in its preparing dtype
         # (diffsynth/core/vram/layers.py lines 123-127, 175-180)
-        fmt, weight_bytes = _dtype_name(module.preparing_dtype), weight.numel() * module.preparing_dtype.itemsize
+        dtype = offloaded.preparing_dtype
+        fmt, weight_bytes = _dtype_name(dtype), weight.numel() * dtype.itemsize
+    activations = _activations(module, weight, vram)
+    if cast_by is not None and not quantized:
+        activations = _dtype_name(getattr(cast_by, "computation_dtype", None) or weight.dtype)
     return LinearLayer(name, quantized, f"{type(module).__name__}/{fmt}" if quantized else fmt,
-                       managed=type(module).__name__ == vram.storage,
-                       activations=_activations(module, weight, vram), weight_bytes=weight_bytes,
+                       managed=type(module).__name__ == vram.storage or (cast_by is not None and not quantized),
+                       activations=activations, weight_bytes=weight_bytes,
                        bf16_bytes=module.in_features * module.out_features * BF16_BYTES)
 
 

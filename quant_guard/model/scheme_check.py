@@ -122,7 +122,7 @@ def inventory(dit: torch.nn.Module, vram: VramLayers = DIFFSYNTH_LAYERS) -> DitI
 
 def _module_casts(dit: torch.nn.Module) -> dict[int, Any]:
     """id of every module inside a DiffSynth whole-module wrapper -> that wrapper. DiffSynth's VRAM
-    maps wrap some blocks whole (Wan's ``Head`` and ``MLP``): the wrapper stores the block's plain
+    maps wrap some blocks whole (a video DiT's final ``Head``): the wrapper stores the block's plain
     layers in its offload dtype and casts a copy of the whole block to its computation dtype per
     forward (``AutoWrappedModule.computation``, diffsynth/core/vram/layers.py), so a linear inside
     it is managed as an ``AutoWrappedLinear`` is."""

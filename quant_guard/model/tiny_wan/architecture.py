@@ -18,6 +18,7 @@ and shapes) and which layers its VRAM management wraps.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from diffsynth.models.wan_video_vae import VideoVAE_, WanVideoVAE
@@ -105,6 +106,12 @@ def vae_file_state(vae: WanVideoVAE) -> dict[str, torch.Tensor]:
     """The VAE's tensors as the released ``Wan2.1_VAE`` file stores them: ``VideoVAE_``'s own names
     (DiffSynth's ``WanVideoVAEStateDictConverter`` adds the ``model.`` prefix on load)."""
     return dict(vae.model.state_dict())
+
+
+def vae_to_file(tensors: dict[str, Any]) -> dict[str, Any]:
+    """A ``WanVideoVAE`` state dict (any values) renamed to the released file's layout: without the
+    ``model.`` prefix (``ModelClass.to_file`` of synthetic checkpoints)."""
+    return {name.removeprefix("model."): value for name, value in tensors.items()}
 
 
 def _shapes(state: dict[str, torch.Tensor]) -> dict[str, list[int]]:

@@ -60,15 +60,26 @@ def _classes(dit_kwargs: tuple = (), dit_factory: str | None = None, text_factor
                    kwargs_factory=dit_factory),
         ModelClass("text_encoder", f"{_MODELS}.wan_video_text_encoder.WanTextEncoder", "wan_video_text_encoder",
                    kwargs_factory=text_factory),
-        ModelClass("vae", vae, "wan_video_vae", converter=_VAE_CONVERTER),
+        # the released file holds VideoVAE_'s names; DiffSynth's converter adds "model."
+        ModelClass("vae", vae, "wan_video_vae", converter=_VAE_CONVERTER, to_file=f"{_TINY}.vae_to_file"),
     )
 
 
+_WAN21_1_3B = tuple((k, {"dim": 1536, "ffn_dim": 8960, "num_heads": 12, "num_layers": 30}.get(k, v))
+                    for k, v in _WAN21_14B)
 WAN21_14B = Architecture(
     "wan2.1-t2v-14b", "Wan2.1-T2V-14B", _classes(_WAN21_14B),
     published=(
-        Anchor("float8_e4m3fn", True, "DiT float8 offloaded, vram_limit = GPU total - 2 GiB (24 GB class GPUs)",
-               "DiffSynth-Studio examples/wanvideo/model_inference_low_vram/Wan2.1-T2V-14B.py"),
+        Anchor("bf16", True, "no VRAM figure published; vram_limit = GPU total - 2 GiB",
+               "DiffSynth-Studio examples/wanvideo/model_inference_low_vram/Wan2.1-T2V-14B.py: every component "
+               "offloaded to disk, onloaded to the CPU in bf16, prepared and computed on the GPU"),
+    ))
+WAN21_1_3B = Architecture(
+    "wan2.1-t2v-1.3b", "Wan2.1-T2V-1.3B", _classes(_WAN21_1_3B),
+    published=(
+        Anchor("bf16", True, "minimum 8 GB VRAM (DiffSynth's claim)",
+               "DiffSynth-Studio docs/en/Model_Details/Wan.md, Quick Start: every component offloaded to disk, "
+               "vram_limit = GPU total - 2 GiB"),
     ))
 TINY = Architecture("tiny", "tiny", _classes(dit_factory=f"{_TINY}.dit_kwargs",
                                              text_factory=f"{_TINY}.text_encoder_kwargs",
@@ -119,7 +130,7 @@ FAMILY = ModelFamily(
         final_bias="head.head.bias", patch_positions=4, channel_last=True,
         # the released VAE file's last decoder convolution (VideoVAE_ names, no "model." prefix)
         decoder_out_bias="decoder.head.2.bias"),
-    architectures=(WAN21_14B, TINY),
+    architectures=(WAN21_14B, WAN21_1_3B, TINY),
     tokenizer_writer="quant_guard.model.tiny_wan.tokenizers.write_tokenizer",
     tiny=EmbeddedTiny("tiny-wan", ensure="quant_guard.model.tiny_wan.build.ensure_tiny_wan",
                       register="quant_guard.model.tiny_wan.architecture.register_with_diffsynth"),

@@ -125,9 +125,11 @@ def _module_casts(dit: torch.nn.Module) -> dict[int, Any]:
     maps wrap some blocks whole (a video DiT's final ``Head``): the wrapper stores the block's plain
     layers in its offload dtype and casts a copy of the whole block to its computation dtype per
     forward (``AutoWrappedModule.computation``, diffsynth/core/vram/layers.py), so a linear inside
-    it is managed as an ``AutoWrappedLinear`` is."""
-    return {id(inner): wrapper for wrapper in dit.modules() if type(wrapper).__name__ == _MODULE_WRAPPER
-            for inner in wrapper.module.modules()}
+    it is managed as an ``AutoWrappedLinear`` is. Not the DiT itself: DiffSynth wraps a DiT class
+    that has no VRAM map whole, and a pipeline that calls the DiT's blocks directly (not its
+    ``forward``) computes with the stored weights."""
+    return {id(inner): wrapper for name, wrapper in dit.named_modules()
+            if name and type(wrapper).__name__ == _MODULE_WRAPPER for inner in wrapper.module.modules()}
 
 
 def _layer(name: str, module: Any, vram: VramLayers, *, quantized: bool, cast_by: Any = None) -> LinearLayer:

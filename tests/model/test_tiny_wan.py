@@ -135,6 +135,21 @@ def test_the_scheme_check_refuses_a_float8_linear_no_wrapper_casts(files: Any, f
         check_scheme_applied(pipe.dit, FLOAT8_E4M3FN, "tiny-wan")
 
 
+def test_float8_storage_of_a_dit_class_without_a_vram_map_is_refused(files: Any, float8: tuple[Any, np.ndarray],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """DiffSynth wraps a DiT class without a VRAM map whole; the Wan pipeline calls its blocks
+    directly, so nothing casts the float8 weights: the scheme check must refuse it."""
+    from diffsynth.configs import VRAM_MANAGEMENT_MODULE_MAPS
+
+    from quant_guard.model.checkpoints import CheckpointError
+    from quant_guard.model.tiny_wan import clip
+    from quant_guard.model.tiny_wan.architecture import DIT_CLASS
+
+    monkeypatch.delitem(VRAM_MANAGEMENT_MODULE_MAPS, DIT_CLASS)  # registered by the float8 fixture's build
+    with pytest.raises(CheckpointError, match="did not apply float8 storage to this DiT class"):
+        clip.build(files, FLOAT8_E4M3FN)
+
+
 def test_a_per_frame_offset_moves_exposure_flicker_while_frames_stay_within_float8_limits(
         bf16: tuple[Any, np.ndarray], float8: tuple[Any, np.ndarray]) -> None:
     """The temporal-only damage (benchmarks/wan_temporal.py): each frame stays within the float8

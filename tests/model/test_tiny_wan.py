@@ -100,6 +100,21 @@ def test_diffsynth_loads_the_files_as_the_tiny_classes(bf16: tuple[Any, np.ndarr
     assert type(pipe.vae).__name__ == "TinyWanVideoVAE" and pipe.vae.model.dim == SIZES.vae_dim
 
 
+def test_an_offloaded_tiny_vae_is_managed_layer_by_layer_like_diffsynths(bf16: tuple[Any, np.ndarray]) -> None:
+    """What DiffSynth's loader wraps when a plan offloads the VAE (on a GPU; a CPU plan offloads
+    nothing): the real ``WanVideoVAE``'s layer map, not the whole subclass as one module (the
+    fallback for a class without a map, whose ``decode`` would then bypass the wrapper)."""
+    import torch
+    from diffsynth.models.model_loader import ModelPool
+    from diffsynth.models.wan_video_vae import CausalConv3d
+
+    from quant_guard.model.tiny_wan.architecture import VAE_CLASS, TinyWanVideoVAE
+
+    offloaded = {"offload_dtype": torch.bfloat16, "offload_device": "cpu"}
+    module_map = ModelPool().fetch_module_map(VAE_CLASS, offloaded)
+    assert module_map is not None and CausalConv3d in module_map and TinyWanVideoVAE not in module_map
+
+
 def test_bf16_renders_a_clip_of_the_expected_shape(bf16: tuple[Any, np.ndarray]) -> None:
     from quant_guard.model.tiny_wan.clip import FRAMES, SIZE
 

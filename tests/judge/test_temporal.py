@@ -34,6 +34,8 @@ def test_a_per_frame_brightness_flicker_moves_flicker_but_barely_the_frames() ->
     steady = np.clip(golden.astype(int) + 6, 0, 255).astype(np.uint8)
     bad, good = compare_clips(golden, flickering), compare_clips(golden, steady)
     assert bad.flicker > 5 * max(good.flicker, 0.1)
+    # frame-mean steps of +6, -12, +12, -12 levels against the golden's: 10.5 on average (less clipping)
+    assert 9 < bad.exposure_flicker < 11 and good.exposure_flicker < 0.2, (bad, good)
     assert bad.worst_psnr[0] == pytest.approx(good.worst_psnr[0], abs=0.5)  # same per-frame error size
 
 
@@ -50,3 +52,13 @@ def test_clips_of_other_shapes_or_one_frame_are_refused() -> None:
         flicker(golden, golden[:-1])
     with pytest.raises(ValueError, match="at least 2 frames"):
         tlp(golden[:1], golden[:1])
+
+
+def test_independent_pixel_noise_moves_flicker_but_not_exposure_flicker() -> None:
+    """Rounding error that is independent per pixel and frame (what float8 does) shows in pixel
+    flicker; averaged over a frame it cancels, so exposure flicker stays near 0."""
+    golden = moving_square()
+    rng = np.random.default_rng(1)
+    noisy = np.clip(golden.astype(int) + rng.integers(-4, 5, golden.shape), 0, 255).astype(np.uint8)
+    metrics = compare_clips(golden, noisy)
+    assert metrics.flicker > 2 and metrics.exposure_flicker < 0.3, metrics

@@ -216,3 +216,28 @@ def test_a_damaged_dit_moves_the_frames_far_more_than_float8(files: Any, bf16: t
     honest, broken = per_frame(bf16[1], float8[1]), per_frame(bf16[1], damaged)
     assert max(m.lpips for m in broken) > DAMAGE_OVER_FLOAT8 * max(m.lpips for m in honest), (honest, broken)
     assert min(m.psnr for m in broken) < min(m.psnr for m in honest) - 6, (honest, broken)
+
+
+def test_the_draft_family_groups_and_names_every_dit_linear() -> None:
+    """The sweep's layer groups of a Wan DiT (``family.py``'s ``layer_naming``): every linear in a
+    block role or a named outside group, none left as "other", each with its diffusers
+    (``WanTransformer3DModel``) name; block lists as the diffusers converter has them."""
+    import torch
+
+    from quant_guard.model.layer_groups import diffusers_name, diffusers_patterns, group_layers
+    from quant_guard.model.tiny_wan.architecture import SIZES, build_dit
+    from quant_guard.model.tiny_wan.family import FAMILY
+
+    with torch.device("meta"):
+        names = [n for n, m in build_dit().named_modules() if isinstance(m, torch.nn.Linear)]
+    layers = group_layers(names, "layer", FAMILY)
+    assert {g.kind for g in layers} == {"block", "embedders", "modulation", "final layer"}, layers
+    roles = {g.name.split("/")[1] for g in layers if g.kind == "block"}
+    assert roles == {"self-attn", "cross-attn", "mlp"}
+    blocks = group_layers(names, "block", FAMILY)
+    assert [g.name for g in blocks if g.kind == "block"] == [f"blocks.{i}" for i in range(SIZES.layers)]
+    assert all(diffusers_name(n, FAMILY) for n in names), [n for n in names if not diffusers_name(n, FAMILY)]
+    assert diffusers_name("blocks.1.cross_attn.o", FAMILY) == "blocks.1.attn2.to_out.0"
+    assert diffusers_name("head.head", FAMILY) == "proj_out"
+    _, unknown = diffusers_patterns(blocks, FAMILY)
+    assert not unknown

@@ -241,3 +241,26 @@ def test_the_draft_family_groups_and_names_every_dit_linear() -> None:
     assert diffusers_name("head.head", FAMILY) == "proj_out"
     _, unknown = diffusers_patterns(blocks, FAMILY)
     assert not unknown
+
+
+def test_every_degrade_kind_finds_its_tensors_in_the_tiny_wan_files(files: Any) -> None:
+    """``quant-guard degrade`` through the draft family's ``DamageTargets``: each kind changes the
+    DiT file (the VAE file for colour-cast) and only what it names."""
+    import torch
+    from safetensors.torch import load_file
+
+    from quant_guard.model.tiny_wan.family import FAMILY
+    from quant_guard.tools.degrade import Degradation, degrade
+
+    dit, vae = load_file(str(files.dit)), load_file(str(files.vae))
+    for kind in Degradation:
+        state = vae if kind is Degradation.COLOUR_CAST else dit
+        damaged = degrade(state, kind, family=FAMILY)
+        changed = {k for k in state if not torch.equal(state[k], damaged[k])}
+        assert changed, kind
+        if kind is Degradation.COLOUR_CAST:
+            assert changed == {FAMILY.damage.decoder_out_bias}
+        if kind is Degradation.COLOUR_SHIFT:
+            assert changed == {FAMILY.damage.final_bias}
+        if kind is Degradation.DROP_TEXT:
+            assert all(k.startswith("text_embedding.") for k in changed), changed

@@ -264,3 +264,41 @@ def test_every_degrade_kind_finds_its_tensors_in_the_tiny_wan_files(files: Any) 
             assert changed == {FAMILY.damage.final_bias}
         if kind is Degradation.DROP_TEXT:
             assert all(k.startswith("text_embedding.") for k in changed), changed
+
+
+def test_two_dit_files_load_as_dit_and_dit2_and_the_loop_switches_at_the_boundary(files: Any, tmp_path: Path) -> None:
+    """Wan2.2 A14B's layout on the tiny: two DiT files (high noise first) become ``pipe.dit`` and
+    ``pipe.dit2`` (``fetch_model("wan_video_dit", index=2)``), each in its own ModelConfig's dtype
+    (so a scheme must be given to both, and checked on both); the loop runs ``dit`` while the
+    timestep is >= ``switch_DiT_boundary`` x 1000 and ``dit2`` after."""
+    import torch
+    from diffsynth.core import ModelConfig
+    from diffsynth.pipelines.wan_video import WanVideoPipeline
+    from safetensors.torch import load_file
+
+    from quant_guard.model.pipelines import prepare_diffsynth
+    from quant_guard.model.scheme_check import inventory
+    from quant_guard.model.tiny_wan import clip
+    from quant_guard.model.tiny_wan.build import write_tiny_wan
+    from quant_guard.model.tiny_wan.family import FAMILY
+
+    prepare_diffsynth(FAMILY)
+    low_noise = write_tiny_wan(tmp_path / "low", seed=1).dit
+    float8 = {"offload_dtype": torch.float8_e4m3fn, "offload_device": "cpu", "onload_dtype": torch.float8_e4m3fn,
+              "onload_device": "cpu", "computation_dtype": torch.bfloat16, "computation_device": "cpu"}
+    configs = [ModelConfig(path=str(files.dit), skip_download=True, **float8),
+               ModelConfig(path=str(low_noise), skip_download=True),  # bf16: nothing makes both match
+               ModelConfig(path=str(files.text_encoder), skip_download=True),
+               ModelConfig(path=str(files.vae), skip_download=True)]
+    pipe = WanVideoPipeline.from_pretrained(torch_dtype=torch.bfloat16, device="cpu", model_configs=configs,
+                                            tokenizer_config=ModelConfig(path=str(files.tokenizer), skip_download=True))
+    assert pipe.dit2 is not None and pipe.dit2 is not pipe.dit
+    assert inventory(pipe.dit).formats() == {"float8_e4m3fn": 26}
+    assert inventory(pipe.dit2).formats() == {"bfloat16": 26}  # the second file keeps its own dtype
+    second = load_file(str(low_noise))["blocks.0.ffn.0.weight"]
+    assert torch.equal(pipe.dit2.blocks[0].ffn[0].weight, second)  # files in model_configs order
+    calls = {"dit": 0, "dit2": 0}
+    for name in calls:
+        getattr(pipe, name).blocks[0].register_forward_hook(lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
+    clip.render(pipe, steps=3)  # timesteps 1000, 909, 714 (sigma shift 5): the boundary 875 falls before the last
+    assert calls == {"dit": 2, "dit2": 1}

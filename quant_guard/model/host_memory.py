@@ -129,7 +129,7 @@ def host_plan(plan: MemoryPlan, file_bytes: Mapping[str, int], *, prequantized_d
 
 def _component(plan: MemoryPlan, name: str, size: int, prequantized: bool) -> ComponentHost:
     placement = plan.components[name]
-    quantization = plan.scheme.quantization if name == DIT else None
+    quantization = plan.scheme.component(name).quantization
     on_host = placement.home_device == "cpu"
     if placement.home_device == DISK:
         return ComponentHost(name, 0, 0, "read from its file layer by layer (disk offload)")

@@ -78,6 +78,13 @@ def _degraded_use(output: Path, kind: Degradation) -> str:
     if kind is Degradation.COLOUR_CAST:
         return (f"use it as the checkpoint's VAE: components.vae = {quoted} (every scheme shares the VAE, so "
                 "compare against goldens made with the undamaged one)")
+    if kind is Degradation.TEXT_ENCODER_NOISE:
+        from quant_guard.model.families import default_family
+
+        component = (default_family().damage.text_encoder or ("text_encoder", ""))[0]
+        return ("use it as a candidate's text encoder: schemes = [{ id = \"damaged-te\", components = { "
+                f"{component} = {{ storage = \"float8_e4m3fn\", file = {quoted} }} }} }}], then run pytest: "
+                "its tests should fail")
     return (f'use it as a candidate: schemes = [{{ id = "damaged", storage = "float8_e4m3fn", dit = {quoted} }}] '
             "(DiffSynth casts a bf16 file to float8 on load), then run pytest: its tests should fail")
 

@@ -92,9 +92,12 @@ def dit_file(checkpoint: ResolvedCheckpoint, scheme: Scheme) -> Path | list[Path
 
 
 def component_file(checkpoint: ResolvedCheckpoint, scheme: Scheme, name: str) -> Path | list[Path]:
-    """The file ``scheme`` loads component ``name`` from: the DiT's own file (``dit_file``), the
-    checkpoint's file for the others."""
-    return dit_file(checkpoint, scheme) if name == DIT else checkpoint.files[name]
+    """The file ``scheme`` loads component ``name`` from: the scheme's own file of it (pre-quantized
+    or damaged), else the checkpoint's bf16 one."""
+    if name == DIT:
+        return dit_file(checkpoint, scheme)
+    own = checkpoint.scheme_file(scheme.id, name)
+    return checkpoint.files[name] if own is None else own
 
 
 def planned_host_memory(checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: MemoryPlan) -> HostPlan:

@@ -95,6 +95,9 @@ class DamageTargets:
     patch_positions: int  # latent positions per patch (2x2 -> 4)
     decoder_out_bias: str  # the VAE file's last decoder convolution's bias: R, G, B
     channel_last: bool = False  # the DiT's output features are ordered (patch position, channel)
+    # (component, block prefix with {block}) of the text encoder ``text-encoder-noise`` damages in
+    # that component's file; None: not named for this family
+    text_encoder: tuple[str, str] | None = None
 
     def channel_positions(self, channel: int, features: int) -> list[int]:
         """Indices of latent channel ``channel`` in the final bias of ``features`` entries."""

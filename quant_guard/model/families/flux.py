@@ -115,7 +115,8 @@ FAMILY = ModelFamily(
     damage=DamageTargets(
         block="blocks.{block}.", attention_out=("attn.a_to_out.weight", "attn.a_to_out.bias"),
         feed_forward_in="ff_a.0.weight", text_embedders=("context_embedder.", "pooled_text_embedder."),
-        final_bias="final_proj_out.bias", patch_positions=4, decoder_out_bias="decoder.conv_out.bias"),
+        final_bias="final_proj_out.bias", patch_positions=4, decoder_out_bias="decoder.conv_out.bias",
+        text_encoder=("text_encoder_t5", "encoder.block.{block}.")),
     architectures=(FLUX_DEV, TINY),
     default=True,  # a checkpoint that names no family is FLUX.1
     tiny=EmbeddedTiny("tiny", ensure="quant_guard.model.tiny.build.ensure_tiny_checkpoint",

@@ -292,7 +292,7 @@ def _mismatch(dit: torch.nn.Module, found: DitInventory, scheme: Scheme, *,
         if problem and not scheme.is_reference and not all(layer.managed for layer in found.layers):
             # float8 storage computes only through DiffSynth's per-layer cast: a DiT class without a
             # VRAM-management entry is loaded as plain layers (upcast, or float8 that cannot compute)
-            problem += "; DiffSynth did not apply float8 storage to this DiT class"
+            problem += "; DiffSynth did not apply float8 storage to this model class"
         if problem is None and scheme.is_reference and found.not_bf16:
             name, fmt = found.not_bf16[0]
             problem = (f"{len(found.not_bf16)} parameters or buffers of the bf16 reference are not bfloat16 "

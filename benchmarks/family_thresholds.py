@@ -9,8 +9,9 @@ seed: LPIPS, SSIM, PSNR. Prints, per family, the worst honest image per scheme, 
 mildest image, the thresholds the family's checkpoint ships with (``EMBEDDED_THRESHOLDS``) and, for
 each damage kind, whether all its images fail them: the family's detection power.
 
-Usage: python benchmarks/family_thresholds.py [--family tiny-z-image] [--seeds 4]
-The numbers in config/thresholds.py and README ("Model families") come from ``--seeds 4``.
+Usage: python benchmarks/family_thresholds.py [--family tiny-z-image] [--seeds 4] [--grid docs/tiny_families_grid.png]
+The numbers in config/thresholds.py and README ("Model families") and the picture
+docs/tiny_families_grid.png come from ``--seeds 4 --grid docs/tiny_families_grid.png``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 
@@ -37,10 +40,17 @@ class Row:
     lpips: float
     ssim: float
     psnr: float
+    image: np.ndarray  # the candidate's render
 
 
-def measure(embedded: str, seeds: int) -> dict[str, dict[str, list[Row]]]:
-    """Scheme -> candidate label (the scheme itself, or a damage kind under it) -> one row per image."""
+# the grid's columns after bf16: (scheme, candidate label)
+GRID = (("float8_e4m3fn", "float8_e4m3fn"), ("torchao_int8_w8a16", "torchao_int8_w8a16"),
+        ("float8_e4m3fn", "noise x2"), ("float8_e4m3fn", "round 3"), ("float8_e4m3fn", "drop text"))
+
+
+def measure(embedded: str, seeds: int) -> tuple[list[np.ndarray], dict[str, dict[str, list[Row]]]]:
+    """The bf16 renders, and scheme -> candidate label (the scheme itself, or a damage kind under
+    it) -> one row per image."""
     from safetensors.torch import load_file, save_file
 
     from quant_guard.config.families import EMBEDDED
@@ -83,10 +93,37 @@ def measure(embedded: str, seeds: int) -> dict[str, dict[str, list[Row]]]:
             swap_dit(pipe, checkpoint, scheme, default_plan(scheme, "cpu", family))
             rows = []
             for request, reference in zip(requests, golden):
-                m = compare_images(reference, render(pipe, request).image)
-                rows.append(Row(label, m.lpips, m.ssim, m.psnr))
+                image = render(pipe, request).image
+                m = compare_images(reference, image)
+                rows.append(Row(label, m.lpips, m.ssim, m.psnr, image))
             out.setdefault(name, {})[label] = rows
-    return out
+    return golden, out
+
+
+def write_grid(path: Path, measured: dict[str, tuple[list[np.ndarray], dict[str, dict[str, list[Row]]]]],
+               seeds: int) -> None:
+    """Per family, rows of (prompt, seed) for the first two seeds of each prompt; columns bf16 then GRID."""
+    from PIL import Image, ImageDraw
+
+    scale, label_h, head_w = 2, 14, 110
+    rows: list[tuple[str, list[np.ndarray]]] = []
+    for embedded, (golden, candidates) in measured.items():
+        for index in [p * seeds + s for p in range(len(PROMPTS)) for s in range(min(2, seeds))]:
+            cells = [golden[index]] + [candidates[scheme][label][index].image for scheme, label in GRID]
+            rows.append((f"{embedded}\np{index // seeds} s{index % seeds}", cells))
+    size = rows[0][1][0].shape[0] * scale
+    sheet = Image.new("RGB", (head_w + size * (1 + len(GRID)), label_h + size * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for col, title in enumerate(["bf16"] + [label if scheme == label or label.startswith("float8") else
+                                            f"{label} (f8)" for scheme, label in GRID]):
+        draw.text((head_w + col * size + 2, 1), title.replace("torchao_int8_w8a16", "int8 w8a16"), fill="black")
+    for r, (title, cells) in enumerate(rows):
+        draw.text((2, label_h + r * size + 4), title, fill="black")
+        for col, cell in enumerate(cells):
+            tile = Image.fromarray(cell).resize((size, size), Image.NEAREST)
+            sheet.paste(tile, (head_w + col * size, label_h + r * size))
+    sheet.save(path)
+    print(f"wrote {path}")
 
 
 def report(embedded: str, measured: dict[str, dict[str, list[Row]]]) -> None:
@@ -124,10 +161,15 @@ def main() -> None:
     p.add_argument("--family", action="append", choices=[e for e in EMBEDDED if e != "tiny"], default=[],
                    help="an embedded tiny (default: all but the trained FLUX.1 tiny)")
     p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--grid", type=Path, default=None, help="also write the families' renders as one image here")
     args = p.parse_args()
     torch.set_num_threads(1)
+    measured = {}
     for embedded in args.family or [e for e in EMBEDDED if e != "tiny"]:
-        report(embedded, measure(embedded, args.seeds))
+        measured[embedded] = measure(embedded, args.seeds)
+        report(embedded, measured[embedded][1])
+    if args.grid:
+        write_grid(args.grid, measured, args.seeds)
 
 
 if __name__ == "__main__":

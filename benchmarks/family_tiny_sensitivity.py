@@ -1,4 +1,4 @@
-"""Does the random-weight tiny Qwen-Image / Z-Image tell honest quantization from damage?
+"""Does the random-weight tiny Qwen-Image / Z-Image / FLUX.2 tell honest quantization from damage?
 
 For ``--seeds`` seeds of one prompt, through the family's real DiffSynth pipeline on CPU: the bf16
 render, then float8_e4m3fn storage and torchao int8 weight-only (honest), and the bf16 DiT with
@@ -33,36 +33,22 @@ DAMAGE = (("noise x0.75", "noise", None), ("noise x2", "noise", 2.0), ("round 3 
           ("round 16 levels", "round", 16.0))
 
 
-def _family(name: str):  # -> (register, ensure, pipeline class, block list)
-    if name == "qwen-image":
-        from diffsynth.pipelines.qwen_image import QwenImagePipeline
-
-        from quant_guard.model.tiny_qwen_image.architecture import register_with_diffsynth
-        from quant_guard.model.tiny_qwen_image.build import ensure_tiny_qwen_image
-        return register_with_diffsynth, ensure_tiny_qwen_image, QwenImagePipeline, "transformer_blocks"
-    from diffsynth.pipelines.z_image import ZImagePipeline
-
-    from quant_guard.model.tiny_z_image.architecture import register_with_diffsynth
-    from quant_guard.model.tiny_z_image.build import ensure_tiny_z_image
-    return register_with_diffsynth, ensure_tiny_z_image, ZImagePipeline, "layers"
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--family", choices=("qwen-image", "z-image"), required=True)
+    p.add_argument("--family", choices=("qwen-image", "z-image", "flux2"), required=True)
     p.add_argument("--seeds", type=int, default=6)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--grid", type=Path, default=None, help="also write a seeds x candidates image grid here")
     args = p.parse_args()
     torch.set_num_threads(1)
-    register, ensure, pipeline_class, blocks = _family(args.family)
-    from quant_guard.model.pipelines import prepare_diffsynth
+    from quant_guard.model.families import family
+    from quant_guard.model.families.base import import_dotted
 
-    prepare_diffsynth()
-    register()
+    tiny = family(args.family).tiny
+    assert tiny is not None
     tmp = Path(tempfile.mkdtemp())
     t0 = time.perf_counter()
-    files = ensure(tmp / "checkpoint")
+    files = import_dotted(tiny.ensure)(tmp / "checkpoint")
     print(f"build (fresh, into {tmp}): {time.perf_counter() - t0:.2f} s")
     from safetensors.torch import load_file
 
@@ -74,19 +60,19 @@ def main() -> None:
     def renders(pipe) -> list:  # type: ignore[no-untyped-def]
         return [fs.render(pipe, seed=s, steps=args.steps) for s in seeds]
 
-    bf16 = fs.build(pipeline_class, files, REFERENCE)
+    bf16 = fs.build(tiny.name, files, REFERENCE)
     renders(bf16)  # warm-up
     t0 = time.perf_counter()
     golden = renders(bf16)
     print(f"bf16 render: {(time.perf_counter() - t0) / (args.seeds * args.steps):.3f} s/step (1 thread, incl. "
           "text encoding and decode)")
     candidates = [("float8_e4m3fn", FLOAT8_E4M3FN, None), ("torchao int8 w8a16", INT8, None)]
-    candidates += [(label, REFERENCE, fs.damaged_dit(files.dit, tmp / f"{kind}-{strength}.safetensors", blocks=blocks,
+    candidates += [(label, REFERENCE, fs.damaged_dit(tiny.name, files.dit, tmp / f"{kind}-{strength}.safetensors",
                                                      kind=kind, strength=strength)) for label, kind, strength in DAMAGE]
     print(f"{'candidate':22s} {'LPIPS min..max':>18s} {'PSNR dB min..max':>18s}")
     columns = {"bf16": golden}
     for label, scheme, dit in candidates:
-        columns[label] = renders(fs.build(pipeline_class, files, scheme, dit=dit))
+        columns[label] = renders(fs.build(tiny.name, files, scheme, dit=dit))
         metrics = [compare_images(g, c) for g, c in zip(golden, columns[label])]
         lp, ps = [m.lpips for m in metrics], [m.psnr for m in metrics]
         print(f"{label:22s} {min(lp):8.4f}..{max(lp):.4f} {min(ps):8.1f}..{max(ps):.1f}")

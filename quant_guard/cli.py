@@ -5,7 +5,7 @@
                                                   write a pre-quantized DiT file
     quant-guard degrade IN OUT --kind noise       write a deliberately damaged DiT (a VAE for colour-cast)
     quant-guard lpips-weights --fetch             download, convert and check the LPIPS weights
-    quant-guard doctor [--full-size]              check this machine before the first nightly
+    quant-guard doctor [--full-size [--family F]] check this machine before the first nightly
     quant-guard history DIR list|compare A B|course TEST_ID|csv|report OUT
                                                   the metrics history of earlier runs
     quant-guard sweep --checkpoint ID --scheme S  which layer groups to keep in bf16 (sensitivity sweep)
@@ -17,12 +17,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from quant_guard.store.atomic import atomic_path
 from quant_guard.model.checkpoints import CheckpointError
 from quant_guard.tools.degrade import Degradation
 from quant_guard.store.history import History
 from quant_guard.config.limits import METRICS
+
+if TYPE_CHECKING:
+    from quant_guard.model.families.base import Architecture
 
 
 def _cmd_tiny(args: argparse.Namespace) -> int:
@@ -55,6 +59,7 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
+    from quant_guard.model.families import family
     from quant_guard.tools.degrade import degrade
 
     if args.input.suffix != ".safetensors":
@@ -63,11 +68,12 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
         state = load_file(str(args.input))
     except SafetensorError as exc:
         raise CheckpointError(f"{args.input}: cannot read safetensors file ({exc})") from None
-    damaged = degrade(state, args.kind, seed=args.seed, block=args.block, strength=args.strength)
+    damaged = degrade(state, args.kind, seed=args.seed, block=args.block, strength=args.strength,
+                      family=family(args.family))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.output, suffix=".tmp.safetensors") as tmp:
         save_file(damaged, str(tmp))
-    print(f"wrote {args.output} ({args.kind}, block {args.block}, seed {args.seed})")
+    print(f"wrote {args.output} ({args.kind}, {family(args.family).label}, block {args.block}, seed {args.seed})")
     print(_degraded_use(args.output, Degradation(args.kind)))
     return 0
 
@@ -93,15 +99,23 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     from quant_guard.tools.doctor import DoctorError, doctor, find_config
     from quant_guard.tools.full_size import FullSizeRequest
     from quant_guard.model.pipelines import pick_device
-    from quant_guard.tools.synthetic import ARCHITECTURES, FULL_SIZE
+    from quant_guard.model.families import UnknownModelFamily, default_family, family
+    from quant_guard.tools.synthetic import architectures, file_bytes
 
     request = None
     if args.full_size:
-        arch = ARCHITECTURES[args.shapes]
+        try:
+            chosen = family(args.family) if args.family else default_family()
+            arch = chosen.architecture(args.shapes) if args.shapes else chosen.full_size
+        except (UnknownModelFamily, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         device = pick_device(args.device)
-        if arch is FULL_SIZE and device == "cpu" and args.device != "cpu":
-            print(f"error: --full-size needs a CUDA device ({arch.label} shapes on a CPU take hours and about 64 GB "
-                  "of memory); --device cpu insists, --shapes tiny runs the same code at tiny size", file=sys.stderr)
+        if arch is not _smallest(list(architectures(chosen).values())) and device == "cpu" and args.device != "cpu":
+            weights = sum(file_bytes(arch).values())
+            print(f"error: --full-size needs a CUDA device ({arch.label} shapes on a CPU take hours and about "
+                  f"{weights * 2 / 1e9:.0f} GB of memory); --device cpu insists, --shapes tiny runs the same code at "
+                  "tiny size", file=sys.stderr)
             return 2
         width, height = args.size
         request = FullSizeRequest(arch, device, width=width, height=height, steps=args.steps, work_dir=args.work_dir)
@@ -110,6 +124,13 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     except DoctorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _smallest(sizes: list[Architecture]) -> Architecture:
+    """The architecture with the fewest weights (a family's tiny: the one a CPU runs at once)."""
+    from quant_guard.tools.synthetic import file_bytes
+
+    return min(sizes, key=lambda a: sum(file_bytes(a).values()))
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
@@ -204,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     from quant_guard.tools.degrade import Degradation
     from quant_guard.model.layer_groups import GRANULARITIES
     from quant_guard.plugin import _bounded_float  # the plugin's --qg-psnr & co. parse the same way
-    from quant_guard.model.families import default_family
+    from quant_guard.model.families import default_family, families
     from quant_guard.tools.quantize import DTYPES
 
     family = default_family()  # the embedded tiny checkpoint's, and the one doctor --full-size builds
@@ -234,8 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
                                              "the gate catches it")
     degrade.add_argument("input", type=Path)
     degrade.add_argument("output", type=Path)
-    degrade.add_argument("--kind", choices=[d.value for d in Degradation], required=True)
-    degrade.add_argument("--block", type=int, default=0, help="joint block for per-block kinds (default 0)")
+    degrade.add_argument("--kind", choices=[d.value for d in Degradation], required=True,
+                         help="which tensors each kind damages comes from the model family (--family): noise and "
+                              "zero-attn-out and scale act on block --block of its main block list (noise: every "
+                              "weight matrix; zero-attn-out: the attention output; scale: the feed-forward input), "
+                              "round on every weight matrix, drop-text zeroes its text embedders, colour-shift "
+                              "offsets one latent channel of its final projection's bias (an error for a family "
+                              "whose final projection has none), colour-cast one RGB output of its VAE decoder")
+    degrade.add_argument("--family", choices=sorted(families()), default=family.name,
+                         help=f"the model family of the file (default {family.name}, {family.label})")
+    degrade.add_argument("--block", type=int, default=0,
+                         help="block of the family's main block list for per-block kinds (default 0)")
     degrade.add_argument("--strength", type=float, default=None,
                          help="the kind's knob: round levels (default 3), noise fraction of the weight std "
                               "(0.75), scale factor (2), colour-shift offset (2), colour-cast offset (0.05)")
@@ -247,12 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--qg-config", type=Path, default=None,
                         help="quant_guard configuration (default: as the plugin finds it, from pyproject.toml)")
     doctor.add_argument("--full-size", action="store_true",
-                        help=f"also build the bf16 and float8 pipelines with random weights at --shapes "
-                             f"({family.full_size.label}) and measure peak memory, resident memory and step time "
-                             "(no download; writes about 32 GiB to --work-dir, removed afterwards)")
-    doctor.add_argument("--shapes", choices=tuple(a.name for a in family.architectures),
-                        default=family.full_size.name,
-                        help="architecture size of --full-size (tiny: the embedded checkpoint's, for a quick check)")
+                        help=f"also build the bf16 and float8 pipelines with random weights at --shapes of "
+                             f"--family ({family.full_size.label} by default) and measure peak memory, resident "
+                             "memory and step time (no download; writes the weights, tens of GiB at full size, to "
+                             "--work-dir and removes them afterwards)")
+    doctor.add_argument("--family", choices=tuple(sorted(families())), default=None,
+                        help=f"model family of --full-size (default {family.name}); its checkpoints' memory plans "
+                             "and limits apply")
+    sizes = "; ".join(f"{f.name}: {', '.join(a.name for a in f.architectures)}" for f in families().values())
+    doctor.add_argument("--shapes", default=None,
+                        help=f"architecture size of --full-size, one of the family's (default: its full size; tiny: "
+                             f"its embedded checkpoint's, for a quick check). {sizes}")
     doctor.add_argument("--checkpoint", default=None,
                         help="whose memory plan --full-size follows (default: the first real checkpoint marked gpu)")
     doctor.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")

@@ -129,7 +129,8 @@ class FakeCudaDevice(TorchFunctionMode):
             return func(*args, **kwargs)
         if func is torch.Tensor.get_device:
             return 0 if self.on_device(args[0]) else func(*args)
-        if func in (torch.Tensor.numpy, torch.Tensor.tolist) and self.on_device(args[0]):
+        # as on a real device: .numpy() refuses a device tensor, .tolist() copies it to host memory
+        if func is torch.Tensor.numpy and self.on_device(args[0]):
             raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor "
                             "to host memory first. (fake device)")
         if func is torch.Tensor.cuda:

@@ -16,13 +16,13 @@ from quant_guard.config.schemes import FLOAT8_E4M3FN, REFERENCE
 
 @pytest.fixture(scope="module")
 def bf16(family: FamilyLimits, files: Any) -> tuple[Any, np.ndarray]:
-    pipe = build(family.pipeline_class(), files, REFERENCE)
+    pipe = build(family.embedded, files, REFERENCE)
     return pipe, render(pipe)
 
 
 @pytest.fixture(scope="module")
 def float8(family: FamilyLimits, files: Any) -> tuple[Any, np.ndarray]:
-    pipe = build(family.pipeline_class(), files, FLOAT8_E4M3FN)
+    pipe = build(family.embedded, files, FLOAT8_E4M3FN)
     return pipe, render(pipe)
 
 
@@ -56,7 +56,7 @@ def test_an_int8_quantized_dit_is_quantized_and_close(family: FamilyLimits, file
     from quant_guard.judge.metrics import compare_images
     from quant_guard.model.scheme_check import inventory
 
-    pipe = build(family.pipeline_class(), files, INT8)  # build() has run quant_guard's scheme check
+    pipe = build(family.embedded, files, INT8)  # build_pipeline has run quant_guard's scheme check
     formats = inventory(pipe.dit).formats()
     assert formats and all("int8" in fmt.lower() for fmt in formats), formats
     image = render(pipe)
@@ -70,8 +70,8 @@ def test_a_damaged_dit_moves_the_image_far_more_than_float8(family: FamilyLimits
                                                             float8: tuple[Any, np.ndarray], tmp_path: Path) -> None:
     from quant_guard.judge.metrics import compare_images
 
-    dit = damaged_dit(files.dit, tmp_path / "damaged.safetensors", blocks=family.blocks, strength=family.damage_noise)
-    damaged = render(build(family.pipeline_class(), files, REFERENCE, dit=dit))
+    dit = damaged_dit(family.embedded, files.dit, tmp_path / "damaged.safetensors", strength=family.damage_noise)
+    damaged = render(build(family.embedded, files, REFERENCE, dit=dit))
     honest, broken = compare_images(bf16[1], float8[1]), compare_images(bf16[1], damaged)
     assert broken.lpips > family.damage_over_float8 * honest.lpips, (honest, broken)
     assert broken.psnr < honest.psnr - 6, (honest, broken)

@@ -1,14 +1,10 @@
-"""Support for the tiny Qwen-Image and Z-Image tests (tests/model/test_tiny_qwen_image.py,
-test_tiny_z_image.py): build a family's DiffSynth pipeline from the tiny files with the DiT in a
-scheme, the way ``quant_guard.model.pipelines`` does it for FLUX.1 (the memory plan's
-``ModelConfig`` dtype fields for float8 storage, ``QuantizeConfig`` for a method, then the scheme
-check), and render one image."""
+"""Support for the tiny family tests (tests/model/test_tiny_qwen_image.py, test_tiny_z_image.py,
+test_tiny_flux2.py): build an embedded tiny's pipeline the product's way
+(``model.pipelines.build_pipeline``: the memory plan's float8 storage, a ``diffsynth.core.quant``
+method, then the scheme check), render one image, damage its DiT with ``quant-guard degrade``."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,8 +22,7 @@ INT8 = Scheme("torchao_int8_w8a16", quantization=Quantization("torchao_int8_w8a1
 class FamilyLimits:
     """What the shared render tests (``family_render_tests``) need of one tiny family."""
 
-    pipeline_class: Callable[[], Any]  # the DiffSynth pipeline class, imported when called
-    blocks: str  # the DiT's block list, for degrade
+    embedded: str  # the embedded tiny's name ("tiny-qwen-image"): its family and files
     float8_lpips_max: float  # float8 (and int8) against bf16, measured on the tiny (FACTS.md)
     float8_psnr_min: float
     damage_noise: float  # degrade's noise fraction on block 0
@@ -36,40 +31,15 @@ SIZE = 64
 STEPS = 3
 
 
-def dit_model_config(path: Path, scheme: Scheme) -> Any:
-    """The DiT's ``ModelConfig`` under ``scheme`` on the CPU: quant_guard's own memory plan fields."""
-    from diffsynth.core import ModelConfig
+def build(embedded: str, files: Any, scheme: Scheme, *, dit: Path | None = None) -> Any:
+    """``build_pipeline`` of the embedded tiny ``embedded`` from ``files``, the DiT (``dit``, a
+    damaged or pre-quantized file, or the checkpoint's) in ``scheme``, on the CPU; the scheme check
+    has run."""
+    from quant_guard.model.checkpoints import tiny_resolved
+    from quant_guard.model.pipelines import build_pipeline
 
-    from quant_guard.model.memory_plan import torch_fields
-    from quant_guard.model.pipelines import default_plan
-
-    plan = default_plan(scheme, "cpu")
-    quantize = scheme.quantization.build() if scheme.quantization is not None else None
-    return ModelConfig(path=str(path), skip_download=True, quantize=quantize,
-                       **torch_fields(plan.components["dit"].model_config_fields()))
-
-
-def build(pipeline_class: Any, files: Any, scheme: Scheme, *, dit: Path | None = None, check: bool = True) -> Any:
-    """``pipeline_class.from_pretrained`` from a tiny family's files (``files.dit``, ``.text_encoder``,
-    ``.vae``, ``.tokenizer``), the DiT (``dit`` or the checkpoint's) in ``scheme``; with ``check`` the
-    DiT is checked against the scheme as quant_guard checks every build."""
-    import torch
-    from diffsynth.core import ModelConfig
-
-    from quant_guard.model.pipelines import prepare_diffsynth
-    from quant_guard.model.scheme_check import check_scheme_applied
-
-    prepare_diffsynth()
-    configs = [dit_model_config(dit or files.dit, scheme),
-               ModelConfig(path=str(files.text_encoder), skip_download=True),
-               ModelConfig(path=str(files.vae), skip_download=True)]
-    with contextlib.redirect_stdout(io.StringIO()):  # DiffSynth prints a line per model
-        pipe = pipeline_class.from_pretrained(
-            torch_dtype=torch.bfloat16, device="cpu", model_configs=configs,
-            tokenizer_config=ModelConfig(path=str(files.tokenizer), skip_download=True))
-    if check:
-        check_scheme_applied(pipe.dit, scheme, files.root.name)
-    return pipe
+    own = {scheme.id: dit} if dit is not None else None
+    return build_pipeline(tiny_resolved(files, own, embedded=embedded), scheme, "cpu")
 
 
 def render(pipe: Any, *, seed: int = 0, steps: int = STEPS, **kwargs: Any) -> np.ndarray:
@@ -81,13 +51,16 @@ def render(pipe: Any, *, seed: int = 0, steps: int = STEPS, **kwargs: Any) -> np
     return np.asarray(image.convert("RGB"))
 
 
-def damaged_dit(source: Path, dest: Path, *, blocks: str, kind: str = "noise", strength: float | None = None) -> Path:
-    """A copy of the DiT file with ``quant-guard degrade``'s ``kind`` applied to block 0."""
+def damaged_dit(embedded: str, source: Path, dest: Path, *, kind: str = "noise", strength: float | None = None) -> Path:
+    """A copy of the DiT file with ``quant-guard degrade``'s ``kind`` applied to block 0 of the
+    embedded tiny's family."""
     from safetensors.torch import load_file, save_file
 
+    from quant_guard.model.families import embedded_family
     from quant_guard.tools.degrade import degrade
 
-    save_file(degrade(load_file(str(source)), kind, blocks=blocks, strength=strength), str(dest))
+    state = load_file(str(source))
+    save_file(degrade(state, kind, strength=strength, family=embedded_family(embedded)), str(dest))
     return dest
 
 

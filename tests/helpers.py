@@ -187,3 +187,44 @@ def fragile_dit(source: Path, target: Path, *, block: int = 0, factor: float = 6
 def components_toml(files: dict[str, Path]) -> str:
     """``[tool.quant_guard.checkpoints.components]`` lines for a checkpoint given by these files."""
     return "\n".join(f'{name} = "{path.as_posix()}"' for name, path in files.items())
+
+
+def sparse_safetensors(path: Path, tensors: dict[str, tuple[tuple[int, ...], object]]) -> None:
+    """A bf16 safetensors file with this header (name -> (shape, dtype)) and a hole where the data
+    would be (no disk used): what DiffSynth hashes to recognise a full-size file."""
+    import json
+
+    header: dict[str, object] = {}
+    offset = 0
+    for name, (shape, _dtype) in tensors.items():
+        n = 1
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + 2 * n]}
+        offset += 2 * n
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with path.open("wb") as f:
+        f.write(len(raw).to_bytes(8, "little") + raw)
+        f.truncate(8 + len(raw) + offset)
+
+
+def sparse_safetensors_shards(folder: Path, name: str, tensors: dict[str, tuple[tuple[int, ...], object]],
+                              limit: int = 8 * 2**30) -> list[Path]:
+    """``sparse_safetensors`` in shards of at most ``limit`` bytes (``name-00001.safetensors``, ...),
+    as a large released model is split: a reader maps one shard at a time."""
+    groups: list[dict[str, tuple[tuple[int, ...], object]]] = [{}]
+    size = 0
+    for key, (shape, dtype) in tensors.items():
+        n = 2
+        for d in shape:
+            n *= d
+        if groups[-1] and size + n > limit:
+            groups.append({})
+            size = 0
+        groups[-1][key] = (shape, dtype)
+        size += n
+    paths = [folder / f"{name}-{i + 1:05d}.safetensors" for i in range(len(groups))]
+    for path, group in zip(paths, groups):
+        sparse_safetensors(path, group)
+    return paths

@@ -9,7 +9,7 @@ The model wing's families (``quant_guard/model/families/``) hold everything else
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quant_guard.config import tiny_settings
 
@@ -68,6 +68,9 @@ class EmbeddedCheckpoint:
     family: str
     render: RenderDefaults  # what its thresholds were measured at
     t5_sequence_length: int | None = None  # the length it was trained with (FLUX.1 only)
+    # scheme kind -> its measured limits (ThresholdOverrides' fields); the trained FLUX.1 tiny's are
+    # thresholds.EMBEDDED_THRESHOLDS, with the measurements they come from
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 EMBEDDED: dict[str, EmbeddedCheckpoint] = {
@@ -75,8 +78,23 @@ EMBEDDED: dict[str, EmbeddedCheckpoint] = {
                                                       width=tiny_settings.IMAGE_SIZE, height=tiny_settings.IMAGE_SIZE,
                                                       guidance=tiny_settings.EMBEDDED_GUIDANCE),
                                t5_sequence_length=tiny_settings.T5_SEQUENCE_LENGTH),
-    # random-weight tinies at 64x64, 4 steps, as measured in their FACTS.md
-    "tiny-qwen-image": EmbeddedCheckpoint("qwen-image", RenderDefaults(steps=4, width=64, height=64, guidance=4.0)),
-    "tiny-z-image": EmbeddedCheckpoint("z-image", RenderDefaults(steps=4, width=64, height=64, guidance=1.0)),
-    "tiny-flux2": EmbeddedCheckpoint("flux2", RenderDefaults(steps=4, width=64, height=64, guidance=1.0)),
+    # The random-weight tinies of the other families at 64x64, 4 steps. Their thresholds
+    # (benchmarks/family_thresholds.py --seeds 4: 8 images per candidate) lie between the worst honest
+    # image and the mildest damage kind the tiny can tell from it, rounded towards honest (a golden
+    # made on another CPU adds its drift). What each catches and misses: README, "Model families".
+    # float8 worst 0.0007 / 0.9975 / 47.5 dB; noise x2 mildest 0.0075 / 0.9656 / 35.9 dB
+    "tiny-qwen-image": EmbeddedCheckpoint("qwen-image", RenderDefaults(steps=4, width=64, height=64, guidance=4.0),
+                                          thresholds={
+        "float8_e4m3fn": {"lpips": 0.0023, "ssim": 0.99, "psnr": 41.5},
+        "torchao_int8_w8a16": {"lpips": 0.002, "ssim": 0.992, "psnr": 42.0}}),
+    # float8 worst 0.0006 / 0.9965 / 41.9 dB; drop-text mildest 0.0030 / 0.9849 / 35.1 dB
+    "tiny-z-image": EmbeddedCheckpoint("z-image", RenderDefaults(steps=4, width=64, height=64, guidance=1.0),
+                                       thresholds={
+        "float8_e4m3fn": {"lpips": 0.0013, "ssim": 0.993, "psnr": 38.5},
+        "torchao_int8_w8a16": {"lpips": 0.001, "ssim": 0.994, "psnr": 42.0}}),
+    # float8 worst 0.0023 / 0.9971 / 40.6 dB; noise x2 mildest 0.0039 / 0.9906 / 35.9 dB
+    "tiny-flux2": EmbeddedCheckpoint("flux2", RenderDefaults(steps=4, width=64, height=64, guidance=1.0),
+                                     thresholds={
+        "float8_e4m3fn": {"lpips": 0.006, "ssim": 0.994, "psnr": 37.5},
+        "torchao_int8_w8a16": {"lpips": 0.002, "ssim": 0.996, "psnr": 39.5}}),
 }

@@ -188,28 +188,18 @@ EMBEDDED_THRESHOLDS: dict[str, dict[str, ThresholdOverrides]] = {
         "torchao_int8_w8a8": ThresholdOverrides(lpips=0.005, ssim=0.981, psnr=38.5),
         "bitsandbytes_nf4": ThresholdOverrides(lpips=0.023, ssim=0.96, psnr=31.0),
     },
-    # The random-weight tinies of the other families (benchmarks/family_thresholds.py --seeds 4: 8
-    # images per candidate, 64x64, 4 steps): each limit between the worst honest image and the
-    # mildest damage kind the tiny can tell from it, rounded towards honest (a golden made on another
-    # CPU adds its drift). What each one catches and misses: README, "Model families".
-    "tiny-qwen-image": {  # float8 worst 0.0007 / 0.9975 / 47.5 dB; noise x2 mildest 0.0075 / 0.9656 / 35.9 dB
-        "float8_e4m3fn": ThresholdOverrides(lpips=0.0023, ssim=0.99, psnr=41.5),
-        "torchao_int8_w8a16": ThresholdOverrides(lpips=0.002, ssim=0.992, psnr=42.0),
-    },
-    "tiny-z-image": {  # float8 worst 0.0006 / 0.9965 / 41.9 dB; drop-text mildest 0.0030 / 0.9849 / 35.1 dB
-        "float8_e4m3fn": ThresholdOverrides(lpips=0.0013, ssim=0.993, psnr=38.5),
-        "torchao_int8_w8a16": ThresholdOverrides(lpips=0.001, ssim=0.994, psnr=42.0),
-    },
-    "tiny-flux2": {  # float8 worst 0.0023 / 0.9971 / 40.6 dB; noise x3 mildest 0.0157 / 0.9604 / 29.5 dB
-        "float8_e4m3fn": ThresholdOverrides(lpips=0.006, ssim=0.994, psnr=37.5),
-        "torchao_int8_w8a16": ThresholdOverrides(lpips=0.002, ssim=0.996, psnr=39.5),
-    },
 }
 
 
 def embedded_thresholds(embedded: str | None, kind: str) -> ThresholdOverrides:
-    """What an embedded checkpoint brings for a scheme kind (nothing for other checkpoints)."""
-    return EMBEDDED_THRESHOLDS.get(embedded or "", {}).get(kind, ThresholdOverrides())
+    """What an embedded checkpoint brings for a scheme kind (nothing for other checkpoints): the
+    trained tiny's above, the other families' tinies' in ``families.EMBEDDED``."""
+    from quant_guard.config.families import EMBEDDED
+
+    if embedded in EMBEDDED_THRESHOLDS:
+        return EMBEDDED_THRESHOLDS[embedded].get(kind, ThresholdOverrides())
+    own = EMBEDDED[embedded].thresholds.get(kind) if embedded in EMBEDDED else None
+    return ThresholdOverrides(**own) if own else ThresholdOverrides()
 
 
 def resolve_thresholds(base: Thresholds, *levels: ThresholdOverrides) -> Thresholds:

@@ -1,13 +1,15 @@
 """The layer groups a sensitivity sweep keeps in bf16 one at a time, and their names elsewhere.
 
 A group is a set of the DiT's linear layers (DiffSynth's names, e.g. FLUX.1's
-``blocks.1.attn.a_to_qkv``); the DiT's block lists come from its model family
-(``ModelFamily.layer_naming``). At ``block`` granularity: each joint block, each single block, the
-embedders, the final layer; at ``layer`` granularity the blocks split by role: attention qkv,
-attention output, feed-forward, modulation (the AdaLayerNorm linear that makes shift, scale and
-gate), and each embedder apart. A single block fuses attention qkv with the feed-forward input
-(``to_qkv_mlp``) and the attention output with the feed-forward output (``proj_out``), so its
-roles are ``qkv-mlp``, ``out`` and ``modulation``.
+``blocks.1.attn.a_to_qkv``); the DiT's block lists, each block layer's role and the groups of the
+layers outside the blocks come from its model family (``ModelFamily.layer_naming``). At ``block``
+granularity: each block of each block list, the embedders, the final layer (and a family's
+shared modulation); at ``layer`` granularity the blocks split by the family's roles (FLUX.1:
+attention qkv, attention output, feed-forward, modulation, the AdaLayerNorm linear that makes
+shift, scale and gate; a single block fuses attention qkv with the feed-forward input and the
+attention output with the feed-forward output, so its roles are ``qkv-mlp``, ``out`` and
+``modulation``; a double-stream family's image-stream and text-stream MLPs apart), and each
+embedder apart.
 
 Also the same layers as a diffusers ``skip_modules_pattern`` (module names of the family's
 diffusers transformer, e.g. FLUX.1's ``FluxTransformer2DModel``, matched with ``re.search``
@@ -17,7 +19,6 @@ block keeps the whole block). Plain strings here, no torch.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -58,31 +59,8 @@ def _group_of(name: str, granularity: str, naming: LayerNaming) -> tuple[str, st
     kind = naming.block_kind(parts[0])
     if kind is not None and len(parts) > 2 and parts[1].isdigit():
         block = f"{parts[0]}.{parts[1]}"
-        return (block, kind) if granularity == "block" else (f"{block}/{_role('.'.join(parts[2:]))}", kind)
-    if parts[0].startswith("final"):
-        if granularity == "block":
-            return "final", "final layer"
-        return f"final/{'modulation' if 'norm' in parts[0] else 'proj'}", "final layer"
-    if "embedder" in parts[0]:
-        return ("embedders" if granularity == "block" else parts[0]), "embedders"
-    return parts[0], "other"
-
-
-def _role(rest: str) -> str:
-    """A block's layer by its role (DiffSynth's FLUX.1 names; other DiTs by the same words)."""
-    if "norm" in rest:
-        return "modulation"  # AdaLayerNorm's linear: shift, scale and gate of the block
-    if "qkv_mlp" in rest:
-        return "qkv-mlp"
-    if "qkv" in rest or re.search(r"to_[qkv]$", rest):
-        return "attn-qkv"
-    if "attn" in rest and "out" in rest:
-        return "attn-out"
-    if rest.startswith("ff") or "mlp" in rest:
-        return "ff"
-    if "out" in rest:
-        return "out"
-    return rest
+        return (block, kind) if granularity == "block" else (f"{block}/{naming.role('.'.join(parts[2:]))}", kind)
+    return naming.outside_group(name, granularity)
 
 
 def diffusers_patterns(groups: list[LayerGroup],

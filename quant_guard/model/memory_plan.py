@@ -146,9 +146,12 @@ class OffloadSettings(Protocol):
     disk_offload: bool
 
 
-def checkpoint_plan(spec: OffloadSettings | None, scheme: Scheme, device: str) -> MemoryPlan:
+def checkpoint_plan(spec: OffloadSettings | None, scheme: Scheme, device: str,
+                    family: ModelFamily | None = None) -> MemoryPlan:
     """The plan of ``scheme`` under a checkpoint's settings (None: every component on ``device``),
-    for the checkpoint's model family; an automatic ``vram_limit`` reads the device's total memory."""
+    for ``family``'s components (None: the checkpoint's model family; a synthetic checkpoint of
+    another family may follow a checkpoint's settings); an automatic ``vram_limit`` reads the
+    device's total memory."""
     offload = bool(spec and spec.cpu_offload)
     limit = spec.vram_limit_bytes if spec else None
     total = None
@@ -158,7 +161,7 @@ def checkpoint_plan(spec: OffloadSettings | None, scheme: Scheme, device: str) -
         total = int(torch.cuda.mem_get_info(device)[1])
     return plan_memory(cpu_offload=offload, vram_limit_bytes=limit, scheme=scheme, device=device,
                        device_total_bytes=total, disk_offload=bool(spec and spec.disk_offload),
-                       family=family_of(spec))
+                       family=family or family_of(spec))
 
 
 def _auto_limit(device: str, total: int | None) -> int:

@@ -57,10 +57,36 @@ def prepare_diffsynth(family: ModelFamily | None = None) -> None:
         family = family or default_family()
         if family.tiny is not None:
             family.tiny.register_with_diffsynth()
+        repair_vram_maps(family)
 
     # DiffSynth calls torch.<device>.empty_cache() when VRAM management is on; torch.cpu has none.
     if not hasattr(torch.cpu, "empty_cache"):
         torch.cpu.empty_cache = lambda: None  # type: ignore[attr-defined]
+
+
+def repair_vram_maps(family: ModelFamily) -> None:
+    """Rename, in DiffSynth's VRAM-management maps, each class path of ``family.module_renames``
+    that the installed transformers no longer has to the name it has now. DiffSynth imports every
+    class a map names when it enables VRAM management (any offload or ``vram_limit``), so a stale
+    name fails the build."""
+    from diffsynth.configs import VRAM_MANAGEMENT_MODULE_MAPS
+
+    from quant_guard.model.families.base import import_dotted
+
+    for old, new in family.module_renames:
+        if _importable(old, import_dotted) or not _importable(new, import_dotted):
+            continue
+        for entry in VRAM_MANAGEMENT_MODULE_MAPS.values():
+            if old in entry:
+                entry[new] = entry.pop(old)
+
+
+def _importable(dotted: str, import_dotted: Any) -> bool:
+    try:
+        import_dotted(dotted)
+    except (ImportError, AttributeError):
+        return False
+    return True
 
 
 class LoadOutOfMemory(Exception):

@@ -26,11 +26,11 @@ class Degradation(str, Enum):
     NOISE = "noise"  # Gaussian noise of a fraction (default 0.75) of each weight's std on one block
     ZERO_ATTN_OUT = "zero-attn-out"  # attention output projection of one block zeroed
     SCALE = "scale"  # one linear layer scaled (a wrong per-tensor scale; default x2)
-    DROP_TEXT = "drop-text"  # text conditioning removed (context + pooled embedders zeroed)
+    DROP_TEXT = "drop-text"  # text conditioning removed (the family's text embedders zeroed)
     # Aimed at the scorecard's colour dimension (quant_guard.judge.scorecard): a wrong bias on one latent
     # channel of the DiT's final projection: every token's velocity for that channel is off by the
     # same amount; the decoded image gets a cast, and its edges' contrast moves with it
-    COLOUR_SHIFT = "colour-shift"  # final_proj_out.bias of latent channel COLOUR_SHIFT_CHANNEL + offset (default 2)
+    COLOUR_SHIFT = "colour-shift"  # final projection's bias of latent channel COLOUR_SHIFT_CHANNEL + offset (default 2)
     # ... and the purest colour-only fault: one output channel of the VAE decoder's final layer
     # off by a constant, so every pixel of that RGB channel moves by the same amount (a cast) and
     # nothing else changes until the channel clips. Damages the VAE file, not the DiT.
@@ -83,28 +83,27 @@ def _is_weight_matrix(name: str, tensor: torch.Tensor) -> bool:
 
 
 def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: int = 0,
-            strength: float | None = None, family: ModelFamily | None = None,
-            blocks: str | None = None) -> StateDict:
+            strength: float | None = None, family: ModelFamily | None = None) -> StateDict:
     """Return a damaged copy of ``state``: a DiT state dict of ``family`` (None: the default
-    family, FLUX.1) in DiffSynth's naming, or for COLOUR_CAST its VAE's. The tensors each kind
-    damages are the family's (``DamageTargets``); ``blocks`` names another DiT's block list for
-    NOISE and ROUND (e.g. ``transformer_blocks`` of a tiny Qwen-Image not yet behind the seam).
+    family) in DiffSynth's naming, or for COLOUR_CAST its VAE's. The tensors each kind damages are
+    the family's (``DamageTargets``); a kind the family's DiT cannot take (no bias on its final
+    projection for COLOUR_SHIFT) or a state dict without the family's tensor is a ``ValueError``
+    naming the family and the tensor.
 
-    ``block`` picks the joint transformer block for the per-block kinds; ``strength`` is the
-    kind's knob (levels for ROUND, noise fraction for NOISE, factor for SCALE, offset for
-    COLOUR_SHIFT and COLOUR_CAST). ``blocks`` names the DiT's block list: FLUX.1's joint blocks by
-    default; ROUND and NOISE damage any DiT given its own ("transformer_blocks" for Qwen-Image,
-    "layers" for Z-Image), the other kinds name FLUX.1 layers."""
+    ``block`` picks the transformer block of the family's main block list for the per-block kinds;
+    ``strength`` is the kind's knob (levels for ROUND, noise fraction for NOISE, factor for SCALE,
+    offset for COLOUR_SHIFT and COLOUR_CAST)."""
     import torch
 
     kind = Degradation(kind)
-    targets = (family or default_family()).damage
+    family = family or default_family()
+    targets = family.damage
     out = {k: v.clone() for k, v in state.items()}
     if kind is Degradation.COLOUR_CAST:  # the one kind that damages the VAE
         decoder_out = targets.decoder_out_bias
         if decoder_out not in out:
-            raise ValueError(f"state dict has no {decoder_out!r}: {kind.value} damages the VAE decoder's final "
-                             "layer, so give it the VAE file, not the DiT")
+            raise ValueError(f"state dict has no {decoder_out!r}: {kind.value} damages the {family.label} VAE "
+                             "decoder's final layer, so give it the VAE file, not the DiT")
         bias = out[decoder_out].float().clone()
         bias[COLOUR_CAST_CHANNEL] += strength if strength is not None else COLOUR_CAST_OFFSET
         out[decoder_out] = bias.to(out[decoder_out].dtype)
@@ -112,9 +111,16 @@ def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: 
     if kind is Degradation.TEXT_ENCODER_NOISE:  # damages the text encoder's file
         return _text_encoder_noise(out, targets, seed=seed, block=block, strength=strength)
     gen = torch.Generator().manual_seed(seed)
-    prefix = f"{blocks}.{block}." if blocks is not None else targets.block.format(block=block)
+    prefix = targets.block.format(block=block)
     if not any(k.startswith(prefix) for k in out):
-        raise ValueError(f"state dict has no block {block} (no key starts with {prefix!r})")
+        raise ValueError(f"state dict has no block {block} of a {family.label} DiT (no key starts with {prefix!r}); "
+                         f"is it a {family.label} DiT in DiffSynth's naming?")
+
+    def present(name: str) -> str:
+        if name not in out:
+            raise ValueError(f"{kind.value} damages {name!r} of a {family.label} DiT, and the state dict has no such "
+                             f"tensor; is it a {family.label} DiT in DiffSynth's naming?")
+        return name
 
     if kind is Degradation.ROUND:
         levels = int(strength or 3)
@@ -131,23 +137,25 @@ def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: 
                 w = v.float()
                 out[k] = (w + torch.randn(w.shape, generator=gen) * w.std() * frac).to(v.dtype)
     elif kind is Degradation.ZERO_ATTN_OUT:
-        for k in (prefix + name for name in targets.attention_out):
+        for k in (present(prefix + name) for name in targets.attention_out):
             out[k] = torch.zeros_like(out[k])
     elif kind is Degradation.SCALE:
-        k = prefix + targets.feed_forward_in
+        k = present(prefix + targets.feed_forward_in)
         out[k] = (out[k].float() * (strength if strength is not None else SCALE_FACTOR)).to(out[k].dtype)
     elif kind is Degradation.DROP_TEXT:
-        for k, v in out.items():
-            if k.startswith(targets.text_embedders):
-                out[k] = torch.zeros_like(v)
+        text = [k for k in out if k.startswith(targets.text_embedders)]
+        if not text:
+            raise ValueError(f"{kind.value} zeroes the {family.label} DiT's text embedders "
+                             f"({', '.join(targets.text_embedders)}*), and the state dict has none")
+        for k in text:
+            out[k] = torch.zeros_like(out[k])
     elif kind is Degradation.COLOUR_SHIFT:
-        final = targets.final_bias
-        if final is None:
-            raise ValueError(f"{kind.value} shifts the final projection's bias, and this family's DiT has none")
-        if final not in out:
-            raise ValueError(f"state dict has no {final!r} (the final projection to the latent)")
+        if targets.final_bias is None:
+            raise ValueError(f"{kind.value} shifts the bias of the DiT's final projection to the latent, and a "
+                             f"{family.label} DiT's final projection has no bias: this kind cannot be planted there")
+        final = present(targets.final_bias)
         bias = out[final].float().clone()
-        # the channel's patch positions (FLUX.1: 2x2)
+        # the channel's patch positions (FLUX.1: 2x2, channel first)
         bias[targets.channel_positions(COLOUR_SHIFT_CHANNEL, bias.numel())] += (
             strength if strength is not None else COLOUR_SHIFT_OFFSET)
         out[final] = bias.to(out[final].dtype)

@@ -4,8 +4,8 @@ It reports torch, CUDA, the driver, each GPU's name and memory, the DiffSynth ve
 LPIPS weights; then, for each checkpoint of the project's configuration (found like the plugin
 finds it: ``--qg-config`` or ``pyproject.toml``), whether it can run here: its files (present,
 or to be downloaded into how much free disk), and whether its limits are plausible on this
-device. ``--full-size`` adds a measured run at the model family's full size, FLUX.1-dev's
-(``quant_guard.tools.full_size``).
+device. ``--full-size`` adds a measured run at a model family's full size (``--family``; FLUX.1-dev's
+by default; ``quant_guard.tools.full_size``), compared with the limits of that family's checkpoints.
 Nothing is downloaded and nothing is written to the golden store.
 """
 
@@ -32,7 +32,7 @@ from quant_guard.model.host_memory import HostPlan, host_plan, machine_memory, q
 from quant_guard.config.units import format_bytes
 
 if TYPE_CHECKING:
-    from quant_guard.model.families.base import ModelFamily
+    from quant_guard.model.families.base import Architecture, ModelFamily
     from quant_guard.tools.full_size import FullSizeRequest, Measurement
 
 # Headroom the render needs beyond the weights (activations, the VAE decode at 1024²): a limit
@@ -353,6 +353,10 @@ def _measured_findings(spec: CheckpointSpec, measured: Measured | None) -> list[
     if measured is None or spec.embedded:
         return []
     r = measured.request
+    measured_family = _architecture_family(r.architecture)
+    if measured_family.name != family_of(spec).name:
+        return [Finding(Status.INFO, "measured", f"at {measured_family.label} shapes, not this checkpoint's family "
+                                                 f"({family_of(spec).label}): not compared")]
     if (r.width, r.height) != (spec.render.width, spec.render.height):
         return [Finding(Status.INFO, "measured", f"at {r.width}x{r.height}, not this checkpoint's "
                                                  f"{spec.render.width}x{spec.render.height}: not compared")]
@@ -460,14 +464,21 @@ def checkpoint_report(config: QuantGuardConfig, devices: list[Gpu],
 
 # ---- the command -----------------------------------------------------------------------------------
 
-def plan_checkpoint(config: QuantGuardConfig | None, checkpoint_id: str | None) -> CheckpointSpec | None:
-    """Whose memory plan the --full-size run follows: the one named, else the first real
-    checkpoint marked gpu, else the first real one."""
+def plan_checkpoint(config: QuantGuardConfig | None, checkpoint_id: str | None,
+                    family: ModelFamily | None = None) -> CheckpointSpec | None:
+    """Whose memory plan the --full-size run of ``family``'s shapes follows (None: the default
+    family's): the one named (a checkpoint of that family), else the family's first real
+    checkpoint marked gpu, else its first real one."""
+    family = family or default_family()
     if config is None:
         return None
     if checkpoint_id is not None:
-        return config.checkpoint(checkpoint_id)
-    real = [c for c in config.checkpoints if not c.embedded]
+        spec = config.checkpoint(checkpoint_id)
+        if family_of(spec).name != family.name:
+            raise DoctorError(f"checkpoint {checkpoint_id!r} is a {family_of(spec).label} checkpoint, --full-size "
+                              f"measures {family.label} shapes: pass --family {family_of(spec).name}")
+        return spec
+    real = [c for c in config.checkpoints if not c.embedded and family_of(c).name == family.name]
     return next((c for c in real if "gpu" in c.marks), real[0] if real else None)
 
 
@@ -497,7 +508,8 @@ def doctor(config_file: Path | None, full_size: FullSizeRequest | None, *, check
     show("text legibility", ocr_findings(config))
     measured = None
     if full_size is not None:
-        measured = _full_size(full_size, plan_checkpoint(config, checkpoint_id), devices, print_)
+        plan_spec = plan_checkpoint(config, checkpoint_id, _architecture_family(full_size.architecture))
+        measured = _full_size(full_size, plan_spec, devices, print_)
     if config is not None:
         for title, findings in checkpoint_report(config, devices, measured):
             show(title, findings)
@@ -522,7 +534,8 @@ def _full_size(request: FullSizeRequest, spec: CheckpointSpec | None, devices: l
         raise DoctorError(f"--full-size writes about {format_bytes(needed)} of random weights to {work}, which has "
                           f"{format_bytes(_free_bytes(work))} free; pass --work-dir on a larger disk")
     plan = f"checkpoint {spec.id}'s memory plan" if spec else "no checkpoint's memory plan (cpu_offload = false)"
-    print_(f"full size: {request.architecture.name} under {plan}, writing {format_bytes(needed)} of random "
+    label = _architecture_family(request.architecture).label
+    print_(f"full size: {request.architecture.name} ({label}) under {plan}, writing {format_bytes(needed)} of random "
            "weights, then building the bf16 reference and swapping in each scheme's DiT, as the gate does")
     results = run_full_size(request, spec)
     cuda = request.device.startswith("cuda") and devices
@@ -535,6 +548,12 @@ def _full_size(request: FullSizeRequest, spec: CheckpointSpec | None, devices: l
                 verdicts.setdefault(scheme_id, []).append(f"{finding.topic} {finding.status.value}")
     print_(format_measurements(request, results, name, {k: ", ".join(v) for k, v in verdicts.items()}))
     return measured
+
+
+def _architecture_family(arch: Architecture) -> ModelFamily:
+    from quant_guard.tools.synthetic import architecture_family
+
+    return architecture_family(arch)
 
 
 class DoctorError(RuntimeError):

@@ -1,11 +1,12 @@
 """``quant-guard doctor --full-size``: the bf16 reference and the float8 candidate of a
-checkpoint of random weights at the model family's full size (FLUX.1-dev's shapes), built and rendered on this machine by the
-gate's own code (``build_pipeline``, ``render``), one pipeline at a time, with peak memory,
-resident memory and step time set beside the published figures. The architecture is a
-parameter: the plugin's tests run the same code at the embedded tiny size on a CPU.
+checkpoint of random weights at a model family's full size (FLUX.1-dev's shapes by default,
+``--family`` for another), built and rendered on this machine by the gate's own code
+(``build_pipeline``, ``render``), one pipeline at a time, with peak memory, resident memory and
+step time set beside the family's published figures. The architecture is a parameter: the
+plugin's tests run the same code at each family's embedded tiny size on a CPU.
 
 Nothing is downloaded and nothing is written to the golden store; the random weights go to a
-work folder that is deleted afterwards (about 32 GiB at FLUX.1-dev size).
+work folder that is deleted afterwards (about 32 GiB at FLUX.1-dev size, 54 GiB at Qwen-Image's).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from quant_guard.judge.budgets import peak_figure, step_stats
 from quant_guard.config.limits import Budget
 from quant_guard.model.checkpoints import ResolvedCheckpoint
 from quant_guard.model.families.base import Anchor, Architecture
-from quant_guard.tools.synthetic import FULL_SIZE
+from quant_guard.tools.synthetic import FULL_SIZE, architecture_family
 
 if TYPE_CHECKING:
     from diffsynth.diffusion.base_pipeline import BasePipeline
@@ -34,9 +35,14 @@ if TYPE_CHECKING:
 PROMPT = "a red circle on a blue background at the top left"
 
 
-# The family's published figures at full size (``Architecture.published``): shown beside every
-# measurement, whatever size it ran at
+# The default family's published figures at full size (``Architecture.published``); a measurement
+# is shown beside its own family's (``published_for``), whatever size it ran at
 ANCHORS: tuple[Anchor, ...] = FULL_SIZE.published
+
+
+def published_for(arch: Architecture) -> tuple[Anchor, ...]:
+    """The published figures of the family ``arch`` belongs to, at its full size."""
+    return architecture_family(arch).full_size.published
 
 
 @dataclass(frozen=True)
@@ -122,13 +128,15 @@ class _Runner:
     def measure(self, scheme: Scheme) -> Measurement:
         import torch
 
+        from quant_guard.config.families import FAMILIES
         from quant_guard.model.memory_plan import checkpoint_plan
         from quant_guard.model.pipelines import LoadOutOfMemory, build_pipeline, planned_host_memory, swap_dit
         from quant_guard.model.render import RenderRequest, render
 
         request, offload = self.request, bool(self.spec and self.spec.cpu_offload)
         kind = "cuda" if request.device.startswith("cuda") else "cpu-rss"
-        plan = checkpoint_plan(self.spec, scheme, request.device)
+        family = architecture_family(request.architecture)
+        plan = checkpoint_plan(self.spec, scheme, request.device, family=family)
         host = planned_host_memory(self.resolved, scheme, plan)
         load = "swap" if self.pipe is not None else "build"
         planned = host.peak_bytes if load == "build" else host.swap_peak_bytes
@@ -144,8 +152,10 @@ class _Runner:
                 self.pipe = pipe
             build = self.pipe.qg_build_memory
             base = replace(base, host_peak_bytes=build.peak_bytes, load_s=time.perf_counter() - started)
+            # the family's guidance as its DiffSynth example renders (true CFG doubles the DiT passes)
+            guidance = FAMILIES[family.name].render.guidance
             result = render(self.pipe, RenderRequest(PROMPT, request.seed, request.steps, request.width,
-                                                     request.height, 3.5, self.resolved.t5_sequence_length))
+                                                     request.height, guidance, self.resolved.t5_sequence_length))
         except (torch.OutOfMemoryError, MemoryError, LoadOutOfMemory) as exc:
             cause = exc.error if isinstance(exc, LoadOutOfMemory) else exc  # build_pipeline names what was loading
             self.release()
@@ -163,9 +173,9 @@ class _Runner:
                        steps=len(result.step_times_s))
 
 
-def anchors_for(precision: str, cpu_offload: bool) -> list[Anchor]:
+def anchors_for(precision: str, cpu_offload: bool, published: tuple[Anchor, ...] = ANCHORS) -> list[Anchor]:
     """The published figures of this precision in the same offload setting, else all of it."""
-    same = [a for a in ANCHORS if a.precision == precision]
+    same = [a for a in published if a.precision == precision]
     return [a for a in same if a.cpu_offload == cpu_offload] or same
 
 
@@ -231,7 +241,9 @@ def format_measurements(request: FullSizeRequest, measurements: list[Measurement
     and step time of its render, the checkpoint's limits against it (``checks``: scheme id ->
     verdicts) and the published figures beside it (GB = 10^9 bytes, as the published figures)."""
     host = any(m.memory_kind == "cpu-rss" for m in measurements)
-    lines = ["", f"Random weights at {request.architecture.name} shapes, {request.width}x{request.height}, "
+    family, published = architecture_family(request.architecture), published_for(request.architecture)
+    size = f"{request.width}x{request.height}"
+    lines = ["", f"Random weights at {family.label} {request.architecture.name} shapes, {size}, "
              f"{request.steps} steps, on {device_name}" + (" (host memory: resident = process RSS at render start, "
                                                              "peak = its peak during the render)" if host else ""),
              "",
@@ -240,7 +252,7 @@ def format_measurements(request: FullSizeRequest, measurements: list[Measurement
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in measurements:
         anchors = "; ".join(f"{a.figure} ({a.source})" for a in anchors_for(m.scheme_kind or m.precision,
-                                                                              m.cpu_offload))
+                                                                              m.cpu_offload, published))
         verdicts = (checks or {}).get(m.precision, "")
         head = f"| {m.precision} | {m.load} | {_gb(m.host_planned_bytes)} | {_gb(m.host_peak_bytes)} | " \
                f"{str(m.cpu_offload).lower()} |"

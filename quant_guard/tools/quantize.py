@@ -54,12 +54,16 @@ def quantize_file_with_method(source: Path, dest: Path, *, method: str, device: 
     from diffsynth.core import ModelConfig
     from diffsynth.utils.quant.serialization import save_quantized_model
 
-    from quant_guard.model.pipelines import prepare_diffsynth
     from quant_guard.config.schemes import Quantization
+    from quant_guard.model.families import families
+    from quant_guard.model.pipelines import prepare_diffsynth
 
     if source.suffix != ".safetensors":
         raise CheckpointError(f"{source}: only .safetensors files are read (no pickles)")
-    prepare_diffsynth()  # the embedded tiny DiT must be known to DiffSynth's registry
+    prepare_diffsynth()
+    for family in families().values():  # any family's embedded tiny DiT must be known to DiffSynth's registry
+        if family.tiny is not None:
+            family.tiny.register_with_diffsynth()
     dest.parent.mkdir(parents=True, exist_ok=True)
     # DiffSynth hashes the written file back, choosing its reader by the suffix
     with atomic_path(dest, suffix=".tmp.safetensors") as tmp, contextlib.redirect_stdout(io.StringIO()):

@@ -1,12 +1,15 @@
 """Checkpoints of random weights at a chosen architecture size, written as the files the gate's
 own loader reads: a model family's full size (DiffSynth's own classes at their real widths, e.g.
-FLUX.1-dev's) for ``quant-guard doctor --full-size``, or the embedded tiny architecture, so that
-the same code runs on a CPU in a test. Nothing is downloaded; the weights are drawn on the target
-device. The sizes and their classes are the family's (``ModelFamily.architectures``).
+FLUX.1-dev's or Qwen-Image's) for ``quant-guard doctor --full-size``, or the family's embedded tiny
+architecture, so that the same code runs on a CPU in a test. Nothing is downloaded; the weights are
+drawn on the target device. The sizes and their classes are the family's
+(``ModelFamily.architectures``); an architecture knows nothing else, ``architecture_family`` finds
+the family it belongs to (its pipeline, tokenizers and memory plan).
 
-The files hold DiffSynth's own tensor names, which its registry does not list for the real
-classes (it knows the released files' names and converts them), so ``register`` adds an entry
-per class, the way ``quant_guard.model.tiny.architecture`` registers the tiny classes.
+The files hold DiffSynth's own tensor names (or the released file's layout, ``ModelClass.to_file``),
+which its registry may not list for the real classes (it knows the released files' names and
+converts them), so ``register`` adds an entry per class where none matches, the way each tiny
+package's ``register_with_diffsynth`` registers its classes.
 """
 
 from __future__ import annotations
@@ -15,15 +18,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quant_guard.model.checkpoints import ResolvedCheckpoint
-from quant_guard.model.families import default_family
-from quant_guard.model.families.base import Architecture, import_dotted
+from quant_guard.model.families import default_family, families
+from quant_guard.model.families.base import Architecture, ModelFamily, import_dotted
 
 if TYPE_CHECKING:
     import torch
 
-# Every architecture by its --shapes name (the default family's, until a checkpoint names another)
+# Every architecture of the default family by its --shapes name (``architectures(family)`` for another)
 ARCHITECTURES = {a.name: a for a in default_family().architectures}
 FULL_SIZE = default_family().full_size
+
+
+def architectures(family: ModelFamily) -> dict[str, Architecture]:
+    """The family's sizes by their ``--shapes`` name, the full size first."""
+    return {a.name: a for a in family.architectures}
+
+
+def architecture_family(arch: Architecture) -> ModelFamily:
+    """The family whose sizes include ``arch``."""
+    for family in families().values():
+        if any(a is arch or a == arch for a in family.architectures):
+            return family
+    raise ValueError(f"architecture {arch.name!r} belongs to no model family")
 
 
 def state_shapes(arch: Architecture) -> dict[str, dict[str, tuple[tuple[int, ...], Any]]]:
@@ -33,9 +49,11 @@ def state_shapes(arch: Architecture) -> dict[str, dict[str, tuple[tuple[int, ...
 
     out: dict[str, dict[str, tuple[tuple[int, ...], Any]]] = {}
     with torch.device("meta"):
-        modules = [(c, import_dotted(c.model_class)(**dict(c.kwargs))) for c in arch.classes]
+        modules = [(c, import_dotted(c.model_class)(**c.constructor_kwargs())) for c in arch.classes]
     for c, module in modules:
         tensors = _untied(module) if c.untied else {k: (tuple(v.shape), v.dtype) for k, v in module.state_dict().items()}
+        if c.to_file is not None:  # the released file's layout (a converter maps it back on load)
+            tensors = import_dotted(c.to_file)(tensors)
         out.setdefault(c.component, {}).update({f"{c.prefix}{k}": v for k, v in tensors.items()})
     return out
 
@@ -68,16 +86,20 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def register(arch: Architecture) -> None:
-    """Teach DiffSynth to recognise files with these tensor names (idempotent)."""
+    """Teach DiffSynth to recognise files with these tensor names (idempotent): a file whose
+    names and shapes are a released file's is recognised by DiffSynth's own entry."""
     from diffsynth.configs import MODEL_CONFIGS
 
-    from quant_guard.model.tiny.architecture import keys_hash, register_with_diffsynth
+    from quant_guard.model.tiny.architecture import keys_hash
 
-    register_with_diffsynth()  # the tiny classes, and their VRAM-management entries
+    family = architecture_family(arch)
+    if family.tiny is not None:
+        family.tiny.register_with_diffsynth()  # the tiny classes, and their VRAM-management entries
     hashes = {name: keys_hash({k: list(shape) for k, (shape, _) in tensors.items()})
               for name, tensors in state_shapes(arch).items()}
     for c in arch.classes:
-        extra: dict[str, Any] = {"extra_kwargs": dict(c.kwargs)} if c.kwargs else {}
+        kwargs = c.constructor_kwargs()
+        extra: dict[str, Any] = {"extra_kwargs": kwargs} if kwargs else {}
         if c.converter is not None:
             extra["state_dict_converter"] = c.converter
         model_hash = hashes[c.component]
@@ -91,8 +113,9 @@ def write_random_checkpoint(dest: Path, arch: Architecture, *, device: str, seed
                             shard_bytes: int = 2 * 2**30) -> ResolvedCheckpoint:
     """Write every component of ``arch`` with random bf16 weights drawn on ``device`` into
     ``dest`` (big files in shards of at most ``shard_bytes``, so host memory holds one shard),
-    plus the family's synthetic tokenizers (their ids fit any vocabulary). The weights are scaled
-    like a freshly initialised network: the renders are noise, the memory and time are real."""
+    plus the family's synthetic tokenizers (their ids fit any vocabulary of the family). The weights
+    are scaled like a freshly initialised network: the renders are noise, the memory and time are
+    real. The checkpoint names its family, so the gate builds that family's pipeline."""
     import torch
     from safetensors.torch import save_file
 
@@ -107,11 +130,13 @@ def write_random_checkpoint(dest: Path, arch: Architecture, *, device: str, seed
             save_file(weights, str(path))
             shards.append(path)
         files[name] = shards if len(shards) > 1 else shards[0]
-    family = default_family()
+    family = architecture_family(arch)
+    if not family.tokenizer_writer:
+        raise ValueError(f"model family {family.name!r} has no tokenizer_writer: it cannot write a synthetic checkpoint")
     folders = {t.name: dest / t.name for t in family.tokenizers}
     import_dotted(family.tokenizer_writer)(*folders.values())
     files.update(folders)
-    return ResolvedCheckpoint(f"synthetic-{arch.name}", files, {}, arch.t5_sequence_length)
+    return ResolvedCheckpoint(f"synthetic-{arch.name}", files, {}, arch.t5_sequence_length, family=family.name)
 
 
 def _shards(tensors: dict[str, tuple[tuple[int, ...], Any]],
@@ -128,13 +153,16 @@ def _shards(tensors: dict[str, tuple[tuple[int, ...], Any]],
     return groups
 
 
+_UNIT_FILLED = ("weight", "running_var")
+
+
 def _random(name: str, shape: tuple[int, ...], dtype: Any, device: str, generator: torch.Generator) -> torch.Tensor:
     import torch
 
     if not dtype.is_floating_point:
         return torch.zeros(shape, dtype=dtype)
-    if len(shape) == 1:  # norm scales 1, biases 0
-        fill = 1.0 if name.endswith("weight") else 0.0
+    if len(shape) == 1:  # norm scales (and a batch norm's variance: FLUX.2's latent statistics) 1, biases 0
+        fill = 1.0 if name.endswith(_UNIT_FILLED) else 0.0
         return torch.full(shape, fill, dtype=torch.bfloat16)
     t = torch.empty(shape, dtype=torch.bfloat16, device=device).normal_(0.0, 0.02, generator=generator)
     return t.cpu()

@@ -226,3 +226,36 @@ def test_degrade_damages_the_tensors_it_did_before() -> None:
     assert shifted.nonzero().flatten().tolist() == [4, 5, 6, 7]  # latent channel 1's 2x2 patch positions
     assert changed(vae, Degradation.COLOUR_CAST) == {"decoder.conv_out.bias": 1}
     assert all(k.startswith("blocks.0.") for k in changed(dit, Degradation.NOISE))
+
+
+def test_every_class_diffsynths_vram_maps_name_imports_after_the_families_repairs() -> None:
+    """DiffSynth imports every class a VRAM-management map names when it enables VRAM management
+    (any offload or vram_limit); one that the installed transformers renamed fails every offloaded
+    build of that model (Qwen-Image's text encoder with transformers >= 5.3). After each family's
+    ``module_renames`` (``pipelines.repair_vram_maps``) every name imports, for every model whose own
+    class the families' pipelines import."""
+    from diffsynth.configs import VERSION_CHECKER_MAPS, VRAM_MANAGEMENT_MODULE_MAPS
+
+    from quant_guard.model.families.base import import_dotted
+    from quant_guard.model.pipelines import prepare_diffsynth
+
+    for each in families().values():
+        prepare_diffsynth(each)
+        each.pipeline_type()
+
+    def imports(dotted: str) -> bool:
+        try:
+            import_dotted(dotted)
+        except (ImportError, AttributeError):
+            return False
+        return True
+
+    stale = []
+    for model, entry in VRAM_MANAGEMENT_MODULE_MAPS.items():
+        # the models the families' pipelines import (importing others would run their import-time
+        # registrations, e.g. a quantization method, in this process)
+        if model.rpartition(".")[0] not in sys.modules or not imports(model):
+            continue
+        current = VERSION_CHECKER_MAPS[model]() if model in VERSION_CHECKER_MAPS else entry
+        stale += [f"{model}: {name}" for name in current if not imports(name)]
+    assert not stale, "VRAM maps name classes that do not import:\n" + "\n".join(stale)

@@ -348,3 +348,62 @@ def test_the_doctors_full_size_run_measures_the_peak_its_limit_counts(tmp_path: 
     assert not last.error and last.peak_bytes is not None
     assert gpu.max_memory_allocated() < gpu.max_memory_reserved()
     assert last.peak_bytes == CONTEXT + gpu.max_memory_reserved()  # the last render's device figure
+
+
+# ---- every family's embedded tiny under the same plans --------------------------------------------
+
+FAMILY_TINIES = ("tiny-qwen-image", "tiny-z-image", "tiny-flux2")
+
+
+def _family_spec(embedded: str, **kwargs: Any) -> CheckpointSpec:
+    from dataclasses import replace as replaced
+
+    from quant_guard.config.families import EMBEDDED
+
+    own = EMBEDDED[embedded]
+    return CheckpointSpec(id=embedded, embedded=embedded, components={}, family=own.family, device="cuda",
+                          render=replaced(own.render, steps=2), thresholds=ANY_IMAGE, **kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("embedded", FAMILY_TINIES)
+def test_every_family_follows_its_memory_plan(tmp_path: Path, embedded: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DiffSynth's own VRAM management of each family decides what lives on the (fake) device:
+    resident, every weight of the candidate's pipeline stays on it; with ``cpu_offload`` nothing is
+    there when a render begins, and ``vram_limit`` decides how much of the DiT stays during one."""
+    from quant_guard.model.families import embedded_family
+
+    family = embedded_family(embedded)
+    assert family.tiny is not None
+    pipelines.prepare_diffsynth(family)  # the family's DiffSynth modules, imported for real before torch.cuda is faked
+    family.pipeline_type()
+    device = FakeCudaDevice(GIB, context_bytes=CONTEXT, segment_bytes=SEGMENT)
+    device.install(monkeypatch)
+    monkeypatch.setattr(case_plan, "judge_device", lambda device: "cpu")
+    with device:
+        resident = _family_spec(embedded)
+        session = _session(tmp_path / "resident", update=True)
+        result = run_case(session, _cases(resident, 1)[0], TestOverrides())
+        assert result.passed, result.reason
+        assert result.candidate_render is not None
+        weights = device.bytes_of(session.pipeline(resident, FLOAT8_E4M3FN))
+        assert weights > 0 and result.candidate_render.memory.at_start_bytes == weights
+        session.release_pipelines()
+        assert device.allocated == 0
+
+        peaks = []
+        for limit in (0, OFFLOAD_LIMIT, None):
+            session = _session(tmp_path / f"offload-{limit}", update=True)
+            result = run_case(session, _cases(_family_spec(embedded, cpu_offload=True, vram_limit_bytes=limit), 1)[0],
+                              TestOverrides())
+            assert result.passed and result.candidate_render is not None, result.reason
+            memory = result.candidate_render.memory
+            assert memory.at_start_bytes == 0  # every weight lives in host memory between renders
+            peaks.append(memory.peak_bytes)
+            dit_bytes = result.candidate_render.dit_weight_bytes
+            session.release_pipelines()
+        # the render's peak grows with the limit (a stage other than the denoising loop, such as the
+        # VAE decode, may set it under a small one); without a limit the whole DiT is on the device at
+        # once, under one never all the pipeline's weights
+        assert peaks[0] <= peaks[1] < peaks[2]
+        assert dit_bytes <= peaks[2] and peaks[1] < weights

@@ -12,22 +12,24 @@ from typing import Any
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file, save_file
+from family_support import build, damaged_dit
+from safetensors.torch import load_file
 
-from quant_guard.config.schemes import FLOAT8_E4M3FN, Quantization, Scheme
+from quant_guard.config.schemes import FLOAT8_E4M3FN, REFERENCE, Quantization, Scheme
 from quant_guard.judge.metrics import lpips_distance, psnr
 from quant_guard.model.checkpoints import CheckpointError
 from quant_guard.model.scheme_check import inventory
 from quant_guard.model.tiny_flux2 import architecture as arch
 from quant_guard.model.tiny.build import TinyFamilyFiles
 from quant_guard.model.tiny_flux2.build import MANIFEST, ensure_tiny_flux2_checkpoint, write_tiny_flux2_checkpoint
-from quant_guard.model.tiny_flux2.pipeline import build_flux2_pipeline, prepare
-from quant_guard.tools.degrade import Degradation, degrade
+from quant_guard.model.families import embedded_family
+from quant_guard.model.pipelines import prepare_diffsynth
 
 SIZE, STEPS = 64, 3
 PAIRS = (("a red circle on a blue background at the top left", 0),
          ("a yellow triangle on a gray background at the bottom right", 2))
 INT8 = Scheme("int8", quantization=Quantization("torchao_int8_w8a16"))
+EMBEDDED = "tiny-flux2"
 STRONG_NOISE = 3.0  # x each weight's std on double block 0; the gate's default 0.75 is lost in float8's error here
 
 
@@ -38,12 +40,12 @@ def files() -> TinyFamilyFiles:
 
 @pytest.fixture(scope="module")
 def reference(files: TinyFamilyFiles) -> list[np.ndarray]:
-    return _render_all(build_flux2_pipeline(files))
+    return _render_all(build(EMBEDDED, files, REFERENCE))
 
 
 @pytest.fixture(scope="module")
 def float8_pipe(files: TinyFamilyFiles) -> Any:
-    return build_flux2_pipeline(files, FLOAT8_E4M3FN)  # scheme_check.check_scheme_applied runs in there
+    return build(EMBEDDED, files, FLOAT8_E4M3FN)  # build_pipeline runs scheme_check.check_scheme_applied
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +69,6 @@ def _worst(reference: list[np.ndarray], images: list[np.ndarray]) -> tuple[float
             max(lpips_distance(r, i) for r, i in zip(reference, images)))
 
 
-def _noisy_dit(files: TinyFamilyFiles, dest: Path) -> Path:
-    """``quant-guard degrade --kind noise`` on double block 0. degrade() knows FLUX.1's block
-    names ("blocks.N."); FLUX.2's double blocks are "transformer_blocks.N.", renamed there and back."""
-    state = {("blocks." + k[len("transformer_blocks."):] if k.startswith("transformer_blocks.") else k): v
-             for k, v in load_file(str(files.dit)).items()}
-    damaged = degrade(state, Degradation.NOISE, block=0, strength=STRONG_NOISE)
-    save_file({("transformer_blocks." + k[len("blocks."):] if k.startswith("blocks.") else k): v
-               for k, v in damaged.items()}, str(dest))
-    return dest
-
-
 def test_build_is_deterministic_and_cached(tmp_path: Path, files: TinyFamilyFiles) -> None:
     again = write_tiny_flux2_checkpoint(tmp_path / "again")
     assert (again.root / MANIFEST).is_file()  # written last: build_once reuses only a whole checkpoint
@@ -93,7 +84,7 @@ def test_diffsynth_recognises_each_file_as_its_flux2_component(files: TinyFamily
     from diffsynth.configs import MODEL_CONFIGS
     from diffsynth.core.loader import hash_model_file
 
-    prepare()
+    prepare_diffsynth(embedded_family(EMBEDDED))
     names = {c["model_hash"]: c["model_name"] for c in MODEL_CONFIGS}
     assert names[hash_model_file(str(files.dit))] == "flux2_dit"
     assert names[hash_model_file(str(files.text_encoder))] == "z_image_text_encoder"
@@ -116,7 +107,7 @@ def test_tokenizer_loads_offline_and_renders_qwen3s_chat_turn(files: TinyFamilyF
 
 def test_bf16_render_is_finite_seeded_and_depends_on_the_seed(files: TinyFamilyFiles,
                                                                reference: list[np.ndarray]) -> None:
-    pipe = build_flux2_pipeline(files)
+    pipe = build(EMBEDDED, files, REFERENCE)
     assert type(pipe).__name__ == "Flux2ImagePipeline"
     assert isinstance(pipe.text_encoder_qwen3, arch.TinyQwen3TextEncoder)
     image = reference[0]
@@ -146,15 +137,15 @@ def test_without_diffsynths_vram_map_entry_the_float8_dit_is_refused(files: Tiny
     DiT is one wrapped module and the scheme check must say so."""
     from diffsynth.configs import VRAM_MANAGEMENT_MODULE_MAPS
 
-    prepare()
+    prepare_diffsynth(embedded_family(EMBEDDED))
     monkeypatch.delitem(VRAM_MANAGEMENT_MODULE_MAPS, arch.DIT_CLASS)
     with pytest.raises(CheckpointError, match="not stored in float8_e4m3fn"):
-        build_flux2_pipeline(files, FLOAT8_E4M3FN)
+        build(EMBEDDED, files, FLOAT8_E4M3FN)
 
 
 def test_int8_weight_only_quantizes_every_dit_linear_and_renders_close(files: TinyFamilyFiles,
                                                                       reference: list[np.ndarray]) -> None:
-    pipe = build_flux2_pipeline(files, INT8)
+    pipe = build(EMBEDDED, files, INT8)
     layers = inventory(pipe.dit).layers
     assert layers and all(layer.quantized and "int8" in layer.format.lower() for layer in layers)
     images = _render_all(pipe)
@@ -167,7 +158,7 @@ def test_int8_weight_only_quantizes_every_dit_linear_and_renders_close(files: Ti
 def test_a_damaged_dit_moves_the_image_far_more_than_float8(files: TinyFamilyFiles, reference: list[np.ndarray],
                                                            float8_images: list[np.ndarray], tmp_path: Path) -> None:
     float8 = _worst(reference, float8_images)
-    noisy = _noisy_dit(files, tmp_path / "dit.safetensors")
-    damaged = _worst(reference, _render_all(build_flux2_pipeline(files, dit=noisy)))
+    noisy = damaged_dit(EMBEDDED, files.dit, tmp_path / "dit.safetensors", strength=STRONG_NOISE)  # double block 0
+    damaged = _worst(reference, _render_all(build(EMBEDDED, files, REFERENCE, dit=noisy)))
     assert damaged[0] < float8[0] - 6  # PSNR at least 6 dB lower
     assert damaged[1] > 5 * float8[1]  # LPIPS at least 5x higher

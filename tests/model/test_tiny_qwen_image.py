@@ -24,7 +24,7 @@ from helpers import REAL_CACHE
 
 from quant_guard.store.paths import CACHE_ENV
 
-BLOCKS = "transformer_blocks"  # the DiT's block list, for degrade
+EMBEDDED = "tiny-qwen-image"  # its family, files and damage targets
 # Measured on this random-weight tiny (3 seeds, 4 steps; FACTS.md): float8 against bf16 LPIPS
 # 0.0004-0.0005, PSNR 47.5-48.6 dB; noise x2 on block 0: LPIPS 0.008-0.011, PSNR 34-36 dB.
 FLOAT8_LPIPS_MAX = 0.005
@@ -35,24 +35,16 @@ DAMAGE_OVER_FLOAT8 = 5.0  # damaged LPIPS at least this many times float8's
 
 @pytest.fixture(scope="module")
 def family() -> FamilyLimits:
-    def pipeline_class() -> Any:
-        from diffsynth.pipelines.qwen_image import QwenImagePipeline
-
-        return QwenImagePipeline
-
-    return FamilyLimits(pipeline_class, blocks=BLOCKS, float8_lpips_max=FLOAT8_LPIPS_MAX,
-                        float8_psnr_min=FLOAT8_PSNR_MIN, damage_noise=DAMAGE_NOISE,
-                        damage_over_float8=DAMAGE_OVER_FLOAT8)
+    return FamilyLimits(EMBEDDED, float8_lpips_max=FLOAT8_LPIPS_MAX, float8_psnr_min=FLOAT8_PSNR_MIN,
+                        damage_noise=DAMAGE_NOISE, damage_over_float8=DAMAGE_OVER_FLOAT8)
 
 
 @pytest.fixture(scope="module")
 def files() -> Any:
-    from quant_guard.model.tiny_qwen_image.architecture import register_with_diffsynth
     from quant_guard.model.tiny_qwen_image.build import ensure_tiny_qwen_image
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_ENV, str(REAL_CACHE))
-        register_with_diffsynth()
         return ensure_tiny_qwen_image()
 
 

@@ -23,7 +23,7 @@ from helpers import REAL_CACHE
 
 from quant_guard.store.paths import CACHE_ENV
 
-BLOCKS = "layers"  # the DiT's block list, for degrade
+EMBEDDED = "tiny-z-image"  # its family, files and damage targets
 # Measured on this tiny (random DiT and text encoder, trained FLUX.1 VAE; 3 seeds, 4 steps; FACTS.md):
 # float8 against bf16 LPIPS 0.0003-0.0005, PSNR 43.5-45.2 dB; noise x2 on layer 0: LPIPS
 # 0.010-0.021, PSNR 28-30 dB (degrade's default x0.75: LPIPS 0.005-0.006, PSNR 32-35 dB).
@@ -35,24 +35,16 @@ DAMAGE_OVER_FLOAT8 = 5.0  # damaged LPIPS at least this many times float8's
 
 @pytest.fixture(scope="module")
 def family() -> FamilyLimits:
-    def pipeline_class() -> Any:
-        from diffsynth.pipelines.z_image import ZImagePipeline
-
-        return ZImagePipeline
-
-    return FamilyLimits(pipeline_class, blocks=BLOCKS, float8_lpips_max=FLOAT8_LPIPS_MAX,
-                        float8_psnr_min=FLOAT8_PSNR_MIN, damage_noise=DAMAGE_NOISE,
-                        damage_over_float8=DAMAGE_OVER_FLOAT8)
+    return FamilyLimits(EMBEDDED, float8_lpips_max=FLOAT8_LPIPS_MAX, float8_psnr_min=FLOAT8_PSNR_MIN,
+                        damage_noise=DAMAGE_NOISE, damage_over_float8=DAMAGE_OVER_FLOAT8)
 
 
 @pytest.fixture(scope="module")
 def files() -> Any:
-    from quant_guard.model.tiny_z_image.architecture import register_with_diffsynth
     from quant_guard.model.tiny_z_image.build import ensure_tiny_z_image
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_ENV, str(REAL_CACHE))
-        register_with_diffsynth()
         return ensure_tiny_z_image()
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from helpers import sparse_safetensors
 from quant_guard.cli import main as cli_main
 from quant_guard.config.families import FAMILIES
 from quant_guard.config.project import CheckpointSpec, ComponentSource, RenderDefaults
@@ -220,12 +221,17 @@ def test_doctor_reports_a_gpu_checkpoint_without_cuda(tmp_path: Path, monkeypatc
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("DIFFSYNTH_MODEL_BASE_PATH", str(tmp_path / "models"))
     monkeypatch.setattr(doctor, "machine_memory", lambda: MachineMemory(128 * GIB, 100 * GIB, "test"))
-    config = Path(__file__).resolve().parents[2] / "pyproject.toml"  # the repository's: tiny + majicflus (gpu)
+    from quant_guard.config.project import load_config
+
+    config = Path(__file__).resolve().parents[2] / "pyproject.toml"  # the repository's: tinies + gpu checkpoints
     assert cli_main(["doctor", "--qg-config", str(config)]) == 1
     out = capsys.readouterr().out
     assert "[warn] CUDA           torch sees no CUDA device" in out
-    assert re.search(r"^checkpoint majicflus \[gpu\]\n(.*\n)*  \[FAIL\] device         needs CUDA", out, re.M)
-    assert "  [  ok] LPIPS weights" in out and out.rstrip().endswith("doctor: 1 problem(s)")
+    gpu = [c.id for c in load_config(config).checkpoints if "gpu" in c.marks]
+    assert "majicflus" in gpu and len(gpu) > 1  # FLUX.1 and the other families' full-size checkpoints
+    for checkpoint in gpu:  # each of them, whatever its family, is planned and reported
+        assert re.search(rf"^checkpoint {checkpoint} \[gpu\]\n(.*\n)*  \[FAIL\] device         needs CUDA", out, re.M)
+    assert "  [  ok] LPIPS weights" in out and out.rstrip().endswith(f"doctor: {len(gpu)} problem(s)")
 
 
 TINY_PLAN_CONFIG = """
@@ -330,7 +336,7 @@ def test_full_size_runs_the_gate_code_at_tiny_size(tmp_path: Path, monkeypatch: 
         assert expected_plans[1].components["dit"].home_device == "disk"
         assert expected_plans[2].components["dit"].home_device == "cpu"  # quantized on load: DiffSynth refuses disk
     assert not (tmp_path / "golden").exists()
-    assert "full size: tiny under checkpoint tiny-files's memory plan" in out
+    assert "full size: tiny (FLUX.1) under checkpoint tiny-files's memory plan" in out
     rows = _rows(out)
     assert list(rows) == ["bf16", *CPU_SCHEMES], out
     gb = r"\d+\.\d GB"
@@ -392,23 +398,6 @@ def test_full_size_fails_each_limit_it_measured(tmp_path: Path, monkeypatch: pyt
 
 # ---- FLUX.1-dev shapes without the weights ---------------------------------------------------------------
 
-def _sparse_safetensors(path: Path, tensors: dict[str, tuple[tuple[int, ...], Any]]) -> None:
-    """A safetensors file with this header and a hole where the data would be (no disk used)."""
-    header: dict[str, Any] = {}
-    offset = 0
-    for name, (shape, _dtype) in tensors.items():
-        n = 1
-        for d in shape:
-            n *= d
-        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + 2 * n]}
-        offset += 2 * n
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    with path.open("wb") as f:
-        f.write(len(raw).to_bytes(8, "little") + raw)
-        f.truncate(8 + len(raw) + offset)
-
-
 def test_flux_dev_shapes_are_flux_dev_and_diffsynth_recognises_their_files(tmp_path: Path) -> None:
     from diffsynth.configs import MODEL_CONFIGS
     from diffsynth.core.loader import hash_model_file
@@ -429,7 +418,7 @@ def test_flux_dev_shapes_are_flux_dev_and_diffsynth_recognises_their_files(tmp_p
                         ("flux_vae_decoder", f"{models}.flux_vae.FluxVAEDecoder")}}
     for name, tensors in state_shapes(FLUX_DEV).items():
         path = tmp_path / f"{name}.safetensors"
-        _sparse_safetensors(path, tensors)
+        sparse_safetensors(path, tensors)
         model_hash = hash_model_file(str(path))
         matches = [(c["model_name"], c["model_class"]) for c in MODEL_CONFIGS if c["model_hash"] == model_hash]
         assert len(matches) == len(set(matches)) and set(matches) == expected[name], name
@@ -459,12 +448,12 @@ def _fake_gpu_runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ram_gib: f
     import quant_guard.tools.doctor as doctor
     from quant_guard.model.host_memory import MachineMemory
 
-    monkeypatch.setattr(doctor, "gpus", lambda: [Gpu(0, "Fake RTX 3060", 12 * GIB)])
+    monkeypatch.setattr(doctor, "gpus", lambda: [Gpu(0, "Fake RTX 4090", 24 * GIB)])  # what the gpu plans are for
     monkeypatch.setattr(doctor, "machine_findings", lambda devices: [])
     monkeypatch.setattr(doctor, "machine_memory", lambda: MachineMemory(int(ram_gib * GIB), int(ram_gib * GIB), "test"))
     monkeypatch.setattr(doctor, "_free_bytes", lambda folder: 1000 * GIB)
     monkeypatch.setenv("DIFFSYNTH_MODEL_BASE_PATH", str(tmp_path / "models"))
-    return Path(__file__).resolve().parents[2] / "pyproject.toml"  # tiny + majicflus (gpu, cpu_offload)
+    return Path(__file__).resolve().parents[2] / "pyproject.toml"  # tinies + majicflus (gpu, cpu_offload) + others
 
 
 def test_plain_doctor_does_not_call_an_unmeasured_offload_plan_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -473,11 +462,13 @@ def test_plain_doctor_does_not_call_an_unmeasured_offload_plan_ready(tmp_path: P
     assert cli_main(["doctor", "--qg-config", str(config)]) == 0
     out = capsys.readouterr().out
     section = out[out.index("checkpoint majicflus"):]
+    section = section[:section.index("\ncheckpoint ")] if "\ncheckpoint " in section else section
     todo = [line.split()[1] for line in section.splitlines() if line.startswith("  [todo]")]
     assert todo == ["peak_vram", "resident_vram", "step_time"], out
     assert "doctor: ready" not in out
-    assert out.rstrip().endswith("3 check(s) marked todo need a measurement: run quant-guard doctor --full-size on "
-                                 "this runner before calling it ready")
+    every_todo = sum(line.startswith("  [todo]") for line in out.splitlines())
+    assert out.rstrip().endswith(f"{every_todo} check(s) marked todo need a measurement: run quant-guard doctor "
+                                 "--full-size on this runner before calling it ready")
     # the plan's host RAM, per scheme, at FLUX.1-dev size (nothing downloaded yet)
     assert re.search(r"\[info\] host_ram +bf16: 33\.\d\d GiB at the peak of loading", section), section
     assert re.search(r"\[info\] host_ram +bitsandbytes_nf4: 33\.\d\d GiB at the peak of loading, 1\d\.\d\d GiB once "

@@ -59,8 +59,8 @@ class CliRun:
     builds: int  # whole pipelines built
     swaps: list[str]  # the scheme of each DiT swapped in
 
-    def report(self, project: Path, scheme: str) -> dict[str, Any]:
-        return json.loads((project / "qg-report" / "sweep" / f"fragile-{scheme}" / "sweep.json").read_text())
+    def report(self, project: Path, scheme: str, checkpoint: str = "fragile") -> dict[str, Any]:
+        return json.loads((project / "qg-report" / "sweep" / f"{checkpoint}-{scheme}" / "sweep.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     return make
 
 
-def sweep_cli(project: Path, *args: str) -> CliRun:
-    """``quant-guard sweep --checkpoint fragile ARGS`` in this process, counting pipeline builds and DiT swaps."""
+def sweep_cli(project: Path, *args: str, checkpoint: str = "fragile") -> CliRun:
+    """``quant-guard sweep --checkpoint CHECKPOINT ARGS`` in this process, counting pipeline builds and DiT swaps."""
     from quant_guard.model import pipelines
 
     build, swap = pipelines.build_pipeline, pipelines.swap_dit
@@ -107,7 +107,7 @@ def sweep_cli(project: Path, *args: str) -> CliRun:
         mp.setenv(CACHE_ENV, str(REAL_CACHE))
         mp.setattr(pipelines, "build_pipeline", counting_build)
         mp.setattr(pipelines, "swap_dit", counting_swap)
-        code = main(["sweep", "--checkpoint", "fragile", "--config", str(project / "pyproject.toml"), *args])
+        code = main(["sweep", "--checkpoint", checkpoint, "--config", str(project / "pyproject.toml"), *args])
     return CliRun(code, out.getvalue(), err.getvalue(), counts["builds"], counts["swaps"])
 
 
@@ -281,3 +281,41 @@ def test_a_test_runs_the_sweep_with_the_qg_sweep_fixture(pytester: pytest.Pytest
     assert (pytester.path / "golden" / "tiny" / "red-circle-s0.png").is_file()
     assert (pytester.path / "qg-report" / "sweep" / "tiny-bitsandbytes_nf4" / "sweep.json").is_file()
 
+
+
+Z_IMAGE = """
+[tool.quant_guard]
+golden_dir = "golden"
+report_dir = "qg-report"
+
+[[tool.quant_guard.checkpoints]]
+id = "z-image"
+embedded = "tiny-z-image"
+device = "cpu"
+render = { steps = 2, size = "64x64" }
+schemes = ["torchao_int8_w8a16"]
+
+[[tool.quant_guard.cases]]
+id = "red-circle"
+prompt = "a red circle on a blue background at the top left"
+seeds = [0]
+"""
+
+
+def test_the_sweep_runs_on_another_familys_tiny_with_its_block_groups(tmp_path: Path) -> None:
+    """``quant-guard sweep`` on the tiny Z-Image (int8: the tiny's 341-wide MLP has no NF4 CPU
+    kernel): one pipeline, one DiT swap per variant, and the groups are Z-Image's block lists (its
+    main layers and both refiners), embedders and final layer. A PSNR of 100 dB is out of reach, so
+    every group is measured and the answer is said plainly."""
+    (tmp_path / "pyproject.toml").write_text(Z_IMAGE)
+    run = sweep_cli(tmp_path, "--scheme", "torchao_int8_w8a16", "--target-psnr", "100", checkpoint="z-image")
+    assert run.code == 3, run.err
+    doc = run.report(tmp_path, "torchao_int8_w8a16", checkpoint="z-image")
+    assert doc["goldens_created"] == 1 and run.builds == 1
+    assert sorted((g["name"], g["kind"], len(g["layers"])) for g in doc["groups"]) == [
+        ("context_refiner.0", "text refiner", 7), ("embedders", "embedders", 4), ("final", "final layer", 2),
+        ("layers.0", "block", 8), ("layers.1", "block", 8), ("layers.2", "block", 8),
+        ("noise_refiner.0", "image refiner", 8)]
+    assert run.swaps[0] == "torchao_int8_w8a16 (fully quantized)" and len(run.swaps) >= 1 + 2 * 7
+    assert doc["recommendation"]["answer"] == "no-subset"
+    assert "recommendation: no subset of the 7 groups reaches the target (greedy search)" in run.out

@@ -16,6 +16,16 @@ from typing import Any
 DIT = "dit"
 
 
+# The render request fields every DiffSynth image pipeline takes under the same keywords; a family
+# adds its guidance (and FLUX.1 its T5 length).
+IMAGE_CALL_ARGUMENTS: tuple[tuple[str, str], ...] = (
+    ("prompt", "prompt"), ("seed", "seed"), ("steps", "num_inference_steps"), ("width", "width"), ("height", "height"))
+# ... for a family whose guidance is true classifier-free guidance
+CFG_CALL_ARGUMENTS = IMAGE_CALL_ARGUMENTS + (("guidance", "cfg_scale"),)
+# ``LayerNaming.diffusers_names`` of a DiT whose layers already carry diffusers' module names
+DIFFUSERS_NAMES_AS_THEY_ARE: tuple[tuple[str, str], ...] = ((r"(.+)", r"\1"),)
+
+
 def import_dotted(dotted: str) -> Any:
     """The object a dotted path names ("package.module.Class")."""
     module, _, name = dotted.rpartition(".")
@@ -57,6 +67,11 @@ class VramLayers:
     module: str = "AutoWrappedModule"
 
 
+def _match_prefix(pattern: str, name: str) -> re.Match[str] | None:
+    """``pattern`` matched against the whole of ``name`` or a dotted prefix of it."""
+    return re.match(rf"(?:{pattern})(?=\.|$)", name)
+
+
 @dataclass(frozen=True)
 class LayerNaming:
     """How the sweep groups the DiT's linear layers (``layer_groups.py``) and names them for diffusers."""
@@ -67,9 +82,34 @@ class LayerNaming:
     # (regex of a DiffSynth layer name, its diffusers module name with \1 for the block index);
     # a fused layer as an alternation of the diffusers modules it holds
     diffusers_names: tuple[tuple[str, str], ...] = ()
+    # (regex of a layer's name after its block prefix, its role in the block: what a sweep at
+    # ``layer`` granularity keeps in bf16 together, e.g. "attn", "img-mlp", "modulation"); the
+    # regex matches the whole name or a dotted prefix of it; the first entry that matches wins; a
+    # layer none matches is a role of its own (its name)
+    block_roles: tuple[tuple[str, str], ...] = ()
+    # the layers outside the blocks: (regex of the layer's name or of a dotted prefix of it, the
+    # group's kind ("embedders", "final layer", "modulation"), its group at ``block`` granularity,
+    # at ``layer`` granularity with \1 for the regex's first group); first match wins; a layer
+    # none matches is grouped by its name's first part, kind "other"
+    outside_groups: tuple[tuple[str, str, str, str], ...] = ()
 
     def block_kind(self, block_list: str) -> str | None:
         return dict(self.block_lists).get(block_list)
+
+    def role(self, rest: str) -> str:
+        """The role of a block's layer, ``rest`` its name after the block prefix ("attn.to_q")."""
+        for pattern, role in self.block_roles:
+            if _match_prefix(pattern, rest):
+                return role
+        return rest
+
+    def outside_group(self, layer: str, granularity: str) -> tuple[str, str]:
+        """(group, kind) of a layer outside the blocks at ``granularity`` ("block" or "layer")."""
+        for pattern, kind, block_group, layer_group in self.outside_groups:
+            found = _match_prefix(pattern, layer)
+            if found:
+                return (block_group if granularity == "block" else found.expand(layer_group)), kind
+        return layer.split(".")[0], "other"
 
     def diffusers_block(self, block_list: str) -> str | None:
         return dict(self.diffusers_blocks).get(block_list)
@@ -121,6 +161,17 @@ class ModelClass:
     # the file has its own tensor names, so every tensor is stored once: a tied one (T5's shared
     # embedding table) by its first name
     untied: bool = True
+    # dotted path of a function returning more constructor keywords (for values DiffSynth's
+    # constructors need as lists, which a frozen ModelClass cannot hold: the tinies' ``vae_kwargs``)
+    kwargs_factory: str | None = None
+    # dotted path of a function renaming the module's state dict to the file's layout (a released
+    # file in Hugging Face layout that ``converter`` maps back: Qwen-Image's text encoder)
+    to_file: str | None = None
+
+    def constructor_kwargs(self) -> dict[str, Any]:
+        """What the class is built with, also the registry entry's ``extra_kwargs``."""
+        made = import_dotted(self.kwargs_factory)() if self.kwargs_factory else {}
+        return {**made, **dict(self.kwargs)}
 
 
 @dataclass(frozen=True)
@@ -191,6 +242,10 @@ class ModelFamily:
     # the family of a checkpoint that names none (one family says so; ``family_of``)
     default: bool = False
     tiny: EmbeddedTiny | None = None  # its embedded tiny checkpoint
+    # (class path a DiffSynth VRAM-management map names, the same class's path in newer
+    # transformers): a map entry that no longer imports fails every offloaded build
+    # (``pipelines.repair_vram_maps``)
+    module_renames: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if DIT not in self.model_components:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from quant_guard.model.families.base import (
     DIT,
+    IMAGE_CALL_ARGUMENTS,
     Anchor,
     Architecture,
     Component,
@@ -102,15 +103,19 @@ FAMILY = ModelFamily(
                 Tokenizer("tokenizer_t5", "tokenizer_2_config", 2**21)),
     dit_registry_name="flux_dit",
     tokenizer_writer="quant_guard.model.tiny.tokenizers.write_tokenizers",
-    call_arguments=(("prompt", "prompt"), ("seed", "seed"), ("steps", "num_inference_steps"), ("width", "width"),
-                    ("height", "height"), ("guidance", "embedded_guidance"),
-                    ("t5_sequence_length", "t5_sequence_length")),
+    call_arguments=IMAGE_CALL_ARGUMENTS + (("guidance", "embedded_guidance"), ("t5_sequence_length", "t5_sequence_length")),
     scheduler_name="FlowMatchScheduler:FLUX.1",  # what FluxImagePipeline always uses
     layer_naming=LayerNaming(
         block_lists=(("blocks", "joint block"), ("single_blocks", "single block")),
         diffusers_class="FluxTransformer2DModel",
         diffusers_blocks=(("blocks", "transformer_blocks"), ("single_blocks", "single_transformer_blocks")),
         diffusers_names=_DIFFUSERS_NAMES,
+        block_roles=((r"norm1_[ab]\.linear|norm\.linear", "modulation"),  # AdaLayerNorm: shift, scale, gate
+                     (r"attn\.[ab]_to_qkv", "attn-qkv"), (r"attn\.[ab]_to_out", "attn-out"), (r"ff_[ab]", "ff"),
+                     (r"to_qkv_mlp", "qkv-mlp"), (r"proj_out", "out")),  # a single block's fused layers
+        outside_groups=((r"final[^.]*norm[^.]*", "final layer", "final", "final/modulation"),
+                        (r"final[^.]*", "final layer", "final", "final/proj"),
+                        (r"([^.]*embedder[^.]*)", "embedders", "embedders", r"\1")),
     ),
     damage=DamageTargets(
         block="blocks.{block}.", attention_out=("attn.a_to_out.weight", "attn.a_to_out.bias"),

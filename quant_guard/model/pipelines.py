@@ -186,11 +186,13 @@ def register_prequantized(path: Path | list[Path], reference_dit: Path | list[Pa
     if any(c["model_hash"] == file_hash for c in MODEL_CONFIGS):
         return
     reference_hash = hash_model_file(_as_str(reference_dit))
-    base = next((c for c in MODEL_CONFIGS if c["model_hash"] == reference_hash), None)
-    if base is None:
-        raise CheckpointError(f"DiffSynth does not recognise the reference DiT {_as_str(reference_dit)}, so the "
-                              f"pre-quantized DiT {_as_str(path)} of scheme {scheme.id!r} cannot be mapped to it")
-    MODEL_CONFIGS.append({**base, "model_hash": file_hash, "quant_config": scheme.quantization.as_dict()})
+    # every model the reference file provides (FLUX.1's VAE file: the encoder and the decoder)
+    bases = [c for c in MODEL_CONFIGS if c["model_hash"] == reference_hash]
+    if not bases:
+        raise CheckpointError(f"DiffSynth does not recognise the reference file {_as_str(reference_dit)}, so the "
+                              f"pre-quantized file {_as_str(path)} of scheme {scheme.id!r} cannot be mapped to it")
+    MODEL_CONFIGS.extend({**base, "model_hash": file_hash, "quant_config": scheme.quantization.as_dict()}
+                         for base in bases)
 
 
 def build_pipeline(checkpoint: ResolvedCheckpoint, scheme: Scheme, device: str,

@@ -112,3 +112,15 @@ def test_a_damaged_t5_fails_the_gate_where_the_honest_scheme_passes(tmp_path: Pa
 
     assert run(True, cases[:2]) == [Verdict.UPDATED] * 2  # the goldens (bf16), the honest scheme within them
     assert run(False, cases) == [Verdict.PASSED] * 2 + [Verdict.IMAGE_FAILED] * 2
+
+
+def test_the_probe_tries_the_method_of_every_component() -> None:
+    """A scheme quantizing a text encoder with a method that cannot run here stops at collection
+    like a DiT one (the plugin's probe), naming the component."""
+    from quant_guard.model.scheme_probe import probe
+
+    fp8_t5 = Scheme("t5-fp8-a8", storage_dtype="float8_e4m3fn",
+                    others=((T5, ComponentScheme(quantization=Quantization("torchao_fp8_w8a8"))),))
+    why = probe(fp8_t5, "cpu")
+    assert why and why.startswith("text_encoder_t5: torchao_fp8_w8a8 cannot run on cpu:"), why
+    assert probe(T5_INT8, "cpu") is None and probe(ALL_FLOAT8, "cpu") is None

@@ -80,6 +80,11 @@ def test_the_render_summary_records_bytes_per_component(built: dict[str, Any]) -
     assert set(reference.component_weight_bytes) == {"dit", "text_encoder_clip", T5, "vae"}
     assert reference.component_weight_bytes["dit"] == reference.dit_weight_bytes == t5_only.dit_weight_bytes
     assert t5_only.component_weight_bytes[T5] * 2 == reference.component_weight_bytes[T5]
+    from quant_guard.report.records import to_jsonable
+
+    recorded = to_jsonable(t5_only)  # what results.json holds of a render: the old key and the new one
+    assert recorded["dit_weight_bytes"] == t5_only.dit_weight_bytes
+    assert recorded["component_weight_bytes"] == t5_only.component_weight_bytes
 
 
 @pytest.mark.parametrize("honest", ["float8_e4m3fn", "torchao_int8_w8a16"])

@@ -128,13 +128,17 @@ def component_file(checkpoint: ResolvedCheckpoint, scheme: Scheme, name: str) ->
 
 def planned_host_memory(checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: MemoryPlan) -> HostPlan:
     """The host RAM of this pipeline under ``plan`` (``host_memory.py``), from its files' sizes.
-    A scheme's own DiT file is read as stored (a float8 file, checked by the gate, or a
+    A scheme's own file of a component is read as stored (a float8 file, checked by the gate, or a
     pre-quantized one) unless a method quantizes it on load."""
-    sizes = {name: _bytes_on_disk(checkpoint.files[name]) for name in family_of(checkpoint).model_components}
-    sizes[DIT] = _bytes_on_disk(dit_file(checkpoint, scheme))
-    own = checkpoint.scheme_dit(scheme.id) is not None
-    as_stored = own and (scheme.quantization is None or scheme.quantization.load_prequantized)
-    return host_plan(plan, sizes, prequantized_dit=as_stored)
+    names = family_of(checkpoint).model_components
+    sizes = {name: _bytes_on_disk(component_file(checkpoint, scheme, name)) for name in names}
+
+    def as_stored(name: str) -> bool:
+        quantization = scheme.component(name).quantization
+        own = checkpoint.scheme_file(scheme.id, name) is not None
+        return own and (quantization is None or quantization.load_prequantized)
+
+    return host_plan(plan, sizes, prequantized=[name for name in names if as_stored(name)])
 
 
 def _require_host_memory(needed: int, what: str, breakdown: str) -> None:

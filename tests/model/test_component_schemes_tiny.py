@@ -129,3 +129,36 @@ def test_the_probe_tries_the_method_of_every_component() -> None:
     why = probe(fp8_t5, "cpu")
     assert why and why.startswith("text_encoder_t5: torchao_fp8_w8a8 cannot run on cpu:"), why
     assert probe(T5_INT8, "cpu") is None and probe(ALL_FLOAT8, "cpu") is None
+
+
+def test_a_component_file_of_its_own_float8_or_prequantized(tmp_path: Path) -> None:
+    """``file`` in a component's table: a float8 file of the scheme's dtype (a file of the other
+    float8 dtype fails that scheme alone, naming the component) or a file DiffSynth's quantization
+    saved, loaded with ``load_prequantized``; both read as stored (the host-memory plan) and checked."""
+    from quant_guard.model.checkpoints import resolve_checkpoint
+    from quant_guard.tools.quantize import quantize_file, quantize_file_with_method
+
+    t5 = ensure_tiny_checkpoint().components()[T5]
+    f8, e5, int8 = tmp_path / "t5-f8.safetensors", tmp_path / "t5-e5.safetensors", tmp_path / "t5-int8.safetensors"
+    quantize_file(t5, f8, dtype="float8_e4m3fn")
+    quantize_file(t5, e5, dtype="float8_e5m2")
+    quantize_file_with_method(t5, int8, method="torchao_int8_w8a16")
+    config = parse_config({"checkpoints": [{"id": "tiny", "embedded": "tiny", "device": "cpu", "schemes": [
+        {"id": "t5-f8-file", "components": {T5: {"storage": "float8_e4m3fn", "file": str(f8)}}},
+        {"id": "t5-e5-file", "components": {T5: {"storage": "float8_e4m3fn", "file": str(e5)}}},
+        {"id": "t5-int8-file", "components": {T5: {"method": "torchao_int8_w8a16", "file": str(int8)}}}]}],
+        "cases": [{"id": "c", "prompt": "a red circle", "seeds": [0]}]}, file=tmp_path / "qg.toml", where="w")
+    spec = config.checkpoints[0]
+    f8_scheme, e5_scheme, int8_scheme = spec.schemes
+    assert int8_scheme.component(T5).quantization.load_prequantized  # type: ignore[union-attr]
+    resolved = resolve_checkpoint(spec)
+    with pytest.raises(CheckpointError, match=r"scheme 't5-e5-file' text_encoder_t5: .* is not a float8_e4m3fn file"):
+        resolved.scheme_file(e5_scheme.id, T5)
+    for scheme, path, formats in ((f8_scheme, f8, {"float8_e4m3fn"}),
+                                  (int8_scheme, int8, {"TorchaoLinear/Int8Tensor(int8)"})):
+        assert pipelines.component_file(resolved, scheme, T5) == path
+        plan = pipelines.default_plan(scheme, "cpu")
+        assert pipelines.planned_host_memory(resolved, scheme, plan).component(T5).how == \
+            "pre-quantized file read as stored"
+        pipe = pipelines.build_pipeline(resolved, scheme, "cpu")  # checked in there
+        assert set(inventory(pipe.text_encoder_2).formats()) == formats, scheme.id

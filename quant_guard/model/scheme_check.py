@@ -94,13 +94,17 @@ def matches(name: str, patterns: tuple[str, ...] | None) -> bool:
 
 
 def inventory(dit: torch.nn.Module, vram: VramLayers = DIFFSYNTH_LAYERS) -> DitInventory:
-    """Every linear layer of the DiT with its weight format, activation handling and bytes, and
-    the bytes the DiT stores; ``vram`` names the VRAM-management layer classes."""
+    """Every linear layer of the DiT (or another component) with its weight format, activation
+    handling and bytes, and the bytes it stores; ``vram`` names the VRAM-management layer classes."""
     import torch
 
     quantize = getattr(dit, "quantize_config", None)
     layers = []
     inner: set[int] = set()  # layers already counted through their wrapper
+    # linear layers inside a module DiffSynth casts whole per forward (T5's feed-forward), by id:
+    # that wrapper's computation dtype
+    cast_by = {id(m): wrapper.computation_dtype for wrapper in dit.modules() if type(wrapper).__name__ == vram.module
+               for m in wrapper.module.modules()}
     for name, module in dit.named_modules():
         if id(module) in inner:
             continue
@@ -112,11 +116,12 @@ def inventory(dit: torch.nn.Module, vram: VramLayers = DIFFSYNTH_LAYERS) -> DitI
         elif isinstance(module, torch.nn.Linear):
             # a quantized weight in a DiT without DiffSynth's quantize_config (the reference) still counts
             plain = type(module.weight) in (torch.Tensor, torch.nn.Parameter)
-            layers.append(_layer(name, module, vram, quantized=not plain))
+            layers.append(_layer(name, module, vram, quantized=not plain, cast_to=cast_by.get(id(module))))
     return DitInventory(tuple(layers), stored_bytes(dit), tuple(_not_bf16(dit)))
 
 
-def _layer(name: str, module: Any, vram: VramLayers, *, quantized: bool) -> LinearLayer:
+def _layer(name: str, module: Any, vram: VramLayers, *, quantized: bool, cast_to: Any = None) -> LinearLayer:
+    """``cast_to``: the computation dtype of the module wrapper that casts this layer per forward."""
     weight = module.weight
     fmt, weight_bytes = weight_format(weight), tensor_bytes(weight)
     if getattr(module, "disk_offload", False) and not quantized:
@@ -124,9 +129,9 @@ def _layer(name: str, module: Any, vram: VramLayers, *, quantized: bool) -> Line
         # (diffsynth/core/vram/layers.py lines 123-127, 175-180)
         fmt, weight_bytes = _dtype_name(module.preparing_dtype), weight.numel() * module.preparing_dtype.itemsize
     return LinearLayer(name, quantized, f"{type(module).__name__}/{fmt}" if quantized else fmt,
-                       managed=type(module).__name__ == vram.storage,
-                       activations=_activations(module, weight, vram), weight_bytes=weight_bytes,
-                       bf16_bytes=module.in_features * module.out_features * BF16_BYTES)
+                       managed=type(module).__name__ == vram.storage or cast_to is not None,
+                       activations=_dtype_name(cast_to) if cast_to is not None else _activations(module, weight, vram),
+                       weight_bytes=weight_bytes, bf16_bytes=module.in_features * module.out_features * BF16_BYTES)
 
 
 def weight_format(weight: Any) -> str:
@@ -214,14 +219,37 @@ def tensor_bytes(tensor: Any) -> int:
 
 
 def check_scheme_applied(dit: torch.nn.Module, scheme: Scheme, checkpoint_id: str,
-                         vram: VramLayers = DIFFSYNTH_LAYERS) -> DitInventory:
+                         vram: VramLayers = DIFFSYNTH_LAYERS, *, component: str = "DiT") -> DitInventory:
     """The DiT's inventory, after checking it against ``scheme``; a mismatch raises
-    ``CheckpointError`` naming the first wrong layer, what was expected and what was found."""
+    ``CheckpointError`` naming the first wrong layer, what was expected and what was found.
+    Another component is checked the same way against its own scheme (``Scheme.only``), named
+    by ``component``; it may have no linear layers (a VAE of convolutions)."""
     found = inventory(dit, vram)
-    problem = _mismatch(dit, found, scheme)
+    problem = _mismatch(dit, found, scheme, linear_required=component == "DiT")
     if problem:
         raise CheckpointError(f"checkpoint {checkpoint_id!r}, scheme {scheme.id!r} ({scheme.describe()}): "
-                              f"the built DiT is not what the scheme says: {problem}; found {found.describe()}")
+                              f"the built {component} is not what the scheme says: {problem}; found {found.describe()}")
+    return found
+
+
+def check_untargeted(module: torch.nn.Module, scheme: Scheme, checkpoint_id: str, component: str,
+                     vram: VramLayers = DIFFSYNTH_LAYERS) -> DitInventory:
+    """A component the scheme leaves alone: every linear layer a plain bf16 one and every floating
+    parameter bf16 (buffers are the model's own business: some encoders keep float32 tables)."""
+    import torch
+
+    found = inventory(module, vram)
+    problem = _first_wrong(list(found.layers), BF16, "linear layers")
+    if problem is None:
+        wrong = [(name, weight_format(p)) for name, p in module.named_parameters()
+                 if type(p) not in (torch.Tensor, torch.nn.Parameter)
+                 or (p.dtype.is_floating_point and p.dtype != torch.bfloat16)]
+        if wrong:
+            problem = f"{len(wrong)} parameters are not bfloat16 (first: {wrong[0][0]}: {wrong[0][1]})"
+    if problem:
+        raise CheckpointError(f"checkpoint {checkpoint_id!r}, scheme {scheme.id!r} ({scheme.describe()}): the "
+                              f"{component} should stay bf16 (the scheme does not name it) but is not: {problem}; "
+                              f"found {found.describe()}")
     return found
 
 
@@ -252,16 +280,19 @@ def _first_wrong(layers: list[LinearLayer], want: KindExpectation, what: str) ->
     return f"{len(wrong)} of the {len(layers)} {what} are not {want.what} (first: {layer.name}: {'; '.join(diffs)})"
 
 
-def _mismatch(dit: torch.nn.Module, found: DitInventory, scheme: Scheme) -> str | None:
+def _mismatch(dit: torch.nn.Module, found: DitInventory, scheme: Scheme, *,
+              linear_required: bool = True) -> str | None:
+    if not found.layers and (linear_required or scheme.quantization is not None):
+        return "it has no linear layers" + ("" if linear_required else f" for {scheme.kind} to quantize")
     if not found.layers:
-        return "it has no linear layers"
+        return _stored_without_linears(dit, scheme)
     want = expectation(scheme)
     if scheme.quantization is None:
         problem = _first_wrong(list(found.layers), want, "linear layers")
         if problem and not scheme.is_reference and not all(layer.managed for layer in found.layers):
             # float8 storage computes only through DiffSynth's per-layer cast: a DiT class without a
             # VRAM-management entry is loaded as plain layers (upcast, or float8 that cannot compute)
-            problem += "; DiffSynth did not apply float8 storage to this DiT class"
+            problem += "; DiffSynth did not apply float8 storage to this model class"
         if problem is None and scheme.is_reference and found.not_bf16:
             name, fmt = found.not_bf16[0]
             problem = (f"{len(found.not_bf16)} parameters or buffers of the bf16 reference are not bfloat16 "
@@ -280,6 +311,21 @@ def _mismatch(dit: torch.nn.Module, found: DitInventory, scheme: Scheme) -> str 
     return _first_wrong(targeted, want, "targeted linear layers") or \
         _first_wrong([layer for layer in found.layers if layer.name not in names], BF16,
                      "linear layers outside the targeted ones")
+
+
+def _stored_without_linears(module: torch.nn.Module, scheme: Scheme) -> str | None:
+    """A component without linear layers (a VAE of convolutions): under float8 storage DiffSynth
+    stores every floating parameter of its wrapped modules in that dtype; the reference, none."""
+    import torch
+
+    want = getattr(torch, scheme.storage_dtype)
+    params = [(name, p.dtype) for name, p in module.named_parameters() if p.dtype.is_floating_point]
+    wrong = [(name, dtype) for name, dtype in params if dtype != want]
+    if not params or not wrong:
+        return None if params else "it has no floating parameters"
+    name, dtype = wrong[0]
+    return (f"{len(wrong)} of its {len(params)} floating parameters are not {scheme.storage_dtype} "
+            f"(first: {name}: {_dtype_name(dtype)})")
 
 
 def _off_grid(dit: torch.nn.Module, targeted: list[LinearLayer], want: KindExpectation) -> str | None:

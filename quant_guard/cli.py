@@ -26,7 +26,7 @@ from quant_guard.store.history import History
 from quant_guard.config.limits import METRICS
 
 if TYPE_CHECKING:
-    from quant_guard.model.families.base import Architecture
+    from quant_guard.model.families.base import Architecture, ModelFamily
 
 
 def _cmd_tiny(args: argparse.Namespace) -> int:
@@ -74,16 +74,21 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
     with atomic_path(args.output, suffix=".tmp.safetensors") as tmp:
         save_file(damaged, str(tmp))
     print(f"wrote {args.output} ({args.kind}, {family(args.family).label}, block {args.block}, seed {args.seed})")
-    print(_degraded_use(args.output, Degradation(args.kind)))
+    print(_degraded_use(args.output, Degradation(args.kind), family(args.family)))
     return 0
 
 
-def _degraded_use(output: Path, kind: Degradation) -> str:
+def _degraded_use(output: Path, kind: Degradation, model_family: ModelFamily) -> str:
     """How the damaged file enters the configuration, so that the gate can be seen failing."""
     quoted = json.dumps(str(output))  # a TOML basic string
     if kind is Degradation.COLOUR_CAST:
         return (f"use it as the checkpoint's VAE: components.vae = {quoted} (every scheme shares the VAE, so "
                 "compare against goldens made with the undamaged one)")
+    if kind is Degradation.TEXT_ENCODER_NOISE:  # the family names the component (degrade refuses it otherwise)
+        component = (model_family.damage.text_encoder or ("text_encoder", ""))[0]
+        return ("use it as a candidate's text encoder: schemes = [{ id = \"damaged-te\", components = { "
+                f"{component} = {{ storage = \"float8_e4m3fn\", file = {quoted} }} }} }}], then run pytest: "
+                "its tests should fail")
     return (f'use it as a candidate: schemes = [{{ id = "damaged", storage = "float8_e4m3fn", dit = {quoted} }}] '
             "(DiffSynth casts a bf16 file to float8 on load), then run pytest: its tests should fail")
 

@@ -387,7 +387,7 @@ def _probe_schemes(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         vc = callspec.params.get("qg_case") if callspec is not None else None
-        if isinstance(vc, VisualCase) and vc.scheme.quantization is not None:
+        if isinstance(vc, VisualCase) and any(vc.scheme.component(n).quantization for n in vc.scheme.targets):
             selected.setdefault((vc.checkpoint.id, vc.scheme.id), vc)
     if not selected or session is None:
         return

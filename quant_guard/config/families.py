@@ -34,7 +34,13 @@ class FamilySettings:
     guidance: str  # what ``guidance`` means for it, in the words of its pipeline's call
     t5_sequence_length: bool = False  # whether its pipeline takes ``t5_sequence_length``
 
+    @property
+    def model_components(self) -> tuple[str, ...]:
+        """The model files (what a scheme may quantize): the components but the tokenizer folders."""
+        return tuple(name for name in self.components if not name.startswith(TOKENIZER_PREFIX))
 
+
+TOKENIZER_PREFIX = "tokenizer"  # every family's tokenizer folders are named so
 _ONE_ENCODER = ("dit", "text_encoder", "vae", "tokenizer")
 
 DEFAULT_FAMILY = "flux"

@@ -21,7 +21,16 @@ from quant_guard.config.limits import DriftTolerance, ReferenceMode
 from quant_guard.config.limits import BASELINES, METRICS, PSNR_AMOUNT_DB, AlarmMode, HistoryAlarm, TrendSettings
 from quant_guard.config.units import AUTO, parse_vram_limit
 from quant_guard.config.method_names import did_you_mean, known_methods
-from quant_guard.config.schemes import DEFAULT_SCHEMES, QUANTIZE_MODES, REFERENCE, STORAGE_DTYPES, Quantization, Scheme
+from quant_guard.config.schemes import (
+    DEFAULT_SCHEMES,
+    DIT,
+    QUANTIZE_MODES,
+    REFERENCE,
+    STORAGE_DTYPES,
+    ComponentScheme,
+    Quantization,
+    Scheme,
+)
 from quant_guard.config.families import DEFAULT_FAMILY, EMBEDDED, FAMILIES, RenderDefaults
 from quant_guard.config.sources import ComponentSource
 from quant_guard.config.thresholds import LIMITS, MEANING_KEY, MEANING_OFF, ExpectedSettings, ThresholdOverrides, Thresholds
@@ -382,7 +391,7 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
         if missing:
             t.fail("components", f"missing {', '.join(missing)} (the {family!r} family's components: "
                    f"{', '.join(keys)}; or set embedded = \"tiny\")")
-    schemes, declared = _schemes(t, base)
+    schemes, declared = _schemes(t, base, family)
     device = t.get("device", str, "auto")
     if device not in DEVICES:
         t.fail("device", f"must be one of {', '.join(DEVICES)}, got {device!r}")
@@ -446,7 +455,7 @@ def _t5_sequence_length(t: _Table, embedded: str | None, family: str) -> int:
     return trained if trained is not None else t.integer("t5_sequence_length", 512, low=1)
 
 
-def _schemes(t: _Table, base: Path) -> tuple[tuple[Scheme, ...], bool]:
+def _schemes(t: _Table, base: Path, family: str) -> tuple[tuple[Scheme, ...], bool]:
     """``schemes = [...]`` (names or tables), or the single-candidate shorthand ``candidate = {
     scheme = ..., dit = ... }``; neither: the float8_e4m3fn candidate."""
     if "schemes" in t.data and "candidate" in t.data:
@@ -464,12 +473,12 @@ def _schemes(t: _Table, base: Path) -> tuple[tuple[Scheme, ...], bool]:
         return DEFAULT_SCHEMES, False
     if not entries:
         t.fail("schemes", "is empty; leave it out for the single float8_e4m3fn candidate")
-    schemes = tuple(_scheme(entry, t, f"schemes[{i}]", base) for i, entry in enumerate(entries))
+    schemes = tuple(_scheme(entry, t, f"schemes[{i}]", base, family) for i, entry in enumerate(entries))
     _unique(t, "schemes", [s.id for s in schemes])
     return schemes, True
 
 
-def _scheme(entry: Any, parent: _Table, key: str, base: Path) -> Scheme:
+def _scheme(entry: Any, parent: _Table, key: str, base: Path, family: str = DEFAULT_FAMILY) -> Scheme:
     bare = isinstance(entry, str)
     if bare:  # a bare name: a storage dtype or a diffsynth.core.quant method
         entry = {"storage": entry} if entry in STORAGE_DTYPES else {"method": entry}
@@ -479,38 +488,98 @@ def _scheme(entry: Any, parent: _Table, key: str, base: Path) -> Scheme:
                           f"{type(entry).__name__} {entry!r}")
     s = _Table(entry, where, parent.file)
     s.only(_SCHEME_KEYS)  # "storge = ..." is a typo of a key, not a scheme without storage
+    if "components" in s.data:
+        return _component_scheme(s, base, family)
+    dit = _stored_as(s, bare, base, file_key="dit")
+    scheme_id = _scheme_id(s, s.get("id", str, dit.quantization.method if dit.quantization else dit.storage_dtype))
+    thresholds = _scheme_thresholds(s)
+    s.finish()
+    return Scheme(scheme_id, storage_dtype=dit.storage_dtype, quantization=dit.quantization, dit=dit.file,
+                  thresholds=thresholds)
+
+
+def _stored_as(s: _Table, bare: bool, base: Path, *, file_key: str) -> ComponentScheme:
+    """One component's storage (``storage`` or ``method`` with its options, and a pre-quantized
+    file under ``file_key``) from a scheme table or a table of its ``components``."""
     storage, method = s.get("storage", str), s.get("method", str)
     if (storage is None) == (method is None):
-        s.fail("", "needs exactly one of storage (a float8 dtype DiffSynth stores the DiT in) or method "
+        s.fail("", "needs exactly one of storage (a float8 dtype DiffSynth stores the weights in) or method "
                "(a diffsynth.core.quant method, e.g. bitsandbytes_nf4)")
     if storage is not None and storage not in STORAGE_DTYPES:
         s.fail("storage", f"must be one of {', '.join(STORAGE_DTYPES)}, got {storage!r}"
                           f"{did_you_mean(storage, STORAGE_DTYPES)}")
     if method is not None:
         _check_method(s, method, key="" if bare else "method")
-    scheme_id = s.get("id", str, storage or method)
+    file = _source(s.get(file_key, (str, dict)), s, file_key, base) if file_key in s.data else None
+    quantization = None
+    if method is not None:
+        quantization = _quantization(s, method, prequantized_file=file is not None)
+    else:
+        for option in _METHOD_OPTIONS:
+            if option in s.data:
+                s.fail(option, "applies only to a quantization method (storage schemes store every linear layer)")
+    return ComponentScheme(storage or REFERENCE.storage_dtype, quantization, file)
+
+
+def _scheme_id(s: _Table, scheme_id: str | None) -> str:
+    if scheme_id is None:
+        s.fail("id", "is required for a scheme that names its components (it names the test and its files)")
+    assert scheme_id is not None
     if not _ID.match(scheme_id):
         s.fail("id", f"{scheme_id!r} is not a valid id: use letters, digits, '.', '_' or '-'")
     if scheme_id == REFERENCE.id:
         s.fail("id", f"{scheme_id!r} names the bf16 reference; choose another id")
-    dit = _source(s.get("dit", (str, dict)), s, "dit", base) if "dit" in s.data else None
-    quantization = None
-    if method is not None:
-        quantization = _quantization(s, method, prequantized_file=dit is not None)
-    else:
-        for option in ("mode", "target_modules", "exclude_modules", "backend_config_kwargs", "load_prequantized"):
-            if option in s.data:
-                s.fail(option, "applies only to a quantization method (storage schemes store every linear layer)")
-    thresholds = ThresholdOverrides()
-    if (th := s.sub("thresholds")) is not None:
-        thresholds = _threshold_overrides(th)
+    return scheme_id
+
+
+def _scheme_thresholds(s: _Table) -> ThresholdOverrides:
+    th = s.sub("thresholds")
+    return ThresholdOverrides() if th is None else _threshold_overrides(th)
+
+
+def _component_scheme(s: _Table, base: Path, family: str) -> Scheme:
+    """``{ id = ..., components = { dit = "float8_e4m3fn", text_encoder_t5 = {...} } }``: each named
+    model component of the checkpoint's family in its own storage, the others bf16."""
+    for key in sorted(set(s.data) & (_SCHEME_KEYS - {"id", "components", "thresholds"})):
+        s.fail(key, "goes inside components (a scheme naming its components sets each one's storage or method "
+                    "there, e.g. components = { dit = \"float8_e4m3fn\" })")
+    c = s.sub("components")
+    assert c is not None
+    settings = FAMILIES[family]
+    models = settings.model_components
+    if not c.data:
+        c.fail("", f"is empty; name at least one of the {family!r} family's components: {', '.join(models)}")
+    stored: dict[str, ComponentScheme] = {}
+    for name, value in c.data.items():
+        if name in settings.components and name not in models:
+            c.fail(name, f"is a tokenizer: it has no weights to quantize; the {family!r} family's model "
+                         f"components are {', '.join(models)}")
+        if name not in models:
+            c.fail(name, f"unknown component of the {family!r} family (its model components: "
+                         f"{', '.join(models)}){did_you_mean(str(name), frozenset(models))}")
+        bare = isinstance(value, str)
+        if bare:
+            value = {"storage": value} if value in STORAGE_DTYPES else {"method": value}
+        if not isinstance(value, dict):
+            c.fail(name, f"must be a storage dtype, a method name or a table, got {type(value).__name__} {value!r}")
+        t = _Table(value, _join(c.where, name), c.file)
+        t.only(_COMPONENT_KEYS)
+        stored[name] = _stored_as(t, bare, base, file_key="file")
+        t.finish()
+        c.seen.add(name)
+    c.finish()
+    scheme_id = _scheme_id(s, s.get("id", str))
+    thresholds = _scheme_thresholds(s)
     s.finish()
-    return Scheme(scheme_id, storage_dtype=storage or REFERENCE.storage_dtype, quantization=quantization, dit=dit,
-                  thresholds=thresholds)
+    dit = stored.pop(DIT, ComponentScheme())
+    return Scheme(scheme_id, storage_dtype=dit.storage_dtype, quantization=dit.quantization, dit=dit.file,
+                  thresholds=thresholds, others=tuple(sorted(stored.items())))
 
 
-_SCHEME_KEYS = frozenset({"storage", "method", "id", "dit", "mode", "target_modules", "exclude_modules",
-                          "backend_config_kwargs", "load_prequantized", "thresholds"})
+_METHOD_OPTIONS = ("mode", "target_modules", "exclude_modules", "backend_config_kwargs", "load_prequantized")
+_SCHEME_KEYS = frozenset({"storage", "method", "id", "dit", *_METHOD_OPTIONS, "thresholds", "components"})
+# a table of a scheme's ``components``: one component's storage or method, and its own file
+_COMPONENT_KEYS = frozenset({"storage", "method", *_METHOD_OPTIONS, "file"})
 
 
 def _check_method(s: _Table, method: str, *, key: str) -> None:
@@ -526,11 +595,11 @@ def _check_method(s: _Table, method: str, *, key: str) -> None:
                      f"quantization method of the installed DiffSynth{hint}")
 
 
-def parse_scheme(entry: Any, *, file: Path, where: str, key: str) -> Scheme:
+def parse_scheme(entry: Any, *, file: Path, where: str, key: str, family: str = DEFAULT_FAMILY) -> Scheme:
     """One entry of a checkpoint's ``schemes`` list (a name or a table), validated as in a
     configuration file (errors name ``where.key``): how the sensitivity sweep checks the scheme
     entry it prints."""
-    return _scheme(entry, _Table({}, where, file), key, file.parent)
+    return _scheme(entry, _Table({}, where, file), key, file.parent, family)
 
 
 def _quantization(s: _Table, method: str, *, prequantized_file: bool) -> Quantization:

@@ -10,6 +10,12 @@ A scheme is one way of making the DiT smaller, in DiffSynth 2.x terms:
 - **pre-quantized**: a DiT file that already holds the scheme's weights: a float8 safetensors
   (storage) or a file saved by DiffSynth's quantization (``load_prequantized``).
 
+A scheme quantizes the DiT unless it names the components it quantizes (``components = { dit =
+..., text_encoder_t5 = ... }``): then each named component gets its own storage dtype, method or
+pre-quantized file (a ``ComponentScheme``) and the others stay bf16. The DiT's entry backs the
+scheme's own fields (``storage_dtype``, ``quantization``, ``dit``), so code that only knows
+about the DiT reads a per-component scheme unchanged.
+
 Every scheme of a checkpoint is compared with the same bf16 golden. Plain data here (no torch):
 the configuration builds these, ``pipelines.py`` turns them into ``ModelConfig`` fields and
 ``scheme_check.py`` checks that the built DiT is what the scheme says.
@@ -66,27 +72,30 @@ class Quantization:
         return out
 
 
+DIT = "dit"  # the component every family files its DiT under (model.families.base.DIT)
+
+
 @dataclass(frozen=True)
-class Scheme:
-    id: str  # names the test, the expected-metrics file and the report's row
-    storage_dtype: str = COMPUTE_DTYPE  # how VRAM management stores the DiT's linear weights
+class ComponentScheme:
+    """How one component is stored: a storage dtype, a quantization method, and/or a file of its own."""
+
+    storage_dtype: str = COMPUTE_DTYPE  # how VRAM management stores its linear weights
     quantization: Quantization | None = None
-    dit: ComponentSource | None = None  # a pre-quantized DiT file replacing the bf16 one
-    thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
+    file: ComponentSource | None = None  # a pre-quantized file replacing the bf16 one
 
     @property
     def is_reference(self) -> bool:
-        return self.storage_dtype == COMPUTE_DTYPE and self.quantization is None and self.dit is None
+        return self.storage_dtype == COMPUTE_DTYPE and self.quantization is None and self.file is None
 
     @property
     def kind(self) -> str:
-        """The name its measured thresholds are filed under: the storage dtype or the method."""
+        """The storage dtype or the method."""
         return self.quantization.method if self.quantization is not None else self.storage_dtype
 
     def describe(self) -> str:
-        """One line for messages and the report, e.g. "bitsandbytes_nf4 (dynamic; 2 modules kept in bf16)"."""
+        """One line, e.g. "bitsandbytes_nf4 (dynamic; 2 module patterns kept in bf16)"."""
         if self.is_reference:
-            return "bf16 reference"
+            return "bf16"
         if self.quantization is None:
             text = f"{self.storage_dtype} storage"
         else:
@@ -99,16 +108,84 @@ class Scheme:
             if q.backend_config_kwargs:
                 notes.append(", ".join(f"{k}={v!r}" for k, v in q.backend_config_kwargs))
             text = f"{q.method} ({'; '.join(notes)})"
-        return text + (f", pre-quantized file {self.dit.describe()}" if self.dit is not None else "")
+        return text + (f", pre-quantized file {self.file.describe()}" if self.file is not None else "")
 
     def as_dict(self) -> dict[str, Any]:
-        """What results.json records about the scheme."""
+        out: dict[str, Any] = {"storage_dtype": self.storage_dtype}
+        if self.quantization is not None:
+            out["quantize"] = self.quantization.as_dict()
+        if self.file is not None:
+            out["file"] = self.file.describe()
+        return out
+
+
+BF16_COMPONENT = ComponentScheme()
+
+
+@dataclass(frozen=True)
+class Scheme:
+    id: str  # names the test, the expected-metrics file and the report's row
+    # the DiT's scheme (the only one of a scheme that names no components)
+    storage_dtype: str = COMPUTE_DTYPE  # how VRAM management stores the DiT's linear weights
+    quantization: Quantization | None = None
+    dit: ComponentSource | None = None  # a pre-quantized DiT file replacing the bf16 one
+    thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
+    # the components other than the DiT it quantizes, (name, how) sorted by name; () = the DiT only
+    others: tuple[tuple[str, ComponentScheme], ...] = ()
+
+    @property
+    def dit_scheme(self) -> ComponentScheme:
+        return ComponentScheme(self.storage_dtype, self.quantization, self.dit)
+
+    def component(self, name: str) -> ComponentScheme:
+        """How ``name`` is stored under this scheme (bf16 when it does not target it)."""
+        if name == DIT:
+            return self.dit_scheme
+        return dict(self.others).get(name, BF16_COMPONENT)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The components it stores other than in bf16, the DiT first."""
+        return tuple(name for name in (DIT, *(n for n, _ in self.others)) if not self.component(name).is_reference)
+
+    @property
+    def is_reference(self) -> bool:
+        return not self.targets
+
+    @property
+    def kind(self) -> str:
+        """The name its measured thresholds are filed under: the DiT's storage dtype or method; a
+        scheme quantizing other components "name:kind+name:kind", for which no thresholds are
+        measured (the package defaults apply unless the scheme sets its own)."""
+        if not self.others:
+            return self.dit_scheme.kind
+        return "+".join(f"{name}:{self.component(name).kind}" for name in self.targets)
+
+    def describe(self) -> str:
+        """One line for messages and the report, e.g. "bitsandbytes_nf4 (dynamic; 2 modules kept in bf16)"."""
+        if self.is_reference:
+            return "bf16 reference"
+        if not self.others:
+            return self.dit_scheme.describe()
+        return "; ".join(f"{name} {self.component(name).describe()}" for name in self.targets)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What results.json records about the scheme (the DiT's keys as before; ``components``
+        when it quantizes others)."""
         out: dict[str, Any] = {"id": self.id, "storage_dtype": self.storage_dtype}
         if self.quantization is not None:
             out["quantize"] = self.quantization.as_dict()
         if self.dit is not None:
             out["dit"] = self.dit.describe()
+        if self.others:
+            out["components"] = {name: self.component(name).as_dict() for name in self.targets}
         return out
+
+    def only(self, name: str) -> Scheme:
+        """The scheme of component ``name`` alone, as a DiT-only scheme (what the scheme check
+        compares that component with)."""
+        c = self.component(name)
+        return Scheme(self.id, storage_dtype=c.storage_dtype, quantization=c.quantization, dit=c.file)
 
 
 REFERENCE = Scheme("bf16")

@@ -17,7 +17,7 @@ the warm-up step(s) and applies the limit to a statistic of the rest, the median
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quant_guard.config.limits import Budget, PeakCounts, StepStatistic
 from quant_guard.config.units import format_bytes, format_seconds
@@ -58,6 +58,9 @@ class RenderSummary:
     # the process's peak RSS while the pipeline's DiT was loaded (its build or its DiT swap); None
     # where the kernel's high-water mark cannot be reset (model.host_memory.BuildMemory)
     load_peak_rss_bytes: int | None = None
+    # every model component's weights as stored while the denoising loop ran, by component name
+    # (the DiT's is ``dit_weight_bytes`` too); {} from code that measured the DiT only
+    component_weight_bytes: dict[str, int] = field(default_factory=dict)
 
 
 

@@ -42,6 +42,9 @@ class ResolvedCheckpoint:
     # and the other schemes still run (a typo in one path must not take down the checkpoint)
     scheme_problems: dict[str, str] = field(default_factory=dict)
     family: str | None = None  # its model family's name (None: the default family)
+    # scheme id -> component -> its own file, for the components other than the DiT a scheme gives
+    # a file of their own (``components = { text_encoder_t5 = { ..., file = ... } }``)
+    scheme_files: dict[str, dict[str, Path]] = field(default_factory=dict)
 
     def weight_files(self) -> list[Path]:
         out: list[Path] = []
@@ -57,9 +60,18 @@ class ResolvedCheckpoint:
             raise CheckpointError(self.scheme_problems[scheme_id])
         return self.scheme_dits.get(scheme_id)
 
+    def scheme_file(self, scheme_id: str, component: str) -> Path | None:
+        """The scheme's own file of ``component`` (the DiT's: ``scheme_dit``); None: the checkpoint's."""
+        if component == "dit":
+            return self.scheme_dit(scheme_id)
+        if scheme_id in self.scheme_problems:
+            raise CheckpointError(self.scheme_problems[scheme_id])
+        return self.scheme_files.get(scheme_id, {}).get(component)
+
 
 def tiny_resolved(tiny: TinyCheckpointFiles | TinyFamilyFiles, scheme_dits: Mapping[str, Path] | None = None, *,
-                  vae: Path | None = None, embedded: str = "tiny") -> ResolvedCheckpoint:
+                  vae: Path | None = None, embedded: str = "tiny",
+                  scheme_files: Mapping[str, Mapping[str, Path]] | None = None) -> ResolvedCheckpoint:
     """An embedded tiny checkpoint's files as ``model.pipelines.build_pipeline`` takes a checkpoint
     (``embedded`` names which, and so its family): ``scheme_dits`` gives schemes a DiT file of their
     own (pre-quantized or damaged, by scheme id), ``vae`` replaces the VAE (the benchmarks' decoder
@@ -71,7 +83,8 @@ def tiny_resolved(tiny: TinyCheckpointFiles | TinyFamilyFiles, scheme_dits: Mapp
         files["vae"] = vae
     own = EMBEDDED[embedded]
     return ResolvedCheckpoint(embedded, files, dict(scheme_dits or {}), own.t5_sequence_length or 512,
-                              family=own.family)
+                              family=own.family,
+                              scheme_files={k: dict(v) for k, v in (scheme_files or {}).items()})
 
 
 def resolve_checkpoint(spec: CheckpointSpec) -> ResolvedCheckpoint:
@@ -89,24 +102,30 @@ def resolve_checkpoint(spec: CheckpointSpec) -> ResolvedCheckpoint:
             if name == "dit":
                 _refuse_float8_reference(header, path, what)
     scheme_dits: dict[str, Path] = {}
+    scheme_files: dict[str, dict[str, Path]] = {}
     problems: dict[str, str] = {}
     for scheme in spec.schemes:
-        if scheme.dit is not None:
-            try:
+        try:
+            if scheme.dit is not None:
                 scheme_dits[scheme.id] = scheme_dit_file(spec, scheme)
-            except CheckpointError as exc:
-                problems[scheme.id] = str(exc)
-    return ResolvedCheckpoint(spec.id, files, scheme_dits, spec.t5_sequence_length, problems, family=spec.family)
+            for name, _ in scheme.others:
+                if scheme.component(name).file is not None:
+                    scheme_files.setdefault(scheme.id, {})[name] = scheme_dit_file(spec, scheme.only(name), name)
+        except CheckpointError as exc:
+            problems[scheme.id] = str(exc)
+    return ResolvedCheckpoint(spec.id, files, scheme_dits, spec.t5_sequence_length, problems, family=spec.family,
+                              scheme_files=scheme_files)
 
 
-def scheme_dit_file(spec: CheckpointSpec, scheme: Scheme) -> Path:
-    """A scheme's own DiT file, fetched (a ``model_id`` source) and checked: it exists, is a
-    whole safetensors file, and a storage scheme's holds that float8 dtype."""
+def scheme_dit_file(spec: CheckpointSpec, scheme: Scheme, component: str = "dit") -> Path:
+    """A scheme's own DiT file (or, with ``component`` and ``scheme = scheme.only(component)``,
+    another component's), fetched (a ``model_id`` source) and checked: it exists, is a whole
+    safetensors file, and a storage scheme's holds that float8 dtype."""
     assert scheme.dit is not None
-    local = _local(scheme.dit, f"{spec.id}.{scheme.id}.dit")
+    local = _local(scheme.dit, f"{spec.id}.{scheme.id}.{component}")
+    what = f"checkpoint {spec.id!r} scheme {scheme.id!r} {'DiT' if component == 'dit' else component}"
     if isinstance(local, list):
-        raise CheckpointError(f"checkpoint {spec.id!r}: the DiT of scheme {scheme.id!r} must be one file, got {local}")
-    what = f"checkpoint {spec.id!r} scheme {scheme.id!r} DiT"
+        raise CheckpointError(f"{what} must be one file, got {local}")
     header = _check_file(local, what, folder=False)
     if scheme.quantization is None:
         _check_float8_file(header, local, what, scheme.storage_dtype)

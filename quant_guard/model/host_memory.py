@@ -31,7 +31,7 @@ allowance, ``PROCESS_BYTES``; the measured peak RSS of a build (``BuildMemory``,
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -120,16 +120,18 @@ def quantized_fraction(quantization: Quantization) -> float:
 _STORED_FRACTION = {"bfloat16": 1.0, "float8_e4m3fn": 0.5, "float8_e5m2": 0.5}
 
 
-def host_plan(plan: MemoryPlan, file_bytes: Mapping[str, int], *, prequantized_dit: bool = False) -> HostPlan:
-    """``file_bytes``: bytes on disk of each model component's file(s), the DiT's being the file
-    this plan's scheme loads (its own pre-quantized file, if it has one)."""
-    return HostPlan(tuple(_component(plan, name, file_bytes[name], prequantized_dit and name == DIT)
-                          for name in plan.components))
+def host_plan(plan: MemoryPlan, file_bytes: Mapping[str, int], *, prequantized_dit: bool = False,
+              prequantized: Collection[str] = ()) -> HostPlan:
+    """``file_bytes``: bytes on disk of each model component's file(s), each being the file this
+    plan's scheme loads (its own pre-quantized file, if it has one); ``prequantized`` names the
+    components read as stored (``prequantized_dit``: the DiT)."""
+    stored = {*prequantized, *((DIT,) if prequantized_dit else ())}
+    return HostPlan(tuple(_component(plan, name, file_bytes[name], name in stored) for name in plan.components))
 
 
 def _component(plan: MemoryPlan, name: str, size: int, prequantized: bool) -> ComponentHost:
     placement = plan.components[name]
-    quantization = plan.scheme.quantization if name == DIT else None
+    quantization = plan.scheme.component(name).quantization
     on_host = placement.home_device == "cpu"
     if placement.home_device == DISK:
         return ComponentHost(name, 0, 0, "read from its file layer by layer (disk offload)")

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from quant_guard.config.schemes import COMPUTE_DTYPE, Scheme
 from quant_guard.config.units import format_bytes
 from quant_guard.model.families import default_family, family_of
-from quant_guard.model.families.base import DIT
 
 if TYPE_CHECKING:
     from quant_guard.model.families.base import ModelFamily
@@ -93,7 +92,7 @@ class ComponentPlacement:
 class MemoryPlan:
     mode: MemoryMode
     device: str
-    scheme: Scheme  # the DiT's: the bf16 reference or a candidate
+    scheme: Scheme  # the bf16 reference or a candidate (its targeted components' storage)
     components: dict[str, ComponentPlacement]
     vram_limit_bytes: int | None  # None: no dynamic VRAM management
 
@@ -104,7 +103,7 @@ class MemoryPlan:
 
     def describe(self) -> str:
         def home(name: str, p: ComponentPlacement) -> str:
-            quantization = self.scheme.quantization if name == DIT else None
+            quantization = self.scheme.component(name).quantization
             return f"{p.home_device}/{quantization.method if quantization else p.prepared_dtype or p.home_dtype}"
 
         homes = ", ".join(f"{name} {home(name, p)}" for name, p in self.components.items())
@@ -120,7 +119,6 @@ def plan_memory(*, cpu_offload: bool, vram_limit_bytes: int | None, scheme: Sche
     limit with cpu_offload on an accelerator. A quantization method keeps its own layer formats;
     DiffSynth's dtype fields then describe the layers it leaves alone (bf16)."""
     family = family or default_family()
-    dit_dtype = scheme.storage_dtype
     if device == "cpu":
         mode, home, limit = MemoryMode.CPU, "cpu", None
     elif not cpu_offload:
@@ -128,11 +126,12 @@ def plan_memory(*, cpu_offload: bool, vram_limit_bytes: int | None, scheme: Sche
     else:
         mode, home = MemoryMode.CPU_OFFLOAD, "cpu"
         limit = vram_limit_bytes if vram_limit_bytes is not None else _auto_limit(device, device_total_bytes)
-    components = {name: ComponentPlacement(home, dit_dtype if name == DIT else COMPUTE_DTYPE, device)
+    # each component in its scheme's storage dtype (bf16 unless the scheme targets it)
+    components = {name: ComponentPlacement(home, scheme.component(name).storage_dtype, device)
                   for name in family.model_components}
     if disk_offload:
         for name in family.disk_components:
-            if name == DIT and scheme.quantization is not None:
+            if scheme.component(name).quantization is not None:
                 continue  # DiffSynth refuses disk offload with quantization (core/loader/model.py:34-36)
             stored = components[name].home_dtype
             components[name] = ComponentPlacement(DISK, DISK, device, prepared_dtype=stored)

@@ -1,14 +1,15 @@
-"""Build DiffSynth pipelines for the bf16 reference and each candidate scheme, and swap the DiT
-of a built pipeline from one scheme to another. What differs between pipelines (the class, its
-components and tokenizers, the DiT's registry name) is the checkpoint's model family's
-(``families/``).
+"""Build DiffSynth pipelines for the bf16 reference and each candidate scheme, and swap the
+components of a built pipeline from one scheme to another. What differs between pipelines (the
+class, its components and tokenizers, each component's registry names) is the checkpoint's model
+family's (``families/``).
 
-Only the DiT depends on the scheme (``schemes.py``): a storage scheme keeps its linear weights in
-float8 and casts them to bf16 per layer (``ModelConfig`` dtypes, ``diffsynth/core/vram/layers.py``);
-a quantization method is DiffSynth's own ``ModelConfig(quantize=QuantizeConfig(...))``; text
-encoders and VAE stay bf16. Where each component lives (host or device) and the ``vram_limit``
-come from the checkpoint's memory plan (``memory_plan.py``). After loading, ``scheme_check.py``
-checks that the DiT's layers are what the scheme says. Running out of memory while loading raises
+The components a scheme targets (``schemes.py``: the DiT alone unless it names others) are built
+in its storage: a storage scheme keeps its linear weights in float8 and casts them to bf16 per
+layer (``ModelConfig`` dtypes, ``diffsynth/core/vram/layers.py``); a quantization method is
+DiffSynth's own ``ModelConfig(quantize=QuantizeConfig(...))``; the other components stay bf16.
+Where each component lives (host or device) and the ``vram_limit`` come from the checkpoint's
+memory plan (``memory_plan.py``). After loading, ``scheme_check.py`` checks that each targeted
+component's layers are what the scheme says and that the others are bf16. Running out of memory while loading raises
 ``LoadOutOfMemory``, never a ``CheckpointError``: the files are fine, the device is too small.
 """
 
@@ -24,7 +25,7 @@ from quant_guard.model.host_memory import HostMemoryShortfall, HostPlan, check_h
 from quant_guard.model.families import default_family, family_of
 from quant_guard.model.families.base import DIT
 from quant_guard.model.memory_plan import MemoryPlan, plan_memory, torch_fields
-from quant_guard.model.scheme_check import check_scheme_applied
+from quant_guard.model.scheme_check import check_scheme_applied, check_untargeted
 from quant_guard.config.schemes import Scheme
 
 if TYPE_CHECKING:
@@ -116,15 +117,28 @@ def dit_file(checkpoint: ResolvedCheckpoint, scheme: Scheme) -> Path | list[Path
     return checkpoint.files[DIT] if own is None else own
 
 
+def component_file(checkpoint: ResolvedCheckpoint, scheme: Scheme, name: str) -> Path | list[Path]:
+    """The file ``scheme`` loads component ``name`` from: the scheme's own file of it (pre-quantized
+    or damaged), else the checkpoint's bf16 one."""
+    if name == DIT:
+        return dit_file(checkpoint, scheme)
+    own = checkpoint.scheme_file(scheme.id, name)
+    return checkpoint.files[name] if own is None else own
+
+
 def planned_host_memory(checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: MemoryPlan) -> HostPlan:
     """The host RAM of this pipeline under ``plan`` (``host_memory.py``), from its files' sizes.
-    A scheme's own DiT file is read as stored (a float8 file, checked by the gate, or a
+    A scheme's own file of a component is read as stored (a float8 file, checked by the gate, or a
     pre-quantized one) unless a method quantizes it on load."""
-    sizes = {name: _bytes_on_disk(checkpoint.files[name]) for name in family_of(checkpoint).model_components}
-    sizes[DIT] = _bytes_on_disk(dit_file(checkpoint, scheme))
-    own = checkpoint.scheme_dit(scheme.id) is not None
-    as_stored = own and (scheme.quantization is None or scheme.quantization.load_prequantized)
-    return host_plan(plan, sizes, prequantized_dit=as_stored)
+    names = family_of(checkpoint).model_components
+    sizes = {name: _bytes_on_disk(component_file(checkpoint, scheme, name)) for name in names}
+
+    def as_stored(name: str) -> bool:
+        quantization = scheme.component(name).quantization
+        own = checkpoint.scheme_file(scheme.id, name) is not None
+        return own and (quantization is None or quantization.load_prequantized)
+
+    return host_plan(plan, sizes, prequantized=[name for name in names if as_stored(name)])
 
 
 def _require_host_memory(needed: int, what: str, breakdown: str) -> None:
@@ -150,16 +164,17 @@ def _config(path: Path | list[Path], plan: MemoryPlan, component: str, quantize:
                        **torch_fields(plan.components[component].model_config_fields()))
 
 
-def _dit_config(checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: MemoryPlan) -> Any:
-    """The DiT's ``ModelConfig``: quantized on load by the scheme's method, or, for a pre-quantized
-    file, registered with DiffSynth (which then applies the registered quantization itself)."""
-    dit, quantization = dit_file(checkpoint, scheme), scheme.quantization
+def _component_config(checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: MemoryPlan, name: str) -> Any:
+    """A component's ``ModelConfig``: stored as the plan says, quantized on load by the scheme's
+    method for it, or, for a pre-quantized file, registered with DiffSynth (which then applies the
+    registered quantization itself)."""
+    path, quantization = component_file(checkpoint, scheme, name), scheme.component(name).quantization
     if quantization is None:
-        return _config(dit, plan, DIT)
+        return _config(path, plan, name)
     if quantization.load_prequantized:
-        register_prequantized(dit, checkpoint.files[DIT], scheme)
-        return _config(dit, plan, DIT)
-    return _config(dit, plan, DIT, quantize=quantization.build())
+        register_prequantized(path, checkpoint.files[name], scheme.only(name))
+        return _config(path, plan, name)
+    return _config(path, plan, name, quantize=quantization.build())
 
 
 def register_prequantized(path: Path | list[Path], reference_dit: Path | list[Path], scheme: Scheme) -> None:
@@ -175,11 +190,13 @@ def register_prequantized(path: Path | list[Path], reference_dit: Path | list[Pa
     if any(c["model_hash"] == file_hash for c in MODEL_CONFIGS):
         return
     reference_hash = hash_model_file(_as_str(reference_dit))
-    base = next((c for c in MODEL_CONFIGS if c["model_hash"] == reference_hash), None)
-    if base is None:
-        raise CheckpointError(f"DiffSynth does not recognise the reference DiT {_as_str(reference_dit)}, so the "
-                              f"pre-quantized DiT {_as_str(path)} of scheme {scheme.id!r} cannot be mapped to it")
-    MODEL_CONFIGS.append({**base, "model_hash": file_hash, "quant_config": scheme.quantization.as_dict()})
+    # every model the reference file provides (FLUX.1's VAE file: the encoder and the decoder)
+    bases = [c for c in MODEL_CONFIGS if c["model_hash"] == reference_hash]
+    if not bases:
+        raise CheckpointError(f"DiffSynth does not recognise the reference file {_as_str(reference_dit)}, so the "
+                              f"pre-quantized file {_as_str(path)} of scheme {scheme.id!r} cannot be mapped to it")
+    MODEL_CONFIGS.extend({**base, "model_hash": file_hash, "quant_config": scheme.quantization.as_dict()}
+                         for base in bases)
 
 
 def build_pipeline(checkpoint: ResolvedCheckpoint, scheme: Scheme, device: str,
@@ -202,8 +219,7 @@ def build_pipeline(checkpoint: ResolvedCheckpoint, scheme: Scheme, device: str,
     log = io.StringIO()  # DiffSynth prints a banner and a line per model; keep it for errors only
     try:
         with contextlib.redirect_stdout(log), measured_build() as build_memory:
-            configs = [_dit_config(checkpoint, scheme, plan) if name == DIT else _config(files[name], plan, name)
-                       for name in family.model_components]
+            configs = [_component_config(checkpoint, scheme, plan, name) for name in family.model_components]
             tokenizers = {t.argument: ModelConfig(path=str(files[t.name]), skip_download=True)
                           for t in family.tokenizers}
             pipe = family.pipeline_type().from_pretrained(
@@ -218,34 +234,89 @@ def build_pipeline(checkpoint: ResolvedCheckpoint, scheme: Scheme, device: str,
         which = "; ".join(f"no {name} from {_as_str(given[name])}" for name in missing)
         raise CheckpointError(f"checkpoint {checkpoint.id!r}: DiffSynth loaded {which}: that file was recognised as "
                               "another model or not at all; check that each component path points at the right model")
-    check_scheme_applied(pipe.dit, scheme, checkpoint.id, family.vram_layers)
+    check_components(pipe, checkpoint, scheme)
     return pipe
+
+
+def check_components(pipe: BasePipeline, checkpoint: ResolvedCheckpoint, scheme: Scheme,
+                     names: tuple[str, ...] | None = None) -> dict[str, int]:
+    """Check each model of the components ``names`` (default: all) against ``scheme``: a targeted
+    one against its own storage, the others bf16 (the DiT as the reference). Returns the bytes each
+    component stores."""
+    family = family_of(checkpoint)
+    out: dict[str, int] = {}
+    for name in names or family.model_components:
+        c = family.component(name)
+        models = c.models or ((c.attribute, ""),)
+        out[name] = 0
+        for attribute, _ in models:
+            module, what = getattr(pipe, attribute), name if len(models) == 1 else f"{name} ({attribute})"
+            if name == DIT:
+                found = check_scheme_applied(module, scheme, checkpoint.id, family.vram_layers)
+            elif name in scheme.targets:
+                found = check_scheme_applied(module, scheme.only(name), checkpoint.id, family.vram_layers,
+                                             component=what)
+            else:
+                found = check_untargeted(module, scheme, checkpoint.id, what, family.vram_layers)
+            out[name] += found.stored_bytes
+    return out
+
+
+def changed_components(checkpoint: ResolvedCheckpoint, loaded: Scheme, scheme: Scheme) -> tuple[str, ...]:
+    """The model components a pipeline built for ``loaded`` must reload to be ``scheme``'s: those
+    whose storage or file differs."""
+    return tuple(name for name in family_of(checkpoint).model_components
+                 if loaded.component(name) != scheme.component(name)
+                 or component_file(checkpoint, loaded, name) != component_file(checkpoint, scheme, name))
 
 
 def swap_dit(pipe: BasePipeline, checkpoint: ResolvedCheckpoint, scheme: Scheme,
              plan: MemoryPlan) -> None:
-    """Replace the pipeline's DiT by the one of ``scheme``, loaded under ``plan`` by DiffSynth's
-    own loader (``download_and_load_models``). The old DiT is dropped and its memory returned
-    before the new one is read, so the device never holds two DiTs."""
-    pipe.dit = None
+    """Replace the pipeline's DiT by the one of ``scheme`` (``swap_components``)."""
+    swap_components(pipe, checkpoint, scheme, plan, (DIT,))
+
+
+def swap_components(pipe: BasePipeline, checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: MemoryPlan,
+                    names: tuple[str, ...]) -> None:
+    """Replace the pipeline's components ``names`` by those of ``scheme``, loaded under ``plan`` by
+    DiffSynth's own loader (``download_and_load_models``) and fetched by their registry names
+    (``Component.models``). Each old component is dropped and its memory returned before the new
+    one is read, so the device never holds two of one."""
+    family = family_of(checkpoint)
+    models = {name: family.loaded_models(name) for name in names}  # a component it cannot fetch fails first
+    memory = None
+    for name in names:
+        memory = _swap_one(pipe, checkpoint, scheme, plan, name, models[name])
+    if memory is not None:
+        pipe.qg_build_memory = memory
+    pipe.vram_management_enabled = pipe.check_vram_management_state()
+    check_components(pipe, checkpoint, scheme, names)
+
+
+def _swap_one(pipe: BasePipeline, checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: MemoryPlan, name: str,
+              models: tuple[tuple[str, str], ...]) -> Any:
+    """Reload one component; its measured build memory (``host_memory.BuildMemory``)."""
+    for attribute, _ in models:
+        setattr(pipe, attribute, None)
     release_memory()
-    dit = dit_file(checkpoint, scheme)
-    host = planned_host_memory(checkpoint, scheme, plan).component(DIT)
-    what = f"loading the {scheme.id} DiT of {checkpoint.id!r}"
-    _require_host_memory(host.load_bytes, what, f"dit {host.how}")
+    path = component_file(checkpoint, scheme, name)
+    host = planned_host_memory(checkpoint, scheme, plan).component(name)
+    what = f"loading the {scheme.id} {'DiT' if name == DIT else name} of {checkpoint.id!r}"
+    _require_host_memory(host.load_bytes, what, f"{name} {host.how}")
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log), measured_build() as build_memory:
-            pool = pipe.download_and_load_models([_dit_config(checkpoint, scheme, plan)], plan.vram_limit_gib)
-            pipe.dit = pool.fetch_model(family_of(checkpoint).dit_registry_name)
+            pool = pipe.download_and_load_models([_component_config(checkpoint, scheme, plan, name)],
+                                                 plan.vram_limit_gib)
+            for attribute, registry_name in models:
+                setattr(pipe, attribute, pool.fetch_model(registry_name))
     except Exception as exc:
-        raise _load_error(exc, checkpoint, dit, log, what) from exc
-    pipe.qg_build_memory = build_memory
-    if pipe.dit is None:
-        raise CheckpointError(f"checkpoint {checkpoint.id!r}: DiffSynth loaded no dit from {_as_str(dit)}: that file "
-                              "was recognised as another model or not at all")
-    pipe.vram_management_enabled = pipe.check_vram_management_state()
-    check_scheme_applied(pipe.dit, scheme, checkpoint.id, family_of(checkpoint).vram_layers)
+        raise _load_error(exc, checkpoint, path, log, what) from exc
+    missing = [attribute for attribute, _ in models if getattr(pipe, attribute) is None]
+    if missing:
+        raise CheckpointError(f"checkpoint {checkpoint.id!r}: DiffSynth loaded no {', '.join(missing)} from "
+                              f"{_as_str(path)}: that file was recognised as another model or not at all")
+    return build_memory
 
 
 def release_memory() -> None:

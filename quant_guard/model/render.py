@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from quant_guard.judge.budgets import MemoryStats, RenderSummary
@@ -68,10 +68,12 @@ class Render:
     nonfinite_fraction: float  # share of NaN/Inf values in the VAE output, before the uint8 cast
     dit_weight_bytes: int  # the DiT's weights as stored while the denoising loop ran
     load_peak_rss_bytes: int | None = None  # as in RenderSummary
+    component_weight_bytes: dict[str, int] = field(default_factory=dict)  # as in RenderSummary
 
     def summary(self) -> RenderSummary:
         return RenderSummary(step_times_s=self.step_times_s, total_s=self.total_s, memory=self.memory,
-                             dit_weight_bytes=self.dit_weight_bytes, load_peak_rss_bytes=self.load_peak_rss_bytes)
+                             dit_weight_bytes=self.dit_weight_bytes, load_peak_rss_bytes=self.load_peak_rss_bytes,
+                             component_weight_bytes=dict(self.component_weight_bytes))
 
 
 class _StepTimer:
@@ -84,11 +86,13 @@ class _StepTimer:
         self.on_step = on_step
         self.times: list[float] = []
         self.dit_bytes = 0
+        self.component_bytes: dict[str, int] = {}
 
     def __call__(self, iterable: Iterable[Any]) -> Iterator[Any]:
         from quant_guard.model.scheme_check import stored_bytes
 
         self.dit_bytes = stored_bytes(self.pipe.dit)
+        self.component_bytes = component_bytes(self.pipe)
         total = len(iterable) if isinstance(iterable, Sized) else None
         first_start: float | None = None
         for item in iterable:
@@ -101,6 +105,17 @@ class _StepTimer:
             self.times.append(end - start)
             if self.on_step is not None:  # between the timed windows: never part of a step time
                 self.on_step(len(self.times), total, end - first_start)
+
+
+def component_bytes(pipe: BasePipeline) -> dict[str, int]:
+    """Bytes each model component of the pipeline's family stores (every model its file provides)."""
+    from quant_guard.model.scheme_check import stored_bytes
+
+    out = {}
+    for c in family_of_pipeline(pipe).components:
+        modules = [getattr(pipe, attribute, None) for attribute, _ in c.models or ((c.attribute, ""),)]
+        out[c.name] = sum(stored_bytes(m) for m in modules if m is not None)
+    return out
 
 
 def render(pipe: BasePipeline, request: RenderRequest, *, on_step: StepCallback | None = None) -> Render:
@@ -135,6 +150,7 @@ def render(pipe: BasePipeline, request: RenderRequest, *, on_step: StepCallback 
     loaded = getattr(pipe, "qg_build_memory", None)  # set by pipelines.build_pipeline / swap_dit
     return Render(image=array, step_times_s=tuple(timer.times), total_s=total, memory=memory,
                   nonfinite_fraction=max(nonfinite, default=0.0), dit_weight_bytes=timer.dit_bytes,
+                  component_weight_bytes=timer.component_bytes,
                   load_peak_rss_bytes=getattr(loaded, "peak_bytes", None))
 
 

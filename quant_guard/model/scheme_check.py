@@ -42,9 +42,6 @@ if TYPE_CHECKING:
 DIFFSYNTH_LAYERS = VramLayers()
 # torchao records dynamic activation quantization as ``act_quant_kwargs`` on the weight tensor
 _ACT_KWARGS_DTYPE = {"QuantizeTensorToInt8Kwargs": "int8"}
-# DiffSynth's whole-module VRAM wrapper (diffsynth/core/vram/layers.py): casts a copy of the module
-# it holds to its computation dtype per forward (``_module_casts``)
-_MODULE_WRAPPER = "AutoWrappedModule"
 # a weight in one of these is not quantized, whatever layer class holds it
 _PLAIN_FLOATS = ("bfloat16", "float16", "float32")
 
@@ -97,14 +94,19 @@ def matches(name: str, patterns: tuple[str, ...] | None) -> bool:
 
 
 def inventory(dit: torch.nn.Module, vram: VramLayers = DIFFSYNTH_LAYERS) -> DitInventory:
-    """Every linear layer of the DiT with its weight format, activation handling and bytes, and
-    the bytes the DiT stores; ``vram`` names the VRAM-management layer classes."""
+    """Every linear layer of the DiT (or another component) with its weight format, activation
+    handling and bytes, and the bytes it stores; ``vram`` names the VRAM-management layer classes."""
     import torch
 
     quantize = getattr(dit, "quantize_config", None)
     layers = []
     inner: set[int] = set()  # layers already counted through their wrapper
-    cast_by = _module_casts(dit)
+    # linear layers inside a module DiffSynth casts whole per forward (T5's feed-forward, a video
+    # DiT's final Head), by id: that wrapper's computation dtype. Not the component itself: DiffSynth
+    # wraps a model class without a VRAM map whole, and a pipeline that calls its blocks directly
+    # (not its ``forward``) computes with the stored weights
+    cast_by = {id(m): wrapper.computation_dtype for wrapper_name, wrapper in dit.named_modules()
+               if wrapper_name and type(wrapper).__name__ == vram.module for m in wrapper.module.modules()}
     for name, module in dit.named_modules():
         if id(module) in inner:
             continue
@@ -116,38 +118,22 @@ def inventory(dit: torch.nn.Module, vram: VramLayers = DIFFSYNTH_LAYERS) -> DitI
         elif isinstance(module, torch.nn.Linear):
             # a quantized weight in a DiT without DiffSynth's quantize_config (the reference) still counts
             plain = type(module.weight) in (torch.Tensor, torch.nn.Parameter)
-            layers.append(_layer(name, module, vram, quantized=not plain, cast_by=cast_by.get(id(module))))
+            layers.append(_layer(name, module, vram, quantized=not plain, cast_to=cast_by.get(id(module))))
     return DitInventory(tuple(layers), stored_bytes(dit), tuple(_not_bf16(dit)))
 
 
-def _module_casts(dit: torch.nn.Module) -> dict[int, Any]:
-    """id of every module inside a DiffSynth whole-module wrapper -> that wrapper. DiffSynth's VRAM
-    maps wrap some blocks whole (a video DiT's final ``Head``): the wrapper stores the block's plain
-    layers in its offload dtype and casts a copy of the whole block to its computation dtype per
-    forward (``AutoWrappedModule.computation``, diffsynth/core/vram/layers.py), so a linear inside
-    it is managed as an ``AutoWrappedLinear`` is. Not the DiT itself: DiffSynth wraps a DiT class
-    that has no VRAM map whole, and a pipeline that calls the DiT's blocks directly (not its
-    ``forward``) computes with the stored weights."""
-    return {id(inner): wrapper for name, wrapper in dit.named_modules()
-            if name and type(wrapper).__name__ == _MODULE_WRAPPER for inner in wrapper.module.modules()}
-
-
-def _layer(name: str, module: Any, vram: VramLayers, *, quantized: bool, cast_by: Any = None) -> LinearLayer:
+def _layer(name: str, module: Any, vram: VramLayers, *, quantized: bool, cast_to: Any = None) -> LinearLayer:
+    """``cast_to``: the computation dtype of the module wrapper that casts this layer per forward."""
     weight = module.weight
     fmt, weight_bytes = weight_format(weight), tensor_bytes(weight)
-    offloaded = cast_by if cast_by is not None and getattr(cast_by, "disk_offload", False) else module
-    if getattr(offloaded, "disk_offload", False) and not quantized:
+    if getattr(module, "disk_offload", False) and not quantized:
         # a disk-offloaded layer holds meta tensors: it is read in its preparing dtype
         # (diffsynth/core/vram/layers.py lines 123-127, 175-180)
-        dtype = offloaded.preparing_dtype
-        fmt, weight_bytes = _dtype_name(dtype), weight.numel() * dtype.itemsize
-    activations = _activations(module, weight, vram)
-    if cast_by is not None and not quantized:
-        activations = _dtype_name(getattr(cast_by, "computation_dtype", None) or weight.dtype)
+        fmt, weight_bytes = _dtype_name(module.preparing_dtype), weight.numel() * module.preparing_dtype.itemsize
     return LinearLayer(name, quantized, f"{type(module).__name__}/{fmt}" if quantized else fmt,
-                       managed=type(module).__name__ == vram.storage or (cast_by is not None and not quantized),
-                       activations=activations, weight_bytes=weight_bytes,
-                       bf16_bytes=module.in_features * module.out_features * BF16_BYTES)
+                       managed=type(module).__name__ == vram.storage or cast_to is not None,
+                       activations=_dtype_name(cast_to) if cast_to is not None else _activations(module, weight, vram),
+                       weight_bytes=weight_bytes, bf16_bytes=module.in_features * module.out_features * BF16_BYTES)
 
 
 def weight_format(weight: Any) -> str:
@@ -235,14 +221,37 @@ def tensor_bytes(tensor: Any) -> int:
 
 
 def check_scheme_applied(dit: torch.nn.Module, scheme: Scheme, checkpoint_id: str,
-                         vram: VramLayers = DIFFSYNTH_LAYERS) -> DitInventory:
+                         vram: VramLayers = DIFFSYNTH_LAYERS, *, component: str = "DiT") -> DitInventory:
     """The DiT's inventory, after checking it against ``scheme``; a mismatch raises
-    ``CheckpointError`` naming the first wrong layer, what was expected and what was found."""
+    ``CheckpointError`` naming the first wrong layer, what was expected and what was found.
+    Another component is checked the same way against its own scheme (``Scheme.only``), named
+    by ``component``; it may have no linear layers (a VAE of convolutions)."""
     found = inventory(dit, vram)
-    problem = _mismatch(dit, found, scheme)
+    problem = _mismatch(dit, found, scheme, linear_required=component == "DiT")
     if problem:
         raise CheckpointError(f"checkpoint {checkpoint_id!r}, scheme {scheme.id!r} ({scheme.describe()}): "
-                              f"the built DiT is not what the scheme says: {problem}; found {found.describe()}")
+                              f"the built {component} is not what the scheme says: {problem}; found {found.describe()}")
+    return found
+
+
+def check_untargeted(module: torch.nn.Module, scheme: Scheme, checkpoint_id: str, component: str,
+                     vram: VramLayers = DIFFSYNTH_LAYERS) -> DitInventory:
+    """A component the scheme leaves alone: every linear layer a plain bf16 one and every floating
+    parameter bf16 (buffers are the model's own business: some encoders keep float32 tables)."""
+    import torch
+
+    found = inventory(module, vram)
+    problem = _first_wrong(list(found.layers), BF16, "linear layers")
+    if problem is None:
+        wrong = [(name, weight_format(p)) for name, p in module.named_parameters()
+                 if type(p) not in (torch.Tensor, torch.nn.Parameter)
+                 or (p.dtype.is_floating_point and p.dtype != torch.bfloat16)]
+        if wrong:
+            problem = f"{len(wrong)} parameters are not bfloat16 (first: {wrong[0][0]}: {wrong[0][1]})"
+    if problem:
+        raise CheckpointError(f"checkpoint {checkpoint_id!r}, scheme {scheme.id!r} ({scheme.describe()}): the "
+                              f"{component} should stay bf16 (the scheme does not name it) but is not: {problem}; "
+                              f"found {found.describe()}")
     return found
 
 
@@ -273,16 +282,19 @@ def _first_wrong(layers: list[LinearLayer], want: KindExpectation, what: str) ->
     return f"{len(wrong)} of the {len(layers)} {what} are not {want.what} (first: {layer.name}: {'; '.join(diffs)})"
 
 
-def _mismatch(dit: torch.nn.Module, found: DitInventory, scheme: Scheme) -> str | None:
+def _mismatch(dit: torch.nn.Module, found: DitInventory, scheme: Scheme, *,
+              linear_required: bool = True) -> str | None:
+    if not found.layers and (linear_required or scheme.quantization is not None):
+        return "it has no linear layers" + ("" if linear_required else f" for {scheme.kind} to quantize")
     if not found.layers:
-        return "it has no linear layers"
+        return _stored_without_linears(dit, scheme)
     want = expectation(scheme)
     if scheme.quantization is None:
         problem = _first_wrong(list(found.layers), want, "linear layers")
         if problem and not scheme.is_reference and not all(layer.managed for layer in found.layers):
             # float8 storage computes only through DiffSynth's per-layer cast: a DiT class without a
             # VRAM-management entry is loaded as plain layers (upcast, or float8 that cannot compute)
-            problem += "; DiffSynth did not apply float8 storage to this DiT class"
+            problem += "; DiffSynth did not apply float8 storage to this model class"
         if problem is None and scheme.is_reference and found.not_bf16:
             name, fmt = found.not_bf16[0]
             problem = (f"{len(found.not_bf16)} parameters or buffers of the bf16 reference are not bfloat16 "
@@ -301,6 +313,21 @@ def _mismatch(dit: torch.nn.Module, found: DitInventory, scheme: Scheme) -> str 
     return _first_wrong(targeted, want, "targeted linear layers") or \
         _first_wrong([layer for layer in found.layers if layer.name not in names], BF16,
                      "linear layers outside the targeted ones")
+
+
+def _stored_without_linears(module: torch.nn.Module, scheme: Scheme) -> str | None:
+    """A component without linear layers (a VAE of convolutions): under float8 storage DiffSynth
+    stores every floating parameter of its wrapped modules in that dtype; the reference, none."""
+    import torch
+
+    want = getattr(torch, scheme.storage_dtype)
+    params = [(name, p.dtype) for name, p in module.named_parameters() if p.dtype.is_floating_point]
+    wrong = [(name, dtype) for name, dtype in params if dtype != want]
+    if not params or not wrong:
+        return None if params else "it has no floating parameters"
+    name, dtype = wrong[0]
+    return (f"{len(wrong)} of its {len(params)} floating parameters are not {scheme.storage_dtype} "
+            f"(first: {name}: {_dtype_name(dtype)})")
 
 
 def _off_grid(dit: torch.nn.Module, targeted: list[LinearLayer], want: KindExpectation) -> str | None:

@@ -21,7 +21,16 @@ _PROBE_FEATURES = 256  # a multiple of every block size the methods use
 
 
 def probe(scheme: Scheme, device: str) -> str | None:
-    """Why ``scheme`` cannot run on ``device``, or None when it can (storage schemes always can)."""
+    """Why ``scheme`` cannot run on ``device``, or None when it can (storage schemes always can):
+    the method of each component it quantizes is tried."""
+    for name in scheme.targets:
+        why = _probe_method(scheme.only(name), device)
+        if why:
+            return why if scheme.others == () else f"{name}: {why}"
+    return None
+
+
+def _probe_method(scheme: Scheme, device: str) -> str | None:
     if scheme.quantization is None:
         return None
     from diffsynth.core.quant import QUANT_METHODS, backends

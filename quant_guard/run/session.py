@@ -1,10 +1,10 @@
 """Session-wide state: the run's settings, resolved checkpoints, the pipeline, the golden store,
 update counters and results.
 
-One pipeline at a time, holding one DiT. The text encoders and the VAE do not depend on the
-scheme (only the DiT is quantized), so a checkpoint's pipeline is built once and switching
-between the bf16 reference and a candidate scheme swaps only its DiT: the old DiT is dropped
-before the other is read. That is the cheapest build that keeps the promise "at most one
+One pipeline at a time, holding one DiT. A checkpoint's pipeline is built once and switching
+between the bf16 reference and a candidate scheme swaps only the components the two schemes
+store differently (a DiT-only scheme: its DiT; ``pipelines.changed_components``): the old one is
+dropped before the other is read. That is the cheapest build that keeps the promise "at most one
 DiT on the device": a second pipeline would hold T5 (about 9 GiB) twice, and keeping both DiTs
 would hold 12 + 24 GB. Moving to another checkpoint releases the whole pipeline first.
 """
@@ -152,9 +152,11 @@ class QuantGuardSession:
 
         if loaded is None:
             return pipelines.build_pipeline(resolved, scheme, plan.device, plan=plan)
-        # a failed swap leaves a pipeline without a DiT: forget it, the next test rebuilds
+        # a failed swap leaves a pipeline without a component: forget it, the next test rebuilds
         self._pipeline = None
-        pipelines.swap_dit(loaded.pipe, resolved, scheme, plan)
+        changed = pipelines.changed_components(resolved, loaded.scheme, scheme)
+        if changed:  # only what the two schemes store differently (a DiT-only change: the DiT)
+            pipelines.swap_components(loaded.pipe, resolved, scheme, plan, changed)
         return loaded.pipe
 
     def after_error(self, exc: BaseException) -> None:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from quant_guard.model.families.base import ModelFamily
+    from quant_guard.model.families.base import DamageTargets, ModelFamily
 
 StateDict = dict[str, "torch.Tensor"]
 
@@ -35,6 +35,10 @@ class Degradation(str, Enum):
     # off by a constant, so every pixel of that RGB channel moves by the same amount (a cast) and
     # nothing else changes until the channel clips. Damages the VAE file, not the DiT.
     COLOUR_CAST = "colour-cast"  # decoder.conv_out.bias of RGB channel COLOUR_CAST_CHANNEL + offset (default 0.05)
+    # A text encoder's fault (a broken fp8/int8 text encoder file): Gaussian noise of a fraction
+    # (default TEXT_ENCODER_NOISE_FRACTION) of each weight's std on one block of the family's text
+    # encoder (``DamageTargets.text_encoder``). Damages that component's file, not the DiT.
+    TEXT_ENCODER_NOISE = "text-encoder-noise"
 
 
 # The kinds the gate's LPIPS/SSIM/PSNR thresholds were set against (benchmarks/tiny_quality.py);
@@ -66,6 +70,8 @@ COLOUR_CAST_OFFSET = 0.05
 # R, G, B = 0, 1, 2. Green weighs most in lightness, so a green cast is the hardest test that the
 # sharpness measure ignores colour.
 COLOUR_CAST_CHANNEL = 1
+# TEXT_ENCODER_NOISE's default: measured on the tiny checkpoint's T5 (benchmarks/tiny_text_encoder.py)
+TEXT_ENCODER_NOISE_FRACTION = 0.75
 # Softening: the Gaussian blur (sigma in pixels) soften_image applies to a decoded image. At 0.6 px
 # the tiny renders keep 0.67-0.83 of their fine-detail energy, while honest float8 against a golden
 # from another CPU keeps at least 0.92 (benchmarks/tiny_scorecard.py).
@@ -102,6 +108,8 @@ def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: 
         bias[COLOUR_CAST_CHANNEL] += strength if strength is not None else COLOUR_CAST_OFFSET
         out[decoder_out] = bias.to(out[decoder_out].dtype)
         return out
+    if kind is Degradation.TEXT_ENCODER_NOISE:  # damages the text encoder's file
+        return _text_encoder_noise(out, targets, seed=seed, block=block, strength=strength)
     gen = torch.Generator().manual_seed(seed)
     prefix = targets.block.format(block=block)
     if not any(k.startswith(prefix) for k in out):
@@ -151,6 +159,27 @@ def degrade(state: StateDict, kind: Degradation | str, *, seed: int = 0, block: 
         bias[targets.channel_positions(COLOUR_SHIFT_CHANNEL, bias.numel())] += (
             strength if strength is not None else COLOUR_SHIFT_OFFSET)
         out[final] = bias.to(out[final].dtype)
+    return out
+
+
+def _text_encoder_noise(out: StateDict, targets: DamageTargets, *, seed: int, block: int,
+                        strength: float | None) -> StateDict:
+    import torch
+
+    if targets.text_encoder is None:
+        raise ValueError(f"{Degradation.TEXT_ENCODER_NOISE.value}: this family does not name its text encoder's "
+                         "blocks (DamageTargets.text_encoder)")
+    component, block_prefix = targets.text_encoder
+    prefix = block_prefix.format(block=block)
+    if not any(k.startswith(prefix) for k in out):
+        raise ValueError(f"state dict has no {component} block {block} (no key starts with {prefix!r}): "
+                         f"{Degradation.TEXT_ENCODER_NOISE.value} damages the {component} file, so give it that file")
+    gen = torch.Generator().manual_seed(seed)
+    frac = strength if strength is not None else TEXT_ENCODER_NOISE_FRACTION
+    for k, v in out.items():
+        if k.startswith(prefix) and _is_weight_matrix(k, v):
+            w = v.float()
+            out[k] = (w + torch.randn(w.shape, generator=gen) * w.std() * frac).to(v.dtype)
     return out
 
 

@@ -411,10 +411,11 @@ def test_visual_suite_passes_against_goldens_made_elsewhere(tmp_path: Path) -> N
                            f"--qg-golden-dir={golden}", f"--qg-report-dir={tmp_path / 'report'}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert "30 passed" in proc.stdout  # 5 schemes x 6 (case, seed)
+    # tiny: 5 schemes x 6 (case, seed); each other family's tiny: 2 schemes x 3 (case, seed)
+    assert "48 passed" in proc.stdout
     assert f"device_name: {OTHER_MACHINE['device_name']} -> " in proc.stdout
     results = json.loads((tmp_path / "report" / "results.json").read_text())["results"]
-    assert {r["verdict"] for r in results} == {"passed"} and len(results) == 30
+    assert {r["verdict"] for r in results} == {"passed"} and len(results) == 48
 
 
 # ---- deterministic checkpoints ----------------------------------------------------------------

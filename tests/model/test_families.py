@@ -130,6 +130,7 @@ def test_the_configuration_knows_each_family_as_the_model_wing_does() -> None:
     assert set(config_families.FAMILIES) == set(families())
     for name, settings in config_families.FAMILIES.items():
         assert family(name).component_names == settings.components, name
+        assert family(name).model_components == settings.model_components, name  # what a scheme may target
         assert ("t5_sequence_length", "t5_sequence_length") in family(name).call_arguments \
             if settings.t5_sequence_length else all(k != "t5_sequence_length" for _, k in family(name).call_arguments)
         assert dict(family(name).call_arguments)["guidance"] == settings.guidance, name

@@ -282,7 +282,7 @@ def test_check_and_update_runs_load_every_dit_under_the_checkpoint_plan(
         tmp_path: Path, gpu: FakeCudaDevice, monkeypatch: pytest.MonkeyPatch, spec: CheckpointSpec, mode: str,
         dit_home: str, limit: int | None) -> None:
     loads: list[tuple[str, str, str, str, int | None]] = []
-    build, swap = pipelines.build_pipeline, pipelines.swap_dit
+    build, swap = pipelines.build_pipeline, pipelines.swap_components
 
     def note(how: str, scheme: Scheme, plan: Any) -> None:
         dit = plan.components["dit"]
@@ -294,12 +294,13 @@ def test_check_and_update_runs_load_every_dit_under_the_checkpoint_plan(
         note("build", scheme, plan)
         return build(checkpoint, scheme, device, plan=plan)
 
-    def noting_swap(pipe: Any, checkpoint: Any, scheme: Scheme, plan: Any) -> None:
+    def noting_swap(pipe: Any, checkpoint: Any, scheme: Scheme, plan: Any, names: tuple[str, ...]) -> None:
+        assert names == ("dit",)  # a DiT-only scheme swaps the DiT alone
         note("swap", scheme, plan)
-        swap(pipe, checkpoint, scheme, plan)
+        swap(pipe, checkpoint, scheme, plan, names)
 
     monkeypatch.setattr(pipelines, "build_pipeline", noting_build)
-    monkeypatch.setattr(pipelines, "swap_dit", noting_swap)
+    monkeypatch.setattr(pipelines, "swap_components", noting_swap)
     for vc in _cases(spec):
         assert run_case(_session(tmp_path, update=True), vc, TestOverrides()).passed
     reference = ("build", "bf16", dit_home, "bfloat16", limit)

@@ -30,18 +30,19 @@ CASES = [VisualCase(CHECKPOINT, CaseSpec(id=f"c{i}", prompt=p, seeds=(0, 1), ste
 def builds(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Pipelines built ("build <scheme>") and DiTs swapped in ("swap <scheme>")."""
     counter: Counter[str] = Counter()
-    real_build, real_swap = pipelines.build_pipeline, pipelines.swap_dit
+    real_build, real_swap = pipelines.build_pipeline, pipelines.swap_components
 
     def counting_build(checkpoint: Any, scheme: Scheme, device: str, **kwargs: Any) -> Any:
         counter[f"build {scheme.id}"] += 1
         return real_build(checkpoint, scheme, device, **kwargs)
 
-    def counting_swap(pipe: Any, checkpoint: Any, scheme: Scheme, plan: Any) -> None:
+    def counting_swap(pipe: Any, checkpoint: Any, scheme: Scheme, plan: Any, names: tuple[str, ...]) -> None:
+        assert names == ("dit",), names  # these schemes quantize the DiT only
         counter[f"swap {scheme.id}"] += 1
-        real_swap(pipe, checkpoint, scheme, plan)
+        real_swap(pipe, checkpoint, scheme, plan, names)
 
     monkeypatch.setattr(pipelines, "build_pipeline", counting_build)
-    monkeypatch.setattr(pipelines, "swap_dit", counting_swap)
+    monkeypatch.setattr(pipelines, "swap_components", counting_swap)
     return counter
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The component every family files its DiT under, and the pipeline attribute DiffSynth loads it
-# into (every DiffSynth image and video pipeline calls it ``dit``): the scheme applies to it alone.
+# into (every DiffSynth image and video pipeline calls it ``dit``): a scheme that names no
+# components applies to it alone.
 DIT = "dit"
 
 
@@ -38,6 +39,11 @@ class Component:
     name: str  # "text_encoder_t5"
     attribute: str  # the pipeline attribute DiffSynth loads it into ("text_encoder_2")
     disk_offload: bool = False  # left in its file by ``disk_offload`` (the big ones)
+    # (pipeline attribute, DiffSynth ``model_name``) of each model its file provides, what swapping
+    # the component between schemes fetches from DiffSynth's model pool (FLUX.1's VAE file gives
+    # the encoder and the decoder); () = not known yet: a scheme cannot swap it (the DiT falls
+    # back on ``ModelFamily.dit_registry_name``)
+    models: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,9 @@ class VramLayers:
 
     storage: str = "AutoWrappedLinear"  # casts its stored weight to the computation dtype per forward
     quantized: str = "AutoWrappedQuantizedModule"  # holds the quantized layer as ``.module``
+    # casts a whole module (its ``.module``) per forward: a model class's map may wrap a block holding
+    # linear layers (T5's feed-forward), whose layers are then managed without being ``storage``
+    module: str = "AutoWrappedModule"
 
 
 def _match_prefix(pattern: str, name: str) -> re.Match[str] | None:
@@ -126,6 +135,9 @@ class DamageTargets:
     patch_positions: int  # latent positions per patch (2x2 -> 4)
     decoder_out_bias: str  # the VAE file's last decoder convolution's bias: R, G, B
     channel_last: bool = False  # the DiT's output features are ordered (patch position, channel)
+    # (component, block prefix with {block}) of the text encoder ``text-encoder-noise`` damages in
+    # that component's file; None: not named for this family
+    text_encoder: tuple[str, str] | None = None
 
     def channel_positions(self, channel: int, features: int) -> list[int]:
         """Indices of latent channel ``channel`` in the final bias of ``features`` entries."""
@@ -242,6 +254,25 @@ class ModelFamily:
     @property
     def model_components(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.components)
+
+    def component(self, name: str) -> Component:
+        for c in self.components:
+            if c.name == name:
+                return c
+        raise ValueError(f"model family {self.name!r} has no component {name!r}; known: "
+                         f"{', '.join(self.model_components)}")
+
+    def loaded_models(self, name: str) -> tuple[tuple[str, str], ...]:
+        """(pipeline attribute, DiffSynth model name) of each model component ``name``'s file
+        provides; a ``ValueError`` when the family does not say (it cannot be swapped then)."""
+        c = self.component(name)
+        if c.models:
+            return c.models
+        if name == DIT:
+            return ((c.attribute, self.dit_registry_name),)
+        raise ValueError(f"model family {self.name!r} does not name DiffSynth's model name of its {name!r} "
+                         f"component (Component.models in its family module), so a scheme cannot load it "
+                         "on its own; quantize the DiT only, or add the name")
 
     @property
     def disk_components(self) -> tuple[str, ...]:

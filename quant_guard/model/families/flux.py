@@ -92,10 +92,12 @@ FAMILY = ModelFamily(
     label="FLUX.1",
     pipeline_class="diffsynth.pipelines.flux_image.FluxImagePipeline",
     components=(
-        Component(DIT, "dit", disk_offload=True),
-        Component("text_encoder_clip", "text_encoder_1"),
-        Component("text_encoder_t5", "text_encoder_2", disk_offload=True),
-        Component("vae", "vae_decoder"),
+        Component(DIT, "dit", disk_offload=True, models=(("dit", "flux_dit"),)),
+        Component("text_encoder_clip", "text_encoder_1", models=(("text_encoder_1", "flux_text_encoder_clip"),)),
+        Component("text_encoder_t5", "text_encoder_2", disk_offload=True,
+                  models=(("text_encoder_2", "flux_text_encoder_t5"),)),
+        # FLUX.1's ae.safetensors holds both halves
+        Component("vae", "vae_decoder", models=(("vae_decoder", "flux_vae_decoder"), ("vae_encoder", "flux_vae_encoder"))),
     ),
     tokenizers=(Tokenizer("tokenizer_clip", "tokenizer_1_config", 2**20),
                 Tokenizer("tokenizer_t5", "tokenizer_2_config", 2**21)),
@@ -118,7 +120,8 @@ FAMILY = ModelFamily(
     damage=DamageTargets(
         block="blocks.{block}.", attention_out=("attn.a_to_out.weight", "attn.a_to_out.bias"),
         feed_forward_in="ff_a.0.weight", text_embedders=("context_embedder.", "pooled_text_embedder."),
-        final_bias="final_proj_out.bias", patch_positions=4, decoder_out_bias="decoder.conv_out.bias"),
+        final_bias="final_proj_out.bias", patch_positions=4, decoder_out_bias="decoder.conv_out.bias",
+        text_encoder=("text_encoder_t5", "encoder.block.{block}.")),
     architectures=(FLUX_DEV, TINY),
     default=True,  # a checkpoint that names no family is FLUX.1
     tiny=EmbeddedTiny("tiny", ensure="quant_guard.model.tiny.build.ensure_tiny_checkpoint",

@@ -161,7 +161,7 @@ def test_float8_storage_of_a_dit_class_without_a_vram_map_is_refused(files: Any,
     from quant_guard.model.tiny_wan.architecture import DIT_CLASS
 
     monkeypatch.delitem(VRAM_MANAGEMENT_MODULE_MAPS, DIT_CLASS)  # registered by the float8 fixture's build
-    with pytest.raises(CheckpointError, match="did not apply float8 storage to this DiT class"):
+    with pytest.raises(CheckpointError, match="did not apply float8 storage to this"):
         clip.build(files, FLOAT8_E4M3FN)
 
 
@@ -245,16 +245,16 @@ def test_the_draft_family_groups_and_names_every_dit_linear() -> None:
 
 def test_every_degrade_kind_finds_its_tensors_in_the_tiny_wan_files(files: Any) -> None:
     """``quant-guard degrade`` through the draft family's ``DamageTargets``: each kind changes the
-    DiT file (the VAE file for colour-cast) and only what it names."""
+    DiT file (the VAE's for colour-cast, the text encoder's for text-encoder-noise) and only what it names."""
     import torch
     from safetensors.torch import load_file
 
     from quant_guard.model.tiny_wan.family import FAMILY
     from quant_guard.tools.degrade import Degradation, degrade
 
-    dit, vae = load_file(str(files.dit)), load_file(str(files.vae))
+    dit, vae, text = load_file(str(files.dit)), load_file(str(files.vae)), load_file(str(files.text_encoder))
     for kind in Degradation:
-        state = vae if kind is Degradation.COLOUR_CAST else dit
+        state = {Degradation.COLOUR_CAST: vae, Degradation.TEXT_ENCODER_NOISE: text}.get(kind, dit)
         damaged = degrade(state, kind, family=FAMILY)
         changed = {k for k in state if not torch.equal(state[k], damaged[k])}
         assert changed, kind
@@ -262,6 +262,8 @@ def test_every_degrade_kind_finds_its_tensors_in_the_tiny_wan_files(files: Any) 
             assert changed == {FAMILY.damage.decoder_out_bias}
         if kind is Degradation.COLOUR_SHIFT:
             assert changed == {FAMILY.damage.final_bias}
+        if kind is Degradation.TEXT_ENCODER_NOISE:
+            assert all(k.startswith("blocks.0.") for k in changed), changed
         if kind is Degradation.DROP_TEXT:
             assert all(k.startswith("text_embedding.") for k in changed), changed
 

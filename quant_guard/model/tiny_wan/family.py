@@ -129,7 +129,9 @@ FAMILY = ModelFamily(
         # unpatchify reads the head's features as (pf=1, ph=2, pw=2, channel)
         final_bias="head.head.bias", patch_positions=4, channel_last=True,
         # the released VAE file's last decoder convolution (VideoVAE_ names, no "model." prefix)
-        decoder_out_bias="decoder.head.2.bias"),
+        decoder_out_bias="decoder.head.2.bias",
+        # WanTextEncoder's T5SelfAttention blocks (no converter: the released file has these names)
+        text_encoder=("text_encoder", "blocks.{block}.")),
     architectures=(WAN21_14B, WAN21_1_3B, TINY),
     tokenizer_writer="quant_guard.model.tiny_wan.tokenizers.write_tokenizer",
     tiny=EmbeddedTiny("tiny-wan", ensure="quant_guard.model.tiny_wan.build.ensure_tiny_wan",

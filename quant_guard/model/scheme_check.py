@@ -234,24 +234,31 @@ def check_scheme_applied(dit: torch.nn.Module, scheme: Scheme, checkpoint_id: st
     return found
 
 
+# what an untargeted component may hold: its file's own floating dtypes (T5 releases keep some
+# layers in float32, others ship float16), never float8 or a quantized tensor
+UNQUANTIZED_FORMATS = frozenset({"bfloat16", "float16", "float32"})
+
+
 def check_untargeted(module: torch.nn.Module, scheme: Scheme, checkpoint_id: str, component: str,
                      vram: VramLayers = DIFFSYNTH_LAYERS) -> DitInventory:
-    """A component the scheme leaves alone: every linear layer a plain bf16 one and every floating
-    parameter bf16 (buffers are the model's own business: some encoders keep float32 tables)."""
-    import torch
-
+    """A component the scheme leaves alone: every linear layer and every floating parameter as its
+    file stores it (bf16, float16 or float32), none quantized or float8 (buffers are the model's
+    own business)."""
     found = inventory(module, vram)
-    problem = _first_wrong(list(found.layers), BF16, "linear layers")
-    if problem is None:
+    layers = [layer for layer in found.layers if layer.quantized or layer.format not in UNQUANTIZED_FORMATS]
+    problem = None
+    if layers:
+        problem = (f"{len(layers)} of the {len(found.layers)} linear layers are quantized or float8 (first: "
+                   f"{layers[0].name}: {layers[0].format})")
+    else:
         wrong = [(name, weight_format(p)) for name, p in module.named_parameters()
-                 if type(p) not in (torch.Tensor, torch.nn.Parameter)
-                 or (p.dtype.is_floating_point and p.dtype != torch.bfloat16)]
+                 if weight_format(p) not in UNQUANTIZED_FORMATS]
         if wrong:
-            problem = f"{len(wrong)} parameters are not bfloat16 (first: {wrong[0][0]}: {wrong[0][1]})"
+            problem = f"{len(wrong)} parameters are quantized or float8 (first: {wrong[0][0]}: {wrong[0][1]})"
     if problem:
         raise CheckpointError(f"checkpoint {checkpoint_id!r}, scheme {scheme.id!r} ({scheme.describe()}): the "
-                              f"{component} should stay bf16 (the scheme does not name it) but is not: {problem}; "
-                              f"found {found.describe()}")
+                              f"{component} should stay as its file stores it (the scheme does not name it) but "
+                              f"is not: {problem}; found {found.describe()}")
     return found
 
 

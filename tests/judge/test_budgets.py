@@ -202,5 +202,5 @@ def test_missing_vram_map_entry_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
     ckpt = resolve_checkpoint(CheckpointSpec(id="tiny", embedded="tiny", components={}))
     build_pipeline(ckpt, FLOAT8_E4M3FN, "cpu")  # registers the tiny classes with DiffSynth
     monkeypatch.delitem(VRAM_MANAGEMENT_MODULE_MAPS, "quant_guard.model.tiny.architecture.TinyFluxDiT")
-    with pytest.raises(CheckpointError, match="found a plain Linear.*DiffSynth did not apply float8 storage to this DiT"):
+    with pytest.raises(CheckpointError, match="found a plain Linear.*DiffSynth did not apply float8 storage to this model class"):
         build_pipeline(ckpt, FLOAT8_E4M3FN, "cpu")

@@ -62,8 +62,10 @@ def test_the_check_names_the_component_that_is_not_what_the_scheme_says(tiny: Re
                                                                          built: dict[str, Any]) -> None:
     with pytest.raises(CheckpointError, match="the built text_encoder_t5 is not what the scheme says"):
         pipelines.check_components(built["bf16"], tiny, T5_FLOAT8)  # a T5 the scheme did not reach
-    with pytest.raises(CheckpointError, match="the text_encoder_t5 should stay bf16"):
+    with pytest.raises(CheckpointError, match="the text_encoder_t5 should stay as its file stores it"):
         pipelines.check_components(built["t5-int8"], tiny, REFERENCE)  # a T5 quantized that should not be
+    with pytest.raises(CheckpointError, match="the text_encoder_t5 should stay as its file stores it.*float8_e4m3fn"):
+        pipelines.check_components(built["t5-float8"], tiny, REFERENCE)  # a T5 stored in float8 that should not be
     with pytest.raises(CheckpointError, match=r"the built vae \(vae_decoder\) is not what the scheme says: "
                                               r"\d+ of its \d+ floating parameters are not float8_e4m3fn"):
         pipelines.check_components(built["t5-float8"], tiny, ALL_FLOAT8, ("vae",))  # no linear layers: parameters

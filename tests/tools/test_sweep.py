@@ -91,22 +91,23 @@ def sweep_cli(project: Path, *args: str, checkpoint: str = "fragile") -> CliRun:
     """``quant-guard sweep --checkpoint CHECKPOINT ARGS`` in this process, counting pipeline builds and DiT swaps."""
     from quant_guard.model import pipelines
 
-    build, swap = pipelines.build_pipeline, pipelines.swap_dit
+    build, swap = pipelines.build_pipeline, pipelines.swap_components
     counts: dict[str, Any] = {"builds": 0, "swaps": []}
 
     def counting_build(*a: Any, **k: Any) -> Any:
         counts["builds"] += 1
         return build(*a, **k)
 
-    def counting_swap(pipe: Any, checkpoint: Any, scheme: Any, plan: Any) -> None:
+    def counting_swap(pipe: Any, checkpoint: Any, scheme: Any, plan: Any, names: tuple[str, ...]) -> None:
+        assert names == ("dit",)  # a sweep's variants differ in their DiT only
         counts["swaps"].append(scheme.id)
-        swap(pipe, checkpoint, scheme, plan)
+        swap(pipe, checkpoint, scheme, plan, names)
 
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         mp.setenv(CACHE_ENV, str(REAL_CACHE))
         mp.setattr(pipelines, "build_pipeline", counting_build)
-        mp.setattr(pipelines, "swap_dit", counting_swap)
+        mp.setattr(pipelines, "swap_components", counting_swap)
         code = main(["sweep", "--checkpoint", checkpoint, "--config", str(project / "pyproject.toml"), *args])
     return CliRun(code, out.getvalue(), err.getvalue(), counts["builds"], counts["swaps"])
 

@@ -241,8 +241,8 @@ def build_pipeline(checkpoint: ResolvedCheckpoint, scheme: Scheme, device: str,
 def check_components(pipe: BasePipeline, checkpoint: ResolvedCheckpoint, scheme: Scheme,
                      names: tuple[str, ...] | None = None) -> dict[str, int]:
     """Check each model of the components ``names`` (default: all) against ``scheme``: a targeted
-    one against its own storage, the others bf16 (the DiT as the reference). Returns the bytes each
-    component stores."""
+    one against its own storage, the others as their files store them (the DiT: as the
+    reference's). Returns the bytes each component stores."""
     family = family_of(checkpoint)
     out: dict[str, int] = {}
     for name in names or family.model_components:

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -270,18 +271,36 @@ def test_two_jobs_on_one_host_take_turns_on_the_gpu(tmp_path: Path) -> None:
     first one's has ended, and says that it waits."""
     log = tmp_path / "log"
     fake = tmp_path / "pytest"
-    fake.write_text(f'#!/bin/sh\necho "start $1" >> "{log}"\nsleep 1\necho "end $1" >> "{log}"\n')
+    # job a's pytest holds the GPU until the test has seen job b wait (or 30 s pass)
+    release = tmp_path / "release"
+    fake.write_text(f'#!/bin/sh\necho "start $1" >> "{log}"\n'
+                    f'for i in $(seq 300); do [ "$1" = b ] || [ -e "{release}" ] && break; sleep 0.1; done\n'
+                    f'echo "end $1" >> "{log}"\n')
     fake.chmod(0o755)
     env = script_env(PYTEST=str(fake), QG_GPU_LOCK=str(tmp_path / "gpu.lock"))
-    jobs = [subprocess.Popen(["bash", "-c", f"source ci/common.sh && qg_pytest {name}"], cwd=ROOT, env=env,
-                             stdout=subprocess.PIPE, text=True) for name in ("a", "b")]
-    outputs = [job.communicate(timeout=60)[0] for job in jobs]
-    assert [job.returncode for job in jobs] == [0, 0]
-    lines = log.read_text().split("\n")[:-1]
-    first = lines[0].split()[1]
-    second = "b" if first == "a" else "a"
-    assert lines == [f"start {first}", f"end {first}", f"start {second}", f"end {second}"]
-    assert sum("another quant_guard job on this host holds" in out for out in outputs) == 1
+
+    def job(name: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(["bash", "-c", f"source ci/common.sh && qg_pytest {name}"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, text=True)
+
+    first = job("a")
+    _wait_for(lambda: log.is_file() and "start a" in log.read_text())
+    second = job("b")
+    assert second.stdout is not None
+    waiting = second.stdout.readline()  # printed before it blocks on the lock
+    release.touch()
+    outputs = [first.communicate(timeout=60)[0], waiting + second.communicate(timeout=60)[0]]
+    assert [first.returncode, second.returncode] == [0, 0]
+    assert log.read_text().split("\n")[:-1] == ["start a", "end a", "start b", "end b"]
+    assert "another quant_guard job on this host holds" not in outputs[0]
+    assert "another quant_guard job on this host holds" in outputs[1]
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def test_install_refuses_an_unknown_torch_build(tmp_path: Path) -> None:

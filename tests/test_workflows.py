@@ -317,6 +317,7 @@ def test_install_refuses_an_unknown_torch_build(tmp_path: Path) -> None:
 
 # ---- the scripts, run for real on the tiny checkpoint ------------------------------------------
 
+@pytest.mark.slow
 def test_nightly_script_runs_a_shard_on_the_cpu(tmp_path: Path) -> None:
     out, summary = tmp_path / "out", tmp_path / "summary.md"
     # goldens made on "another machine": the gate must pass on pixels a few levels off its renders
@@ -515,6 +516,7 @@ def project_repo(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     yield work, origin
 
 
+@pytest.mark.slow
 def test_rebaseline_script_proposes_goldens_on_a_branch(project_repo: tuple[Path, Path], tmp_path: Path) -> None:
     work, origin = project_repo
     main_before = subprocess.run(["git", "rev-parse", "main"], cwd=origin, capture_output=True, text=True).stdout
@@ -545,6 +547,7 @@ def test_rebaseline_script_proposes_goldens_on_a_branch(project_repo: tuple[Path
     assert gh_log.read_text().split("\n")[:6] == ["pr", "create", "--base", "main", "--head", branch]
 
 
+@pytest.mark.slow
 def test_rebaseline_script_proposes_nothing_when_goldens_are_within_drift_tolerance(
         project_repo: tuple[Path, Path], tmp_path: Path) -> None:
     """The goldens were made elsewhere (their pixels differ from this machine's renders by a few

@@ -404,6 +404,7 @@ def test_golden_within_tolerance_but_over_expected_passes_against_bf16_now(
 
 # ---- no test depends on the machine that made the goldens -------------------------------------
 
+@pytest.mark.slow
 def test_visual_suite_passes_against_goldens_made_elsewhere(tmp_path: Path) -> None:
     golden = copy_perturbed(ROOT / "golden", tmp_path / "golden", seed=7, environment=OTHER_MACHINE)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

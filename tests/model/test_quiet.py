@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import VISUAL_TEST, project_toml
 
 LOAD_BACKENDS = "import diffsynth.core.quant as q; q.backends.load_all_backends()"
@@ -15,6 +16,7 @@ def _stderr(code: str) -> str:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
 
 
+@pytest.mark.slow
 def test_torchaos_deprecation_warnings_are_lowered(tmp_path: Path) -> None:
     """Without quiet_library_noise, loading DiffSynth's quantization backends prints torch's
     deprecation warnings for torchao's enums; a pytest run with the plugin (whose scheme probe

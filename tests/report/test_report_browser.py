@@ -19,6 +19,9 @@ from report_browser import BROWSER_ENV, ReportPage, require_browser
 
 from quant_guard.tools.report_demo import HOSTILE_PROMPT, shared_demo_report
 
+# whole-system runs (xdist workers, a browser): .ci/run runs them, the quick loop leaves them out
+pytestmark = pytest.mark.slow
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 

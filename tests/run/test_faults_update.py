@@ -126,6 +126,7 @@ def _stray_files(folder: Path, seeds: range) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name not in expected)
 
 
+@pytest.mark.slow
 def test_update_golden_killed_mid_run_then_rerun(pytester: pytest.Pytester, qg_project: Callable[..., Path],
                                                  baseline: Callable[..., Path],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,6 +176,7 @@ def test_update_golden_killed_mid_run_then_rerun(pytester: pytest.Pytester, qg_p
 
 # ---- two xdist workers updating goldens -------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_xdist_workers_update_goldens_without_loss(pytester: pytest.Pytester, qg_project: Callable[..., Path],
                                                        xdist_update: XdistUpdate) -> None:
     """Two xdist workers updating goldens: four goldens created by two workers at once are

@@ -52,6 +52,7 @@ def test_a_move_beyond_the_tolerance_or_a_new_number_is_named(name: str, value: 
 
 # ---- re-baselines through pytest ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_rebaselines_on_other_kernels_and_thread_counts_change_no_file(
         pytester: pytest.Pytester, qg_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 24: the first re-baseline uses this process's threads and the CPU's best kernels; the

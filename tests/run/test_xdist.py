@@ -41,6 +41,7 @@ def test_pin_gpu_respects_an_existing_visible_device_list(monkeypatch: pytest.Mo
     assert "CUDA_VISIBLE_DEVICES" not in os.environ
 
 
+@pytest.mark.slow
 def test_two_workers_on_the_cpu_refuse_step_time_limits_but_check_images(xdist_check: XdistCheck) -> None:
     """Without a step-time limit, two workers on the CPU check images (red-circle seeds 0 and 1
     pass); with one, the same tests fail, refused."""
@@ -56,6 +57,7 @@ def test_two_workers_on_the_cpu_refuse_step_time_limits_but_check_images(xdist_c
     assert all(r["verdict"] == "error" and "step-time limit refused" in r["reason"] for r in records), records
 
 
+@pytest.mark.slow
 def test_update_golden_under_xdist_gives_each_golden_one_worker(
         pytester: pytest.Pytester, qg_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """Two schemes per golden, two goldens, two workers: every test of one golden runs on the
@@ -158,6 +160,7 @@ def test_pinned_before_the_conftest_ran():
 """
 
 
+@pytest.mark.slow
 def test_workers_are_pinned_before_a_conftest_touches_cuda(pytester: pytest.Pytester,
                                                             qg_project: Callable[..., Path],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from run_support import XdistCheck, XdistUpdate
+
+# whole-system runs (xdist workers, a browser): .ci/run runs them, the quick loop leaves them out
+pytestmark = pytest.mark.slow
 
 PER_RECORD = ("outcome", "verdict", "passed", "metrics", "checks", "budget_checks", "checkpoint", "case", "seed",
               "render", "golden")

@@ -601,6 +601,7 @@ def test_history_alarm_on_real_runs_fails_warns_and_keeps_environments_apart(
     assert "3 earlier run(s) in this environment before the last re-baseline are not compared" in history["message"]
 
 
+@pytest.mark.slow
 def test_xdist_run_is_appended_once_by_the_controller(pytester: pytest.Pytester, qg_project: Callable[..., Path],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -178,6 +178,7 @@ def test_degrade_family_on_the_command_line(tmp_path: Path, capsys: pytest.Captu
     assert "invalid choice: 'sd15'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_quantize_writes_a_prequantized_dit_of_any_familys_tiny(tmp_path: Path) -> None:
     """In a fresh process (DiffSynth's registry starts empty there), ``quant-guard quantize --method``
     on each tiny family's DiT writes a file every layer of which loads quantized."""

@@ -47,6 +47,7 @@ def _copy(demo: Demo, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow  # reads the demo report: fresh pytest processes on 2 xdist workers
 def test_results_json_describes_every_visual_test(demo: Demo) -> None:
     assert demo.status == 1, demo.output
     data = demo.results()
@@ -81,6 +82,7 @@ def failing_case(test_id: str) -> bool:
     return test_id not in PASSING
 
 
+@pytest.mark.slow  # reads the demo report: fresh pytest processes on 2 xdist workers
 def test_failed_run_writes_the_html_report_and_prints_its_path(demo: Demo) -> None:
     page = (demo.report / "index.html").read_text(encoding="utf-8")
     assert html.escape(HOSTILE_PROMPT, quote=False) in page and HOSTILE_PROMPT not in page
@@ -97,6 +99,7 @@ def test_failed_run_writes_the_html_report_and_prints_its_path(demo: Demo) -> No
     assert "<th>Colour collapse</th>" in page and "<th>Meaning lost</th>" in page
 
 
+@pytest.mark.slow  # reads the demo report: fresh pytest processes on 2 xdist workers
 def test_pytest_html_gets_the_difference_image_and_metrics_of_failing_tests(demo: Demo) -> None:
     page = (demo.root / "report.html").read_text(encoding="utf-8")
     blob = json.loads(html.unescape(re.search(r'data-jsonblob="([^"]*)"', page).group(1)))  # type: ignore[union-attr]
@@ -113,6 +116,7 @@ def test_pytest_html_gets_the_difference_image_and_metrics_of_failing_tests(demo
             assert all((demo.root / e["content"]).is_file() for e in items if e["format_type"] == "image")
 
 
+@pytest.mark.slow  # reads the demo report: fresh pytest processes on 2 xdist workers
 def test_xdist_workers_send_their_records_to_the_controller(demo: Demo) -> None:
     pytest.importorskip("xdist")  # the demo's check ran on 2 workers
     records = demo.results()["results"]
@@ -122,6 +126,7 @@ def test_xdist_workers_send_their_records_to_the_controller(demo: Demo) -> None:
     assert "tiny-damaged-red-circle-blue-s0: image-failed: LPIPS " in demo.output
 
 
+@pytest.mark.slow  # reads the demo report: fresh pytest processes on 2 xdist workers
 def test_html_policy_failed_all_none(demo: Demo, pytester: pytest.Pytester, _heavy_modules: None) -> None:
     # in-process runs (torch stays imported: see conftest's _heavy_modules), in a copy of the demo
     root = _copy(demo, pytester.path / "project")

@@ -58,14 +58,13 @@ def measure(embedded: str, seeds: int) -> tuple[list[np.ndarray], dict[str, dict
     from quant_guard.judge.metrics import compare_images
     from quant_guard.model.checkpoints import tiny_resolved
     from quant_guard.model.families import embedded_family
-    from quant_guard.model.families.base import import_dotted
     from quant_guard.model.pipelines import build_pipeline, default_plan, swap_dit
     from quant_guard.model.render import RenderRequest, render
     from quant_guard.tools.degrade import degrade
 
     family = embedded_family(embedded)
     assert family.tiny is not None
-    files = import_dotted(family.tiny.ensure)()
+    files = family.tiny.built()
     settings = EMBEDDED[embedded].render
     requests = [RenderRequest(p, s, settings.steps, settings.width, settings.height, settings.guidance, 512)
                 for p in PROMPTS for s in range(seeds)]

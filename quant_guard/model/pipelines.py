@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from quant_guard.model.checkpoints import CheckpointError, ResolvedCheckpoint
 from quant_guard.model.host_memory import HostMemoryShortfall, HostPlan, check_host_memory, host_plan, measured_build
 from quant_guard.model.families import default_family, family_of
-from quant_guard.model.families.base import DIT
+from quant_guard.model.families.base import DIT, importable
 from quant_guard.model.memory_plan import MemoryPlan, plan_memory, torch_fields
 from quant_guard.model.scheme_check import check_scheme_applied, check_untargeted
 from quant_guard.config.schemes import Scheme
@@ -71,22 +71,13 @@ def repair_vram_maps(family: ModelFamily) -> None:
     name fails the build."""
     from diffsynth.configs import VRAM_MANAGEMENT_MODULE_MAPS
 
-    from quant_guard.model.families.base import import_dotted
-
     for old, new in family.module_renames:
-        if _importable(old, import_dotted) or not _importable(new, import_dotted):
+        if importable(old) or not importable(new):
             continue
         for entry in VRAM_MANAGEMENT_MODULE_MAPS.values():
             if old in entry:
                 entry[new] = entry.pop(old)
 
-
-def _importable(dotted: str, import_dotted: Any) -> bool:
-    try:
-        import_dotted(dotted)
-    except (ImportError, AttributeError):
-        return False
-    return True
 
 
 class LoadOutOfMemory(Exception):

@@ -236,26 +236,19 @@ def test_every_class_diffsynths_vram_maps_name_imports_after_the_families_repair
     class the families' pipelines import."""
     from diffsynth.configs import VERSION_CHECKER_MAPS, VRAM_MANAGEMENT_MODULE_MAPS
 
-    from quant_guard.model.families.base import import_dotted
+    from quant_guard.model.families.base import importable
     from quant_guard.model.pipelines import prepare_diffsynth
 
     for each in families().values():
         prepare_diffsynth(each)
         each.pipeline_type()
 
-    def imports(dotted: str) -> bool:
-        try:
-            import_dotted(dotted)
-        except (ImportError, AttributeError):
-            return False
-        return True
-
     stale = []
     for model, entry in VRAM_MANAGEMENT_MODULE_MAPS.items():
         # the models the families' pipelines import (importing others would run their import-time
         # registrations, e.g. a quantization method, in this process)
-        if model.rpartition(".")[0] not in sys.modules or not imports(model):
+        if model.rpartition(".")[0] not in sys.modules or not importable(model):
             continue
         current = VERSION_CHECKER_MAPS[model]() if model in VERSION_CHECKER_MAPS else entry
-        stale += [f"{model}: {name}" for name in current if not imports(name)]
+        stale += [f"{model}: {name}" for name in current if not importable(name)]
     assert not stale, "VRAM maps name classes that do not import:\n" + "\n".join(stale)

@@ -12,7 +12,6 @@ import pytest
 from safetensors import safe_open
 
 from quant_guard.model.families import family
-from quant_guard.model.families.base import import_dotted
 from quant_guard.model.layer_groups import LayerGroup, diffusers_patterns, group_layers
 
 
@@ -20,7 +19,7 @@ def _linears(name: str) -> list[str]:
     """The tiny DiT's linear layers of family ``name``: its 2-D ``.weight`` tensors, without the suffix."""
     tiny = family(name).tiny
     assert tiny is not None
-    with safe_open(str(import_dotted(tiny.ensure)().dit), "pt") as f:
+    with safe_open(str(tiny.built().dit), "pt") as f:
         return [k.removesuffix(".weight") for k in f.keys()
                 if k.endswith(".weight") and len(f.get_slice(k).get_shape()) == 2]
 

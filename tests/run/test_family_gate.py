@@ -44,7 +44,6 @@ def test_a_damaged_dit_fails_the_gate_of_its_family(pytester: pytest.Pytester, t
     from safetensors.torch import load_file, save_file
 
     from quant_guard.model.families import embedded_family
-    from quant_guard.model.families.base import import_dotted
     from quant_guard.tools.degrade import degrade
 
     family = embedded_family(embedded)
@@ -55,7 +54,7 @@ def test_a_damaged_dit_fails_the_gate_of_its_family(pytester: pytest.Pytester, t
     family.tiny.register_with_diffsynth()
     kind, strength = DAMAGE[embedded]
     bf16 = tmp_path / "damaged-bf16.safetensors"
-    state = load_file(str(import_dotted(family.tiny.ensure)().dit))
+    state = load_file(str(family.tiny.built().dit))
     save_file(degrade(state, kind, strength=strength, family=family), str(bf16))
     damaged = tmp_path / "damaged-float8.safetensors"  # a pre-quantized float8 file, as one would ship it
     assert cli_main(["quantize", str(bf16), str(damaged), "--dtype", "float8_e4m3fn"]) == 0

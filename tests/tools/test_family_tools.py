@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 
 from quant_guard.cli import main
 from quant_guard.model.families import embedded_family, family
-from quant_guard.model.families.base import import_dotted
 from quant_guard.tools.degrade import COLOUR_SHIFT_CHANNEL, COLOUR_SHIFT_OFFSET, Degradation, degrade
 
 State = dict[str, torch.Tensor]
@@ -55,7 +54,7 @@ FAMILIES = sorted(ZERO_ATTN_OUT)
 def _tiny(name: str) -> Any:
     tiny = family(name).tiny
     assert tiny is not None
-    return import_dotted(tiny.ensure)()
+    return tiny.built()
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,15 @@ def import_dotted(dotted: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def importable(dotted: str) -> bool:
+    """Whether ``dotted`` names an object that imports (a class another library version renamed does not)."""
+    try:
+        import_dotted(dotted)
+    except (ImportError, AttributeError):
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Component:
     """A model file of a checkpoint (its key in the configuration and in ``ResolvedCheckpoint.files``)."""
@@ -208,9 +217,13 @@ class EmbeddedTiny:
     # VRAM-management entries), so that DiffSynth recognises its files
     register: str
 
+    def built(self) -> Any:
+        """Its written files (``TinyFamilyFiles`` or the FLUX.1 tiny's), built first if needed."""
+        return import_dotted(self.ensure)()
+
     def files(self) -> dict[str, Any]:
         """Component name -> path, built first if needed."""
-        return dict(import_dotted(self.ensure)().components())
+        return dict(self.built().components())
 
     def register_with_diffsynth(self) -> None:
         import_dotted(self.register)()

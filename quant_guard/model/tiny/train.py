@@ -73,25 +73,36 @@ def train_vae(images: torch.Tensor, steps: int, batch: int, lr: float, gen: torc
     recent: list[float] = []
     for step in range(steps):
         x = images[torch.randint(0, len(images), (batch,), generator=gen)]
-        with bf16_autocast():
-            z = encoder(x).float()
-            # moment penalty: each latent channel ~ zero mean, unit std over the batch
-            mu, sd = z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3))
-            reg = (mu ** 2).mean() + ((sd - 1) ** 2).mean()
-            noisy = z + 0.1 * torch.randn(z.shape, generator=gen)  # decoder tolerates DiT error
-            rec = decoder(noisy).float()
-        rec_loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean()
-        loss = rec_loss + 0.1 * reg
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        recent = (recent + [rec_loss.item()])[-50:]
+        rec_loss, reg, mu, sd = vae_step(encoder, decoder, x, gen, opt, sched, params)
+        recent = (recent + [rec_loss])[-50:]
         if step % 100 == 0 or step == steps - 1:
             log(f"vae step {step:5d}  rec {np.mean(recent):.4f}  reg {reg.item():.4f}  "
                 f"latent mean {mu.mean().item():+.3f} std {sd.mean().item():.3f}")
     return encoder.eval(), decoder.eval(), float(np.mean(recent))
+
+
+def vae_step(encode: Callable[[torch.Tensor], torch.Tensor], decode: Callable[[torch.Tensor], torch.Tensor],
+             x: torch.Tensor, gen: torch.Generator, opt: torch.optim.Optimizer,
+             sched: torch.optim.lr_scheduler.LRScheduler, params: list[torch.nn.Parameter],
+             ) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step of a tiny VAE on the batch ``x`` (every tiny VAE trains this way):
+    L1 + L2 reconstruction of the decoded latent with noise added, plus 0.1 x a moment penalty.
+    Returns (reconstruction loss, penalty, per-channel latent mean and std)."""
+    with bf16_autocast():
+        z = encode(x).float()
+        # moment penalty: each latent channel ~ zero mean, unit std over the batch
+        mu, sd = z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3))
+        reg = (mu ** 2).mean() + ((sd - 1) ** 2).mean()
+        noisy = z + 0.1 * torch.randn(z.shape, generator=gen)  # decoder tolerates DiT error
+        rec = decode(noisy).float()
+    rec_loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean()
+    loss = rec_loss + 0.1 * reg
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    return rec_loss.item(), reg, mu, sd
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from quant_guard.judge import scenes as ds
-from quant_guard.model.tiny.train import bf16_autocast, TrainingLog, lr_lambda, to_tensor
+from quant_guard.model.tiny.train import TrainingLog, bf16_autocast, lr_lambda, to_tensor, vae_step
 from quant_guard.model.tiny_flux2 import architecture as arch
 
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
@@ -43,19 +43,8 @@ def train_vae(images: torch.Tensor, steps: int, seconds: float, batch: int, lr: 
     t0, step = time.process_time(), 0
     while step < steps and time.process_time() - t0 < seconds:
         x = images[torch.randint(0, len(images), (batch,), generator=gen)]
-        with bf16_autocast():
-            z = vae.encode(x).float()
-            mu, sd = z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3))
-            reg = (mu ** 2).mean() + ((sd - 1) ** 2).mean()
-            rec = vae.decode(z + 0.1 * torch.randn(z.shape, generator=gen)).float()
-        rec_loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean()
-        loss = rec_loss + 0.1 * reg
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        recent = (recent + [rec_loss.item()])[-50:]
+        rec_loss, reg, _, _ = vae_step(vae.encode, vae.decode, x, gen, opt, sched, params)
+        recent = (recent + [rec_loss])[-50:]
         if step % 50 == 0:
             log(f"vae step {step:5d}  rec {np.mean(recent):.4f}  reg {reg.item():.4f}")
         step += 1

@@ -221,6 +221,8 @@ def test_doctor_reports_a_gpu_checkpoint_without_cuda(tmp_path: Path, monkeypatc
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("DIFFSYNTH_MODEL_BASE_PATH", str(tmp_path / "models"))
     monkeypatch.setattr(doctor, "machine_memory", lambda: MachineMemory(128 * GIB, 100 * GIB, "test"))
+    # the disk too: a runner with less free space than Qwen-Image's 54 GiB would add a problem
+    monkeypatch.setattr(doctor, "_free_bytes", lambda folder: 1000 * GIB)
     from quant_guard.config.project import load_config
 
     config = Path(__file__).resolve().parents[2] / "pyproject.toml"  # the repository's: tinies + gpu checkpoints

@@ -53,10 +53,13 @@ FAMILY = ModelFamily(
     label="FLUX.2",
     pipeline_class="diffsynth.pipelines.flux2_image.Flux2ImagePipeline",
     components=(
-        Component(DIT, "dit", disk_offload=True),
-        # klein's Qwen3 encoder (FLUX.2-dev's Mistral encoder would land in ``text_encoder``)
-        Component("text_encoder", "text_encoder_qwen3", disk_offload=True),
-        Component("vae", "vae"),
+        # the names Flux2ImagePipeline.from_pretrained fetches (diffsynth/pipelines/flux2_image.py)
+        Component(DIT, "dit", disk_offload=True, models=(("dit", "flux2_dit"),)),
+        # klein's Qwen3 encoder, fetched as Z-Image's (FLUX.2-dev's Mistral encoder would land in
+        # ``text_encoder`` as "flux2_text_encoder")
+        Component("text_encoder", "text_encoder_qwen3", disk_offload=True,
+                  models=(("text_encoder_qwen3", "z_image_text_encoder"),)),
+        Component("vae", "vae", models=(("vae", "flux2_vae"),)),
     ),
     tokenizers=(Tokenizer("tokenizer", "tokenizer_config", 2**24),),
     dit_registry_name="flux2_dit",

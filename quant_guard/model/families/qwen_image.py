@@ -55,9 +55,11 @@ FAMILY = ModelFamily(
     label="Qwen-Image",
     pipeline_class="diffsynth.pipelines.qwen_image.QwenImagePipeline",
     components=(
-        Component(DIT, "dit", disk_offload=True),
-        Component("text_encoder", "text_encoder", disk_offload=True),
-        Component("vae", "vae"),
+        # the names QwenImagePipeline.from_pretrained fetches (diffsynth/pipelines/qwen_image.py)
+        Component(DIT, "dit", disk_offload=True, models=(("dit", "qwen_image_dit"),)),
+        Component("text_encoder", "text_encoder", disk_offload=True,
+                  models=(("text_encoder", "qwen_image_text_encoder"),)),
+        Component("vae", "vae", models=(("vae", "qwen_image_vae"),)),  # one model: encode and decode
     ),
     tokenizers=(Tokenizer("tokenizer", "tokenizer_config", 2**23),),
     dit_registry_name="qwen_image_dit",

@@ -60,10 +60,12 @@ FAMILY = ModelFamily(
     label="Z-Image",
     pipeline_class="diffsynth.pipelines.z_image.ZImagePipeline",
     components=(
-        Component(DIT, "dit", disk_offload=True),
-        Component("text_encoder", "text_encoder", disk_offload=True),
-        # one FLUX.1 VAE file; text-to-image decodes only (the encoder half is for image-to-image)
-        Component("vae", "vae_decoder"),
+        # the names ZImagePipeline.from_pretrained fetches (diffsynth/pipelines/z_image.py)
+        Component(DIT, "dit", disk_offload=True, models=(("dit", "z_image_dit"),)),
+        Component("text_encoder", "text_encoder", disk_offload=True, models=(("text_encoder", "z_image_text_encoder"),)),
+        # one FLUX.1 VAE file holding both halves; text-to-image decodes only (the encoder half is
+        # for image-to-image)
+        Component("vae", "vae_decoder", models=(("vae_decoder", "flux_vae_decoder"), ("vae_encoder", "flux_vae_encoder"))),
     ),
     tokenizers=(Tokenizer("tokenizer", "tokenizer_config", 2**24),),
     dit_registry_name="z_image_dit",

@@ -88,3 +88,17 @@ def test_text_encoder_and_vae_schemes_swap_alone_are_checked_and_render(tmp_path
         assert psnr(bf16, render(pipe)) >= psnr_min, scheme.id
     assert psnr(bf16, render(pipe, seed=1)) < TE_PSNR_MIN  # the bound tells images apart
     session.release_pipelines()
+
+
+@pytest.mark.parametrize("embedded", ("tiny", *FAMILIES))
+def test_every_component_names_what_its_pipeline_fetches(embedded: str) -> None:
+    """Each (attribute, registry name) of ``Component.models`` is a line of the pipeline's own
+    ``from_pretrained``: ``pipe.<attribute> = model_pool.fetch_model("<name>")``."""
+    import inspect
+
+    family = embedded_family(embedded)
+    source = inspect.getsource(family.pipeline_type().from_pretrained)
+    for component in family.components:
+        assert component.models, component.name
+        for attribute, name in component.models:
+            assert f'pipe.{attribute} = model_pool.fetch_model("{name}")' in source, (family.name, component.name)

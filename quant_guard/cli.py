@@ -27,6 +27,7 @@ from quant_guard.config.limits import METRICS
 
 if TYPE_CHECKING:
     from quant_guard.model.families.base import Architecture, ModelFamily
+    from quant_guard.run.session import QuantGuardSession
 
 
 def _cmd_tiny(args: argparse.Namespace) -> int:
@@ -193,6 +194,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     session = QuantGuardSession(load_config(file), RunSettings(report_dir=args.report_dir))
     session.progress = ProgressPrinter(lambda line: print(line, file=sys.stderr, flush=True),
                                        interval_s=args.progress_interval)
+    if args.groups == "components":
+        return _sweep_components(session, args)
     try:
         result = sweep_checkpoint(session, args.checkpoint, args.scheme, granularity=args.granularity,
                                   cases=args.case, seeds=args.seed, target_lpips=args.target_lpips,
@@ -207,6 +210,30 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(f"\nwrote {result.folder / 'sweep.json'} and {result.folder / 'sweep.html'}")
     rec = result.recommendation
     return 0 if rec.confirmed and rec.answer is not Answer.NO_SUBSET else 3
+
+
+def _sweep_components(session: QuantGuardSession, args: argparse.Namespace) -> int:
+    """``sweep --groups components``: rank the components, print the component scheme entry."""
+    from quant_guard.config.thresholds import ThresholdOverrides
+    from quant_guard.store.golden import GoldenError
+    from quant_guard.judge.lpips_weights import LpipsWeightsError
+    from quant_guard.tools.component_sweep import run_component_sweep, write_component_sweep
+    from quant_guard.tools.sweep_text import format_component_sweep
+
+    target = ThresholdOverrides(lpips=args.target_lpips, ssim=args.target_ssim, psnr=args.target_psnr)
+    try:
+        result = write_component_sweep(run_component_sweep(session, args.checkpoint, args.scheme,
+                                                           cases=tuple(args.case), seeds=tuple(args.seed),
+                                                           target=target), session.report_dir)
+    except (GoldenError, LpipsWeightsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        session.release_pipelines()
+    print(format_component_sweep(result), end="")
+    assert result.folder is not None
+    print(f"\nwrote {result.folder / 'sweep.json'}")
+    return 0 if result.recommendation.entry is not None else 3
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -321,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "bf16 and quantized alone, and recommend the cheapest groups to keep in bf16",
                            description="Exit status: 0 with a confirmed recommendation or when the scheme already "
                                        "meets the target, 3 when no subset of the groups reaches it (or the "
-                                       "confirming run missed), 1 or 2 on errors.")
+                                       "confirming run missed; with --groups components: when no component "
+                                       "meets it quantized alone), 1 or 2 on errors.")
     sweep.add_argument("--checkpoint", required=True, help="a checkpoint id of the configuration")
     sweep.add_argument("--scheme", required=True,
                        help="a scheme id of that checkpoint, or a diffsynth.core.quant method name (bitsandbytes_nf4)")
@@ -331,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only this case (repeatable; default: every case of the checkpoint)")
     sweep.add_argument("--seed", action="append", default=[], type=int, metavar="N",
                        help="only this configured seed (repeatable; default: every configured seed)")
+    sweep.add_argument("--groups", choices=("layers", "components"), default="layers",
+                       help="layers: the DiT's layer groups at --granularity (default); components: the model "
+                            "components (DiT, each text encoder, VAE), each quantized alone with --scheme (a storage "
+                            "dtype or method applies to every component; a scheme with components sweeps its "
+                            "components), ranked by quality lost per byte saved, and a components = {...} scheme "
+                            "recommended")
     sweep.add_argument("--granularity", choices=GRANULARITIES, default="block",
                        help="block: each joint block, each single block, the embedders, the final layer (default); "
                             "layer: attention qkv / out, feed-forward, modulation of each block, each embedder")

@@ -312,16 +312,25 @@ class _Run:
     def measure(self, label: str, quantization: Quantization, *, pipe: Any = None,
                 keep_images: bool = False) -> Variant:
         """Build the DiT (unless ``pipe`` holds it already) and render every case with it."""
+        from quant_guard.model.scheme_check import stored_bytes
+
+        start = time.monotonic()
+        pipe = pipe if pipe is not None else self.build(label, quantization)
+        measures = self.render_cases(label, pipe, keep_images=keep_images)
+        variant = Variant(label, quantization, stored_bytes(pipe.dit), measures, time.monotonic() - start)
+        self.done += 1
+        self._note(variant)
+        return variant
+
+    def render_cases(self, label: str, pipe: Any, *, keep_images: bool = False) -> tuple[CaseMeasure, ...]:
+        """Render every case with ``pipe`` and judge it against its golden and target."""
         from quant_guard.run.case_plan import render_request
         from quant_guard.run.gate import text_expectation
         from quant_guard.judge.judgement import judge, meaning_unavailable
         from quant_guard.model.render import render
         from quant_guard.judge.semantic import ScorerUnavailable
         from quant_guard.judge.text import OcrUnavailable
-        from quant_guard.model.scheme_check import stored_bytes
 
-        start = time.monotonic()
-        pipe = pipe if pipe is not None else self.build(label, quantization)
         progress = self.session.progress
         measures, kept = [], {}
         for vc in self.cases:
@@ -343,10 +352,7 @@ class _Run:
                 kept[stem] = image
         if keep_images:
             self.images[label] = kept
-        variant = Variant(label, quantization, stored_bytes(pipe.dit), tuple(measures), time.monotonic() - start)
-        self.done += 1
-        self._note(variant)
-        return variant
+        return tuple(measures)
 
     def _note(self, v: Variant) -> None:
         if self.session.progress is None:
@@ -371,26 +377,13 @@ def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granu
               cases: tuple[str, ...] = (), seeds: tuple[int, ...] = (),
               target: ThresholdOverrides = ThresholdOverrides()) -> SweepResult:
     """Measure every group, recommend, confirm; the caller writes the outputs (``sweep_outputs.write_sweep``)."""
-    from quant_guard.run.gate import golden_for
-
     if granularity not in GRANULARITIES:
         raise SweepError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
-    config = session.config
-    try:
-        spec = config.checkpoint(checkpoint)
-    except KeyError:
-        raise SweepError(f"no checkpoint {checkpoint!r} in {config.source}; configured: "
-                         f"{', '.join(c.id for c in config.checkpoints) or 'none'}") from None
+    spec = sweep_checkpoint_spec(session.config, checkpoint)
     base = sweep_scheme(spec, scheme)
-    chosen = select_cases(config, spec, base, cases, seeds)
-    session.require_lpips_weights()
     started = time.monotonic()
-    goldens, created = {}, 0
-    for vc in chosen:
-        golden, outcome = golden_for(session, vc)
-        goldens[vc.key.stem], created = golden.image, created + (outcome is not None)
-    targets = {vc.key.stem: target.apply(vc.configured_thresholds(config.thresholds)) for vc in chosen}
-    run = _Run(session, spec, base, chosen, targets, goldens)
+    run, created = start_run(session, spec, base, cases, seeds, target)
+    chosen, targets, goldens, config = run.cases, run.targets, run.goldens, session.config
 
     assert base.quantization is not None
     pipe = run.build("fully quantized", base.quantization)
@@ -421,6 +414,32 @@ def run_sweep(session: QuantGuardSession, checkpoint: str, scheme: str, *, granu
         images["after"] = run.images[recommendation.confirm.label][worst]
     return SweepResult(spec.id, base, granularity, tuple(chosen), targets, _deciding_metric(full, targets),
                        full, ranked, recommendation, worst, created, time.monotonic() - started, images)
+
+
+def sweep_checkpoint_spec(config: QuantGuardConfig, checkpoint: str) -> CheckpointSpec:
+    try:
+        return config.checkpoint(checkpoint)
+    except KeyError:
+        raise SweepError(f"no checkpoint {checkpoint!r} in {config.source}; configured: "
+                         f"{', '.join(c.id for c in config.checkpoints) or 'none'}") from None
+
+
+def start_run(session: QuantGuardSession, spec: CheckpointSpec, base: Scheme, cases: tuple[str, ...],
+              seeds: tuple[int, ...], target: ThresholdOverrides) -> tuple[_Run, int]:
+    """The chosen cases, their goldens (rendered once when missing, never rewritten) and the target
+    each must meet (the case's configured thresholds for ``base``, overridden by ``target``); and
+    how many goldens were created."""
+    from quant_guard.run.gate import golden_for
+
+    config = session.config
+    chosen = select_cases(config, spec, base, cases, seeds)
+    session.require_lpips_weights()
+    goldens, created = {}, 0
+    for vc in chosen:
+        golden, outcome = golden_for(session, vc)
+        goldens[vc.key.stem], created = golden.image, created + (outcome is not None)
+    targets = {vc.key.stem: target.apply(vc.configured_thresholds(config.thresholds)) for vc in chosen}
+    return _Run(session, spec, base, chosen, targets, goldens), created
 
 
 def _targeted_layers(dit: torch.nn.Module, q: Quantization, spec: CheckpointSpec) -> list[str]:

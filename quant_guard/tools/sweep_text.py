@@ -10,6 +10,7 @@ from typing import Any
 
 from quant_guard.judge.metrics import ImageMetrics
 from quant_guard.model.families import family_of
+from quant_guard.tools.component_sweep import ComponentSweepResult
 from quant_guard.tools.sweep import Answer, SweepResult, Variant
 from quant_guard.config.thresholds import IMAGE_METRICS, LIMITS, Thresholds
 from quant_guard.config.units import format_bytes
@@ -157,3 +158,37 @@ def python_tuple(patterns: tuple[str, ...]) -> str:
 def _diffusers_class(r: SweepResult) -> str:
     """The diffusers transformer whose module names the pattern uses: the checkpoint's family's."""
     return family_of(r.cases[0].checkpoint if r.cases else None).layer_naming.diffusers_class
+
+
+def format_component_sweep(r: ComponentSweepResult) -> str:
+    """Everything ``quant-guard sweep --groups components`` prints on stdout."""
+    seeds = len(r.cases)
+    lines = [f"component sweep: checkpoint {r.checkpoint}, {r.scheme.describe()}, {seeds} case"
+             f"{'s' if seeds != 1 else ''} ({', '.join(vc.key.stem for vc in r.cases)})",
+             f"target {describe_targets(r.targets)}", ""]
+    head = ("rank", "component", "bf16", "quantized", "saved", "mean LPIPS", "LPIPS/GiB saved", "worst PSNR", "meets")
+    rows = [head]
+    for rank, c in enumerate(r.ranked, 1):
+        rows.append((str(rank), c.name, format_bytes(c.bf16_bytes), format_bytes(c.quantized_bytes),
+                     format_bytes(c.saved_bytes), f"{c.cost:.5f}", f"{c.cost_per_gib:.4g}",
+                     f"{c.alone.worst_psnr:.2f}", "yes" if c.alone.meets else "no"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines.append("components ranked by quality lost per byte saved, the costliest first (each quantized alone, "
+                 "the others bf16; mean LPIPS against the bf16 goldens)")
+    lines += ["  ".join(cell.ljust(w) if i == 1 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+              .rstrip() for row in rows]
+    rec = r.recommendation
+    lines.append("")
+    for step in rec.steps:
+        lines.append(f"  tried {'+'.join(step.components)} together: mean LPIPS {step.mean_lpips:.5f}, worst PSNR "
+                     f"{step.worst_psnr:.2f} dB, {'meets' if step.meets else 'misses'} the target")
+    if rec.entry is None:
+        lines.append(f"recommendation: {rec.note}")
+        return "\n".join(lines) + "\n"
+    lines.append(f"recommendation (greedy, cheapest quality per byte first): quantize {', '.join(rec.components)} "
+                 f"(saves {format_bytes(rec.saved_bytes)} of {format_bytes(sum(r.reference_bytes.values()))})")
+    if rec.note:
+        lines.append(f"note: {rec.note}")
+    lines += ["", f"scheme entry for [tool.quant_guard]: add it to the schemes list of checkpoint {r.checkpoint!r}",
+              "  " + toml_entry(rec.entry)]
+    return "\n".join(lines) + "\n"

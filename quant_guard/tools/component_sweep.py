@@ -144,8 +144,7 @@ def recommend_components(ranked: tuple[ComponentResult, ...], measure: Callable[
                 skipped.append(result.name)
                 continue
         chosen.append(result)
-    order = [r.name for r in ranked]
-    names = tuple(sorted((r.name for r in chosen), key=order.index, reverse=True))  # the cheapest first
+    names = tuple(r.name for r in chosen)
     note = (f"left in bf16: {', '.join(skipped)} (misses the target, alone or with the others, or saves "
             "nothing)") if skipped else ""
     if not chosen:

@@ -69,7 +69,8 @@ class Measured:
                 "mean_lpips": self.mean_lpips, "worst_psnr": _number(self.worst_psnr),
                 "stored_bytes": self.stored_bytes, "seconds": round(self.seconds, 3),
                 "cases": [{"case": c.case, "lpips": c.metrics.lpips, "ssim": c.metrics.ssim,
-                           "psnr": _number(c.metrics.psnr), "meets": c.meets} for c in self.cases]}
+                           "psnr": _number(c.metrics.psnr), "meets": c.meets,
+                           "failed": [check.describe() for check in c.failed]} for c in self.cases]}
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from quant_guard.model.host_memory import HostPlan, host_plan, machine_memory, q
 from quant_guard.config.units import format_bytes
 
 if TYPE_CHECKING:
+    from quant_guard.config.schemes import Scheme
     from quant_guard.model.families.base import Architecture, ModelFamily
     from quant_guard.tools.full_size import FullSizeRequest, Measurement
 
@@ -272,24 +273,64 @@ def disk_findings(spec: CheckpointSpec, files: CheckpointFiles) -> list[Finding]
 
 
 def scheme_file_findings(spec: CheckpointSpec) -> list[Finding]:
-    """Each scheme's own DiT file, checked as the gate checks it before loading (present, a whole
-    safetensors file, the declared float8 dtype); a file still to download is only named."""
+    """Each scheme's own component files (the DiT's and any other component's), checked as the gate
+    checks them before loading (present, a whole safetensors file, the declared float8 dtype); a
+    file still to download is only named."""
     from quant_guard.model.checkpoints import CheckpointError, scheme_dit_file
 
     findings = []
     for scheme in spec.schemes:
-        if scheme.dit is None:
-            continue
-        if scheme.dit.path is None and not local_files(scheme.dit):
-            findings.append(Finding(Status.INFO, f"scheme {scheme.id}", f"{scheme.dit.describe()}: to download"))
-            continue
-        try:
-            path = scheme_dit_file(spec, scheme)
-        except CheckpointError as exc:
-            findings.append(Finding(Status.FAIL, f"scheme {scheme.id}", str(exc)))
-        else:
-            findings.append(Finding(Status.OK, f"scheme {scheme.id}", f"{path} ({format_bytes(_size([path]))})"))
+        for name in family_of(spec).model_components:
+            source = scheme.component(name).file
+            if source is None:
+                continue
+            topic = f"scheme {scheme.id}" + ("" if name == DIT else f" {name}")
+            if source.path is None and not local_files(source):
+                findings.append(Finding(Status.INFO, topic, f"{source.describe()}: to download"))
+                continue
+            try:
+                path = scheme_dit_file(spec, scheme if name == DIT else scheme.only(name), name)
+            except CheckpointError as exc:
+                findings.append(Finding(Status.FAIL, topic, str(exc)))
+            else:
+                findings.append(Finding(Status.OK, topic, f"{path} ({format_bytes(_size([path]))})"))
     return findings
+
+
+def planned_component_bytes(spec: CheckpointSpec, files: CheckpointFiles, scheme: Scheme) -> dict[str, int]:
+    """Each model component's weights as ``scheme`` stores them, estimated from the files (full-size
+    sizes for those not downloaded yet): a component's own file as it is on disk, a storage dtype
+    half of bf16, a method its ``quantized_fraction``, an untargeted one as its file."""
+    out = {}
+    for name in family_of(spec).model_components:
+        c, size = scheme.component(name), files.weight_bytes(name)
+        own = local_files(c.file) if c.file is not None else []
+        if own:
+            out[name] = _size(own)
+        elif c.quantization is not None:
+            out[name] = int(size * quantized_fraction(c.quantization))
+        else:
+            out[name] = size if c.is_reference else size // 2  # float8 keeps one byte per bf16 weight
+    return out
+
+
+def component_findings(spec: CheckpointSpec, files: CheckpointFiles) -> list[Finding]:
+    """For each scheme that names its components: which components it changes and what each saves
+    against the bf16 reference's weights, and the weights in all."""
+    from quant_guard.config.schemes import REFERENCE
+
+    reference = planned_component_bytes(spec, files, REFERENCE)
+    out = []
+    for scheme in spec.schemes:
+        if not scheme.others:
+            continue
+        planned = planned_component_bytes(spec, files, scheme)
+        changed = "; ".join(f"{name} {format_bytes(reference[name])} -> {format_bytes(planned[name])} (saves "
+                            f"{format_bytes(reference[name] - planned[name])})" for name in scheme.targets)
+        out.append(Finding(Status.INFO, "components", f"{scheme.id}: {changed}; weights "
+                                                      f"{format_bytes(sum(reference.values()))} -> "
+                                                      f"{format_bytes(sum(planned.values()))}"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -411,15 +452,12 @@ def checkpoint_host_plans(spec: CheckpointSpec, files: CheckpointFiles, device: 
     for scheme in (REFERENCE, *spec.schemes):
         plan = plan_memory(cpu_offload=spec.cpu_offload, vram_limit_bytes=spec.vram_limit_bytes, scheme=scheme,
                            device=device, device_total_bytes=0, disk_offload=spec.disk_offload, family=family)
-        own = local_files(scheme.dit) if scheme.dit is not None else []
-        dit = sizes[DIT]
-        prequantized = scheme.dit is not None and (scheme.quantization is None
-                                                   or scheme.quantization.load_prequantized)
-        if own:
-            dit = _size(own)
-        elif prequantized:  # not downloaded yet: the size it will have
-            dit = int(dit * (quantized_fraction(scheme.quantization) if scheme.quantization else 0.5))
-        out[scheme.id] = host_plan(plan, {**sizes, DIT: dit}, prequantized_dit=prequantized)
+        # a scheme's own file of a component (the DiT's or another's) is read as stored, unless a method
+        # quantizes it on load
+        stored = [n for n in family.model_components if (c := scheme.component(n)).file is not None
+                  and (c.quantization is None or c.quantization.load_prequantized)]
+        planned = planned_component_bytes(spec, files, scheme)
+        out[scheme.id] = host_plan(plan, {**sizes, **{n: planned[n] for n in stored}}, prequantized=stored)
     return out
 
 
@@ -456,6 +494,7 @@ def checkpoint_report(config: QuantGuardConfig, devices: list[Gpu],
         findings += scheme_file_findings(spec)
         findings += limit_findings(spec, files, devices, measured)
         if files is not None:
+            findings += component_findings(spec, files)
             findings += host_findings(spec, files, devices, machine_memory().total_bytes)
         marks = f" [{', '.join(spec.marks)}]" if spec.marks else ""
         sections.append((f"checkpoint {spec.id}{marks}", findings))

@@ -92,14 +92,16 @@ class HostPlan:
     def resident_bytes(self) -> int:
         return self.process_bytes + self.weights_bytes
 
-    def swap_bytes(self) -> int:
-        """What a DiT swap adds: the old DiT is dropped before the new one is read."""
-        return self.component(DIT).load_bytes
-
     @property
     def swap_peak_bytes(self) -> int:
         """The process at the peak of swapping this DiT into a pipeline that holds the rest."""
-        return self.process_bytes + self.weights_bytes - self.component(DIT).resident_bytes + self.swap_bytes()
+        return self.swap_peak_for((DIT,))
+
+    def swap_peak_for(self, names: Collection[str]) -> int:
+        """The process at the peak of swapping these components, one after another, into a pipeline
+        that holds the rest (each old one is dropped before its new one is read)."""
+        return self.process_bytes + self.weights_bytes + max(
+            (self.component(n).load_bytes - self.component(n).resident_bytes for n in names), default=0)
 
     def describe(self) -> str:
         parts = ", ".join(f"{c.name} {format_bytes(c.load_bytes)}" for c in self.components if c.load_bytes)

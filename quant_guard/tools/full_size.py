@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from diffsynth.diffusion.base_pipeline import BasePipeline
 
     from quant_guard.config.project import CheckpointSpec
-    from quant_guard.config.schemes import Scheme
+    from quant_guard.config.schemes import ComponentScheme, Scheme
 
 PROMPT = "a red circle on a blue background at the top left"
 
@@ -60,6 +60,9 @@ class Measurement:
     host_planned_bytes: int | None = None  # the plan's host RAM at the peak of this load (host_memory.py)
     host_peak_bytes: int | None = None  # the process's measured peak RSS during this load
     scheme_kind: str = ""  # the scheme's storage dtype or method (what the published figures are filed under)
+    targets: tuple[str, ...] = ()  # the components the scheme stores other than in bf16
+    swapped: tuple[str, ...] = ()  # the components this load read ("swap": those that differ from the last scheme)
+    component_bytes: tuple[tuple[str, int], ...] = ()  # each component's weights as stored during the render
 
 
 @dataclass(frozen=True)
@@ -75,19 +78,27 @@ class FullSizeRequest:
 
 def measured_schemes(spec: CheckpointSpec | None) -> list[Scheme]:
     """The bf16 reference, then every scheme of the checkpoint (float8 without one). A scheme
-    with its own DiT file cannot run on random weights: it is quantized on load here instead."""
-    import dataclasses
-
+    with its own file of a component (the DiT's or another's) cannot run on random weights: that
+    component is quantized on load here instead."""
     from quant_guard.config.schemes import DEFAULT_SCHEMES, REFERENCE
 
     schemes = spec.schemes if spec else DEFAULT_SCHEMES
-    out = [REFERENCE]
-    for scheme in schemes:
-        if scheme.dit is not None:
-            quantization = scheme.quantization and dataclasses.replace(scheme.quantization, load_prequantized=False)
-            scheme = dataclasses.replace(scheme, dit=None, quantization=quantization)
-        out.append(scheme)
-    return out
+    return [REFERENCE, *(_quantized_on_load(scheme) for scheme in schemes)]
+
+
+def _quantized_on_load(scheme: Scheme) -> Scheme:
+    """``scheme`` with every component's own file dropped, its method applied on load instead."""
+    import dataclasses
+
+    def on_load(c: ComponentScheme) -> ComponentScheme:
+        if c.file is None:
+            return c
+        quantization = c.quantization and dataclasses.replace(c.quantization, load_prequantized=False)
+        return dataclasses.replace(c, file=None, quantization=quantization)
+
+    dit = on_load(scheme.dit_scheme)
+    return dataclasses.replace(scheme, dit=None, quantization=dit.quantization,
+                               others=tuple((name, on_load(c)) for name, c in scheme.others))
 
 
 def run_full_size(request: FullSizeRequest, spec: CheckpointSpec | None) -> list[Measurement]:
@@ -117,11 +128,12 @@ class _Runner:
     def __init__(self, resolved: ResolvedCheckpoint, request: FullSizeRequest, spec: CheckpointSpec | None) -> None:
         self.resolved, self.request, self.spec = resolved, request, spec
         self.pipe: BasePipeline | None = None
+        self.loaded: Scheme | None = None  # the scheme ``pipe`` holds
 
     def release(self) -> None:
         from quant_guard.model.pipelines import release_memory
 
-        self.pipe = None
+        self.pipe, self.loaded = None, None
         gc.collect()
         release_memory()
 
@@ -130,7 +142,8 @@ class _Runner:
 
         from quant_guard.config.families import FAMILIES
         from quant_guard.model.memory_plan import checkpoint_plan
-        from quant_guard.model.pipelines import LoadOutOfMemory, build_pipeline, planned_host_memory, swap_dit
+        from quant_guard.model.pipelines import (LoadOutOfMemory, build_pipeline, changed_components,
+                                                 planned_host_memory, swap_components)
         from quant_guard.model.render import RenderRequest, render
 
         request, offload = self.request, bool(self.spec and self.spec.cpu_offload)
@@ -139,17 +152,22 @@ class _Runner:
         plan = checkpoint_plan(self.spec, scheme, request.device, family=family)
         host = planned_host_memory(self.resolved, scheme, plan)
         load = "swap" if self.pipe is not None else "build"
-        planned = host.peak_bytes if load == "build" else host.swap_peak_bytes
+        # a swap reads the components whose storage differs from the last scheme's, as the session does
+        swapped = (changed_components(self.resolved, self.loaded, scheme) if self.loaded is not None
+                   else family.model_components)
+        planned = host.peak_bytes if load == "build" else host.swap_peak_for(swapped)
         base = Measurement(scheme.id, offload, kind, 0.0, load=load, host_planned_bytes=planned,
-                           scheme_kind="bf16" if scheme.is_reference else scheme.kind)
+                           scheme_kind="bf16" if scheme.is_reference else scheme.kind, targets=scheme.targets,
+                           swapped=swapped)
         started = time.perf_counter()
         try:
             if self.pipe is None:
                 self.pipe = build_pipeline(self.resolved, scheme, request.device, plan=plan)
             else:
-                pipe, self.pipe = self.pipe, None  # a failed swap leaves a pipeline without a DiT
-                swap_dit(pipe, self.resolved, scheme, plan)
+                pipe, self.pipe = self.pipe, None  # a failed swap leaves a pipeline without those components
+                swap_components(pipe, self.resolved, scheme, plan, swapped)
                 self.pipe = pipe
+            self.loaded = scheme
             build = self.pipe.qg_build_memory
             base = replace(base, host_peak_bytes=build.peak_bytes, load_s=time.perf_counter() - started)
             # the family's guidance as its DiffSynth example renders (true CFG doubles the DiT passes)
@@ -169,6 +187,7 @@ class _Runner:
         # the peak the checkpoint's limit counts (device used by default), as the gate checks it
         counts = self.spec.limits.peak_counts if self.spec is not None else Budget().peak_counts
         return replace(base, memory_kind=result.memory.kind, resident_bytes=result.memory.at_start_bytes,
+                       component_bytes=tuple(result.component_weight_bytes.items()),
                        peak_bytes=peak_figure(result.memory, counts)[0], median_step_s=stats.median_s if stats else None,
                        steps=len(result.step_times_s))
 
@@ -263,9 +282,41 @@ def format_measurements(request: FullSizeRequest, measurements: list[Measurement
         twenty = "-" if m.median_step_s is None else f"{20 * m.median_step_s:.1f} s"
         lines.append(f"{head} {_gb(m.resident_bytes)} | {_gb(m.peak_bytes)} | {step} | {twenty} | {verdicts} "
                      f"| {anchors} |")
+    lines += component_table(measurements)
     suggested = suggested_limits(measurements)
     if suggested is not None:
         lines += ["", f"Suggested limits (largest measured figure of the schemes x {PEAK_MARGIN:.2f} for memory, "
                       f"slowest median step x {STEP_MARGIN:.2f}; measured on {device_name}):",
                   "", f"    [tool.quant_guard.checkpoints.limits]  {suggested.toml()}"]
     return "\n".join([*lines, ""])
+
+
+def component_table(measurements: list[Measurement]) -> list[str]:
+    """Where a scheme quantizes more than the DiT: each component's weights as stored during each
+    scheme's render, what each targeted component saves against the bf16 reference, and which
+    components each load read. Nothing when every scheme quantizes the DiT alone."""
+    from quant_guard.config.units import format_bytes
+
+    if all(set(m.targets) <= {"dit"} for m in measurements):
+        return []
+    reference = next((dict(m.component_bytes) for m in measurements if not m.targets and m.component_bytes), {})
+    names = list(reference) or list(dict.fromkeys(n for m in measurements for n, _ in m.component_bytes))
+    lines = ["", "Weights per component as stored during each render (saved: against the bf16 reference):", "",
+             "| scheme | quantizes | load read | " + " | ".join(names) + " | saved in all |",
+             "|---|---|---|" + "---|" * len(names) + "---|"]
+    for m in measurements:
+        stored = dict(m.component_bytes)
+        if not stored:
+            lines.append(f"| {m.precision} | {', '.join(m.targets) or 'nothing'} | {', '.join(m.swapped)} | "
+                         + " | ".join("-" for _ in names) + " | - |")
+            continue
+        cells = []
+        for name in names:
+            cell = format_bytes(stored[name]) if name in stored else "-"
+            if name in m.targets and name in stored and name in reference:
+                cell += f" (saves {format_bytes(reference[name] - stored[name])})"
+            cells.append(cell)
+        saved = sum(reference.get(n, v) - v for n, v in stored.items())
+        lines.append(f"| {m.precision} | {', '.join(m.targets) or 'nothing'} | {', '.join(m.swapped)} | "
+                     + " | ".join(cells) + f" | {format_bytes(saved)} |")
+    return lines

@@ -305,7 +305,7 @@ def test_full_size_runs_the_gate_code_at_tiny_size(tmp_path: Path, monkeypatch: 
     config = _tiny_plan_config(tmp_path, offload=offload, disk=disk)
     loads: list[tuple[str, str, Any, int]] = []  # (build|swap, scheme, plan, pipelines alive before it)
     alive: list[weakref.ref[Any]] = []
-    real_build, real_swap = pipelines.build_pipeline, pipelines.swap_dit
+    real_build, real_swap = pipelines.build_pipeline, pipelines.swap_components
 
     def build(resolved: Any, scheme: Any, device: str, *, plan: Any = None) -> Any:
         gc.collect()
@@ -315,13 +315,14 @@ def test_full_size_runs_the_gate_code_at_tiny_size(tmp_path: Path, monkeypatch: 
         alive.append(weakref.ref(pipe))
         return pipe
 
-    def swap(pipe: Any, resolved: Any, scheme: Any, plan: Any) -> None:
+    def swap(pipe: Any, resolved: Any, scheme: Any, plan: Any, names: tuple[str, ...]) -> None:
         gc.collect()
+        assert names == ("dit",)  # DiT-only schemes: the DiT alone is read again
         loads.append(("swap", scheme.id, plan, sum(ref() is not None for ref in alive)))
-        real_swap(pipe, resolved, scheme, plan)
+        real_swap(pipe, resolved, scheme, plan, names)
 
     monkeypatch.setattr(pipelines, "build_pipeline", build)
-    monkeypatch.setattr(pipelines, "swap_dit", swap)
+    monkeypatch.setattr(pipelines, "swap_components", swap)
     code, _ = _full_size(config, tmp_path)
     out = capsys.readouterr().out
     assert code == 0, out
@@ -523,3 +524,108 @@ def test_doctor_reports_whether_the_text_check_can_read(monkeypatch: pytest.Monk
     assert "apt-get install tesseract-ocr" in missing.text and "quant_guard[text]" in missing.text
     (unused,) = ocr_findings(config(False))
     assert unused.status is Status.WARN and unused.text.startswith("no case expects text yet")
+
+
+# ---- schemes that quantize more than the DiT ------------------------------------------------------
+
+T5 = "text_encoder_t5"
+
+
+def test_a_schemes_own_file_of_another_component_is_checked(tmp_path: Path, tiny_files: dict[str, Path]) -> None:
+    """Like the DiT's: a component's own file missing, of another float8 dtype or still to download
+    is named under the scheme and the component; a good one is ok."""
+    import dataclasses
+
+    from quant_guard.config.schemes import ComponentScheme, Scheme
+    from quant_guard.tools.quantize import quantize_file
+
+    f8, e5 = tmp_path / "t5-f8.safetensors", tmp_path / "t5-e5.safetensors"
+    quantize_file(tiny_files[T5], f8, dtype="float8_e4m3fn")
+    quantize_file(tiny_files[T5], e5, dtype="float8_e4m3fn".replace("e4m3fn", "e5m2"))
+
+    def t5_file(scheme_id: str, source: ComponentSource) -> Scheme:
+        return Scheme(scheme_id, storage_dtype="float8_e4m3fn",
+                      others=((T5, ComponentScheme("float8_e4m3fn", file=source)),))
+
+    schemes = (t5_file("t5-good", ComponentSource(path=f8)),
+               t5_file("t5-missing", ComponentSource(path=tmp_path / "nope.safetensors")),
+               t5_file("t5-e5", ComponentSource(path=e5)),
+               t5_file("t5-hub", ComponentSource(model_id="org/none", origin_file_pattern="t5.safetensors")),
+               Scheme("t5-plain", others=((T5, ComponentScheme("float8_e4m3fn")),)))
+    spec = dataclasses.replace(real_spec(), schemes=schemes)
+    found = {f.topic: (f.status, f.text) for f in scheme_file_findings(spec)}
+    assert set(found) == {f"scheme t5-{k} {T5}" for k in ("good", "missing", "e5", "hub")}
+    assert found[f"scheme t5-good {T5}"][0] is Status.OK and str(f8) in found[f"scheme t5-good {T5}"][1]
+    assert found[f"scheme t5-missing {T5}"] == (Status.FAIL, f"checkpoint 'flux' scheme 't5-missing' {T5}: file "
+                                                             f"{tmp_path / 'nope.safetensors'} does not exist")
+    assert found[f"scheme t5-e5 {T5}"][0] is Status.FAIL and "float8_e4m3fn" in found[f"scheme t5-e5 {T5}"][1]
+    assert found[f"scheme t5-hub {T5}"] == (Status.INFO, "org/none:t5.safetensors: to download")
+
+
+def test_the_plan_says_per_component_what_a_component_scheme_changes_and_saves(tmp_path: Path,
+                                                                                tiny_files: dict[str, Path]) -> None:
+    """At FLUX.1-dev size (nothing downloaded): a DiT-float8 + T5-int8 scheme halves both, the
+    others unchanged; a scheme's own pre-quantized T5 file is read as stored, at its size on disk,
+    in the host-RAM plan (not the bf16 T5's)."""
+    import dataclasses
+
+    from quant_guard.config.schemes import ComponentScheme, Quantization, Scheme
+    from quant_guard.tools.doctor import checkpoint_host_plans, component_findings, planned_component_bytes
+
+    int8 = ComponentScheme(quantization=Quantization("torchao_int8_w8a16"))
+    both = Scheme("dit-t5", storage_dtype="float8_e4m3fn", others=((T5, int8),))
+    own = tmp_path / "t5-f8.safetensors"
+    own.write_bytes(b"\0" * 12345)
+    t5_own = Scheme("t5-own", others=((T5, ComponentScheme("float8_e4m3fn", file=ComponentSource(path=own))),))
+    spec = dataclasses.replace(real_spec(), schemes=(Scheme("float8_e4m3fn", storage_dtype="float8_e4m3fn"), both,
+                                                     t5_own))
+    planned = planned_component_bytes(spec, FLUX_FILES, both)
+    assert planned == {"dit": int(22.2 * GIB) // 2, "text_encoder_clip": int(0.23 * GIB),
+                       T5: int(int(9.1 * GIB) * 0.5), "vae": int(0.16 * GIB)}
+    found = texts(component_findings(spec, FLUX_FILES))
+    assert found == [
+        "components: dit-t5: dit 22.20 GiB -> 11.10 GiB (saves 11.10 GiB); text_encoder_t5 9.10 GiB -> 4.55 GiB "
+        "(saves 4.55 GiB); weights 31.69 GiB -> 16.04 GiB",
+        "components: t5-own: text_encoder_t5 9.10 GiB -> 12.06 KiB (saves 9.10 GiB); weights 31.69 GiB -> 22.59 GiB"]
+    plans = checkpoint_host_plans(spec, FLUX_FILES, "cpu")
+    assert plans["t5-own"].component(T5).how == "pre-quantized file read as stored"
+    assert plans["t5-own"].component(T5).load_bytes == 12345
+    assert plans["bf16"].component(T5).load_bytes > 9 * GIB
+
+
+def test_full_size_swaps_and_tabulates_each_component_a_scheme_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """At the tiny size: a T5-only scheme after float8 reads the DiT (back to bf16) and the T5 alone;
+    the component table shows each component's stored bytes and what the targeted ones save."""
+    import quant_guard.model.pipelines as pipelines
+
+    config = _tiny_plan_config(tmp_path)
+    text = config.read_text().replace(
+        f"schemes = {json.dumps(list(CPU_SCHEMES))}",
+        'schemes = ["float8_e4m3fn", { id = "t5-int8", components = { text_encoder_t5 = "torchao_int8_w8a16" } }, '
+        '{ id = "t5-vae-f8", components = { text_encoder_t5 = "float8_e4m3fn", vae = "float8_e4m3fn" } }]')
+    config.write_text(text)
+    swaps: list[tuple[str, tuple[str, ...]]] = []
+    real_swap = pipelines.swap_components
+
+    def swap(pipe: Any, resolved: Any, scheme: Any, plan: Any, names: tuple[str, ...]) -> None:
+        swaps.append((scheme.id, names))
+        real_swap(pipe, resolved, scheme, plan, names)
+
+    monkeypatch.setattr(pipelines, "swap_components", swap)
+    code, _ = _full_size(config, tmp_path)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert swaps == [("float8_e4m3fn", ("dit",)), ("t5-int8", ("dit", T5)), ("t5-vae-f8", (T5, "vae"))]
+    table = out[out.index("Weights per component"):]
+    rows = {cells[0]: cells for line in table.splitlines() if line.startswith("| ")
+            for cells in [[c.strip() for c in line.strip().strip("|").split("|")]]}
+    head = rows["scheme"]
+    assert head[:3] == ["scheme", "quantizes", "load read"] and head[3:-1] == list(FAMILIES["flux"].model_components)
+    col = {name: head.index(name) for name in head[3:-1]}
+    bf16, f8, t5, both = rows["bf16"], rows["float8_e4m3fn"], rows["t5-int8"], rows["t5-vae-f8"]
+    assert t5[1:3] == [T5, f"dit, {T5}"] and both[1:3] == [f"{T5}, vae", f"{T5}, vae"]
+    assert "(saves" in f8[col["dit"]] and "(saves" not in f8[col[T5]]
+    assert t5[col["dit"]] == bf16[col["dit"]] and "(saves" in t5[col[T5]] and t5[col["vae"]] == bf16[col["vae"]]
+    assert "(saves" in both[col[T5]] and "(saves" in both[col["vae"]] and both[col["dit"]] == bf16[col["dit"]]
+    assert bf16[-1] == "0 B" and both[-1] != "0 B"

@@ -564,8 +564,8 @@ def test_a_schemes_own_file_of_another_component_is_checked(tmp_path: Path, tiny
 
 def test_the_plan_says_per_component_what_a_component_scheme_changes_and_saves(tmp_path: Path,
                                                                                 tiny_files: dict[str, Path]) -> None:
-    """At FLUX.1-dev size (nothing downloaded): a DiT-float8 + T5-int8 scheme halves both, the
-    others unchanged; a scheme's own pre-quantized T5 file is read as stored, at its size on disk,
+    """At FLUX.1-dev size (nothing downloaded): a DiT-float8 + T5-int8 + VAE-float8 scheme halves
+    each, the CLIP unchanged; a scheme's own pre-quantized T5 file is read as stored, at its size on disk,
     in the host-RAM plan (not the bf16 T5's)."""
     import dataclasses
 
@@ -573,7 +573,8 @@ def test_the_plan_says_per_component_what_a_component_scheme_changes_and_saves(t
     from quant_guard.tools.doctor import checkpoint_host_plans, component_findings, planned_component_bytes
 
     int8 = ComponentScheme(quantization=Quantization("torchao_int8_w8a16"))
-    both = Scheme("dit-t5", storage_dtype="float8_e4m3fn", others=((T5, int8),))
+    both = Scheme("dit-t5", storage_dtype="float8_e4m3fn",
+                  others=((T5, int8), ("vae", ComponentScheme("float8_e4m3fn"))))
     own = tmp_path / "t5-f8.safetensors"
     own.write_bytes(b"\0" * 12345)
     t5_own = Scheme("t5-own", others=((T5, ComponentScheme("float8_e4m3fn", file=ComponentSource(path=own))),))
@@ -581,11 +582,11 @@ def test_the_plan_says_per_component_what_a_component_scheme_changes_and_saves(t
                                                      t5_own))
     planned = planned_component_bytes(spec, FLUX_FILES, both)
     assert planned == {"dit": int(22.2 * GIB) // 2, "text_encoder_clip": int(0.23 * GIB),
-                       T5: int(int(9.1 * GIB) * 0.5), "vae": int(0.16 * GIB)}
+                       T5: int(int(9.1 * GIB) * 0.5), "vae": int(0.16 * GIB) // 2}
     found = texts(component_findings(spec, FLUX_FILES))
     assert found == [
         "components: dit-t5: dit 22.20 GiB -> 11.10 GiB (saves 11.10 GiB); text_encoder_t5 9.10 GiB -> 4.55 GiB "
-        "(saves 4.55 GiB); weights 31.69 GiB -> 16.04 GiB",
+        "(saves 4.55 GiB); vae 163.84 MiB -> 81.92 MiB (saves 81.92 MiB); weights 31.69 GiB -> 15.96 GiB",
         "components: t5-own: text_encoder_t5 9.10 GiB -> 12.06 KiB (saves 9.10 GiB); weights 31.69 GiB -> 22.59 GiB"]
     plans = checkpoint_host_plans(spec, FLUX_FILES, "cpu")
     assert plans["t5-own"].component(T5).how == "pre-quantized file read as stored"

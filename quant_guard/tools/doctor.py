@@ -359,18 +359,19 @@ def limit_findings(spec: CheckpointSpec, files: CheckpointFiles | None, devices:
         out.append(Finding(Status.WARN, "peak_vram", f"{format_bytes(limit)} is above this GPU's memory: it can "
                                                      "never fail here"))
     if files is not None and not spec.cpu_offload:
-        dit = files.weight_bytes(DIT)
-        rest = sum(files.weight_bytes(n) for n in family_of(spec).model_components if n != DIT)
-        candidate, reference = dit // 2 + rest, dit + rest  # float8 keeps one byte per bf16 weight
+        reference = sum(files.weight_bytes(n) for n in family_of(spec).model_components)
+        # the heaviest candidate, every component as its scheme stores it
+        heaviest, candidate = max(((s.id, sum(planned_component_bytes(spec, files, s).values()))
+                                   for s in spec.schemes), key=lambda item: item[1])
         if reference + ACTIVATION_HEADROOM > gpu.total_bytes:
             out.append(Finding(Status.FAIL, "goldens", f"the bf16 reference's weights ({format_bytes(reference)}) "
                                                        "do not fit this GPU without cpu_offload: --update-golden "
                                                        "cannot run"))
         if candidate + ACTIVATION_HEADROOM > gpu.total_bytes:
-            out.append(Finding(Status.FAIL, "weights", f"the float8 candidate's weights ({format_bytes(candidate)}) "
+            out.append(Finding(Status.FAIL, "weights", f"the {heaviest} candidate's weights ({format_bytes(candidate)}) "
                                                        "do not fit this GPU; set cpu_offload = true"))
         elif limit is not None and candidate + ACTIVATION_HEADROOM > limit:
-            out.append(Finding(Status.FAIL, "peak_vram", f"{format_bytes(limit)} is below the float8 candidate's "
+            out.append(Finding(Status.FAIL, "peak_vram", f"{format_bytes(limit)} is below the {heaviest} candidate's "
                                                          f"weights ({format_bytes(candidate)}) plus activations"))
         elif limit is not None:
             out.append(Finding(Status.OK, "peak_vram", f"{format_bytes(limit)} leaves room above the weights "

@@ -62,7 +62,7 @@ def test_a_12_gb_gpu_cannot_hold_a_flux_checkpoint_without_offload() -> None:
     findings = limit_findings(real_spec(peak="10 GiB"), FLUX_FILES, gpu)
     failed = texts(findings, Status.FAIL)
     assert any(t.startswith("goldens: the bf16 reference's weights (31.69 GiB) do not fit") for t in failed)
-    assert any(t.startswith("weights: the float8 candidate's weights (20.59 GiB) do not fit this GPU; set "
+    assert any(t.startswith("weights: the float8_e4m3fn candidate's weights (20.59 GiB) do not fit this GPU; set "
                             "cpu_offload = true") for t in failed)
     offloaded = limit_findings(real_spec(peak="10 GiB", cpu_offload=True), FLUX_FILES, gpu)
     assert texts(offloaded, Status.FAIL) == []
@@ -73,7 +73,7 @@ def test_limits_against_an_80_gb_gpu() -> None:
     gpu = [Gpu(0, "Fake H100", 80 * GIB)]
     too_low = limit_findings(real_spec(peak="10 GiB"), FLUX_FILES, gpu)
     assert texts(too_low, Status.FAIL) == [
-        "peak_vram: 10.00 GiB is below the float8 candidate's weights (20.59 GiB) plus activations"]
+        "peak_vram: 10.00 GiB is below the float8_e4m3fn candidate's weights (20.59 GiB) plus activations"]
     fine = limit_findings(real_spec(peak="40 GiB"), FLUX_FILES, gpu)
     assert texts(fine, Status.OK) == ["peak_vram: 40.00 GiB leaves room above the weights (20.59 GiB)"]
     above = limit_findings(real_spec(peak="100 GiB"), FLUX_FILES, gpu)
@@ -630,3 +630,21 @@ def test_full_size_swaps_and_tabulates_each_component_a_scheme_changes(tmp_path:
     assert t5[col["dit"]] == bf16[col["dit"]] and "(saves" in t5[col[T5]] and t5[col["vae"]] == bf16[col["vae"]]
     assert "(saves" in both[col[T5]] and "(saves" in both[col["vae"]] and both[col["dit"]] == bf16[col["dit"]]
     assert bf16[-1] == "0 B" and both[-1] != "0 B"
+
+
+def test_the_limits_count_every_component_a_scheme_quantizes() -> None:
+    """FLUX.1-dev's float8 DiT alone (20.59 GiB of weights) does not fit a 20 GiB GPU; with the T5 in
+    float8 too (16.04 GiB) it does, and a peak limit is held to that scheme's weights."""
+    import dataclasses
+
+    from quant_guard.config.schemes import ComponentScheme, Scheme
+
+    gpu = [Gpu(0, "Fake 20 GB", 20 * GIB)]
+    dit_t5 = Scheme("dit-t5", storage_dtype="float8_e4m3fn", others=((T5, ComponentScheme("float8_e4m3fn")),))
+    assert any(t.startswith("weights: the float8_e4m3fn candidate's") for t in texts(
+        limit_findings(real_spec(), FLUX_FILES, gpu), Status.FAIL))
+    spec = dataclasses.replace(real_spec(peak="17 GiB"), schemes=(dit_t5,))
+    assert texts(limit_findings(spec, FLUX_FILES, gpu), Status.FAIL) == [
+        "goldens: the bf16 reference's weights (31.69 GiB) do not fit this GPU without cpu_offload: "
+        "--update-golden cannot run",
+        "peak_vram: 17.00 GiB is below the dit-t5 candidate's weights (16.04 GiB) plus activations"]

@@ -182,9 +182,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from quant_guard.judge.lpips_weights import LpipsWeightsError
     from quant_guard.model.progress import ProgressPrinter
     from quant_guard.run.session import QuantGuardSession, RunSettings
-    from quant_guard.tools.sweep import Answer
-    from quant_guard.tools.sweep_outputs import sweep_checkpoint
-    from quant_guard.tools.sweep_text import format_sweep
 
     file = find_config(args.config, Path.cwd())
     if file is None:
@@ -194,46 +191,44 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     session = QuantGuardSession(load_config(file), RunSettings(report_dir=args.report_dir))
     session.progress = ProgressPrinter(lambda line: print(line, file=sys.stderr, flush=True),
                                        interval_s=args.progress_interval)
-    if args.groups == "components":
-        return _sweep_components(session, args)
     try:
-        result = sweep_checkpoint(session, args.checkpoint, args.scheme, granularity=args.granularity,
-                                  cases=args.case, seeds=args.seed, target_lpips=args.target_lpips,
-                                  target_ssim=args.target_ssim, target_psnr=args.target_psnr)
+        text, code = (_sweep_components if args.groups == "components" else _sweep_layers)(session, args)
     except (GoldenError, LpipsWeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         session.release_pipelines()
-    print(format_sweep(result), end="")
+    print(text, end="")
+    return code
+
+
+def _sweep_layers(session: QuantGuardSession, args: argparse.Namespace) -> tuple[str, int]:
+    """The layer-group sweep: what it prints and its exit status."""
+    from quant_guard.tools.sweep import Answer
+    from quant_guard.tools.sweep_outputs import sweep_checkpoint
+    from quant_guard.tools.sweep_text import format_sweep
+
+    result = sweep_checkpoint(session, args.checkpoint, args.scheme, granularity=args.granularity,
+                              cases=args.case, seeds=args.seed, target_lpips=args.target_lpips,
+                              target_ssim=args.target_ssim, target_psnr=args.target_psnr)
     assert result.folder is not None
-    print(f"\nwrote {result.folder / 'sweep.json'} and {result.folder / 'sweep.html'}")
     rec = result.recommendation
-    return 0 if rec.confirmed and rec.answer is not Answer.NO_SUBSET else 3
+    return (format_sweep(result) + f"\nwrote {result.folder / 'sweep.json'} and {result.folder / 'sweep.html'}\n",
+            0 if rec.confirmed and rec.answer is not Answer.NO_SUBSET else 3)
 
 
-def _sweep_components(session: QuantGuardSession, args: argparse.Namespace) -> int:
-    """``sweep --groups components``: rank the components, print the component scheme entry."""
+def _sweep_components(session: QuantGuardSession, args: argparse.Namespace) -> tuple[str, int]:
+    """``sweep --groups components``: the ranked components and the component scheme entry."""
     from quant_guard.config.thresholds import ThresholdOverrides
-    from quant_guard.store.golden import GoldenError
-    from quant_guard.judge.lpips_weights import LpipsWeightsError
     from quant_guard.tools.component_sweep import run_component_sweep, write_component_sweep
     from quant_guard.tools.sweep_text import format_component_sweep
 
     target = ThresholdOverrides(lpips=args.target_lpips, ssim=args.target_ssim, psnr=args.target_psnr)
-    try:
-        result = write_component_sweep(run_component_sweep(session, args.checkpoint, args.scheme,
-                                                           cases=tuple(args.case), seeds=tuple(args.seed),
-                                                           target=target), session.report_dir)
-    except (GoldenError, LpipsWeightsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        session.release_pipelines()
-    print(format_component_sweep(result), end="")
+    result = write_component_sweep(run_component_sweep(session, args.checkpoint, args.scheme, cases=tuple(args.case),
+                                                       seeds=tuple(args.seed), target=target), session.report_dir)
     assert result.folder is not None
-    print(f"\nwrote {result.folder / 'sweep.json'}")
-    return 0 if result.recommendation.entry is not None else 3
+    return (format_component_sweep(result) + f"\nwrote {result.folder / 'sweep.json'}\n",
+            0 if result.recommendation.entry is not None else 3)
 
 
 def _size(text: str) -> tuple[int, int]:

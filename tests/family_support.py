@@ -5,6 +5,7 @@ method, then the scheme check), render one image, damage its DiT with ``quant-gu
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,26 @@ def damaged_dit(embedded: str, source: Path, dest: Path, *, kind: str = "noise",
     state = load_file(str(source))
     save_file(degrade(state, kind, strength=strength, family=embedded_family(embedded)), str(dest))
     return dest
+
+
+def count_loads(monkeypatch: Any, embedded: str) -> Counter[str]:
+    """Component name -> how many times DiffSynth loads its file from now on (builds and swaps
+    alike), for the embedded tiny ``embedded``'s pipeline class (``monkeypatch`` undoes it)."""
+    from quant_guard.model.families import embedded_family
+
+    family = embedded_family(embedded)
+    assert family.tiny is not None
+    by_path = {str(path): name for name, path in family.tiny.files().items()}
+    pipeline = family.pipeline_type()
+    counter: Counter[str] = Counter()
+    real = pipeline.download_and_load_models
+
+    def counting(self: Any, model_configs: Any = (), vram_limit: Any = None) -> Any:
+        counter.update(by_path[str(c.path)] for c in model_configs)
+        return real(self, model_configs, vram_limit)
+
+    monkeypatch.setattr(pipeline, "download_and_load_models", counting)
+    return counter
 
 
 def digests(root: Path) -> dict[str, str]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from quant_guard.judge.budgets import peak_figure, step_stats
 from quant_guard.config.limits import Budget
 from quant_guard.model.checkpoints import ResolvedCheckpoint
-from quant_guard.model.families.base import Anchor, Architecture
+from quant_guard.model.families.base import DIT, Anchor, Architecture
 from quant_guard.tools.synthetic import FULL_SIZE, architecture_family
 
 if TYPE_CHECKING:
@@ -297,7 +297,7 @@ def component_table(measurements: list[Measurement]) -> list[str]:
     components each load read. Nothing when every scheme quantizes the DiT alone."""
     from quant_guard.config.units import format_bytes
 
-    if all(set(m.targets) <= {"dit"} for m in measurements):
+    if all(set(m.targets) <= {DIT} for m in measurements):
         return []
     reference = next((dict(m.component_bytes) for m in measurements if not m.targets and m.component_bytes), {})
     names = list(reference) or list(dict.fromkeys(n for m in measurements for n, _ in m.component_bytes))

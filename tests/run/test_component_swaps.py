@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from family_support import count_loads
 from helpers import ANY_IMAGE
 
 from quant_guard.config.project import CheckpointSpec, RenderDefaults, parse_config
@@ -29,20 +30,7 @@ CHECKPOINT = CheckpointSpec(id="tiny", embedded="tiny", components={}, device="c
 @pytest.fixture
 def loads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Component name -> how many times DiffSynth loaded its file (builds and swaps alike)."""
-    from diffsynth.pipelines.flux_image import FluxImagePipeline
-
-    from quant_guard.model.tiny.build import ensure_tiny_checkpoint
-
-    by_path = {str(path): name for name, path in ensure_tiny_checkpoint().components().items()}
-    counter: Counter[str] = Counter()
-    real = FluxImagePipeline.download_and_load_models
-
-    def counting(self: Any, model_configs: Any = (), vram_limit: Any = None) -> Any:
-        counter.update(by_path[str(c.path)] for c in model_configs)
-        return real(self, model_configs, vram_limit)
-
-    monkeypatch.setattr(FluxImagePipeline, "download_and_load_models", counting)
-    return counter
+    return count_loads(monkeypatch, "tiny")
 
 
 def _t5_format(pipe: Any) -> set[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from family_support import SIZE, STEPS, render
+from family_support import SIZE, STEPS, count_loads, render
 from helpers import ANY_IMAGE
 
 from quant_guard.config.project import CheckpointSpec, RenderDefaults, parse_config
@@ -38,18 +38,7 @@ FAMILIES = ("tiny-qwen-image", "tiny-z-image", "tiny-flux2")
 @pytest.fixture
 def loads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Component name -> how many times DiffSynth loaded its file (builds and swaps alike)."""
-    family = embedded_family(request.param)
-    by_path = {str(path): name for name, path in family.tiny.files().items()}  # type: ignore[union-attr]
-    pipeline = family.pipeline_type()
-    counter: Counter[str] = Counter()
-    real = pipeline.download_and_load_models
-
-    def counting(self: Any, model_configs: Any = (), vram_limit: Any = None) -> Any:
-        counter.update(by_path[str(c.path)] for c in model_configs)
-        return real(self, model_configs, vram_limit)
-
-    monkeypatch.setattr(pipeline, "download_and_load_models", counting)
-    return counter
+    return count_loads(monkeypatch, request.param)
 
 
 def _formats(module: Any) -> set[str]:

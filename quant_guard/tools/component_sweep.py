@@ -135,19 +135,21 @@ def recommend_components(ranked: tuple[ComponentResult, ...], measure: Callable[
     steps: list[Measured] = []
     skipped: list[str] = []
     for result in reversed(ranked):
-        if not result.alone.meets or result.saved_bytes <= 0:
-            skipped.append(result.name)
+        if result.saved_bytes <= 0:
+            skipped.append(f"{result.name} (saves nothing)")
+            continue
+        if not result.alone.meets:
+            skipped.append(f"{result.name} (misses the target alone)")
             continue
         trial = tuple(r.name for r in chosen) + (result.name,)
         if chosen:  # a single component was measured alone already
             steps.append(measure(trial))
             if not steps[-1].meets:
-                skipped.append(result.name)
+                skipped.append(f"{result.name} (misses it with {'+'.join(r.name for r in chosen)})")
                 continue
         chosen.append(result)
     names = tuple(r.name for r in chosen)
-    note = (f"left in bf16: {', '.join(skipped)} (misses the target, alone or with the others, or saves "
-            "nothing)") if skipped else ""
+    note = f"left in bf16: {', '.join(skipped)}" if skipped else ""
     if not chosen:
         return ComponentRecommendation((), 0, None, tuple(steps),
                                        "no component meets the target quantized alone: keep the bf16 reference")

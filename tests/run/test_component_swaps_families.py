@@ -17,7 +17,9 @@ from helpers import ANY_IMAGE
 from quant_guard.config.project import CheckpointSpec, RenderDefaults, parse_config
 from quant_guard.config.schemes import REFERENCE, ComponentScheme, Quantization, Scheme
 from quant_guard.judge.metrics import psnr
+from quant_guard.model.checkpoints import CheckpointError
 from quant_guard.model.families import embedded_family
+from quant_guard.model.pipelines import check_components
 from quant_guard.model.scheme_check import inventory
 from quant_guard.run.session import QuantGuardSession, RunSettings
 
@@ -75,6 +77,9 @@ def test_text_encoder_and_vae_schemes_swap_alone_are_checked_and_render(tmp_path
             vae = {str(p.dtype) for p in getattr(pipe, attribute).parameters() if p.is_floating_point()}
             assert vae == ({"torch.float8_e4m3fn"} if "vae" in scheme.targets else {"torch.bfloat16"}), scheme.id
         assert psnr(bf16, render(pipe)) >= psnr_min, scheme.id
+        for name in set(scheme.targets) - {"dit"}:  # the check tells each targeted one from a bf16 one
+            with pytest.raises(CheckpointError, match=f"the {name}.* should stay as its file stores it"):
+                check_components(pipe, session.resolved(spec), REFERENCE, (name,))
     assert psnr(bf16, render(pipe, seed=1)) < TE_PSNR_MIN  # the bound tells images apart
     session.release_pipelines()
 

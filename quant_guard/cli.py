@@ -9,6 +9,7 @@
     quant-guard history DIR list|compare A B|course TEST_ID|csv|report OUT
                                                   the metrics history of earlier runs
     quant-guard sweep --checkpoint ID --scheme S  which layer groups to keep in bf16 (sensitivity sweep)
+                      [--groups components]       which model components to quantize
 """
 
 from __future__ import annotations
@@ -340,14 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     history.set_defaults(func=_cmd_history)
 
     sweep = sub.add_parser("sweep", help="sensitivity sweep: measure each layer group of a quantized DiT kept in "
-                                         "bf16 and quantized alone, and recommend the cheapest groups to keep in bf16",
+                                         "bf16 and quantized alone, and recommend the cheapest groups to keep in bf16 "
+                                         "(--groups components: which model components to quantize)",
                            description="Exit status: 0 with a confirmed recommendation or when the scheme already "
                                        "meets the target, 3 when no subset of the groups reaches it (or the "
                                        "confirming run missed; with --groups components: when no component "
                                        "meets it quantized alone), 1 or 2 on errors.")
     sweep.add_argument("--checkpoint", required=True, help="a checkpoint id of the configuration")
     sweep.add_argument("--scheme", required=True,
-                       help="a scheme id of that checkpoint, or a diffsynth.core.quant method name (bitsandbytes_nf4)")
+                       help="a scheme id of that checkpoint, or a diffsynth.core.quant method name (bitsandbytes_nf4); "
+                            "with --groups components also a storage dtype (float8_e4m3fn)")
     sweep.add_argument("--config", type=Path, default=None,
                        help="quant_guard configuration (default: as the plugin finds it, from pyproject.toml)")
     sweep.add_argument("--case", action="append", default=[], metavar="ID",

@@ -190,12 +190,21 @@ def component_plan(spec: CheckpointSpec, name: str) -> dict[str, ComponentScheme
         return {c: how for c in components}
     if scheme.is_reference:
         raise SweepError(f"scheme {scheme.id!r} quantizes nothing")
+    own = [c for c in scheme.targets if scheme.component(c).file is not None]
+    if own:  # the files are the scheme's, loaded under its id; a variant of the sweep would miss them
+        raise SweepError(f"checkpoint {spec.id!r}, scheme {scheme.id!r}: its own {'DiT' if own[0] == DIT else own[0]} "
+                         "file is that scheme's alone; name a storage dtype or method (or a scheme with components "
+                         "quantized on load) to sweep components")
     if scheme.others:
         return {c: scheme.component(c) for c in scheme.targets}
-    if scheme.dit is not None:
-        raise SweepError(f"checkpoint {spec.id!r}, scheme {scheme.id!r}: a pre-quantized DiT file is the DiT's "
-                         "alone; name a storage dtype or method (or a scheme with components) to sweep components")
-    return {c: replace(scheme.dit_scheme, file=None) for c in components}
+    return {c: scheme.dit_scheme for c in components}
+
+
+def sweep_target(spec: CheckpointSpec, name: str, target: ThresholdOverrides) -> ThresholdOverrides:
+    """The thresholds a configured scheme ``name`` sets for itself, the command's ``target`` on top
+    (what every variant is held to, and the recommended entry carries)."""
+    configured = next((s.thresholds for s in spec.schemes if s.id == name), ThresholdOverrides())
+    return target.over(configured)
 
 
 def scheme_of(scheme_id: str, plan: dict[str, ComponentScheme], names: tuple[str, ...]) -> Scheme:
@@ -234,12 +243,12 @@ def run_component_sweep(session: QuantGuardSession, checkpoint: str, scheme: str
 
     spec = sweep_checkpoint_spec(session.config, checkpoint)
     plan = component_plan(spec, scheme)
-    base_id = scheme
-    everything = scheme_of(base_id, plan, tuple(plan))
+    target = sweep_target(spec, scheme, target)
+    everything = scheme_of(scheme, plan, tuple(plan))
     started = time.monotonic()
     # each case's target: its configured thresholds for the DiT quantized this way (those measured
     # for a storage dtype or method), else for the scheme of every swept component (the defaults)
-    run, created = start_run(session, spec, scheme_of(base_id, plan, (DIT,)) if DIT in plan else everything,
+    run, created = start_run(session, spec, scheme_of(scheme, plan, (DIT,)) if DIT in plan else everything,
                              cases, seeds, target)
     resolved = session.resolved(spec)
     reference = check_components(session.pipeline(spec, REFERENCE), resolved, REFERENCE)
@@ -247,7 +256,7 @@ def run_component_sweep(session: QuantGuardSession, checkpoint: str, scheme: str
     def measure(names: tuple[str, ...]) -> Measured:
         start = time.monotonic()
         label = "+".join(names)
-        variant = scheme_of(f"{base_id} ({label})", plan, names)
+        variant = scheme_of(f"{scheme} ({label})", plan, names)
         pipe = session.pipeline(spec, variant)  # swaps the components that differ, checks them
         measures = run.render_cases(label, pipe)
         out = Measured(names, measures, check_components(pipe, resolved, variant), time.monotonic() - start)
@@ -258,7 +267,7 @@ def run_component_sweep(session: QuantGuardSession, checkpoint: str, scheme: str
         return out
 
     ranked = rank_components([ComponentResult(name, reference[name], measure((name,))) for name in plan])
-    entry_id = f"{base_id[:48]}-components"
+    entry_id = f"{scheme[:48]}-components"
 
     def entry(names: tuple[str, ...]) -> dict[str, Any]:
         out = component_entry(entry_id, plan, names, target)

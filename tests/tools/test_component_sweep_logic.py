@@ -14,7 +14,7 @@ from quant_guard.config.schemes import ComponentScheme, Quantization, Scheme
 from quant_guard.config.thresholds import ThresholdOverrides
 from quant_guard.judge.metrics import ImageMetrics
 from quant_guard.tools.component_sweep import (ComponentResult, Measured, component_entry, component_plan,
-                                               rank_components, recommend_components, scheme_of)
+                                               rank_components, recommend_components, scheme_of, sweep_target)
 from quant_guard.tools.sweep import CaseMeasure, SweepError
 from quant_guard.tools.sweep_text import toml_entry
 
@@ -91,9 +91,13 @@ def test_a_storage_dtype_or_method_applies_to_every_component_a_component_scheme
                                                          "text_encoder_t5": int8}
     from quant_guard.config.sources import ComponentSource
 
-    prequantized = Scheme("own", storage_dtype="float8_e4m3fn", dit=ComponentSource(path=Path("dit-f8.safetensors")))
-    with pytest.raises(SweepError, match="pre-quantized DiT file is the DiT's alone"):
-        component_plan(_spec((prequantized,)), "own")
+    own_dit = Scheme("own", storage_dtype="float8_e4m3fn", dit=ComponentSource(path=Path("dit-f8.safetensors")))
+    own_t5 = Scheme("own-t5", others=(("text_encoder_t5", ComponentScheme(
+        "float8_e4m3fn", file=ComponentSource(path=Path("t5-f8.safetensors")))),))
+    with pytest.raises(SweepError, match="scheme 'own': its own DiT file is that scheme's alone"):
+        component_plan(_spec((own_dit,)), "own")
+    with pytest.raises(SweepError, match="scheme 'own-t5': its own text_encoder_t5 file is that scheme's alone"):
+        component_plan(_spec((own_t5,)), "own-t5")
 
 
 @pytest.mark.parametrize("family, names", [("flux", ("text_encoder_clip", "dit", "text_encoder_t5")),
@@ -115,3 +119,11 @@ def test_the_printed_entry_reads_back_as_the_measured_scheme(tmp_path: Path, fam
     assert parsed.targets == measured.targets and parsed.id == "x-components"
     assert all(parsed.component(n) == measured.component(n) for n in (*names, "dit"))
     assert parsed.thresholds == ThresholdOverrides(psnr=38.0)
+
+
+def test_a_configured_schemes_own_thresholds_hold_under_the_commands_target() -> None:
+    strict = Scheme("strict", storage_dtype="float8_e4m3fn", thresholds=ThresholdOverrides(lpips=0.01, ssim=0.99))
+    assert sweep_target(_spec((strict,)), "strict", ThresholdOverrides(psnr=40.0)) == ThresholdOverrides(
+        lpips=0.01, ssim=0.99, psnr=40.0)
+    assert sweep_target(_spec((strict,)), "strict", ThresholdOverrides(lpips=0.02)).lpips == 0.02  # the command wins
+    assert sweep_target(_spec((strict,)), "float8_e4m3fn", ThresholdOverrides()) == ThresholdOverrides()

@@ -9,7 +9,7 @@ text-encoder-only Y, both X + Y" reads off the table.
 The order (``rank``):
 
 1. **front**: schemes that passed every test and that no other passing scheme beats on both
-   stored DiT bytes and worst LPIPS (the Pareto front of the passing schemes), smallest first.
+   stored bytes (``size_bytes``) and worst LPIPS (the Pareto front of the passing schemes), smallest first.
    The first row is the smallest scheme that passes and that nothing passing beats on both.
 2. **dominated**: passing schemes that another passing scheme beats (named in ``beaten_by``),
    smallest first.

@@ -125,14 +125,8 @@ def compare_schemes(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Sche
 def reference_bytes(records: Sequence[Mapping[str, Any]], summaries: Sequence[SchemeSummary]) -> dict[str, float]:
     """Each component's bytes in bf16, where the run shows them: the bf16 reference's render (a
     drift check or an update renders it), else a scheme that leaves the component alone."""
-    out: dict[str, float] = {}
-    for r in records:
-        render = r.get("reference_render")
-        weights = render.get("component_weight_bytes") if isinstance(render, Mapping) else None
-        for name, value in (weights.items() if isinstance(weights, Mapping) else ()):
-            number = as_float(value)
-            if number is not None:
-                out[str(name)] = max(out.get(str(name), 0.0), number)
+    references = [r["reference_render"] for r in records if isinstance(r.get("reference_render"), Mapping)]
+    out = dict(_component_bytes(references))
     for s in summaries:
         for name, value in s.component_bytes:
             if name not in s.targets:

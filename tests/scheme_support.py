@@ -58,3 +58,31 @@ def scheme_matrix() -> list[dict[str, Any]]:
     """float8 (2 seeds), nf4 (2 seeds, half the bytes, better), int4 (errored): nf4 ranks first."""
     return [scheme_record("float8_e4m3fn", seed, 0.004 + seed / 1000, dit=MiB) for seed in (0, 1)] + [
         scheme_record("nf4", seed, 0.003, dit=0.5 * MiB) for seed in (0, 1)] + [errored("int4", 0)]
+
+
+T5 = "text_encoder_t5"
+# the tiny checkpoint's components in bf16 (bytes): what a scheme leaving them alone stores
+BF16_COMPONENTS = {"dit": 3_727_232, "text_encoder_clip": 939_136, T5: 230_272, "vae": 1_331_878}
+
+
+def component_record(scheme: str, seed: int, lpips: float, *, quantized: dict[str, int],
+                     **extra: Any) -> dict[str, Any]:
+    """A record of a scheme that stores the components ``quantized`` (name -> stored bytes) and the
+    others in bf16, with the ``scheme_spec`` results.json gives it (``components`` unless it
+    quantizes the DiT alone)."""
+    stored = {**BF16_COMPONENTS, **quantized}
+    record = scheme_record(scheme, seed, lpips, dit=stored["dit"], **extra)
+    record["candidate_render"]["component_weight_bytes"] = stored
+    spec: dict[str, Any] = {"id": scheme, "storage_dtype": "float8_e4m3fn" if "dit" in quantized else "bfloat16"}
+    if set(quantized) - {"dit"}:
+        spec["components"] = {name: {"storage_dtype": "float8_e4m3fn"} for name in quantized}
+    record["scheme_spec"] = spec
+    return record
+
+
+def component_matrix() -> list[dict[str, Any]]:
+    """DiT-only, T5-only and both in float8 (each halves what it quantizes), one seed each."""
+    half = {name: size // 2 for name, size in BF16_COMPONENTS.items()}
+    return [component_record("dit-only", 0, 0.0014, quantized={"dit": half["dit"]}),
+            component_record("t5-only", 0, 0.0026, quantized={T5: half[T5]}),
+            component_record("both", 0, 0.0037, quantized={"dit": half["dit"], T5: half[T5]})]

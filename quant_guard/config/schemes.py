@@ -155,11 +155,21 @@ class Scheme:
     @property
     def kind(self) -> str:
         """The name its measured thresholds are filed under: the DiT's storage dtype or method; a
-        scheme quantizing other components "name:kind+name:kind", for which no thresholds are
-        measured (the package defaults apply unless the scheme sets its own)."""
+        scheme quantizing other components "name:kind+name:kind" ("text_encoder_t5:float8_e4m3fn"
+        for one alone; a combination without an entry of its own falls back on its parts,
+        ``threshold_parts``)."""
         if not self.others:
             return self.dit_scheme.kind
         return "+".join(f"{name}:{self.component(name).kind}" for name in self.targets)
+
+    @property
+    def threshold_parts(self) -> tuple[str, ...]:
+        """The kinds of its parts, one per targeted component, under which measured thresholds are
+        filed: the DiT's bare (``kind`` of a DiT-only scheme), another component's "name:kind"
+        (``kind`` of a scheme quantizing that component alone). ``thresholds.embedded_thresholds``
+        falls back on them for a combination without its own measurement."""
+        return tuple(self.component(name).kind if name == DIT else f"{name}:{self.component(name).kind}"
+                     for name in self.targets)
 
     def describe(self) -> str:
         """One line for messages and the report, e.g. "bitsandbytes_nf4 (dynamic; 2 modules kept in bf16)"."""

@@ -187,19 +187,53 @@ EMBEDDED_THRESHOLDS: dict[str, dict[str, ThresholdOverrides]] = {
         "torchao_fp8_w8a16": ThresholdOverrides(lpips=0.0066, ssim=0.979, psnr=36.5),
         "torchao_int8_w8a8": ThresholdOverrides(lpips=0.005, ssim=0.981, psnr=38.5),
         "bitsandbytes_nf4": ThresholdOverrides(lpips=0.023, ssim=0.96, psnr=31.0),
+        # the other components, each quantized alone ("component:kind", config.schemes.Scheme.kind):
+        # midway between the worst honest image and the mildest text encoder damaged at the degrade
+        # default (benchmarks/tiny_text_encoder.py, tiny_settings.COMPONENT_MEASUREMENTS). A
+        # combination of parts without an entry of its own is held to the loosest of its parts'.
+        "text_encoder_t5:float8_e4m3fn": ThresholdOverrides(lpips=0.011, ssim=0.981, psnr=36.0),
+        "text_encoder_t5:torchao_int8_w8a16": ThresholdOverrides(lpips=0.0018, ssim=0.984, psnr=41.0),
+        "text_encoder_clip:float8_e4m3fn": ThresholdOverrides(lpips=0.0015, ssim=0.984, psnr=41.0),
+        "vae:float8_e4m3fn": ThresholdOverrides(lpips=0.017, ssim=0.96, psnr=33.5),
     },
 }
 
 
-def embedded_thresholds(embedded: str | None, kind: str) -> ThresholdOverrides:
+def embedded_thresholds(embedded: str | None, kind: str, parts: tuple[str, ...] = ()) -> ThresholdOverrides:
     """What an embedded checkpoint brings for a scheme kind (nothing for other checkpoints): the
-    trained tiny's above, the other families' tinies' in ``families.EMBEDDED``."""
+    trained tiny's above, the other families' tinies' in ``families.EMBEDDED``.
+
+    A scheme quantizing several components (``parts``: each one's kind, ``Scheme.threshold_parts``)
+    gets its own kind's entry when one was measured, else the loosest of its parts' entries, limit
+    by limit (a limit some part leaves unset stays unset), and nothing when a part has no entry:
+    the package defaults, as for any unmeasured kind."""
+    table = _measured(embedded)
+    if kind in table or len(parts) < 2:
+        return table.get(kind, ThresholdOverrides())
+    measured = [table.get(part) for part in parts]
+    return loosest([m for m in measured if m is not None]) if None not in measured else ThresholdOverrides()
+
+
+def _measured(embedded: str | None) -> dict[str, ThresholdOverrides]:
     from quant_guard.config.families import EMBEDDED
 
     if embedded in EMBEDDED_THRESHOLDS:
-        return EMBEDDED_THRESHOLDS[embedded].get(kind, ThresholdOverrides())
-    own = EMBEDDED[embedded].thresholds.get(kind) if embedded in EMBEDDED else None
-    return ThresholdOverrides(**own) if own else ThresholdOverrides()
+        return EMBEDDED_THRESHOLDS[embedded]
+    own = EMBEDDED[embedded].thresholds if embedded in EMBEDDED else {}
+    return {k: ThresholdOverrides(**v) for k, v in own.items()}
+
+
+def loosest(levels: list[ThresholdOverrides]) -> ThresholdOverrides:
+    """Limit by limit the loosest of ``levels`` (the largest max, the smallest min); a limit that
+    one of them does not set is not set, and a meaning check only when all name the same."""
+    out: dict[str, float | str | None] = {}
+    for limit in LIMITS:
+        values = [getattr(level, limit.key) for level in levels]
+        if values and None not in values:
+            out[limit.key] = min(values) if limit.higher_is_better else max(values)
+    meanings = {level.meaning for level in levels}
+    out[MEANING_KEY] = meanings.pop() if len(meanings) == 1 else None
+    return ThresholdOverrides(**out)  # type: ignore[arg-type]
 
 
 def resolve_thresholds(base: Thresholds, *levels: ThresholdOverrides) -> Thresholds:

@@ -30,6 +30,20 @@ SCHEME_MEASUREMENTS: dict[str, tuple[tuple[float, float, float], tuple[float, fl
 }
 
 
+# The same per component kind of a scheme quantizing a text encoder or the VAE alone
+# (benchmarks/tiny_text_encoder.py --pairs 16, 8 steps): the worst honest image, and the mildest
+# image with the T5 damaged by ``text-encoder-noise`` at its default strength (0.75 of each weight's
+# std on block 0 or 1) under the same kind (the T5 kinds) or either T5 kind (CLIP and the VAE: no
+# damage of their own is measured). The README's component table quotes them;
+# tests/config/test_component_thresholds.py checks it and the thresholds.
+COMPONENT_MEASUREMENTS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "text_encoder_t5:float8_e4m3fn": ((0.0026, 0.9953, 42.2), (0.0439, 0.9227, 29.5)),
+    "text_encoder_t5:torchao_int8_w8a16": ((0.0001, 0.9965, 52.7), (0.0376, 0.9255, 29.7)),
+    "text_encoder_clip:float8_e4m3fn": ((0.0001, 0.9964, 52.7), (0.0376, 0.9255, 29.7)),
+    "vae:float8_e4m3fn": ((0.0081, 0.9783, 37.2), (0.0376, 0.9255, 29.7)),
+}
+
+
 # What the float8 sharpness limit (TINY_SHARPNESS_MIN in quant_guard/config/thresholds.py) was chosen from
 # (benchmarks/tiny_scorecard.py, 72 dataset pairs: --seeds 24, and --seeds 48 --pairs-seed 2): the
 # lowest sharpness of honest float8, against its golden or the same golden with cross-CPU drift, and

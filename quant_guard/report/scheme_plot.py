@@ -1,5 +1,6 @@
-"""The scheme trade-off plot: stored DiT bytes (x) against worst LPIPS (y), one labelled point
-per scheme, the Pareto front of the passing schemes joined by a line. Inline SVG written with
+"""The scheme trade-off plot: stored DiT bytes (x; every component's together when a scheme of
+the checkpoint quantizes more than the DiT) against worst LPIPS (y), one labelled point per
+scheme, the Pareto front of the passing schemes joined by a line. Inline SVG written with
 ElementTree (every label is escaped by construction), no script, no font or file to load.
 
 Both axes start at zero, so "half the bytes" looks like half the distance.
@@ -17,6 +18,7 @@ from quant_guard.report.scheme_table import SchemeSummary
 WIDTH, HEIGHT = 560, 330
 LEFT, RIGHT, TOP, BOTTOM = 70, 130, 16, 50  # margins: tick labels left, point labels may run right
 X_LABEL = "stored DiT weights"
+X_LABEL_ALL = "stored weights, all components"  # when a scheme quantizes more than the DiT
 Y_LABEL = "worst LPIPS (lower is better)"
 _CHAR_WIDTH = 7.5  # a character at 12px, generously: Chromium draws scheme names (lower case, digits, _) 6 to 7.1 wide
 _ASCENT, _DESCENT = 11, 4  # a label's box above and below its baseline (Chromium's text box at 12px)
@@ -32,14 +34,19 @@ def plotted(summaries: Sequence[SchemeSummary]) -> list[SchemeSummary]:
     return [s for s in summaries if s.comparable]
 
 
+def x_label(summaries: Sequence[SchemeSummary]) -> str:
+    """What the x axis weighs: the DiT's bytes, or every component's (``SchemeSummary.size_bytes``)."""
+    return X_LABEL_ALL if any(s.by_component for s in summaries) else X_LABEL
+
+
 def scheme_plot_svg(summaries: Sequence[SchemeSummary], *, title: str = "") -> str:
     """The plot as an ``<svg>`` element (markup text); schemes without both numbers are left out."""
     points = plotted(summaries)
     svg = ET.Element("svg", {"xmlns": "http://www.w3.org/2000/svg", "class": "scheme-plot", "role": "img",
                              "viewBox": f"0 0 {WIDTH} {HEIGHT}", "width": str(WIDTH), "height": str(HEIGHT)})
-    ET.SubElement(svg, "title").text = title or f"{X_LABEL} against {Y_LABEL}, one point per scheme"
-    unit_name, unit = _byte_unit(max((s.dit_bytes or 0.0 for s in points), default=0.0))
-    x_max, x_ticks = nice_ticks(max((s.dit_bytes or 0.0 for s in points), default=0.0) / unit)
+    ET.SubElement(svg, "title").text = title or f"{x_label(summaries)} against {Y_LABEL}, one point per scheme"
+    unit_name, unit = _byte_unit(max((s.size_bytes or 0.0 for s in points), default=0.0))
+    x_max, x_ticks = nice_ticks(max((s.size_bytes or 0.0 for s in points), default=0.0) / unit)
     y_max, y_ticks = nice_ticks(max((s.lpips_worst or 0.0 for s in points), default=0.0))
     width, height = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
@@ -61,23 +68,23 @@ def scheme_plot_svg(summaries: Sequence[SchemeSummary], *, title: str = "") -> s
         _text(axes, f"{tick:g}", x=LEFT - 6, y=y + 4, anchor="end", cls="tick y-tick")
     ET.SubElement(axes, "line", _num(x1=LEFT, y1=TOP + height, x2=LEFT + width, y2=TOP + height) | {"class": "axis"})
     ET.SubElement(axes, "line", _num(x1=LEFT, y1=TOP, x2=LEFT, y2=TOP + height) | {"class": "axis"})
-    _text(svg, X_LABEL, x=LEFT + width / 2, y=HEIGHT - 8, anchor="middle", cls="axis-label x-label")
+    _text(svg, x_label(summaries), x=LEFT + width / 2, y=HEIGHT - 8, anchor="middle", cls="axis-label x-label")
     y_label = _text(svg, Y_LABEL, x=14, y=TOP + height / 2, anchor="middle", cls="axis-label y-label")
     y_label.set("transform", f"rotate(-90 14 {TOP + height / 2:g})")
 
-    front = sorted((s for s in points if s.rank == "front"), key=lambda s: s.dit_bytes or 0.0)
+    front = sorted((s for s in points if s.rank == "front"), key=lambda s: s.size_bytes or 0.0)
     if len(front) > 1:
         ET.SubElement(svg, "polyline", {"class": "front", "fill": "none", "points": " ".join(
-            f"{x_of(s.dit_bytes or 0.0):g},{y_of(s.lpips_worst or 0.0):g}" for s in front)})
+            f"{x_of(s.size_bytes or 0.0):g},{y_of(s.lpips_worst or 0.0):g}" for s in front)})
 
-    ordered = sorted(points, key=lambda s: (s.lpips_worst or 0.0, s.dit_bytes or 0.0))
-    xy = [(x_of(s.dit_bytes or 0.0), y_of(s.lpips_worst or 0.0)) for s in ordered]
+    ordered = sorted(points, key=lambda s: (s.lpips_worst or 0.0, s.size_bytes or 0.0))
+    xy = [(x_of(s.size_bytes or 0.0), y_of(s.lpips_worst or 0.0)) for s in ordered]
     area = (LEFT + 1, 0.0, WIDTH - 1, TOP + height + _X_TICK_BASELINE - _ASCENT - 1)  # clear of the tick labels
     taken: list[Box] = [(x - _MARKER, y - _MARKER, x + _MARKER, y + _MARKER) for x, y in xy]
     for s, (x, y) in zip(ordered, xy):
         group = ET.SubElement(svg, "g", {"class": f"point {s.rank}", "data-scheme": s.scheme})
         ET.SubElement(group, "title").text = (
-            f"{s.scheme}: {s.dit_bytes:.0f} bytes stored, worst LPIPS {s.lpips_worst:.4f}, "
+            f"{s.scheme}: {s.size_bytes:.0f} bytes stored{_per_component(s)}, worst LPIPS {s.lpips_worst:.4f}, "
             f"{s.passed} of {s.tests} tests passed" + (f", beaten by {s.beaten_by}" if s.beaten_by else ""))
         if s.rank == "failing":  # a cross: it cannot be chosen
             ET.SubElement(group, "path", {"class": "marker", "d": f"M{x - 5:g},{y - 5:g}l10,10m0,-10l-10,10"})
@@ -90,6 +97,15 @@ def scheme_plot_svg(summaries: Sequence[SchemeSummary], *, title: str = "") -> s
             end_x = place.box[0] if place.anchor == "start" else place.box[2]
             ET.SubElement(group, "line", _num(x1=x, y1=y, x2=end_x, y2=place.y - 4) | {"class": "leader"})
     return ET.tostring(svg, encoding="unicode")
+
+
+def _per_component(s: SchemeSummary) -> str:
+    """" (quantizes dit, text_encoder_t5; bytes saved: dit 1863616, text_encoder_t5 115136)" for a
+    point weighing every component (nothing for a DiT-only comparison)."""
+    if not s.by_component:
+        return ""
+    saved = [f"{name} {s.saved(name):.0f}" for name in s.targets if s.saved(name) is not None]
+    return f" (quantizes {', '.join(s.targets) or 'nothing'}" + (f"; bytes saved: {', '.join(saved)}" if saved else "") + ")"
 
 
 def nice_ticks(largest: float, count: int = 4) -> tuple[float, list[float]]:

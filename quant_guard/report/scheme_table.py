@@ -1,10 +1,15 @@
 """The scheme comparison of one run: per checkpoint, one summary per candidate scheme (its tests,
 worst metrics, stored DiT bytes, memory, step time), in the order that answers "which scheme?".
 
+The stored bytes it weighs are the DiT's, unless a scheme of the checkpoint quantizes another
+component (a text encoder, the VAE): then every component's together (``size_bytes``), and each
+summary carries what each component stores and saves against bf16, so "DiT-only saves X,
+text-encoder-only Y, both X + Y" reads off the table.
+
 The order (``rank``):
 
 1. **front**: schemes that passed every test and that no other passing scheme beats on both
-   stored DiT bytes and worst LPIPS (the Pareto front of the passing schemes), smallest first.
+   stored bytes (``size_bytes``) and worst LPIPS (the Pareto front of the passing schemes), smallest first.
    The first row is the smallest scheme that passes and that nothing passing beats on both.
 2. **dominated**: passing schemes that another passing scheme beats (named in ``beaten_by``),
    smallest first.
@@ -32,6 +37,7 @@ from typing import Any
 from quant_guard.report.records import as_float, is_failure
 
 RANKS = ("front", "dominated", "failing", "unmeasured")
+DIT = "dit"  # the component every family files its DiT under (config.schemes.DIT; standard library only here)
 _TRADE_OFF = {"front": "Pareto front", "failing": "failed tests", "unmeasured": "not measured"}
 MEMORY_KINDS = {"cuda": "VRAM", "cpu-rss": "RSS"}
 
@@ -56,6 +62,11 @@ class SchemeSummary:
     worst_id: str = ""  # the test with the worst LPIPS (the report links to it)
     rank: str = "unmeasured"
     beaten_by: str = ""  # a passing scheme that dominates this one (rank "dominated")
+    targets: tuple[str, ...] = (DIT,)  # the components it quantizes (its results' ``scheme_spec``)
+    component_bytes: tuple[tuple[str, float], ...] = ()  # (component, stored bytes), the most of any render
+    # (component, its bytes in the bf16 reference): the checkpoint's, where the run shows them
+    bf16_bytes: tuple[tuple[str, float], ...] = ()
+    by_component: bool = False  # a scheme of its checkpoint quantizes more than the DiT: weigh every component
 
     @property
     def all_passed(self) -> bool:
@@ -69,8 +80,32 @@ class SchemeSummary:
     @property
     def comparable(self) -> bool:
         """Has the two numbers of the trade-off, both finite."""
-        return (self.dit_bytes is not None and math.isfinite(self.dit_bytes)
+        return (self.size_bytes is not None and math.isfinite(self.size_bytes)
                 and self.lpips_worst is not None and math.isfinite(self.lpips_worst))
+
+    @property
+    def size_bytes(self) -> float | None:
+        """The stored bytes the ranking and the plot weigh: the DiT's, or every component's
+        together when a scheme of the checkpoint quantizes more than the DiT."""
+        return self.total_bytes if self.by_component else self.dit_bytes
+
+    @property
+    def total_bytes(self) -> float | None:
+        """Every component's stored bytes together (None: the renders did not say)."""
+        return sum(b for _, b in self.component_bytes) if self.component_bytes else None
+
+    def stored(self, component: str) -> float | None:
+        return dict(self.component_bytes).get(component)
+
+    def saved(self, component: str) -> float | None:
+        """Bytes the component stores less than in bf16 (None: one of the two is unknown)."""
+        stored, bf16 = self.stored(component), dict(self.bf16_bytes).get(component)
+        return None if stored is None or bf16 is None else bf16 - stored
+
+    @property
+    def total_saved(self) -> float | None:
+        savings = [self.saved(name) for name, _ in self.component_bytes]
+        return None if not savings or None in savings else sum(s for s in savings if s is not None)
 
 
 def compare_schemes(records: Iterable[Mapping[str, Any]]) -> dict[str, list[SchemeSummary]]:
@@ -78,8 +113,33 @@ def compare_schemes(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Sche
     groups: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
     for r in records:
         groups.setdefault(str(r.get("checkpoint", "")), {}).setdefault(str(r.get("scheme", "")), []).append(r)
-    return {checkpoint: rank([summarize(checkpoint, scheme, rows) for scheme, rows in schemes.items()])
-            for checkpoint, schemes in groups.items()}
+    out = {}
+    for checkpoint, schemes in groups.items():
+        summaries = [summarize(checkpoint, scheme, rows) for scheme, rows in schemes.items()]
+        bf16 = tuple(reference_bytes([r for rows in schemes.values() for r in rows], summaries).items())
+        by_component = any(set(s.targets) - {DIT} for s in summaries)
+        out[checkpoint] = rank([replace(s, bf16_bytes=bf16, by_component=by_component) for s in summaries])
+    return out
+
+
+def reference_bytes(records: Sequence[Mapping[str, Any]], summaries: Sequence[SchemeSummary]) -> dict[str, float]:
+    """Each component's bytes in bf16, where the run shows them: the bf16 reference's render (a
+    drift check or an update renders it), else a scheme that leaves the component alone."""
+    references = [r["reference_render"] for r in records if isinstance(r.get("reference_render"), Mapping)]
+    out = dict(_component_bytes(references))
+    for s in summaries:
+        for name, value in s.component_bytes:
+            if name not in s.targets:
+                out.setdefault(name, value)
+    return out
+
+
+def targets_of(spec: Any) -> tuple[str, ...]:
+    """The components a results.json ``scheme_spec`` quantizes: its ``components``, else the DiT
+    (a record without one is a DiT-only scheme's)."""
+    if isinstance(spec, Mapping) and isinstance(spec.get("components"), Mapping):
+        return tuple(str(name) for name in spec["components"])
+    return (DIT,)
 
 
 def comparisons(records: Iterable[Mapping[str, Any]], *, minimum: int = 2) -> dict[str, list[SchemeSummary]]:
@@ -104,13 +164,15 @@ def summarize(checkpoint: str, scheme: str, records: Sequence[Mapping[str, Any]]
         resident_bytes=_most(m.get("at_start_bytes") for m in memories),
         memory_kind="/".join(sorted(kinds)),
         step_median_s=_step_median(records), worst_id=_worst_id(records),
+        targets=targets_of(next((r["scheme_spec"] for r in records if r.get("scheme_spec")), None)),
+        component_bytes=_component_bytes(renders),
     )
 
 
 def rank(summaries: Sequence[SchemeSummary]) -> list[SchemeSummary]:
     """The summaries with ``rank`` and ``beaten_by`` set, in report order."""
     def size(s: SchemeSummary) -> tuple[float, float]:
-        return (s.dit_bytes, s.lpips_worst)  # type: ignore[return-value]  # comparable ones only
+        return (s.size_bytes, s.lpips_worst)  # type: ignore[return-value]  # comparable ones only
 
     contenders = sorted((s for s in summaries if s.comparable and s.all_passed), key=size)
     front, dominated = [], []
@@ -128,7 +190,7 @@ def rank(summaries: Sequence[SchemeSummary]) -> list[SchemeSummary]:
 
 def dominates(a: SchemeSummary, b: SchemeSummary) -> bool:
     """``a`` is no larger and no worse than ``b``, and strictly better in one (both comparable)."""
-    ab, al, bb, bl = a.dit_bytes, a.lpips_worst, b.dit_bytes, b.lpips_worst
+    ab, al, bb, bl = a.size_bytes, a.lpips_worst, b.size_bytes, b.lpips_worst
     assert ab is not None and al is not None and bb is not None and bl is not None
     return ab <= bb and al <= bl and (ab < bb or al < bl)
 
@@ -163,6 +225,18 @@ def _worst_id(records: Sequence[Mapping[str, Any]]) -> str:
         if values and not math.isnan(values[0]):
             scored.append((values[0], str(r.get("id", ""))))
     return max(scored, key=lambda t: t[0])[1] if scored else ""
+
+
+def _component_bytes(renders: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, float], ...]:
+    """Each component's stored bytes, the most of any render, in the renders' order."""
+    out: dict[str, float] = {}
+    for render in renders:
+        weights = render.get("component_weight_bytes")
+        for name, value in (weights.items() if isinstance(weights, Mapping) else ()):
+            number = as_float(value)
+            if number is not None:
+                out[str(name)] = max(out.get(str(name), number), number)
+    return tuple(out.items())
 
 
 def _most(values: Iterable[Any]) -> float | None:

@@ -73,7 +73,8 @@ class VisualCase:
     def configured_thresholds(self, package: Thresholds) -> Thresholds:
         """The configuration's thresholds for this test, before markers and the command line:
         package < the embedded checkpoint's measured ones for this scheme < checkpoint < scheme < case."""
-        return resolve_thresholds(package, embedded_thresholds(self.checkpoint.embedded, self.scheme.kind),
+        measured = embedded_thresholds(self.checkpoint.embedded, self.scheme.kind, self.scheme.threshold_parts)
+        return resolve_thresholds(package, measured,
                                   self.checkpoint.thresholds, self.scheme.thresholds, self.case.thresholds)
 
     # Render settings: the case's own, else the checkpoint's defaults.

@@ -32,7 +32,10 @@ def test_a_scheme_names_its_components_each_by_dtype_method_or_table(tmp_path: P
     assert both.storage_dtype == "float8_e4m3fn" and both.quantization is None
     assert both.component("text_encoder_t5") == ComponentScheme(quantization=Quantization("torchao_int8_w8a16"))
     assert both.component("vae") == ComponentScheme() and both.targets == ("dit", "text_encoder_t5")
-    assert both.kind == "dit:float8_e4m3fn+text_encoder_t5:torchao_int8_w8a16"  # no measured thresholds: defaults
+    assert both.kind == "dit:float8_e4m3fn+text_encoder_t5:torchao_int8_w8a16"  # no entry: the loosest of its parts
+    assert both.threshold_parts == ("float8_e4m3fn", "text_encoder_t5:torchao_int8_w8a16")
+    assert te.threshold_parts == ("text_encoder_clip:torchao_int8_w8a16", "vae:float8_e5m2")
+    assert dit.threshold_parts == ("float8_e4m3fn",)
     assert both.as_dict()["components"]["text_encoder_t5"]["quantize"]["method"] == "torchao_int8_w8a16"
     assert both.as_dict()["storage_dtype"] == "float8_e4m3fn"  # the old keys keep meaning the DiT
     assert te.component("dit").is_reference and te.storage_dtype == "bfloat16" and not te.is_reference

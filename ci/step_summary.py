@@ -221,6 +221,8 @@ def row(record: Mapping[str, Any]) -> list[str]:
 
 SCHEME_HEADER = ("scheme", "tests passed", "LPIPS mean", "LPIPS worst", "SSIM worst", "PSNR worst", "stored DiT",
                  "peak memory", "memory at start", "step time (median)", "trade-off")
+# when a scheme quantizes more than the DiT, the ranking weighs every component's bytes: so does the table
+COMPONENT_COLUMNS = ("quantizes", "stored weights (all components)")
 
 
 def _checkout_on_path() -> None:
@@ -240,15 +242,20 @@ def scheme_sections(records: list[dict[str, Any]]) -> list[str]:
         return [f"> scheme comparison unavailable: {exc}", ""]
     out = []
     for checkpoint, summaries in comparisons.items():
+        by_component = any(s.by_component for s in summaries)
+        weighed = "stored bytes of every component" if by_component else "stored DiT bytes"
+        at = SCHEME_HEADER.index("stored DiT")
+        header = SCHEME_HEADER[:at] + COMPONENT_COLUMNS + SCHEME_HEADER[at + 1:] if by_component else SCHEME_HEADER
         out += [f"### Schemes of `{checkpoint}`, best trade-off first", "",
-                "Pareto front of the passing schemes on stored DiT bytes and worst LPIPS, smallest first; "
+                f"Pareto front of the passing schemes on {weighed} and worst LPIPS, smallest first; "
                 "then passing schemes that one of them beats, schemes with a failed test, unmeasured schemes.", "",
-                "| " + " | ".join(SCHEME_HEADER) + " |", "|" + "---|" * len(SCHEME_HEADER)]
+                "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for s in summaries:
             kind = f" ({s.memory_kind})" if s.memory_kind and s.peak_bytes is not None else ""
+            stored = [", ".join(s.targets), fmt_bytes(s.size_bytes)] if by_component else [fmt_bytes(s.dit_bytes)]
             row_cells = [f"`{s.scheme}`", ("✅ " if s.all_passed else "❌ ") + f"{s.passed}/{s.tests}",
                          fmt_metric("LPIPS", s.lpips_mean), fmt_metric("LPIPS", s.lpips_worst),
-                         fmt_metric("SSIM", s.ssim_worst), fmt_metric("PSNR", s.psnr_worst), fmt_bytes(s.dit_bytes),
+                         fmt_metric("SSIM", s.ssim_worst), fmt_metric("PSNR", s.psnr_worst), *stored,
                          fmt_bytes(s.peak_bytes) + kind, fmt_bytes(s.resident_bytes), fmt_seconds(s.step_median_s),
                          s.trade_off]
             out.append("| " + " | ".join(cell(c) for c in row_cells) + " |")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -170,3 +172,26 @@ def _schemes() -> tuple[Any, ...]:
 
     text = f'[[checkpoints]]\nid = "tiny"\nembedded = "tiny"\n{MATRIX}\n'
     return parse_config(tomllib.loads(text), file=Path("pyproject.toml")).checkpoint("tiny").schemes
+
+
+def test_the_ci_step_summary_weighs_every_component_too(tmp_path: Path) -> None:
+    """ci/step_summary.py ranks with scheme_table; its table says what it weighs: every component's
+    bytes (and what each scheme quantizes), not a DiT column that would contradict the order."""
+    (tmp_path / "results.json").write_text(json.dumps({"results": component_matrix()}), encoding="utf-8")
+    script = Path(__file__).resolve().parents[2] / "ci" / "step_summary.py"
+    proc = subprocess.run([sys.executable, "-I", "-S", str(script), str(tmp_path)], capture_output=True, text=True,
+                          cwd=tmp_path)  # -I -S: standard library only, as on a CI runner
+    assert proc.returncode == 0, proc.stderr
+    section = proc.stdout[proc.stdout.index("### Schemes of `tiny`"):]
+    assert "on stored bytes of every component and worst LPIPS" in section
+    header = next(line for line in section.splitlines() if line.startswith("| scheme"))
+    assert "| quantizes | stored weights (all components) |" in header and "stored DiT" not in header
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
+            for line in section.splitlines() if line.startswith("| `")}
+    assert list(rows) == ["`both`", "`dit-only`", "`t5-only`"]
+    at = header.split("|")[1:-1].index(" quantizes ")
+    total = sum(BF16_COMPONENTS.values())
+    both = total - BF16_COMPONENTS["dit"] // 2 - BF16_COMPONENTS[T5] // 2
+    assert rows["`both`"][at:at + 2] == [f"dit, {T5}", format_bytes(both)]
+    assert rows["`t5-only`"][at:at + 2] == [T5, format_bytes(total - BF16_COMPONENTS[T5] // 2)]
+

@@ -30,7 +30,7 @@ from quant_guard.config.schemes import FLOAT8_E4M3FN, REFERENCE, Quantization, S
 from quant_guard.judge.temporal import ClipMetrics, compare_clips
 from quant_guard.model.tiny_wan import clip, damage
 from quant_guard.model.tiny_wan.build import write_tiny_wan
-from quant_guard.model.tiny_wan.family import FAMILY
+from quant_guard.model.families.wan import FAMILY
 
 INT8 = Scheme("torchao_int8_w8a16", quantization=Quantization("torchao_int8_w8a16"))
 NOISE = 2.0  # degrade's noise fraction on block 0, as the tests'

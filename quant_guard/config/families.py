@@ -105,13 +105,19 @@ EMBEDDED: dict[str, EmbeddedCheckpoint] = {
                                      thresholds={
         "float8_e4m3fn": {"lpips": 0.006, "ssim": 0.994, "psnr": 37.5},
         "torchao_int8_w8a16": {"lpips": 0.002, "ssim": 0.996, "psnr": 39.5}}),
-    # The random-weight tiny Wan (quant_guard/model/tiny_wan/) at 64x64, 5 frames, 3 steps without CFG.
-    # Frame limits hold the worst frame; flicker and exposure flicker (pixel levels, judge/temporal.py)
-    # the clip's change from frame to frame against the golden's own (benchmarks/wan_temporal.py).
+    # The random-weight tiny Wan (quant_guard/model/tiny_wan/) at 64x64, 5 frames, 3 steps without CFG
+    # (benchmarks/wan_temporal.py --seeds 4 --frames 5). The frame limits hold each metric's worst
+    # frame and lie midway (as above) between honest and noise x2 on block 0: float8 worst 0.0005 /
+    # 0.9977 / 45.2 dB, int8 0.0003 / 0.9987 / 48.0 dB; noise mildest 0.0096 / 0.9692 / 33.2 dB. A
+    # per-frame offset of the latent (tiny_wan.damage, 0.1) stays inside them (0.0012 / 0.9957 / 41.8
+    # dB) and is caught over time: flicker and exposure flicker (pixel levels against the golden's own
+    # change from frame to frame, judge/temporal.py) midway between honest (float8 1.31 / 0.067, int8
+    # 0.95 / 0.054) and that offset's mildest (1.79 / 0.193). tLP is reported, not limited: the
+    # offset's 0.0015-0.0021 overlaps float8's 0.0007-0.0017.
     "tiny-wan": EmbeddedCheckpoint("wan", RenderDefaults(steps=3, width=64, height=64, guidance=1.0, frames=5, fps=8),
                                    thresholds={
-        "float8_e4m3fn": {"lpips": 0.003, "ssim": 0.99, "psnr": 38.5, "flicker_max": 1.8,
-                          "exposure_flicker_max": 0.12},
-        "torchao_int8_w8a16": {"lpips": 0.003, "ssim": 0.99, "psnr": 38.5, "flicker_max": 1.8,
-                               "exposure_flicker_max": 0.12}}),
+        "float8_e4m3fn": {"lpips": 0.0022, "ssim": 0.991, "psnr": 39.0, "flicker_max": 1.5,
+                          "exposure_flicker_max": 0.11},
+        "torchao_int8_w8a16": {"lpips": 0.0017, "ssim": 0.993, "psnr": 40.5, "flicker_max": 1.3,
+                               "exposure_flicker_max": 0.1}}),
 }

@@ -1,0 +1,86 @@
+"""The gate on the tiny Wan's clips, end to end through pytest: a damage that breaks only the
+clip's coherence over time (``tiny_wan.damage.latent_frame_offset``: a random offset per latent
+frame on the DiT's prediction, float8 storage otherwise) keeps every frame within the float8
+limits and fails on the temporal limit alone. (A damaged DiT file fails like every family's:
+``test_family_gate.py``.)
+
+The offset is not a weight edit (the DiT's weights act on every frame alike), so the inner run's
+conftest applies it around the render of one scheme, ``temporal-damaged``."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+PROJECT = textwrap.dedent("""
+    [tool.quant_guard]
+    golden_dir = "golden"
+    report_dir = "qg-report"
+
+    [[tool.quant_guard.checkpoints]]
+    id = "tiny-wan"
+    embedded = "tiny-wan"
+    device = "cpu"
+    schemes = ["float8_e4m3fn", { id = "temporal-damaged", storage = "float8_e4m3fn" }]
+
+    [[tool.quant_guard.cases]]
+    id = "red-circle-moving"
+    prompt = "a red circle moving from left to right on a blue background"
+    seeds = [0]
+    """)
+
+# tests/model/test_tiny_wan.py's strength: exposure flicker 0.21 against float8's 0.03 (5 frames),
+# worst frame PSNR 42.6 dB against a 38.5 dB limit (benchmarks/wan_temporal.py --frames 5)
+CONFTEST = textwrap.dedent("""
+    import pytest
+
+    from quant_guard.model.tiny_wan.damage import latent_frame_offset
+    from quant_guard.run import gate
+
+
+    @pytest.fixture(autouse=True)
+    def temporal_damage(monkeypatch):
+        render = gate._Renderer.__call__
+
+        def damaged(self, scheme):
+            if scheme.id != "temporal-damaged":
+                return render(self, scheme)
+            pipe = self._session.pipeline(self._plan.case.checkpoint, scheme)
+            with latent_frame_offset(pipe.dit, 0.1):
+                return render(self, scheme)
+
+        monkeypatch.setattr(gate._Renderer, "__call__", damaged)
+    """)
+
+FRAME_LIMITS = {"lpips", "ssim", "psnr"}
+TEMPORAL_LIMITS = {"flicker_max", "exposure_flicker_max", "tlp_max"}
+
+
+@pytest.mark.slow
+def test_a_temporal_only_damage_fails_on_the_temporal_limit_with_every_frame_within_limits(
+        pytester: pytest.Pytester, _heavy_modules: None) -> None:
+    import quant_guard.model.tiny_wan.architecture  # noqa: F401 - DiffSynth's Wan modules in the outer process
+
+    pytester.makefile(".toml", pyproject=PROJECT)
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_visual="def test_visual(qg_case, qg_gate):\n    qg_gate.check(qg_case)\n")
+    pytester.runpytest("--update-golden").assert_outcomes(passed=1, failed=1)
+    assert (pytester.path / "golden" / "tiny-wan" / "red-circle-moving-s0.png").is_file()
+    result = pytester.runpytest("-v")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*tiny-wan-float8_e4m3fn-red-circle-moving-s0* PASSED*",
+                                 "*tiny-wan-temporal-damaged-red-circle-moving-s0* FAILED*"])
+    result.stdout.fnmatch_lines(["*temporal-damaged candidate differs from the bf16 golden:*",
+                                 "*exposure flicker * > max * (threshold) FAIL*"])
+    records = {r["scheme"]: r for r in json.loads((pytester.path / "qg-report" / "results.json").read_text())["results"]}
+    for scheme, record in records.items():
+        checks = {c["key"]: c for c in record["checks"] if c["source"] == "threshold"}
+        assert FRAME_LIMITS | {"exposure_flicker_max"} <= set(checks), scheme
+        assert all(checks[key]["passed"] for key in FRAME_LIMITS), (scheme, checks)  # every frame within limits
+        temporal = record["scorecard"]["temporal"]
+        assert temporal["frames"] == 5 and len(temporal["lpips"]) == len(temporal["psnr"]) == 5
+    failed = {key for key, c in ((c["key"], c) for c in records["temporal-damaged"]["checks"]) if not c["passed"]}
+    assert failed and failed <= TEMPORAL_LIMITS, failed  # the temporal limit alone
+    assert all(c["passed"] for c in records["float8_e4m3fn"]["checks"])

@@ -449,21 +449,11 @@ def _write_images(plan: CasePlan, golden: np.ndarray, candidate: np.ndarray, gol
     images = {"golden": golden_png, "candidate": _write_report_png(plan, "candidate.png", candidate, fps),
               "diff": _write_report_png(plan, "diff.png", diff_rgb, fps)}
     if golden.ndim == 4:
+        from quant_guard.report.clip_view import contact_sheet
+
         images["sheet"] = _write_report_png(plan, "sheet.png", contact_sheet(golden, candidate, diff_rgb))
     return images
 
-
-def contact_sheet(*rows: np.ndarray) -> np.ndarray:
-    """Clips of equal shape as one image: a row per clip, a column per frame, 2 px gaps."""
-    import numpy as np
-
-    gap = 2
-    frames, height, width = rows[0].shape[:3]
-    sheet = np.full((len(rows) * (height + gap) - gap, frames * (width + gap) - gap, 3), 255, dtype=np.uint8)
-    for r, clip in enumerate(rows):
-        for t, frame in enumerate(clip):
-            sheet[r * (height + gap):r * (height + gap) + height, t * (width + gap):t * (width + gap) + width] = frame
-    return sheet
 
 
 def budget_section(checks: tuple[Any, ...]) -> str:

@@ -258,7 +258,8 @@ DEFAULT_FPS = 16  # a clip written without an fps in its sidecar
 
 
 def encode_clip(frames: np.ndarray, fps: int) -> bytes:
-    """The frames (uint8, T x H x W x 3) as one animated PNG, every frame kept exactly. Pillow merges
+    """The frames (uint8, T x H x W x 3) as one animated PNG at ``fps`` (``DEFAULT_FPS`` when not
+    positive), every frame kept exactly. Pillow merges
     a frame identical to the one before into its duration unless their disposal differs, so the
     disposal alternates (NONE, BACKGROUND): every frame is stored whole or as a delta that replaces
     (blend SOURCE), and decoding gives the frames back bit for bit (``_decode_clip``)."""
@@ -267,7 +268,7 @@ def encode_clip(frames: np.ndarray, fps: int) -> bytes:
     images = [Image.fromarray(frame, mode="RGB") for frame in frames]
     buffer = io.BytesIO()
     images[0].save(buffer, format="PNG", save_all=True, append_images=images[1:], default_image=False,
-                   duration=round(1000 / fps), loop=0, disposal=[i % 2 for i in range(len(images))], blend=0,
+                   duration=round(1000 / (fps if fps > 0 else DEFAULT_FPS)), loop=0, disposal=[i % 2 for i in range(len(images))], blend=0,
                    optimize=False, compress_level=9)
     return buffer.getvalue()
 

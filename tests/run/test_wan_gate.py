@@ -68,18 +68,16 @@ def _failed(record: dict) -> set[str]:
 @pytest.mark.slow
 def test_damage_to_the_frames_or_only_to_time_fails_the_clip_gate(pytester: pytest.Pytester, tmp_path: Path,
                                                                    _heavy_modules: None) -> None:
-    from safetensors.torch import load_file, save_file
+    from family_support import damaged_dit
 
     from quant_guard.cli import main as cli_main
     from quant_guard.model.families import embedded_family
-    from quant_guard.tools.degrade import degrade
 
     family = embedded_family("tiny-wan")
     assert family.tiny is not None
     family.pipeline_type()  # DiffSynth's Wan modules in the outer process (conftest._heavy_modules)
     family.tiny.register_with_diffsynth()
-    noisy = tmp_path / "noisy-bf16.safetensors"
-    save_file(degrade(load_file(str(family.tiny.built().dit)), "noise", strength=2.0, family=family), str(noisy))
+    noisy = damaged_dit("tiny-wan", family.tiny.built().dit, tmp_path / "noisy-bf16.safetensors", strength=2.0)
     damaged = tmp_path / "noisy-float8.safetensors"
     assert cli_main(["quantize", str(noisy), str(damaged), "--dtype", "float8_e4m3fn"]) == 0
 

@@ -61,6 +61,10 @@ def row(name: str, m: ClipMetrics) -> str:
             f"{m.exposure_flicker:6.2f}")
 
 
+def span(label: str, fmt: str, values: list[float]) -> str:
+    return f"{label} {fmt % min(values)}-{fmt % max(values)}"
+
+
 HEADER = (f"{'candidate':24s} {'LPIPS':>7s} {'worst':>9s} {'SSIM':>7s} {'worst':>7s} {'PSNR':>6s} {'worst':>6s} "
           f"{'tLP':>7s} {'flick':>6s} {'expo':>6s}")
 
@@ -116,8 +120,9 @@ def main() -> None:
             print(f"  {name:28s} {statistics.median(times) * 1000:7.1f} ms")
         print(f"\nranges over {args.seeds} seeds (what the gate's limits hold):")
         for name, runs in seen.items():
-            print(f"  {name:28s} " + "  ".join(f"{label} {fmt % min(values)}-{fmt % max(values)}" for label, fmt, values in (
-                ("LPIPS worst", "%.4f", [m.worst.lpips for m in runs]), ("SSIM worst", "%.4f", [m.worst.ssim for m in runs]),
+            print(f"  {name:28s} " + "  ".join(span(label, fmt, values) for label, fmt, values in (
+                ("LPIPS worst", "%.4f", [m.worst.lpips for m in runs]),
+                ("SSIM worst", "%.4f", [m.worst.ssim for m in runs]),
                 ("PSNR worst", "%.1f", [m.worst.psnr for m in runs]), ("flicker", "%.2f", [m.flicker for m in runs]),
                 ("exposure", "%.3f", [m.exposure_flicker for m in runs]), ("tLP", "%.4f", [m.tlp for m in runs]))))
 

@@ -1,5 +1,5 @@
-"""Render one fixed-seed image (or a video family's clip) through a DiffSynth pipeline and measure it: per-step times and
-peak memory of that render alone.
+"""Render one fixed-seed image (or a video family's clip) through a DiffSynth pipeline and measure
+it: per-step times and peak memory of that render alone.
 
 The pipeline's call keywords for a request are its model family's (``families/``, e.g. FLUX.1's
 ``embedded_guidance``).

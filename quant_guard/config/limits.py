@@ -79,8 +79,10 @@ class DriftTolerance:
 # ---- the metrics history -------------------------------------------------------------------------
 
 # name -> higher is better; the metrics a history record keeps and the alarm can watch
-# (text_cer: the text check's character error rate, only for a case with expect_text)
-METRICS: dict[str, bool] = {"lpips": False, "ssim": True, "psnr": True, "text_cer": False, "peak_memory_bytes": False,
+# (text_cer: the text check's character error rate, only for a case with expect_text; flicker and
+# exposure_flicker: a video case's, in pixel levels, quant_guard.judge.temporal)
+METRICS: dict[str, bool] = {"lpips": False, "ssim": True, "psnr": True, "text_cer": False, "flicker": False,
+                            "exposure_flicker": False, "peak_memory_bytes": False,
                             "resident_memory_bytes": False, "median_step_s": False}
 # how the metrics with a unit print
 UNIT_FORMATS: dict[str, Callable[[float], str]] = {"peak_memory_bytes": format_bytes,

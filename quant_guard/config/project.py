@@ -283,6 +283,10 @@ def _expected(t: _Table | None) -> ExpectedSettings:
         sharpness_margin=t.number("sharpness_margin", d.sharpness_margin, low=0.0, high=100.0),  # type: ignore[arg-type]
         region_margin=t.number("region_margin", d.region_margin, low=0.0, high=2.0),  # type: ignore[arg-type]
         text_cer_margin=t.number("text_cer_margin", d.text_cer_margin, low=0.0, high=1.0),  # type: ignore[arg-type]
+        flicker_margin=t.number("flicker_margin", d.flicker_margin, low=0.0, high=255.0),  # type: ignore[arg-type]
+        exposure_flicker_margin=t.number("exposure_flicker_margin", d.exposure_flicker_margin, low=0.0,  # type: ignore[arg-type]
+                                         high=255.0),
+        tlp_margin=t.number("tlp_margin", d.tlp_margin, low=0.0, high=2.0),  # type: ignore[arg-type]
     )
     t.finish()
     return result
@@ -413,7 +417,8 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
     if (r := t.sub("render")) is not None:
         size = _size(r, f"{render.width}x{render.height}")
         render = RenderDefaults(steps=r.integer("steps", render.steps, low=1), width=size[0], height=size[1],
-                                guidance=r.number("guidance", render.guidance, low=0.0, high=100.0))  # type: ignore[arg-type]
+                                guidance=r.number("guidance", render.guidance, low=0.0, high=100.0),  # type: ignore[arg-type]
+                                **_clip_settings(r, family, render))
         r.finish()
     t5_sequence_length = _t5_sequence_length(t, embedded, family)
     cpu_offload = t.get("cpu_offload", bool, False)
@@ -715,6 +720,28 @@ def _expect_text(t: _Table, checkpoints: tuple[CheckpointSpec, ...], names: tupl
             t.fail("expect_text_region", f"{region!r} (x, y, w, h) does not lie inside the {iw}x{ih} image the case "
                                          f"renders on checkpoint {spec.id!r}")
     return {"expect_text": tuple(words), "expect_text_region": (x, y, w, h)}
+
+
+# the most frames a clip may have (Wan2.1's longest example is 81; 16 GiB of uint8 frames at 1080p)
+MAX_FRAMES = 1025
+
+
+def _clip_settings(r: _Table, family: str, render: RenderDefaults) -> dict[str, int]:
+    """``frames`` and ``fps`` of a video family's ``render`` table; an image family takes neither."""
+    step = FAMILIES[family].frame_step
+    if not step:
+        for key in ("frames", "fps"):
+            if key in r.data:
+                r.fail(key, f"the {family!r} family renders images; only a video family (wan) takes {key}")
+        return {}
+    frames = r.integer("frames", render.frames, low=1)
+    if frames > MAX_FRAMES:
+        r.fail("frames", f"must be <= {MAX_FRAMES}, got {frames}")
+    if (frames - 1) % step:
+        r.fail("frames", f"a {family!r} clip has {step}k+1 frames (its VAE packs {step} frames into one latent frame "
+                         f"after the first), e.g. {frames - (frames - 1) % step} or "
+                         f"{frames - (frames - 1) % step + step}, got {frames}")
+    return {"frames": frames, "fps": r.integer("fps", render.fps, low=1)}
 
 
 def _size(t: _Table, default: str | None) -> tuple[int, int]:

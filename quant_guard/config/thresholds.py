@@ -47,7 +47,7 @@ class Limit:
 # What a reviewer looks at (the source article's stability table): each limit counts against one.
 DIMENSIONS: dict[str, str] = {
     "structure": "broken structure", "colour": "colour collapse", "sharpness": "softened detail",
-    "meaning": "meaning lost", "text": "garbled text",
+    "meaning": "meaning lost", "text": "garbled text", "temporal": "flicker",
 }
 
 LIMITS: tuple[Limit, ...] = (
@@ -70,6 +70,12 @@ LIMITS: tuple[Limit, ...] = (
           "region_margin", "lpips_factor"),
     # only for a case that sets expect_text (quant_guard.judge.text): the candidate's reading against the expected words
     Limit("text_cer_max", "text_cer", "text CER", False, 0.0, 1.0, "text", "text_cer_margin"),
+    # only for a clip (a video family; quant_guard.judge.temporal), in pixel levels: how much the
+    # candidate's change from frame to frame differs from the golden's own (per pixel; per frame mean)
+    Limit("flicker_max", "flicker", "flicker", False, 0.0, 255.0, "temporal", "flicker_margin"),
+    Limit("exposure_flicker_max", "exposure_flicker", "exposure flicker", False, 0.0, 255.0, "temporal",
+          "exposure_flicker_margin"),
+    Limit("tlp_max", "tlp", "tLP", False, 0.0, 2.0, "temporal", "tlp_margin"),
 )
 LIMITS_BY_KEY: dict[str, Limit] = {limit.key: limit for limit in LIMITS}
 LIMIT_KEYS: tuple[str, ...] = tuple(LIMITS_BY_KEY)
@@ -102,6 +108,9 @@ class Thresholds:
     structure_worst_min: float | None = None
     artifacts_max: float | None = None
     text_cer_max: float | None = None  # judged only for a case with expect_text
+    flicker_max: float | None = None  # judged only for a clip, like the two below
+    exposure_flicker_max: float | None = None
+    tlp_max: float | None = None
     meaning: str | None = None  # the semantic scorer whose verdict must hold; None or "off": none
 
     DEFAULT: ClassVar[Thresholds]
@@ -145,6 +154,9 @@ class ThresholdOverrides:
     structure_worst_min: float | None = None
     artifacts_max: float | None = None
     text_cer_max: float | None = None
+    flicker_max: float | None = None
+    exposure_flicker_max: float | None = None
+    tlp_max: float | None = None
     meaning: str | None = None
 
     def over(self, base: ThresholdOverrides) -> ThresholdOverrides:
@@ -260,3 +272,6 @@ class ExpectedSettings:
     sharpness_margin: float = 0.05  # of the sharpness ratio
     region_margin: float = 0.02  # worst-region SSIM and LPIPS (one tile moves more than the image)
     text_cer_margin: float = 0.1  # of the text CER: about one more wrong character in ten
+    flicker_margin: float = 0.3  # pixel levels (float8 on the tiny Wan: 1.3)
+    exposure_flicker_margin: float = 0.05  # pixel levels (float8 on the tiny Wan: 0.03-0.07)
+    tlp_margin: float = 0.005

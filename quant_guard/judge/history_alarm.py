@@ -25,8 +25,10 @@ class AlarmStatus(str, Enum):
 
 
 # How the alarm reads each metric (quant_guard.judge.trend_stats): errors, memory and time as ratios,
-# SSIM as its dissimilarity 1 - SSIM on a log scale, PSNR as differences in dB, the text CER as a ratio.
+# SSIM as its dissimilarity 1 - SSIM on a log scale, PSNR as differences in dB, the text CER and a
+# video's flicker as ratios.
 SCALES: dict[str, Scale] = {"lpips": Scale.LOG, "ssim": Scale.LOG_DISSIMILARITY, "psnr": Scale.DB, "text_cer": Scale.LOG,
+                            "flicker": Scale.LOG, "exposure_flicker": Scale.LOG,
                             "peak_memory_bytes": Scale.LOG, "resident_memory_bytes": Scale.LOG,
                             "median_step_s": Scale.LOG}
 

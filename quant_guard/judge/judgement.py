@@ -2,6 +2,11 @@
 the meaning check when the thresholds name a scorer) and every check of the thresholds, then of
 the expected mode when metrics were recorded.
 
+A clip (a video family's T x H x W x 3 frames) is judged the same way on its worst frames: LPIPS,
+SSIM and PSNR each at the frame where it is worst, the scorecard of the worst-LPIPS frame, and
+the temporal measures (``judge.temporal``: flicker, exposure flicker, tLP) in the scorecard, where
+their limits (``flicker_max``...) find them.
+
 One function for every caller that decides pass or fail on images: the gate (``gate._judge``
 and its drift comparison) and the sensitivity sweep (``sweep._Run.measure``), so that a limit the
 gate enforces can never be one the sweep ignores.
@@ -78,11 +83,35 @@ def compare(golden: np.ndarray, candidate: np.ndarray, limits: Thresholds, *,
     from quant_guard.judge.metrics import compare_with_maps
     from quant_guard.judge.scorecard import compute_scorecard
 
+    if golden.ndim == 4:
+        return _compare_clip(golden, candidate, limits, prompt=prompt, text=text, device=device)
     metrics, maps = compare_with_maps(golden, candidate, device=device)
     scorer = semantic_scorer(limits.scorer) if limits.scorer else None
     card = compute_scorecard(golden, candidate, prompt=prompt, scorer=scorer, lpips_map=maps.lpips,
                              ssim=(metrics.ssim, maps.ssim), pair=maps.pair, text=text)
     return metrics, card
+
+
+def _compare_clip(golden: np.ndarray, candidate: np.ndarray, limits: Thresholds, *, prompt: str,
+                  text: TextExpectation | None, device: str | None) -> tuple[ImageMetrics, Scorecard]:
+    """A clip's worst-frame metrics, and the worst-LPIPS frame's scorecard with the temporal measures."""
+    from dataclasses import replace
+
+    from quant_guard.judge.scorecard import TemporalScore
+    from quant_guard.judge.temporal import compare_clips
+
+    clip = compare_clips(golden, candidate)
+    worst = clip.worst_lpips[1]
+    _, card = compare(golden[worst], candidate[worst], limits, prompt=prompt, text=text, device=device)
+    return clip.worst, replace(card, temporal=TemporalScore.of(clip))
+
+
+def image_metrics(golden: np.ndarray, candidate: np.ndarray) -> ImageMetrics:
+    """LPIPS/SSIM/PSNR of an image, or of a clip's worst frames (a drift comparison)."""
+    from quant_guard.judge.metrics import compare_images
+    from quant_guard.judge.temporal import compare_frames
+
+    return compare_frames(golden, candidate) if golden.ndim == 4 else compare_images(golden, candidate)
 
 
 @functools.cache

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from quant_guard.judge.metrics import ImagePair
     from quant_guard.judge.semantic import MeaningScore, SemanticScorer
     from quant_guard.judge.text import TextExpectation, TextScore
+    from quant_guard.judge.temporal import ClipMetrics
 
 SATURATED_CHROMA = 20.0  # CIELAB C*ab above which a golden pixel counts as saturated (sRGB primaries: 50-134)
 MIN_SATURATED_PIXELS = 16  # fewer saturated golden pixels: no hue shift is reported
@@ -108,6 +109,27 @@ class ArtifactScore:
 
 
 @dataclass(frozen=True)
+class TemporalScore:
+    """A clip's per-frame numbers and how its change from frame to frame differs from the golden's
+    (``judge.temporal``); the rest of its scorecard is of the worst-LPIPS frame, ``worst_frame``."""
+
+    frames: int
+    worst_frame: int
+    lpips: tuple[float, ...]  # per frame, in order
+    ssim: tuple[float, ...]
+    psnr: tuple[float, ...]
+    tlp: float
+    flicker: float  # pixel levels
+    exposure_flicker: float  # pixel levels
+
+    @classmethod
+    def of(cls, clip: ClipMetrics) -> TemporalScore:
+        return cls(len(clip.frames), clip.worst_lpips[1], tuple(m.lpips for m in clip.frames),
+                   tuple(m.ssim for m in clip.frames), tuple(m.psnr for m in clip.frames), clip.tlp, clip.flicker,
+                   clip.exposure_flicker)
+
+
+@dataclass(frozen=True)
 class Scorecard:
     colour: ColourScore
     sharpness: SharpnessScore
@@ -115,6 +137,7 @@ class Scorecard:
     artifacts: ArtifactScore
     meaning: MeaningScore | None = None
     text: TextScore | None = None
+    temporal: TemporalScore | None = None  # a clip's
 
     def values(self) -> dict[str, float | None]:
         """The numbers a limit can bound (``quant_guard.config.thresholds.LIMITS``), by key; None where
@@ -128,6 +151,8 @@ class Scorecard:
             # an LPIPS limit bounds LPIPS only (images under 31 px get a pixel-difference map)
             "artifacts_worst": (a.worst.value if a.worst is not None else 0.0) if a.kind == "LPIPS" else None,
             "text_cer": self.text.cer if self.text is not None else None,
+            **({"flicker": self.temporal.flicker, "exposure_flicker": self.temporal.exposure_flicker,
+                "tlp": self.temporal.tlp} if self.temporal is not None else {}),
         }
 
     @property
@@ -166,6 +191,11 @@ class Scorecard:
             parts.append(f"meaning: {self.meaning.describe()}")
         if self.text is not None:
             parts.append(f"text: {self.text.describe(limits.get('text_cer', ''))}")
+        if (t := self.temporal) is not None:
+            parts.insert(0, f"worst frame {t.worst_frame + 1} of {t.frames}")
+            parts.append("over time: " + said("flicker", f"flicker {t.flicker:.2f}") + ", "
+                         + said("exposure_flicker", f"exposure flicker {t.exposure_flicker:.3f}") + ", "
+                         + said("tlp", f"tLP {t.tlp:.4f}") + " (pixel levels against the golden's own motion)")
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:

@@ -61,6 +61,27 @@ class ClipMetrics:
         index = min(range(len(self.frames)), key=lambda i: self.frames[i].psnr)
         return self.frames[index].psnr, index
 
+    @property
+    def worst(self) -> ImageMetrics:
+        """Each metric at its worst frame (the frames may differ): what the image limits hold."""
+        return worst_frame_metrics(self.frames)
+
+
+def worst_frame_metrics(frames: tuple[ImageMetrics, ...]) -> ImageMetrics:
+    """LPIPS, SSIM and PSNR each at the frame where it is worst."""
+    from quant_guard.config.thresholds import ImageMetrics
+
+    return ImageMetrics(lpips=max(m.lpips for m in frames), ssim=min(m.ssim for m in frames),
+                        psnr=min(m.psnr for m in frames))
+
+
+def compare_frames(golden: np.ndarray, candidate: np.ndarray) -> ImageMetrics:
+    """Each metric at its worst frame, without the temporal measures (a drift comparison)."""
+    from quant_guard.judge.metrics import compare_images
+
+    _check_clips(golden, candidate)
+    return worst_frame_metrics(tuple(compare_images(g, c) for g, c in zip(golden, candidate)))
+
 
 def _check_clips(golden: np.ndarray, candidate: np.ndarray) -> None:
     if golden.ndim != 4 or golden.shape[-1] != 3:

@@ -1,5 +1,5 @@
-"""Render one fixed-seed image through a DiffSynth pipeline and measure it: per-step times and
-peak memory of that render alone.
+"""Render one fixed-seed image (or a video family's clip) through a DiffSynth pipeline and measure
+it: per-step times and peak memory of that render alone.
 
 The pipeline's call keywords for a request are its model family's (``families/``, e.g. FLUX.1's
 ``embedded_guidance``).
@@ -57,11 +57,13 @@ class RenderRequest:
     height: int
     guidance: float
     t5_sequence_length: int
+    frames: int = 1  # a video family's clip length (``num_frames``)
+    fps: int = 0  # a clip's playback rate: recorded with its golden, never passed to the pipeline
 
 
 @dataclass(frozen=True)
 class Render:
-    image: np.ndarray  # uint8, H x W x 3
+    image: np.ndarray  # uint8, H x W x 3; a clip's first frame
     step_times_s: tuple[float, ...]
     total_s: float
     memory: MemoryStats
@@ -69,6 +71,12 @@ class Render:
     dit_weight_bytes: int  # the DiT's weights as stored while the denoising loop ran
     load_peak_rss_bytes: int | None = None  # as in RenderSummary
     component_weight_bytes: dict[str, int] = field(default_factory=dict)  # as in RenderSummary
+    frames: np.ndarray | None = None  # uint8, T x H x W x 3: a video family's clip; None for an image
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """What the golden stores and the judge compares: the clip (of 2 frames or more), else the image."""
+        return self.image if self.frames is None or len(self.frames) < 2 else self.frames
 
     def summary(self) -> RenderSummary:
         return RenderSummary(step_times_s=self.step_times_s, total_s=self.total_s, memory=self.memory,
@@ -140,18 +148,21 @@ def render(pipe: BasePipeline, request: RenderRequest, *, on_step: StepCallback 
     started = time.perf_counter()
     setattr(pipe, decode, checked_to_image)  # instance attribute shadows the method for this call
     try:
-        image = pipe(**family.call_kwargs(request), rand_device="cpu", progress_bar_cmd=timer)
+        output = pipe(**family.call_kwargs(request), rand_device="cpu", progress_bar_cmd=timer)
         synchronize()
     finally:
         delattr(pipe, decode)
     total = time.perf_counter() - started
     memory = _end_memory(cuda, start_mem)
-    array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    # a video pipeline returns its frames as a list of PIL images (vae_output_to_video)
+    frames = (np.stack([np.asarray(f.convert("RGB"), dtype=np.uint8) for f in output])
+              if isinstance(output, list) else None)
+    array = frames[0].copy() if frames is not None else np.asarray(output.convert("RGB"), dtype=np.uint8).copy()
     loaded = getattr(pipe, "qg_build_memory", None)  # set by pipelines.build_pipeline / swap_dit
     return Render(image=array, step_times_s=tuple(timer.times), total_s=total, memory=memory,
                   nonfinite_fraction=max(nonfinite, default=0.0), dit_weight_bytes=timer.dit_bytes,
                   component_weight_bytes=timer.component_bytes,
-                  load_peak_rss_bytes=getattr(loaded, "peak_bytes", None))
+                  load_peak_rss_bytes=getattr(loaded, "peak_bytes", None), frames=frames)
 
 
 @dataclass(frozen=True)

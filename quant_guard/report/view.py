@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quant_guard.report.clip_view import ClipView, clip_view
 from quant_guard.report.records import as_float, headline, is_failure
 from quant_guard.config.thresholds import DIMENSIONS, LIMITS, LIMITS_BY_KEY
 from quant_guard.config.units import format_bytes, format_seconds
@@ -96,6 +97,7 @@ class CaseView:
     scorecard: tuple[Row, ...] = ()  # one row per dimension: what was measured, its limits
     scorecard_words: str = ""  # the scorecard as a sentence
     text: TextView | None = None  # the words OCR read in golden and candidate (expect_text)
+    clip: ClipView | None = None  # a video case's sheet, player and per-frame curve
 
 
 @dataclass(frozen=True)
@@ -331,6 +333,7 @@ def case_view(record: Mapping[str, Any], artifacts: Mapping[str, Any]) -> CaseVi
         drift=_drift_rows(record.get("drift")), fingerprint=_fingerprint(record.get("fingerprint")),
         scorecard=_scorecard_rows(record), scorecard_words=str((record.get("scorecard") or {}).get("words") or ""),
         text=_text_view(record, images, width, height),
+        clip=clip_view(record, images, width, height),
     )
 
 

@@ -98,14 +98,15 @@ def render_request(vc: VisualCase, t5_sequence_length: int) -> RenderRequest:
     from quant_guard.model.render import RenderRequest
 
     return RenderRequest(prompt=vc.case.prompt, seed=vc.seed, steps=vc.steps, width=vc.width, height=vc.height,
-                         guidance=vc.guidance, t5_sequence_length=t5_sequence_length)
+                         guidance=vc.guidance, t5_sequence_length=t5_sequence_length, frames=vc.frames, fps=vc.fps)
 
 
 def golden_parameters(family: ModelFamily, request: RenderRequest,
                       checkpoint_hashes: Mapping[str, str]) -> dict[str, Any]:
     """The parameters a golden is made with (the family's: the request's fields it renders with,
     and its scheduler); any difference later makes it stale."""
-    return {**family.golden_parameters(request), "checkpoint_hashes": dict(checkpoint_hashes)}
+    clip = {"fps": request.fps} if request.frames > 1 else {}  # a clip's playback rate (not a render key)
+    return {**family.golden_parameters(request), **clip, "checkpoint_hashes": dict(checkpoint_hashes)}
 
 
 def _thresholds(session: QuantGuardSession, vc: VisualCase, marker: TestOverrides) -> Thresholds:

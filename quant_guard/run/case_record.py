@@ -33,7 +33,8 @@ def build_record(result: CaseResult, session: QuantGuardSession, *, nodeid: str,
         "id": vc.id, "checkpoint": vc.checkpoint.id, "case": vc.case.id, "seed": vc.seed,
         "prompt": vc.case.prompt, "scheme": vc.scheme.id,
         "scheme_spec": vc.scheme.as_dict(), "scheme_description": vc.scheme.describe(),
-        "render": {"steps": vc.steps, "width": vc.width, "height": vc.height, "guidance": vc.guidance},
+        "render": {"steps": vc.steps, "width": vc.width, "height": vc.height, "guidance": vc.guidance,
+                   **({"frames": vc.frames, "fps": vc.fps} if vc.frames > 1 else {})},
         "limits": to_jsonable(vc.checkpoint.limits),
     }
     for f in dataclasses.fields(result):

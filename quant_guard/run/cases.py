@@ -94,6 +94,15 @@ class VisualCase:
     def guidance(self) -> float:
         return self.checkpoint.render.guidance if self.case.guidance is None else self.case.guidance
 
+    @property
+    def frames(self) -> int:
+        """The clip's length (a video family's checkpoint); 1 for an image."""
+        return self.checkpoint.render.frames
+
+    @property
+    def fps(self) -> int:
+        return self.checkpoint.render.fps
+
 
 def expand_cases(config: QuantGuardConfig) -> list[VisualCase]:
     """Every (checkpoint, scheme, case, seed) of the configuration, in declaration order. Scheme

@@ -28,7 +28,7 @@ from quant_guard.run.case_plan import CasePlan, plan_case
 from quant_guard.run.cases import CaseResult, TestAddress, TestOverrides, UpdateRecord, Verdict, VisualCase
 from quant_guard.store.atomic import atomic_write
 from quant_guard.store.fingerprint import FieldDifference, differences, environment
-from quant_guard.store.golden import GoldenCorrupt, GoldenMissing, WriteOutcome, encode_png, stale_fields
+from quant_guard.store.golden import GoldenCorrupt, GoldenMissing, WriteOutcome, encode_clip, encode_png, stale_fields
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -114,14 +114,14 @@ def golden_for(session: QuantGuardSession, vc: VisualCase) -> tuple[Golden, Writ
     plan = plan_case(session, vc, TestOverrides())
     store = plan.store
     try:
-        golden = store.load(vc.key, width=vc.width, height=vc.height)
+        golden = store.load(vc.key, width=vc.width, height=vc.height, frames=vc.frames)
     except GoldenMissing:
         reference = _Renderer(session, plan)(REFERENCE)
         problem = _degenerate(reference)
         if problem:
             raise GoldenError(f"{vc.id}: the bf16 reference render is {problem}; no golden written") from None
-        outcome = store.write(vc.key, reference.image, _golden_metadata(plan), None)
-        return store.load(vc.key, width=vc.width, height=vc.height), outcome
+        outcome = store.write(vc.key, reference.pixels, _golden_metadata(plan), None)
+        return store.load(vc.key, width=vc.width, height=vc.height, frames=vc.frames), outcome
     except GoldenCorrupt as exc:
         raise GoldenError(f"{exc}. Re-create it with: {plan.rebaseline}") from None
     stale = stale_fields(golden.metadata, plan.golden_parameters)
@@ -186,7 +186,7 @@ def _memory_figures(device: str) -> str:
 def _check(plan: CasePlan, render: Callable[[Scheme], Render]) -> CaseResult:
     vc, store = plan.case, plan.store
     try:  # golden
-        golden = store.load(vc.key, width=vc.width, height=vc.height)
+        golden = store.load(vc.key, width=vc.width, height=vc.height, frames=vc.frames)
         recorded = store.load_expected_with_scorecard(vc.key, vc.expected_name) if plan.use_expected else None
         expected, expected_scorecard = recorded if recorded is not None else (None, None)
     except GoldenMissing as exc:
@@ -199,7 +199,7 @@ def _check(plan: CasePlan, render: Callable[[Scheme], Render]) -> CaseResult:
     candidate = render(vc.scheme)  # render
     # after the render: a deterministic checkpoint's settings are applied when its pipeline is built
     fingerprint = differences(golden.metadata.get("environment"), environment(plan.device))
-    result = _judge(plan, golden.image, candidate, expected=expected,  # judge -> verdict
+    result = _judge(plan, golden.pixels, candidate, expected=expected,  # judge -> verdict
                     expected_scorecard=expected_scorecard, golden_png=golden.png)
     if plan.reference_mode is ReferenceMode.LIVE or result.verdict is Verdict.IMAGE_FAILED:
         result = _drift_check(plan, render, golden, candidate, result, expected=expected,
@@ -216,13 +216,13 @@ def _drift_check(plan: CasePlan, render: Callable[[Scheme], Render], golden: Gol
                  fingerprint: tuple[FieldDifference, ...]) -> CaseResult:
     """Render the bf16 reference now and compare three ways (``quant_guard.judge.drift``); the verdict
     then says whether the environment drifted or the quantization regressed."""
-    from quant_guard.judge.metrics import compare_images
+    from quant_guard.judge.judgement import image_metrics
 
     reference = render(REFERENCE)
     if first.metrics is None:  # live mode on a candidate that never got metrics (degenerate, refused)
         return replace(first, reference_render=reference.summary())
-    drift_metrics = compare_images(golden.image, reference.image)
-    quantization, card = _compare(plan, reference.image, candidate.image)
+    drift_metrics = image_metrics(golden.pixels, reference.pixels)
+    quantization, card = _compare(plan, reference.pixels, candidate.pixels)
     checks = _checks(plan, quantization, card, expected, expected_scorecard)
     tolerance = plan.drift_tolerance
     check = DriftCheck(
@@ -233,7 +233,8 @@ def _drift_check(plan: CasePlan, render: Callable[[Scheme], Render], golden: Gol
         fingerprint=fingerprint, closeness=closeness_checks(quantization, tolerance, expected is not None),
         mode=plan.reference_mode)
     outcome = check.outcome
-    images = {**first.images, "reference": _write_report_png(plan, "reference.png", reference.image)}
+    images = {**first.images, "reference": _write_report_png(plan, "reference.png", reference.pixels,
+                                                             plan.case.fps)}
     section = explain(check, outcome, scheme=plan.case.scheme.id, rebaseline=plan.rebaseline)
     common: dict[str, Any] = {"drift": check, "images": images, "reference_render": reference.summary()}
     if outcome in _FAILED_AGAINST_GOLDEN:  # judged by the golden comparison: its metrics and checks stay
@@ -252,10 +253,11 @@ def _drift_check(plan: CasePlan, render: Callable[[Scheme], Render], golden: Gol
     return replace(first, verdict=Verdict.BUDGET_FAILED, reason=reason, **judged, **common)
 
 
-def _write_report_png(plan: CasePlan, name: str, image: np.ndarray) -> Path:
-    """``image`` as ``name`` in the case's folder of the report directory."""
+def _write_report_png(plan: CasePlan, name: str, image: np.ndarray, fps: int = 0) -> Path:
+    """``image`` (or a clip, as an animated PNG at ``fps``) as ``name`` in the case's folder of the
+    report directory."""
     plan.report_folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(plan.report_folder / name, encode_png(image))
+    atomic_write(plan.report_folder / name, encode_png(image) if image.ndim == 3 else encode_clip(image, fps))
     return plan.report_folder / name
 
 
@@ -277,21 +279,21 @@ def _update(plan: CasePlan, render: Callable[[Scheme], Render]) -> tuple[CaseRes
     # not recorded, expected metrics recorded earlier for an unchanged golden stay, and the
     # summary line says how many were withheld (pytest-regressions' --force-regen also writes
     # and fails; here the run fails and the failing numbers are not adopted).
-    result = _judge(plan, reference.image, candidate, expected=None, expected_scorecard=None,
+    result = _judge(plan, reference.pixels, candidate, expected=None, expected_scorecard=None,
                     golden_png=store.png_path(vc.key), reference=reference)
     image_ok = _image_ok(result)
-    kept = None if plan.force else _within_drift(plan, reference.image, metadata)
+    kept = None if plan.force else _within_drift(plan, reference.pixels, metadata)
     expected: UpdateRecord = UpdateRecord()
     dropped: tuple[str, ...] = ()
     if kept is not None:
         # the golden stays as it is; the expected metrics are measured against it
         if image_ok:
-            metrics, card = _compare(plan, kept.image, candidate.image)
+            metrics, card = _compare(plan, kept.pixels, candidate.pixels)
             expected = _record_expected(plan, metrics, card)
         outcome = WriteOutcome.WITHIN_DRIFT
     else:
         before = store.expected_paths(vc.key)
-        outcome = store.write(vc.key, reference.image, metadata, None, force=plan.force)
+        outcome = store.write(vc.key, reference.pixels, metadata, None, force=plan.force)
         dropped = tuple(display_path(p) for p in before if not p.exists())
         if image_ok and result.metrics is not None:
             expected = _record_expected(plan, result.metrics, result.scorecard)
@@ -306,9 +308,9 @@ def _update_expected(plan: CasePlan, render: Callable[[Scheme], Render]) -> tupl
     """--update-golden for another scheme of a case whose golden this run has rendered already:
     only the candidate renders, and its metrics against that golden become its expected ones."""
     vc = plan.case
-    golden = plan.store.load(vc.key, width=vc.width, height=vc.height)
+    golden = plan.store.load(vc.key, width=vc.width, height=vc.height, frames=vc.frames)
     candidate = render(vc.scheme)
-    result = _judge(plan, golden.image, candidate, expected=None, expected_scorecard=None, golden_png=golden.png)
+    result = _judge(plan, golden.pixels, candidate, expected=None, expected_scorecard=None, golden_png=golden.png)
     if not _image_ok(result):
         return (replace(result, reason=f"{result.reason}\nthis failing candidate's metrics were not recorded as "
                                        "expected"), UpdateRecord(expected="withheld"))
@@ -354,17 +356,17 @@ def _within_drift(plan: CasePlan, image: np.ndarray, metadata: dict[str, Any]) -
     parameters, pixels not identical but close): rewriting it would only churn."""
     import numpy as np
 
-    from quant_guard.judge.metrics import compare_images
+    from quant_guard.judge.judgement import image_metrics
     from quant_guard.store.golden import GoldenError
 
     vc = plan.case
     try:
-        golden = plan.store.load(vc.key, width=vc.width, height=vc.height)
+        golden = plan.store.load(vc.key, width=vc.width, height=vc.height, frames=vc.frames)
     except GoldenError:
         return None
-    if stale_fields(golden.metadata, metadata) or np.array_equal(golden.image, image):
+    if stale_fields(golden.metadata, metadata) or np.array_equal(golden.pixels, image):
         return None  # stale: a real change; identical: the store reports it unchanged itself
-    return golden if within_tolerance(plan.drift_tolerance, compare_images(golden.image, image)) else None
+    return golden if within_tolerance(plan.drift_tolerance, image_metrics(golden.pixels, image)) else None
 
 
 # ---- judging a render ----------------------------------------------------------------------------
@@ -372,9 +374,9 @@ def _within_drift(plan: CasePlan, image: np.ndarray, metadata: dict[str, Any]) -
 def _degenerate(r: Render) -> str | None:
     if r.nonfinite_fraction > 0:
         return f"not finite ({r.nonfinite_fraction:.1%} of the VAE output is NaN/Inf)"
-    span = int(r.image.max()) - int(r.image.min())
+    span = int(r.pixels.max()) - int(r.pixels.min())
     if span < MIN_DYNAMIC_RANGE:
-        return f"constant (all pixels within {span} levels of {int(r.image.min())})"
+        return f"constant (all pixels within {span} levels of {int(r.pixels.min())})"
     return None
 
 
@@ -388,13 +390,13 @@ def _judge(plan: CasePlan, golden: np.ndarray, candidate: Render, *, expected: I
         return CaseResult(vc, Verdict.ERROR, plan.step_time_refusal, candidate_render=summary)
     common: dict[str, Any] = {"candidate_render": summary, "memory_plan": plan.memory_plan,
                               "reference_render": reference.summary() if reference is not None else None,
-                              "images": _write_images(plan, golden, candidate.image, golden_png),
+                              "images": _write_images(plan, golden, candidate.pixels, golden_png),
                               "budget_checks": tuple(check_budget(summary, plan.budget))}
     problem = _degenerate(candidate)
     if problem:
         return CaseResult(vc, Verdict.DEGENERATE, f"degenerate candidate output: {problem}\n"
                           + _paths(common["images"]), **common)
-    judgement = judge(golden, candidate.image, plan.thresholds, prompt=vc.case.prompt,
+    judgement = judge(golden, candidate.pixels, plan.thresholds, prompt=vc.case.prompt,
                       expected=expected, expected_scorecard=expected_scorecard, settings=plan.expected,
                       text=text_expectation(vc),
                       device=plan.judge_device)
@@ -437,13 +439,21 @@ def text_expectation(vc: VisualCase) -> TextExpectation | None:
 
 def _write_images(plan: CasePlan, golden: np.ndarray, candidate: np.ndarray, golden_png: Path) -> dict[str, Path]:
     """The candidate and an amplified difference (x4, max over channels) in the report
-    directory, for every case: the report shows passing cases too."""
+    directory, for every case: the report shows passing cases too. A clip's are animated PNGs,
+    with a contact sheet (golden, candidate and difference rows, one column per frame)."""
     import numpy as np
 
-    diff = np.abs(golden.astype(np.int16) - candidate.astype(np.int16)).max(axis=2)
-    diff_rgb = np.repeat(np.clip(diff * 4, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
-    return {"golden": golden_png, "candidate": _write_report_png(plan, "candidate.png", candidate),
-            "diff": _write_report_png(plan, "diff.png", diff_rgb)}
+    diff = np.abs(golden.astype(np.int16) - candidate.astype(np.int16)).max(axis=-1)
+    diff_rgb = np.repeat(np.clip(diff * 4, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    fps = plan.case.fps
+    images = {"golden": golden_png, "candidate": _write_report_png(plan, "candidate.png", candidate, fps),
+              "diff": _write_report_png(plan, "diff.png", diff_rgb, fps)}
+    if golden.ndim == 4:
+        from quant_guard.report.clip_view import contact_sheet
+
+        images["sheet"] = _write_report_png(plan, "sheet.png", contact_sheet(golden, candidate, diff_rgb))
+    return images
+
 
 
 def budget_section(checks: tuple[Any, ...]) -> str:

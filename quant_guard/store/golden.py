@@ -1,5 +1,5 @@
 """The golden store: ``<golden_dir>/<checkpoint-id>/<case-id>-s<seed>.png`` (the bf16 reference
-image), a ``.json`` sidecar saying how it was made, and a ``.expected.yml`` with the candidate's
+image, or a video family's bf16 clip as an animated PNG: see ``encode_clip``), a ``.json`` sidecar saying how it was made, and a ``.expected.yml`` with the candidate's
 metrics at the time (written in pytest-regressions' ``data_regression`` YAML format).
 
 Every write goes to a temporary file in the same folder and is renamed into place, so an
@@ -36,7 +36,7 @@ SIDECAR_VERSION = 1
 SCORECARD_KEY = "scorecard"  # in the expected-metrics file: the scorecard numbers recorded with them
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Recorded render parameters: a difference in any of these makes a golden stale.
-RENDER_KEYS = ("prompt", "seed", "steps", "width", "height", "guidance", "t5_sequence_length",
+RENDER_KEYS = ("prompt", "seed", "steps", "width", "height", "guidance", "t5_sequence_length", "frames",
                "scheduler", "checkpoint_hashes")
 
 
@@ -73,9 +73,15 @@ class GoldenKey:
 
 @dataclass(frozen=True)
 class Golden:
-    image: np.ndarray
+    image: np.ndarray  # a clip's first frame
     metadata: dict[str, Any]
     png: Path
+    frames: np.ndarray | None = None  # uint8, T x H x W x 3: a clip's frames; None for an image
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """What a candidate is judged against: the clip (of 2 frames or more), else the image."""
+        return self.image if self.frames is None else self.frames
 
 
 class GoldenStore:
@@ -119,7 +125,8 @@ class GoldenStore:
 
     # ---- reading ----------------------------------------------------------------------------
 
-    def load(self, key: GoldenKey, *, width: int, height: int) -> Golden:
+    def load(self, key: GoldenKey, *, width: int, height: int, frames: int = 1) -> Golden:
+        """The golden image, or with ``frames`` > 1 the golden clip of that many frames."""
         png, sidecar = self.png_path(key), self.sidecar_path(key)
         if not png.exists():
             raise GoldenMissing(f"no golden image {png}")
@@ -127,14 +134,16 @@ class GoldenStore:
             data = png.read_bytes()
         except OSError as exc:  # a folder in its place, no permission, ...
             raise GoldenCorrupt(f"golden {png} cannot be read ({exc})") from None
-        image = _decode_png(data, png, size=(width, height))  # first: a truncated file is named as such
+        # first: a truncated file is named as such
+        clip = _decode_clip(data, png, (width, height), frames) if frames > 1 else None
+        image = clip[0] if clip is not None else _decode_png(data, png, size=(width, height))
         if image.shape != (height, width, 3):
             raise GoldenCorrupt(f"golden {png} is {image.shape[1]}x{image.shape[0]}, the case renders {width}x{height}")
         metadata = _read_sidecar(sidecar)
         if metadata.get("image_sha256") != hashlib.sha256(data).hexdigest():
             raise GoldenCorrupt(f"golden {png} does not match its sidecar {sidecar.name} (sha256 differs): "
                                 "the PNG was changed or an update was interrupted")
-        return Golden(image=image, metadata=metadata, png=png)
+        return Golden(image=image, metadata=metadata, png=png, frames=clip)
 
     def write_expected(self, key: GoldenKey, expected: ImageMetrics,
                        scorecard: Mapping[str, float | None] | None = None, scheme: str | None = None) -> None:
@@ -179,14 +188,14 @@ class GoldenStore:
 
     # ---- writing ----------------------------------------------------------------------------
 
-    def write(self, key: GoldenKey, image: np.ndarray, metadata: dict[str, Any],
+    def write(self, key: GoldenKey, image: np.ndarray, metadata: dict[str, Any],  # image: or T x H x W x 3
               expected: ImageMetrics | None, *, scheme: str | None = None, force: bool = False,
               expected_scorecard: Mapping[str, float | None] | None = None) -> WriteOutcome:
         """Write the golden, its sidecar and the ``scheme``'s expected metrics. UNCHANGED (nothing rewritten, the
         original date kept) when the pixels and render parameters are what is stored already,
         unless ``force``."""
         png, sidecar = self.png_path(key), self.sidecar_path(key)
-        data = encode_png(image)
+        data = encode_png(image) if image.ndim == 3 else encode_clip(image, metadata.get("fps") or DEFAULT_FPS)
         metadata = {**metadata, "sidecar_version": SIDECAR_VERSION,
                     "image_sha256": hashlib.sha256(data).hexdigest()}
         outcome = WriteOutcome.CREATED
@@ -241,16 +250,68 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+# A clip's golden is ONE animated PNG (APNG) rather than a folder of frame PNGs: one file keeps
+# the store's one-file-plus-sidecar shape (one sha256, one atomic rename, no half-written folder to
+# detect), lossless like a PNG, and a browser plays it in a plain <img> (the report's player). Its
+# first frame is what an APNG-blind viewer shows.
+DEFAULT_FPS = 16  # a clip written without an fps in its sidecar
+
+
+def encode_clip(frames: np.ndarray, fps: int) -> bytes:
+    """The frames (uint8, T x H x W x 3) as one animated PNG at ``fps`` (``DEFAULT_FPS`` when not
+    positive), every frame kept exactly. Pillow merges
+    a frame identical to the one before into its duration unless their disposal differs, so the
+    disposal alternates (NONE, BACKGROUND): every frame is stored whole or as a delta that replaces
+    (blend SOURCE), and decoding gives the frames back bit for bit (``_decode_clip``)."""
+    from PIL import Image
+
+    images = [Image.fromarray(frame, mode="RGB") for frame in frames]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="PNG", save_all=True, append_images=images[1:], default_image=False,
+                   duration=round(1000 / (fps if fps > 0 else DEFAULT_FPS)), loop=0, disposal=[i % 2 for i in range(len(images))], blend=0,
+                   optimize=False, compress_level=9)
+    return buffer.getvalue()
+
+
+def _decode_clip(data: bytes, path: Path, size: tuple[int, int], frames: int) -> np.ndarray:
+    """A golden clip's frames; the size, then the frame count are checked before the pixels."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    _check_png_size(data, path, size)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != "PNG":
+                raise GoldenCorrupt(f"golden {path} is a {img.format} file, not an animated PNG")
+            count = getattr(img, "n_frames", 1)
+            if count != frames:
+                raise GoldenCorrupt(f"golden {path} has {count} frame{'s' if count != 1 else ''}, the case renders "
+                                    f"{frames}")
+            out = []
+            for index in range(count):
+                img.seek(index)
+                out.append(np.asarray(img.convert("RGB"), dtype=np.uint8))
+            return np.stack(out)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise GoldenCorrupt(f"golden {path} cannot be decoded ({exc}); it is truncated or corrupt") from None
+
+
+def _check_png_size(data: bytes, path: Path, size: tuple[int, int]) -> None:
+    """Refuse a wrong-size file (a decompression bomb included) from its header, before any pixel."""
+    if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        declared = struct.unpack(">II", data[16:24])
+        if declared != size:
+            raise GoldenCorrupt(f"golden {path} is {declared[0]}x{declared[1]}, the case renders {size[0]}x{size[1]}")
+
+
 def _decode_png(data: bytes, path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode a golden PNG; ``size`` (width, height) is checked from the header first, so a
     wrong-size file (a decompression bomb included) is refused before any pixel is decoded."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    if size is not None and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
-        declared = struct.unpack(">II", data[16:24])
-        if declared != size:
-            raise GoldenCorrupt(f"golden {path} is {declared[0]}x{declared[1]}, the case renders {size[0]}x{size[1]}")
+    if size is not None:
+        _check_png_size(data, path, size)
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.format != "PNG":

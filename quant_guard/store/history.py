@@ -164,6 +164,8 @@ def from_result(record: Mapping[str, Any], run: RunInfo) -> HistoryRecord:
         case=str(record.get("case")), seed=int(record.get("seed") or 0), verdict=str(record.get("verdict")),
         metrics={"lpips": _number(metrics.get("lpips")), "ssim": _number(metrics.get("ssim")),
                  "psnr": _number(metrics.get("psnr")), "text_cer": _number(_text(record).get("cer")),
+                 "flicker": _number(_temporal(record).get("flicker")),
+                 "exposure_flicker": _number(_temporal(record).get("exposure_flicker")),
                  "peak_memory_bytes": _number(memory.get("peak_bytes")),
                  "resident_memory_bytes": _number(memory.get("at_start_bytes")),
                  "median_step_s": statistics.median(steps) if steps else None},
@@ -186,7 +188,15 @@ def _text(record: Mapping[str, Any]) -> Mapping[str, Any]:
     return text if isinstance(text, Mapping) else {}
 
 
-_CHECK_METRICS = {"LPIPS": "lpips", "SSIM": "ssim", "PSNR": "psnr", "text CER": "text_cer"}
+def _temporal(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A video case's temporal numbers (its scorecard's ``temporal``); empty for an image."""
+    card = record.get("scorecard")
+    temporal = card.get("temporal") if isinstance(card, Mapping) else None
+    return temporal if isinstance(temporal, Mapping) else {}
+
+
+_CHECK_METRICS = {"LPIPS": "lpips", "SSIM": "ssim", "PSNR": "psnr", "text CER": "text_cer", "flicker": "flicker",
+                  "exposure flicker": "exposure_flicker"}
 
 
 def _limits_of(record: Mapping[str, Any]) -> dict[str, float | None]:

@@ -77,7 +77,7 @@ CONFIG_FAULTS = [
      "tool.quant_guard.checkpoints[[]0[]].devise: unknown key; did you mean 'device'? (known keys*"),
     ('d["thresholds"]["lpip"] = 0.1',
      "tool.quant_guard.thresholds.lpip: unknown key; did you mean 'lpips'? (known keys here: artifacts_max, colour_delta_e_mean, *lpips, "
-     "meaning, psnr, *ssim, structure_worst_min, text_cer_max)"),
+     "meaning, psnr, *ssim, structure_worst_min, text_cer_max, tlp_max)"),
     ('d["thresholds"]["colour_delta_e_p95"] = -1',
      "tool.quant_guard.thresholds.colour_delta_e_p95: must be between 0.0 and 200.0, got -1"),
     ('d["thresholds"]["sharpness_min"] = "0.9"', "tool.quant_guard.thresholds.sharpness_min: must be int or float, got str '0.9'"),

@@ -54,7 +54,7 @@ def test_an_embedded_tiny_brings_its_family_and_render_settings(embedded: str, f
 
 @pytest.mark.parametrize(("table", "message"), [
     ({"family": "sdxl", "components": ONE_ENCODER},
-     "*checkpoints[[]0[]].family: unknown model family 'sdxl'; known: flux, qwen-image, z-image, flux2"),
+     "*checkpoints[[]0[]].family: unknown model family 'sdxl'; known: flux, qwen-image, z-image, flux2, wan"),
     ({"family": 3, "components": ONE_ENCODER}, "*checkpoints[[]0[]].family: must be str*"),
     ({"family": "qwen-image", "components": {**ONE_ENCODER, "text_encoder_t5": "t5.safetensors"}},
      "*components.text_encoder_t5: unknown key*the 'qwen-image' family's components are dit, text_encoder, vae, "
@@ -76,4 +76,31 @@ def test_family_mistakes_name_the_file_and_the_key(table: dict[str, Any], messag
     assert str(error.value).startswith(str(FILE))
     from fnmatch import fnmatch
 
+    assert fnmatch(str(error.value), message), str(error.value)
+
+
+def test_a_video_checkpoint_takes_frames_and_fps_in_its_render_table() -> None:
+    spec = _checkpoint(family="wan", components=ONE_ENCODER, render={"frames": 33, "fps": 16, "size": "832x480"})
+    assert (spec.render.frames, spec.render.fps, spec.render.width, spec.render.height) == (33, 16, 832, 480)
+    # left out: the family's defaults (DiffSynth's Wan2.1 example), or the embedded tiny's
+    assert (_checkpoint(family="wan", components=ONE_ENCODER).render.frames, FAMILIES["wan"].render.fps) == (81, 15)
+    assert _checkpoint(embedded="tiny-wan", render={"steps": 2}).render.frames == EMBEDDED["tiny-wan"].render.frames
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"family": "wan", "components": ONE_ENCODER, "render": {"frames": 6}},
+     "*checkpoints[[]0[]].render.frames: a 'wan' clip has 4k+1 frames (its VAE packs 4 frames into one latent frame "
+     "after the first), e.g. 5 or 9, got 6"),
+    ({"family": "wan", "components": ONE_ENCODER, "render": {"frames": 0}}, "*render.frames: must be >= 1, got 0"),
+    ({"family": "wan", "components": ONE_ENCODER, "render": {"fps": 0}}, "*render.fps: must be >= 1, got 0"),
+    ({"family": "wan", "components": ONE_ENCODER, "render": {"frames": "81"}}, "*render.frames: must be int*"),
+    ({"family": "z-image", "components": ONE_ENCODER, "render": {"frames": 5}},
+     "*render.frames: the 'z-image' family renders images; only a video family (wan) takes frames"),
+    ({"embedded": "tiny", "render": {"fps": 8}}, "*render.fps: the 'flux' family renders images*"),
+])
+def test_clip_settings_mistakes_name_the_key(table: dict[str, Any], message: str) -> None:
+    from fnmatch import fnmatch
+
+    with pytest.raises(ConfigError) as error:
+        _checkpoint(**table)
     assert fnmatch(str(error.value), message), str(error.value)

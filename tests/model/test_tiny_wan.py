@@ -2,7 +2,7 @@
 the tiny classes, DiffSynth's own ``WanVideoPipeline`` renders a clip on a CPU, its DiT can be stored
 in float8 and quantized by a ``diffsynth.core.quant`` method (and really is: the scheme check), and
 a damaged DiT moves the frames far more than float8 does. Built the product's way
-(``build_pipeline``) with the draft family registered for the build (``tiny_wan.clip``)."""
+(``build_pipeline`` of the registered ``wan`` family, through ``tiny_wan.clip``)."""
 
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ def test_a_damaged_dit_moves_the_frames_far_more_than_float8(files: Any, bf16: t
     from safetensors.torch import load_file, save_file
 
     from quant_guard.model.tiny_wan import clip
-    from quant_guard.model.tiny_wan.family import FAMILY
+    from quant_guard.model.families.wan import FAMILY
     from quant_guard.tools.degrade import degrade
 
     dit = tmp_path / "damaged.safetensors"
@@ -218,7 +218,7 @@ def test_a_damaged_dit_moves_the_frames_far_more_than_float8(files: Any, bf16: t
     assert min(m.psnr for m in broken) < min(m.psnr for m in honest) - 6, (honest, broken)
 
 
-def test_the_draft_family_groups_and_names_every_dit_linear() -> None:
+def test_the_wan_family_groups_and_names_every_dit_linear() -> None:
     """The sweep's layer groups of a Wan DiT (``family.py``'s ``layer_naming``): every linear in a
     block role or a named outside group, none left as "other", each with its diffusers
     (``WanTransformer3DModel``) name; block lists as the diffusers converter has them."""
@@ -226,7 +226,7 @@ def test_the_draft_family_groups_and_names_every_dit_linear() -> None:
 
     from quant_guard.model.layer_groups import diffusers_name, diffusers_patterns, group_layers
     from quant_guard.model.tiny_wan.architecture import SIZES, build_dit
-    from quant_guard.model.tiny_wan.family import FAMILY
+    from quant_guard.model.families.wan import FAMILY
 
     with torch.device("meta"):
         names = [n for n, m in build_dit().named_modules() if isinstance(m, torch.nn.Linear)]
@@ -244,12 +244,12 @@ def test_the_draft_family_groups_and_names_every_dit_linear() -> None:
 
 
 def test_every_degrade_kind_finds_its_tensors_in_the_tiny_wan_files(files: Any) -> None:
-    """``quant-guard degrade`` through the draft family's ``DamageTargets``: each kind changes the
+    """``quant-guard degrade`` through the wan family's ``DamageTargets``: each kind changes the
     DiT file (the VAE's for colour-cast, the text encoder's for text-encoder-noise) and only what it names."""
     import torch
     from safetensors.torch import load_file
 
-    from quant_guard.model.tiny_wan.family import FAMILY
+    from quant_guard.model.families.wan import FAMILY
     from quant_guard.tools.degrade import Degradation, degrade
 
     dit, vae, text = load_file(str(files.dit)), load_file(str(files.vae)), load_file(str(files.text_encoder))
@@ -282,7 +282,7 @@ def test_two_dit_files_load_as_dit_and_dit2_and_the_loop_switches_at_the_boundar
     from quant_guard.model.scheme_check import inventory
     from quant_guard.model.tiny_wan import clip
     from quant_guard.model.tiny_wan.build import write_tiny_wan
-    from quant_guard.model.tiny_wan.family import FAMILY
+    from quant_guard.model.families.wan import FAMILY
 
     prepare_diffsynth(FAMILY)
     low_noise = write_tiny_wan(tmp_path / "low", seed=1).dit

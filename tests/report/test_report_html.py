@@ -113,9 +113,9 @@ def test_view_puts_failures_first_and_summarizes_seeds() -> None:
     (table,) = view.tables
     circle, square = table.spread
     # anomalies per dimension: LPIPS/SSIM/PSNR count as structure; no scorecard limit, no other column
-    assert [c.text for c in circle.cells] == ["circle", "2", "1 of 2", "1 of 2", "–", "–", "–", "–", "0.0450 (0.0800)",
-                                              "0.9000", "25.00 dB", "s1"]
-    assert circle.failed and not square.failed and square.cells[10].text == "∞ dB"
+    assert [c.text for c in circle.cells] == ["circle", "2", "1 of 2", "1 of 2", "–", "–", "–", "–", "–",
+                                              "0.0450 (0.0800)", "0.9000", "25.00 dB", "s1"]
+    assert circle.failed and not square.failed and square.cells[11].text == "∞ dB"
     assert [c.ok for c in table.rows[1].cells[2:5]] == [False, False, False]
 
 

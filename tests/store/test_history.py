@@ -117,8 +117,8 @@ def test_from_result_takes_metrics_memory_step_time_and_the_fingerprint() -> Non
                                    "memory": {"kind": "cpu-rss", "peak_bytes": 1000, "at_start_bytes": 800}},
               "environment": {**ENV_A, "python": "3.11.9", "checkpoint_hashes": {"dit": "abc"}}}
     got = h.from_result(result, run_info(3))
-    assert got.metrics == {"lpips": 0.02, "ssim": 0.95, "psnr": float("inf"), "text_cer": None,
-                           "peak_memory_bytes": 1000.0, "resident_memory_bytes": 800.0, "median_step_s": 0.3}
+    assert got.metrics == {"lpips": 0.02, "ssim": 0.95, "psnr": float("inf"), "text_cer": None, "flicker": None,
+                           "exposure_flicker": None, "peak_memory_bytes": 1000.0, "resident_memory_bytes": 800.0, "median_step_s": 0.3}
     assert got.environment == ENV_A and got.env_hash == h.environment_hash(ENV_A)
     assert got.run_id == "run03" and got.test_id == "tiny-red-circle-s0"
 
@@ -132,6 +132,20 @@ def test_from_result_keeps_the_text_cer_and_its_limit_of_a_case_that_expects_tex
     got = h.from_result(result, run_info(1))
     assert got.value("text_cer") == 0.4444 and got.limits["text_cer"] == 0.3
     assert h.from_result({**result, "scorecard": {}}, run_info(1)).value("text_cer") is None
+
+
+def test_from_result_keeps_a_video_cases_flicker_and_its_limits() -> None:
+    result = {"id": "tiny-wan-clip-s0", "checkpoint": "tiny-wan", "case": "clip", "seed": 0, "verdict": "image-failed",
+              "metrics": {"lpips": 0.001, "ssim": 0.996, "psnr": 42.0},
+              "scorecard": {"temporal": {"frames": 5, "flicker": 1.85, "exposure_flicker": 0.2, "tlp": 0.002}},
+              "checks": [{"metric": "exposure flicker", "key": "exposure_flicker_max", "value": 0.2, "limit": 0.11,
+                          "source": "threshold", "passed": False},
+                         {"metric": "flicker", "key": "flicker_max", "value": 1.85, "limit": 1.5,
+                          "source": "threshold", "passed": False}]}
+    got = h.from_result(result, run_info(1))
+    assert (got.value("flicker"), got.value("exposure_flicker")) == (1.85, 0.2)
+    assert (got.limits["flicker"], got.limits["exposure_flicker"]) == (1.5, 0.11)
+    assert h.from_result({**result, "scorecard": {}}, run_info(1)).value("flicker") is None
 
 
 def _drift_checked(golden: dict[str, float], now: dict[str, float]) -> dict:

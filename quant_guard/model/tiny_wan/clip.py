@@ -1,12 +1,10 @@
-"""Build and render the tiny Wan checkpoint the product's way while its family is a draft: the
-draft ``FAMILY`` is added to the model-family registry for the length of a ``with`` block, so
-``model.pipelines.build_pipeline`` (memory plan, float8 storage or a ``diffsynth.core.quant``
-method, the scheme check) builds the real ``WanVideoPipeline``. Removed when the family is
-registered (the lead's integration)."""
+"""Build and render the tiny Wan checkpoint outside the gate (its tests and
+``benchmarks/wan_temporal.py``): ``model.pipelines.build_pipeline`` (memory plan, float8 storage or a
+``diffsynth.core.quant`` method, the scheme check) builds the real ``WanVideoPipeline``, and a clip
+comes back with each step's wall time."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,23 +24,6 @@ FRAMES = 5  # num_frames must be 4k+1 (time_division_factor 4, remainder 1): 5 f
 STEPS = 3
 
 
-@contextlib.contextmanager
-def draft_registered() -> Iterator[None]:
-    """The draft Wan family in the registry (``families.families()``'s cached dict) meanwhile."""
-    from quant_guard.model.families import families
-    from quant_guard.model.tiny_wan.family import FAMILY
-
-    known = families()
-    added = FAMILY.name not in known
-    if added:
-        known[FAMILY.name] = FAMILY
-    try:
-        yield
-    finally:
-        if added:
-            known.pop(FAMILY.name, None)
-
-
 def resolved(files: TinyFamilyFiles, dit: Path | None = None, scheme_id: str | None = None) -> ResolvedCheckpoint:
     """The tiny checkpoint as ``build_pipeline`` takes one; ``dit`` replaces scheme ``scheme_id``'s DiT."""
     from quant_guard.model.checkpoints import ResolvedCheckpoint
@@ -55,8 +36,7 @@ def build(files: TinyFamilyFiles, scheme: Scheme, *, dit: Path | None = None, de
     """``build_pipeline`` of the tiny Wan with its DiT (or ``dit``) in ``scheme``; the scheme check has run."""
     from quant_guard.model.pipelines import build_pipeline
 
-    with draft_registered():
-        return build_pipeline(resolved(files, dit, scheme.id), scheme, device)
+    return build_pipeline(resolved(files, dit, scheme.id), scheme, device)
 
 
 @dataclass(frozen=True)

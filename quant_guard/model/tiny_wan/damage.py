@@ -1,7 +1,7 @@
 """Damage that breaks only the temporal coherence of a Wan clip, applied to a built pipeline's DiT
 for the length of a ``with`` block (the benchmark's and the tests' proof that temporal metrics see
 what per-frame metrics miss). Weight damage (``quant-guard degrade``) works on the DiT file through
-the draft family's ``DamageTargets`` instead.
+the wan family's ``DamageTargets`` instead.
 
 - ``time_position_jitter``: each latent frame's position on the DiT's temporal RoPE axis moves by
   a random offset (``dit.freqs[0]``, the time third of the 3D RoPE, read by

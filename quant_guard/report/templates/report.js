@@ -25,3 +25,40 @@
     setSplit(figure, range.value);
   });
 })();
+// A clip's player: golden, candidate and difference are windows onto one contact sheet, moved to
+// the same frame together; play steps through at the clip's fps; the curve's cursor follows.
+(function () {
+  "use strict";
+  Array.prototype.forEach.call(document.querySelectorAll("[data-qg-clip]"), function (clip) {
+    var frames = Number(clip.getAttribute("data-frames"));
+    var step = Number(clip.getAttribute("data-step"));
+    var fps = Number(clip.getAttribute("data-fps")) || 8;
+    var range = clip.querySelector("input[type=range]");
+    var output = clip.querySelector("[data-qg-frame]");
+    var cursor = clip.querySelector("line.cursor");
+    var xs = cursor ? cursor.getAttribute("data-xs").split(" ").map(Number) : [];
+    var play = clip.querySelector("[data-qg-play]");
+    var timer = null;
+    function show(frame) {
+      frame = ((Math.round(Number(frame)) % frames) + frames) % frames;
+      range.value = String(frame);
+      Array.prototype.forEach.call(clip.querySelectorAll(".clip-window"), function (w) {
+        w.style.backgroundPosition = "-" + (frame * step) + "px -" + w.getAttribute("data-y") + "px";
+        w.setAttribute("data-frame", String(frame));
+      });
+      output.textContent = "frame " + (frame + 1) + " of " + frames;
+      if (cursor && xs.length === frames) { cursor.setAttribute("x1", xs[frame]); cursor.setAttribute("x2", xs[frame]); }
+    }
+    function stop() { if (timer !== null) { clearInterval(timer); timer = null; } play.textContent = "play"; }
+    range.addEventListener("input", function () { stop(); show(range.value); });
+    clip.querySelector("[data-qg-worst]").addEventListener("click", function () {
+      stop(); show(clip.getAttribute("data-worst"));
+    });
+    play.addEventListener("click", function () {
+      if (timer !== null) { stop(); return; }
+      play.textContent = "pause";
+      timer = setInterval(function () { show(Number(range.value) + 1); }, 1000 / fps);
+    });
+    show(range.value);
+  });
+})();

@@ -1,24 +1,11 @@
-"""DRAFT model family for Wan video (DiffSynth's ``WanVideoPipeline``), NOT registered: it lives in
-the tiny package until the gate can render video; the lead moves it to ``model/families/`` together
-with an entry in ``config/families.py`` (the two must stay in step). Every answer is read from
-DiffSynth 2.1.12's sources; ``tiny_wan/FACTS.md`` cites each one.
+"""Wan video (DiffSynth's ``WanVideoPipeline``): text-to-video with a 3D-RoPE DiT, the umT5 text
+encoder and Wan's causal video VAE (4 frames into one latent frame after the first, so a clip has
+4k+1 frames: ``config.families.FAMILIES["wan"].frame_step``). A render returns the frames
+(``model.render.Render.frames``); goldens are lossless animated PNGs (``store.golden``). Every
+answer is read from DiffSynth 2.1.12's sources; ``quant_guard/model/tiny_wan/FACTS.md`` cites each one.
 
-What the gate still needs before this family can be registered (issue 31):
-- ``model.render.RenderRequest`` has no ``num_frames`` / ``fps`` / ``negative_prompt`` /
-  ``sigma_shift`` / ``tiled`` fields; ``call_arguments`` below maps the ones that exist and names
-  the rest in ``VIDEO_CALL_ARGUMENTS`` (request field -> ``__call__`` keyword) for when they do.
-- ``model/render.py`` returns one image (``Render.image`` H x W x 3) and decodes through
-  ``decode_method``; ``WanVideoPipeline.__call__`` returns a list of PIL frames
-  (``vae_output_to_video``): a ``Render.frames`` (T x H x W x 3) and a per-frame non-finite check.
-- Goldens are single PNGs (``store/golden.py``): a lossless clip (APNG or a frame folder) with the
-  same sidecar, fingerprint and drift handling; metrics per frame plus tLP / flicker
-  (``benchmarks/wan_temporal.py`` measures them on the tiny).
-- Wan2.2 A14B loads two DiTs (``pipe.dit`` high-noise, ``pipe.dit2`` low-noise, switched at
-  ``switch_DiT_boundary * 1000``): the scheme and ``check_scheme_applied`` must cover ``dit2`` too,
-  and ``swap_dit`` must fetch ``index=2``; the seam's single ``DIT`` component cannot express it yet.
-- ``config.families`` needs a ``"wan"`` entry (component keys, ``render = {frames, size, steps,
-  fps}`` defaults: DiffSynth's Wan2.1 example renders 81 frames at 832x480, 50 steps, cfg 5,
-  sigma_shift 5) and an ``EMBEDDED["tiny-wan"]`` with measured thresholds.
+Not covered yet: Wan2.2 A14B's second DiT (``pipe.dit2``, the low-noise expert, switched at
+``switch_DiT_boundary * 1000``): a scheme and the scheme check reach ``dit`` only.
 """
 
 from __future__ import annotations
@@ -41,11 +28,9 @@ _TINY = "quant_guard.model.tiny_wan.architecture"
 _MODELS = "diffsynth.models"
 _VAE_CONVERTER = "diffsynth.utils.state_dict_converters.wan_video_vae.WanVideoVAEStateDictConverter"
 
-# The render request fields a video family needs beyond the image ones (request field -> keyword);
-# the fields do not exist on RenderRequest yet, so they are not in ``call_arguments``.
-VIDEO_CALL_ARGUMENTS: tuple[tuple[str, str], ...] = (
-    ("frames", "num_frames"), ("negative_prompt", "negative_prompt"), ("sigma_shift", "sigma_shift"),
-    ("tiled", "tiled"))
+# true CFG (two DiT passes per step unless cfg_scale is 1) and the clip's length; negative prompt,
+# sigma_shift (5) and VAE tiling stay at the pipeline's defaults
+VIDEO_CALL_ARGUMENTS = CFG_CALL_ARGUMENTS + (("frames", "num_frames"),)
 # Wan2.1-T2V-14B's DiT (diffsynth/configs/model_configs.py, hash aafcfd96...; Wan2.2-T2V-A14B's two
 # DiTs have the same shapes); the 1.3B differs in dim 1536, ffn 8960, 12 heads, 30 layers
 _WAN21_14B = (("has_image_input", False), ("patch_size", (1, 2, 2)), ("in_dim", 16), ("dim", 5120),
@@ -97,8 +82,8 @@ FAMILY = ModelFamily(
     # umT5-XXL's tokenizer folder (google/umt5-xxl/: spiece.model + tokenizer.json, ~20 MB)
     tokenizers=(Tokenizer("tokenizer", "tokenizer_config", 2**25),),
     dit_registry_name="wan_video_dit",
-    # true CFG (two DiT passes per step unless cfg_scale is 1); frames etc.: VIDEO_CALL_ARGUMENTS
-    call_arguments=CFG_CALL_ARGUMENTS,
+    call_arguments=VIDEO_CALL_ARGUMENTS,
+    decode_method="vae_output_to_video",
     scheduler_name="FlowMatchScheduler:Wan",
     layer_naming=LayerNaming(
         block_lists=(("blocks", "block"),),

@@ -61,6 +61,10 @@ class RenderSummary:
     # every model component's weights as stored while the denoising loop ran, by component name
     # (the DiT's is ``dit_weight_bytes`` too); {} from code that measured the DiT only
     component_weight_bytes: dict[str, int] = field(default_factory=dict)
+    # the part of each component's weights that was on the render's computation device as the
+    # denoising loop began: all of it for a resident pipeline, what DiffSynth's VRAM management had
+    # onloaded then under ``cpu_offload``; {} from code that did not measure it
+    component_resident_bytes: dict[str, int] = field(default_factory=dict)
 
 
 

@@ -71,6 +71,7 @@ class Render:
     dit_weight_bytes: int  # the DiT's weights as stored while the denoising loop ran
     load_peak_rss_bytes: int | None = None  # as in RenderSummary
     component_weight_bytes: dict[str, int] = field(default_factory=dict)  # as in RenderSummary
+    component_resident_bytes: dict[str, int] = field(default_factory=dict)  # as in RenderSummary
     frames: np.ndarray | None = None  # uint8, T x H x W x 3: a video family's clip; None for an image
 
     @property
@@ -81,12 +82,14 @@ class Render:
     def summary(self) -> RenderSummary:
         return RenderSummary(step_times_s=self.step_times_s, total_s=self.total_s, memory=self.memory,
                              dit_weight_bytes=self.dit_weight_bytes, load_peak_rss_bytes=self.load_peak_rss_bytes,
-                             component_weight_bytes=dict(self.component_weight_bytes))
+                             component_weight_bytes=dict(self.component_weight_bytes),
+                             component_resident_bytes=dict(self.component_resident_bytes))
 
 
 class _StepTimer:
-    """Stands in for tqdm as ``progress_bar_cmd``: records the wall time of each step, and the
-    DiT's resident weight bytes once the denoising loop has started (after any onload)."""
+    """Stands in for tqdm as ``progress_bar_cmd``: records the wall time of each step, and each
+    component's weight bytes (stored, and on the computation device) once the denoising loop has
+    started (after the pipeline's onload for it)."""
 
     def __init__(self, synchronize: Any, pipe: BasePipeline, on_step: StepCallback | None = None) -> None:
         self.synchronize = synchronize
@@ -95,12 +98,14 @@ class _StepTimer:
         self.times: list[float] = []
         self.dit_bytes = 0
         self.component_bytes: dict[str, int] = {}
+        self.resident_bytes: dict[str, int] = {}
 
     def __call__(self, iterable: Iterable[Any]) -> Iterator[Any]:
         from quant_guard.model.scheme_check import stored_bytes
 
         self.dit_bytes = stored_bytes(self.pipe.dit)
         self.component_bytes = component_bytes(self.pipe)
+        self.resident_bytes = component_bytes(self.pipe, on=self.pipe.device)
         total = len(iterable) if isinstance(iterable, Sized) else None
         first_start: float | None = None
         for item in iterable:
@@ -115,14 +120,18 @@ class _StepTimer:
                 self.on_step(len(self.times), total, end - first_start)
 
 
-def component_bytes(pipe: BasePipeline) -> dict[str, int]:
-    """Bytes each model component of the pipeline's family stores (every model its file provides)."""
-    from quant_guard.model.scheme_check import stored_bytes
+def component_bytes(pipe: BasePipeline, *, on: Any = None) -> dict[str, int]:
+    """Bytes each model component of the pipeline's family stores (every model its file provides);
+    with ``on`` a device, the part of them that lives on it now."""
+    from quant_guard.model.scheme_check import resident_bytes, stored_bytes
+
+    def measure(module: Any) -> int:
+        return stored_bytes(module) if on is None else resident_bytes(module, on)
 
     out = {}
     for c in family_of_pipeline(pipe).components:
         modules = [getattr(pipe, attribute, None) for attribute, _ in c.models or ((c.attribute, ""),)]
-        out[c.name] = sum(stored_bytes(m) for m in modules if m is not None)
+        out[c.name] = sum(measure(m) for m in modules if m is not None)
     return out
 
 
@@ -161,7 +170,7 @@ def render(pipe: BasePipeline, request: RenderRequest, *, on_step: StepCallback 
     loaded = getattr(pipe, "qg_build_memory", None)  # set by pipelines.build_pipeline / swap_dit
     return Render(image=array, step_times_s=tuple(timer.times), total_s=total, memory=memory,
                   nonfinite_fraction=max(nonfinite, default=0.0), dit_weight_bytes=timer.dit_bytes,
-                  component_weight_bytes=timer.component_bytes,
+                  component_weight_bytes=timer.component_bytes, component_resident_bytes=timer.resident_bytes,
                   load_peak_rss_bytes=getattr(loaded, "peak_bytes", None), frames=frames)
 
 

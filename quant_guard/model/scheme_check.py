@@ -193,13 +193,33 @@ def _not_bf16(dit: torch.nn.Module) -> Iterable[tuple[str, str]]:
 def stored_bytes(module: torch.nn.Module) -> int:
     """Bytes of a module's parameters and buffers as they are stored (float8 = 1 byte each,
     quantized tensors by their packed data and scales)."""
+    return sum(tensor_bytes(t) for t in _weights(module))
+
+
+def resident_bytes(module: torch.nn.Module, device: Any) -> int:
+    """The part of ``stored_bytes`` that lives on ``device`` now: with DiffSynth's VRAM management
+    an offloaded layer's weights sit on its offload device (host memory, or ``meta`` when
+    offloaded to disk) until a forward onloads them to the computation device."""
+    import torch
+
+    want = torch.device(device)
+    return sum(tensor_bytes(t) for t in _weights(module) if _same_device(t.device, want))
+
+
+def _same_device(have: torch.device, want: torch.device) -> bool:
+    # "cuda" names the current device: a tensor on cuda:0 is on it for a pipeline built for "cuda"
+    return have.type == want.type and (want.index is None or have.index in (None, want.index))
+
+
+def _weights(module: torch.nn.Module) -> list[Any]:
+    """A module's parameters and buffers, each once."""
     seen: set[int] = set()
-    total = 0
+    out = []
     for tensor in [*module.parameters(), *module.buffers()]:
         if id(tensor) not in seen:
             seen.add(id(tensor))
-            total += tensor_bytes(tensor)
-    return total
+            out.append(tensor)
+    return out
 
 
 def tensor_bytes(tensor: Any) -> int:

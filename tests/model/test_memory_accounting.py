@@ -407,3 +407,28 @@ def test_every_family_follows_its_memory_plan(tmp_path: Path, embedded: str, mon
         # once, under one never all the pipeline's weights
         assert peaks[0] <= peaks[1] < peaks[2]
         assert dit_bytes <= peaks[2] and peaks[1] < weights
+
+
+def test_the_render_records_each_components_weights_on_the_device(tmp_path: Path, gpu: FakeCudaDevice) -> None:
+    """As the denoising loop begins: resident, every component's weights are on the device (a T5
+    stored in float8 with half the bytes of its bf16 self); under ``cpu_offload`` DiffSynth keeps
+    every weight in host memory until a layer's forward moves it, so none is on the device."""
+    from quant_guard.config.schemes import ComponentScheme
+
+    t5_float8 = Scheme("t5-float8", others=(("text_encoder_t5", ComponentScheme("float8_e4m3fn")),))
+    request = RenderRequest("a red circle", 0, 2, 64, 64, 3.5, 8)
+    summaries = {}
+    for spec, schemes in ((RESIDENT, (REFERENCE, t5_float8)), (OFFLOAD, (t5_float8,))):
+        session = _session(tmp_path, update=True)  # resident: the T5 swapped in the bf16 pipeline
+        for scheme in schemes:
+            summaries[spec.cpu_offload, scheme.id] = render(session.pipeline(spec, scheme), request).summary()
+        session.release_pipelines()
+    bf16, t5_f8, offloaded = summaries[False, "bf16"], summaries[False, "t5-float8"], summaries[True, "t5-float8"]
+    assert set(bf16.component_resident_bytes) == {"dit", "text_encoder_clip", "text_encoder_t5", "vae"}
+    for resident in (bf16, t5_f8):
+        assert resident.component_resident_bytes == resident.component_weight_bytes
+        assert sum(resident.component_resident_bytes.values()) <= resident.memory.at_start_bytes  # type: ignore[operator]
+    assert t5_f8.component_resident_bytes["text_encoder_t5"] * 2 == bf16.component_resident_bytes["text_encoder_t5"]
+    assert t5_f8.component_resident_bytes["dit"] == bf16.component_resident_bytes["dit"] > 0
+    assert offloaded.component_weight_bytes == t5_f8.component_weight_bytes  # stored alike, wherever it lives
+    assert offloaded.component_resident_bytes == dict.fromkeys(bf16.component_resident_bytes, 0)

@@ -87,6 +87,8 @@ def test_the_render_summary_records_bytes_per_component(built: dict[str, Any]) -
     recorded = to_jsonable(t5_only)  # what results.json holds of a render: the old key and the new one
     assert recorded["dit_weight_bytes"] == t5_only.dit_weight_bytes
     assert recorded["component_weight_bytes"] == t5_only.component_weight_bytes
+    # a CPU render computes in host memory: every weight is resident on its computation device
+    assert recorded["component_resident_bytes"] == t5_only.component_resident_bytes == t5_only.component_weight_bytes
 
 
 @pytest.mark.parametrize("honest", ["float8_e4m3fn", "torchao_int8_w8a16"])

@@ -101,11 +101,16 @@ def scheme_plot_svg(summaries: Sequence[SchemeSummary], *, title: str = "") -> s
 
 def _per_component(s: SchemeSummary) -> str:
     """" (quantizes dit, text_encoder_t5; bytes saved: dit 1863616, text_encoder_t5 115136)" for a
-    point weighing every component (nothing for a DiT-only comparison)."""
+    point weighing every component (nothing for a DiT-only comparison), then "; bytes on device at
+    render start: dit 0, ..." where some component had less there than it stores (cpu_offload)."""
     if not s.by_component:
         return ""
     saved = [f"{name} {s.saved(name):.0f}" for name in s.targets if s.saved(name) is not None]
-    return f" (quantizes {', '.join(s.targets) or 'nothing'}" + (f"; bytes saved: {', '.join(saved)}" if saved else "") + ")"
+    stored = dict(s.component_bytes)
+    offloaded = any(b < stored.get(name, b) for name, b in s.component_resident)
+    on_device = [f"{name} {b:.0f}" for name, b in s.component_resident] if offloaded else []
+    return (f" (quantizes {', '.join(s.targets) or 'nothing'}" + (f"; bytes saved: {', '.join(saved)}" if saved else "")
+            + (f"; bytes on device at render start: {', '.join(on_device)}" if on_device else "") + ")")
 
 
 def nice_ticks(largest: float, count: int = 4) -> tuple[float, list[float]]:

@@ -64,6 +64,8 @@ class SchemeSummary:
     beaten_by: str = ""  # a passing scheme that dominates this one (rank "dominated")
     targets: tuple[str, ...] = (DIT,)  # the components it quantizes (its results' ``scheme_spec``)
     component_bytes: tuple[tuple[str, float], ...] = ()  # (component, stored bytes), the most of any render
+    # (component, its bytes on the computation device as the denoising loop began), the most of any render
+    component_resident: tuple[tuple[str, float], ...] = ()
     # (component, its bytes in the bf16 reference): the checkpoint's, where the run shows them
     bf16_bytes: tuple[tuple[str, float], ...] = ()
     by_component: bool = False  # a scheme of its checkpoint quantizes more than the DiT: weigh every component
@@ -96,6 +98,14 @@ class SchemeSummary:
 
     def stored(self, component: str) -> float | None:
         return dict(self.component_bytes).get(component)
+
+    def resident(self, component: str) -> float | None:
+        """The component's bytes on the computation device at render start (None: not measured)."""
+        return dict(self.component_resident).get(component)
+
+    @property
+    def total_resident(self) -> float | None:
+        return sum(b for _, b in self.component_resident) if self.component_resident else None
 
     def saved(self, component: str) -> float | None:
         """Bytes the component stores less than in bf16 (None: one of the two is unknown)."""
@@ -166,6 +176,7 @@ def summarize(checkpoint: str, scheme: str, records: Sequence[Mapping[str, Any]]
         step_median_s=_step_median(records), worst_id=_worst_id(records),
         targets=targets_of(next((r["scheme_spec"] for r in records if r.get("scheme_spec")), None)),
         component_bytes=_component_bytes(renders),
+        component_resident=_component_bytes(renders, "component_resident_bytes"),
     )
 
 
@@ -227,11 +238,13 @@ def _worst_id(records: Sequence[Mapping[str, Any]]) -> str:
     return max(scored, key=lambda t: t[0])[1] if scored else ""
 
 
-def _component_bytes(renders: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, float], ...]:
-    """Each component's stored bytes, the most of any render, in the renders' order."""
+def _component_bytes(renders: Sequence[Mapping[str, Any]],
+                     key: str = "component_weight_bytes") -> tuple[tuple[str, float], ...]:
+    """Each component's stored bytes (``key``: the part on the device), the most of any render,
+    in the renders' order."""
     out: dict[str, float] = {}
     for render in renders:
-        weights = render.get("component_weight_bytes")
+        weights = render.get(key)
         for name, value in (weights.items() if isinstance(weights, Mapping) else ()):
             number = as_float(value)
             if number is not None:

@@ -4,7 +4,9 @@ than one scheme in the run, a table ranked by ``scheme_table`` and the trade-off
 
 When a scheme of the checkpoint quantizes more than the DiT, the one "Stored DiT" column becomes
 "Quantizes", one "stored (saved)" column per component some scheme quantizes and one for every
-component together; a checkpoint whose schemes all quantize the DiT alone keeps the one column."""
+component together; a checkpoint whose schemes all quantize the DiT alone keeps the one column.
+Where less of a component was on the computation device as the render began than it stores (a
+``cpu_offload`` plan), its cell adds that figure: "57.25 KiB (−56.25 KiB), 0 B on device"."""
 
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ TERMINAL_HEADERS = ("scheme", "passed", "LPIPS mean", "LPIPS worst", "SSIM worst
 
 COMPONENT_CAPTION = (" Stored bytes per component as its weights are stored during a render, with what they save "
                      "against the same component in bf16 (– where the run has no bf16 size of it); the ranking "
-                     "and the plot weigh every component together.")
+                     "and the plot weigh every component together. \"on device\": the part of them on the "
+                     "computation device when the render began, where that is less (cpu_offload).")
 
 
 def headers(summaries: Sequence[SchemeSummary], *, terminal: bool = False) -> tuple[str, ...]:
@@ -97,8 +100,9 @@ def cells(s: SchemeSummary, components: Sequence[str] | None = None) -> list[str
     per-component columns (``shown_components``) in place of the DiT's stored bytes."""
     kind = f" ({s.memory_kind})" if s.memory_kind else ""
     stored = [_maybe(format_bytes, s.dit_bytes)] if components is None else [
-        ", ".join(s.targets) or "nothing", *(stored_saved(s.stored(name), s.saved(name)) for name in components),
-        stored_saved(s.total_bytes, s.total_saved)]
+        ", ".join(s.targets) or "nothing",
+        *(stored_saved(s.stored(name), s.saved(name), s.resident(name)) for name in components),
+        stored_saved(s.total_bytes, s.total_saved, s.total_resident)]
     return [
         s.scheme, f"{s.passed}/{s.tests}", fmt_metric("LPIPS", s.lpips_mean), fmt_metric("LPIPS", s.lpips_worst),
         fmt_metric("SSIM", s.ssim_worst), fmt_metric("PSNR", s.psnr_worst), *stored,
@@ -107,11 +111,14 @@ def cells(s: SchemeSummary, components: Sequence[str] | None = None) -> list[str
     ]
 
 
-def stored_saved(stored: float | None, saved: float | None) -> str:
-    """"57.25 KiB (−56.25 KiB)": stored bytes and what they save against bf16 ("(–)": unknown)."""
+def stored_saved(stored: float | None, saved: float | None, resident: float | None = None) -> str:
+    """"57.25 KiB (−56.25 KiB)": stored bytes and what they save against bf16 ("(–)": unknown),
+    then ", 0 B on device" where less of them was on the computation device at render start."""
     if stored is None:
         return "–"
-    return f"{format_bytes(stored)} ({'–' if saved is None else '0 B' if saved == 0 else '−' + format_bytes(saved)})"
+    on_device = f", {format_bytes(resident)} on device" if resident is not None and resident < stored else ""
+    return (f"{format_bytes(stored)} ({'–' if saved is None else '0 B' if saved == 0 else '−' + format_bytes(saved)})"
+            + on_device)
 
 
 def terminal_lines(records: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -111,6 +111,31 @@ def test_bf16_sizes_come_from_the_reference_render_when_every_scheme_quantizes_a
     assert table(records)["both"][f"{T5} stored (saved)"] == f"100 B (−{format_bytes(t5 - 100)})"
 
 
+def test_a_component_offloaded_at_render_start_says_what_was_on_the_device() -> None:
+    """Resident renders (every weight on the device) keep the cells as they were; under cpu_offload
+    the cell of a component with less on the device than it stores says how much, and so does the
+    plot's tooltip, in the table's per-component columns and for all weights together."""
+    records = component_matrix()
+    for r in records:
+        stored = r["candidate_render"]["component_weight_bytes"]
+        offloaded = r["scheme"] == "t5-only"  # its DiT and T5 in host memory as the loop began
+        r["candidate_render"]["component_resident_bytes"] = {
+            name: 0 if offloaded and name in ("dit", T5) else size for name, size in stored.items()}
+    rows, plain = table(records), table(component_matrix())
+    assert rows["both"] == plain["both"] and rows["dit-only"] == plain["dit-only"]
+    t5, dit = BF16_COMPONENTS[T5], BF16_COMPONENTS["dit"]
+    assert rows["t5-only"][f"{T5} stored (saved)"] == f"{format_bytes(t5 // 2)} (−{format_bytes(t5 // 2)}), 0 B on device"
+    assert rows["t5-only"]["dit stored (saved)"] == f"{format_bytes(dit)} (0 B), 0 B on device"
+    on_device = BF16_COMPONENTS["text_encoder_clip"] + BF16_COMPONENTS["vae"]
+    assert rows["t5-only"]["All weights stored (saved)"].endswith(f"), {format_bytes(on_device)} on device")
+    assert by_name(records)["t5-only"].resident("vae") == BF16_COMPONENTS["vae"]
+    root = ET.fromstring(scheme_plot_svg(compare_schemes(records)["tiny"]))
+    titles = {g.get("data-scheme"): str(g.find(f"{SVG}title").text)  # type: ignore[union-attr]
+              for g in root.iter(f"{SVG}g") if "point" in g.get("class", "")}
+    assert f"bytes on device at render start: dit 0, text_encoder_clip {BF16_COMPONENTS['text_encoder_clip']}" \
+        in titles["t5-only"] and "on device" not in titles["both"]
+
+
 def test_the_plot_weighs_every_component_and_says_what_each_point_quantizes() -> None:
     summaries = compare_schemes(component_matrix())["tiny"]
     root = ET.fromstring(scheme_plot_svg(summaries))

@@ -63,6 +63,8 @@ class Measurement:
     targets: tuple[str, ...] = ()  # the components the scheme stores other than in bf16
     swapped: tuple[str, ...] = ()  # the components this load read ("swap": those that differ from the last scheme)
     component_bytes: tuple[tuple[str, int], ...] = ()  # each component's weights as stored during the render
+    # the part of each component's weights on the render's device as its denoising loop began
+    component_resident: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,7 @@ class _Runner:
         counts = self.spec.limits.peak_counts if self.spec is not None else Budget().peak_counts
         return replace(base, memory_kind=result.memory.kind, resident_bytes=result.memory.at_start_bytes,
                        component_bytes=tuple(result.component_weight_bytes.items()),
+                       component_resident=tuple(result.component_resident_bytes.items()),
                        peak_bytes=peak_figure(result.memory, counts)[0], median_step_s=stats.median_s if stats else None,
                        steps=len(result.step_times_s))
 
@@ -293,7 +296,8 @@ def format_measurements(request: FullSizeRequest, measurements: list[Measurement
 
 def component_table(measurements: list[Measurement]) -> list[str]:
     """Where a scheme quantizes more than the DiT: each component's weights as stored during each
-    scheme's render, what each targeted component saves against the bf16 reference, and which
+    scheme's render, what each targeted component saves against the bf16 reference, the part of
+    them on the render's device at its start where that is less (cpu_offload), and which
     components each load read. Nothing when every scheme quantizes the DiT alone."""
     from quant_guard.config.units import format_bytes
 
@@ -301,11 +305,12 @@ def component_table(measurements: list[Measurement]) -> list[str]:
         return []
     reference = next((dict(m.component_bytes) for m in measurements if not m.targets and m.component_bytes), {})
     names = list(reference) or list(dict.fromkeys(n for m in measurements for n, _ in m.component_bytes))
-    lines = ["", "Weights per component as stored during each render (saved: against the bf16 reference):", "",
+    lines = ["", "Weights per component as stored during each render (saved: against the bf16 reference; "
+                 "on device: the part on the render's device as its denoising loop began, where less):", "",
              "| scheme | quantizes | load read | " + " | ".join(names) + " | saved in all |",
              "|---|---|---|" + "---|" * len(names) + "---|"]
     for m in measurements:
-        stored = dict(m.component_bytes)
+        stored, resident = dict(m.component_bytes), dict(m.component_resident)
         if not stored:
             lines.append(f"| {m.precision} | {', '.join(m.targets) or 'nothing'} | {', '.join(m.swapped)} | "
                          + " | ".join("-" for _ in names) + " | - |")
@@ -315,6 +320,8 @@ def component_table(measurements: list[Measurement]) -> list[str]:
             cell = format_bytes(stored[name]) if name in stored else "-"
             if name in m.targets and name in stored and name in reference:
                 cell += f" (saves {format_bytes(reference[name] - stored[name])})"
+            if name in stored and resident.get(name, stored[name]) < stored[name]:
+                cell += f", {format_bytes(resident[name])} on device"
             cells.append(cell)
         saved = sum(reference.get(n, v) - v for n, v in stored.items())
         lines.append(f"| {m.precision} | {', '.join(m.targets) or 'nothing'} | {', '.join(m.swapped)} | "

@@ -348,6 +348,11 @@ def test_the_doctors_full_size_run_measures_the_peak_its_limit_counts(tmp_path: 
     assert not last.error and last.peak_bytes is not None
     assert gpu.max_memory_allocated() < gpu.max_memory_reserved()
     assert last.peak_bytes == CONTEXT + gpu.max_memory_reserved()  # the last render's device figure
+    assert dict(last.component_resident) == dict(last.component_bytes) and last.component_bytes  # all on the device
+    offloaded = run_full_size(FullSizeRequest(ARCHITECTURES["tiny"], "cuda", width=64, height=64, steps=1,
+                                              work_dir=tmp_path), OFFLOAD)[-1]
+    assert not offloaded.error and offloaded.component_bytes == last.component_bytes
+    assert dict(offloaded.component_resident) == dict.fromkeys(dict(last.component_bytes), 0)  # all in host memory
 
 
 # ---- every family's embedded tiny under the same plans --------------------------------------------

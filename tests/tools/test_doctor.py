@@ -630,6 +630,30 @@ def test_full_size_swaps_and_tabulates_each_component_a_scheme_changes(tmp_path:
     assert t5[col["dit"]] == bf16[col["dit"]] and "(saves" in t5[col[T5]] and t5[col["vae"]] == bf16[col["vae"]]
     assert "(saves" in both[col[T5]] and "(saves" in both[col["vae"]] and both[col["dit"]] == bf16[col["dit"]]
     assert bf16[-1] == "0 B" and both[-1] != "0 B"
+    assert "B on device" not in table  # a CPU render computes in host memory: every weight is where it computes
+
+
+def test_the_component_table_says_what_was_on_the_device_at_render_start() -> None:
+    """Under cpu_offload a component with less on the device than it stores says how much; a
+    resident one (everything on the device) and a run that did not measure it say nothing more."""
+    from quant_guard.tools.full_size import component_table
+
+    bf16 = {"dit": 4 * GIB, T5: 2 * GIB, "vae": GIB}
+    t5_f8 = {**bf16, T5: GIB}
+
+    def measured(precision: str, targets: tuple[str, ...], stored: dict[str, int],
+                 resident: dict[str, int] | None) -> Measurement:
+        return Measurement(precision, True, "cuda", 1.0, 0, 0, 1.0, 2, targets=targets, swapped=("dit",),
+                           component_bytes=tuple(stored.items()),
+                           component_resident=tuple((resident if resident is not None else {}).items()))
+
+    lines = component_table([measured("bf16", (), bf16, bf16),
+                             measured("t5-f8", (T5,), t5_f8, {"dit": 0, T5: 0, "vae": GIB}),
+                             measured("old", (T5,), t5_f8, None)])
+    rows = {r[0]: r for line in lines if line.startswith("| ") for r in [[c.strip() for c in line.strip("| ").split("|")]]}
+    assert rows["t5-f8"][3:6] == ["4.00 GiB, 0 B on device", "1.00 GiB (saves 1.00 GiB), 0 B on device", "1.00 GiB"]
+    assert rows["bf16"][3:6] == ["4.00 GiB", "2.00 GiB", "1.00 GiB"]
+    assert rows["old"][3:6] == ["4.00 GiB", "1.00 GiB (saves 1.00 GiB)", "1.00 GiB"]
 
 
 def test_the_limits_count_every_component_a_scheme_quantizes() -> None:

@@ -96,3 +96,30 @@ def test_every_component_names_what_its_pipeline_fetches(embedded: str) -> None:
         assert component.models, component.name
         for attribute, name in component.models:
             assert f'pipe.{attribute} = model_pool.fetch_model("{name}")' in source, (family.name, component.name)
+
+
+@pytest.mark.parametrize("loads", ["tiny-wan"], indirect=True)
+def test_a_wan_text_encoder_scheme_swaps_the_text_encoder_alone(tmp_path: Path, loads: Counter[str]) -> None:
+    """Wan names its umT5 and its VAE as ``from_pretrained`` fetches them: a text-encoder float8
+    scheme after the bf16 build reads the text encoder's file alone, is checked (umT5 float8, the
+    DiT and the VAE bf16), and the reference after it reads it back."""
+    import inspect
+
+    import torch
+
+    family = embedded_family("tiny-wan")
+    source = inspect.getsource(family.pipeline_type().from_pretrained)
+    for attribute, name in (*family.component(TE).models, *family.component("vae").models):
+        assert f'pipe.{attribute} = model_pool.fetch_model("{name}")' in source
+    spec = CheckpointSpec(id="tiny-wan", embedded="tiny-wan", components={}, family=family.name, device="cpu",
+                          thresholds=ANY_IMAGE, schemes=(TE_FLOAT8,), declared_schemes=True)
+    session = QuantGuardSession(parse_config({}, file=tmp_path / "qg.toml"),
+                                RunSettings(update_golden=True, golden_dir=tmp_path / "g", report_dir=tmp_path / "r"))
+    pipe = session.pipeline(spec, REFERENCE)
+    for scheme, expected, te_format in ((TE_FLOAT8, Counter({TE: 1}), {"float8_e4m3fn"}),
+                                        (REFERENCE, Counter({TE: 1}), {"bfloat16"})):
+        loads.clear()
+        assert session.pipeline(spec, scheme) is pipe and loads == expected, scheme.id
+        assert _formats(pipe.text_encoder) == te_format and _formats(pipe.dit) == {"bfloat16"}
+        assert {p.dtype for p in pipe.vae.parameters() if p.is_floating_point()} == {torch.bfloat16}
+    session.release_pipelines()

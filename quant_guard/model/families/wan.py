@@ -76,8 +76,8 @@ FAMILY = ModelFamily(
     pipeline_class="diffsynth.pipelines.wan_video.WanVideoPipeline",
     components=(
         Component(DIT, "dit", disk_offload=True),
-        Component("text_encoder", "text_encoder", disk_offload=True),
-        Component("vae", "vae"),
+        Component("text_encoder", "text_encoder", disk_offload=True, models=(("text_encoder", "wan_video_text_encoder"),)),
+        Component("vae", "vae", models=(("vae", "wan_video_vae"),)),  # one model: encode and decode
     ),
     # umT5-XXL's tokenizer folder (google/umt5-xxl/: spiece.model + tokenizer.json, ~20 MB)
     tokenizers=(Tokenizer("tokenizer", "tokenizer_config", 2**25),),

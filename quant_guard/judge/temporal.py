@@ -143,15 +143,13 @@ class _Steps:
     last: list[torch.Tensor] | None = None
 
     def add(self, model: torch.nn.Module, layers: list[torch.Tensor]) -> None:
-        import torch
-
         from quant_guard.judge.metrics import lpips_between
 
-        if self.last is not None:
-            layers = [torch.cat([kept, now]) for kept, now in zip(self.last, layers)]
+        if self.last is not None:  # the step over the edge: the batch before's last frame to this one's first
+            self.values += lpips_between(model, self.last, [f[:1] for f in layers]).tolist()
         if len(layers[0]) > 1:
             self.values += lpips_between(model, [f[:-1] for f in layers], [f[1:] for f in layers]).tolist()
-        self.last = [f[-1:] for f in layers]
+        self.last = [f[-1:].clone() for f in layers]  # a copy: the batch's features can go
 
 
 def _judge_frames(golden: np.ndarray, candidate: np.ndarray, device: str | torch.device | None,

@@ -16,7 +16,7 @@ as a mild quantization does (a few levels of smooth noise, a slight colour cast)
 A video (``--video``, default 33 frames of 832x480, Wan's size; ``--video ''`` skips it) gets a
 line of the same form:
 
-    judge at 33x832x480 video: 1.40 x one LPIPS pass (LPIPS 6.1 s, judge 8.5 s; frame by frame 24.0 s)
+    judge at 33x832x480 video: 1.46 x one LPIPS pass (LPIPS 6.72 s, judge 9.81 s; frame by frame 29.10 s, 4.33 x)
 
 where the judgement is ``temporal.compare_clips`` (per-frame LPIPS, SSIM and PSNR, tLP, flicker,
 exposure flicker; frames in batches) and one LPIPS pass over a video is LPIPS of every frame

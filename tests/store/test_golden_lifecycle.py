@@ -49,8 +49,11 @@ def test_update_then_check_passes_and_counts(pytester: pytest.Pytester, qg_proje
 
 
 def test_changed_golden_fails_as_unknown_change_then_update_repairs(pytester: pytest.Pytester,
-                                                                    baselined: Callable[..., Path]) -> None:
-    root = pytester.path
+                                                                    qg_project: Callable[..., Path]) -> None:
+    # its own update, not the session's baseline: "unknown reason" needs the golden's recorded
+    # environment to be this moment's (a test before may leave CUBLAS_WORKSPACE_CONFIG set)
+    root = qg_project()
+    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
     store = GoldenStore(root / "golden")
     golden = store.load(KEY, width=64, height=64)
     # a consistent golden (sidecar matches) whose pixels differ: what a changed reference looks

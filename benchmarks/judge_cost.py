@@ -13,10 +13,25 @@ their own LPIPS part (steadier than the first line on a machine shared with othe
 (golden/tiny) upscaled bicubically with fine texture added, and a candidate that differs from it
 as a mild quantization does (a few levels of smooth noise, a slight colour cast).
 
+A video (``--video``, default 33 frames of 832x480, Wan's size; ``--video ''`` skips it) gets a
+line of the same form:
+
+    judge at 33x832x480 video: 1.46 x one LPIPS pass (LPIPS 6.72 s, judge 9.81 s; frame by frame 29.10 s, 4.33 x)
+
+where the judgement is ``temporal.compare_clips`` (per-frame LPIPS, SSIM and PSNR, tLP, flicker,
+exposure flicker; frames in batches) and one LPIPS pass over a video is LPIPS of every frame
+against its golden, the network run on the same batches (``temporal.frame_lpips``: 2 x 33 frames
+through AlexNet). "frame by frame" is the judgement as it was before batching, timed in the same
+loop: ``compare_images`` per frame and two ``lpips_distance`` per tLP step (6 x 33 - 4 frames
+through AlexNet), flicker on float64 copies of the clips. Its breakdown follows, summed over the
+batches. The clip is golden-like: the golden above panning 3 px a frame, each candidate frame
+perturbed as above with noise of its own.
+
 ``--device cuda`` runs both on the GPU (the images' tensors moved there once) and prints GPU
 seconds (synchronized); it fails at once when torch sees no CUDA device.
 
-Usage: python benchmarks/judge_cost.py [--sizes 512,1024] [--repeats 5] [--device cpu|cuda]
+Usage: python benchmarks/judge_cost.py [--sizes 512,1024] [--video 33x832x480] [--repeats 5]
+       [--video-repeats 2] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -34,23 +49,25 @@ REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "golden" / "tiny" / "red-circle-blue-s0.png"
 
 
-def golden_like(size: int) -> np.ndarray:
-    """The tiny golden upscaled to ``size`` x ``size`` (bicubic) with a fine texture of a few levels."""
+def golden_like(size: int, width: int | None = None) -> np.ndarray:
+    """The tiny golden upscaled to ``size`` x ``width`` (default square; bicubic) with a fine
+    texture of a few levels."""
     from PIL import Image
     from scipy.ndimage import gaussian_filter
 
+    width = width or size
     with Image.open(GOLDEN) as img:
-        base = np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float64)
+        base = np.asarray(img.convert("RGB").resize((width, size), Image.Resampling.BICUBIC), dtype=np.float64)
     rng = np.random.default_rng(0)
-    texture = gaussian_filter(rng.standard_normal((size, size, 3)), (1.0, 1.0, 0)) * 24
+    texture = gaussian_filter(rng.standard_normal((size, width, 3)), (1.0, 1.0, 0)) * 24
     return np.clip(np.rint(base + texture), 0, 255).astype(np.uint8)
 
 
-def mildly_perturbed(golden: np.ndarray) -> np.ndarray:
+def mildly_perturbed(golden: np.ndarray, seed: int = 1) -> np.ndarray:
     """What a mild quantization does: smooth noise of a few levels and a cast of one level."""
     from scipy.ndimage import gaussian_filter
 
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     noise = gaussian_filter(rng.standard_normal(golden.shape), (1.5, 1.5, 0)) * 8
     return np.clip(np.rint(golden + noise + np.array([1.0, -1.0, 0.5])), 0, 255).astype(np.uint8)
 
@@ -105,8 +122,6 @@ def breakdown(golden: np.ndarray, candidate: np.ndarray, device: str) -> dict[st
 
 
 def measure(size: int, repeats: int, device: str) -> None:
-    import torch
-
     from quant_guard.config.thresholds import Thresholds
     from quant_guard.judge.judgement import judge
     from quant_guard.judge.metrics import lpips_distance
@@ -133,14 +148,101 @@ def measure(size: int, repeats: int, device: str) -> None:
     # everything the judgement does as a multiple of its own LPIPS part, both timed in the same loop.
     inner = timer.best["LPIPS with its map"]
     print(f"  all measures together: {sum(timer.best[n] for n in parts) / inner:.2f} x their LPIPS part")
+    _print_where(repeats, device)
+
+
+def golden_like_clip(frames: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A golden clip (the golden-like image panning 3 px a frame) and its mildly perturbed candidate."""
+    still = golden_like(height, width)
+    golden = np.stack([np.roll(still, 3 * t, axis=1) for t in range(frames)])
+    candidate = np.stack([mildly_perturbed(frame, seed=1 + t) for t, frame in enumerate(golden)])
+    return golden, candidate
+
+
+def frame_by_frame(golden: np.ndarray, candidate: np.ndarray, device: str) -> tuple[list[object], float, float, float]:
+    """The video judgement before batching: an image pair per frame and two per tLP step."""
+    from quant_guard.judge.metrics import compare_images, lpips_distance
+
+    frames = [compare_images(g, c, device=device) for g, c in zip(golden, candidate)]
+    steps = [abs(lpips_distance(golden[t], golden[t + 1], device=device)
+                 - lpips_distance(candidate[t], candidate[t + 1], device=device)) for t in range(len(golden) - 1)]
+    g, c = golden.astype(np.float64), candidate.astype(np.float64)
+    flicker = float(np.abs(np.diff(c, axis=0) - np.diff(g, axis=0)).mean())
+    g, c = g.mean(axis=(1, 2)), c.mean(axis=(1, 2))
+    return frames, sum(steps) / len(steps), flicker, float(np.abs(np.diff(c, axis=0) - np.diff(g, axis=0)).mean())
+
+
+def video_breakdown(golden: np.ndarray, candidate: np.ndarray, device: str) -> dict[str, float]:
+    """Seconds of each measure inside ``compare_clips``, summed over its batches (as it runs them)."""
+    import torch
+
+    from quant_guard.judge import metrics, temporal
+    from quant_guard.judge.torch_ops import ssim_with_map
+
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, work: Callable[[], object]) -> object:
+        timer = Timer(device)
+        result = timer(name, work)
+        seconds[name] = seconds.get(name, 0.0) + timer.best[name]
+        return result
+
+    frames = f"2 x {len(golden)} frames"
+    with metrics.lpips_lock, torch.no_grad():
+        batches = temporal._frame_batches(golden, candidate, device, None)
+        steps = (temporal._Steps(), temporal._Steps())
+        while (batch := timed(f"convert, LPIPS network ({frames})", lambda: next(batches, None))) is not None:
+            assert isinstance(batch, temporal._FrameBatch)
+            timed("frame LPIPS from features", batch.lpips)
+            timed("tLP steps from features", lambda: [s.add(batch.model, f) for s, f in zip(steps, batch.layers)])
+            timed("SSIM per frame", lambda: [ssim_with_map(g.to(batch.dtype), c.to(batch.dtype))
+                                             for g, c in zip(*batch.rgb8)])
+    timed("PSNR per frame", lambda: [metrics.psnr(g, c) for g, c in zip(golden, candidate)])
+    timed("flicker", lambda: temporal.flicker(golden, candidate))
+    timed("exposure flicker", lambda: temporal.exposure_flicker(golden, candidate))
+    return seconds
+
+
+def measure_video(shape: str, repeats: int, device: str) -> None:
+    from quant_guard.judge.temporal import compare_clips, frame_lpips
+
+    frames, width, height = (int(n) for n in shape.split("x"))
+    golden, candidate = golden_like_clip(frames, height, width)
+    compare_clips(golden, candidate, device=device)  # warm-up
+    timer = Timer(device)
+    parts: dict[str, float] = {}
+    for _ in range(repeats):  # taking turns, as for images
+        timer("LPIPS", lambda: frame_lpips(golden, candidate, device=device))
+        timer("judge", lambda: compare_clips(golden, candidate, device=device))
+        timer("frame by frame", lambda: frame_by_frame(golden, candidate, device))
+        for name, seconds in video_breakdown(golden, candidate, device).items():
+            parts[name] = min(seconds, parts.get(name, float("inf")))
+    lpips_s, judge_s, before_s = (timer.best[n] for n in ("LPIPS", "judge", "frame by frame"))
+    print(f"judge at {shape} video: {judge_s / lpips_s:.2f} x one LPIPS pass (LPIPS {lpips_s:.2f} s, "
+          f"judge {judge_s:.2f} s; frame by frame {before_s:.2f} s, {before_s / lpips_s:.2f} x)")
+    for name, seconds in parts.items():
+        print(f"  {name:<36} {seconds:6.3f} s  {seconds / lpips_s:5.2f} x LPIPS")
+    # steadier on a shared machine, as for images: the parts against their own LPIPS pass (the
+    # conversion, the network and the frames' LPIPS), all timed in the same loop
+    inner = sum(seconds for name, seconds in parts.items() if name.startswith(("convert", "frame LPIPS")))
+    print(f"  all measures together: {sum(parts.values()) / inner:.2f} x their LPIPS part")
+    _print_where(repeats, device)
+
+
+def _print_where(repeats: int, device: str) -> None:
+    import torch
+
     where = torch.cuda.get_device_name() if device == "cuda" else f"{torch.get_num_threads()} torch threads"
     print(f"  (least of {repeats} runs, {where}, load average {os.getloadavg()[0]:.1f})")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="512,1024", help="comma-separated square sizes (default %(default)s)")
+    p.add_argument("--sizes", default="512,1024", help="comma-separated square sizes, '' for none (default %(default)s)")
+    p.add_argument("--video", default="33x832x480",
+                   help="a video as FRAMESxWIDTHxHEIGHT, '' for none (default %(default)s)")
     p.add_argument("--repeats", type=int, default=5, help="runs of each; the least is printed (default %(default)s)")
+    p.add_argument("--video-repeats", type=int, default=2, help="runs of each for the video (default %(default)s)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=0,
                    help="torch's CPU threads for both (default: torch's own choice, one per core)")
@@ -155,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print("--device cuda: torch sees no CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
             return 2
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",") if s):
         measure(size, args.repeats, args.device)
+    if args.video:
+        measure_video(args.video, args.video_repeats, args.device)
     return 0
 
 

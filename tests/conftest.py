@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REAL_CACHE, REPO_GOLDEN, VISUAL_TEST, make_goldens, project_toml, tree_digest
+from helpers import REAL_CACHE, REPO_GOLDEN, VISUAL_TEST, install_goldens, make_goldens, project_toml, tree_digest
 
 from quant_guard.config.families import FAMILIES
 from quant_guard.store.paths import CACHE_ENV
@@ -49,6 +49,14 @@ def _heavy_modules() -> None:
     import quant_guard.model.pipelines  # noqa: F401
     import quant_guard.model.render  # noqa: F401
     import quant_guard.model.tiny.architecture  # noqa: F401
+    # Not required, but imported again by every in-process run that finds them missing (the run
+    # removes them when it ends): hypothesis (its pytest plugin imports it, about 1 s) and the
+    # report's modules.
+    import hypothesis  # noqa: F401
+
+    import quant_guard.model.scheme_probe  # noqa: F401
+    import quant_guard.report.html  # noqa: F401
+    import quant_guard.run.case_record  # noqa: F401
 
 
 @pytest.fixture
@@ -64,11 +72,12 @@ def qg_project(pytester: pytest.Pytester, _heavy_modules: None) -> Callable[...,
     return make
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def baseline(tmp_path_factory: pytest.TempPathFactory, _heavy_modules: None) -> Callable[..., Path]:
     """``baseline(seeds="[0, 1]", steps=4)`` -> a golden directory for ``project_toml`` with
-    those keywords, made by the gate's own update path (what ``--update-golden`` writes).
-    Cached per configuration; copy it, never modify it."""
+    those keywords, made by the gate's own update path (what ``--update-golden`` writes: the same
+    files, the sidecar's creation time aside). Cached per configuration for the whole session;
+    copy it (``install_goldens``), never modify it."""
     made: dict[str, Path] = {}
 
     def make(**kwargs: str | int) -> Path:
@@ -81,6 +90,16 @@ def baseline(tmp_path_factory: pytest.TempPathFactory, _heavy_modules: None) -> 
         return made[text]
 
     return make
+
+
+@pytest.fixture
+def baselined(pytester: pytest.Pytester, qg_project: Callable[..., Path],
+              baseline: Callable[..., Path]) -> Callable[..., Path]:
+    """A project whose golden has been created (the session's ``baseline()``, installed); call it
+    with project_toml keywords to rewrite the configuration afterwards (thresholds are not render
+    parameters, so nothing goes stale)."""
+    install_goldens(baseline(), qg_project())
+    return qg_project
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # below that torch raises deep inside the network. 64x64 is the size LPIPS was trained on.
 LPIPS_MIN_SIZE = 31
 
-_model_lock = threading.Lock()
+lpips_lock = threading.Lock()  # the shared models' `spatial` is read in forward: one user at a time
 
 
 def _check_pair(golden: np.ndarray, candidate: np.ndarray) -> None:
@@ -101,12 +101,8 @@ class ImagePair:
         return rgb_to_lab(self.rgb8[0], self.dtype), rgb_to_lab(self.rgb8[1], self.dtype)
 
     def lpips_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """1 x 3 x H x W in [-1, 1], the values ``lpips.im2tensor`` gives (a table of the 256 levels,
-        computed in float64 as it does, then cast)."""
-        import torch
-
-        lut = (torch.arange(256, dtype=torch.float64) / 127.5 - 1.0).to(self.dtype).to(self.device)
-        return lut[self.rgb8[0].long()][None], lut[self.rgb8[1].long()][None]
+        """1 x 3 x H x W in [-1, 1] (``lpips_input``)."""
+        return lpips_input(self.rgb8[0], self.dtype)[None], lpips_input(self.rgb8[1], self.dtype)[None]
 
     def ssim(self) -> tuple[float, np.ndarray]:
         """SSIM and its map (float64 HxW numpy, the mean over the colour channels)."""
@@ -116,6 +112,15 @@ class ImagePair:
 
         value, local = torch_ssim(*self.rgb)
         return float(value), local.to("cpu", torch.float64).numpy()
+
+
+def lpips_input(rgb8: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 RGB (... x 3 x H x W) in [-1, 1], the values ``lpips.im2tensor`` gives (a table of the
+    256 levels, computed in float64 as it does, then cast to ``dtype``)."""
+    import torch
+
+    lut = (torch.arange(256, dtype=torch.float64) / 127.5 - 1.0).to(dtype).to(rgb8.device)
+    return lut[rgb8.long()]
 
 
 @functools.cache
@@ -131,11 +136,36 @@ def _lpips_model(device: str = "cpu", dtype: torch.dtype | None = None) -> torch
 
 
 def _pair_model(pair: ImagePair) -> torch.nn.Module:
+    return lpips_model_for(pair.device, pair.dtype)
+
+
+def lpips_model_for(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """The shared LPIPS model for images on ``device`` in ``dtype``; hold ``lpips_lock`` while
+    using it."""
     import torch
 
-    if pair.device.type == "cpu" and pair.dtype == torch.float32:
+    if device.type == "cpu" and dtype == torch.float32:
         return _lpips_model()  # the one every caller on the CPU shares
-    return _lpips_model(str(pair.device), pair.dtype)
+    return _lpips_model(str(device), dtype)
+
+
+def lpips_layers(model: torch.nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
+    """Each layer's unit-normalized AlexNet features of N images (N x 3 x H x W, ``lpips_input``):
+    what LPIPS compares, so an image in several pairs (a video frame) runs the network once."""
+    from lpips import normalize_tensor
+
+    return [normalize_tensor(features) for features in model.net.forward(model.scaling_layer(inputs))]
+
+
+def lpips_between(model: torch.nn.Module, layers0: list[torch.Tensor], layers1: list[torch.Tensor]) -> torch.Tensor:
+    """LPIPS of each of N pairs (a tensor of N) from their ``lpips_layers``: the arithmetic of
+    ``lpips.LPIPS.forward`` with ``spatial=False``."""
+    from lpips import spatial_average
+
+    value: Any = 0
+    for kk in range(model.L):
+        value += spatial_average(model.lins[kk]((layers0[kk] - layers1[kk]) ** 2), keepdim=True)
+    return value.flatten()
 
 
 def _check_lpips_pair(golden: np.ndarray, candidate: np.ndarray) -> tuple[int, int]:
@@ -159,7 +189,7 @@ def _lpips_distance(pair: ImagePair) -> float:
     import torch
 
     # One model for both modes: `spatial` is read in forward, the lock keeps threads apart.
-    with _model_lock, torch.no_grad():  # no_grad is local: the caller's grad mode comes back
+    with lpips_lock, torch.no_grad():  # no_grad is local: the caller's grad mode comes back
         model = _pair_model(pair)
         model.spatial = False
         return float(model(*pair.lpips_inputs()).item())
@@ -187,7 +217,7 @@ def _lpips_with_map(pair: ImagePair) -> tuple[float, np.ndarray]:
     from lpips import normalize_tensor, spatial_average, upsample
 
     height, width = pair.golden.shape[:2]
-    with _model_lock, torch.no_grad():
+    with lpips_lock, torch.no_grad():
         model = _pair_model(pair)
         in0, in1 = pair.lpips_inputs()
         outs0 = model.net.forward(model.scaling_layer(in0))

@@ -19,15 +19,6 @@ IMPOSSIBLE_PSNR = 150.0
 EASY_PSNR = 5.0
 
 
-@pytest.fixture
-def baselined(pytester: pytest.Pytester, qg_project: Callable[..., Path]) -> Callable[..., Path]:
-    """A project whose golden has been created; call it with project_toml keywords to rewrite
-    the configuration afterwards (thresholds are not render parameters, so nothing goes stale)."""
-    qg_project()
-    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
-    return qg_project
-
-
 def _psnr_fail_line(limit: float, source: str = "threshold") -> str:
     return f"*PSNR * dB < min {limit:.2f} dB ({source}) FAIL*"
 

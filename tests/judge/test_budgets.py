@@ -75,9 +75,7 @@ def test_override_precedence() -> None:
 
 
 def test_tight_step_time_fails_with_its_own_section(pytester: pytest.Pytester,
-                                                    qg_project: Callable[..., Path]) -> None:
-    qg_project()
-    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+                                                    baselined: Callable[..., Path]) -> None:
     tight = pytester.runpytest("--qg-max-step-time", "1 us")
     tight.assert_outcomes(failed=1)
     tight.stdout.fnmatch_lines(["*tiny-red-circle-s0: budget exceeded:*", "*step time (median) * > max 1.0 us FAIL*",
@@ -134,7 +132,7 @@ def test_a_limit_on_a_figure_that_was_not_measured_is_an_error_not_a_pass() -> N
 
 
 def test_the_cpu_figure_is_the_process_peak_rss_of_the_render(pytester: pytest.Pytester,
-                                                              qg_project: Callable[..., Path]) -> None:
+                                                              baselined: Callable[..., Path]) -> None:
     """On a CPU the peak is what the host must provide for the render (hundreds of MiB with torch
     loaded), so a limit below that fails and one above passes; without the high-water-mark reset
     the figure is reported as not measured and a limit on it is an error."""
@@ -142,8 +140,6 @@ def test_the_cpu_figure_is_the_process_peak_rss_of_the_render(pytester: pytest.P
 
     import quant_guard.model.host_memory as host_memory
 
-    qg_project()
-    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
     tight = pytester.runpytest("--qg-max-vram", "100 MiB")
     tight.assert_outcomes(failed=1)
     tight.stdout.fnmatch_lines(["*peak RSS * > max 100.00 MiB FAIL*"])

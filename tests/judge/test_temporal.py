@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quant_guard.judge.temporal import compare_clips, flicker, tlp
+from quant_guard.judge.temporal import compare_clips, exposure_flicker, flicker, tlp
 
 
 def moving_square(frames: int = 5, size: int = 32) -> np.ndarray:
@@ -62,3 +62,50 @@ def test_independent_pixel_noise_moves_flicker_but_not_exposure_flicker() -> Non
     noisy = np.clip(golden.astype(int) + rng.integers(-4, 5, golden.shape), 0, 255).astype(np.uint8)
     metrics = compare_clips(golden, noisy)
     assert metrics.flicker > 2 and metrics.exposure_flicker < 0.3, metrics
+
+
+def frame_by_frame(golden: np.ndarray, candidate: np.ndarray) -> tuple[list[tuple[float, float, float]], float]:
+    """Each frame's (LPIPS, SSIM, PSNR) and tLP as their definitions say, one image pair at a time."""
+    from quant_guard.judge.metrics import compare_images, lpips_distance
+
+    frames = [(m.lpips, m.ssim, m.psnr) for m in (compare_images(g, c) for g, c in zip(golden, candidate))]
+    steps = [abs(lpips_distance(golden[t], golden[t + 1]) - lpips_distance(candidate[t], candidate[t + 1]))
+             for t in range(len(golden) - 1)]
+    return frames, sum(steps) / len(steps)
+
+
+@pytest.mark.parametrize("batch_frames", [1, 2, 3, 7])
+def test_batched_frames_give_the_frame_by_frame_numbers(batch_frames: int) -> None:
+    """Batches of 1, 2 and 3 frames split 7 frames with edges everywhere (3 leaves one frame alone
+    in the last batch); 7 is the whole clip in one batch. Each frame moves and is damaged
+    differently, so a frame paired with the wrong golden or a step lost at an edge shows."""
+    golden = moving_square(frames=7, size=40)
+    rng = np.random.default_rng(2)
+    noise = rng.integers(-3, 4, golden.shape) * np.arange(1, 8)[:, None, None, None]  # more each frame
+    candidate = np.clip(golden.astype(int) + noise, 0, 255).astype(np.uint8)
+    expected_frames, expected_tlp = frame_by_frame(golden, candidate)
+    batched = compare_clips(golden, candidate, batch_frames=batch_frames)
+    assert len(batched.frames) == len(golden)
+    for t, (m, (lp, ss, ps)) in enumerate(zip(batched.frames, expected_frames)):
+        assert m.lpips == pytest.approx(lp, abs=1e-5), t
+        assert m.ssim == pytest.approx(ss, abs=1e-5), t
+        assert m.psnr == pytest.approx(ps, rel=1e-12), t
+    assert batched.tlp == pytest.approx(expected_tlp, abs=1e-5)
+    assert tlp(golden, candidate, batch_frames=batch_frames) == pytest.approx(expected_tlp, abs=1e-5)
+
+
+def test_flicker_counts_exactly_what_the_float64_formula_does() -> None:
+    golden = moving_square(frames=6)
+    rng = np.random.default_rng(3)
+    candidate = np.clip(golden.astype(int) + rng.integers(-40, 41, golden.shape), 0, 255).astype(np.uint8)
+    g, c = golden.astype(np.float64), candidate.astype(np.float64)
+    assert flicker(golden, candidate) == pytest.approx(np.abs(np.diff(c, axis=0) - np.diff(g, axis=0)).mean(), rel=1e-12)
+    means_g, means_c = g.mean(axis=(1, 2)), c.mean(axis=(1, 2))
+    expected = np.abs(np.diff(means_c, axis=0) - np.diff(means_g, axis=0)).mean()
+    assert exposure_flicker(golden, candidate) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_batch_size_below_one_is_refused() -> None:
+    golden = moving_square()
+    with pytest.raises(ValueError, match="batch_frames must be at least 1"):
+        compare_clips(golden, golden, batch_frames=0)

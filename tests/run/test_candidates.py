@@ -42,35 +42,29 @@ def test_prequantized_dit_file_matches_on_load_float8(pytester: pytest.Pytester,
 # every kind of damage the thresholds were set against, at its default strength, falls outside the
 # tiny checkpoint's thresholds (benchmarks/tiny_quality.py; the mildest are noise and scale)
 @pytest.mark.parametrize("kind", THRESHOLD_KINDS)
-def test_degraded_candidate_fails_with_metric_message(pytester: pytest.Pytester, qg_project: Callable[..., Path],
+def test_degraded_candidate_fails_with_metric_message(pytester: pytest.Pytester, baselined: Callable[..., Path],
                                                       tmp_path: Path, kind: Degradation) -> None:
-    qg_project()
-    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
     damaged = tmp_path / f"dit-{kind.value}.safetensors"
     save_file(degrade(load_file(str(ensure_tiny_checkpoint().dit)), kind), str(damaged))
-    qg_project(checkpoint_extra=_candidate_table(damaged))
+    baselined(checkpoint_extra=_candidate_table(damaged))
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*float8_e4m3fn candidate differs from the bf16 golden:*", "*(threshold) FAIL*"])
 
 
-def test_missing_candidate_file_is_a_clear_error(pytester: pytest.Pytester, qg_project: Callable[..., Path],
+def test_missing_candidate_file_is_a_clear_error(pytester: pytest.Pytester, baselined: Callable[..., Path],
                                                  tmp_path: Path) -> None:
-    qg_project()
-    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
-    qg_project(checkpoint_extra=_candidate_table(tmp_path / "nope.safetensors"))
+    baselined(checkpoint_extra=_candidate_table(tmp_path / "nope.safetensors"))
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*checkpoint 'tiny' scheme 'float8_e4m3fn' DiT: file *nope.safetensors does not exist*"])
 
 
-def test_pickle_candidate_is_refused(pytester: pytest.Pytester, qg_project: Callable[..., Path],
+def test_pickle_candidate_is_refused(pytester: pytest.Pytester, baselined: Callable[..., Path],
                                     tmp_path: Path) -> None:
-    qg_project()
-    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
     pickle_file = tmp_path / "dit.ckpt"
     pickle_file.write_bytes(b"\x80\x04K\x01.")  # a valid pickle; must never be loaded
-    qg_project(checkpoint_extra=_candidate_table(pickle_file))
+    baselined(checkpoint_extra=_candidate_table(pickle_file))
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*dit.ckpt is a pickle checkpoint; quant_guard loads only .safetensors*"])

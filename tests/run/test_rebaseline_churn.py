@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import tree_digest
+from helpers import install_goldens, tree_digest
 
 from quant_guard.config.thresholds import ExpectedSettings
 from quant_guard.judge.checks import expected_moved
@@ -21,6 +21,8 @@ from quant_guard.judge.checks import expected_moved
 SCHEMES = 'schemes = ["bitsandbytes_nf4", "torchao_int8_w8a8"]'
 NF4, INT8 = "tiny-bitsandbytes_nf4-red-circle-s0", "tiny-torchao_int8_w8a8-red-circle-s0"
 FOLDER = Path("golden") / "tiny"
+EVERY_FILE = ["tiny/red-circle-s0.bitsandbytes_nf4.expected.yml", "tiny/red-circle-s0.json",
+              "tiny/red-circle-s0.png", "tiny/red-circle-s0.torchao_int8_w8a8.expected.yml"]
 
 
 def _expected(root: Path, scheme: str) -> Path:
@@ -63,8 +65,7 @@ def test_rebaselines_on_other_kernels_and_thread_counts_change_no_file(
     root = qg_project(checkpoint_extra=SCHEMES)
     pytester.runpytest("--update-golden").assert_outcomes(passed=2)
     before = tree_digest(root / "golden")
-    assert sorted(before) == ["tiny/red-circle-s0.bitsandbytes_nf4.expected.yml", "tiny/red-circle-s0.json",
-                              "tiny/red-circle-s0.png", "tiny/red-circle-s0.torchao_int8_w8a8.expected.yml"]
+    assert sorted(before) == EVERY_FILE
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # read once, when torch is imported
@@ -75,10 +76,18 @@ def test_rebaselines_on_other_kernels_and_thread_counts_change_no_file(
                                  "quant_guard: expected metrics 0 recorded, 2 unchanged (within tolerance)"])
 
 
-def test_an_expected_file_is_rewritten_only_beyond_its_tolerance(pytester: pytest.Pytester,
-                                                                 qg_project: Callable[..., Path]) -> None:
+def _baselined(qg_project: Callable[..., Path], baseline: Callable[..., Path]) -> Path:
+    """The project with both schemes, its golden and expected files made once per session (what
+    ``--update-golden`` writes: the slow test above runs that update itself)."""
     root = qg_project(checkpoint_extra=SCHEMES)
-    pytester.runpytest("--update-golden").assert_outcomes(passed=2)
+    install_goldens(baseline(checkpoint_extra=SCHEMES), root)
+    assert sorted(tree_digest(root / "golden")) == EVERY_FILE
+    return root
+
+
+def test_an_expected_file_is_rewritten_only_beyond_its_tolerance(
+        pytester: pytest.Pytester, qg_project: Callable[..., Path], baseline: Callable[..., Path]) -> None:
+    root = _baselined(qg_project, baseline)
     nf4 = _expected(root, "bitsandbytes_nf4")
     data = yaml.safe_load(nf4.read_text())
     # what another machine recorded: within the tolerance of this one's numbers
@@ -103,12 +112,11 @@ def _printed_command(result: pytest.RunResult, verb: str) -> list[str]:
     return shlex.split(line.split(f"{verb} with: ", 1)[1].strip())
 
 
-def test_restoring_a_truncated_golden_keeps_every_schemes_expected_file(pytester: pytest.Pytester,
-                                                                        qg_project: Callable[..., Path]) -> None:
+def test_restoring_a_truncated_golden_keeps_every_schemes_expected_file(
+        pytester: pytest.Pytester, qg_project: Callable[..., Path], baseline: Callable[..., Path]) -> None:
     """Issue 26: the command printed for a truncated golden covers both schemes; running it writes
     the PNG back with the bytes its sidecar records, so neither scheme's expected file is dropped."""
-    root = qg_project(checkpoint_extra=SCHEMES)
-    pytester.runpytest("--update-golden").assert_outcomes(passed=2)
+    root = _baselined(qg_project, baseline)
     expected = {p: p.read_bytes() for p in (_expected(root, "bitsandbytes_nf4"), _expected(root, "torchao_int8_w8a8"))}
     png = root / FOLDER / "red-circle-s0.png"
     png.write_bytes(png.read_bytes()[:200])
@@ -128,12 +136,11 @@ def test_restoring_a_truncated_golden_keeps_every_schemes_expected_file(pytester
     pytester.runpytest().assert_outcomes(passed=2)
 
 
-def test_a_changed_golden_lists_the_expected_files_it_dropped(pytester: pytest.Pytester,
-                                                              qg_project: Callable[..., Path]) -> None:
+def test_a_changed_golden_lists_the_expected_files_it_dropped(
+        pytester: pytest.Pytester, qg_project: Callable[..., Path], baseline: Callable[..., Path]) -> None:
     """A golden that really changes (other steps) drops every scheme's expected metrics: a run of
     one scheme names the other's file as dropped, and the printed command re-baselines both."""
-    root = qg_project(checkpoint_extra=SCHEMES)
-    pytester.runpytest("--update-golden").assert_outcomes(passed=2)
+    root = _baselined(qg_project, baseline)
     qg_project(checkpoint_extra=SCHEMES, steps=5)
     stale = pytester.runpytest()
     stale.assert_outcomes(failed=2)

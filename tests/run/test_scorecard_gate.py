@@ -21,15 +21,6 @@ from quant_guard.judge.checks import check_expected, check_thresholds
 from quant_guard.judge.scorecard import compute_scorecard
 
 
-@pytest.fixture
-def baselined(pytester: pytest.Pytester, qg_project: Callable[..., Path]) -> Callable[..., Path]:
-    """A project whose golden has been created (the thresholds are rewritten afterwards: they are
-    not render parameters, so nothing goes stale)."""
-    qg_project()
-    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
-    return qg_project
-
-
 def _record(pytester: pytest.Pytester) -> dict[str, Any]:
     data = json.loads((pytester.path / "qg-report" / "results.json").read_text(encoding="utf-8"))
     (record,) = data["results"]

@@ -50,6 +50,8 @@ def test_update_then_check_passes_and_counts(pytester: pytest.Pytester, qg_proje
 
 def test_changed_golden_fails_as_unknown_change_then_update_repairs(pytester: pytest.Pytester,
                                                                     qg_project: Callable[..., Path]) -> None:
+    # its own update, not the session's baseline: "unknown reason" needs the golden's recorded
+    # environment to be this moment's (a test before may leave CUBLAS_WORKSPACE_CONFIG set)
     root = qg_project()
     pytester.runpytest("--update-golden").assert_outcomes(passed=1)
     store = GoldenStore(root / "golden")
@@ -79,10 +81,8 @@ def test_changed_golden_fails_as_unknown_change_then_update_repairs(pytester: py
     pytester.runpytest().assert_outcomes(passed=1)
 
 
-def test_stale_golden_names_the_changed_parameter(pytester: pytest.Pytester, qg_project: Callable[..., Path]) -> None:
-    qg_project(steps=4)
-    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
-    qg_project(steps=6)
+def test_stale_golden_names_the_changed_parameter(pytester: pytest.Pytester, baselined: Callable[..., Path]) -> None:
+    baselined(steps=6)  # the golden's are 4
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*golden/tiny/red-circle-s0.png is stale, made with other parameters:*",
@@ -92,9 +92,8 @@ def test_stale_golden_names_the_changed_parameter(pytester: pytest.Pytester, qg_
 
 
 def test_golden_without_valid_sidecar_is_not_trusted(pytester: pytest.Pytester,
-                                                     qg_project: Callable[..., Path]) -> None:
-    root = qg_project()
-    pytester.runpytest("--update-golden").assert_outcomes(passed=1)
+                                                     baselined: Callable[..., Path]) -> None:
+    root = pytester.path
     sidecar = root / "golden" / "tiny" / "red-circle-s0.json"
     sidecar.write_text("{not json")
     result = pytester.runpytest()

@@ -26,13 +26,12 @@ from quant_guard.config.schemes import (
     DIT,
     QUANTIZE_MODES,
     REFERENCE,
-    SECOND_DIT,
     STORAGE_DTYPES,
     ComponentScheme,
     Quantization,
     Scheme,
 )
-from quant_guard.config.families import DEFAULT_FAMILY, EMBEDDED, FAMILIES, RenderDefaults
+from quant_guard.config.families import DEFAULT_FAMILY, EMBEDDED, FAMILIES, SECOND_DIT, RenderDefaults
 from quant_guard.config.sources import ComponentSource
 from quant_guard.config.thresholds import LIMITS, MEANING_KEY, MEANING_OFF, ExpectedSettings, ThresholdOverrides, Thresholds
 from quant_guard.config.units import UnitError, parse_bytes, parse_seconds

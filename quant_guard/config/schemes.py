@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from quant_guard.config.families import SECOND_DIT
 from quant_guard.config.sources import ComponentSource
 from quant_guard.config.thresholds import ThresholdOverrides
 
@@ -73,9 +74,6 @@ class Quantization:
 
 
 DIT = "dit"  # the component every family files its DiT under (model.families.base.DIT)
-# A second DiT (Wan2.2 A14B's low-noise expert, DiffSynth's ``pipe.dit2``): it takes the scheme's DiT
-# entry (storage dtype and method, never the DiT's own file), so the two DiTs are always quantized alike
-SECOND_DIT = "dit2"
 
 
 @dataclass(frozen=True)
@@ -144,7 +142,7 @@ class Scheme:
         """How ``name`` is stored under this scheme (bf16 when it does not target it)."""
         if name == DIT:
             return self.dit_scheme
-        if name == SECOND_DIT:
+        if name == SECOND_DIT:  # the DiT's storage and method, not its own file: both DiTs quantized alike
             return ComponentScheme(self.storage_dtype, self.quantization)
         return dict(self.others).get(name, BF16_COMPONENT)
 

@@ -26,7 +26,8 @@ from quant_guard.model.families import default_family, family_of
 from quant_guard.model.families.base import DIT, importable
 from quant_guard.model.memory_plan import MemoryPlan, plan_memory, torch_fields
 from quant_guard.model.scheme_check import check_scheme_applied, check_untargeted
-from quant_guard.config.schemes import SECOND_DIT, Scheme
+from quant_guard.config.families import SECOND_DIT
+from quant_guard.config.schemes import Scheme
 
 if TYPE_CHECKING:
     from diffsynth.diffusion.base_pipeline import BasePipeline

@@ -110,7 +110,7 @@ A14B = {**ONE_ENCODER, "dit2": "low_noise.safetensors"}  # Wan2.2 A14B: high-noi
 
 
 def test_a_wan_checkpoint_may_name_a_second_dit_that_takes_the_schemes_dit_entry() -> None:
-    from quant_guard.config.schemes import SECOND_DIT
+    from quant_guard.config.families import SECOND_DIT
 
     spec = _checkpoint(family="wan", components=A14B, schemes=["float8_e4m3fn", "torchao_int8_w8a16"])
     assert spec.components[SECOND_DIT].path == FILE.parent / "low_noise.safetensors"

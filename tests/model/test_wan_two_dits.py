@@ -12,7 +12,8 @@ import pytest
 from family_support import INT8
 from helpers import REAL_CACHE
 
-from quant_guard.config.schemes import FLOAT8_E4M3FN, REFERENCE, SECOND_DIT
+from quant_guard.config.families import SECOND_DIT
+from quant_guard.config.schemes import FLOAT8_E4M3FN, REFERENCE
 from quant_guard.store.paths import CACHE_ENV
 
 DIT_LINEARS = 26  # the tiny Wan DiT's linear layers (tiny_wan/FACTS.md)

@@ -15,7 +15,7 @@ when the checkpoint has ``dit2``).
 
 from __future__ import annotations
 
-from quant_guard.config.schemes import SECOND_DIT
+from quant_guard.config.families import SECOND_DIT
 from quant_guard.model.families.base import (
     CFG_CALL_ARGUMENTS,
     DIT,

@@ -69,7 +69,7 @@ FAMILIES: dict[str, FamilySettings] = {
                             "cfg_scale"),
     # examples/wanvideo/model_inference/Wan2.1-T2V-14B.py: 81 frames at 832x480, 50 steps, true CFG 5,
     # saved at 15 fps; Wan's VAE packs 4 frames into one latent frame after the first (4k+1 frames)
-    # Wan2.2-T2V-A14B adds the low-noise DiT (``schemes.SECOND_DIT``), which takes the scheme's DiT entry
+    # Wan2.2-T2V-A14B adds the low-noise DiT (``SECOND_DIT``), which takes the scheme's DiT entry
     "wan": FamilySettings(_ONE_ENCODER[:1] + (SECOND_DIT,) + _ONE_ENCODER[1:],
                           RenderDefaults(steps=50, width=832, height=480, guidance=5.0, frames=81, fps=15),
                           "cfg_scale", frame_step=4, optional=(SECOND_DIT,)),

@@ -490,9 +490,10 @@ def _refuse_own_dit_files(t: _Table, schemes: tuple[Scheme, ...]) -> None:
     file would quantize one of them only (a file per DiT is not supported yet)."""
     for scheme in schemes:
         if scheme.dit is not None:
-            t.fail("candidate" if "candidate" in t.data else "schemes", f"scheme {scheme.id!r} gives the DiT a file of its own, but this checkpoint has a second "
-                          f"DiT ({SECOND_DIT}) that the file would leave out: a pre-quantized file per DiT is not "
-                          "supported yet; quantize both on load (a storage dtype or a method) instead")
+            t.fail("candidate" if "candidate" in t.data else "schemes",
+                   f"scheme {scheme.id!r} gives the DiT a file of its own, but this checkpoint has a second DiT "
+                   f"({SECOND_DIT}) that the file would leave out: a pre-quantized file per DiT is not supported "
+                   "yet; quantize both on load (a storage dtype or a method) instead")
 
 
 def _scheme(entry: Any, parent: _Table, key: str, base: Path, family: str = DEFAULT_FAMILY) -> Scheme:

@@ -98,3 +98,18 @@ def test_a_checkpoint_without_a_second_dit_has_no_dit2_component() -> None:
     assert wan21.model_components == ("dit", "text_encoder", "vae")
     assert family("wan").model_components == ("dit", SECOND_DIT, "text_encoder", "vae")
     assert family_of(ResolvedCheckpoint("flux", {}, {}, 512)) is family("flux")  # nothing optional: the same one
+
+
+def test_a_prequantized_dit_file_without_one_for_the_second_dit_is_refused(checkpoint: Any) -> None:
+    """The configuration refuses it; a caller building the pipeline directly gets the same answer
+    before DiffSynth registers the bf16 second DiT as pre-quantized."""
+    import dataclasses
+
+    from quant_guard.config.schemes import Quantization, Scheme
+    from quant_guard.model.checkpoints import CheckpointError
+    from quant_guard.model.pipelines import build_pipeline
+
+    scheme = Scheme("pre", quantization=Quantization("torchao_int8_w8a16", load_prequantized=True))
+    own_dit = dataclasses.replace(checkpoint, scheme_dits={"pre": checkpoint.files["dit"]})
+    with pytest.raises(CheckpointError, match="loads a pre-quantized file, but gives none for dit2"):
+        build_pipeline(own_dit, scheme, "cpu")

@@ -6,7 +6,7 @@ answer is read from DiffSynth 2.1.12's sources; ``quant_guard/model/tiny_wan/FAC
 
 Wan2.2 A14B's second DiT (``pipe.dit2``, the low-noise expert, switched in at ``switch_DiT_boundary
 * 1000``) is the optional component ``dit2``: a checkpoint naming it loads it after ``dit``, a scheme
-gives it the DiT's storage dtype or method (``config.schemes.SECOND_DIT``), a DiT swap between
+gives it the DiT's storage dtype or method (``config.families.SECOND_DIT``), a DiT swap between
 schemes reloads both, and the scheme check refuses a pipeline where the two differ.
 
 Not covered yet: a pre-quantized file per DiT (the configuration refuses a scheme's own DiT file
@@ -83,7 +83,7 @@ FAMILY = ModelFamily(
     components=(
         Component(DIT, "dit", disk_offload=True),
         # Wan2.2 A14B's low-noise expert (``fetch_model("wan_video_dit", index=2)``: the second DiT
-        # file loaded); it takes the scheme's DiT entry (``config.schemes.SECOND_DIT``)
+        # file loaded); it takes the scheme's DiT entry (``config.families.SECOND_DIT``)
         Component(SECOND_DIT, SECOND_DIT, disk_offload=True, models=((SECOND_DIT, "wan_video_dit"),), optional=True),
         Component("text_encoder", "text_encoder", disk_offload=True),
         Component("vae", "vae"),

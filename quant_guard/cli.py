@@ -118,7 +118,8 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
                   "tiny size", file=sys.stderr)
             return 2
         width, height = args.size
-        request = FullSizeRequest(arch, device, width=width, height=height, steps=args.steps, work_dir=args.work_dir)
+        request = FullSizeRequest(arch, device, width=width, height=height, steps=args.steps, work_dir=args.work_dir,
+                                  frames=args.frames)
     try:
         return doctor(find_config(args.qg_config, Path.cwd()), request, checkpoint_id=args.checkpoint)
     except DoctorError as exc:
@@ -314,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     doctor.add_argument("--size", type=_size, default=(1024, 1024), metavar="WxH", help="render size (1024x1024)")
     doctor.add_argument("--steps", type=int, default=20, help="denoising steps per render (20)")
+    doctor.add_argument("--frames", type=int, default=None,
+                        help="a video family's clip length (default: the checkpoint's render.frames, else the family's)")
     doctor.add_argument("--work-dir", type=Path, default=None, help="where the random weights go (default: $TMPDIR)")
     doctor.set_defaults(func=_cmd_doctor)
 

@@ -37,6 +37,8 @@ class FamilySettings:
     t5_sequence_length: bool = False  # whether its pipeline takes ``t5_sequence_length``
     # a video family: its clips have ``frame_step * k + 1`` frames (``render.frames``); 0 = images
     frame_step: int = 0
+    # the components a checkpoint may leave out (Wan2.1 has no second DiT ``dit2``)
+    optional: tuple[str, ...] = ()
 
     @property
     def model_components(self) -> tuple[str, ...]:
@@ -45,6 +47,9 @@ class FamilySettings:
 
 
 TOKENIZER_PREFIX = "tokenizer"  # every family's tokenizer folders are named so
+# A second DiT (Wan2.2 A14B's low-noise expert, DiffSynth's ``pipe.dit2``): an optional component
+# that takes a scheme's DiT entry (``schemes.Scheme.component``)
+SECOND_DIT = "dit2"
 _ONE_ENCODER = ("dit", "text_encoder", "vae", "tokenizer")
 
 DEFAULT_FAMILY = "flux"
@@ -64,8 +69,10 @@ FAMILIES: dict[str, FamilySettings] = {
                             "cfg_scale"),
     # examples/wanvideo/model_inference/Wan2.1-T2V-14B.py: 81 frames at 832x480, 50 steps, true CFG 5,
     # saved at 15 fps; Wan's VAE packs 4 frames into one latent frame after the first (4k+1 frames)
-    "wan": FamilySettings(_ONE_ENCODER, RenderDefaults(steps=50, width=832, height=480, guidance=5.0, frames=81,
-                                                       fps=15), "cfg_scale", frame_step=4),
+    # Wan2.2-T2V-A14B adds the low-noise DiT (``SECOND_DIT``), which takes the scheme's DiT entry
+    "wan": FamilySettings(_ONE_ENCODER[:1] + (SECOND_DIT,) + _ONE_ENCODER[1:],
+                          RenderDefaults(steps=50, width=832, height=480, guidance=5.0, frames=81, fps=15),
+                          "cfg_scale", frame_step=4, optional=(SECOND_DIT,)),
 }
 
 

@@ -31,7 +31,7 @@ from quant_guard.config.schemes import (
     Quantization,
     Scheme,
 )
-from quant_guard.config.families import DEFAULT_FAMILY, EMBEDDED, FAMILIES, RenderDefaults
+from quant_guard.config.families import DEFAULT_FAMILY, EMBEDDED, FAMILIES, SECOND_DIT, RenderDefaults
 from quant_guard.config.sources import ComponentSource
 from quant_guard.config.thresholds import LIMITS, MEANING_KEY, MEANING_OFF, ExpectedSettings, ThresholdOverrides, Thresholds
 from quant_guard.config.units import UnitError, parse_bytes, parse_seconds
@@ -391,11 +391,13 @@ def _checkpoint(t: _Table, base: Path) -> CheckpointSpec:
     if embedded and components:
         t.fail("components", "an embedded checkpoint takes no components")
     if not embedded:
-        missing = [k for k in keys if k not in components]
+        missing = [k for k in keys if k not in components and k not in FAMILIES[family].optional]
         if missing:
             t.fail("components", f"missing {', '.join(missing)} (the {family!r} family's components: "
                    f"{', '.join(keys)}; or set embedded = \"tiny\")")
     schemes, declared = _schemes(t, base, family)
+    if SECOND_DIT in components:
+        _refuse_own_dit_files(t, schemes)
     device = t.get("device", str, "auto")
     if device not in DEVICES:
         t.fail("device", f"must be one of {', '.join(DEVICES)}, got {device!r}")
@@ -483,6 +485,17 @@ def _schemes(t: _Table, base: Path, family: str) -> tuple[tuple[Scheme, ...], bo
     return schemes, True
 
 
+def _refuse_own_dit_files(t: _Table, schemes: tuple[Scheme, ...]) -> None:
+    """A checkpoint with a second DiT gives both DiTs the scheme's DiT entry; a pre-quantized DiT
+    file would quantize one of them only (a file per DiT is not supported yet)."""
+    for scheme in schemes:
+        if scheme.dit is not None:
+            t.fail("candidate" if "candidate" in t.data else "schemes",
+                   f"scheme {scheme.id!r} gives the DiT a file of its own, but this checkpoint has a second DiT "
+                   f"({SECOND_DIT}) that the file would leave out: a pre-quantized file per DiT is not supported "
+                   "yet; quantize both on load (a storage dtype or a method) instead")
+
+
 def _scheme(entry: Any, parent: _Table, key: str, base: Path, family: str = DEFAULT_FAMILY) -> Scheme:
     bare = isinstance(entry, str)
     if bare:  # a bare name: a storage dtype or a diffsynth.core.quant method
@@ -559,6 +572,8 @@ def _component_scheme(s: _Table, base: Path, family: str) -> Scheme:
         if name in settings.components and name not in models:
             c.fail(name, f"is a tokenizer: it has no weights to quantize; the {family!r} family's model "
                          f"components are {', '.join(models)}")
+        if name == SECOND_DIT and name in models:
+            c.fail(name, f"takes the scheme's DiT entry (both DiTs are quantized alike): set {DIT} instead")
         if name not in models:
             c.fail(name, f"unknown component of the {family!r} family (its model components: "
                          f"{', '.join(models)}){did_you_mean(str(name), frozenset(models))}")

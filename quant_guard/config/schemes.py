@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from quant_guard.config.families import SECOND_DIT
 from quant_guard.config.sources import ComponentSource
 from quant_guard.config.thresholds import ThresholdOverrides
 
@@ -141,6 +142,8 @@ class Scheme:
         """How ``name`` is stored under this scheme (bf16 when it does not target it)."""
         if name == DIT:
             return self.dit_scheme
+        if name == SECOND_DIT:  # the DiT's storage and method, not its own file: both DiTs quantized alike
+            return ComponentScheme(self.storage_dtype, self.quantization)
         return dict(self.others).get(name, BF16_COMPONENT)
 
     @property

@@ -26,6 +26,7 @@ from quant_guard.model.families import default_family, family_of
 from quant_guard.model.families.base import DIT, importable
 from quant_guard.model.memory_plan import MemoryPlan, plan_memory, torch_fields
 from quant_guard.model.scheme_check import check_scheme_applied, check_untargeted
+from quant_guard.config.families import SECOND_DIT
 from quant_guard.config.schemes import Scheme
 
 if TYPE_CHECKING:
@@ -162,6 +163,9 @@ def _component_config(checkpoint: ResolvedCheckpoint, scheme: Scheme, plan: Memo
     path, quantization = component_file(checkpoint, scheme, name), scheme.component(name).quantization
     if quantization is None:
         return _config(path, plan, name)
+    if quantization.load_prequantized and checkpoint.scheme_file(scheme.id, name) is None:
+        raise CheckpointError(f"checkpoint {checkpoint.id!r}, scheme {scheme.id!r}: loads a pre-quantized file, but "
+                              f"gives none for {name} (only its bf16 file {_as_str(path)})")
     if quantization.load_prequantized:
         register_prequantized(path, checkpoint.files[name], scheme.only(name))
         return _config(path, plan, name)
@@ -244,6 +248,9 @@ def check_components(pipe: BasePipeline, checkpoint: ResolvedCheckpoint, scheme:
             module, what = getattr(pipe, attribute), name if len(models) == 1 else f"{name} ({attribute})"
             if name == DIT:
                 found = check_scheme_applied(module, scheme, checkpoint.id, family.vram_layers)
+            elif name == SECOND_DIT:  # the DiT's scheme: two DiTs quantized alike, or the check fails
+                found = check_scheme_applied(module, scheme.only(name), checkpoint.id, family.vram_layers,
+                                             component=f"second DiT ({name})")
             elif name in scheme.targets:
                 found = check_scheme_applied(module, scheme.only(name), checkpoint.id, family.vram_layers,
                                              component=what)

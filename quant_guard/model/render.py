@@ -130,8 +130,10 @@ def component_bytes(pipe: BasePipeline, *, on: Any = None) -> dict[str, int]:
 
     out = {}
     for c in family_of_pipeline(pipe).components:
-        modules = [getattr(pipe, attribute, None) for attribute, _ in c.models or ((c.attribute, ""),)]
-        out[c.name] = sum(measure(m) for m in modules if m is not None)
+        modules = [m for attribute, _ in c.models or ((c.attribute, ""),)
+                   if (m := getattr(pipe, attribute, None)) is not None]
+        if modules or not c.optional:  # Wan2.1's pipeline has no second DiT: no column for it
+            out[c.name] = sum(measure(m) for m in modules)
     return out
 
 

@@ -247,7 +247,7 @@ def check_scheme_applied(dit: torch.nn.Module, scheme: Scheme, checkpoint_id: st
     Another component is checked the same way against its own scheme (``Scheme.only``), named
     by ``component``; it may have no linear layers (a VAE of convolutions)."""
     found = inventory(dit, vram)
-    problem = _mismatch(dit, found, scheme, linear_required=component == "DiT")
+    problem = _mismatch(dit, found, scheme, linear_required="DiT" in component)
     if problem:
         raise CheckpointError(f"checkpoint {checkpoint_id!r}, scheme {scheme.id!r} ({scheme.describe()}): "
                               f"the built {component} is not what the scheme says: {problem}; found {found.describe()}")

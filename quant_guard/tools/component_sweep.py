@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from quant_guard.config.families import SECOND_DIT
 from quant_guard.config.schemes import DIT, REFERENCE, STORAGE_DTYPES, ComponentScheme, Quantization, Scheme
 from quant_guard.config.thresholds import ThresholdOverrides, Thresholds
 from quant_guard.model.families import family_of
@@ -184,7 +185,8 @@ def component_plan(spec: CheckpointSpec, name: str) -> dict[str, ComponentScheme
     its targets; a DiT-only scheme or a bare storage dtype / method name applies to every model
     component of the checkpoint's family."""
     scheme = next((s for s in spec.schemes if s.id == name), None)
-    components = family_of(spec).model_components
+    # a second DiT is no component of its own: it follows the DiT (``Scheme.component``)
+    components = tuple(c for c in family_of(spec).model_components if c != SECOND_DIT)
     if scheme is None:
         how = ComponentScheme(name) if name in STORAGE_DTYPES else ComponentScheme(quantization=Quantization(name))
         return {c: how for c in components}

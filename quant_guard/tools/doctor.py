@@ -200,7 +200,10 @@ def full_size_file_bytes(family: ModelFamily | None = None) -> dict[str, int]:
     from quant_guard.tools.synthetic import file_bytes
 
     family = family or default_family()
-    return {**file_bytes(family.full_size), **{t.name: t.estimated_bytes for t in family.tokenizers}}
+    sizes = file_bytes(family.full_size)
+    # a second DiT (Wan2.2 A14B's low-noise expert) has the first's shapes; the full size writes one DiT
+    extra = {name: sizes[DIT] for name in family.model_components if name not in sizes}
+    return {**sizes, **extra, **{t.name: t.estimated_bytes for t in family.tokenizers}}
 
 
 def _model_base() -> Path:

@@ -65,6 +65,7 @@ class Measurement:
     component_bytes: tuple[tuple[str, int], ...] = ()  # each component's weights as stored during the render
     # the part of each component's weights on the render's device as its denoising loop began
     component_resident: tuple[tuple[str, int], ...] = ()
+    frames: int = 1  # the frames the render returned (a video family's clip)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class FullSizeRequest:
     steps: int = 20
     seed: int = 0
     work_dir: Path | None = None  # None: a temporary folder
+    # a video family's clip length; None: the checkpoint's ``render.frames``, else the family's default
+    frames: int | None = None
 
 
 def measured_schemes(spec: CheckpointSpec | None) -> list[Scheme]:
@@ -174,8 +177,10 @@ class _Runner:
             base = replace(base, host_peak_bytes=build.peak_bytes, load_s=time.perf_counter() - started)
             # the family's guidance as its DiffSynth example renders (true CFG doubles the DiT passes)
             guidance = FAMILIES[family.name].render.guidance
+            frames = request.frames or (self.spec.render if self.spec else FAMILIES[family.name].render).frames
             result = render(self.pipe, RenderRequest(PROMPT, request.seed, request.steps, request.width,
-                                                     request.height, guidance, self.resolved.t5_sequence_length))
+                                                     request.height, guidance, self.resolved.t5_sequence_length,
+                                                     frames=frames))
         except (torch.OutOfMemoryError, MemoryError, LoadOutOfMemory) as exc:
             cause = exc.error if isinstance(exc, LoadOutOfMemory) else exc  # build_pipeline names what was loading
             self.release()
@@ -192,7 +197,7 @@ class _Runner:
                        component_bytes=tuple(result.component_weight_bytes.items()),
                        component_resident=tuple(result.component_resident_bytes.items()),
                        peak_bytes=peak_figure(result.memory, counts)[0], median_step_s=stats.median_s if stats else None,
-                       steps=len(result.step_times_s))
+                       steps=len(result.step_times_s), frames=1 if result.frames is None else len(result.frames))
 
 
 def anchors_for(precision: str, cpu_offload: bool, published: tuple[Anchor, ...] = ANCHORS) -> list[Anchor]:
@@ -265,6 +270,8 @@ def format_measurements(request: FullSizeRequest, measurements: list[Measurement
     host = any(m.memory_kind == "cpu-rss" for m in measurements)
     family, published = architecture_family(request.architecture), published_for(request.architecture)
     size = f"{request.width}x{request.height}"
+    clip = max((m.frames for m in measurements), default=1)
+    size += f", {clip} frames" if clip > 1 else ""
     lines = ["", f"Random weights at {family.label} {request.architecture.name} shapes, {size}, "
              f"{request.steps} steps, on {device_name}" + (" (host memory: resident = process RSS at render start, "
                                                              "peak = its peak during the render)" if host else ""),

@@ -38,7 +38,8 @@ def architecture_family(arch: Architecture) -> ModelFamily:
     """The family whose sizes include ``arch``."""
     for family in families().values():
         if any(a is arch or a == arch for a in family.architectures):
-            return family
+            # without the optional components it writes no file of (Wan's second DiT)
+            return family.having({c.component for c in arch.classes})
     raise ValueError(f"architecture {arch.name!r} belongs to no model family")
 
 

@@ -104,3 +104,33 @@ def test_clip_settings_mistakes_name_the_key(table: dict[str, Any], message: str
     with pytest.raises(ConfigError) as error:
         _checkpoint(**table)
     assert fnmatch(str(error.value), message), str(error.value)
+
+
+A14B = {**ONE_ENCODER, "dit2": "low_noise.safetensors"}  # Wan2.2 A14B: high-noise dit, low-noise dit2
+
+
+def test_a_wan_checkpoint_may_name_a_second_dit_that_takes_the_schemes_dit_entry() -> None:
+    from quant_guard.config.families import SECOND_DIT
+
+    spec = _checkpoint(family="wan", components=A14B, schemes=["float8_e4m3fn", "torchao_int8_w8a16"])
+    assert spec.components[SECOND_DIT].path == FILE.parent / "low_noise.safetensors"
+    for scheme in spec.schemes:
+        assert scheme.component(SECOND_DIT) == scheme.component("dit") and scheme.component(SECOND_DIT).file is None
+        assert scheme.targets == ("dit",) and scheme.kind == scheme.component("dit").kind  # its thresholds unchanged
+    assert SECOND_DIT not in _checkpoint(family="wan", components=ONE_ENCODER).components  # Wan2.1: optional
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"family": "wan", "components": A14B, "schemes": [{"id": "half", "components": {"dit2": "float8_e4m3fn"}}]},
+     "*schemes[[]0[]].components.dit2: takes the scheme's DiT entry (both DiTs are quantized alike): set dit instead"),
+    ({"family": "wan", "components": A14B, "schemes": [{"storage": "float8_e4m3fn", "dit": "dit-fp8.safetensors"}]},
+     "*checkpoints[[]0[]].schemes: scheme 'float8_e4m3fn' gives the DiT a file of its own, but this checkpoint "
+     "has a second DiT (dit2)*"),
+    ({"family": "qwen-image", "components": A14B}, "*components.dit2: unknown key*"),
+])
+def test_second_dit_mistakes_name_the_key(table: dict[str, Any], message: str) -> None:
+    from fnmatch import fnmatch
+
+    with pytest.raises(ConfigError) as error:
+        _checkpoint(**table)
+    assert fnmatch(str(error.value), message), str(error.value)

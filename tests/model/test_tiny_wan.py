@@ -98,6 +98,9 @@ def test_diffsynth_loads_the_files_as_the_tiny_classes(bf16: tuple[Any, np.ndarr
     assert pipe.dit.dim == SIZES.dit_dim and len(pipe.dit.blocks) == SIZES.layers
     assert type(pipe.text_encoder).__name__ == "WanTextEncoder" and pipe.text_encoder.dim == SIZES.text_dim
     assert type(pipe.vae).__name__ == "TinyWanVideoVAE" and pipe.vae.model.dim == SIZES.vae_dim
+    from quant_guard.model.render import component_bytes
+
+    assert set(component_bytes(pipe)) == {"dit", "text_encoder", "vae"}  # no second DiT: no dit2 column
 
 
 def test_an_offloaded_tiny_vae_is_managed_layer_by_layer_like_diffsynths(bf16: tuple[Any, np.ndarray]) -> None:

@@ -81,16 +81,19 @@ def _spec(schemes: tuple[Scheme, ...], family: str = "flux") -> CheckpointSpec:
 
 
 def test_a_storage_dtype_or_method_applies_to_every_component_a_component_scheme_to_its_own() -> None:
+    from quant_guard.config.sources import ComponentSource
+
     assert component_plan(_spec(()), "float8_e4m3fn") == {
         name: ComponentScheme("float8_e4m3fn") for name in ("dit", "text_encoder_clip", "text_encoder_t5", "vae")}
     int8 = ComponentScheme(quantization=Quantization("torchao_int8_w8a16"))
     assert component_plan(_spec((), "qwen-image"), "torchao_int8_w8a16") == {
         "dit": int8, "text_encoder": int8, "vae": int8}
+    a14b = CheckpointSpec(id="c", embedded=None, components={"dit2": ComponentSource(path=Path("low.safetensors"))},
+                          family="wan")  # Wan2.2's second DiT follows the DiT: no variant of its own
+    assert component_plan(a14b, "torchao_int8_w8a16") == {"dit": int8, "text_encoder": int8, "vae": int8}
     mixed = Scheme("mixed", storage_dtype="float8_e4m3fn", others=(("text_encoder_t5", int8),))
     assert component_plan(_spec((mixed,)), "mixed") == {"dit": ComponentScheme("float8_e4m3fn"),
                                                          "text_encoder_t5": int8}
-    from quant_guard.config.sources import ComponentSource
-
     own_dit = Scheme("own", storage_dtype="float8_e4m3fn", dit=ComponentSource(path=Path("dit-f8.safetensors")))
     own_t5 = Scheme("own-t5", others=(("text_encoder_t5", ComponentScheme(
         "float8_e4m3fn", file=ComponentSource(path=Path("t5-f8.safetensors")))),))

@@ -14,9 +14,11 @@ import pytest
 
 from helpers import components_toml, sparse_safetensors_shards
 from quant_guard.cli import main as cli_main
+from quant_guard.config.families import FAMILIES as SETTINGS
 from quant_guard.model.families import family
 
-FAMILIES = ("qwen-image", "z-image", "flux2")
+FAMILIES = ("qwen-image", "z-image", "flux2", "wan")
+CLIP_FRAMES = 5  # a video family's clip in the tiny-size doctor run (the checkpoint's render.frames)
 
 # Parameters per file at full size, as each family's FACTS.md states them ("Full-size shapes";
 # tiny_flux2/FACTS.md's table), and of the tiny ("The tiny"), exact.
@@ -28,6 +30,9 @@ FIGURES: dict[tuple[str, str], dict[str, str]] = {
     ("qwen-image", "tiny"): {"dit": "1888768", "text_encoder": "241536", "vae": "2577987"},
     ("z-image", "tiny"): {"dit": "1685568", "text_encoder": "195104", "vae": "665939"},
     ("flux2", "tiny"): {"dit": "1663360", "text_encoder": "1063424", "vae": "912404"},
+    ("wan", "wan2.1-t2v-14b"): {"dit": "14.29 B", "text_encoder": "5.68 B", "vae": "126.9 M"},
+    ("wan", "wan2.1-t2v-1.3b"): {"dit": "1.419 B", "text_encoder": "5.68 B", "vae": "126.9 M"},
+    ("wan", "tiny"): {"dit": "564672", "text_encoder": "92736", "vae": "668043"},
 }
 # What DiffSynth fetches each file as (its model_name, FACTS.md "Pipeline"/"Components"), any size
 REGISTRY_NAMES = {
@@ -35,6 +40,7 @@ REGISTRY_NAMES = {
     "z-image": {"dit": {"z_image_dit"}, "text_encoder": {"z_image_text_encoder"},
                 "vae": {"flux_vae_encoder", "flux_vae_decoder"}},
     "flux2": {"dit": {"flux2_dit"}, "text_encoder": {"z_image_text_encoder"}, "vae": {"flux2_vae"}},
+    "wan": {"dit": {"wan_video_dit"}, "text_encoder": {"wan_video_text_encoder"}, "vae": {"wan_video_vae"}},
 }
 # DiffSynth's registry hashes of the released files (diffsynth/configs/model_configs.py, cited in
 # FACTS.md): the synthetic full-size file has the released file's tensor names and shapes
@@ -49,6 +55,10 @@ RELEASED_HASHES = {
                                    "vae": "c54288e3ee12ca215898840682337b95"},
     ("flux2", "flux.2-klein-9b"): {"dit": "39c6fc48f07bebecedbbaa971ff466c8",
                                    "vae": "c54288e3ee12ca215898840682337b95"},
+    ("wan", "wan2.1-t2v-14b"): {"dit": "aafcfd9672c3a2456dc46e1cb6e52c70",
+                                "text_encoder": "9c8818c2cbea55eca56c7b447df170da",
+                                "vae": "ccc42284ea13e1ad04693284c7a09be6"},
+    ("wan", "wan2.1-t2v-1.3b"): {"dit": "9269f8db9040a9d860eaca435be61814"},
 }
 
 
@@ -156,7 +166,7 @@ def test_the_synthetic_tokenizer_fits_every_size_of_the_family(tmp_path: Path, f
     ids = len(AutoTokenizer.from_pretrained(str(folders[0])))
     for arch in fam.architectures:
         rows = [shape[0] for k, (shape, _) in state_shapes(arch)["text_encoder"].items()
-                if k.endswith("embed_tokens.weight")]
+                if k.endswith(("embed_tokens.weight", "token_embedding.weight"))]  # Wan's umT5: the latter
         assert len(rows) == 1 and rows[0] >= ids, (arch.name, rows, ids)
 
 
@@ -169,7 +179,7 @@ id = "{family}-files"
 family = "{family}"
 device = "cpu"
 schemes = ["float8_e4m3fn"]
-render = {{ steps = 2, size = "64x64" }}
+render = {{ steps = 2, size = "64x64"{frames} }}
 limits = {{ peak_vram = "3 GiB" }}
 [tool.quant_guard.checkpoints.components]
 {components}
@@ -186,7 +196,8 @@ def _config(tmp_path: Path, family_name: str) -> Path:
     fam = family(family_name)
     assert fam.tiny is not None
     config = tmp_path / "qg.toml"
-    config.write_text(CONFIG.format(family=family_name, components=components_toml(fam.tiny.files())))
+    frames = f", frames = {CLIP_FRAMES}" if SETTINGS[family_name].frame_step else ""
+    config.write_text(CONFIG.format(family=family_name, components=components_toml(fam.tiny.files()), frames=frames))
     return config
 
 
@@ -209,8 +220,8 @@ def test_full_size_doctor_runs_each_family_at_tiny_size(tmp_path: Path, monkeypa
     import quant_guard.model.pipelines as pipelines
     from quant_guard.tools.synthetic import architectures
 
-    fam = family(family_name)
-    tiny = architectures(fam)["tiny"]
+    tiny = architectures(family(family_name))["tiny"]
+    fam = family(family_name).having({c.component for c in tiny.classes})  # the tiny writes no second DiT
     built: list[weakref.ref[Any]] = []
     real_build = pipelines.build_pipeline
 
@@ -226,14 +237,16 @@ def test_full_size_doctor_runs_each_family_at_tiny_size(tmp_path: Path, monkeypa
         return pipe
 
     import quant_guard.model.render as render_module
-    from quant_guard.config.families import FAMILIES as SETTINGS
 
     requests: list[Any] = []
+    rendered: list[int] = []  # frames each render returned
     real_render = render_module.render
 
     def render(pipe: Any, request: Any) -> Any:
         requests.append(request)
-        return real_render(pipe, request)
+        result = real_render(pipe, request)
+        rendered.append(1 if result.frames is None else len(result.frames))
+        return result
 
     monkeypatch.setattr(pipelines, "build_pipeline", build)
     monkeypatch.setattr(render_module, "render", render)
@@ -243,8 +256,12 @@ def test_full_size_doctor_runs_each_family_at_tiny_size(tmp_path: Path, monkeypa
     assert len(built) == 1  # built once, float8 swapped in
     # rendered with the guidance of the family's DiffSynth example (true CFG only where it uses it)
     assert [r.guidance for r in requests] == [SETTINGS[family_name].render.guidance] * 2
+    # a video family renders the checkpoint's clip, every frame of it, not a single frame
+    clip = CLIP_FRAMES if SETTINGS[family_name].frame_step else 1
+    assert [r.frames for r in requests] == rendered == [clip] * 2
     assert f"full size: tiny ({fam.label}) under checkpoint {family_name}-files's memory plan" in out
-    assert f"Random weights at {fam.label} tiny shapes, 64x64, 2 steps" in out
+    frames = f", {clip} frames" if clip > 1 else ""
+    assert f"Random weights at {fam.label} tiny shapes, 64x64{frames}, 2 steps" in out
     rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip().strip("|").split("|")]
                                           for line in out.splitlines() if line.startswith("| "))
             if cells[0] in ("bf16", "float8_e4m3fn")}
@@ -314,7 +331,6 @@ def test_a_configured_checkpoint_not_downloaded_is_planned_at_its_familys_full_s
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, family_name: str) -> None:
     """The doctor's disk and host RAM figures for a checkpoint still to download are its own
     family's full-size files (not FLUX.1-dev's)."""
-    from quant_guard.config.families import FAMILIES as SETTINGS
     from quant_guard.config.limits import Budget
     from quant_guard.config.project import CheckpointSpec, ComponentSource, RenderDefaults
     from quant_guard.config.units import format_bytes
@@ -330,7 +346,9 @@ def test_a_configured_checkpoint_not_downloaded_is_planned_at_its_familys_full_s
                                       for name in SETTINGS[family_name].components})
     files = doctor.checkpoint_files(spec)
     sizes = file_bytes(fam.full_size)
-    total = sum(sizes.values()) + sum(t.estimated_bytes for t in fam.tokenizers)
+    # every component the configuration knows (Wan's optional second DiT too: the first DiT's size)
+    total = sum(sizes.get(name, sizes["dit"]) for name in fam.model_components) + \
+        sum(t.estimated_bytes for t in fam.tokenizers)
     [finding] = doctor.disk_findings(spec, files)
     assert finding.text.startswith(f"missing {', '.join(fam.component_names)}: about {format_bytes(total)} to "
                                    f"download at {fam.full_size.label} size"), finding.text

@@ -60,10 +60,13 @@ def default_family() -> ModelFamily:
 
 def family_of(checkpoint: object | None = None) -> ModelFamily:
     """The family of a checkpoint (a ``CheckpointSpec``, a ``ResolvedCheckpoint`` or None): the
-    one its ``family`` attribute names (the configuration's ``family`` key), else the default.
-    This is the one place that reads it."""
+    one its ``family`` attribute names (the configuration's ``family`` key), else the default,
+    without the optional components it does not have. This is the one place that reads it."""
     name = getattr(checkpoint, "family", None)
-    return family(name) if name else default_family()
+    found = family(name) if name else default_family()
+    # a spec names its components (none when embedded), a resolved checkpoint its files
+    present = getattr(checkpoint, "files", None) or getattr(checkpoint, "components", None) or {}
+    return found.having(present)
 
 
 def embedded_family(embedded: str) -> ModelFamily:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # The component every family files its DiT under, and the pipeline attribute DiffSynth loads it
@@ -53,6 +54,8 @@ class Component:
     # the encoder and the decoder); () = not known yet: a scheme cannot swap it (the DiT falls
     # back on ``ModelFamily.dit_registry_name``)
     models: tuple[tuple[str, str], ...] = ()
+    # a checkpoint may leave it out (Wan2.1 has no second DiT); ``families.family_of`` drops it then
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,12 @@ class ModelFamily:
     @property
     def model_components(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.components)
+
+    def having(self, present: Collection[str]) -> ModelFamily:
+        """This family without the optional components a checkpoint does not name (``present``:
+        the names it does)."""
+        kept = tuple(c for c in self.components if not c.optional or c.name in present)
+        return self if kept == self.components else replace(self, components=kept)
 
     def component(self, name: str) -> Component:
         for c in self.components:

@@ -4,12 +4,18 @@ encoder and Wan's causal video VAE (4 frames into one latent frame after the fir
 (``model.render.Render.frames``); goldens are lossless animated PNGs (``store.golden``). Every
 answer is read from DiffSynth 2.1.12's sources; ``quant_guard/model/tiny_wan/FACTS.md`` cites each one.
 
-Not covered yet: Wan2.2 A14B's second DiT (``pipe.dit2``, the low-noise expert, switched at
-``switch_DiT_boundary * 1000``): a scheme and the scheme check reach ``dit`` only.
+Wan2.2 A14B's second DiT (``pipe.dit2``, the low-noise expert, switched in at ``switch_DiT_boundary
+* 1000``) is the optional component ``dit2``: a checkpoint naming it loads it after ``dit``, a scheme
+gives it the DiT's storage dtype or method (``config.families.SECOND_DIT``), a DiT swap between
+schemes reloads both, and the scheme check refuses a pipeline where the two differ.
+
+Not covered yet: a pre-quantized file per DiT (the configuration refuses a scheme's own DiT file
+when the checkpoint has ``dit2``).
 """
 
 from __future__ import annotations
 
+from quant_guard.config.families import SECOND_DIT
 from quant_guard.model.families.base import (
     CFG_CALL_ARGUMENTS,
     DIT,
@@ -76,6 +82,9 @@ FAMILY = ModelFamily(
     pipeline_class="diffsynth.pipelines.wan_video.WanVideoPipeline",
     components=(
         Component(DIT, "dit", disk_offload=True),
+        # Wan2.2 A14B's low-noise expert (``fetch_model("wan_video_dit", index=2)``: the second DiT
+        # file loaded); it takes the scheme's DiT entry (``config.families.SECOND_DIT``)
+        Component(SECOND_DIT, SECOND_DIT, disk_offload=True, models=((SECOND_DIT, "wan_video_dit"),), optional=True),
         Component("text_encoder", "text_encoder", disk_offload=True, models=(("text_encoder", "wan_video_text_encoder"),)),
         Component("vae", "vae", models=(("vae", "wan_video_vae"),)),  # one model: encode and decode
     ),

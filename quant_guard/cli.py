@@ -117,7 +117,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
                   f"{weights * 2 / 1e9:.0f} GB of memory); --device cpu insists, --shapes tiny runs the same code at "
                   "tiny size", file=sys.stderr)
             return 2
-        width, height = args.size
+        width, height = args.size or (None, None)
         request = FullSizeRequest(arch, device, width=width, height=height, steps=args.steps, work_dir=args.work_dir,
                                   frames=args.frames)
     try:
@@ -313,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--checkpoint", default=None,
                         help="whose memory plan --full-size follows (default: the first real checkpoint marked gpu)")
     doctor.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
-    doctor.add_argument("--size", type=_size, default=(1024, 1024), metavar="WxH", help="render size (1024x1024)")
+    doctor.add_argument("--size", type=_size, default=None, metavar="WxH",
+                        help="render size (default: the checkpoint's render size, which its limits are for, else "
+                             "the family's)")
     doctor.add_argument("--steps", type=int, default=20, help="denoising steps per render (20)")
     doctor.add_argument("--frames", type=int, default=None,
                         help="a video family's clip length (default: the checkpoint's render.frames, else the family's)")

@@ -571,6 +571,7 @@ def _full_size(request: FullSizeRequest, spec: CheckpointSpec | None, devices: l
     from quant_guard.tools.full_size import format_measurements, run_full_size
     from quant_guard.tools.synthetic import file_bytes
 
+    request = request.settled(spec)  # the checkpoint's size: its limits are compared at that size only
     needed = sum(file_bytes(request.architecture).values())
     work = request.work_dir or Path(tempfile.gettempdir())
     if _free_bytes(work) < needed * 1.05:

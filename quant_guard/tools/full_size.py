@@ -72,13 +72,23 @@ class Measurement:
 class FullSizeRequest:
     architecture: Architecture
     device: str
-    width: int = 1024
-    height: int = 1024
+    # None: the checkpoint's ``render`` size (its limits are for that size), else the family's default
+    width: int | None = None
+    height: int | None = None
     steps: int = 20
     seed: int = 0
     work_dir: Path | None = None  # None: a temporary folder
     # a video family's clip length; None: the checkpoint's ``render.frames``, else the family's default
     frames: int | None = None
+
+    def settled(self, spec: CheckpointSpec | None) -> FullSizeRequest:
+        """Size and clip length filled in from ``spec``'s render settings, else the family's."""
+        from quant_guard.config.families import FAMILIES
+
+        family = architecture_family(self.architecture).name
+        render = spec.render if spec is not None else FAMILIES[family].render
+        return replace(self, width=self.width or render.width, height=self.height or render.height,
+                       frames=self.frames or render.frames)
 
 
 def measured_schemes(spec: CheckpointSpec | None) -> list[Scheme]:
@@ -113,6 +123,7 @@ def run_full_size(request: FullSizeRequest, spec: CheckpointSpec | None) -> list
     is removed at the end."""
     from quant_guard.tools.synthetic import register, write_random_checkpoint
 
+    request = request.settled(spec)
     folder = Path(tempfile.mkdtemp(prefix="qg-doctor-", dir=request.work_dir))
     try:
         resolved = write_random_checkpoint(folder / "weights", request.architecture, device=request.device,
@@ -177,10 +188,10 @@ class _Runner:
             base = replace(base, host_peak_bytes=build.peak_bytes, load_s=time.perf_counter() - started)
             # the family's guidance as its DiffSynth example renders (true CFG doubles the DiT passes)
             guidance = FAMILIES[family.name].render.guidance
-            frames = request.frames or (self.spec.render if self.spec else FAMILIES[family.name].render).frames
+            assert request.width and request.height and request.frames  # run_full_size settled them
             result = render(self.pipe, RenderRequest(PROMPT, request.seed, request.steps, request.width,
                                                      request.height, guidance, self.resolved.t5_sequence_length,
-                                                     frames=frames))
+                                                     frames=request.frames))
         except (torch.OutOfMemoryError, MemoryError, LoadOutOfMemory) as exc:
             cause = exc.error if isinstance(exc, LoadOutOfMemory) else exc  # build_pipeline names what was loading
             self.release()

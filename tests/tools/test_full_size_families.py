@@ -205,7 +205,7 @@ def _doctor(config: Path, tmp_path: Path, *extra: str) -> int:
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     code = cli_main(["doctor", "--qg-config", str(config), "--full-size", *extra, "--device", "cpu",
-                     "--size", "64x64", "--steps", "2", "--work-dir", str(work)])
+                     "--steps", "2", "--work-dir", str(work)])  # no --size: the checkpoint's 64x64
     assert list(work.iterdir()) == []  # the random weights are gone
     return code
 
@@ -259,6 +259,7 @@ def test_full_size_doctor_runs_each_family_at_tiny_size(tmp_path: Path, monkeypa
     # a video family renders the checkpoint's clip, every frame of it, not a single frame
     clip = CLIP_FRAMES if SETTINGS[family_name].frame_step else 1
     assert [r.frames for r in requests] == rendered == [clip] * 2
+    assert {(r.width, r.height) for r in requests} == {(64, 64)}  # the checkpoint's size, its limits' size
     assert f"full size: tiny ({fam.label}) under checkpoint {family_name}-files's memory plan" in out
     frames = f", {clip} frames" if clip > 1 else ""
     assert f"Random weights at {fam.label} tiny shapes, 64x64{frames}, 2 steps" in out

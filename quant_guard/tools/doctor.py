@@ -478,10 +478,13 @@ def host_findings(spec: CheckpointSpec, files: CheckpointFiles, devices: list[Gp
     if total is None:
         out.append(Finding(Status.UNCHECKED, "host_ram", "this machine's memory is unknown (no /proc/meminfo)"))
     elif worst.peak_bytes > total:
+        # disk_offload already set: what is left in host RAM is what it cannot leave on disk
+        remedy = ("use a larger runner (disk_offload is on already)" if spec.disk_offload
+                  else "set disk_offload = true or use a larger runner")
         out.append(Finding(Status.FAIL, "host_ram", f"the {worst_id} pipeline needs about "
                                                     f"{format_bytes(worst.peak_bytes)} of host RAM at the peak of its "
                                                     f"load, this machine has {format_bytes(total)}: the run would stop "
-                                                    "before loading it; set disk_offload = true or use a larger runner"))
+                                                    f"before loading it; {remedy}"))
     else:
         out.append(Finding(Status.OK, "host_ram", f"the largest, {worst_id}, {format_bytes(worst.peak_bytes)} at its "
                                                   f"peak, fits this machine's {format_bytes(total)}"))

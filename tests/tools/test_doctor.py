@@ -490,6 +490,18 @@ def test_plain_doctor_fails_a_plan_larger_than_the_runners_ram(tmp_path: Path, m
                      r"true", out), out
 
 
+def test_a_plan_already_on_disk_offload_is_not_told_to_set_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The repository's Wan 14B checkpoint has disk_offload on; its int8 scheme still quantizes a
+    bf16 DiT in host memory (about 29 GiB): on a 16 GiB runner the remedy is a larger one."""
+    config = _fake_gpu_runner(monkeypatch, tmp_path, 16)
+    assert cli_main(["doctor", "--qg-config", str(config)]) == 1
+    out = capsys.readouterr().out
+    section = out[out.index("checkpoint wan2.1-t2v-14b"):]
+    assert re.search(r"\[FAIL\] host_ram +the \S+ pipeline needs about \d+\.\d\d GiB of host RAM .* before loading "
+                     r"it; use a larger runner \(disk_offload is on already\)", section), section
+
+
 def test_torch_cuda_build_against_the_driver_and_the_requested_build() -> None:
     from quant_guard.tools.doctor import cuda_build_findings
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from quant_guard.store.golden import encode_png
+from quant_guard.store.golden import encode_clip, encode_png
 
 # Another CPU: an Intel Xeon with AMX, named so that no real machine running the tests matches it.
 OTHER_MACHINE = {"device_name": "Intel(R) Xeon(R) Platinum 8480+ (golden machine)",
@@ -32,10 +32,10 @@ def drift_like(image: np.ndarray, *, seed: int, fraction: float = 0.035, max_lev
 def rewrite_golden(png: Path, image: np.ndarray, environment: dict[str, Any] | None = None) -> None:
     """Replace a golden's pixels (and optionally fields of its recorded environment), keeping its
     sidecar consistent; the expected metrics are left as they are."""
-    data = encode_png(image)
-    png.write_bytes(data)
     sidecar = png.with_suffix(".json")
     meta = json.loads(sidecar.read_text())
+    data = encode_png(image) if image.ndim == 3 else encode_clip(image, meta.get("fps") or 0)  # a clip: T x H x W x 3
+    png.write_bytes(data)
     meta["image_sha256"] = hashlib.sha256(data).hexdigest()
     if environment:
         meta["environment"] = {**meta.get("environment", {}), **environment}
@@ -57,7 +57,12 @@ def perturb_goldens(folder: Path, *, seed: int = 0, environment: dict[str, Any] 
     """Every golden PNG under ``folder`` re-saved with drift-like noise; returns the PNGs."""
     pngs = sorted(folder.rglob("*.png"))
     for i, png in enumerate(pngs):
-        image = np.asarray(Image.open(png).convert("RGB"))
+        with Image.open(png) as img:  # a clip's golden (an APNG) keeps every frame
+            frames = []
+            for index in range(getattr(img, "n_frames", 1)):
+                img.seek(index)
+                frames.append(np.asarray(img.convert("RGB")))
+        image = frames[0] if len(frames) == 1 else np.stack(frames)
         perturbed = drift_like(image, seed=seed + i)
         assert not np.array_equal(perturbed, image)
         rewrite_golden(png, perturbed, environment)

@@ -268,8 +268,8 @@ def encode_clip(frames: np.ndarray, fps: int) -> bytes:
     images = [Image.fromarray(frame, mode="RGB") for frame in frames]
     buffer = io.BytesIO()
     images[0].save(buffer, format="PNG", save_all=True, append_images=images[1:], default_image=False,
-                   duration=round(1000 / (fps if fps > 0 else DEFAULT_FPS)), loop=0, disposal=[i % 2 for i in range(len(images))], blend=0,
-                   optimize=False, compress_level=9)
+                   duration=round(1000 / (fps if fps > 0 else DEFAULT_FPS)), loop=0,
+                   disposal=[i % 2 for i in range(len(images))], blend=0, optimize=False, compress_level=9)
     return buffer.getvalue()
 
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from quant_guard.judge.scorecard import Scorecard
     from quant_guard.model.render import Render
     from quant_guard.run.session import QuantGuardSession
-    from quant_guard.store.golden import Golden
+    from quant_guard.store.golden import Golden, GoldenStore
 
 # A candidate whose pixel values span fewer levels than this is "constant" (e.g. all black).
 MIN_DYNAMIC_RANGE = 4
@@ -104,6 +104,11 @@ class _Renderer:
             raise
 
 
+def _load(store: GoldenStore, vc: VisualCase) -> Golden:
+    """The case's golden: its image, or its clip of ``vc.frames`` frames."""
+    return store.load(vc.key, width=vc.width, height=vc.height, frames=vc.frames)
+
+
 def golden_for(session: QuantGuardSession, vc: VisualCase) -> tuple[Golden, WriteOutcome | None]:
     """The case's golden for a tool outside the test run (the sensitivity sweep): loaded from the
     store, or rendered with the bf16 reference and stored as ``--update-golden`` would when there
@@ -114,14 +119,14 @@ def golden_for(session: QuantGuardSession, vc: VisualCase) -> tuple[Golden, Writ
     plan = plan_case(session, vc, TestOverrides())
     store = plan.store
     try:
-        golden = store.load(vc.key, width=vc.width, height=vc.height, frames=vc.frames)
+        golden = _load(store, vc)
     except GoldenMissing:
         reference = _Renderer(session, plan)(REFERENCE)
         problem = _degenerate(reference)
         if problem:
             raise GoldenError(f"{vc.id}: the bf16 reference render is {problem}; no golden written") from None
         outcome = store.write(vc.key, reference.pixels, _golden_metadata(plan), None)
-        return store.load(vc.key, width=vc.width, height=vc.height, frames=vc.frames), outcome
+        return _load(store, vc), outcome
     except GoldenCorrupt as exc:
         raise GoldenError(f"{exc}. Re-create it with: {plan.rebaseline}") from None
     stale = stale_fields(golden.metadata, plan.golden_parameters)
@@ -186,7 +191,7 @@ def _memory_figures(device: str) -> str:
 def _check(plan: CasePlan, render: Callable[[Scheme], Render]) -> CaseResult:
     vc, store = plan.case, plan.store
     try:  # golden
-        golden = store.load(vc.key, width=vc.width, height=vc.height, frames=vc.frames)
+        golden = _load(store, vc)
         recorded = store.load_expected_with_scorecard(vc.key, vc.expected_name) if plan.use_expected else None
         expected, expected_scorecard = recorded if recorded is not None else (None, None)
     except GoldenMissing as exc:
@@ -308,7 +313,7 @@ def _update_expected(plan: CasePlan, render: Callable[[Scheme], Render]) -> tupl
     """--update-golden for another scheme of a case whose golden this run has rendered already:
     only the candidate renders, and its metrics against that golden become its expected ones."""
     vc = plan.case
-    golden = plan.store.load(vc.key, width=vc.width, height=vc.height, frames=vc.frames)
+    golden = _load(plan.store, vc)
     candidate = render(vc.scheme)
     result = _judge(plan, golden.pixels, candidate, expected=None, expected_scorecard=None, golden_png=golden.png)
     if not _image_ok(result):
@@ -361,7 +366,7 @@ def _within_drift(plan: CasePlan, image: np.ndarray, metadata: dict[str, Any]) -
 
     vc = plan.case
     try:
-        golden = plan.store.load(vc.key, width=vc.width, height=vc.height, frames=vc.frames)
+        golden = _load(plan.store, vc)
     except GoldenError:
         return None
     if stale_fields(golden.metadata, metadata) or np.array_equal(golden.pixels, image):

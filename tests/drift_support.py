@@ -53,9 +53,23 @@ def record_component(png: Path, name: str, path: Path) -> None:
     sidecar.write_text(json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
 
 
-def perturb_goldens(folder: Path, *, seed: int = 0, environment: dict[str, Any] | None = None) -> list[Path]:
-    """Every golden PNG under ``folder`` re-saved with drift-like noise; returns the PNGs."""
+def made_on_this_machine(png: Path) -> bool:
+    """Whether the golden's sidecar records this machine's CPU (name and features): its pixels then
+    carry no cross-CPU drift of their own."""
+    from quant_guard.store.fingerprint import cpu_features, cpu_name
+
+    recorded = json.loads(png.with_suffix(".json").read_text()).get("environment", {})
+    return recorded.get("device_name") == cpu_name() and recorded.get("cpu_features") == cpu_features()
+
+
+def perturb_goldens(folder: Path, *, seed: int = 0, environment: dict[str, Any] | None = None,
+                    one_machine_change: bool = False) -> list[Path]:
+    """Every golden PNG under ``folder`` re-saved with drift-like noise; returns the PNGs re-saved
+    so. ``one_machine_change``: a golden made on another CPU already carries real drift against
+    this machine's renders, and noise on top would be two machine changes; it keeps its pixels
+    (its ``environment`` is still rewritten)."""
     pngs = sorted(folder.rglob("*.png"))
+    perturbed_pngs = []
     for i, png in enumerate(pngs):
         with Image.open(png) as img:  # a clip's golden (an APNG) keeps every frame
             frames = []
@@ -63,10 +77,14 @@ def perturb_goldens(folder: Path, *, seed: int = 0, environment: dict[str, Any] 
                 img.seek(index)
                 frames.append(np.asarray(img.convert("RGB")))
         image = frames[0] if len(frames) == 1 else np.stack(frames)
+        if one_machine_change and not made_on_this_machine(png):
+            rewrite_golden(png, image, environment)
+            continue
         perturbed = drift_like(image, seed=seed + i)
         assert not np.array_equal(perturbed, image)
         rewrite_golden(png, perturbed, environment)
-    return pngs
+        perturbed_pngs.append(png)
+    return perturbed_pngs
 
 
 def copy_perturbed(source: Path, target: Path, **kwargs: Any) -> Path:

@@ -82,11 +82,13 @@ class FullSizeRequest:
     frames: int | None = None
 
     def settled(self, spec: CheckpointSpec | None) -> FullSizeRequest:
-        """Size and clip length filled in from ``spec``'s render settings, else the family's."""
-        from quant_guard.config.families import FAMILIES
+        """Size and clip length filled in from ``spec``'s render settings, else the family's (at
+        tiny shapes: its embedded tiny's, not a real checkpoint's 1024x1024)."""
+        from quant_guard.config.families import EMBEDDED, FAMILIES
 
         family = architecture_family(self.architecture).name
-        render = spec.render if spec is not None else FAMILIES[family].render
+        tiny = [e.render for e in EMBEDDED.values() if e.family == family] if self.architecture.name == "tiny" else []
+        render = spec.render if spec is not None else (tiny or [FAMILIES[family].render])[0]
         return replace(self, width=self.width or render.width, height=self.height or render.height,
                        frames=self.frames or render.frames)
 

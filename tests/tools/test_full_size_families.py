@@ -288,6 +288,7 @@ def test_full_size_of_one_family_is_not_compared_with_another_familys_checkpoint
     assert _doctor(config, tmp_path, "--family", "z-image", "--shapes", "tiny") == 0
     out = capsys.readouterr().out
     assert "full size: tiny (Z-Image) under no checkpoint's memory plan" in out
+    assert "Random weights at Z-Image tiny shapes, 64x64, 2 steps" in out  # no checkpoint: the tiny's size
     assert re.search(r"checkpoint flux2-files\n(.*\n)*  \[info\] measured +at Z-Image shapes, not this "
                      r"checkpoint's family \(FLUX.2\): not compared", out), out
     assert "peak_vram ok" not in out

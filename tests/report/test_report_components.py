@@ -163,7 +163,6 @@ def test_a_real_run_compares_dit_only_text_encoder_only_and_both(qg_project: Cal
     """The embedded tiny checkpoint, one case, three schemes: the terminal summary, results.json and
     the report agree on each component's stored bytes, and each scheme is held to its own kind's
     measured thresholds (T5 alone: the T5 kind's, not the DiT's)."""
-    from quant_guard.config.schemes import Scheme
     from quant_guard.config.thresholds import Thresholds, embedded_thresholds, resolve_thresholds
 
     qg_project(checkpoint_extra=MATRIX)

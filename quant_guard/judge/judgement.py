@@ -100,7 +100,7 @@ def _compare_clip(golden: np.ndarray, candidate: np.ndarray, limits: Thresholds,
     from quant_guard.judge.scorecard import TemporalScore
     from quant_guard.judge.temporal import compare_clips
 
-    clip = compare_clips(golden, candidate)
+    clip = compare_clips(golden, candidate, device=device)  # the render's device, as for an image
     worst = clip.worst_lpips[1]
     _, card = compare(golden[worst], candidate[worst], limits, prompt=prompt, text=text, device=device)
     return clip.worst, replace(card, temporal=TemporalScore.of(clip))

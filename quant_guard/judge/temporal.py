@@ -89,12 +89,11 @@ def worst_frame_metrics(frames: tuple[ImageMetrics, ...]) -> ImageMetrics:
                         psnr=min(m.psnr for m in frames))
 
 
-def compare_frames(golden: np.ndarray, candidate: np.ndarray) -> ImageMetrics:
-    """Each metric at its worst frame, without the temporal measures (a drift comparison)."""
-    from quant_guard.judge.metrics import compare_images
-
+def compare_frames(golden: np.ndarray, candidate: np.ndarray, *, device: str | None = None) -> ImageMetrics:
+    """Each metric at its worst frame, without flicker (a drift comparison); frames in batches."""
     _check_clips(golden, candidate)
-    return worst_frame_metrics(tuple(compare_images(g, c) for g, c in zip(golden, candidate)))
+    frames, _ = _judge_frames(golden, candidate, device, None, per_frame=True)
+    return worst_frame_metrics(frames)
 
 
 def _check_clips(golden: np.ndarray, candidate: np.ndarray) -> None:

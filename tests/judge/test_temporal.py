@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quant_guard.judge.temporal import compare_clips, exposure_flicker, flicker, tlp
+from quant_guard.judge.temporal import compare_clips, compare_frames, exposure_flicker, flicker, tlp
 
 
 def moving_square(frames: int = 5, size: int = 32) -> np.ndarray:
@@ -93,6 +93,20 @@ def test_batched_frames_give_the_frame_by_frame_numbers(batch_frames: int) -> No
     assert batched.tlp == pytest.approx(expected_tlp, abs=1e-5)
     assert tlp(golden, candidate, batch_frames=batch_frames) == pytest.approx(expected_tlp, abs=1e-5)
 
+
+
+def test_a_drift_comparison_holds_each_metric_at_its_worst_frame() -> None:
+    """``compare_frames`` (the drift check's clip metrics) runs the batched pass and keeps each
+    metric's worst frame: the frame-by-frame numbers' worst, to the batched tolerance."""
+    golden = moving_square(frames=7, size=40)
+    scale = np.array([1, 6, 2, 1, 3, 1, 2])[:, None, None, None]  # the worst frame is not the first
+    noise = np.random.default_rng(3).integers(-3, 4, golden.shape) * scale
+    candidate = np.clip(golden.astype(int) + noise, 0, 255).astype(np.uint8)
+    frames, _ = frame_by_frame(golden, candidate)
+    worst = compare_frames(golden, candidate)
+    assert worst.lpips == pytest.approx(max(f[0] for f in frames), abs=1e-5)
+    assert worst.ssim == pytest.approx(min(f[1] for f in frames), abs=1e-5)
+    assert worst.psnr == pytest.approx(min(f[2] for f in frames), rel=1e-12)
 
 def test_flicker_counts_exactly_what_the_float64_formula_does() -> None:
     golden = moving_square(frames=6)

@@ -253,7 +253,7 @@ def check_components(pipe: BasePipeline, checkpoint: ResolvedCheckpoint, scheme:
                                              component=f"second DiT ({name})")
             elif name in scheme.targets:
                 found = check_scheme_applied(module, scheme.only(name), checkpoint.id, family.vram_layers,
-                                             component=what)
+                                             component=what, linear_required=False)  # a VAE: convolutions
             else:
                 found = check_untargeted(module, scheme, checkpoint.id, what, family.vram_layers)
             out[name] += found.stored_bytes

@@ -241,13 +241,14 @@ def tensor_bytes(tensor: Any) -> int:
 
 
 def check_scheme_applied(dit: torch.nn.Module, scheme: Scheme, checkpoint_id: str,
-                         vram: VramLayers = DIFFSYNTH_LAYERS, *, component: str = "DiT") -> DitInventory:
+                         vram: VramLayers = DIFFSYNTH_LAYERS, *, component: str = "DiT",
+                         linear_required: bool = True) -> DitInventory:
     """The DiT's inventory, after checking it against ``scheme``; a mismatch raises
     ``CheckpointError`` naming the first wrong layer, what was expected and what was found.
     Another component is checked the same way against its own scheme (``Scheme.only``), named
-    by ``component``; it may have no linear layers (a VAE of convolutions)."""
+    by ``component``; with ``linear_required`` False it may have none (a VAE of convolutions)."""
     found = inventory(dit, vram)
-    problem = _mismatch(dit, found, scheme, linear_required="DiT" in component)
+    problem = _mismatch(dit, found, scheme, linear_required=linear_required)
     if problem:
         raise CheckpointError(f"checkpoint {checkpoint_id!r}, scheme {scheme.id!r} ({scheme.describe()}): "
                               f"the built {component} is not what the scheme says: {problem}; found {found.describe()}")

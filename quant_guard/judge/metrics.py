@@ -14,7 +14,6 @@ agrees with scikit-image to about 1e-7; torchmetrics' SSIM differs by up to 4e-3
 from __future__ import annotations
 
 import functools
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,11 +45,7 @@ def _check_pair(golden: np.ndarray, candidate: np.ndarray) -> None:
 
 def psnr(golden: np.ndarray, candidate: np.ndarray) -> float:
     """PSNR in dB of two uint8 HxWx3 images, data range 255; ``math.inf`` if identical."""
-    import numpy as np
-
-    _check_pair(golden, candidate)
-    mse = float(np.mean((golden.astype(np.float64) - candidate.astype(np.float64)) ** 2))
-    return math.inf if mse == 0.0 else 10.0 * math.log10(255.0**2 / mse)
+    return ImagePair(golden, candidate).psnr()
 
 
 # Wang et al.'s settings: Gaussian weights (sigma 1.5), population covariance, data range 255 (as
@@ -104,6 +99,12 @@ class ImagePair:
         """1 x 3 x H x W in [-1, 1] (``lpips_input``)."""
         return lpips_input(self.rgb8[0], self.dtype)[None], lpips_input(self.rgb8[1], self.dtype)[None]
 
+    def psnr(self) -> float:
+        """PSNR in dB (``torch_ops.psnr``)."""
+        from quant_guard.judge.torch_ops import psnr as torch_psnr
+
+        return torch_psnr(*self.rgb)
+
     def ssim(self) -> tuple[float, np.ndarray]:
         """SSIM and its map (float64 HxW numpy, the mean over the colour channels)."""
         import torch
@@ -152,9 +153,15 @@ def lpips_model_for(device: torch.device, dtype: torch.dtype) -> torch.nn.Module
 def lpips_layers(model: torch.nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
     """Each layer's unit-normalized AlexNet features of N images (N x 3 x H x W, ``lpips_input``):
     what LPIPS compares, so an image in several pairs (a video frame) runs the network once."""
+    import torch
     from lpips import normalize_tensor
 
-    return [normalize_tensor(features) for features in model.net.forward(model.scaling_layer(inputs))]
+    scaled = model.scaling_layer(inputs)
+    if scaled.device.type == "cpu" and scaled.shape[0] > 1:
+        # oneDNN runs a batch of AlexNet's convolutions about 1.35x faster channels-last (measured
+        # at 2 x 1024x1024 on an Intel Xeon: 0.28 s against 0.38 s; one image gains nothing)
+        scaled = scaled.contiguous(memory_format=torch.channels_last)
+    return [normalize_tensor(features) for features in model.net.forward(scaled)]
 
 
 def lpips_between(model: torch.nn.Module, layers0: list[torch.Tensor], layers1: list[torch.Tensor]) -> torch.Tensor:
@@ -214,18 +221,17 @@ def lpips_with_map(golden: np.ndarray, candidate: np.ndarray) -> tuple[float, np
 def _lpips_with_map(pair: ImagePair) -> tuple[float, np.ndarray]:
     import numpy as np
     import torch
-    from lpips import normalize_tensor, spatial_average, upsample
+    from lpips import spatial_average, upsample
 
     height, width = pair.golden.shape[:2]
     with lpips_lock, torch.no_grad():
         model = _pair_model(pair)
-        in0, in1 = pair.lpips_inputs()
-        outs0 = model.net.forward(model.scaling_layer(in0))
-        outs1 = model.net.forward(model.scaling_layer(in1))
+        # both images through the trunk as one batch (``lpips_layers``)
+        layers = lpips_layers(model, torch.cat(pair.lpips_inputs()))
         value: Any = 0
         spatial: Any = 0
         for kk in range(model.L):
-            weighted = model.lins[kk]((normalize_tensor(outs0[kk]) - normalize_tensor(outs1[kk])) ** 2)
+            weighted = model.lins[kk]((layers[kk][:1] - layers[kk][1:]) ** 2)
             value += spatial_average(weighted, keepdim=True)
             spatial += upsample(weighted, out_HW=(height, width))
     return float(value.item()), np.ascontiguousarray(spatial[0, 0].to("cpu", torch.float32).numpy())
@@ -249,7 +255,7 @@ def compare_with_maps(golden: np.ndarray, candidate: np.ndarray, *,
     pair = ImagePair(golden, candidate, device)
     lpips_value, lpips_map = _lpips_with_map(pair)
     ssim_value, ssim_map = pair.ssim()
-    metrics = ImageMetrics(lpips=lpips_value, ssim=ssim_value, psnr=psnr(golden, candidate))
+    metrics = ImageMetrics(lpips=lpips_value, ssim=ssim_value, psnr=pair.psnr())
     return metrics, Maps(lpips_map, ssim_map, pair)
 
 
@@ -257,4 +263,4 @@ def compare_images(golden: np.ndarray, candidate: np.ndarray, *, device: str | N
     """All three metrics of two uint8 HxWx3 arrays of equal shape (converted once, on ``device``)."""
     _check_lpips_pair(golden, candidate)
     pair = ImagePair(golden, candidate, device)
-    return ImageMetrics(lpips=_lpips_distance(pair), ssim=pair.ssim()[0], psnr=psnr(golden, candidate))
+    return ImageMetrics(lpips=_lpips_distance(pair), ssim=pair.ssim()[0], psnr=pair.psnr())

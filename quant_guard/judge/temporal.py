@@ -178,7 +178,7 @@ def _judge_frames(golden: np.ndarray, candidate: np.ndarray, device: str | torch
     import torch
 
     from quant_guard.judge import metrics
-    from quant_guard.judge.torch_ops import ssim_with_map
+    from quant_guard.judge.torch_ops import psnr, ssim_with_map
 
     frames: list[ImageMetrics] = []
     steps = (_Steps(), _Steps())  # golden's, candidate's
@@ -188,11 +188,10 @@ def _judge_frames(golden: np.ndarray, candidate: np.ndarray, device: str | torch
                 clip_steps.add(batch.model, layers)
             if not per_frame:
                 continue
-            for i, (lpips_value, g8, c8) in enumerate(zip(batch.lpips(), *batch.rgb8)):
-                t = batch.start + i
-                ssim_value = float(ssim_with_map(g8.to(batch.dtype), c8.to(batch.dtype))[0])
-                frames.append(metrics.ImageMetrics(lpips=lpips_value, ssim=ssim_value,
-                                                   psnr=metrics.psnr(golden[t], candidate[t])))
+            for lpips_value, g8, c8 in zip(batch.lpips(), *batch.rgb8):
+                g, c = g8.to(batch.dtype), c8.to(batch.dtype)
+                frames.append(metrics.ImageMetrics(lpips=lpips_value, ssim=float(ssim_with_map(g, c)[0]),
+                                                   psnr=psnr(g, c)))
     gaps = [abs(g - c) for g, c in zip(steps[0].values, steps[1].values)]
     return tuple(frames), float(sum(gaps) / len(gaps))
 

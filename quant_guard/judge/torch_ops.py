@@ -188,6 +188,16 @@ def ssim_with_map(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch
     return value, local.mean(dim=0)
 
 
+def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
+    """PSNR in dB of two float images of integer levels in [0, 255] (data range 255; ``math.inf``
+    if identical). Their squared differences are exact in float32 and the sum exact in float64:
+    the same number as numpy's float64 mean of the uint8 images, in a quarter of its time."""
+    import torch
+
+    squared = float(torch.sub(x, y).square_().sum(dtype=torch.float64))
+    return math.inf if squared == 0.0 else 10.0 * math.log10(255.0**2 * x.numel() / squared)
+
+
 def srgb_lut(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Linear RGB of the 256 sRGB levels, as scikit-image's rgb2xyz computes it (float64)."""
     import torch

@@ -70,6 +70,15 @@ def test_psnr_by_formula() -> None:
     assert compare_images(scene(), candidate).psnr == pytest.approx(20 * math.log10(255 / math.sqrt(mse)), abs=1e-9)
 
 
+def test_psnr_of_far_apart_images_is_numpys_float64_figure() -> None:
+    """The squared differences of 200k pixels sum past float32's exact integers (2^24): the
+    torch path must sum them in float64 to give numpy's number."""
+    rng = np.random.default_rng(3)
+    golden, candidate = (rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(2))
+    mse = np.mean((golden.astype(np.float64) - candidate.astype(np.float64)) ** 2)
+    assert metrics.psnr(golden, candidate) == pytest.approx(10 * math.log10(255**2 / mse), abs=1e-9)
+
+
 def test_identical_images() -> None:
     assert compare_images(scene(), scene()) == ImageMetrics(lpips=0.0, ssim=1.0, psnr=math.inf)
 

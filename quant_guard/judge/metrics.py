@@ -116,12 +116,11 @@ class ImagePair:
 
 
 def lpips_input(rgb8: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 RGB (... x 3 x H x W) in [-1, 1], the values ``lpips.im2tensor`` gives (a table of the
-    256 levels, computed in float64 as it does, then cast to ``dtype``)."""
-    import torch
-
-    lut = (torch.arange(256, dtype=torch.float64) / 127.5 - 1.0).to(dtype).to(rgb8.device)
-    return lut[rgb8.long()]
+    """uint8 RGB (... x 3 x H x W) in [-1, 1]: ``lpips.im2tensor``'s ``level / 127.5 - 1``, computed
+    as ``(level - 127.5) / 127.5`` in ``dtype`` (one rounding: in float32 the very values im2tensor
+    gives at each of the 256 levels, its float64 result cast; in float64 within an ulp of it). The
+    memory layout of ``rgb8`` is kept (an image's HWC bytes give channels-last input)."""
+    return rgb8.to(dtype).sub_(127.5).div_(127.5)
 
 
 @functools.cache

@@ -62,6 +62,16 @@ def test_import_is_cheap() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_lpips_input_is_im2tensors_value_at_every_level() -> None:
+    """The network sees the values lpips.im2tensor gives (the official LPIPS numbers assume them)."""
+    from lpips import im2tensor
+
+    levels = np.arange(256, dtype=np.uint8)
+    image = np.stack([levels, levels[::-1], np.roll(levels, 7)], axis=-1).reshape(16, 16, 3)
+    ours = metrics.lpips_input(torch.from_numpy(image).permute(2, 0, 1), torch.float32)
+    assert torch.equal(ours[None], im2tensor(image))
+
+
 def test_psnr_by_formula() -> None:
     golden = np.minimum(scene(), 250)
     assert metrics.psnr(golden, golden + 5) == pytest.approx(10 * math.log10(255**2 / 25), abs=1e-12)

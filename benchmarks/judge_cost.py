@@ -2,14 +2,18 @@
 
 The judgement is ``quant_guard.judge.judgement.judge``: LPIPS/SSIM/PSNR with their maps
 (``metrics.compare_with_maps``), the scorecard reusing those maps (``scorecard.compute_scorecard``)
-and the threshold checks. One LPIPS pass is ``metrics.lpips_distance`` on the same pair. Both run
+and the threshold checks. One LPIPS pass is ``metrics.lpips_distance`` on the same pair: the lpips
+library's own forward (``lpips.LPIPS(net="alex")(golden, candidate)``: AlexNet once per image).
+The judgement runs that network on both images as one channels-last batch, which on a CPU costs
+about three quarters of the library's pass ("LPIPS with its map" below). Both run
 on the same machine in the same process, taking turns (a busy machine slows them alike), and the
 least wall time of ``--repeats`` runs of each is printed, one line per size:
 
     judge at 1024x1024: 1.42 x one LPIPS pass (LPIPS 0.91 s, judge 1.29 s)
 
 then the cost of each measure inside the judgement, and all of them together as a multiple of
-their own LPIPS part (steadier than the first line on a machine shared with other work). The pair is golden-like: a real tiny golden
+their own LPIPS part (the judgement's own LPIPS, batched; steadier than the first line on a machine
+shared with other work, where the least time of a pass swings by 20% from run to run). The pair is golden-like: a real tiny golden
 (golden/tiny) upscaled bicubically with fine texture added, and a candidate that differs from it
 as a mild quantization does (a few levels of smooth noise, a slight colour cast).
 

@@ -85,8 +85,8 @@ class ImagePair:
 
     @functools.cached_property
     def rgb(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float RGB, 3 x H x W in [0, 255]."""
-        return self.rgb8[0].to(self.dtype), self.rgb8[1].to(self.dtype)
+        """Float RGB, 3 x H x W in [0, 255], each channel's plane contiguous (``float_planes``)."""
+        return float_planes(self.rgb8[0], self.dtype), float_planes(self.rgb8[1], self.dtype)
 
     @functools.cached_property
     def lab(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,6 +113,15 @@ class ImagePair:
 
         value, local = torch_ssim(*self.rgb)
         return float(value), local.to("cpu", torch.float64).numpy()
+
+
+def float_planes(rgb8: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 RGB (3 x H x W, any layout) as ``dtype`` with each channel's plane contiguous: the
+    layout SSIM's padding and bands read fastest (about 10 ms less at 1024² than the HWC bytes'
+    layout, for 1 ms more here)."""
+    import torch
+
+    return rgb8.to(dtype, memory_format=torch.contiguous_format)
 
 
 def lpips_input(rgb8: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -189,7 +189,7 @@ def _judge_frames(golden: np.ndarray, candidate: np.ndarray, device: str | torch
             if not per_frame:
                 continue
             for lpips_value, g8, c8 in zip(batch.lpips(), *batch.rgb8):
-                g, c = g8.to(batch.dtype), c8.to(batch.dtype)
+                g, c = metrics.float_planes(g8, batch.dtype), metrics.float_planes(c8, batch.dtype)
                 frames.append(metrics.ImageMetrics(lpips=lpips_value, ssim=float(ssim_with_map(g, c)[0]),
                                                    psnr=psnr(g, c)))
     gaps = [abs(g - c) for g, c in zip(steps[0].values, steps[1].values)]

@@ -11,7 +11,9 @@ least wall time of ``--repeats`` runs of each is printed, one line per size:
 
     judge at 1024x1024: 1.42 x one LPIPS pass (LPIPS 0.91 s, judge 1.29 s)
 
-then the cost of each measure inside the judgement, and all of them together as a multiple of
+then the ratio run by run (each judgement against the LPIPS pass just before it: the median and
+range; on a shared virtual machine, where one lucky LPIPS run moves the ratio of the least times
+by 0.2x, the steadier figure), then the cost of each measure inside the judgement, and all of them together as a multiple of
 their own LPIPS part (the judgement's own LPIPS, batched; steadier than the first line on a machine
 shared with other work, where the least time of a pass swings by 20% from run to run). The pair is golden-like: a real tiny golden
 (golden/tiny) upscaled bicubically with fine texture added, and a candidate that differs from it
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -82,6 +85,14 @@ class Timer:
     def __init__(self, device: str) -> None:
         self.device = device
         self.best: dict[str, float] = {}
+        self.runs: dict[str, list[float]] = {}  # every run's seconds, in order
+
+    def paired_ratios(self, name: str, base: str) -> str:
+        """The median and range of ``name`` / ``base`` over the runs, each against the ``base`` run
+        just before it (timed back to back: a slower or faster spell of a shared machine touches
+        both alike)."""
+        ratios = sorted(n / b for n, b in zip(self.runs[name], self.runs[base]))
+        return f"{statistics.median(ratios):.2f} x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
     def __call__(self, name: str, work: Callable[[], object]) -> object:
         sync = _cuda_sync if self.device == "cuda" else (lambda: None)
@@ -91,6 +102,7 @@ class Timer:
         sync()
         elapsed = time.perf_counter() - start
         self.best[name] = min(elapsed, self.best.get(name, float("inf")))
+        self.runs.setdefault(name, []).append(elapsed)
         return result
 
 
@@ -141,6 +153,7 @@ def measure(size: int, repeats: int, device: str) -> None:
         timer("judge", lambda: judge(golden, candidate, Thresholds.DEFAULT, prompt="bench", device=device))
     lpips_s, judge_s = timer.best["LPIPS"], timer.best["judge"]
     print(f"judge at {size}x{size}: {judge_s / lpips_s:.2f} x one LPIPS pass (LPIPS {lpips_s:.2f} s, judge {judge_s:.2f} s)")
+    print(f"  run by run: {timer.paired_ratios('judge', 'LPIPS')} one LPIPS pass, median (range) of {repeats} pairs")
     parts = breakdown(golden, candidate, device)
     for _ in range(repeats):
         for name, work in parts.items():

@@ -8,7 +8,7 @@ for the scorecard, its CIELAB) and the measures run as torch operations on that 
 (``quant_guard.judge.torch_ops``): on the render's GPU when the gate passes one, on the CPU
 otherwise. Never mix implementations between a golden's baseline and a check: SSIM here is
 always Wang et al.'s with the settings below, as scikit-image computes it (the torch path
-agrees with scikit-image to about 1e-7; torchmetrics' SSIM differs by up to 4e-3).
+agrees with scikit-image to about 1e-8; torchmetrics' SSIM differs by up to 4e-3).
 """
 
 from __future__ import annotations

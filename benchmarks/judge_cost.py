@@ -2,10 +2,11 @@
 
 The judgement is ``quant_guard.judge.judgement.judge``: LPIPS/SSIM/PSNR with their maps
 (``metrics.compare_with_maps``), the scorecard reusing those maps (``scorecard.compute_scorecard``)
-and the threshold checks. One LPIPS pass is ``metrics.lpips_distance`` on the same pair: the lpips
-library's own forward (``lpips.LPIPS(net="alex")(golden, candidate)``: AlexNet once per image).
-The judgement runs that network on both images as one channels-last batch, which on a CPU costs
-about three quarters of the library's pass ("LPIPS with its map" below). Both run
+and the threshold checks. One LPIPS pass is the lpips library's own forward on the same pair
+(``lpips.LPIPS(net="alex")(golden, candidate)`` on the judge's model and inputs, ``library_lpips``:
+AlexNet once per image), the unit the issue measured in. The judgement (and ``lpips_distance``)
+runs that network on both images as one channels-last batch, which on a CPU costs about three
+quarters of the library's pass ("LPIPS with its map" below). Both run
 on the same machine in the same process, taking turns (a busy machine slows them alike), and the
 least wall time of ``--repeats`` runs of each is printed, one line per size:
 
@@ -28,7 +29,7 @@ where the judgement is ``temporal.compare_clips`` (per-frame LPIPS, SSIM and PSN
 exposure flicker; frames in batches) and one LPIPS pass over a video is LPIPS of every frame
 against its golden, the network run on the same batches (``temporal.frame_lpips``: 2 x 33 frames
 through AlexNet). "frame by frame" is the judgement as it was before batching, timed in the same
-loop: ``compare_images`` per frame and two ``lpips_distance`` per tLP step (6 x 33 - 4 frames
+loop: ``compare_images`` per frame and two library LPIPS passes per tLP step (6 x 33 - 4 frames
 through AlexNet), flicker on float64 copies of the clips. Its breakdown follows, summed over the
 batches. The clip is golden-like: the golden above panning 3 px a frame, each candidate frame
 perturbed as above with noise of its own.
@@ -77,6 +78,20 @@ def mildly_perturbed(golden: np.ndarray, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     noise = gaussian_filter(rng.standard_normal(golden.shape), (1.5, 1.5, 0)) * 8
     return np.clip(np.rint(golden + noise + np.array([1.0, -1.0, 0.5])), 0, 255).astype(np.uint8)
+
+
+def library_lpips(golden: np.ndarray, candidate: np.ndarray, device: str) -> float:
+    """One LPIPS pass as the lpips library runs it: ``LPIPS.forward`` (spatial off), each image
+    through AlexNet on its own."""
+    import torch
+
+    from quant_guard.judge import metrics
+
+    pair = metrics.ImagePair(golden, candidate, device)
+    with metrics.lpips_lock, torch.no_grad():
+        model = metrics.lpips_model_for(pair.device, pair.dtype)
+        model.spatial = False
+        return float(model(*pair.lpips_inputs()).item())
 
 
 class Timer:
@@ -140,16 +155,15 @@ def breakdown(golden: np.ndarray, candidate: np.ndarray, device: str) -> dict[st
 def measure(size: int, repeats: int, device: str) -> None:
     from quant_guard.config.thresholds import Thresholds
     from quant_guard.judge.judgement import judge
-    from quant_guard.judge.metrics import lpips_distance
 
     golden = golden_like(size)
     candidate = mildly_perturbed(golden)
     # warm-up: the LPIPS model is built (on the device), CUDA kernels are loaded
     judge(golden, candidate, Thresholds.DEFAULT, prompt="warm-up", device=device)
-    lpips_distance(golden, candidate, device=device)
+    library_lpips(golden, candidate, device)
     timer = Timer(device)
     for _ in range(repeats):  # taking turns: a busy machine slows both alike
-        timer("LPIPS", lambda: lpips_distance(golden, candidate, device=device))
+        timer("LPIPS", lambda: library_lpips(golden, candidate, device))
         timer("judge", lambda: judge(golden, candidate, Thresholds.DEFAULT, prompt="bench", device=device))
     lpips_s, judge_s = timer.best["LPIPS"], timer.best["judge"]
     print(f"judge at {size}x{size}: {judge_s / lpips_s:.2f} x one LPIPS pass (LPIPS {lpips_s:.2f} s, judge {judge_s:.2f} s)")
@@ -178,11 +192,11 @@ def golden_like_clip(frames: int, height: int, width: int) -> tuple[np.ndarray, 
 
 def frame_by_frame(golden: np.ndarray, candidate: np.ndarray, device: str) -> tuple[list[object], float, float, float]:
     """The video judgement before batching: an image pair per frame and two per tLP step."""
-    from quant_guard.judge.metrics import compare_images, lpips_distance
+    from quant_guard.judge.metrics import compare_images
 
     frames = [compare_images(g, c, device=device) for g, c in zip(golden, candidate)]
-    steps = [abs(lpips_distance(golden[t], golden[t + 1], device=device)
-                 - lpips_distance(candidate[t], candidate[t + 1], device=device)) for t in range(len(golden) - 1)]
+    steps = [abs(library_lpips(golden[t], golden[t + 1], device)
+                 - library_lpips(candidate[t], candidate[t + 1], device)) for t in range(len(golden) - 1)]
     g, c = golden.astype(np.float64), candidate.astype(np.float64)
     flicker = float(np.abs(np.diff(c, axis=0) - np.diff(g, axis=0)).mean())
     g, c = g.mean(axis=(1, 2)), c.mean(axis=(1, 2))

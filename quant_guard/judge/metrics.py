@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # below that torch raises deep inside the network. 64x64 is the size LPIPS was trained on.
 LPIPS_MIN_SIZE = 31
 
-lpips_lock = threading.Lock()  # the shared models' `spatial` is read in forward: one user at a time
+lpips_lock = threading.Lock()  # one user of the shared models at a time (concurrent passes only fight over the cores)
 
 
 def _check_pair(golden: np.ndarray, candidate: np.ndarray) -> None:
@@ -203,11 +203,12 @@ def lpips_distance(golden: np.ndarray, candidate: np.ndarray, *, device: str | N
 def _lpips_distance(pair: ImagePair) -> float:
     import torch
 
-    # One model for both modes: `spatial` is read in forward, the lock keeps threads apart.
+    # both images through the trunk as one batch (``lpips_layers``), as ``_lpips_with_map``: the
+    # same number to the last bit, whichever of the two the gate calls
     with lpips_lock, torch.no_grad():  # no_grad is local: the caller's grad mode comes back
         model = _pair_model(pair)
-        model.spatial = False
-        return float(model(*pair.lpips_inputs()).item())
+        layers = lpips_layers(model, torch.cat(pair.lpips_inputs()))
+        return float(lpips_between(model, [f[:1] for f in layers], [f[1:] for f in layers]).item())
 
 
 def lpips_spatial_map(golden: np.ndarray, candidate: np.ndarray) -> np.ndarray:

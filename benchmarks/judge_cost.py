@@ -89,9 +89,9 @@ def library_lpips(golden: np.ndarray, candidate: np.ndarray, device: str) -> flo
 
     pair = metrics.ImagePair(golden, candidate, device)
     with metrics.lpips_lock, torch.no_grad():
-        model = metrics.lpips_model_for(pair.device, pair.dtype)
-        model.spatial = False
-        return float(model(*pair.lpips_inputs()).item())
+        model = metrics.lpips_model_for(pair.device, pair.dtype)  # built with spatial off
+        batch = pair.lpips_batch()
+        return float(model(batch[:1], batch[1:]).item())
 
 
 class Timer:

@@ -95,9 +95,11 @@ class ImagePair:
 
         return rgb_to_lab(self.rgb8[0], self.dtype), rgb_to_lab(self.rgb8[1], self.dtype)
 
-    def lpips_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """1 x 3 x H x W in [-1, 1] (``lpips_input``)."""
-        return lpips_input(self.rgb8[0], self.dtype)[None], lpips_input(self.rgb8[1], self.dtype)[None]
+    def lpips_batch(self) -> torch.Tensor:
+        """2 x 3 x H x W in [-1, 1] (``lpips_input``): the golden, then the candidate."""
+        import torch
+
+        return torch.stack([lpips_input(self.rgb8[0], self.dtype), lpips_input(self.rgb8[1], self.dtype)])
 
     def psnr(self) -> float:
         """PSNR in dB (``torch_ops.psnr``)."""
@@ -207,7 +209,7 @@ def _lpips_distance(pair: ImagePair) -> float:
     # same number to the last bit, whichever of the two the gate calls
     with lpips_lock, torch.no_grad():  # no_grad is local: the caller's grad mode comes back
         model = _pair_model(pair)
-        layers = lpips_layers(model, torch.cat(pair.lpips_inputs()))
+        layers = lpips_layers(model, pair.lpips_batch())
         return float(lpips_between(model, [f[:1] for f in layers], [f[1:] for f in layers]).item())
 
 
@@ -236,7 +238,7 @@ def _lpips_with_map(pair: ImagePair) -> tuple[float, np.ndarray]:
     with lpips_lock, torch.no_grad():
         model = _pair_model(pair)
         # both images through the trunk as one batch (``lpips_layers``)
-        layers = lpips_layers(model, torch.cat(pair.lpips_inputs()))
+        layers = lpips_layers(model, pair.lpips_batch())
         value: Any = 0
         spatial: Any = 0
         for kk in range(model.L):

@@ -226,8 +226,9 @@ def rgb_to_lab(rgb8: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         f = []
         for row, white in zip(_XYZ_FROM_RGB, _D65):  # XYZ scaled by the white point, then Lab's f(t)
             t = torch.add(r * (row[0] / white), g, alpha=row[1] / white).add_(b, alpha=row[2] / white)
+            above = t > 0.008856
             cube_root = t.clamp(min=0.008856).log_().div_(3.0).exp_()  # within an ulp of pow(1/3), 3x faster
-            f.append(torch.where(t > 0.008856, cube_root, t.mul_(7.787).add_(16.0 / 116.0)))
+            f.append(torch.where(above, cube_root, t.mul_(7.787).add_(16.0 / 116.0)))  # t itself: the linear part
         fx, fy, fz = f
         torch.mul(fy, 116.0, out=out[0, y0:y1]).sub_(16.0)
         torch.sub(fx, fy, out=out[1, y0:y1]).mul_(500.0)
